@@ -1,0 +1,361 @@
+/* audit.c - accord-audit: verify the sharing log's hash chain and decrypt a payload */
+#include <getopt.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accord/keys.h"
+#include "accord/logrow.h"
+#include "accord/pb.h"
+#include "accord/record.h"
+
+#define EXIT_TAMPERED 1
+#define EXIT_USAGE    2
+#define EXIT_FAILED   3
+
+static const char s_row_columns[] =
+    "seq, share_id::text, (extract(epoch FROM at) * 1000000)::bigint, event, from_agency,"
+    " to_agency, record_type, record_id, subject_tag, to_json(rule_ids)::text, purpose,"
+    " lawful_basis, consent, error_code, reason, agreement_hash, coalesce(key_epoch, 0), nonce,"
+    " payload, prev_hash, entry_hash";
+
+enum { C_SEQ, C_SHARE, C_AT, C_EVENT, C_FROM, C_TO, C_TYPE, C_RECORD, C_TAG, C_RULES,
+       C_PURPOSE, C_BASIS, C_CONSENT, C_CODE, C_REASON, C_AGREEMENT, C_EPOCH, C_NONCE,
+       C_PAYLOAD, C_PREV, C_ENTRY };
+
+/* One fetched row and the memory its pointers refer to. */
+typedef struct {
+    acc_logrow_t row;
+    json_t *rules;
+    unsigned char *blobs[6];   /* PQunescapeBytea output, freed with PQfreemem */
+    size_t blob_len[6];
+    const uint8_t *prev_hash;
+    const uint8_t *entry_hash;
+} s_fetched_t;
+
+static void s_usage(FILE *out)
+{
+    (void)fprintf(out,
+                  "usage: accord-audit verify --db CONNINFO\n"
+                  "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
+                  "\n"
+                  "verify  walks the whole sharing log in sequence order, recomputes every\n"
+                  "        row's hash from its content and the previous row's hash, and\n"
+                  "        names the first row that does not verify.\n"
+                  "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
+                  "        key, on this machine, and prints the row and the record as JSON.\n"
+                  "\n"
+                  "CONNINFO is a libpq connection string for a role granted accord_reader\n"
+                  "(verify) or accord_writer's SELECT rights (show needs the payload).\n"
+                  "\n"
+                  "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
+                  "does not decrypt, 2 usage, 3 could not read the database or key.\n");
+}
+
+static const char *s_text(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+static const uint8_t *s_blob(s_fetched_t *f, size_t slot, PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) {
+        return NULL;
+    }
+    f->blobs[slot] = PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col),
+                                     &f->blob_len[slot]);
+    return f->blobs[slot];
+}
+
+static void s_fetched_clear(s_fetched_t *f)
+{
+    for (size_t i = 0; i < sizeof(f->blobs) / sizeof(f->blobs[0]); i++) {
+        PQfreemem(f->blobs[i]);
+    }
+    json_decref(f->rules);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Fills f from one result row; false if a column has an impossible shape. */
+static bool s_fetch(s_fetched_t *f, PGresult *res, int i)
+{
+    memset(f, 0, sizeof(*f));
+    acc_logrow_t *r = &f->row;
+    acc_err_t err;
+    r->seq = strtoll(PQgetvalue(res, i, C_SEQ), NULL, 10);
+    bool ok = acc_uuid_parse(r->share_id, PQgetvalue(res, i, C_SHARE), &err) == ACC_OK;
+    r->at_us = strtoll(PQgetvalue(res, i, C_AT), NULL, 10);
+    r->event = s_text(res, i, C_EVENT);
+    r->from_agency = s_text(res, i, C_FROM);
+    r->to_agency = s_text(res, i, C_TO);
+    r->record_type = s_text(res, i, C_TYPE);
+    r->record_id = s_text(res, i, C_RECORD);
+    r->subject_tag = s_blob(f, 0, res, i, C_TAG);
+    ok = ok && (r->subject_tag == NULL || f->blob_len[0] == ACC_LOGROW_TAG_BYTES);
+    f->rules = json_loads(PQgetvalue(res, i, C_RULES), 0, NULL);
+    r->rule_count = json_array_size(f->rules);
+    ok = ok && r->rule_count <= ACC_LOGROW_MAX_RULES;
+    for (size_t k = 0; ok && k < r->rule_count; k++) {
+        r->rule_ids[k] = json_string_value(json_array_get(f->rules, k));
+    }
+    r->purpose = s_text(res, i, C_PURPOSE);
+    r->lawful_basis = s_text(res, i, C_BASIS);
+    r->consent = s_text(res, i, C_CONSENT);
+    r->error_code = s_text(res, i, C_CODE);
+    r->reason = s_text(res, i, C_REASON);
+    r->agreement_hash = s_blob(f, 1, res, i, C_AGREEMENT);
+    r->key_epoch = strtoll(PQgetvalue(res, i, C_EPOCH), NULL, 10);
+    r->nonce = s_blob(f, 2, res, i, C_NONCE);
+    r->payload = s_blob(f, 3, res, i, C_PAYLOAD);
+    r->payload_len = f->blob_len[3];
+    f->prev_hash = s_blob(f, 4, res, i, C_PREV);
+    f->entry_hash = s_blob(f, 5, res, i, C_ENTRY);
+    return ok && f->blob_len[1] == 32 &&
+           (r->nonce == NULL || f->blob_len[2] == ACC_LOGROW_NONCE_BYTES) &&
+           f->blob_len[4] == ACC_LOGROW_HASH_BYTES && f->blob_len[5] == ACC_LOGROW_HASH_BYTES;
+}
+
+typedef struct {
+    int64_t expected_seq;
+    uint8_t hash[ACC_LOGROW_HASH_BYTES];
+    uint64_t rows;
+} s_chain_t;
+
+/* Checks one row against the chain so far; prints and returns false at the first fault. */
+static bool s_verify_row(s_chain_t *chain, const s_fetched_t *f)
+{
+    int64_t seq = f->row.seq;
+    if (seq != chain->expected_seq) {
+        (void)printf("FAIL seq %lld: %s (expected seq %lld)\n", (long long)seq,
+                     seq > chain->expected_seq ? "gap: rows are missing before this one"
+                                               : "rows are out of order or duplicated",
+                     (long long)chain->expected_seq);
+        return false;
+    }
+    if (sodium_memcmp(f->prev_hash, chain->hash, ACC_LOGROW_HASH_BYTES) != 0) {
+        (void)printf("FAIL seq %lld: previous-hash link does not match the row before it\n",
+                     (long long)seq);
+        return false;
+    }
+    uint8_t entry[ACC_LOGROW_HASH_BYTES];
+    acc_logrow_hash(entry, chain->hash, &f->row);
+    if (sodium_memcmp(entry, f->entry_hash, sizeof(entry)) != 0) {
+        (void)printf("FAIL seq %lld: hash mismatch: the row's content was changed\n",
+                     (long long)seq);
+        return false;
+    }
+    memcpy(chain->hash, entry, sizeof(entry));
+    chain->expected_seq = seq + 1;
+    chain->rows++;
+    return true;
+}
+
+static PGconn *s_connect(const char *conninfo)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        (void)fprintf(stderr, "accord-audit: could not connect to PostgreSQL: %s",
+                      PQerrorMessage(conn));
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Streams rows one at a time (single-row mode): a log of any length is verified
+ * in constant memory. */
+static int s_verify(const char *conninfo)
+{
+    PGconn *conn = s_connect(conninfo);
+    if (conn == NULL) {
+        return EXIT_FAILED;
+    }
+    char *sql = acc_xasprintf("SELECT %s FROM accord_log ORDER BY seq", s_row_columns);
+    int sent = PQsendQuery(conn, sql);
+    free(sql);
+    if (sent != 1 || PQsetSingleRowMode(conn) != 1) {
+        (void)fprintf(stderr, "accord-audit: could not read the log: %s", PQerrorMessage(conn));
+        PQfinish(conn);
+        return EXIT_FAILED;
+    }
+    s_chain_t chain = { .expected_seq = 1 };
+    int status = EXIT_SUCCESS;
+    PGresult *res;
+    while ((res = PQgetResult(conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE && status == EXIT_SUCCESS) {
+            s_fetched_t f;
+            bool shaped = s_fetch(&f, res, 0);
+            if (!shaped) {
+                (void)printf("FAIL seq %lld: a column has an impossible value\n",
+                             (long long)f.row.seq);
+            }
+            status = shaped && s_verify_row(&chain, &f) ? EXIT_SUCCESS : EXIT_TAMPERED;
+            s_fetched_clear(&f);
+        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK) {
+            (void)fprintf(stderr, "accord-audit: could not read the log: %s",
+                          PQresultErrorMessage(res));
+            status = EXIT_FAILED;
+        }
+        PQclear(res);
+    }
+    PQfinish(conn);
+    if (status == EXIT_SUCCESS) {
+        (void)printf("OK %llu rows verified; chain head seq %lld\n",
+                     (unsigned long long)chain.rows, (long long)chain.expected_seq - 1);
+    }
+    return status;
+}
+
+static json_t *s_row_json(const acc_logrow_t *r)
+{
+    char share[37];
+    acc_uuid_format(share, r->share_id);
+    json_t *rules = json_array();
+    for (size_t i = 0; i < r->rule_count; i++) {
+        json_array_append_new(rules, json_string(r->rule_ids[i]));
+    }
+    json_t *obj = json_pack("{s:I, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:o, s:s?, s:s?, s:s?, "
+                            "s:s?, s:I}",
+                            "seq", (json_int_t)r->seq, "share_id", share, "event", r->event,
+                            "from", r->from_agency, "to", r->to_agency, "record_type",
+                            r->record_type, "record_id", r->record_id, "rules", rules,
+                            "purpose", r->purpose, "lawful_basis", r->lawful_basis, "consent",
+                            r->consent, "reason", r->reason, "key_epoch",
+                            (json_int_t)r->key_epoch);
+    return obj;
+}
+
+/* Opens the epoch key sealed to this auditor's box key, on this machine. */
+static bool s_epoch_key(PGconn *conn, int64_t epoch, const uint8_t *box_secret, uint8_t *key)
+{
+    uint8_t box_public[crypto_box_PUBLICKEYBYTES];
+    (void)crypto_scalarmult_base(box_public, box_secret);
+    char epoch_text[32];
+    (void)snprintf(epoch_text, sizeof(epoch_text), "%lld", (long long)epoch);
+    const char *values[2] = { epoch_text, (const char *)box_public };
+    int lengths[2] = { 0, (int)sizeof(box_public) };
+    int formats[2] = { 0, 1 };
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT sealed_key FROM accord_epoch_seal WHERE epoch = $1 AND "
+                                 "box_key = $2",
+                                 2, NULL, values, lengths, formats, 1);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+              PQgetlength(res, 0, 0) == crypto_box_SEALBYTES + ACC_LOGROW_KEY_BYTES &&
+              crypto_box_seal_open(key, (const uint8_t *)PQgetvalue(res, 0, 0),
+                                   (unsigned long long)PQgetlength(res, 0, 0), box_public,
+                                   box_secret) == 0;
+    PQclear(res);
+    return ok;
+}
+
+static int s_decrypt_and_print(PGconn *conn, const s_fetched_t *f, const uint8_t *box_secret)
+{
+    uint8_t *key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(key != NULL);
+    json_t *obj = s_row_json(&f->row);
+    int status = EXIT_SUCCESS;
+    acc_err_t err;
+    if (f->row.payload == NULL) {
+        json_object_set_new(obj, "record", json_null());
+    } else if (!s_epoch_key(conn, f->row.key_epoch, box_secret, key)) {
+        (void)fprintf(stderr, "accord-audit: epoch %lld's key is not sealed to this auditor "
+                              "key, or the seal does not open\n",
+                      (long long)f->row.key_epoch);
+        status = EXIT_TAMPERED;
+    } else {
+        size_t len = f->row.payload_len - ACC_LOGROW_MAC_BYTES;
+        uint8_t *plain = acc_xmalloc(len);
+        if (acc_logrow_open(plain, len, &f->row, key, &err) != ACC_OK) {
+            (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+            status = EXIT_TAMPERED;
+        } else {
+            Accord__V1__ChildRecord *rec = accord__v1__child_record__unpack(NULL, len, plain);
+            json_object_set_new(obj, "record", rec != NULL ? acc_record_to_json(rec) : json_null());
+            acc_record_free(&rec);
+        }
+        sodium_memzero(plain, len);
+        free(plain);
+    }
+    sodium_free(key);
+    if (status == EXIT_SUCCESS) {
+        char *text = json_dumps(obj, JSON_INDENT(2));
+        (void)printf("%s\n", text);
+        free(text);
+    }
+    json_decref(obj);
+    return status;
+}
+
+static int s_show(const char *seq, const char *conninfo, const char *key_path)
+{
+    uint8_t *box_secret = sodium_malloc(ACC_BOX_SECRET_BYTES);
+    acc_assert(box_secret != NULL);
+    acc_err_t err;
+    if (acc_keys_read_box_secret(box_secret, key_path, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        sodium_free(box_secret);
+        return EXIT_FAILED;
+    }
+    PGconn *conn = s_connect(conninfo);
+    int status = EXIT_FAILED;
+    if (conn != NULL) {
+        char *sql = acc_xasprintf("SELECT %s FROM accord_log WHERE seq = $1", s_row_columns);
+        PGresult *res = PQexecParams(conn, sql, 1, NULL, &seq, NULL, NULL, 0);
+        free(sql);
+        s_fetched_t f;
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            (void)fprintf(stderr, "accord-audit: no log row with seq %s\n", seq);
+        } else if (!s_fetch(&f, res, 0)) {
+            (void)fprintf(stderr, "accord-audit: log row %s has an impossible value\n", seq);
+            s_fetched_clear(&f);
+        } else {
+            status = s_decrypt_and_print(conn, &f, box_secret);
+            s_fetched_clear(&f);
+        }
+        PQclear(res);
+        PQfinish(conn);
+    }
+    sodium_free(box_secret);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        { "db", required_argument, NULL, 'd' },  { "key", required_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },      { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *db = NULL;
+    const char *key = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "d:k:hV", options, NULL)) != -1) {
+        if (opt == 'd') {
+            db = optarg;
+        } else if (opt == 'k') {
+            key = optarg;
+        } else if (opt == 'h' || opt == 'V') {
+            opt == 'h' ? s_usage(stdout) : (void)printf("accord-audit %s\n", ACCORD_VERSION);
+            return EXIT_SUCCESS;
+        } else {
+            s_usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (sodium_init() < 0 || db == NULL || optind >= argc) {
+        s_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[optind], "verify") == 0 && optind + 1 == argc) {
+        return s_verify(db);
+    }
+    if (strcmp(argv[optind], "show") == 0 && optind + 2 == argc && key != NULL) {
+        return s_show(argv[optind + 1], db, key);
+    }
+    s_usage(stderr);
+    return EXIT_USAGE;
+}

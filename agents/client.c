@@ -1,0 +1,286 @@
+/* client.c - a CURVE DEALER connection to accordd */
+#include "client.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "accord/keys.h"
+#include "accord/log.h"
+
+#define PROTOCOL_VERSION 1
+#define HELLO_CORRELATION UINT64_MAX /* reserved: never used for requests */
+
+struct client_t {
+    void *ctx;
+    void *socket;
+    void *monitor;
+    const acc_agent_config_t *config;
+    bool subscribe;
+    bool welcomed_once;
+    bool auth_failed;
+    uint64_t handshakes;
+    char agency[128];
+};
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static acc_rc_t s_configure(client_t *self, const uint8_t secret[32], acc_err_t *err)
+{
+    uint8_t server[ACC_CURVE_KEY_BYTES];
+    acc_rc_t rc = acc_keys_decode_z85(server, self->config->broker_key, err);
+    if (rc != ACC_OK) {
+        return acc_err_set(err, ACC_ERR_INVALID, "broker_key: %s", err->msg);
+    }
+    char public_z85[ACC_Z85_KEY_CHARS + 1];
+    char secret_z85[ACC_Z85_KEY_CHARS + 1];
+    char server_z85[ACC_Z85_KEY_CHARS + 1];
+    acc_keys_encode_z85(secret_z85, secret);
+    acc_keys_encode_z85(server_z85, server);
+    (void)zmq_curve_public(public_z85, secret_z85);
+    int zero = 0;
+    int64_t max_bytes = self->config->max_message_bytes;
+    int ok = zmq_setsockopt(self->socket, ZMQ_CURVE_SERVERKEY, server_z85, ACC_Z85_KEY_CHARS) |
+             zmq_setsockopt(self->socket, ZMQ_CURVE_PUBLICKEY, public_z85, ACC_Z85_KEY_CHARS) |
+             zmq_setsockopt(self->socket, ZMQ_CURVE_SECRETKEY, secret_z85, ACC_Z85_KEY_CHARS) |
+             zmq_setsockopt(self->socket, ZMQ_LINGER, &zero, sizeof(zero)) |
+             zmq_setsockopt(self->socket, ZMQ_MAXMSGSIZE, &max_bytes, sizeof(max_bytes));
+    sodium_memzero(secret_z85, sizeof(secret_z85));
+    if (ok != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not configure the connection: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    return ACC_OK;
+}
+
+static acc_rc_t s_monitor(client_t *self, acc_err_t *err)
+{
+    char endpoint[64];
+    (void)snprintf(endpoint, sizeof(endpoint), "inproc://accord-client-monitor-%p", (void *)self);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+    if (zmq_socket_monitor(self->socket, endpoint, events) != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not monitor the connection: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    self->monitor = zmq_socket(self->ctx, ZMQ_PAIR);
+    if (self->monitor == NULL || zmq_connect(self->monitor, endpoint) != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not monitor the connection: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    return ACC_OK;
+}
+
+acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subscribe,
+                     acc_err_t *err)
+{
+    client_t *self = acc_xcalloc(1, sizeof(*self));
+    self->config = config;
+    self->subscribe = subscribe;
+    self->ctx = zmq_ctx_new();
+    acc_assert(self->ctx != NULL);
+    self->socket = zmq_socket(self->ctx, ZMQ_DEALER);
+    acc_assert(self->socket != NULL);
+    uint8_t *secret = sodium_malloc(ACC_CURVE_KEY_BYTES);
+    acc_assert(secret != NULL);
+    acc_rc_t rc = acc_keys_read_curve_secret(secret, config->curve_secret_key, err);
+    if (rc == ACC_OK) {
+        rc = s_configure(self, secret, err);
+    }
+    sodium_free(secret);
+    if (rc == ACC_OK) {
+        rc = s_monitor(self, err);
+    }
+    if (rc == ACC_OK && zmq_connect(self->socket, config->broker) != 0) {
+        rc = acc_err_set(err, ACC_ERR_NET, "could not connect to \"%s\": %s", config->broker,
+                         zmq_strerror(zmq_errno()));
+    }
+    if (rc != ACC_OK) {
+        client_destroy(&self);
+        return rc;
+    }
+    *out = self;
+    return ACC_OK;
+}
+
+void client_destroy(client_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL) {
+        return;
+    }
+    client_t *self = *self_p;
+    if (self->socket != NULL) {
+        (void)zmq_socket_monitor(self->socket, NULL, 0);
+        zmq_close(self->socket);
+    }
+    if (self->monitor != NULL) {
+        int zero = 0;
+        (void)zmq_setsockopt(self->monitor, ZMQ_LINGER, &zero, sizeof(zero));
+        zmq_close(self->monitor);
+    }
+    zmq_ctx_term(self->ctx);
+    free(self);
+    *self_p = NULL;
+}
+
+acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t len, acc_err_t *err)
+{
+    if (zmq_send(self->socket, bytes, len, 0) < 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not send to the broker: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    return ACC_OK;
+}
+
+acc_rc_t client_send(client_t *self, const Accord__V1__Envelope *env, acc_err_t *err)
+{
+    size_t len = accord__v1__envelope__get_packed_size(env);
+    uint8_t *buf = acc_xmalloc(len);
+    (void)accord__v1__envelope__pack(env, buf);
+    acc_rc_t rc = client_send_raw(self, buf, len, err);
+    free(buf);
+    return rc;
+}
+
+static acc_rc_t s_send_hello(client_t *self, acc_err_t *err)
+{
+    Accord__V1__Hello hello = ACCORD__V1__HELLO__INIT;
+    hello.protocol_version = PROTOCOL_VERSION;
+    hello.agency_id = self->config->agency;
+    hello.n_subscriptions = self->config->subscriptions.count;
+    hello.subscriptions = self->config->subscriptions.items;
+    hello.subscribe = self->subscribe;
+    hello.software = acc_pb_str("accord-agent " ACCORD_VERSION);
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = HELLO_CORRELATION;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    return client_send(self, &env, err);
+}
+
+/* The broker forgets a connection when it restarts: every handshake after the
+ * first is followed by a new Hello, so the agent carries on unattended. */
+static void s_read_monitor(client_t *self)
+{
+    for (;;) {
+        uint8_t event[6];
+        int n = zmq_recv(self->monitor, event, sizeof(event), ZMQ_DONTWAIT);
+        if (n < 0) {
+            return;
+        }
+        char address[256];
+        (void)zmq_recv(self->monitor, address, sizeof(address), 0);
+        uint16_t id = 0;
+        memcpy(&id, event, sizeof(id));
+        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            self->auth_failed = true;
+        } else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            self->auth_failed = false;
+            self->handshakes++;
+            if (self->handshakes > 1 && self->welcomed_once) {
+                acc_err_t ignored;
+                acc_log_notice("client", "reconnected to the broker; saying Hello again");
+                (void)s_send_hello(self, &ignored);
+            }
+        }
+    }
+}
+
+static bool s_is_rehello_welcome(const client_t *self, const Accord__V1__Envelope *env)
+{
+    return self->welcomed_once && env->correlation_id == HELLO_CORRELATION &&
+           env->body_case == ACCORD__V1__ENVELOPE__BODY_WELCOME;
+}
+
+/* Reads one frame if one is waiting: ACC_OK with *out set, or with *out NULL. */
+static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err_t *err)
+{
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    *out = NULL;
+    if (zmq_msg_recv(&msg, self->socket, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);
+        return ACC_OK;
+    }
+    Accord__V1__Envelope *env =
+        accord__v1__envelope__unpack(NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
+    zmq_msg_close(&msg);
+    if (env == NULL) {
+        return acc_err_set(err, ACC_ERR_INVALID, "the broker sent a frame that is not an Envelope");
+    }
+    if (s_is_rehello_welcome(self, env)) {
+        accord__v1__envelope__free_unpacked(env, NULL);
+        return ACC_OK;
+    }
+    *out = env;
+    return ACC_OK;
+}
+
+acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms, acc_err_t *err)
+{
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
+    for (;;) {
+        s_read_monitor(self);
+        if (self->auth_failed) {
+            return acc_err_set(err, ACC_ERR_PERMISSION,
+                               "the broker refused this agent's key: it is not in the agreement, "
+                               "or broker_key is wrong");
+        }
+        acc_rc_t rc = s_read_frame(self, out, err);
+        if (rc != ACC_OK || *out != NULL) {
+            return rc;
+        }
+        int64_t left = deadline - s_now_ms();
+        if (left <= 0) {
+            return acc_err_set(err, ACC_ERR_TIMEOUT, "no answer from the broker at \"%s\"",
+                               self->config->broker);
+        }
+        zmq_pollitem_t items[2] = {
+            { .socket = self->socket, .events = ZMQ_POLLIN },
+            { .socket = self->monitor, .events = ZMQ_POLLIN },
+        };
+        (void)zmq_poll(items, 2, left > 1000 ? 1000 : (long)left);
+    }
+}
+
+acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
+{
+    acc_rc_t rc = s_send_hello(self, err);
+    while (rc == ACC_OK) {
+        Accord__V1__Envelope *env = NULL;
+        rc = client_recv(self, &env, timeout_ms, err);
+        if (rc != ACC_OK) {
+            break;
+        }
+        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_WELCOME) {
+            (void)snprintf(self->agency, sizeof(self->agency), "%s", env->welcome->agency_id);
+            self->welcomed_once = true;
+            accord__v1__envelope__free_unpacked(env, NULL);
+            return ACC_OK;
+        }
+        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+            rc = acc_err_set(err, ACC_ERR_PERMISSION, "the broker refused Hello: %s (%s)",
+                             env->error->message, acc_pb_code_name(env->error->code));
+        }
+        accord__v1__envelope__free_unpacked(env, NULL);
+    }
+    return rc;
+}
+
+uint64_t client_reconnects(const client_t *self)
+{
+    return self->handshakes > 0 ? self->handshakes - 1 : 0;
+}
+
+const char *client_agency(const client_t *self)
+{
+    return self->agency;
+}

@@ -1,0 +1,47 @@
+/* client.h - the accord client library: a CURVE connection to accordd that speaks
+ * Envelopes and says Hello again by itself after every reconnect */
+#ifndef ACCORD_AGENTS_CLIENT_H
+#define ACCORD_AGENTS_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "accord/config.h"
+#include "accord/pb.h"
+#include "accord/rc.h"
+
+typedef struct client_t client_t;
+
+/* Reads the agent's secret key (refused unless mode 0600) and connects to the
+ * broker named in config. subscribe asks for deliveries on this connection. The
+ * connection is asynchronous: nothing has been exchanged when this returns. */
+ACC_NODISCARD acc_rc_t client_open(client_t **out, const acc_agent_config_t *config,
+                                   bool subscribe, acc_err_t *err);
+void client_destroy(client_t **self_p);
+
+/* Sends Hello and waits up to timeout_ms for Welcome. ACC_ERR_PERMISSION when
+ * the broker refuses this key or identity, ACC_ERR_TIMEOUT when it does not answer. */
+ACC_NODISCARD acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err);
+
+/* Packs and sends env. */
+ACC_NODISCARD acc_rc_t client_send(client_t *self, const Accord__V1__Envelope *env,
+                                   acc_err_t *err);
+
+/* Sends raw bytes as one frame (tests use this for malformed input). */
+ACC_NODISCARD acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t len,
+                                       acc_err_t *err);
+
+/* Waits up to timeout_ms (-1: forever) for the next Envelope, which the caller
+ * frees with accord__v1__envelope__free_unpacked. A Welcome answering an
+ * automatic re-Hello is consumed here. ACC_ERR_TIMEOUT when nothing came,
+ * ACC_ERR_PERMISSION when the broker refused the handshake. */
+ACC_NODISCARD acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
+                                   acc_err_t *err);
+
+/* How many times the connection was re-established since open. */
+uint64_t client_reconnects(const client_t *self);
+
+/* The agency id the broker welcomed us as; "" before the first Welcome. */
+const char *client_agency(const client_t *self);
+
+#endif

@@ -1,0 +1,702 @@
+/* broker.c - accordd's event loop: read a batch, commit it, then answer */
+#include "broker.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "accord/keys.h"
+#include "accord/log.h"
+
+#define PEERS_MAX        4096
+#define POLL_IDLE_MS     1000
+#define SEND_TIMEOUT_MS  1000
+#define READ_BATCH_MAX   4096 /* frames read before a commit, whatever they are */
+
+typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- opening ---- */
+
+static acc_rc_t s_set(void *socket, int option, const void *value, size_t len, acc_err_t *err)
+{
+    if (zmq_setsockopt(socket, option, value, len) != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not set socket option %d: %s", option,
+                           zmq_strerror(zmq_errno()));
+    }
+    return ACC_OK;
+}
+
+static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], acc_err_t *err)
+{
+    self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
+    if (self->router == NULL) {
+        return acc_err_set(err, ACC_ERR_NET, "could not create the broker socket: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    int one = 1;
+    int zero = 0;
+    int send_timeout = SEND_TIMEOUT_MS;
+    int64_t max_bytes = self->config->max_message_bytes;
+    acc_rc_t rc = s_set(self->router, ZMQ_CURVE_SERVER, &one, sizeof(one), err);
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_CURVE_SECRETKEY, curve_secret, 32, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_ZAP_DOMAIN, "accord", 6, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_MAXMSGSIZE, &max_bytes, sizeof(max_bytes), err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one), err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_SNDTIMEO, &send_timeout, sizeof(send_timeout), err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
+    }
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    if (zmq_bind(self->router, self->config->listen) != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not listen on \"%s\": %s",
+                           self->config->listen, zmq_strerror(zmq_errno()));
+    }
+    size_t len = sizeof(self->endpoint);
+    (void)zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &len);
+    return ACC_OK;
+}
+
+static acc_rc_t s_load_policy(broker_t *self, acc_err_t *err)
+{
+    acc_diag_t diag;
+    acc_diag_init(&diag);
+    acc_rc_t rc = acc_policy_load(&self->policy, self->config->agreement, &diag, err);
+    for (size_t i = 0; i < diag.count; i++) {
+        acc_log_error("agreement", "%s", diag.lines[i]);
+    }
+    acc_diag_clear(&diag);
+    if (rc == ACC_OK) {
+        acc_log_notice("agreement", "loaded \"%s\" hash=%s agencies=%zu rules=%zu",
+                       acc_policy_id(self->policy), acc_policy_hash_hex(self->policy),
+                       acc_policy_agency_count(self->policy), acc_policy_rule_count(self->policy));
+    }
+    return rc;
+}
+
+static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, acc_err_t *err)
+{
+    acc_rc_t rc = acc_keys_read_curve_secret(curve_secret, self->config->curve_secret_key, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    self->subject_key = sodium_malloc(32);
+    acc_assert(self->subject_key != NULL);
+    rc = acc_keys_read_box_secret(self->subject_key, self->config->subject_key, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    uint8_t *sign_secret = sodium_malloc(ACC_SIGN_SECRET_BYTES);
+    acc_assert(sign_secret != NULL);
+    rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
+    if (rc == ACC_OK) {
+        rc = ledger_open(&self->ledger, self->config->database, sign_secret, err);
+    }
+    sodium_free(sign_secret);
+    if (rc == ACC_OK) {
+        rc = ledger_start_epoch(self->ledger, self->policy, err);
+    }
+    return rc;
+}
+
+acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
+                     const volatile sig_atomic_t *stop_requested,
+                     volatile sig_atomic_t *reload_requested, acc_err_t *err)
+{
+    broker_t *self = acc_xcalloc(1, sizeof(*self));
+    self->config = config;
+    self->stop_requested = stop_requested;
+    self->reload_requested = reload_requested;
+    self->ctx = zmq_ctx_new();
+    acc_assert(self->ctx != NULL);
+    uint8_t *curve_secret = sodium_malloc(32);
+    acc_assert(curve_secret != NULL);
+    acc_rc_t rc = s_load_policy(self, err);
+    if (rc == ACC_OK) {
+        rc = s_open_keys_and_ledger(self, curve_secret, err);
+    }
+    if (rc == ACC_OK) {
+        /* ZAP must be bound before a CURVE server binds, or handshakes skip it. */
+        rc = zap_open(&self->zap, self->ctx, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_open_router(self, curve_secret, err);
+    }
+    sodium_free(curve_secret);
+    if (rc != ACC_OK) {
+        broker_destroy(&self);
+        return rc;
+    }
+    *out = self;
+    return ACC_OK;
+}
+
+static void s_out_free(out_t *o)
+{
+    free(o->frame);
+    free(o->record_id);
+    free(o->record_type);
+    memset(o, 0, sizeof(*o));
+}
+
+static void s_inflight_free(inflight_t *f)
+{
+    free(f->from_agency);
+    free(f->record_type);
+    free(f->record_id);
+}
+
+void broker_destroy(broker_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL) {
+        return;
+    }
+    broker_t *self = *self_p;
+    for (size_t i = 0; i < self->out_count; i++) {
+        s_out_free(&self->out[i]);
+    }
+    free(self->out);
+    for (size_t i = 0; i < self->inflight_count; i++) {
+        s_inflight_free(&self->inflight[i]);
+    }
+    free(self->inflight);
+    for (size_t i = 0; i < self->peer_count; i++) {
+        acc_strlist_clear(&self->peers[i].subscriptions);
+    }
+    free(self->peers);
+    if (self->router != NULL) {
+        zmq_close(self->router);
+    }
+    zap_destroy(&self->zap);
+    if (self->ctx != NULL) {
+        zmq_ctx_term(self->ctx);
+    }
+    ledger_destroy(&self->ledger);
+    acc_policy_destroy(&self->policy);
+    sodium_free(self->subject_key);
+    free(self);
+    *self_p = NULL;
+}
+
+/* ---- peers ---- */
+
+static peer_t *s_peer_find(broker_t *self, const uint8_t *rid, size_t rid_len)
+{
+    for (size_t i = 0; i < self->peer_count; i++) {
+        peer_t *p = &self->peers[i];
+        if (p->rid_len == rid_len && memcmp(p->rid, rid, rid_len) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void s_peer_remove(broker_t *self, size_t index)
+{
+    acc_strlist_clear(&self->peers[index].subscriptions);
+    self->peers[index] = self->peers[self->peer_count - 1];
+    self->peer_count--;
+}
+
+/* ZeroMQ does not report disconnects to a ROUTER, so the table is bounded by
+ * evicting the peer heard from least recently. */
+static size_t s_peer_evict_oldest(broker_t *self)
+{
+    size_t oldest = 0;
+    for (size_t i = 1; i < self->peer_count; i++) {
+        if (self->peers[i].last_seen_ms < self->peers[oldest].last_seen_ms) {
+            oldest = i;
+        }
+    }
+    s_peer_remove(self, oldest);
+    return oldest;
+}
+
+static void s_peer_bind(const broker_t *self, peer_t *p)
+{
+    p->known = acc_policy_find_principal(self->policy, p->id, &p->who);
+}
+
+static peer_t *s_peer_get(broker_t *self, const uint8_t *rid, size_t rid_len, const char *user_id)
+{
+    peer_t *p = s_peer_find(self, rid, rid_len);
+    if (p != NULL) {
+        return p;
+    }
+    if (self->peer_count == PEERS_MAX) {
+        (void)s_peer_evict_oldest(self);
+    }
+    if (self->peer_count == self->peer_cap) {
+        self->peer_cap = self->peer_cap == 0 ? 16 : self->peer_cap * 2;
+        self->peers = acc_xrealloc(self->peers, self->peer_cap * sizeof(*self->peers));
+    }
+    p = &self->peers[self->peer_count++];
+    memset(p, 0, sizeof(*p));
+    memcpy(p->rid, rid, rid_len);
+    p->rid_len = rid_len;
+    (void)snprintf(p->id, sizeof(p->id), "%s", user_id);
+    s_peer_bind(self, p);
+    return p;
+}
+
+/* ---- outgoing frames ---- */
+
+out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
+                    const Accord__V1__Envelope *env)
+{
+    if (self->out_count == self->out_cap) {
+        self->out_cap = self->out_cap == 0 ? 64 : self->out_cap * 2;
+        self->out = acc_xrealloc(self->out, self->out_cap * sizeof(*self->out));
+    }
+    out_t *o = &self->out[self->out_count++];
+    memset(o, 0, sizeof(*o));
+    o->kind = kind;
+    memcpy(o->rid, peer->rid, peer->rid_len);
+    o->rid_len = peer->rid_len;
+    o->correlation_id = env->correlation_id;
+    o->frame_len = accord__v1__envelope__get_packed_size(env);
+    o->frame = acc_xmalloc(o->frame_len);
+    (void)accord__v1__envelope__pack(env, o->frame);
+    return o;
+}
+
+void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation_id,
+                        Accord__V1__ErrorCode code, const char *message)
+{
+    Accord__V1__Error error = ACCORD__V1__ERROR__INIT;
+    error.code = code;
+    error.message = acc_pb_str(message);
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = correlation_id;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_ERROR;
+    env.error = &error;
+    (void)broker_queue(self, OUT_REPLY, peer, &env);
+    acc_log_info("router", "answered %s with %s: %s", peer->id, acc_pb_code_name(code), message);
+}
+
+/* Sends one frame; a peer that has gone or stopped reading is marked closing. */
+static bool s_send(broker_t *self, const uint8_t *rid, size_t rid_len, const uint8_t *frame,
+                   size_t len)
+{
+    if (zmq_send(self->router, rid, rid_len, ZMQ_SNDMORE) >= 0 &&
+        zmq_send(self->router, frame, len, 0) >= 0) {
+        return true;
+    }
+    int e = zmq_errno();
+    peer_t *p = s_peer_find(self, rid, rid_len);
+    if (p != NULL) {
+        acc_log_warn("router", "could not send to %s: %s; dropping the connection", p->id,
+                     zmq_strerror(e));
+        p->closing = true;
+    }
+    return false;
+}
+
+static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
+{
+    Accord__V1__PublishResult result = ACCORD__V1__PUBLISH_RESULT__INIT;
+    result.record_id = acc_pb_str(o->record_id);
+    result.code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
+    result.reason = acc_pb_str(why);
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = o->correlation_id;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT;
+    env.publish_result = &result;
+    uint8_t buf[1024];
+    size_t len = accord__v1__envelope__get_packed_size(&env);
+    if (len <= sizeof(buf)) {
+        (void)accord__v1__envelope__pack(&env, buf);
+        (void)s_send(self, o->rid, o->rid_len, buf, len);
+    }
+}
+
+static bool s_wants(const peer_t *p, size_t agency, const char *record_type)
+{
+    if (!p->known || p->who.auditor || p->who.index != agency || !p->welcomed ||
+        !p->subscriber || p->closing) {
+        return false;
+    }
+    if (p->subscriptions.count == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < p->subscriptions.count; i++) {
+        if (strcmp(p->subscriptions.items[i], record_type) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void s_inflight_add(broker_t *self, const out_t *o, const char *from)
+{
+    if (self->inflight_count == self->inflight_cap) {
+        self->inflight_cap = self->inflight_cap == 0 ? 64 : self->inflight_cap * 2;
+        self->inflight =
+            acc_xrealloc(self->inflight, self->inflight_cap * sizeof(*self->inflight));
+    }
+    inflight_t *f = &self->inflight[self->inflight_count++];
+    memcpy(f->share_id, o->share_id, sizeof(f->share_id));
+    f->to_agency = o->to_agency;
+    f->from_agency = acc_xstrdup(from);
+    f->record_type = acc_xstrdup(o->record_type);
+    f->record_id = acc_xstrdup(o->record_id);
+    f->ack_staged = false;
+}
+
+/* Sends a committed share to the newest connection of its recipient that wants it.
+ * A recipient that is not connected gets nothing now: the share row stands. */
+static void s_deliver(broker_t *self, const out_t *o)
+{
+    for (size_t i = self->peer_count; i-- > 0;) {
+        peer_t *p = &self->peers[i];
+        if (s_wants(p, o->to_agency, o->record_type) &&
+            s_send(self, p->rid, p->rid_len, o->frame, o->frame_len)) {
+            return;
+        }
+    }
+}
+
+static void s_flush(broker_t *self, bool committed, const char *why)
+{
+    for (size_t i = 0; i < self->out_count; i++) {
+        out_t *o = &self->out[i];
+        switch (o->kind) {
+        case OUT_REPLY:
+            (void)s_send(self, o->rid, o->rid_len, o->frame, o->frame_len);
+            break;
+        case OUT_RESULT:
+            if (committed) {
+                (void)s_send(self, o->rid, o->rid_len, o->frame, o->frame_len);
+            } else {
+                s_send_unavailable(self, o, why);
+            }
+            break;
+        case OUT_DELIVER:
+            if (committed) {
+                s_inflight_add(self, o, acc_policy_agency_id(self->policy, o->from_agency));
+                s_deliver(self, o);
+            }
+            break;
+        }
+        s_out_free(o);
+    }
+    self->out_count = 0;
+}
+
+static void s_settle_acks(broker_t *self, bool committed)
+{
+    for (size_t i = 0; i < self->inflight_count;) {
+        inflight_t *f = &self->inflight[i];
+        if (f->ack_staged && committed) {
+            s_inflight_free(f);
+            self->inflight[i] = self->inflight[--self->inflight_count];
+            continue;
+        }
+        f->ack_staged = false;
+        i++;
+    }
+}
+
+static void s_commit_and_answer(broker_t *self)
+{
+    bool committed = true;
+    acc_err_t err;
+    acc_err_clear(&err);
+    size_t rows = ledger_staged(self->ledger);
+    if (rows > 0) {
+        committed = ledger_commit(self->ledger, &err) == ACC_OK;
+        if (committed) {
+            acc_log_debug("ledger", "committed batch rows=%zu", rows);
+        } else {
+            acc_log_warn("ledger", "batch of %zu row(s) not written, answering UNAVAILABLE: %s",
+                         rows, err.msg);
+        }
+    }
+    s_settle_acks(self, committed);
+    s_flush(self, committed, "the sharing log cannot be written just now; retry");
+}
+
+/* ---- handlers ---- */
+
+static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    const Accord__V1__Hello *hello = env->hello;
+    if (hello->protocol_version != BROKER_PROTOCOL_VERSION) {
+        broker_reply_error(self, peer, env->correlation_id,
+                           ACCORD__V1__ERROR_CODE__UNSUPPORTED_VERSION,
+                           "this broker speaks protocol version 1");
+        return;
+    }
+    if (hello->agency_id[0] != '\0' && strcmp(hello->agency_id, peer->id) != 0) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__SPOOFED,
+                           "Hello names an agency other than the one this key belongs to");
+        return;
+    }
+    acc_strlist_clear(&peer->subscriptions);
+    peer->subscriptions.items = acc_xcalloc(hello->n_subscriptions, sizeof(char *));
+    for (size_t i = 0; i < hello->n_subscriptions; i++) {
+        peer->subscriptions.items[i] = acc_xstrdup(hello->subscriptions[i]);
+    }
+    peer->subscriptions.count = hello->n_subscriptions;
+    peer->welcomed = true;
+    peer->subscriber = hello->subscribe && !peer->who.auditor;
+    Accord__V1__Welcome welcome = ACCORD__V1__WELCOME__INIT;
+    welcome.protocol_version = BROKER_PROTOCOL_VERSION;
+    welcome.agency_id = peer->id;
+    welcome.agreement_id = acc_pb_str(acc_policy_id(self->policy));
+    welcome.agreement_hash = acc_pb_str(acc_policy_hash_hex(self->policy));
+    welcome.auditor = peer->who.auditor;
+    Accord__V1__Envelope reply = ACCORD__V1__ENVELOPE__INIT;
+    reply.correlation_id = env->correlation_id;
+    reply.body_case = ACCORD__V1__ENVELOPE__BODY_WELCOME;
+    reply.welcome = &welcome;
+    (void)broker_queue(self, OUT_REPLY, peer, &reply);
+    acc_log_info("router", "welcomed %s \"%s\"%s subscriptions=%zu",
+                 peer->who.auditor ? "auditor" : "agency", peer->id,
+                 peer->subscriber ? " as subscriber" : "", hello->n_subscriptions);
+}
+
+static void s_on_heartbeat(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    Accord__V1__Heartbeat beat = ACCORD__V1__HEARTBEAT__INIT;
+    beat.sent_at_ms = env->heartbeat->sent_at_ms;
+    Accord__V1__Envelope reply = ACCORD__V1__ENVELOPE__INIT;
+    reply.correlation_id = env->correlation_id;
+    reply.body_case = ACCORD__V1__ENVELOPE__BODY_HEARTBEAT;
+    reply.heartbeat = &beat;
+    (void)broker_queue(self, OUT_REPLY, peer, &reply);
+}
+
+static inflight_t *s_inflight_find(broker_t *self, const uint8_t *share_id)
+{
+    for (size_t i = 0; i < self->inflight_count; i++) {
+        if (memcmp(self->inflight[i].share_id, share_id, ACC_LOGROW_SHARE_BYTES) == 0) {
+            return &self->inflight[i];
+        }
+    }
+    return NULL;
+}
+
+static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    acc_err_t err;
+    inflight_t *f = NULL;
+    if (acc_uuid_parse(share_id, env->deliver_ack->share_id, &err) == ACC_OK) {
+        f = s_inflight_find(self, share_id);
+    }
+    if (f == NULL || f->ack_staged || peer->who.auditor || f->to_agency != peer->who.index) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE,
+                           "no delivery awaiting acknowledgement has this share id");
+        return;
+    }
+    acc_logrow_t row = { 0 };
+    memcpy(row.share_id, share_id, sizeof(share_id));
+    row.event = "acknowledged";
+    row.from_agency = f->from_agency;
+    row.to_agency = peer->id;
+    row.record_type = f->record_type;
+    row.record_id = f->record_id;
+    row.agreement_hash = acc_policy_hash(self->policy);
+    (void)ledger_stage(self->ledger, &row, NULL, 0);
+    f->ack_staged = true;
+}
+
+static void s_on_audit_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    if (!peer->who.auditor) {
+        broker_reply_error(self, peer, env->correlation_id,
+                           ACCORD__V1__ERROR_CODE__AUDIT_FORBIDDEN,
+                           "only auditors named in the agreement may query the log");
+        return;
+    }
+    broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_MESSAGE,
+                       "this broker does not answer audit queries over the wire yet");
+}
+
+static handler_fn *const s_handlers[] = {
+    [ACCORD__V1__ENVELOPE__BODY_HELLO] = s_on_hello,
+    [ACCORD__V1__ENVELOPE__BODY_PUBLISH] = publish_on_publish,
+    [ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK] = s_on_deliver_ack,
+    [ACCORD__V1__ENVELOPE__BODY_HEARTBEAT] = s_on_heartbeat,
+    [ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY] = s_on_audit_query,
+};
+
+static void s_dispatch(broker_t *self, peer_t *peer, const uint8_t *data, size_t len)
+{
+    Accord__V1__Envelope *env = accord__v1__envelope__unpack(NULL, len, data);
+    if (env == NULL) {
+        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
+                           "frame is not an accord.v1.Envelope");
+        return;
+    }
+    size_t kind = (size_t)env->body_case;
+    handler_fn *handler =
+        kind < sizeof(s_handlers) / sizeof(s_handlers[0]) ? s_handlers[kind] : NULL;
+    if (handler == NULL) {
+        broker_reply_error(self, peer, env->correlation_id,
+                           ACCORD__V1__ERROR_CODE__UNKNOWN_MESSAGE,
+                           "the broker does not accept this kind of message");
+    } else if (!peer->welcomed && kind != ACCORD__V1__ENVELOPE__BODY_HELLO &&
+               kind != ACCORD__V1__ENVELOPE__BODY_HEARTBEAT) {
+        broker_reply_error(self, peer, env->correlation_id,
+                           ACCORD__V1__ERROR_CODE__HELLO_REQUIRED, "send Hello first");
+    } else {
+        handler(self, peer, env);
+    }
+    accord__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* ---- reading ---- */
+
+static void s_drain_frames(broker_t *self)
+{
+    int more = 1;
+    size_t size = sizeof(more);
+    while (zmq_getsockopt(self->router, ZMQ_RCVMORE, &more, &size) == 0 && more) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        (void)zmq_msg_recv(&extra, self->router, 0);
+        zmq_msg_close(&extra);
+    }
+}
+
+/* Reads one message (routing id + one body frame); false when none is waiting. */
+static bool s_read_one(broker_t *self)
+{
+    zmq_msg_t rid;
+    zmq_msg_t body;
+    zmq_msg_init(&rid);
+    if (zmq_msg_recv(&rid, self->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&rid);
+        return false;
+    }
+    zmq_msg_init(&body);
+    if (!zmq_msg_more(&rid) || zmq_msg_recv(&body, self->router, 0) < 0 ||
+        zmq_msg_size(&rid) > BROKER_RID_MAX) {
+        s_drain_frames(self);
+        zmq_msg_close(&body);
+        zmq_msg_close(&rid);
+        return true;
+    }
+    const char *user_id = zmq_msg_gets(&body, "User-Id");
+    peer_t *peer = s_peer_get(self, zmq_msg_data(&rid), zmq_msg_size(&rid),
+                              user_id != NULL ? user_id : "");
+    peer->last_seen_ms = s_now_ms();
+    if (zmq_msg_more(&body)) {
+        s_drain_frames(self);
+        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
+                           "a message must be exactly one Envelope frame");
+    } else if (!peer->known) {
+        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
+                           "this key is no longer in the agreement");
+        peer->closing = true;
+    } else {
+        s_dispatch(self, peer, zmq_msg_data(&body), zmq_msg_size(&body));
+    }
+    zmq_msg_close(&body);
+    zmq_msg_close(&rid);
+    return true;
+}
+
+static void s_read_batch(broker_t *self)
+{
+    size_t max_rows = (size_t)self->config->batch_max_rows;
+    for (size_t n = 0; n < READ_BATCH_MAX && ledger_staged(self->ledger) < max_rows; n++) {
+        if (!s_read_one(self)) {
+            return;
+        }
+    }
+}
+
+/* ---- the loop ---- */
+
+static void s_reap_closed_peers(broker_t *self)
+{
+    for (size_t i = 0; i < self->peer_count;) {
+        if (self->peers[i].closing) {
+            s_peer_remove(self, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+/* A new agreement is checked as a whole before it replaces the old one; peers
+ * whose key it no longer names are dropped. */
+static void s_reload(broker_t *self)
+{
+    acc_diag_t diag;
+    acc_diag_init(&diag);
+    acc_err_t err;
+    acc_policy_t *fresh = NULL;
+    if (acc_policy_load(&fresh, self->config->agreement, &diag, &err) != ACC_OK) {
+        for (size_t i = 0; i < diag.count; i++) {
+            acc_log_error("agreement", "%s", diag.lines[i]);
+        }
+        acc_log_error("agreement", "reload refused; agreement %s stays in force",
+                      acc_policy_hash_hex(self->policy));
+        acc_diag_clear(&diag);
+        return;
+    }
+    acc_diag_clear(&diag);
+    acc_policy_destroy(&self->policy);
+    self->policy = fresh;
+    for (size_t i = 0; i < self->peer_count; i++) {
+        s_peer_bind(self, &self->peers[i]);
+        self->peers[i].closing = !self->peers[i].known;
+    }
+    acc_log_notice("agreement", "reloaded \"%s\" hash=%s", acc_policy_id(self->policy),
+                   acc_policy_hash_hex(self->policy));
+}
+
+acc_rc_t broker_run(broker_t *self, acc_err_t *err)
+{
+    acc_log_notice("broker", "listening on %s", self->endpoint);
+    (void)printf("ready endpoint=%s\n", self->endpoint);
+    (void)fflush(stdout);
+    while (!*self->stop_requested) {
+        zmq_pollitem_t items[2] = {
+            { .socket = self->router, .events = ZMQ_POLLIN },
+            { .socket = zap_socket(self->zap), .events = ZMQ_POLLIN },
+        };
+        if (zmq_poll(items, 2, POLL_IDLE_MS) < 0 && zmq_errno() != EINTR) {
+            return acc_err_set(err, ACC_ERR_NET, "could not poll sockets: %s",
+                               zmq_strerror(zmq_errno()));
+        }
+        zap_handle(self->zap, self->policy);
+        s_read_batch(self);
+        s_commit_and_answer(self);
+        s_reap_closed_peers(self);
+        if (*self->reload_requested) {
+            *self->reload_requested = 0;
+            s_reload(self);
+        }
+    }
+    s_commit_and_answer(self);
+    acc_log_notice("broker", "stopped; %zu deliveries were awaiting acknowledgement",
+                   self->inflight_count);
+    return ACC_OK;
+}

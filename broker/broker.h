@@ -1,0 +1,107 @@
+/* broker.h - accordd's state and event loop, shared by the broker's own modules */
+#ifndef ACCORD_BROKER_BROKER_H
+#define ACCORD_BROKER_BROKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accord/config.h"
+#include "accord/logrow.h"
+#include "accord/pb.h"
+#include "accord/policy.h"
+#include "ledger.h"
+#include "zap.h"
+
+#define BROKER_RID_MAX 255
+#define BROKER_PROTOCOL_VERSION 1
+
+typedef struct {
+    uint8_t rid[BROKER_RID_MAX];   /* ZeroMQ routing id */
+    size_t rid_len;
+    char id[128];                  /* agency or auditor id from ZAP User-Id */
+    acc_principal_t who;           /* id borrowed from the policy in force */
+    bool known;                    /* who is valid under the policy in force */
+    bool welcomed;                 /* Hello answered */
+    bool subscriber;               /* Hello asked for deliveries */
+    int64_t last_seen_ms;          /* monotonic time of the last frame */
+    acc_strlist_t subscriptions;   /* record types; empty = every allowed type */
+    bool closing;                  /* reaped at the end of this loop turn */
+} peer_t;
+
+typedef enum {
+    OUT_REPLY,      /* a reply to a request that wrote no row: send now */
+    OUT_RESULT,     /* a PublishResult: send only if the batch commits */
+    OUT_DELIVER,    /* a Deliver: send only if the batch commits */
+} out_kind_t;
+
+/* A frame waiting for the end of the batch. */
+typedef struct {
+    out_kind_t kind;
+    uint8_t rid[BROKER_RID_MAX];
+    size_t rid_len;
+    uint64_t correlation_id;
+    uint8_t *frame;                /* packed Envelope, owned */
+    size_t frame_len;
+    char *record_id;               /* OUT_RESULT: for an UNAVAILABLE answer */
+    size_t from_agency;            /* OUT_DELIVER: publisher's agency index */
+    size_t to_agency;              /* OUT_DELIVER: recipient's agency index */
+    char *record_type;             /* OUT_DELIVER: for subscriptions */
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+} out_t;
+
+/* A delivery sent and not yet acknowledged. */
+typedef struct {
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    size_t to_agency;
+    char *from_agency;
+    char *record_type;
+    char *record_id;
+    bool ack_staged;
+} inflight_t;
+
+typedef struct {
+    const acc_broker_config_t *config;
+    void *ctx;
+    void *router;
+    zap_t *zap;
+    ledger_t *ledger;
+    acc_policy_t *policy;
+    uint8_t *subject_key;          /* sodium_malloc, 32 bytes */
+    peer_t *peers;
+    size_t peer_count;
+    size_t peer_cap;
+    out_t *out;
+    size_t out_count;
+    size_t out_cap;
+    inflight_t *inflight;
+    size_t inflight_count;
+    size_t inflight_cap;
+    const volatile sig_atomic_t *stop_requested;
+    volatile sig_atomic_t *reload_requested;
+    char endpoint[256];            /* the endpoint actually bound */
+} broker_t;
+
+/* Opens sockets, the ledger and the agreement named in config. */
+ACC_NODISCARD acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
+                                   const volatile sig_atomic_t *stop_requested,
+                                   volatile sig_atomic_t *reload_requested, acc_err_t *err);
+void broker_destroy(broker_t **self_p);
+
+/* Runs until a stop is requested, then commits what is staged and returns. */
+ACC_NODISCARD acc_rc_t broker_run(broker_t *self, acc_err_t *err);
+
+/* Queues env (packed now) for rid. kind says when it may leave. */
+out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
+                    const Accord__V1__Envelope *env);
+
+/* Queues an Error reply naming code and message. */
+void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation_id,
+                        Accord__V1__ErrorCode code, const char *message);
+
+/* publish.c: decides one Publish, stages its log rows and queues the result and
+ * deliveries for the end of the batch. */
+void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
+#endif

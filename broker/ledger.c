@@ -1,0 +1,532 @@
+/* ledger.c - append-only, hash-chained, encrypted share log with group commit */
+#include "ledger.h"
+
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "accord/log.h"
+#include "accord/migrate.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define NONCE_PREFIX_BYTES 16
+
+static const char s_copy_sql[] =
+    "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
+    " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
+    " key_epoch, nonce, payload, prev_hash, entry_hash) FROM STDIN";
+
+struct ledger_t {
+    PGconn *conn;
+    char *conninfo;
+    uint8_t *sign_secret;  /* sodium_malloc, 64 bytes */
+    uint8_t *epoch_key;    /* sodium_malloc, 32 bytes; NULL before the first epoch */
+    int64_t epoch;
+    uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
+    uint64_t nonce_counter;
+    int64_t head_seq;      /* last committed row */
+    uint8_t head_hash[ACC_LOGROW_HASH_BYTES];
+    int64_t staged_seq;    /* last staged row */
+    uint8_t staged_hash[ACC_LOGROW_HASH_BYTES];
+    size_t staged;
+    char *copy;            /* COPY text of the staged rows */
+    size_t copy_len;
+    size_t copy_cap;
+    uint8_t *scratch;      /* ciphertext of one payload */
+    size_t scratch_cap;
+    int64_t retry_at_ms;   /* no reconnect attempt before this */
+    int64_t backoff_ms;
+};
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static acc_rc_t s_exec(ledger_t *self, const char *sql, const char *what, acc_err_t *err)
+{
+    PGresult *res = PQexec(self->conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    acc_rc_t rc = ACC_OK;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not %s: %s", what,
+                         PQerrorMessage(self->conn));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static acc_rc_t s_read_head(ledger_t *self, acc_err_t *err)
+{
+    PGresult *res =
+        PQexecParams(self->conn, "SELECT seq, entry_hash FROM accord_log ORDER BY seq DESC LIMIT 1",
+                     0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read the log's last row: %s",
+                                  PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    memset(self->head_hash, 0, sizeof(self->head_hash));
+    self->head_seq = 0;
+    if (PQntuples(res) == 1 && PQgetlength(res, 0, 1) == ACC_LOGROW_HASH_BYTES) {
+        const uint8_t *be = (const uint8_t *)PQgetvalue(res, 0, 0);
+        uint64_t seq = 0;
+        for (size_t i = 0; i < 8; i++) {
+            seq = seq << 8 | be[i];
+        }
+        self->head_seq = (int64_t)seq;
+        memcpy(self->head_hash, PQgetvalue(res, 0, 1), ACC_LOGROW_HASH_BYTES);
+    }
+    PQclear(res);
+    self->staged_seq = self->head_seq;
+    memcpy(self->staged_hash, self->head_hash, sizeof(self->staged_hash));
+    return ACC_OK;
+}
+
+static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
+{
+    if (self->conn != NULL) {
+        PQfinish(self->conn);
+    }
+    self->conn = PQconnectdb(self->conninfo);
+    if (PQstatus(self->conn) != CONNECTION_OK) {
+        /* libpq's message may carry host names, never a password. */
+        return acc_err_set(err, ACC_ERR_DB, "could not connect to PostgreSQL: %s",
+                           PQerrorMessage(self->conn));
+    }
+    int applied = 0;
+    acc_rc_t rc = acc_migrate_apply(self->conn, &applied, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    if (applied > 0) {
+        acc_log_notice("ledger", "applied %d schema migration(s); schema version %d", applied,
+                       acc_migrate_latest());
+    }
+    return s_read_head(self, err);
+}
+
+acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
+                     acc_err_t *err)
+{
+    ledger_t *self = acc_xcalloc(1, sizeof(*self));
+    self->conninfo = acc_xstrdup(conninfo);
+    self->sign_secret = sodium_malloc(crypto_sign_SECRETKEYBYTES);
+    acc_assert(self->sign_secret != NULL);
+    memcpy(self->sign_secret, sign_secret, crypto_sign_SECRETKEYBYTES);
+    self->backoff_ms = BACKOFF_MIN_MS;
+    acc_rc_t rc = s_connect(self, err);
+    if (rc != ACC_OK) {
+        ledger_destroy(&self);
+        return rc;
+    }
+    *out = self;
+    return ACC_OK;
+}
+
+void ledger_destroy(ledger_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL) {
+        return;
+    }
+    ledger_t *self = *self_p;
+    if (self->conn != NULL) {
+        PQfinish(self->conn);
+    }
+    sodium_free(self->sign_secret); /* wipes, then frees */
+    sodium_free(self->epoch_key);
+    free(self->conninfo);
+    free(self->copy);
+    free(self->scratch);
+    free(self);
+    *self_p = NULL;
+}
+
+static acc_rc_t s_insert_seal(ledger_t *self, const acc_policy_t *policy, size_t auditor,
+                              acc_err_t *err)
+{
+    const uint8_t *box_key = acc_policy_auditor_box_key(policy, auditor);
+    uint8_t sealed[crypto_box_SEALBYTES + ACC_LOGROW_KEY_BYTES];
+    if (crypto_box_seal(sealed, self->epoch_key, ACC_LOGROW_KEY_BYTES, box_key) != 0) {
+        return acc_err_set(err, ACC_ERR_CRYPTO, "could not seal the epoch key to auditor \"%s\"",
+                           acc_policy_auditor_id(policy, auditor));
+    }
+    char epoch[32];
+    (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)self->epoch);
+    const char *values[4] = { epoch, acc_policy_auditor_id(policy, auditor),
+                              (const char *)box_key, (const char *)sealed };
+    int lengths[4] = { 0, 0, 32, (int)sizeof(sealed) };
+    int formats[4] = { 0, 0, 1, 1 };
+    PGresult *res = PQexecParams(self->conn,
+                                 "INSERT INTO accord_epoch_seal (epoch, auditor, box_key, "
+                                 "sealed_key) VALUES ($1, $2, $3, $4)",
+                                 4, NULL, values, lengths, formats, 0);
+    acc_rc_t rc = ACC_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not store the sealed epoch key: %s",
+                         PQerrorMessage(self->conn));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static acc_rc_t s_insert_epoch(ledger_t *self, acc_err_t *err)
+{
+    uint8_t sign_public[crypto_sign_PUBLICKEYBYTES];
+    (void)crypto_sign_ed25519_sk_to_pk(sign_public, self->sign_secret);
+    const char *values[2] = { (const char *)sign_public, (const char *)self->nonce_prefix };
+    int lengths[2] = { (int)sizeof(sign_public), NONCE_PREFIX_BYTES };
+    int formats[2] = { 1, 1 };
+    PGresult *res = PQexecParams(self->conn,
+                                 "INSERT INTO accord_epoch (epoch, broker_key, nonce_prefix) "
+                                 "SELECT coalesce(max(epoch), 0) + 1, $1, $2 FROM accord_epoch "
+                                 "RETURNING epoch",
+                                 2, NULL, values, lengths, formats, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not start a key epoch: %s",
+                                  PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    self->epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return ACC_OK;
+}
+
+acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_t *err)
+{
+    if (acc_policy_auditor_count(policy) == 0) {
+        return acc_err_set(err, ACC_ERR_INVALID,
+                           "the agreement names no auditor: log payloads could never be read");
+    }
+    if (self->epoch_key == NULL) {
+        self->epoch_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+        acc_assert(self->epoch_key != NULL);
+    }
+    crypto_aead_xchacha20poly1305_ietf_keygen(self->epoch_key);
+    randombytes_buf(self->nonce_prefix, sizeof(self->nonce_prefix));
+    self->nonce_counter = 0;
+    acc_rc_t rc = s_exec(self, "BEGIN", "begin a key epoch", err);
+    if (rc == ACC_OK) {
+        rc = s_insert_epoch(self, err);
+    }
+    for (size_t i = 0; rc == ACC_OK && i < acc_policy_auditor_count(policy); i++) {
+        rc = s_insert_seal(self, policy, i, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_exec(self, "COMMIT", "commit a key epoch", err);
+    }
+    if (rc != ACC_OK) {
+        acc_err_t ignored;
+        (void)s_exec(self, "ROLLBACK", "roll back a key epoch", &ignored);
+        sodium_memzero(self->epoch_key, ACC_LOGROW_KEY_BYTES);
+        self->epoch = 0;
+        return rc;
+    }
+    acc_log_notice("ledger", "key epoch %lld started, sealed to %zu auditor(s)",
+                   (long long)self->epoch, acc_policy_auditor_count(policy));
+    return ACC_OK;
+}
+
+/* ---- COPY text encoding ---- */
+
+static void s_reserve(ledger_t *self, size_t more)
+{
+    if (self->copy_len + more <= self->copy_cap) {
+        return;
+    }
+    size_t cap = self->copy_cap == 0 ? 64 * 1024 : self->copy_cap;
+    while (cap < self->copy_len + more) {
+        cap *= 2;
+    }
+    self->copy = acc_xrealloc(self->copy, cap);
+    self->copy_cap = cap;
+}
+
+static void s_raw(ledger_t *self, const char *s, size_t len)
+{
+    s_reserve(self, len);
+    memcpy(self->copy + self->copy_len, s, len);
+    self->copy_len += len;
+}
+
+static void s_sep(ledger_t *self, char c)
+{
+    s_raw(self, &c, 1);
+}
+
+/* Escapes text for COPY's text format; quote adds array-element quoting inside. */
+static void s_text_escaped(ledger_t *self, const char *s, bool quote)
+{
+    for (; *s != '\0'; s++) {
+        char c = *s;
+        if (quote && (c == '"' || c == '\\')) {
+            s_raw(self, "\\\\", 2); /* array backslash, itself escaped for COPY */
+        }
+        if (c == '\\') {
+            s_raw(self, "\\\\", 2);
+        } else if (c == '\n') {
+            s_raw(self, "\\n", 2);
+        } else if (c == '\r') {
+            s_raw(self, "\\r", 2);
+        } else if (c == '\t') {
+            s_raw(self, "\\t", 2);
+        } else {
+            s_raw(self, &c, 1);
+        }
+    }
+}
+
+static void s_text(ledger_t *self, const char *s)
+{
+    if (s == NULL) {
+        s_raw(self, "\\N", 2);
+        return;
+    }
+    s_text_escaped(self, s, false);
+}
+
+static void s_bytea(ledger_t *self, const uint8_t *b, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (b == NULL) {
+        s_raw(self, "\\N", 2);
+        return;
+    }
+    s_reserve(self, 3 + 2 * len);
+    s_raw(self, "\\\\x", 3);
+    for (size_t i = 0; i < len; i++) {
+        self->copy[self->copy_len++] = hex[b[i] >> 4];
+        self->copy[self->copy_len++] = hex[b[i] & 0x0f];
+    }
+}
+
+static void s_int(ledger_t *self, int64_t v)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%lld", (long long)v);
+    s_raw(self, buf, (size_t)n);
+}
+
+static void s_timestamp(ledger_t *self, int64_t at_us)
+{
+    time_t secs = (time_t)(at_us / 1000000);
+    struct tm tm;
+    (void)gmtime_r(&secs, &tm);
+    char buf[48];
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+    int m = snprintf(buf + n, sizeof(buf) - n, ".%06d+00", (int)(at_us % 1000000));
+    s_raw(self, buf, n + (size_t)m);
+}
+
+static void s_rules(ledger_t *self, const acc_logrow_t *row)
+{
+    s_sep(self, '{');
+    for (size_t i = 0; i < row->rule_count; i++) {
+        if (i > 0) {
+            s_sep(self, ',');
+        }
+        s_sep(self, '"');
+        s_text_escaped(self, row->rule_ids[i], true);
+        s_sep(self, '"');
+    }
+    s_sep(self, '}');
+}
+
+static void s_encode_row(ledger_t *self, const acc_logrow_t *row, const uint8_t *entry_hash)
+{
+    char uuid[37];
+    acc_uuid_format(uuid, row->share_id);
+    s_int(self, row->seq);
+    s_sep(self, '\t');
+    s_text(self, uuid);
+    s_sep(self, '\t');
+    s_timestamp(self, row->at_us);
+    const char *texts[] = { row->event, row->from_agency, row->to_agency, row->record_type,
+                            row->record_id };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        s_sep(self, '\t');
+        s_text(self, texts[i]);
+    }
+    s_sep(self, '\t');
+    s_bytea(self, row->subject_tag, ACC_LOGROW_TAG_BYTES);
+    s_sep(self, '\t');
+    s_rules(self, row);
+    const char *more[] = { row->purpose, row->lawful_basis, row->consent, row->error_code,
+                           row->reason };
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        s_sep(self, '\t');
+        s_text(self, more[i]);
+    }
+    s_sep(self, '\t');
+    s_bytea(self, row->agreement_hash, ACC_POLICY_HASH_BYTES);
+    s_sep(self, '\t');
+    s_int(self, row->key_epoch);
+    s_sep(self, '\t');
+    s_bytea(self, row->nonce, ACC_LOGROW_NONCE_BYTES);
+    s_sep(self, '\t');
+    s_bytea(self, row->payload, row->payload_len);
+    s_sep(self, '\t');
+    s_bytea(self, self->staged_hash, ACC_LOGROW_HASH_BYTES);
+    s_sep(self, '\t');
+    s_bytea(self, entry_hash, ACC_LOGROW_HASH_BYTES);
+    s_sep(self, '\n');
+}
+
+/* ---- staging and commit ---- */
+
+static void s_next_nonce(ledger_t *self, uint8_t nonce[ACC_LOGROW_NONCE_BYTES])
+{
+    memcpy(nonce, self->nonce_prefix, NONCE_PREFIX_BYTES);
+    uint64_t n = ++self->nonce_counter;
+    for (size_t i = 0; i < 8; i++) {
+        nonce[NONCE_PREFIX_BYTES + i] = (uint8_t)(n >> (56 - 8 * i));
+    }
+}
+
+int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, size_t plain_len)
+{
+    acc_assert(self->epoch > 0);
+    row->seq = self->staged_seq + 1;
+    row->at_us = s_now_us();
+    row->key_epoch = self->epoch;
+    uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
+    row->nonce = NULL;
+    row->payload = NULL;
+    row->payload_len = 0;
+    if (plain != NULL) {
+        size_t need = plain_len + ACC_LOGROW_MAC_BYTES;
+        if (need > self->scratch_cap) {
+            self->scratch = acc_xrealloc(self->scratch, need);
+            self->scratch_cap = need;
+        }
+        s_next_nonce(self, nonce);
+        row->nonce = nonce;
+        acc_logrow_seal(self->scratch, need, plain, plain_len, row, self->epoch_key);
+        row->payload = self->scratch;
+        row->payload_len = need;
+    }
+    uint8_t entry[ACC_LOGROW_HASH_BYTES];
+    acc_logrow_hash(entry, self->staged_hash, row);
+    s_encode_row(self, row, entry);
+    memcpy(self->staged_hash, entry, sizeof(entry));
+    self->staged_seq = row->seq;
+    self->staged++;
+    row->nonce = NULL; /* pointed at this frame's stack */
+    row->payload = NULL;
+    return row->seq;
+}
+
+size_t ledger_staged(const ledger_t *self)
+{
+    return self->staged;
+}
+
+bool ledger_is_up(const ledger_t *self)
+{
+    return self->conn != NULL && PQstatus(self->conn) == CONNECTION_OK;
+}
+
+static void s_drop_staged(ledger_t *self)
+{
+    self->staged = 0;
+    self->copy_len = 0;
+    self->staged_seq = self->head_seq;
+    memcpy(self->staged_hash, self->head_hash, sizeof(self->staged_hash));
+}
+
+static acc_rc_t s_copy_rows(ledger_t *self, acc_err_t *err)
+{
+    PGresult *res = PQexec(self->conn, s_copy_sql);
+    bool ready = PQresultStatus(res) == PGRES_COPY_IN;
+    PQclear(res);
+    if (!ready) {
+        return acc_err_set(err, ACC_ERR_DB, "could not start writing log rows: %s",
+                           PQerrorMessage(self->conn));
+    }
+    int sent = PQputCopyData(self->conn, self->copy, (int)self->copy_len);
+    int ended = PQputCopyEnd(self->conn, sent == 1 ? NULL : "send failed");
+    acc_rc_t rc = ACC_OK;
+    while ((res = PQgetResult(self->conn)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == ACC_OK) {
+            rc = acc_err_set(err, ACC_ERR_DB, "could not write log rows: %s",
+                             PQerrorMessage(self->conn));
+        }
+        PQclear(res);
+    }
+    if (rc == ACC_OK && (sent != 1 || ended != 1)) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not send log rows: %s",
+                         PQerrorMessage(self->conn));
+    }
+    return rc;
+}
+
+/* After a lost connection the last COMMIT may or may not have landed: the head
+ * is read back from the database rather than trusted from memory. */
+static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
+{
+    int64_t now = s_now_ms();
+    if (now < self->retry_at_ms) {
+        return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable; next retry in %lld ms",
+                           (long long)(self->retry_at_ms - now));
+    }
+    acc_rc_t rc = s_connect(self, err);
+    if (rc != ACC_OK) {
+        self->retry_at_ms = now + self->backoff_ms;
+        self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                                 : self->backoff_ms * 2;
+        return rc;
+    }
+    self->backoff_ms = BACKOFF_MIN_MS;
+    acc_log_notice("ledger", "reconnected to PostgreSQL; log head seq=%lld",
+                   (long long)self->head_seq);
+    return ACC_OK;
+}
+
+acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
+{
+    if (self->staged == 0) {
+        return ACC_OK;
+    }
+    if (!ledger_is_up(self)) {
+        s_drop_staged(self);
+        return s_reconnect(self, err) == ACC_OK
+                   ? acc_err_set(err, ACC_ERR_DB, "PostgreSQL connection was re-established; "
+                                                  "retry")
+                   : ACC_ERR_DB;
+    }
+    acc_rc_t rc = s_exec(self, "BEGIN", "begin a log batch", err);
+    if (rc == ACC_OK) {
+        rc = s_copy_rows(self, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_exec(self, "COMMIT", "commit a log batch", err);
+    }
+    if (rc != ACC_OK) {
+        acc_err_t ignored;
+        if (ledger_is_up(self)) {
+            (void)s_exec(self, "ROLLBACK", "roll back a log batch", &ignored);
+        }
+        s_drop_staged(self);
+        return rc;
+    }
+    self->head_seq = self->staged_seq;
+    memcpy(self->head_hash, self->staged_hash, sizeof(self->head_hash));
+    self->staged = 0;
+    self->copy_len = 0;
+    return ACC_OK;
+}

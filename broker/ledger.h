@@ -1,0 +1,44 @@
+/* ledger.h - the broker's writer of the sharing log: epochs, encryption, hash chain,
+ * group commit */
+#ifndef ACCORD_BROKER_LEDGER_H
+#define ACCORD_BROKER_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accord/logrow.h"
+#include "accord/policy.h"
+#include "accord/rc.h"
+
+typedef struct ledger_t ledger_t;
+
+/* Connects to PostgreSQL, applies pending migrations and reads the chain head.
+ * sign_secret (64 bytes) is copied into locked memory. */
+ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const char *conninfo,
+                                   const uint8_t *sign_secret, acc_err_t *err);
+/* Wipes the epoch key and closes the connection. Staged rows are discarded. */
+void ledger_destroy(ledger_t **self_p);
+
+/* Starts a new epoch: a fresh random key, sealed to every auditor of policy and
+ * committed before any row uses it. */
+ACC_NODISCARD acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy,
+                                          acc_err_t *err);
+
+/* Stages one row for the next commit: fills seq, at_us, key_epoch, nonce, payload
+ * (plain encrypted when plain is non-NULL) and the chain hash. Everything row
+ * points to is copied; nothing is borrowed after the call. Returns the seq. */
+int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, size_t plain_len);
+
+/* Rows staged since the last commit. */
+size_t ledger_staged(const ledger_t *self);
+
+/* Writes every staged row in one transaction. On failure nothing was written,
+ * the chain head is back where it was, the staged rows are dropped, and
+ * ACC_ERR_DB says why; the connection is re-established on the next call. */
+ACC_NODISCARD acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err);
+
+/* True when the database connection is usable right now. */
+bool ledger_is_up(const ledger_t *self);
+
+#endif

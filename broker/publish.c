@@ -1,0 +1,296 @@
+/* publish.c - one Publish: check, decide under the agreement, stage rows, queue answers */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "accord/log.h"
+#include "accord/nhs.h"
+#include "accord/record.h"
+#include "broker.h"
+
+#define RECORD_ID_LOG_MAX 128
+#define PROVENANCE_MAX    1024
+
+/* Everything one publish produces, kept together until its answer is queued. */
+typedef struct {
+    const Accord__V1__Envelope *env;
+    const Accord__V1__ChildRecord *rec;
+    peer_t *peer;
+    uint8_t tag[ACC_LOGROW_TAG_BYTES];
+    bool has_tag;
+    int64_t first_seq;
+    Accord__V1__PublishResult result;
+    Accord__V1__Recipient recipients[ACC_POLICY_MAX_RECIPIENTS];
+    Accord__V1__Recipient *recipient_ptrs[ACC_POLICY_MAX_RECIPIENTS];
+    char share_ids[ACC_POLICY_MAX_RECIPIENTS][37];
+    char *rule_ptrs[ACC_POLICY_MAX_RECIPIENTS][ACC_POLICY_MAX_RULES_PER_RECIPIENT];
+    Accord__V1__Withheld withheld[ACC_POLICY_MAX_RECIPIENTS];
+    Accord__V1__Withheld *withheld_ptrs[ACC_POLICY_MAX_RECIPIENTS];
+} s_publish_t;
+
+static void s_today(char out[11])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    (void)gmtime_r(&now, &tm);
+    (void)strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+/* The subject tag lets auditors find a child's rows without the log holding the
+ * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
+ * local id qualified by the publisher. */
+static void s_subject_tag(const broker_t *self, s_publish_t *p)
+{
+    const Accord__V1__Subject *subject = p->rec->subject;
+    char input[512];
+    int n = -1;
+    char nhs[ACC_NHS_DIGITS + 1];
+    acc_err_t ignored;
+    if (subject != NULL && subject->nhs_number[0] != '\0' &&
+        acc_nhs_check(nhs, subject->nhs_number, &ignored) == ACC_OK) {
+        n = snprintf(input, sizeof(input), "nhs:%s", nhs);
+    } else if (subject != NULL && subject->local_id[0] != '\0') {
+        n = snprintf(input, sizeof(input), "local:%s:%s", p->peer->id, subject->local_id);
+    }
+    p->has_tag = n > 0 && (size_t)n < sizeof(input);
+    if (p->has_tag) {
+        (void)crypto_generichash(p->tag, sizeof(p->tag), (const uint8_t *)input,
+                                 (unsigned long long)n, self->subject_key, 32);
+    }
+    sodium_memzero(input, sizeof(input));
+    sodium_memzero(nhs, sizeof(nhs));
+}
+
+static const char *s_record_id(const Accord__V1__ChildRecord *rec)
+{
+    size_t len = strnlen(rec->record_id, RECORD_ID_LOG_MAX + 1);
+    return len == 0 || len > RECORD_ID_LOG_MAX ? NULL : rec->record_id;
+}
+
+static void s_row_init(const broker_t *self, const s_publish_t *p, acc_logrow_t *row,
+                       const char *event)
+{
+    memset(row, 0, sizeof(*row));
+    acc_uuid_random(row->share_id);
+    row->event = event;
+    row->from_agency = p->peer->id;
+    row->record_type = p->rec->record_type[0] != '\0' ? p->rec->record_type : NULL;
+    row->record_id = s_record_id(p->rec);
+    row->subject_tag = p->has_tag ? p->tag : NULL;
+    row->consent = acc_pb_consent_name(p->rec->consent);
+    row->agreement_hash = acc_policy_hash(self->policy);
+}
+
+/* Stages row with plain (a packed record) encrypted as its payload. */
+static int64_t s_stage(broker_t *self, s_publish_t *p, acc_logrow_t *row,
+                       const Accord__V1__ChildRecord *plain)
+{
+    size_t len = accord__v1__child_record__get_packed_size(plain);
+    uint8_t *buf = acc_xmalloc(len);
+    (void)accord__v1__child_record__pack(plain, buf);
+    int64_t seq = ledger_stage(self->ledger, row, buf, len);
+    sodium_memzero(buf, len);
+    free(buf);
+    if (p->first_seq == 0) {
+        p->first_seq = seq;
+    }
+    return seq;
+}
+
+static void s_queue_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
+                           const char *reason)
+{
+    p->result.record_id = p->rec->record_id;
+    p->result.code = code;
+    p->result.reason = acc_pb_str(reason);
+    p->result.seq = (uint64_t)p->first_seq;
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = p->env->correlation_id;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT;
+    env.publish_result = &p->result;
+    out_t *o = broker_queue(self, OUT_RESULT, p->peer, &env);
+    o->record_id = acc_xstrdup(p->rec->record_id);
+}
+
+static void s_refuse(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
+                     const char *reason)
+{
+    acc_logrow_t row;
+    s_row_init(self, p, &row, "refused");
+    row.error_code = acc_pb_code_name(code);
+    row.reason = reason;
+    (void)s_stage(self, p, &row, p->rec);
+    s_queue_result(self, p, code, reason);
+    acc_log_info("publish", "refused record from %s: %s (%s)", p->peer->id,
+                 acc_pb_code_name(code), reason);
+}
+
+/* Purposes (or lawful bases) of every rule that allowed r, distinct, joined. */
+static void s_join_rules(char *out, size_t out_len, const acc_policy_t *policy,
+                         const acc_recipient_t *r, bool purpose)
+{
+    out[0] = '\0';
+    size_t used = 0;
+    for (size_t i = 0; i < r->rule_count; i++) {
+        const char *text = purpose ? acc_policy_rule_purpose(policy, r->rules[i])
+                                   : acc_policy_rule_lawful_basis(policy, r->rules[i]);
+        if (strstr(out, text) != NULL) {
+            continue;
+        }
+        int n = snprintf(out + used, out_len - used, "%s%s", used > 0 ? "; " : "", text);
+        if (n < 0 || (size_t)n >= out_len - used) {
+            return;
+        }
+        used += (size_t)n;
+    }
+}
+
+static void s_fill_rules(broker_t *self, s_publish_t *p, size_t slot, const acc_recipient_t *r,
+                         acc_logrow_t *row)
+{
+    for (size_t i = 0; i < r->rule_count; i++) {
+        const char *id = acc_policy_rule_id(self->policy, r->rules[i]);
+        row->rule_ids[i] = id;
+        p->rule_ptrs[slot][i] = acc_pb_str(id);
+    }
+    row->rule_count = r->rule_count;
+}
+
+static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_t *r,
+                            const acc_logrow_t *row, const char *purpose, const char *basis,
+                            Accord__V1__ChildRecord *minimised)
+{
+    Accord__V1__Deliver deliver = ACCORD__V1__DELIVER__INIT;
+    char share_id[37];
+    acc_uuid_format(share_id, row->share_id);
+    deliver.share_id = share_id;
+    deliver.from_agency = p->peer->id;
+    deliver.n_rule_ids = row->rule_count;
+    deliver.rule_ids = acc_xcalloc(row->rule_count, sizeof(char *));
+    for (size_t i = 0; i < row->rule_count; i++) {
+        deliver.rule_ids[i] = acc_pb_str(row->rule_ids[i]);
+    }
+    deliver.purpose = acc_pb_str(purpose);
+    deliver.lawful_basis = acc_pb_str(basis);
+    deliver.agreement_hash = acc_pb_str(acc_policy_hash_hex(self->policy));
+    deliver.record = minimised;
+    if (r->safeguarding_override) {
+        deliver.safeguarding_justification = p->rec->safeguarding_justification;
+    }
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_DELIVER;
+    env.deliver = &deliver;
+    out_t *o = broker_queue(self, OUT_DELIVER, p->peer, &env);
+    free(deliver.rule_ids);
+    o->from_agency = p->peer->who.index;
+    o->to_agency = r->agency;
+    o->record_type = acc_xstrdup(p->rec->record_type);
+    o->record_id = acc_xstrdup(p->rec->record_id);
+    memcpy(o->share_id, row->share_id, sizeof(o->share_id));
+}
+
+/* One recipient: a withheld row, or a shared row and a delivery of the record
+ * minimised for it. Both payloads hold what the recipient would see. */
+static void s_decide_recipient(broker_t *self, s_publish_t *p, const acc_decision_t *d,
+                               const acc_recipient_t *r)
+{
+    acc_projection_t projection;
+    acc_policy_project(self->policy, d, r, p->rec, &projection);
+    char purpose[PROVENANCE_MAX];
+    char basis[PROVENANCE_MAX];
+    s_join_rules(purpose, sizeof(purpose), self->policy, r, true);
+    s_join_rules(basis, sizeof(basis), self->policy, r, false);
+    acc_logrow_t row;
+    s_row_init(self, p, &row, r->withheld ? "withheld" : "shared");
+    row.to_agency = acc_policy_agency_id(self->policy, r->agency);
+    row.purpose = purpose;
+    row.lawful_basis = basis;
+    const char *agency = row.to_agency;
+    if (r->withheld) {
+        row.reason = r->withheld_reason;
+        (void)s_stage(self, p, &row, &projection.record);
+        Accord__V1__Withheld *w = &p->withheld[p->result.n_withheld];
+        accord__v1__withheld__init(w);
+        w->agency_id = acc_pb_str(agency);
+        w->reason = acc_pb_str(r->withheld_reason);
+        p->withheld_ptrs[p->result.n_withheld++] = w;
+        return;
+    }
+    size_t slot = p->result.n_recipients;
+    s_fill_rules(self, p, slot, r, &row);
+    if (r->safeguarding_override) {
+        row.reason = "shared without consent on safeguarding grounds; justification in payload";
+    }
+    (void)s_stage(self, p, &row, &projection.record);
+    s_queue_deliver(self, p, r, &row, purpose, basis, &projection.record);
+    Accord__V1__Recipient *out = &p->recipients[slot];
+    accord__v1__recipient__init(out);
+    out->agency_id = acc_pb_str(agency);
+    acc_uuid_format(p->share_ids[slot], row.share_id);
+    out->share_id = p->share_ids[slot];
+    out->n_rule_ids = r->rule_count;
+    out->rule_ids = p->rule_ptrs[slot];
+    p->recipient_ptrs[p->result.n_recipients++] = out;
+}
+
+static void s_share(broker_t *self, s_publish_t *p, const acc_decision_t *d)
+{
+    p->result.recipients = p->recipient_ptrs;
+    p->result.withheld = p->withheld_ptrs;
+    for (size_t i = 0; i < d->recipient_count; i++) {
+        s_decide_recipient(self, p, d, &d->recipients[i]);
+    }
+    s_queue_result(self, p, ACCORD__V1__ERROR_CODE__OK,
+                   p->result.n_recipients > 0 ? "shared" : "every recipient was withheld");
+    acc_log_info("publish", "accepted record from %s type=%s shared=%zu withheld=%zu seq=%lld",
+                 p->peer->id, p->rec->record_type, p->result.n_recipients, p->result.n_withheld,
+                 (long long)p->first_seq);
+}
+
+void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    const Accord__V1__Publish *pub = env->publish;
+    if (peer->who.auditor) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
+                           "auditors may not publish records");
+        return;
+    }
+    if (pub->record == NULL) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__MALFORMED,
+                           "Publish carries no record");
+        return;
+    }
+    s_publish_t *p = acc_xcalloc(1, sizeof(*p));
+    p->env = env;
+    p->rec = pub->record;
+    p->peer = peer;
+    accord__v1__publish_result__init(&p->result);
+    s_subject_tag(self, p);
+    acc_err_t reason;
+    acc_err_clear(&reason);
+    Accord__V1__ErrorCode code = ACCORD__V1__ERROR_CODE__OK;
+    if (pub->from_agency[0] != '\0' && strcmp(pub->from_agency, peer->id) != 0) {
+        code = ACCORD__V1__ERROR_CODE__SPOOFED;
+        (void)acc_err_set(&reason, ACC_ERR_PERMISSION,
+                          "the record names another agency as its publisher");
+    } else {
+        code = acc_record_check(p->rec, &reason);
+    }
+    acc_decision_t *d = acc_xmalloc(sizeof(*d));
+    if (code == ACCORD__V1__ERROR_CODE__OK) {
+        char today[11];
+        s_today(today);
+        acc_policy_decide(self->policy, peer->who.index, today, p->rec, d);
+        code = d->code;
+        (void)acc_err_set(&reason, ACC_ERR_INVALID, "%s", d->reason);
+    }
+    if (code == ACCORD__V1__ERROR_CODE__OK) {
+        s_share(self, p, d);
+    } else {
+        s_refuse(self, p, code, reason.msg);
+    }
+    free(d);
+    free(p);
+}

@@ -1,0 +1,76 @@
+/* logrow.h - a sharing-log row's canonical bytes: its hash-chain link and its
+ * payload's associated data, shared by the broker that writes and the auditor
+ * that verifies */
+#ifndef ACCORD_LOGROW_H
+#define ACCORD_LOGROW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accord/rc.h"
+
+#define ACC_LOGROW_HASH_BYTES   32 /* BLAKE2b-256 */
+#define ACC_LOGROW_SHARE_BYTES  16 /* a share id is a UUID */
+#define ACC_LOGROW_TAG_BYTES    32 /* keyed BLAKE2b subject tag */
+#define ACC_LOGROW_NONCE_BYTES  24 /* XChaCha20-Poly1305 */
+#define ACC_LOGROW_KEY_BYTES    32
+#define ACC_LOGROW_MAC_BYTES    16
+#define ACC_LOGROW_MAX_RULES    16
+
+/* One row of accord_log. Strings may be NULL (SQL NULL); blobs with length 0 are NULL. */
+typedef struct {
+    int64_t seq;
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    int64_t at_us;                 /* microseconds since the Unix epoch, UTC */
+    const char *event;
+    const char *from_agency;
+    const char *to_agency;
+    const char *record_type;
+    const char *record_id;
+    const uint8_t *subject_tag;    /* ACC_LOGROW_TAG_BYTES or NULL */
+    size_t rule_count;
+    const char *rule_ids[ACC_LOGROW_MAX_RULES];
+    const char *purpose;
+    const char *lawful_basis;
+    const char *consent;
+    const char *error_code;
+    const char *reason;
+    const uint8_t *agreement_hash; /* 32 bytes */
+    int64_t key_epoch;             /* 0 = none */
+    const uint8_t *nonce;          /* ACC_LOGROW_NONCE_BYTES or NULL */
+    const uint8_t *payload;        /* ciphertext with MAC, or NULL */
+    size_t payload_len;
+} acc_logrow_t;
+
+/* entry = BLAKE2b-256(prev || canonical(row)). The canonical form is every
+ * column in table order, each length-prefixed (big-endian u32; NULL is 0xffffffff),
+ * integers as big-endian 64-bit, so no two different rows encode alike. */
+void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_LOGROW_HASH_BYTES],
+                     const acc_logrow_t *row);
+
+/* The associated data binding a payload to its row: seq, share id, event, from,
+ * to, record type, record id and key epoch, canonically encoded into out
+ * (out_len bytes). Returns the length used; a ciphertext moved to another row
+ * does not decrypt. Asserts out is large enough (ACC_LOGROW_AD_MAX). */
+#define ACC_LOGROW_AD_MAX 1024
+size_t acc_logrow_ad(uint8_t *out, size_t out_len, const acc_logrow_t *row);
+
+/* Encrypts plain into out (plain_len + ACC_LOGROW_MAC_BYTES bytes) under key and
+ * row->nonce, bound to the row's associated data. */
+void acc_logrow_seal(uint8_t *out, size_t out_len, const uint8_t *plain, size_t plain_len,
+                     const acc_logrow_t *row, const uint8_t key[ACC_LOGROW_KEY_BYTES]);
+
+/* Decrypts row->payload into out (payload_len - MAC bytes). ACC_ERR_CRYPTO if the
+ * key is wrong or the ciphertext or its row was changed. */
+ACC_NODISCARD acc_rc_t acc_logrow_open(uint8_t *out, size_t out_len, const acc_logrow_t *row,
+                                       const uint8_t key[ACC_LOGROW_KEY_BYTES], acc_err_t *err);
+
+/* Formats a share id as a UUID string (37 bytes with NUL) and parses one back. */
+void acc_uuid_format(char out[37], const uint8_t id[ACC_LOGROW_SHARE_BYTES]);
+ACC_NODISCARD acc_rc_t acc_uuid_parse(uint8_t out[ACC_LOGROW_SHARE_BYTES], const char *text,
+                                      acc_err_t *err);
+/* A random version-4 UUID. */
+void acc_uuid_random(uint8_t out[ACC_LOGROW_SHARE_BYTES]);
+
+#endif

@@ -1,0 +1,131 @@
+/* config.c - broker.yaml and agent.yaml, read through tables of typed entries */
+#include "accord/config.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+static const acc_yaml_entry_t s_broker_entries[] = {
+    { "listen", ACC_YT_STRING, offsetof(acc_broker_config_t, listen), false,
+      "tcp://127.0.0.1:7400", 0, 0 },
+    { "database", ACC_YT_STRING, offsetof(acc_broker_config_t, database), true, NULL, 0, 0 },
+    { "agreement", ACC_YT_STRING, offsetof(acc_broker_config_t, agreement), true, NULL, 0, 0 },
+    { "curve_secret_key", ACC_YT_STRING, offsetof(acc_broker_config_t, curve_secret_key), true,
+      NULL, 0, 0 },
+    { "signing_key", ACC_YT_STRING, offsetof(acc_broker_config_t, signing_key), true, NULL, 0,
+      0 },
+    { "subject_key", ACC_YT_STRING, offsetof(acc_broker_config_t, subject_key), true, NULL, 0,
+      0 },
+    { "metrics", ACC_YT_STRING, offsetof(acc_broker_config_t, metrics), false, "", 0, 0 },
+    { "log_level", ACC_YT_STRING, offsetof(acc_broker_config_t, log_level), false, "info", 0,
+      0 },
+    { "max_message_bytes", ACC_YT_INT, offsetof(acc_broker_config_t, max_message_bytes), false,
+      "1048576", 4 * KIB, 64 * MIB },
+    { "batch_max_rows", ACC_YT_INT, offsetof(acc_broker_config_t, batch_max_rows), false,
+      "1000", 1, 100000 },
+};
+
+static const acc_yaml_entry_t s_agent_entries[] = {
+    { "broker", ACC_YT_STRING, offsetof(acc_agent_config_t, broker), true, NULL, 0, 0 },
+    { "broker_key", ACC_YT_STRING, offsetof(acc_agent_config_t, broker_key), true, NULL, 0, 0 },
+    { "agency", ACC_YT_STRING, offsetof(acc_agent_config_t, agency), true, NULL, 0, 0 },
+    { "curve_secret_key", ACC_YT_STRING, offsetof(acc_agent_config_t, curve_secret_key), true,
+      NULL, 0, 0 },
+    { "subscriptions", ACC_YT_STRLIST, offsetof(acc_agent_config_t, subscriptions), false, NULL,
+      0, 0 },
+    { "log_level", ACC_YT_STRING, offsetof(acc_agent_config_t, log_level), false, "info", 0, 0 },
+    { "window", ACC_YT_INT, offsetof(acc_agent_config_t, window), false, "100", 1, 10000 },
+    { "max_message_bytes", ACC_YT_INT, offsetof(acc_agent_config_t, max_message_bytes), false,
+      "1048576", 4 * KIB, 64 * MIB },
+};
+
+#define N_ENTRIES(t) (sizeof(t) / sizeof((t)[0]))
+
+/* Paths in a config are relative to the config file, not to the working directory,
+ * so a service and an operator's shell see the same files. */
+static void s_resolve(char **path_p, const char *config_path)
+{
+    char *path = *path_p;
+    if (path == NULL || path[0] == '/' || path[0] == '\0') {
+        return;
+    }
+    const char *slash = strrchr(config_path, '/');
+    if (slash == NULL) {
+        return;
+    }
+    int dir_len = (int)(slash - config_path);
+    *path_p = acc_xasprintf("%.*s/%s", dir_len, config_path, path);
+    free(path);
+}
+
+static acc_rc_t s_load(void *out, const acc_yaml_entry_t *table, size_t n, const char *path,
+                       acc_diag_t *diag, acc_err_t *err)
+{
+    acc_yaml_doc_t *doc = NULL;
+    acc_rc_t rc = acc_yaml_load(&doc, path, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    acc_diag_t local;
+    acc_diag_init(&local);
+    acc_diag_t *d = diag != NULL ? diag : &local;
+    size_t before = d->count;
+    const yaml_node_t *root = acc_yaml_root(doc);
+    if (root == NULL || root->type != YAML_MAPPING_NODE) {
+        rc = acc_err_set(err, ACC_ERR_INVALID, "%s:1:1: expected a mapping of settings", path);
+        acc_diag_addf(d, path, 1, 1, "expected a mapping of settings");
+    } else {
+        rc = acc_yaml_read_map(doc, root, table, n, out, d);
+        if (rc != ACC_OK && d->count > before) {
+            rc = acc_err_set(err, ACC_ERR_INVALID, "%s", d->lines[before]);
+        }
+    }
+    if (rc != ACC_OK) {
+        acc_yaml_free_map(table, n, out);
+    }
+    acc_diag_clear(&local);
+    acc_yaml_destroy(&doc);
+    return rc;
+}
+
+acc_rc_t acc_broker_config_load(acc_broker_config_t *out, const char *path, acc_diag_t *diag,
+                                acc_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    acc_rc_t rc = s_load(out, s_broker_entries, N_ENTRIES(s_broker_entries), path, diag, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    s_resolve(&out->agreement, path);
+    s_resolve(&out->curve_secret_key, path);
+    s_resolve(&out->signing_key, path);
+    s_resolve(&out->subject_key, path);
+    return ACC_OK;
+}
+
+void acc_broker_config_clear(acc_broker_config_t *cfg)
+{
+    acc_yaml_free_map(s_broker_entries, N_ENTRIES(s_broker_entries), cfg);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+acc_rc_t acc_agent_config_load(acc_agent_config_t *out, const char *path, acc_diag_t *diag,
+                               acc_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    acc_rc_t rc = s_load(out, s_agent_entries, N_ENTRIES(s_agent_entries), path, diag, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    s_resolve(&out->curve_secret_key, path);
+    return ACC_OK;
+}
+
+void acc_agent_config_clear(acc_agent_config_t *cfg)
+{
+    acc_yaml_free_map(s_agent_entries, N_ENTRIES(s_agent_entries), cfg);
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,199 @@
+/* logrow.c - a sharing-log row's canonical bytes, hash-chain link and payload sealing */
+#include "accord/logrow.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#define NULL_LEN 0xffffffffu
+
+/* A streaming sink: either a BLAKE2b state or a bounded buffer. */
+typedef struct {
+    crypto_generichash_state *hash; /* NULL when writing to buf */
+    uint8_t *buf;
+    size_t cap;
+    size_t len;
+} s_sink_t;
+
+static void s_put(s_sink_t *sink, const void *bytes, size_t len)
+{
+    if (sink->hash != NULL) {
+        (void)crypto_generichash_update(sink->hash, bytes, len);
+        return;
+    }
+    acc_assert(sink->len + len <= sink->cap);
+    memcpy(sink->buf + sink->len, bytes, len);
+    sink->len += len;
+}
+
+static void s_put_u32(s_sink_t *sink, uint32_t v)
+{
+    uint8_t b[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+    s_put(sink, b, sizeof(b));
+}
+
+static void s_put_i64(s_sink_t *sink, int64_t value)
+{
+    uint64_t v = (uint64_t)value;
+    uint8_t b[8];
+    for (size_t i = 0; i < sizeof(b); i++) {
+        b[i] = (uint8_t)(v >> (56 - 8 * i));
+    }
+    s_put(sink, b, sizeof(b));
+}
+
+static void s_put_blob(s_sink_t *sink, const void *bytes, size_t len)
+{
+    if (bytes == NULL) {
+        s_put_u32(sink, NULL_LEN);
+        return;
+    }
+    acc_assert(len < NULL_LEN);
+    s_put_u32(sink, (uint32_t)len);
+    s_put(sink, bytes, len);
+}
+
+static void s_put_str(s_sink_t *sink, const char *s)
+{
+    s_put_blob(sink, s, s == NULL ? 0 : strlen(s));
+}
+
+static void s_put_identity(s_sink_t *sink, const acc_logrow_t *row)
+{
+    s_put_i64(sink, row->seq);
+    s_put_blob(sink, row->share_id, sizeof(row->share_id));
+    s_put_str(sink, row->event);
+    s_put_str(sink, row->from_agency);
+    s_put_str(sink, row->to_agency);
+    s_put_str(sink, row->record_type);
+    s_put_str(sink, row->record_id);
+    s_put_i64(sink, row->key_epoch);
+}
+
+void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_LOGROW_HASH_BYTES],
+                     const acc_logrow_t *row)
+{
+    crypto_generichash_state st;
+    (void)crypto_generichash_init(&st, NULL, 0, ACC_LOGROW_HASH_BYTES);
+    s_sink_t sink = { .hash = &st };
+    s_put(&sink, "accord.log.v1", 13);
+    s_put(&sink, prev, ACC_LOGROW_HASH_BYTES);
+    s_put_identity(&sink, row);
+    s_put_i64(&sink, row->at_us);
+    s_put_blob(&sink, row->subject_tag, row->subject_tag == NULL ? 0 : ACC_LOGROW_TAG_BYTES);
+    s_put_u32(&sink, (uint32_t)row->rule_count);
+    for (size_t i = 0; i < row->rule_count; i++) {
+        s_put_str(&sink, row->rule_ids[i]);
+    }
+    s_put_str(&sink, row->purpose);
+    s_put_str(&sink, row->lawful_basis);
+    s_put_str(&sink, row->consent);
+    s_put_str(&sink, row->error_code);
+    s_put_str(&sink, row->reason);
+    s_put_blob(&sink, row->agreement_hash, row->agreement_hash == NULL ? 0 : 32);
+    s_put_blob(&sink, row->nonce, row->nonce == NULL ? 0 : ACC_LOGROW_NONCE_BYTES);
+    s_put_blob(&sink, row->payload, row->payload_len);
+    (void)crypto_generichash_final(&st, out, ACC_LOGROW_HASH_BYTES);
+}
+
+size_t acc_logrow_ad(uint8_t *out, size_t out_len, const acc_logrow_t *row)
+{
+    s_sink_t sink = { .buf = out, .cap = out_len };
+    s_put(&sink, "accord.payload.v1", 17);
+    s_put_identity(&sink, row);
+    return sink.len;
+}
+
+void acc_logrow_seal(uint8_t *out, size_t out_len, const uint8_t *plain, size_t plain_len,
+                     const acc_logrow_t *row, const uint8_t key[ACC_LOGROW_KEY_BYTES])
+{
+    acc_assert(out_len == plain_len + ACC_LOGROW_MAC_BYTES);
+    acc_assert(row->nonce != NULL);
+    uint8_t ad[ACC_LOGROW_AD_MAX];
+    size_t ad_len = acc_logrow_ad(ad, sizeof(ad), row);
+    unsigned long long written = 0;
+    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(out, &written, plain, plain_len, ad, ad_len,
+                                                     NULL, row->nonce, key);
+    acc_assert(written == out_len);
+}
+
+acc_rc_t acc_logrow_open(uint8_t *out, size_t out_len, const acc_logrow_t *row,
+                         const uint8_t key[ACC_LOGROW_KEY_BYTES], acc_err_t *err)
+{
+    if (row->payload == NULL || row->nonce == NULL || row->payload_len < ACC_LOGROW_MAC_BYTES ||
+        out_len != row->payload_len - ACC_LOGROW_MAC_BYTES) {
+        return acc_err_set(err, ACC_ERR_INVALID, "log row %lld has no payload of the right size",
+                           (long long)row->seq);
+    }
+    uint8_t ad[ACC_LOGROW_AD_MAX];
+    size_t ad_len = acc_logrow_ad(ad, sizeof(ad), row);
+    unsigned long long written = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &written, NULL, row->payload,
+                                                   row->payload_len, ad, ad_len, row->nonce,
+                                                   key) != 0) {
+        return acc_err_set(err, ACC_ERR_CRYPTO,
+                           "payload of log row %lld does not decrypt: wrong key, or the row or "
+                           "its ciphertext was changed",
+                           (long long)row->seq);
+    }
+    return ACC_OK;
+}
+
+void acc_uuid_format(char out[37], const uint8_t id[ACC_LOGROW_SHARE_BYTES])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < ACC_LOGROW_SHARE_BYTES; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            out[o++] = '-';
+        }
+        out[o++] = hex[id[i] >> 4];
+        out[o++] = hex[id[i] & 0x0f];
+    }
+    out[o] = '\0';
+}
+
+static int s_hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+acc_rc_t acc_uuid_parse(uint8_t out[ACC_LOGROW_SHARE_BYTES], const char *text, acc_err_t *err)
+{
+    uint8_t id[ACC_LOGROW_SHARE_BYTES];
+    size_t n = 0;
+    for (const char *p = text; *p != '\0'; p++) {
+        size_t pos = (size_t)(p - text);
+        if ((pos == 8 || pos == 13 || pos == 18 || pos == 23) && *p == '-') {
+            continue;
+        }
+        int hi = s_hexval(*p);
+        int lo = p[1] == '\0' ? -1 : s_hexval(p[1]);
+        if (hi < 0 || lo < 0 || n == sizeof(id)) {
+            return acc_err_set(err, ACC_ERR_INVALID, "share id is not a UUID");
+        }
+        id[n++] = (uint8_t)(hi << 4 | lo);
+        p++;
+    }
+    if (n != sizeof(id) || strlen(text) != 36) {
+        return acc_err_set(err, ACC_ERR_INVALID, "share id is not a UUID");
+    }
+    memcpy(out, id, sizeof(id));
+    return ACC_OK;
+}
+
+void acc_uuid_random(uint8_t out[ACC_LOGROW_SHARE_BYTES])
+{
+    randombytes_buf(out, ACC_LOGROW_SHARE_BYTES);
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+}

@@ -1,0 +1,437 @@
+/* harness.c - integration-test world: database clone, keys, agreement, processes */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "accord/keys.h"
+
+static long s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- processes ---- */
+
+th_proc_t *th_proc_start(char *const argv[])
+{
+    return th_proc_start_logged(argv, NULL);
+}
+
+th_proc_t *th_proc_start_logged(char *const argv[], const char *stderr_path)
+{
+    int in[2];
+    int out[2];
+    cr_assert_eq(pipe(in), 0);
+    cr_assert_eq(pipe(out), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        if (stderr_path != NULL) {
+            int fd = open(stderr_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            dup2(fd, 2);
+            close(fd);
+        }
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        execv(argv[0], argv);
+        fprintf(stderr, "could not run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    th_proc_t *proc = calloc(1, sizeof(*proc));
+    proc->pid = pid;
+    proc->in_fd = in[1];
+    proc->out_fd = out[0];
+    return proc;
+}
+
+void th_proc_write(th_proc_t *proc, const char *text)
+{
+    size_t len = strlen(text);
+    while (len > 0) {
+        ssize_t n = write(proc->in_fd, text, len);
+        cr_assert(n > 0, "write to child stdin failed");
+        text += n;
+        len -= (size_t)n;
+    }
+}
+
+void th_proc_close_stdin(th_proc_t *proc)
+{
+    if (proc->in_fd >= 0) {
+        close(proc->in_fd);
+        proc->in_fd = -1;
+    }
+}
+
+static size_t s_count_lines(const th_proc_t *proc)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < proc->out_len; i++) {
+        n += proc->out[i] == '\n';
+    }
+    return n;
+}
+
+/* Reads what is available within wait_ms; false at end of file. */
+static bool s_read_some(th_proc_t *proc, int wait_ms)
+{
+    struct pollfd pfd = { .fd = proc->out_fd, .events = POLLIN };
+    if (poll(&pfd, 1, wait_ms) <= 0) {
+        return true;
+    }
+    if (proc->out_len + 4096 + 1 > proc->out_cap) {
+        proc->out_cap = proc->out_cap == 0 ? 65536 : proc->out_cap * 2;
+        proc->out = realloc(proc->out, proc->out_cap);
+    }
+    ssize_t n = read(proc->out_fd, proc->out + proc->out_len, 4096);
+    if (n <= 0) {
+        return false;
+    }
+    proc->out_len += (size_t)n;
+    proc->out[proc->out_len] = '\0';
+    return true;
+}
+
+size_t th_proc_wait_lines(th_proc_t *proc, size_t lines, int timeout_ms)
+{
+    long deadline = s_now_ms() + timeout_ms;
+    size_t have = s_count_lines(proc);
+    while (have < lines && s_now_ms() < deadline) {
+        if (!s_read_some(proc, 100)) {
+            break;
+        }
+        have = s_count_lines(proc);
+    }
+    return have;
+}
+
+char *th_proc_line(th_proc_t *proc, size_t n)
+{
+    const char *p = proc->out;
+    for (size_t i = 0; p != NULL && i < n; i++) {
+        p = strchr(p, '\n');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    if (p == NULL || *p == '\0') {
+        return NULL;
+    }
+    const char *end = strchr(p, '\n');
+    return end == NULL ? NULL : strndup(p, (size_t)(end - p));
+}
+
+int th_proc_wait(th_proc_t **proc_p, int timeout_ms)
+{
+    th_proc_t *proc = *proc_p;
+    long deadline = s_now_ms() + timeout_ms;
+    int status = 0;
+    pid_t done = 0;
+    while ((done = waitpid(proc->pid, &status, WNOHANG)) == 0 && s_now_ms() < deadline) {
+        (void)s_read_some(proc, 20);
+    }
+    if (done == 0) {
+        kill(proc->pid, SIGKILL);
+        waitpid(proc->pid, &status, 0);
+    }
+    th_proc_close_stdin(proc);
+    close(proc->out_fd);
+    free(proc->out);
+    free(proc);
+    *proc_p = NULL;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int th_proc_stop(th_proc_t **proc_p, int sig, int timeout_ms)
+{
+    kill((*proc_p)->pid, sig);
+    return th_proc_wait(proc_p, timeout_ms);
+}
+
+/* ---- database ---- */
+
+static void s_pg_dir(char *out, size_t len)
+{
+    const char *state = getenv("ACCORD_PG_STATE");
+    cr_assert(state != NULL, "ACCORD_PG_STATE is not set: run through ctest");
+    FILE *f = fopen(state, "r");
+    cr_assert(f != NULL, "no PostgreSQL state file %s", state);
+    char line[512];
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "PGDIR=", 6) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(out, len, "%s", line + 6);
+        }
+    }
+    fclose(f);
+    cr_assert(out[0] != '\0', "state file names no PGDIR");
+}
+
+static void s_admin(const char *pgdir, const char *sql)
+{
+    char conninfo[512];
+    snprintf(conninfo, sizeof(conninfo), "host=%s user=postgres dbname=postgres", pgdir);
+    PGconn *conn = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    PGresult *res = PQexec(conn, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+    PQfinish(conn);
+}
+
+void th_pg_exec(th_world_t *world, const char *sql)
+{
+    PGresult *res = PQexec(world->db, sql);
+    ExecStatusType st = PQresultStatus(res);
+    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql,
+              PQerrorMessage(world->db));
+    PQclear(res);
+}
+
+long th_pg_count(th_world_t *world, const char *where)
+{
+    char sql[2048];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM accord_log WHERE %s", where);
+    PGresult *res = PQexec(world->db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(world->db));
+    long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/* ---- keys and files ---- */
+
+static void s_write(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    cr_assert(fd >= 0, "could not write %s", path);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void s_keygen(th_world_t *world, const char *name, char z85[41])
+{
+    acc_err_t err;
+    cr_assert_eq(acc_keys_generate(world->dir, name, &err), ACC_OK, "%s", err.msg);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s.curve.pub", world->dir, name);
+    uint8_t key[32];
+    cr_assert_eq(acc_keys_read_curve_public(key, path, &err), ACC_OK, "%s", err.msg);
+    acc_keys_encode_z85(z85, key);
+}
+
+th_world_t *th_world_new(const char *const agencies[])
+{
+    th_world_t *w = calloc(1, sizeof(*w));
+    snprintf(w->dir, sizeof(w->dir), "/tmp/accord-test.XXXXXX");
+    cr_assert(mkdtemp(w->dir) != NULL);
+    const char *bin = getenv("ACCORD_BIN_DIR");
+    cr_assert(bin != NULL, "ACCORD_BIN_DIR is not set: run through ctest");
+    snprintf(w->bin_dir, sizeof(w->bin_dir), "%s", bin);
+    char pgdir[256];
+    s_pg_dir(pgdir, sizeof(pgdir));
+    static unsigned counter;
+    snprintf(w->dbname, sizeof(w->dbname), "t_%d_%u", (int)getpid(), counter++);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE accord_template", w->dbname);
+    s_admin(pgdir, sql);
+    snprintf(w->conninfo, sizeof(w->conninfo), "host=%s user=postgres dbname=%s", pgdir,
+             w->dbname);
+    w->db = PQconnectdb(w->conninfo);
+    cr_assert_eq(PQstatus(w->db), CONNECTION_OK);
+    s_keygen(w, "broker", w->broker_pub);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/broker.subject.secret", w->dir);
+    s_write(path, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n", 0600);
+    char ignored[41];
+    s_keygen(w, "ig-officer", ignored);
+    s_keygen(w, "stranger", ignored);
+    for (size_t i = 0; agencies[i] != NULL && i < TH_MAX_AGENCIES; i++) {
+        snprintf(w->agencies[i], sizeof(w->agencies[i]), "%s", agencies[i]);
+        s_keygen(w, agencies[i], w->agency_keys[i]);
+        w->agency_count++;
+    }
+    return w;
+}
+
+void th_world_destroy(th_world_t **world_p)
+{
+    th_world_t *w = *world_p;
+    if (w == NULL) {
+        return;
+    }
+    if (w->broker != NULL) {
+        th_broker_stop(w);
+    }
+    PQfinish(w->db);
+    char pgdir[256];
+    s_pg_dir(pgdir, sizeof(pgdir));
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", w->dbname);
+    s_admin(pgdir, sql);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", w->dir);
+    cr_assert_eq(system(cmd), 0);
+    free(w);
+    *world_p = NULL;
+}
+
+void th_world_agreement(th_world_t *w, const char *body)
+{
+    char box_path[512];
+    snprintf(box_path, sizeof(box_path), "%s/ig-officer.box.pub", w->dir);
+    FILE *f = fopen(box_path, "r");
+    char box_hex[80] = "";
+    cr_assert(f != NULL && fgets(box_hex, sizeof(box_hex), f) != NULL);
+    fclose(f);
+    box_hex[strcspn(box_hex, "\n")] = '\0';
+    char ig_pub[41];
+    uint8_t key[32];
+    acc_err_t err;
+    snprintf(box_path, sizeof(box_path), "%s/ig-officer.curve.pub", w->dir);
+    cr_assert_eq(acc_keys_read_curve_public(key, box_path, &err), ACC_OK);
+    acc_keys_encode_z85(ig_pub, key);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/agreement.yaml", w->dir);
+    f = fopen(path, "w");
+    fprintf(f, "agreement:\n  id: test-agreement\n  title: Test partnership\n"
+               "  valid_from: 2020-01-01\n  valid_until: 2099-12-31\nagencies:\n");
+    for (size_t i = 0; i < w->agency_count; i++) {
+        fprintf(f, "  - id: %s\n    name: Test agency %s\n    key: \"%s\"\n", w->agencies[i],
+                w->agencies[i], w->agency_keys[i]);
+    }
+    fprintf(f, "auditors:\n  - id: ig-officer\n    name: IG officer\n    key: \"%s\"\n"
+               "    box_key: \"%s\"\n%s",
+            ig_pub, box_hex, body);
+    fclose(f);
+}
+
+void th_broker_start(th_world_t *w)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "listen: tcp://127.0.0.1:*\ndatabase: \"%s\"\nagreement: agreement.yaml\n"
+            "curve_secret_key: broker.curve.secret\nsigning_key: broker.sign.secret\n"
+            "subject_key: broker.subject.secret\nlog_level: info\n",
+            w->conninfo);
+    fclose(f);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
+    char *argv[] = { exe, "--config", path, NULL };
+    w->broker = th_proc_start(argv);
+    cr_assert_geq(th_proc_wait_lines(w->broker, 1, 30000), 1, "accordd printed no ready line");
+    char *line = th_proc_line(w->broker, 0);
+    cr_assert(line != NULL && strncmp(line, "ready endpoint=", 15) == 0, "unexpected: %s", line);
+    snprintf(w->endpoint, sizeof(w->endpoint), "%s", line + 15);
+    free(line);
+}
+
+void th_broker_stop(th_world_t *w)
+{
+    int status = th_proc_stop(&w->broker, SIGTERM, 20000);
+    cr_assert_eq(status, 0, "accordd exited with status %d", status);
+}
+
+const char *th_agent_config(th_world_t *w, const char *agency, const char *subscriptions)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s.agent.yaml", w->dir, agency);
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "broker: \"%s\"\nbroker_key: \"%s\"\nagency: %s\n"
+            "curve_secret_key: %s.curve.secret\nlog_level: info\n",
+            w->endpoint, w->broker_pub, agency, agency);
+    if (subscriptions != NULL) {
+        fprintf(f, "subscriptions: %s\n", subscriptions);
+    }
+    fclose(f);
+    return path;
+}
+
+void th_agent_config_load(th_world_t *w, const char *agency, acc_agent_config_t *cfg)
+{
+    const char *path = th_agent_config(w, agency, NULL);
+    acc_err_t err;
+    cr_assert_eq(acc_agent_config_load(cfg, path, NULL, &err), ACC_OK, "%s", err.msg);
+}
+
+th_proc_t *th_agent_start(th_world_t *w, const char *command, const char *agency,
+                          const char *extra_arg)
+{
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accord-agent", w->bin_dir);
+    char config[512];
+    snprintf(config, sizeof(config), "%s/%s.agent.yaml", w->dir, agency);
+    if (access(config, R_OK) != 0) {
+        (void)th_agent_config(w, agency, NULL);
+    }
+    char log[600];
+    snprintf(log, sizeof(log), "%s/%s.%s.log", w->dir, agency, command);
+    char *argv[] = { exe, (char *)command, "--config", config, (char *)extra_arg, NULL };
+    return th_proc_start_logged(argv, log);
+}
+
+bool th_file_wait(const char *path, const char *needle, int timeout_ms)
+{
+    long deadline = s_now_ms() + timeout_ms;
+    do {
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            char line[4096];
+            bool found = false;
+            while (!found && fgets(line, sizeof(line), f) != NULL) {
+                found = strstr(line, needle) != NULL;
+            }
+            fclose(f);
+            if (found) {
+                return true;
+            }
+        }
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    } while (s_now_ms() < deadline);
+    return false;
+}
+
+bool th_agent_wait_connected(th_world_t *w, const char *agency, const char *command)
+{
+    char log[600];
+    snprintf(log, sizeof(log), "%s/%s.%s.log", w->dir, agency, command);
+    return th_file_wait(log, "connected to", 20000);
+}
+
+char *th_health_visit_json(const char *record_id, const char *nhs)
+{
+    static const char fmt[] =
+        "{\"record_id\":\"%s\",\"record_type\":\"health-visit\","
+        "\"occurred_at\":\"2026-11-20T10:15:00Z\",\"subject\":{\"nhs_number\":\"%s\","
+        "\"given_name\":\"Amelia\",\"family_name\":\"Smith\","
+        "\"date_of_birth\":\"2026-05-02\",\"postcode\":\"S60 1AA\"},"
+        "\"consent\":\"given\",\"fields\":{\"visit_date\":\"2026-11-20\","
+        "\"visit_type\":\"6-8-week\",\"concerns\":\"feeding going well\"}}\n";
+    int n = snprintf(NULL, 0, fmt, record_id, nhs);
+    cr_assert(n > 0);
+    char *out = malloc((size_t)n + 1);
+    snprintf(out, (size_t)n + 1, fmt, record_id, nhs);
+    return out;
+}

@@ -1,0 +1,96 @@
+/* harness.h - integration-test world: a cloned database, keys, an agreement, the
+ * real accordd and agents as processes */
+#ifndef ACCORD_TESTS_HARNESS_H
+#define ACCORD_TESTS_HARNESS_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "accord/config.h"
+
+#define TH_MAX_AGENCIES 8
+
+/* A child process with pipes to its stdin and stdout. */
+typedef struct {
+    pid_t pid;
+    int in_fd;    /* write end of its stdin, -1 when closed */
+    int out_fd;   /* read end of its stdout */
+    char *out;    /* everything read from stdout so far */
+    size_t out_len;
+    size_t out_cap;
+} th_proc_t;
+
+/* Starts argv[0] (a path) with stdin/stdout piped; stderr is inherited. */
+th_proc_t *th_proc_start(char *const argv[]);
+/* The same with stderr appended to stderr_path (NULL: inherited). */
+th_proc_t *th_proc_start_logged(char *const argv[], const char *stderr_path);
+/* Waits until a line of the file at path contains needle; false at the deadline. */
+bool th_file_wait(const char *path, const char *needle, int timeout_ms);
+/* Writes text to its stdin. */
+void th_proc_write(th_proc_t *proc, const char *text);
+void th_proc_close_stdin(th_proc_t *proc);
+/* Reads stdout until it holds at least lines newline-terminated lines or the
+ * deadline passes; returns the number of lines held. */
+size_t th_proc_wait_lines(th_proc_t *proc, size_t lines, int timeout_ms);
+/* The n-th line (0-based) of what was read, copied; NULL if none. */
+char *th_proc_line(th_proc_t *proc, size_t n);
+/* Waits for exit (SIGKILL after timeout_ms) and returns the exit status, or
+ * 128+signal; frees proc. */
+int th_proc_wait(th_proc_t **proc_p, int timeout_ms);
+/* Sends sig, then waits as th_proc_wait. */
+int th_proc_stop(th_proc_t **proc_p, int sig, int timeout_ms);
+
+/* One test's world. */
+typedef struct {
+    char dir[256];                 /* temp directory: keys, configs, agreement */
+    char dbname[64];
+    char conninfo[512];
+    PGconn *db;                    /* superuser connection to the test database */
+    char bin_dir[512];
+    char broker_pub[41];           /* Z85 */
+    char endpoint[256];            /* after th_broker_start */
+    th_proc_t *broker;
+    size_t agency_count;
+    char agencies[TH_MAX_AGENCIES][64];
+    char agency_keys[TH_MAX_AGENCIES][41];
+} th_world_t;
+
+/* Creates the temp dir, clones the database, makes keys for the broker, the
+ * agencies named (NULL-terminated) and an auditor "ig-officer" plus a stranger
+ * "stranger" whose key is in no agreement. */
+th_world_t *th_world_new(const char *const agencies[]);
+/* Stops the broker (asserting exit 0), drops the database, removes the dir. */
+void th_world_destroy(th_world_t **world_p);
+
+/* Writes agreement.yaml: the agencies with their keys, the auditor, and body
+ * (record_types and rules, YAML text) appended. */
+void th_world_agreement(th_world_t *world, const char *body);
+/* Starts accordd and waits for its ready line. */
+void th_broker_start(th_world_t *world);
+/* SIGTERM, asserts exit 0. */
+void th_broker_stop(th_world_t *world);
+
+/* Writes DIR/NAME.agent.yaml for agency (or "stranger", "ig-officer") and returns its path. */
+const char *th_agent_config(th_world_t *world, const char *agency, const char *subscriptions);
+/* Loads that config into cfg (cleared by the caller with acc_agent_config_clear). */
+void th_agent_config_load(th_world_t *world, const char *agency, acc_agent_config_t *cfg);
+
+/* Starts accord-agent with the command and agency's config. */
+th_proc_t *th_agent_start(th_world_t *world, const char *command, const char *agency,
+                          const char *extra_arg);
+
+/* Waits until the agent started with th_agent_start logs that the broker welcomed it
+ * (its stderr is DIR/AGENCY.COMMAND.log). */
+bool th_agent_wait_connected(th_world_t *world, const char *agency, const char *command);
+
+/* Counts log rows matching where (SQL). */
+long th_pg_count(th_world_t *world, const char *where);
+/* Runs sql as superuser; asserts success. */
+void th_pg_exec(th_world_t *world, const char *sql);
+
+/* A health-visit NDJSON line for record_id and nhs. */
+char *th_health_visit_json(const char *record_id, const char *nhs);
+
+#endif
