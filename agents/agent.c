@@ -43,38 +43,37 @@ static int64_t s_now_ms(void)
 static void s_usage(FILE *out)
 {
     (void)fprintf(
-        out,
-        "usage: accord-agent publish --config FILE [--input FILE]\n"
-        "       accord-agent subscribe --config FILE [--count N]\n"
-        "\n"
-        "publish    reads child records as NDJSON (one JSON object a line; see README.md)\n"
-        "           from stdin or --input and sends each to the broker. Prints one JSON\n"
-        "           line per record on stdout: accepted (with recipients and share ids),\n"
-        "           or refused (with code and reason). While the broker is unreachable or\n"
-        "           answers UNAVAILABLE it waits and retries; it never gives up silently.\n"
-        "subscribe  prints each record delivered to this agency as one JSON line on\n"
-        "           stdout, with its provenance (share id, from, rules, purpose, lawful\n"
-        "           basis), and acknowledges it only after the line is written and\n"
-        "           flushed. --count N stops after N deliveries.\n"
-        "\n"
-        "  -c, --config FILE  agent configuration (YAML); see README.md\n"
-        "  -h, --help         show this help\n"
-        "  -V, --version      show the version\n"
-        "\n"
-        "Exit status: 0 success (publish: every record accepted), 1 some record refused,\n"
-        "2 usage, 3 configuration invalid, 4 could not connect or the broker refused this\n"
-        "agent's key, 5 output could not be written.\n");
+        out, "usage: accord-agent publish --config FILE [--input FILE]\n"
+             "       accord-agent subscribe --config FILE [--count N]\n"
+             "\n"
+             "publish    reads child records as NDJSON (one JSON object a line; see README.md)\n"
+             "           from stdin or --input and sends each to the broker. Prints one JSON\n"
+             "           line per record on stdout: accepted (with recipients and share ids),\n"
+             "           or refused (with code and reason). While the broker is unreachable or\n"
+             "           answers UNAVAILABLE it waits and retries; it never gives up silently.\n"
+             "subscribe  prints each record delivered to this agency as one JSON line on\n"
+             "           stdout, with its provenance (share id, from, rules, purpose, lawful\n"
+             "           basis), and acknowledges it only after the line is written and\n"
+             "           flushed. --count N stops after N deliveries.\n"
+             "\n"
+             "  -c, --config FILE  agent configuration (YAML); see README.md\n"
+             "  -h, --help         show this help\n"
+             "  -V, --version      show the version\n"
+             "\n"
+             "Exit status: 0 success (publish: every record accepted), 1 some record refused,\n"
+             "2 usage, 3 configuration invalid, 4 could not connect or the broker refused this\n"
+             "agent's key, 5 output could not be written.\n");
 }
 
 /* ---- publish ---- */
 
 typedef struct {
-    uint64_t line;          /* correlation id: the input line number */
+    uint64_t line; /* correlation id: the input line number */
     char *record_id;
-    uint8_t *frame;         /* the packed Publish, kept to send again */
+    uint8_t *frame; /* the packed Publish, kept to send again */
     size_t frame_len;
     int64_t sent_at_ms;
-    int64_t resend_at_ms;   /* 0 = waiting for an answer */
+    int64_t resend_at_ms; /* 0 = waiting for an answer */
     int64_t backoff_ms;
     bool used;
 } pending_t;
@@ -168,8 +167,8 @@ static acc_rc_t s_fill_window(publisher_t *pub, acc_err_t *err)
             pub->refused++;
         } else if (acc_record_from_json(&rec, buf, (size_t)n, &perr) != ACC_OK) {
             char reason[ACC_ERR_MSG_MAX + 32];
-            (void)snprintf(reason, sizeof(reason), "line %llu: %s",
-                           (unsigned long long)pub->line, perr.msg);
+            (void)snprintf(reason, sizeof(reason), "line %llu: %s", (unsigned long long)pub->line,
+                           perr.msg);
             s_print_invalid(pub->line, reason);
             acc_log_warn("publish", "%s", reason);
             pub->refused++;
@@ -232,9 +231,8 @@ static json_t *s_result_json(const pending_t *p, const Accord__V1__PublishResult
     json_object_set_new(obj, "recipients", recipients);
     json_t *withheld = json_array();
     for (size_t i = 0; i < r->n_withheld; i++) {
-        json_array_append_new(withheld, json_pack("{s:s, s:s}", "agency",
-                                                  r->withheld[i]->agency_id, "reason",
-                                                  r->withheld[i]->reason));
+        json_array_append_new(withheld, json_pack("{s:s, s:s}", "agency", r->withheld[i]->agency_id,
+                                                  "reason", r->withheld[i]->reason));
     }
     json_object_set_new(obj, "withheld", withheld);
     return obj;
@@ -339,8 +337,7 @@ static int s_connect(client_t **out, const acc_agent_config_t *config, bool subs
     while (!s_stop) {
         acc_rc_t rc = client_hello(*out, HELLO_TIMEOUT_MS, &err);
         if (rc == ACC_OK) {
-            acc_log_info("agent", "connected to %s as \"%s\"", config->broker,
-                         client_agency(*out));
+            acc_log_info("agent", "connected to %s as \"%s\"", config->broker, client_agency(*out));
             return EXIT_SUCCESS;
         }
         if (rc == ACC_ERR_PERMISSION) {
@@ -389,10 +386,9 @@ static json_t *s_delivery_json(const Accord__V1__Deliver *d)
         json_array_append_new(rules, json_string(d->rule_ids[i]));
     }
     json_t *record = d->record != NULL ? acc_record_to_json(d->record) : json_object();
-    json_t *obj = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:o}", "share_id", d->share_id,
-                            "from", d->from_agency, "rules", rules, "purpose", d->purpose,
-                            "lawful_basis", d->lawful_basis, "agreement_hash",
-                            d->agreement_hash, "record", record);
+    json_t *obj = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:o}", "share_id", d->share_id, "from",
+                            d->from_agency, "rules", rules, "purpose", d->purpose, "lawful_basis",
+                            d->lawful_basis, "agreement_hash", d->agreement_hash, "record", record);
     if (d->safeguarding_justification[0] != '\0') {
         json_object_set_new(obj, "safeguarding_justification",
                             json_string(d->safeguarding_justification));
@@ -494,8 +490,8 @@ static int s_parse_args(int argc, char **argv, s_args_t *args)
         }
     }
     args->command = optind + 1 == argc ? argv[optind] : NULL;
-    bool known = args->command != NULL && (strcmp(args->command, "publish") == 0 ||
-                                           strcmp(args->command, "subscribe") == 0);
+    bool known = args->command != NULL &&
+                 (strcmp(args->command, "publish") == 0 || strcmp(args->command, "subscribe") == 0);
     if (!known || args->config == NULL) {
         s_usage(stderr);
         return EXIT_USAGE;
@@ -521,8 +517,9 @@ int main(int argc, char **argv)
     }
     acc_log_level_t level = ACC_LOG_INFO;
     if (acc_log_level_parse(&level, config.log_level) != ACC_OK) {
-        (void)fprintf(stderr, "accord-agent: %s: log_level must be error, warn, notice, info or "
-                              "debug\n",
+        (void)fprintf(stderr,
+                      "accord-agent: %s: log_level must be error, warn, notice, info or "
+                      "debug\n",
                       args.config);
         acc_agent_config_clear(&config);
         return EXIT_CONFIG;
@@ -533,7 +530,7 @@ int main(int argc, char **argv)
     (void)sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     status = strcmp(args.command, "publish") == 0 ? s_publish(&config, args.input)
-                                                   : s_subscribe(&config, args.count);
+                                                  : s_subscribe(&config, args.count);
     acc_agent_config_clear(&config);
     return status;
 }

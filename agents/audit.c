@@ -22,15 +22,35 @@ static const char s_row_columns[] =
     " lawful_basis, consent, error_code, reason, agreement_hash, coalesce(key_epoch, 0), nonce,"
     " payload, prev_hash, entry_hash";
 
-enum { C_SEQ, C_SHARE, C_AT, C_EVENT, C_FROM, C_TO, C_TYPE, C_RECORD, C_TAG, C_RULES,
-       C_PURPOSE, C_BASIS, C_CONSENT, C_CODE, C_REASON, C_AGREEMENT, C_EPOCH, C_NONCE,
-       C_PAYLOAD, C_PREV, C_ENTRY };
+enum {
+    C_SEQ,
+    C_SHARE,
+    C_AT,
+    C_EVENT,
+    C_FROM,
+    C_TO,
+    C_TYPE,
+    C_RECORD,
+    C_TAG,
+    C_RULES,
+    C_PURPOSE,
+    C_BASIS,
+    C_CONSENT,
+    C_CODE,
+    C_REASON,
+    C_AGREEMENT,
+    C_EPOCH,
+    C_NONCE,
+    C_PAYLOAD,
+    C_PREV,
+    C_ENTRY
+};
 
 /* One fetched row and the memory its pointers refer to. */
 typedef struct {
     acc_logrow_t row;
     json_t *rules;
-    unsigned char *blobs[6];   /* PQunescapeBytea output, freed with PQfreemem */
+    unsigned char *blobs[6]; /* PQunescapeBytea output, freed with PQfreemem */
     size_t blob_len[6];
     const uint8_t *prev_hash;
     const uint8_t *entry_hash;
@@ -38,21 +58,20 @@ typedef struct {
 
 static void s_usage(FILE *out)
 {
-    (void)fprintf(out,
-                  "usage: accord-audit verify --db CONNINFO\n"
-                  "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
-                  "\n"
-                  "verify  walks the whole sharing log in sequence order, recomputes every\n"
-                  "        row's hash from its content and the previous row's hash, and\n"
-                  "        names the first row that does not verify.\n"
-                  "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
-                  "        key, on this machine, and prints the row and the record as JSON.\n"
-                  "\n"
-                  "CONNINFO is a libpq connection string for a role granted accord_reader\n"
-                  "(verify) or accord_writer's SELECT rights (show needs the payload).\n"
-                  "\n"
-                  "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
-                  "does not decrypt, 2 usage, 3 could not read the database or key.\n");
+    (void)fprintf(out, "usage: accord-audit verify --db CONNINFO\n"
+                       "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
+                       "\n"
+                       "verify  walks the whole sharing log in sequence order, recomputes every\n"
+                       "        row's hash from its content and the previous row's hash, and\n"
+                       "        names the first row that does not verify.\n"
+                       "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
+                       "        key, on this machine, and prints the row and the record as JSON.\n"
+                       "\n"
+                       "CONNINFO is a libpq connection string for a role granted accord_reader\n"
+                       "(verify) or accord_writer's SELECT rights (show needs the payload).\n"
+                       "\n"
+                       "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
+                       "does not decrypt, 2 usage, 3 could not read the database or key.\n");
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -65,8 +84,8 @@ static const uint8_t *s_blob(s_fetched_t *f, size_t slot, PGresult *res, int row
     if (PQgetisnull(res, row, col)) {
         return NULL;
     }
-    f->blobs[slot] = PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col),
-                                     &f->blob_len[slot]);
+    f->blobs[slot] =
+        PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col), &f->blob_len[slot]);
     return f->blobs[slot];
 }
 
@@ -204,8 +223,8 @@ static int s_verify(const char *conninfo)
     }
     PQfinish(conn);
     if (status == EXIT_SUCCESS) {
-        (void)printf("OK %llu rows verified; chain head seq %lld\n",
-                     (unsigned long long)chain.rows, (long long)chain.expected_seq - 1);
+        (void)printf("OK %llu rows verified; chain head seq %lld\n", (unsigned long long)chain.rows,
+                     (long long)chain.expected_seq - 1);
     }
     return status;
 }
@@ -220,12 +239,11 @@ static json_t *s_row_json(const acc_logrow_t *r)
     }
     json_t *obj = json_pack("{s:I, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:o, s:s?, s:s?, s:s?, "
                             "s:s?, s:I}",
-                            "seq", (json_int_t)r->seq, "share_id", share, "event", r->event,
-                            "from", r->from_agency, "to", r->to_agency, "record_type",
-                            r->record_type, "record_id", r->record_id, "rules", rules,
-                            "purpose", r->purpose, "lawful_basis", r->lawful_basis, "consent",
-                            r->consent, "reason", r->reason, "key_epoch",
-                            (json_int_t)r->key_epoch);
+                            "seq", (json_int_t)r->seq, "share_id", share, "event", r->event, "from",
+                            r->from_agency, "to", r->to_agency, "record_type", r->record_type,
+                            "record_id", r->record_id, "rules", rules, "purpose", r->purpose,
+                            "lawful_basis", r->lawful_basis, "consent", r->consent, "reason",
+                            r->reason, "key_epoch", (json_int_t)r->key_epoch);
     return obj;
 }
 
@@ -262,8 +280,9 @@ static int s_decrypt_and_print(PGconn *conn, const s_fetched_t *f, const uint8_t
     if (f->row.payload == NULL) {
         json_object_set_new(obj, "record", json_null());
     } else if (!s_epoch_key(conn, f->row.key_epoch, box_secret, key)) {
-        (void)fprintf(stderr, "accord-audit: epoch %lld's key is not sealed to this auditor "
-                              "key, or the seal does not open\n",
+        (void)fprintf(stderr,
+                      "accord-audit: epoch %lld's key is not sealed to this auditor "
+                      "key, or the seal does not open\n",
                       (long long)f->row.key_epoch);
         status = EXIT_TAMPERED;
     } else {
@@ -326,8 +345,10 @@ static int s_show(const char *seq, const char *conninfo, const char *key_path)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "db", required_argument, NULL, 'd' },  { "key", required_argument, NULL, 'k' },
-        { "help", no_argument, NULL, 'h' },      { "version", no_argument, NULL, 'V' },
+        { "db", required_argument, NULL, 'd' },
+        { "key", required_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     const char *db = NULL;

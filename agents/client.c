@@ -11,7 +11,7 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION  1
 #define HELLO_CORRELATION UINT64_MAX /* reserved: never used for requests */
 
 struct client_t {

@@ -15,8 +15,8 @@ typedef struct client_t client_t;
 /* Reads the agent's secret key (refused unless mode 0600) and connects to the
  * broker named in config. subscribe asks for deliveries on this connection. The
  * connection is asynchronous: nothing has been exchanged when this returns. */
-ACC_NODISCARD acc_rc_t client_open(client_t **out, const acc_agent_config_t *config,
-                                   bool subscribe, acc_err_t *err);
+ACC_NODISCARD acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subscribe,
+                                   acc_err_t *err);
 void client_destroy(client_t **self_p);
 
 /* Sends Hello and waits up to timeout_ms for Welcome. ACC_ERR_PERMISSION when
@@ -24,8 +24,7 @@ void client_destroy(client_t **self_p);
 ACC_NODISCARD acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err);
 
 /* Packs and sends env. */
-ACC_NODISCARD acc_rc_t client_send(client_t *self, const Accord__V1__Envelope *env,
-                                   acc_err_t *err);
+ACC_NODISCARD acc_rc_t client_send(client_t *self, const Accord__V1__Envelope *env, acc_err_t *err);
 
 /* Sends raw bytes as one frame (tests use this for malformed input). */
 ACC_NODISCARD acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t len,

@@ -19,25 +19,24 @@
 
 static void s_usage(FILE *out)
 {
-    (void)fprintf(
-        out,
-        "usage: accord keygen --out DIR NAME\n"
-        "       accord keygen --subject-key FILE\n"
-        "       accord agreement check FILE\n"
-        "       accord migrate --db CONNINFO\n"
-        "\n"
-        "keygen           writes DIR/NAME.curve.{pub,secret} (CURVE, Z85),\n"
-        "                 DIR/NAME.box.{pub,secret} (X25519, hex) and\n"
-        "                 DIR/NAME.sign.{pub,secret} (Ed25519, hex). Secret files are\n"
-        "                 created mode 0600 and never overwritten. --subject-key writes\n"
-        "                 the broker's 32-byte subject-tag key (hex, 0600) instead.\n"
-        "agreement check  checks an agreement file as a whole and prints every problem\n"
-        "                 as FILE:LINE:COL: message.\n"
-        "migrate          applies the schema migrations this build carries to the\n"
-        "                 PostgreSQL database named by CONNINFO (a libpq string).\n"
-        "\n"
-        "Exit status: 0 success, 1 the agreement has errors, 2 usage, 3 failed\n"
-        "(file exists, permission, database unreachable...).\n");
+    (void)fprintf(out,
+                  "usage: accord keygen --out DIR NAME\n"
+                  "       accord keygen --subject-key FILE\n"
+                  "       accord agreement check FILE\n"
+                  "       accord migrate --db CONNINFO\n"
+                  "\n"
+                  "keygen           writes DIR/NAME.curve.{pub,secret} (CURVE, Z85),\n"
+                  "                 DIR/NAME.box.{pub,secret} (X25519, hex) and\n"
+                  "                 DIR/NAME.sign.{pub,secret} (Ed25519, hex). Secret files are\n"
+                  "                 created mode 0600 and never overwritten. --subject-key writes\n"
+                  "                 the broker's 32-byte subject-tag key (hex, 0600) instead.\n"
+                  "agreement check  checks an agreement file as a whole and prints every problem\n"
+                  "                 as FILE:LINE:COL: message.\n"
+                  "migrate          applies the schema migrations this build carries to the\n"
+                  "                 PostgreSQL database named by CONNINFO (a libpq string).\n"
+                  "\n"
+                  "Exit status: 0 success, 1 the agreement has errors, 2 usage, 3 failed\n"
+                  "(file exists, permission, database unreachable...).\n");
 }
 
 static int s_subject_key(const char *path)

@@ -12,10 +12,10 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 
-#define PEERS_MAX        4096
-#define POLL_IDLE_MS     1000
-#define SEND_TIMEOUT_MS  1000
-#define READ_BATCH_MAX   4096 /* frames read before a commit, whatever they are */
+#define PEERS_MAX       4096
+#define POLL_IDLE_MS    1000
+#define SEND_TIMEOUT_MS 1000
+#define READ_BATCH_MAX  4096 /* frames read before a commit, whatever they are */
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
@@ -71,8 +71,8 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
         return rc;
     }
     if (zmq_bind(self->router, self->config->listen) != 0) {
-        return acc_err_set(err, ACC_ERR_NET, "could not listen on \"%s\": %s",
-                           self->config->listen, zmq_strerror(zmq_errno()));
+        return acc_err_set(err, ACC_ERR_NET, "could not listen on \"%s\": %s", self->config->listen,
+                           zmq_strerror(zmq_errno()));
     }
     size_t len = sizeof(self->endpoint);
     (void)zmq_getsockopt(self->router, ZMQ_LAST_ENDPOINT, self->endpoint, &len);
@@ -334,8 +334,8 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
 
 static bool s_wants(const peer_t *p, size_t agency, const char *record_type)
 {
-    if (!p->known || p->who.auditor || p->who.index != agency || !p->welcomed ||
-        !p->subscriber || p->closing) {
+    if (!p->known || p->who.auditor || p->who.index != agency || !p->welcomed || !p->subscriber ||
+        p->closing) {
         return false;
     }
     if (p->subscriptions.count == 0) {
@@ -353,8 +353,7 @@ static void s_inflight_add(broker_t *self, const out_t *o, const char *from)
 {
     if (self->inflight_count == self->inflight_cap) {
         self->inflight_cap = self->inflight_cap == 0 ? 64 : self->inflight_cap * 2;
-        self->inflight =
-            acc_xrealloc(self->inflight, self->inflight_cap * sizeof(*self->inflight));
+        self->inflight = acc_xrealloc(self->inflight, self->inflight_cap * sizeof(*self->inflight));
     }
     inflight_t *f = &self->inflight[self->inflight_count++];
     memcpy(f->share_id, o->share_id, sizeof(f->share_id));
@@ -367,15 +366,16 @@ static void s_inflight_add(broker_t *self, const out_t *o, const char *from)
 
 /* Sends a committed share to the newest connection of its recipient that wants it.
  * A recipient that is not connected gets nothing now: the share row stands. */
-static void s_deliver(broker_t *self, const out_t *o)
+static bool s_deliver(broker_t *self, const out_t *o)
 {
     for (size_t i = self->peer_count; i-- > 0;) {
         peer_t *p = &self->peers[i];
         if (s_wants(p, o->to_agency, o->record_type) &&
             s_send(self, p->rid, p->rid_len, o->frame, o->frame_len)) {
-            return;
+            return true;
         }
     }
+    return false;
 }
 
 static void s_flush(broker_t *self, bool committed, const char *why)
@@ -394,9 +394,8 @@ static void s_flush(broker_t *self, bool committed, const char *why)
             }
             break;
         case OUT_DELIVER:
-            if (committed) {
+            if (committed && s_deliver(self, o)) {
                 s_inflight_add(self, o, acc_policy_agency_id(self->policy, o->from_agency));
-                s_deliver(self, o);
             }
             break;
         }
@@ -527,8 +526,7 @@ static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Env
 static void s_on_audit_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
 {
     if (!peer->who.auditor) {
-        broker_reply_error(self, peer, env->correlation_id,
-                           ACCORD__V1__ERROR_CODE__AUDIT_FORBIDDEN,
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__AUDIT_FORBIDDEN,
                            "only auditors named in the agreement may query the log");
         return;
     }
@@ -556,13 +554,12 @@ static void s_dispatch(broker_t *self, peer_t *peer, const uint8_t *data, size_t
     handler_fn *handler =
         kind < sizeof(s_handlers) / sizeof(s_handlers[0]) ? s_handlers[kind] : NULL;
     if (handler == NULL) {
-        broker_reply_error(self, peer, env->correlation_id,
-                           ACCORD__V1__ERROR_CODE__UNKNOWN_MESSAGE,
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_MESSAGE,
                            "the broker does not accept this kind of message");
     } else if (!peer->welcomed && kind != ACCORD__V1__ENVELOPE__BODY_HELLO &&
                kind != ACCORD__V1__ENVELOPE__BODY_HEARTBEAT) {
-        broker_reply_error(self, peer, env->correlation_id,
-                           ACCORD__V1__ERROR_CODE__HELLO_REQUIRED, "send Hello first");
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__HELLO_REQUIRED,
+                           "send Hello first");
     } else {
         handler(self, peer, env);
     }
@@ -602,8 +599,8 @@ static bool s_read_one(broker_t *self)
         return true;
     }
     const char *user_id = zmq_msg_gets(&body, "User-Id");
-    peer_t *peer = s_peer_get(self, zmq_msg_data(&rid), zmq_msg_size(&rid),
-                              user_id != NULL ? user_id : "");
+    peer_t *peer =
+        s_peer_get(self, zmq_msg_data(&rid), zmq_msg_size(&rid), user_id != NULL ? user_id : "");
     peer->last_seen_ms = s_now_ms();
     if (zmq_msg_more(&body)) {
         s_drain_frames(self);

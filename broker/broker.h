@@ -14,26 +14,26 @@
 #include "ledger.h"
 #include "zap.h"
 
-#define BROKER_RID_MAX 255
+#define BROKER_RID_MAX          255
 #define BROKER_PROTOCOL_VERSION 1
 
 typedef struct {
-    uint8_t rid[BROKER_RID_MAX];   /* ZeroMQ routing id */
+    uint8_t rid[BROKER_RID_MAX]; /* ZeroMQ routing id */
     size_t rid_len;
-    char id[128];                  /* agency or auditor id from ZAP User-Id */
-    acc_principal_t who;           /* id borrowed from the policy in force */
-    bool known;                    /* who is valid under the policy in force */
-    bool welcomed;                 /* Hello answered */
-    bool subscriber;               /* Hello asked for deliveries */
-    int64_t last_seen_ms;          /* monotonic time of the last frame */
-    acc_strlist_t subscriptions;   /* record types; empty = every allowed type */
-    bool closing;                  /* reaped at the end of this loop turn */
+    char id[128];                /* agency or auditor id from ZAP User-Id */
+    acc_principal_t who;         /* id borrowed from the policy in force */
+    bool known;                  /* who is valid under the policy in force */
+    bool welcomed;               /* Hello answered */
+    bool subscriber;             /* Hello asked for deliveries */
+    int64_t last_seen_ms;        /* monotonic time of the last frame */
+    acc_strlist_t subscriptions; /* record types; empty = every allowed type */
+    bool closing;                /* reaped at the end of this loop turn */
 } peer_t;
 
 typedef enum {
-    OUT_REPLY,      /* a reply to a request that wrote no row: send now */
-    OUT_RESULT,     /* a PublishResult: send only if the batch commits */
-    OUT_DELIVER,    /* a Deliver: send only if the batch commits */
+    OUT_REPLY,   /* a reply to a request that wrote no row: send now */
+    OUT_RESULT,  /* a PublishResult: send only if the batch commits */
+    OUT_DELIVER, /* a Deliver: send only if the batch commits */
 } out_kind_t;
 
 /* A frame waiting for the end of the batch. */
@@ -42,12 +42,12 @@ typedef struct {
     uint8_t rid[BROKER_RID_MAX];
     size_t rid_len;
     uint64_t correlation_id;
-    uint8_t *frame;                /* packed Envelope, owned */
+    uint8_t *frame; /* packed Envelope, owned */
     size_t frame_len;
-    char *record_id;               /* OUT_RESULT: for an UNAVAILABLE answer */
-    size_t from_agency;            /* OUT_DELIVER: publisher's agency index */
-    size_t to_agency;              /* OUT_DELIVER: recipient's agency index */
-    char *record_type;             /* OUT_DELIVER: for subscriptions */
+    char *record_id;    /* OUT_RESULT: for an UNAVAILABLE answer */
+    size_t from_agency; /* OUT_DELIVER: publisher's agency index */
+    size_t to_agency;   /* OUT_DELIVER: recipient's agency index */
+    char *record_type;  /* OUT_DELIVER: for subscriptions */
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
 } out_t;
 
@@ -68,7 +68,7 @@ typedef struct {
     zap_t *zap;
     ledger_t *ledger;
     acc_policy_t *policy;
-    uint8_t *subject_key;          /* sodium_malloc, 32 bytes */
+    uint8_t *subject_key; /* sodium_malloc, 32 bytes */
     peer_t *peers;
     size_t peer_count;
     size_t peer_cap;
@@ -80,7 +80,7 @@ typedef struct {
     size_t inflight_cap;
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;
-    char endpoint[256];            /* the endpoint actually bound */
+    char endpoint[256]; /* the endpoint actually bound */
 } broker_t;
 
 /* Opens sockets, the ledger and the agreement named in config. */

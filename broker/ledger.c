@@ -11,8 +11,8 @@
 #include "accord/log.h"
 #include "accord/migrate.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
 #define NONCE_PREFIX_BYTES 16
 
 static const char s_copy_sql[] =
@@ -23,22 +23,22 @@ static const char s_copy_sql[] =
 struct ledger_t {
     PGconn *conn;
     char *conninfo;
-    uint8_t *sign_secret;  /* sodium_malloc, 64 bytes */
-    uint8_t *epoch_key;    /* sodium_malloc, 32 bytes; NULL before the first epoch */
+    uint8_t *sign_secret; /* sodium_malloc, 64 bytes */
+    uint8_t *epoch_key;   /* sodium_malloc, 32 bytes; NULL before the first epoch */
     int64_t epoch;
     uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
     uint64_t nonce_counter;
-    int64_t head_seq;      /* last committed row */
+    int64_t head_seq; /* last committed row */
     uint8_t head_hash[ACC_LOGROW_HASH_BYTES];
-    int64_t staged_seq;    /* last staged row */
+    int64_t staged_seq; /* last staged row */
     uint8_t staged_hash[ACC_LOGROW_HASH_BYTES];
     size_t staged;
-    char *copy;            /* COPY text of the staged rows */
+    char *copy; /* COPY text of the staged rows */
     size_t copy_len;
     size_t copy_cap;
-    uint8_t *scratch;      /* ciphertext of one payload */
+    uint8_t *scratch; /* ciphertext of one payload */
     size_t scratch_cap;
-    int64_t retry_at_ms;   /* no reconnect attempt before this */
+    int64_t retry_at_ms; /* no reconnect attempt before this */
     int64_t backoff_ms;
 };
 
@@ -62,8 +62,7 @@ static acc_rc_t s_exec(ledger_t *self, const char *sql, const char *what, acc_er
     ExecStatusType st = PQresultStatus(res);
     acc_rc_t rc = ACC_OK;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not %s: %s", what,
-                         PQerrorMessage(self->conn));
+        rc = acc_err_set(err, ACC_ERR_DB, "could not %s: %s", what, PQerrorMessage(self->conn));
     }
     PQclear(res);
     return rc;
@@ -167,8 +166,8 @@ static acc_rc_t s_insert_seal(ledger_t *self, const acc_policy_t *policy, size_t
     }
     char epoch[32];
     (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)self->epoch);
-    const char *values[4] = { epoch, acc_policy_auditor_id(policy, auditor),
-                              (const char *)box_key, (const char *)sealed };
+    const char *values[4] = { epoch, acc_policy_auditor_id(policy, auditor), (const char *)box_key,
+                              (const char *)sealed };
     int lengths[4] = { 0, 0, 32, (int)sizeof(sealed) };
     int formats[4] = { 0, 0, 1, 1 };
     PGresult *res = PQexecParams(self->conn,
@@ -469,8 +468,8 @@ static acc_rc_t s_copy_rows(ledger_t *self, acc_err_t *err)
         PQclear(res);
     }
     if (rc == ACC_OK && (sent != 1 || ended != 1)) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not send log rows: %s",
-                         PQerrorMessage(self->conn));
+        rc =
+            acc_err_set(err, ACC_ERR_DB, "could not send log rows: %s", PQerrorMessage(self->conn));
     }
     return rc;
 }
@@ -487,8 +486,8 @@ static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
     acc_rc_t rc = s_connect(self, err);
     if (rc != ACC_OK) {
         self->retry_at_ms = now + self->backoff_ms;
-        self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                                 : self->backoff_ms * 2;
+        self->backoff_ms =
+            self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
         return rc;
     }
     self->backoff_ms = BACKOFF_MIN_MS;
@@ -505,8 +504,9 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     if (!ledger_is_up(self)) {
         s_drop_staged(self);
         return s_reconnect(self, err) == ACC_OK
-                   ? acc_err_set(err, ACC_ERR_DB, "PostgreSQL connection was re-established; "
-                                                  "retry")
+                   ? acc_err_set(err, ACC_ERR_DB,
+                                 "PostgreSQL connection was re-established; "
+                                 "retry")
                    : ACC_ERR_DB;
     }
     acc_rc_t rc = s_exec(self, "BEGIN", "begin a log batch", err);

@@ -15,8 +15,8 @@ typedef struct ledger_t ledger_t;
 
 /* Connects to PostgreSQL, applies pending migrations and reads the chain head.
  * sign_secret (64 bytes) is copied into locked memory. */
-ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const char *conninfo,
-                                   const uint8_t *sign_secret, acc_err_t *err);
+ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
+                                   acc_err_t *err);
 /* Wipes the epoch key and closes the connection. Staged rows are discarded. */
 void ledger_destroy(ledger_t **self_p);
 

@@ -63,8 +63,10 @@ static void s_install_signals(void)
 static int s_parse_args(int argc, char **argv, const char **config, bool *check_only)
 {
     static const struct option options[] = {
-        { "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'k' },
-        { "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
+        { "config", required_argument, NULL, 'c' },
+        { "check", no_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int opt;

@@ -114,8 +114,7 @@ static void s_queue_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode
     o->record_id = acc_xstrdup(p->rec->record_id);
 }
 
-static void s_refuse(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
-                     const char *reason)
+static void s_refuse(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code, const char *reason)
 {
     acc_logrow_t row;
     s_row_init(self, p, &row, "refused");
@@ -123,8 +122,8 @@ static void s_refuse(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
     row.reason = reason;
     (void)s_stage(self, p, &row, p->rec);
     s_queue_result(self, p, code, reason);
-    acc_log_info("publish", "refused record from %s: %s (%s)", p->peer->id,
-                 acc_pb_code_name(code), reason);
+    acc_log_info("publish", "refused record from %s: %s (%s)", p->peer->id, acc_pb_code_name(code),
+                 reason);
 }
 
 /* Purposes (or lawful bases) of every rule that allowed r, distinct, joined. */

@@ -8,8 +8,8 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 
-#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
-#define ZAP_FRAMES   7 /* version, request id, domain, address, identity, mechanism, key */
+#define ZAP_ENDPOINT  "inproc://zeromq.zap.01"
+#define ZAP_FRAMES    7 /* version, request id, domain, address, identity, mechanism, key */
 #define ZAP_FRAME_MAX 256
 
 struct zap_t {

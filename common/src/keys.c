@@ -24,8 +24,8 @@ acc_rc_t acc_hex_decode(uint8_t *out, size_t len, const char *text, acc_err_t *e
 {
     size_t got = 0;
     const char *end = NULL;
-    if (strlen(text) != 2 * len ||
-        sodium_hex2bin(out, len, text, 2 * len, NULL, &got, &end) != 0 || got != len) {
+    if (strlen(text) != 2 * len || sodium_hex2bin(out, len, text, 2 * len, NULL, &got, &end) != 0 ||
+        got != len) {
         return acc_err_set(err, ACC_ERR_INVALID, "expected %zu hexadecimal digits", 2 * len);
     }
     return ACC_OK;
@@ -150,8 +150,8 @@ static bool s_is_valid_name(const char *name)
         return false;
     }
     for (const char *p = name; *p != '\0'; p++) {
-        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-                  *p == '_' || *p == '-';
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' ||
+                  *p == '-';
         if (!ok) {
             return false;
         }

@@ -100,8 +100,8 @@ acc_rc_t acc_migrate_apply(PGconn *conn, int *applied, acc_err_t *err)
     *applied = 0;
     acc_rc_t rc = s_exec(conn, "SET client_min_messages = warning", "set message level", err);
     if (rc == ACC_OK) {
-        rc = s_exec(conn, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", "take the migration lock",
-                    err);
+        rc = s_exec(conn, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
+                    "take the migration lock", err);
     }
     if (rc != ACC_OK) {
         return rc;

@@ -72,8 +72,7 @@ static acc_rc_t s_subject(Accord__V1__Subject *subject, json_t *obj, acc_err_t *
     return ACC_OK;
 }
 
-static acc_rc_t s_field(Accord__V1__Field *field, const char *name, json_t *value,
-                        acc_err_t *err)
+static acc_rc_t s_field(Accord__V1__Field *field, const char *name, json_t *value, acc_err_t *err)
 {
     char path[160];
     (void)snprintf(path, sizeof(path), "fields.%.64s", name);

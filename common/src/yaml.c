@@ -32,6 +32,18 @@ void acc_diag_clear(acc_diag_t *diag)
     acc_diag_init(diag);
 }
 
+void acc_diag_add(acc_diag_t *diag, const char *line)
+{
+    if (diag == NULL) {
+        return;
+    }
+    if (diag->count == diag->cap) {
+        diag->cap = diag->cap == 0 ? 8 : diag->cap * 2;
+        diag->lines = acc_xrealloc(diag->lines, diag->cap * sizeof(*diag->lines));
+    }
+    diag->lines[diag->count++] = acc_xstrdup(line);
+}
+
 static void s_diag_vadd(acc_diag_t *diag, const char *file, size_t line, size_t col,
                         const char *fmt, va_list ap)
 {
@@ -40,11 +52,9 @@ static void s_diag_vadd(acc_diag_t *diag, const char *file, size_t line, size_t 
     }
     char msg[ACC_ERR_MSG_MAX];
     (void)vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (diag->count == diag->cap) {
-        diag->cap = diag->cap == 0 ? 8 : diag->cap * 2;
-        diag->lines = acc_xrealloc(diag->lines, diag->cap * sizeof(*diag->lines));
-    }
-    diag->lines[diag->count++] = acc_xasprintf("%s:%zu:%zu: %s", file, line, col, msg);
+    char *full = acc_xasprintf("%s:%zu:%zu: %s", file, line, col, msg);
+    acc_diag_add(diag, full);
+    free(full);
 }
 
 void acc_diag_addf(acc_diag_t *diag, const char *file, size_t line, size_t col, const char *fmt,
@@ -83,12 +93,11 @@ static acc_rc_t s_refuse_aliases(const char *name, const unsigned char *text, si
         if (yaml_parser_parse(&parser, &event) != 1) {
             break; /* the loader reports syntax errors with their position */
         }
-        bool anchored = event.type == YAML_ALIAS_EVENT ||
-                        (event.type == YAML_SCALAR_EVENT && event.data.scalar.anchor != NULL) ||
-                        (event.type == YAML_SEQUENCE_START_EVENT &&
-                         event.data.sequence_start.anchor != NULL) ||
-                        (event.type == YAML_MAPPING_START_EVENT &&
-                         event.data.mapping_start.anchor != NULL);
+        bool anchored =
+            event.type == YAML_ALIAS_EVENT ||
+            (event.type == YAML_SCALAR_EVENT && event.data.scalar.anchor != NULL) ||
+            (event.type == YAML_SEQUENCE_START_EVENT && event.data.sequence_start.anchor != NULL) ||
+            (event.type == YAML_MAPPING_START_EVENT && event.data.mapping_start.anchor != NULL);
         if (anchored) {
             rc = acc_err_set(err, ACC_ERR_INVALID,
                              "%s:%zu:%zu: anchors and aliases (& and *) are not allowed", name,
@@ -119,8 +128,8 @@ acc_rc_t acc_yaml_parse(acc_yaml_doc_t **out, const char *name, const unsigned c
     acc_assert(yaml_parser_initialize(&parser) == 1);
     yaml_parser_set_input_string(&parser, text, len);
     if (yaml_parser_load(&parser, &self->doc) != 1) {
-        rc = acc_err_set(err, ACC_ERR_INVALID, "%s:%zu:%zu: %s", name,
-                         parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+        rc = acc_err_set(err, ACC_ERR_INVALID, "%s:%zu:%zu: %s", name, parser.problem_mark.line + 1,
+                         parser.problem_mark.column + 1,
                          parser.problem != NULL ? parser.problem : "YAML syntax error");
         yaml_parser_delete(&parser);
         acc_yaml_destroy(&self);
@@ -188,7 +197,7 @@ const yaml_node_t *acc_yaml_node(const acc_yaml_doc_t *self, yaml_node_item_t it
 const char *acc_yaml_scalar(const yaml_node_t *node)
 {
     return node != NULL && node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value
-                                                         : NULL;
+                                                          : NULL;
 }
 
 /* ---- typed tables ---- */
@@ -242,8 +251,8 @@ static bool s_set_int(const acc_yaml_doc_t *doc, const yaml_node_t *node, const 
         return false;
     }
     if (v < e->min || v > e->max) {
-        acc_yaml_diag(diag, doc, node, "\"%s\" must be between %" PRId64 " and %" PRId64,
-                      e->name, e->min, e->max);
+        acc_yaml_diag(diag, doc, node, "\"%s\" must be between %" PRId64 " and %" PRId64, e->name,
+                      e->min, e->max);
         return false;
     }
     *(int64_t *)s_slot(out, e) = v;
@@ -331,8 +340,8 @@ static const acc_yaml_entry_t *s_find_entry(const acc_yaml_entry_t *table, size_
 }
 
 static bool s_apply_defaults(const acc_yaml_doc_t *doc, const yaml_node_t *map,
-                             const acc_yaml_entry_t *table, size_t n, const bool *seen,
-                             void *out, acc_diag_t *diag)
+                             const acc_yaml_entry_t *table, size_t n, const bool *seen, void *out,
+                             acc_diag_t *diag)
 {
     bool ok = true;
     for (size_t i = 0; i < n; i++) {

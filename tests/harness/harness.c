@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sodium.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,7 +179,7 @@ static void s_pg_dir(char *out, size_t len)
     while (fgets(line, sizeof(line), f) != NULL) {
         if (strncmp(line, "PGDIR=", 6) == 0) {
             line[strcspn(line, "\n")] = '\0';
-            snprintf(out, len, "%s", line + 6);
+            snprintf(out, len, "%.255s", line + 6);
         }
     }
     fclose(f);
@@ -240,6 +241,7 @@ static void s_keygen(th_world_t *world, const char *name, char z85[41])
 
 th_world_t *th_world_new(const char *const agencies[])
 {
+    cr_assert(sodium_init() >= 0);
     th_world_t *w = calloc(1, sizeof(*w));
     snprintf(w->dir, sizeof(w->dir), "/tmp/accord-test.XXXXXX");
     cr_assert(mkdtemp(w->dir) != NULL);
@@ -253,8 +255,7 @@ th_world_t *th_world_new(const char *const agencies[])
     char sql[256];
     snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE accord_template", w->dbname);
     s_admin(pgdir, sql);
-    snprintf(w->conninfo, sizeof(w->conninfo), "host=%s user=postgres dbname=%s", pgdir,
-             w->dbname);
+    snprintf(w->conninfo, sizeof(w->conninfo), "host=%s user=postgres dbname=%s", pgdir, w->dbname);
     w->db = PQconnectdb(w->conninfo);
     cr_assert_eq(PQstatus(w->db), CONNECTION_OK);
     s_keygen(w, "broker", w->broker_pub);
@@ -318,8 +319,9 @@ void th_world_agreement(th_world_t *w, const char *body)
         fprintf(f, "  - id: %s\n    name: Test agency %s\n    key: \"%s\"\n", w->agencies[i],
                 w->agencies[i], w->agency_keys[i]);
     }
-    fprintf(f, "auditors:\n  - id: ig-officer\n    name: IG officer\n    key: \"%s\"\n"
-               "    box_key: \"%s\"\n%s",
+    fprintf(f,
+            "auditors:\n  - id: ig-officer\n    name: IG officer\n    key: \"%s\"\n"
+            "    box_key: \"%s\"\n%s",
             ig_pub, box_hex, body);
     fclose(f);
 }
@@ -337,7 +339,8 @@ void th_broker_start(th_world_t *w)
     fclose(f);
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
-    char *argv[] = { exe, "--config", path, NULL };
+    char opt[] = "--config";
+    char *argv[] = { exe, opt, path, NULL };
     w->broker = th_proc_start(argv);
     cr_assert_geq(th_proc_wait_lines(w->broker, 1, 30000), 1, "accordd printed no ready line");
     char *line = th_proc_line(w->broker, 0);
@@ -387,7 +390,12 @@ th_proc_t *th_agent_start(th_world_t *w, const char *command, const char *agency
     }
     char log[600];
     snprintf(log, sizeof(log), "%s/%s.%s.log", w->dir, agency, command);
-    char *argv[] = { exe, (char *)command, "--config", config, (char *)extra_arg, NULL };
+    char cmd[32];
+    char opt[] = "--config";
+    char extra[256];
+    snprintf(cmd, sizeof(cmd), "%s", command);
+    snprintf(extra, sizeof(extra), "%s", extra_arg != NULL ? extra_arg : "");
+    char *argv[] = { exe, cmd, opt, config, extra_arg != NULL ? extra : NULL, NULL };
     return th_proc_start_logged(argv, log);
 }
 

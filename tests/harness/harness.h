@@ -15,9 +15,9 @@
 /* A child process with pipes to its stdin and stdout. */
 typedef struct {
     pid_t pid;
-    int in_fd;    /* write end of its stdin, -1 when closed */
-    int out_fd;   /* read end of its stdout */
-    char *out;    /* everything read from stdout so far */
+    int in_fd;  /* write end of its stdin, -1 when closed */
+    int out_fd; /* read end of its stdout */
+    char *out;  /* everything read from stdout so far */
     size_t out_len;
     size_t out_cap;
 } th_proc_t;
@@ -44,13 +44,13 @@ int th_proc_stop(th_proc_t **proc_p, int sig, int timeout_ms);
 
 /* One test's world. */
 typedef struct {
-    char dir[256];                 /* temp directory: keys, configs, agreement */
+    char dir[256]; /* temp directory: keys, configs, agreement */
     char dbname[64];
     char conninfo[512];
-    PGconn *db;                    /* superuser connection to the test database */
+    PGconn *db; /* superuser connection to the test database */
     char bin_dir[512];
-    char broker_pub[41];           /* Z85 */
-    char endpoint[256];            /* after th_broker_start */
+    char broker_pub[41]; /* Z85 */
+    char endpoint[256];  /* after th_broker_start */
     th_proc_t *broker;
     size_t agency_count;
     char agencies[TH_MAX_AGENCIES][64];

@@ -75,7 +75,7 @@ static Accord__V1__Envelope *s_publish_json(client_t *c, const char *json, const
     cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK, "%s", err.msg);
     Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
     publish.record = rec;
-    publish.from_agency = (char *)from;
+    publish.from_agency = acc_pb_str(from);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = 7;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
@@ -265,7 +265,9 @@ Test(share, audit_verify_passes_on_a_fresh_log_and_fails_after_tampering)
     free(json);
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accord-audit", world->bin_dir);
-    char *argv[] = { exe, "--db", world->conninfo, "verify", NULL };
+    char db_opt[] = "--db";
+    char verify[] = "verify";
+    char *argv[] = { exe, db_opt, world->conninfo, verify, NULL };
     th_proc_t *p = th_proc_start(argv);
     cr_assert_eq(th_proc_wait(&p, 20000), 0);
     th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER accord_log_append_only");

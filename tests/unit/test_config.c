@@ -69,8 +69,8 @@ Test(config, reports_every_problem_with_line_and_column)
     char want[160];
     snprintf(want, sizeof(want), "%s:2:1: unknown key \"agrement\"", path);
     cr_assert_str_eq(diag.lines[0], want);
-    cr_assert(strstr(diag.lines[1], ":3:20: \"max_message_bytes\" must be between") != NULL,
-              "%s", diag.lines[1]);
+    cr_assert(strstr(diag.lines[1], ":3:20: \"max_message_bytes\" must be between") != NULL, "%s",
+              diag.lines[1]);
     cr_assert(strstr(diag.lines[2], ":4:1: duplicate key \"database\"") != NULL, "%s",
               diag.lines[2]);
     cr_assert(strstr(diag.lines[3], "missing required key \"agreement\"") != NULL, "%s",

@@ -10,27 +10,27 @@
 
 /* broker.yaml. Relative paths are resolved against the file's directory. */
 typedef struct {
-    char *listen;            /* ZeroMQ endpoint, default tcp://127.0.0.1:7400 */
-    char *database;          /* libpq conninfo */
-    char *agreement;         /* path of the agreement YAML */
-    char *curve_secret_key;  /* broker CURVE secret (Z85), 0600 */
-    char *signing_key;       /* broker Ed25519 secret (hex), 0600 */
-    char *subject_key;       /* 32-byte key for subject tags (hex), 0600 */
-    char *metrics;           /* host:port for /metrics and /healthz, "" = off */
-    char *log_level;         /* error|warn|notice|info|debug */
+    char *listen;           /* ZeroMQ endpoint, default tcp://127.0.0.1:7400 */
+    char *database;         /* libpq conninfo */
+    char *agreement;        /* path of the agreement YAML */
+    char *curve_secret_key; /* broker CURVE secret (Z85), 0600 */
+    char *signing_key;      /* broker Ed25519 secret (hex), 0600 */
+    char *subject_key;      /* 32-byte key for subject tags (hex), 0600 */
+    char *metrics;          /* host:port for /metrics and /healthz, "" = off */
+    char *log_level;        /* error|warn|notice|info|debug */
     int64_t max_message_bytes;
-    int64_t batch_max_rows;  /* rows per log transaction */
+    int64_t batch_max_rows; /* rows per log transaction */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */
 typedef struct {
-    char *broker;            /* ZeroMQ endpoint */
-    char *broker_key;        /* broker CURVE public key, Z85 text */
-    char *agency;            /* the agency (or auditor) id this key belongs to */
-    char *curve_secret_key;  /* this agent's CURVE secret (Z85), 0600 */
+    char *broker;                /* ZeroMQ endpoint */
+    char *broker_key;            /* broker CURVE public key, Z85 text */
+    char *agency;                /* the agency (or auditor) id this key belongs to */
+    char *curve_secret_key;      /* this agent's CURVE secret (Z85), 0600 */
     acc_strlist_t subscriptions; /* record types to receive; empty = all allowed */
     char *log_level;
-    int64_t window;          /* publishes in flight */
+    int64_t window; /* publishes in flight */
     int64_t max_message_bytes;
 } acc_agent_config_t;
 

@@ -7,11 +7,11 @@
 
 #include "accord/rc.h"
 
-#define ACC_CURVE_KEY_BYTES  32
-#define ACC_Z85_KEY_CHARS    40
-#define ACC_BOX_PUB_BYTES    32
-#define ACC_BOX_SECRET_BYTES 32
-#define ACC_SIGN_PUB_BYTES   32
+#define ACC_CURVE_KEY_BYTES   32
+#define ACC_Z85_KEY_CHARS     40
+#define ACC_BOX_PUB_BYTES     32
+#define ACC_BOX_SECRET_BYTES  32
+#define ACC_SIGN_PUB_BYTES    32
 #define ACC_SIGN_SECRET_BYTES 64
 
 /* Writes DIR/NAME.curve.{pub,secret}, DIR/NAME.box.{pub,secret} and
@@ -23,16 +23,16 @@ ACC_NODISCARD acc_rc_t acc_keys_generate(const char *dir, const char *name, acc_
  * read or write it, or if it is not a regular file. The three kinds differ by
  * encoding and length; the secret is written to out only on success, and stack
  * copies are wiped. */
-ACC_NODISCARD acc_rc_t acc_keys_read_curve_secret(uint8_t out[ACC_CURVE_KEY_BYTES], const char *path,
-                                                  acc_err_t *err);
+ACC_NODISCARD acc_rc_t acc_keys_read_curve_secret(uint8_t out[ACC_CURVE_KEY_BYTES],
+                                                  const char *path, acc_err_t *err);
 ACC_NODISCARD acc_rc_t acc_keys_read_box_secret(uint8_t out[ACC_BOX_SECRET_BYTES], const char *path,
                                                 acc_err_t *err);
 ACC_NODISCARD acc_rc_t acc_keys_read_sign_secret(uint8_t out[ACC_SIGN_SECRET_BYTES],
                                                  const char *path, acc_err_t *err);
 
 /* Reads a public key file (any mode): Z85 for .curve.pub, hex for the others. */
-ACC_NODISCARD acc_rc_t acc_keys_read_curve_public(uint8_t out[ACC_CURVE_KEY_BYTES], const char *path,
-                                                  acc_err_t *err);
+ACC_NODISCARD acc_rc_t acc_keys_read_curve_public(uint8_t out[ACC_CURVE_KEY_BYTES],
+                                                  const char *path, acc_err_t *err);
 ACC_NODISCARD acc_rc_t acc_keys_read_hex_public(uint8_t out[32], const char *path, acc_err_t *err);
 
 /* Decodes a 40-character Z85 CURVE key; ACC_ERR_INVALID if malformed. */

@@ -10,25 +10,25 @@
 
 #include "accord/rc.h"
 
-#define ACC_LOGROW_HASH_BYTES   32 /* BLAKE2b-256 */
-#define ACC_LOGROW_SHARE_BYTES  16 /* a share id is a UUID */
-#define ACC_LOGROW_TAG_BYTES    32 /* keyed BLAKE2b subject tag */
-#define ACC_LOGROW_NONCE_BYTES  24 /* XChaCha20-Poly1305 */
-#define ACC_LOGROW_KEY_BYTES    32
-#define ACC_LOGROW_MAC_BYTES    16
-#define ACC_LOGROW_MAX_RULES    16
+#define ACC_LOGROW_HASH_BYTES  32 /* BLAKE2b-256 */
+#define ACC_LOGROW_SHARE_BYTES 16 /* a share id is a UUID */
+#define ACC_LOGROW_TAG_BYTES   32 /* keyed BLAKE2b subject tag */
+#define ACC_LOGROW_NONCE_BYTES 24 /* XChaCha20-Poly1305 */
+#define ACC_LOGROW_KEY_BYTES   32
+#define ACC_LOGROW_MAC_BYTES   16
+#define ACC_LOGROW_MAX_RULES   16
 
 /* One row of accord_log. Strings may be NULL (SQL NULL); blobs with length 0 are NULL. */
 typedef struct {
     int64_t seq;
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
-    int64_t at_us;                 /* microseconds since the Unix epoch, UTC */
+    int64_t at_us; /* microseconds since the Unix epoch, UTC */
     const char *event;
     const char *from_agency;
     const char *to_agency;
     const char *record_type;
     const char *record_id;
-    const uint8_t *subject_tag;    /* ACC_LOGROW_TAG_BYTES or NULL */
+    const uint8_t *subject_tag; /* ACC_LOGROW_TAG_BYTES or NULL */
     size_t rule_count;
     const char *rule_ids[ACC_LOGROW_MAX_RULES];
     const char *purpose;

@@ -10,20 +10,20 @@
 #include "accord/rc.h"
 #include "accord/yaml.h"
 
-#define ACC_POLICY_HASH_BYTES     32  /* BLAKE2b-256 of the agreement file */
-#define ACC_POLICY_MAX_FIELDS     64  /* fields per record type (a uint64_t mask) */
-#define ACC_POLICY_MAX_RECIPIENTS 64  /* distinct recipients of one (from, type) */
+#define ACC_POLICY_HASH_BYTES              32 /* BLAKE2b-256 of the agreement file */
+#define ACC_POLICY_MAX_FIELDS              64 /* fields per record type (a uint64_t mask) */
+#define ACC_POLICY_MAX_RECIPIENTS          64 /* distinct recipients of one (from, type) */
 #define ACC_POLICY_MAX_RULES_PER_RECIPIENT 16
-#define ACC_POLICY_MAX_ENUM       64
+#define ACC_POLICY_MAX_ENUM                64
 
 typedef struct acc_policy_t acc_policy_t;
 
 typedef enum {
-    ACC_FIELD_TEXT,       /* text or text(N): N = max length in bytes, default 4096 */
-    ACC_FIELD_DATE,       /* YYYY-MM-DD */
-    ACC_FIELD_DATETIME,   /* RFC 3339 */
+    ACC_FIELD_TEXT,     /* text or text(N): N = max length in bytes, default 4096 */
+    ACC_FIELD_DATE,     /* YYYY-MM-DD */
+    ACC_FIELD_DATETIME, /* RFC 3339 */
     ACC_FIELD_INTEGER,
-    ACC_FIELD_DECIMAL,    /* integer or decimal on the wire */
+    ACC_FIELD_DECIMAL, /* integer or decimal on the wire */
     ACC_FIELD_BOOLEAN,
     ACC_FIELD_ENUM,       /* enum(a,b,c): text, one of the values */
     ACC_FIELD_NHS_NUMBER, /* text, modulus-11 valid */
@@ -47,8 +47,8 @@ enum {
 
 /* Who a CURVE public key belongs to. */
 typedef struct {
-    const char *id;   /* agency or auditor id, borrowed from the policy */
-    size_t index;     /* agency index (agencies) or auditor index (auditors) */
+    const char *id; /* agency or auditor id, borrowed from the policy */
+    size_t index;   /* agency index (agencies) or auditor index (auditors) */
     bool auditor;
 } acc_principal_t;
 
@@ -82,6 +82,8 @@ const char *acc_policy_rule_id(const acc_policy_t *self, size_t index);
 
 /* Finds the agency or auditor whose CURVE public key this is; false if none. */
 bool acc_policy_find_key(const acc_policy_t *self, const uint8_t key[32], acc_principal_t *out);
+/* Finds the agency or auditor with this id (a ZAP User-Id); false if none. */
+bool acc_policy_find_principal(const acc_policy_t *self, const char *id, acc_principal_t *out);
 /* Finds an agency by id; false if none. */
 bool acc_policy_find_agency(const acc_policy_t *self, const char *id, size_t *index);
 /* True when the agreement defines this record type. */
@@ -92,14 +94,14 @@ bool acc_policy_is_in_force(const acc_policy_t *self, const char *day);
 
 /* One recipient of a record, as decided for that record. */
 typedef struct {
-    size_t agency;                 /* recipient agency index */
-    bool withheld;                 /* held back by consent: no share */
-    const char *withheld_reason;   /* static text when withheld */
-    uint64_t field_mask;           /* bit i = field i of the record type may leave */
-    unsigned subject_mask;         /* ACC_SUBJECT_* bits */
+    size_t agency;               /* recipient agency index */
+    bool withheld;               /* held back by consent: no share */
+    const char *withheld_reason; /* static text when withheld */
+    uint64_t field_mask;         /* bit i = field i of the record type may leave */
+    unsigned subject_mask;       /* ACC_SUBJECT_* bits */
     size_t rule_count;
     size_t rules[ACC_POLICY_MAX_RULES_PER_RECIPIENT]; /* rule indexes that allow it */
-    bool safeguarding_override;    /* shared only because of the safeguarding flag */
+    bool safeguarding_override; /* shared only because of the safeguarding flag */
 } acc_recipient_t;
 
 /* The decision about one published record; caller-provided, no allocation. */

@@ -16,16 +16,16 @@
 
 typedef enum {
     ACC_OK = 0,
-    ACC_ERR_INVALID = -1,     /* bad input: file, record, frame, argument */
-    ACC_ERR_IO = -2,          /* the operating system said no */
-    ACC_ERR_PERMISSION = -3,  /* a secret file readable by others, a forbidden action */
-    ACC_ERR_NOT_FOUND = -4,   /* a named thing does not exist */
-    ACC_ERR_CRYPTO = -5,      /* a key, signature or ciphertext did not verify */
-    ACC_ERR_DB = -6,          /* PostgreSQL refused or is unreachable */
-    ACC_ERR_NET = -7,         /* ZeroMQ refused */
-    ACC_ERR_TIMEOUT = -8,     /* a deadline passed */
-    ACC_ERR_LIMIT = -9,       /* a configured bound was exceeded */
-    ACC_ERR_INTERNAL = -10,   /* a bug in accord */
+    ACC_ERR_INVALID = -1,    /* bad input: file, record, frame, argument */
+    ACC_ERR_IO = -2,         /* the operating system said no */
+    ACC_ERR_PERMISSION = -3, /* a secret file readable by others, a forbidden action */
+    ACC_ERR_NOT_FOUND = -4,  /* a named thing does not exist */
+    ACC_ERR_CRYPTO = -5,     /* a key, signature or ciphertext did not verify */
+    ACC_ERR_DB = -6,         /* PostgreSQL refused or is unreachable */
+    ACC_ERR_NET = -7,        /* ZeroMQ refused */
+    ACC_ERR_TIMEOUT = -8,    /* a deadline passed */
+    ACC_ERR_LIMIT = -9,      /* a configured bound was exceeded */
+    ACC_ERR_INTERNAL = -10,  /* a bug in accord */
 } acc_rc_t;
 
 #define ACC_ERR_MSG_MAX 512
@@ -47,8 +47,7 @@ void acc_err_clear(acc_err_t *err);
 const char *acc_rc_name(acc_rc_t code);
 
 /* Checks our own invariants in every build type; aborts with file and line. */
-#define acc_assert(cond)                                                                    \
-    ((cond) ? (void)0 : acc_assert_fail(#cond, __FILE__, __LINE__))
+#define acc_assert(cond) ((cond) ? (void)0 : acc_assert_fail(#cond, __FILE__, __LINE__))
 ACC_NORETURN void acc_assert_fail(const char *expr, const char *file, int line);
 
 /* Allocation within accord's bounds is fail-stop: these log and abort on failure. */

@@ -12,13 +12,15 @@
 /* Every problem found in a file, each one line "FILE:LINE:COL: message" (line and
  * column 1-based). Used so a check reports all errors at once. */
 typedef struct {
-    char **lines;  /* owned */
+    char **lines; /* owned */
     size_t count;
     size_t cap;
 } acc_diag_t;
 
 void acc_diag_init(acc_diag_t *diag);
 void acc_diag_clear(acc_diag_t *diag); /* frees lines; diag reusable after */
+/* Adds a line already in "FILE:LINE:COL: message" form; diag may be NULL. */
+void acc_diag_add(acc_diag_t *diag, const char *line);
 void acc_diag_addf(acc_diag_t *diag, const char *file, size_t line, size_t col, const char *fmt,
                    ...) ACC_PRINTF(5, 6);
 
@@ -57,21 +59,21 @@ typedef struct {
 void acc_strlist_clear(acc_strlist_t *list);
 
 typedef enum {
-    ACC_YT_STRING,   /* char *, owned */
-    ACC_YT_INT,      /* int64_t, checked against min..max */
-    ACC_YT_BOOL,     /* bool: true/false/yes/no */
-    ACC_YT_STRLIST,  /* acc_strlist_t */
-    ACC_YT_NODE,     /* const yaml_node_t *, borrowed from the document: caller parses */
+    ACC_YT_STRING,  /* char *, owned */
+    ACC_YT_INT,     /* int64_t, checked against min..max */
+    ACC_YT_BOOL,    /* bool: true/false/yes/no */
+    ACC_YT_STRLIST, /* acc_strlist_t */
+    ACC_YT_NODE,    /* const yaml_node_t *, borrowed from the document: caller parses */
 } acc_yaml_type_t;
 
 /* One key a mapping may hold, and where its value goes in the output struct. */
 typedef struct {
     const char *name;
     acc_yaml_type_t type;
-    size_t offset;        /* offsetof(struct, member) */
+    size_t offset; /* offsetof(struct, member) */
     bool required;
-    const char *dflt;     /* default as YAML text for scalars, NULL for none */
-    int64_t min;          /* ACC_YT_INT bounds */
+    const char *dflt; /* default as YAML text for scalars, NULL for none */
+    int64_t min;      /* ACC_YT_INT bounds */
     int64_t max;
 } acc_yaml_entry_t;
 
@@ -79,8 +81,8 @@ typedef struct {
  * wrong types, out-of-range values and missing required keys are each added to
  * diag naming FILE:LINE:COL and the key. Returns ACC_OK when none was found. */
 ACC_NODISCARD acc_rc_t acc_yaml_read_map(const acc_yaml_doc_t *doc, const yaml_node_t *map,
-                                         const acc_yaml_entry_t *table, size_t table_len,
-                                         void *out, acc_diag_t *diag);
+                                         const acc_yaml_entry_t *table, size_t table_len, void *out,
+                                         acc_diag_t *diag);
 
 /* Frees what acc_yaml_read_map stored through table in out (strings, lists). */
 void acc_yaml_free_map(const acc_yaml_entry_t *table, size_t table_len, void *out);

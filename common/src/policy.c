@@ -1,0 +1,1331 @@
+/* policy.c - the agreement: loaded and checked as a whole, precompiled into lookup
+ * tables so each publish costs its fields and recipients, never a scan of rules */
+#include "accord/policy.h"
+
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "accord/keys.h"
+#include "accord/nhs.h"
+#include "accord/record.h"
+
+#define AGENCIES_MAX     1024
+#define TYPES_MAX        1024
+#define RULES_MAX        4096
+#define ID_MAX           64
+#define TEXT_DEFAULT_MAX 4096
+
+typedef struct {
+    char *name;
+    acc_field_kind_t kind;
+    size_t max_len;       /* text: bytes */
+    acc_strlist_t values; /* enum: allowed values */
+} s_field_t;
+
+typedef struct {
+    char *id;
+    s_field_t *fields; /* sorted by name; index = bit in masks */
+    size_t field_count;
+    uint64_t required;
+} s_type_t;
+
+typedef struct {
+    char *id;
+    char *name;
+    uint8_t key[32];
+} s_agency_t;
+
+typedef struct {
+    char *id;
+    char *name;
+    uint8_t key[32];
+    uint8_t box_key[32];
+} s_auditor_t;
+
+typedef struct {
+    char *id;
+    char *purpose;
+    char *lawful_basis;
+    acc_consent_rule_t consent;
+    char *withheld_reason;
+} s_rule_t;
+
+/* One rule's contribution to one recipient of one (from, type). */
+typedef struct {
+    size_t rule;
+    uint64_t field_mask;
+    unsigned subject_mask;
+    acc_consent_rule_t consent;
+} s_grant_rule_t;
+
+typedef struct {
+    size_t agency;
+    size_t rule_count;
+    s_grant_rule_t rules[ACC_POLICY_MAX_RULES_PER_RECIPIENT];
+} s_grant_t;
+
+typedef struct {
+    s_grant_t *grants;
+    size_t count;
+} s_slot_t;
+
+struct acc_policy_t {
+    char *path;
+    char *id;
+    char *title;
+    char *valid_from;
+    char *valid_until;
+    uint8_t hash[ACC_POLICY_HASH_BYTES];
+    char hash_hex[2 * ACC_POLICY_HASH_BYTES + 1];
+    s_agency_t *agencies;
+    size_t agency_count;
+    s_auditor_t *auditors;
+    size_t auditor_count;
+    s_type_t *types; /* sorted by id */
+    size_t type_count;
+    s_rule_t *rules;
+    size_t rule_count;
+    s_slot_t *slots; /* [from * type_count + type] */
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} s_subject_ids[] = {
+    { "nhs_number", ACC_SUBJECT_NHS_NUMBER },       { "local_id", ACC_SUBJECT_LOCAL_ID },
+    { "given_name", ACC_SUBJECT_GIVEN_NAME },       { "family_name", ACC_SUBJECT_FAMILY_NAME },
+    { "date_of_birth", ACC_SUBJECT_DATE_OF_BIRTH }, { "postcode", ACC_SUBJECT_POSTCODE },
+};
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- loading context ---- */
+
+typedef struct {
+    const acc_yaml_doc_t *doc;
+    acc_diag_t *diag;
+    acc_policy_t *policy;
+} s_ctx_t;
+
+static size_t s_items(const yaml_node_t *node)
+{
+    if (node == NULL || node->type != YAML_SEQUENCE_NODE) {
+        return 0;
+    }
+    return (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+}
+
+static const yaml_node_t *s_item(const s_ctx_t *c, const yaml_node_t *seq, size_t i)
+{
+    return acc_yaml_node(c->doc, seq->data.sequence.items.start[i]);
+}
+
+/* True when node is a list (reporting otherwise); an absent list is empty. */
+static bool s_is_list(const s_ctx_t *c, const yaml_node_t *node, const char *what)
+{
+    if (node == NULL || node->type == YAML_SEQUENCE_NODE) {
+        return true;
+    }
+    acc_yaml_diag(c->diag, c->doc, node, "\"%s\" must be a list", what);
+    return false;
+}
+
+static bool s_is_id(const char *id)
+{
+    size_t len = strlen(id);
+    if (len == 0 || len > ID_MAX ||
+        !((id[0] >= 'a' && id[0] <= 'z') || (id[0] >= '0' && id[0] <= '9'))) {
+        return false;
+    }
+    return strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+}
+
+static bool s_check_id(const s_ctx_t *c, const yaml_node_t *map, const char *id, const char *what)
+{
+    if (id != NULL && !s_is_id(id)) {
+        acc_yaml_diag(c->diag, c->doc, map,
+                      "%s id \"%s\" must be 1-64 of a-z, 0-9, '.', '_', '-' starting with a "
+                      "letter or digit",
+                      what, id);
+        return false;
+    }
+    return true;
+}
+
+/* Finds the value node of key in map; NULL if absent. */
+static const yaml_node_t *s_value(const s_ctx_t *c, const yaml_node_t *map, const char *key)
+{
+    if (map == NULL || map->type != YAML_MAPPING_NODE) {
+        return NULL;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        const char *k = acc_yaml_scalar(acc_yaml_node(c->doc, p->key));
+        if (k != NULL && strcmp(k, key) == 0) {
+            return acc_yaml_node(c->doc, p->value);
+        }
+    }
+    return NULL;
+}
+
+static bool s_find_agency(const acc_policy_t *p, const char *id, size_t *index)
+{
+    for (size_t i = 0; i < p->agency_count; i++) {
+        if (strcmp(p->agencies[i].id, id) == 0) {
+            *index = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool s_id_taken(const acc_policy_t *p, const char *id)
+{
+    size_t ignored = 0;
+    if (s_find_agency(p, id, &ignored)) {
+        return true;
+    }
+    for (size_t i = 0; i < p->auditor_count; i++) {
+        if (strcmp(p->auditors[i].id, id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool s_key_taken(const acc_policy_t *p, const uint8_t key[32])
+{
+    for (size_t i = 0; i < p->agency_count; i++) {
+        if (sodium_memcmp(p->agencies[i].key, key, 32) == 0) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < p->auditor_count; i++) {
+        if (sodium_memcmp(p->auditors[i].key, key, 32) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- agreement, agencies, auditors ---- */
+
+typedef struct {
+    char *id;
+    char *title;
+    char *valid_from;
+    char *valid_until;
+    char *description;
+} s_header_t;
+
+static const acc_yaml_entry_t s_header_entries[] = {
+    { "id", ACC_YT_STRING, offsetof(s_header_t, id), true, NULL, 0, 0 },
+    { "title", ACC_YT_STRING, offsetof(s_header_t, title), true, NULL, 0, 0 },
+    { "valid_from", ACC_YT_STRING, offsetof(s_header_t, valid_from), true, NULL, 0, 0 },
+    { "valid_until", ACC_YT_STRING, offsetof(s_header_t, valid_until), true, NULL, 0, 0 },
+    { "description", ACC_YT_STRING, offsetof(s_header_t, description), false, NULL, 0, 0 },
+};
+
+static void s_load_header(s_ctx_t *c, const yaml_node_t *node)
+{
+    s_header_t h = { 0 };
+    if (node == NULL) {
+        acc_yaml_diag(c->diag, c->doc, acc_yaml_root(c->doc), "missing required key \"agreement\"");
+        return;
+    }
+    bool ok = acc_yaml_read_map(c->doc, node, s_header_entries, N_OF(s_header_entries), &h,
+                                c->diag) == ACC_OK;
+    const yaml_node_t *from = s_value(c, node, "valid_from");
+    const yaml_node_t *until = s_value(c, node, "valid_until");
+    if (h.valid_from != NULL && !acc_is_date(h.valid_from)) {
+        acc_yaml_diag(c->diag, c->doc, from, "valid_from \"%s\" is not a date (YYYY-MM-DD)",
+                      h.valid_from);
+        ok = false;
+    }
+    if (h.valid_until != NULL && !acc_is_date(h.valid_until)) {
+        acc_yaml_diag(c->diag, c->doc, until, "valid_until \"%s\" is not a date (YYYY-MM-DD)",
+                      h.valid_until);
+        ok = false;
+    }
+    if (ok && strcmp(h.valid_from, h.valid_until) > 0) {
+        acc_yaml_diag(c->diag, c->doc, until, "valid_until %s is before valid_from %s",
+                      h.valid_until, h.valid_from);
+    }
+    (void)s_check_id(c, node, h.id, "agreement");
+    acc_policy_t *p = c->policy;
+    p->id = h.id;
+    p->title = h.title;
+    p->valid_from = h.valid_from;
+    p->valid_until = h.valid_until;
+    free(h.description);
+}
+
+typedef struct {
+    char *id;
+    char *name;
+    char *key;
+    char *box_key;
+    char *description;
+} s_party_t;
+
+static const acc_yaml_entry_t s_agency_entries[] = {
+    { "id", ACC_YT_STRING, offsetof(s_party_t, id), true, NULL, 0, 0 },
+    { "name", ACC_YT_STRING, offsetof(s_party_t, name), true, NULL, 0, 0 },
+    { "key", ACC_YT_STRING, offsetof(s_party_t, key), true, NULL, 0, 0 },
+    { "description", ACC_YT_STRING, offsetof(s_party_t, description), false, NULL, 0, 0 },
+};
+
+static const acc_yaml_entry_t s_auditor_entries[] = {
+    { "id", ACC_YT_STRING, offsetof(s_party_t, id), true, NULL, 0, 0 },
+    { "name", ACC_YT_STRING, offsetof(s_party_t, name), false, NULL, 0, 0 },
+    { "key", ACC_YT_STRING, offsetof(s_party_t, key), true, NULL, 0, 0 },
+    { "box_key", ACC_YT_STRING, offsetof(s_party_t, box_key), true, NULL, 0, 0 },
+    { "description", ACC_YT_STRING, offsetof(s_party_t, description), false, NULL, 0, 0 },
+};
+
+/* Reads one agency or auditor; false (with diagnostics) if it cannot be used. */
+static bool s_read_party(s_ctx_t *c, const yaml_node_t *node, bool auditor, s_party_t *out,
+                         uint8_t key[32], uint8_t box_key[32])
+{
+    const acc_yaml_entry_t *table = auditor ? s_auditor_entries : s_agency_entries;
+    size_t n = auditor ? N_OF(s_auditor_entries) : N_OF(s_agency_entries);
+    const char *what = auditor ? "auditor" : "agency";
+    bool ok = acc_yaml_read_map(c->doc, node, table, n, out, c->diag) == ACC_OK;
+    ok = s_check_id(c, node, out->id, what) && ok;
+    if (out->id != NULL && s_id_taken(c->policy, out->id)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"),
+                      "duplicate id \"%s\": agencies and auditors need distinct ids", out->id);
+        ok = false;
+    }
+    acc_err_t err;
+    if (out->key != NULL && acc_keys_decode_z85(key, out->key, &err) != ACC_OK) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "key"), "key of %s \"%s\": %s", what,
+                      out->id != NULL ? out->id : "?", err.msg);
+        ok = false;
+    } else if (out->key != NULL && s_key_taken(c->policy, key)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "key"),
+                      "key of %s \"%s\" is already used by another agency or auditor", what,
+                      out->id != NULL ? out->id : "?");
+        ok = false;
+    }
+    if (auditor && out->box_key != NULL &&
+        acc_hex_decode(box_key, 32, out->box_key, &err) != ACC_OK) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "box_key"),
+                      "box_key of auditor \"%s\": %s (an X25519 public key)",
+                      out->id != NULL ? out->id : "?", err.msg);
+        ok = false;
+    }
+    return ok && out->id != NULL && out->key != NULL;
+}
+
+static void s_load_parties(s_ctx_t *c, const yaml_node_t *list, bool auditor)
+{
+    const char *what = auditor ? "auditors" : "agencies";
+    if (list == NULL || !s_is_list(c, list, what)) {
+        if (list == NULL && !auditor) {
+            acc_yaml_diag(c->diag, c->doc, acc_yaml_root(c->doc), "missing required key \"%s\"",
+                          what);
+        }
+        return;
+    }
+    size_t n = s_items(list);
+    if (n > AGENCIES_MAX) {
+        acc_yaml_diag(c->diag, c->doc, list, "more than %d %s", AGENCIES_MAX, what);
+        return;
+    }
+    acc_policy_t *p = c->policy;
+    if (auditor) {
+        p->auditors = acc_xcalloc(n, sizeof(*p->auditors));
+    } else {
+        p->agencies = acc_xcalloc(n, sizeof(*p->agencies));
+    }
+    for (size_t i = 0; i < n; i++) {
+        s_party_t party = { 0 };
+        uint8_t key[32];
+        uint8_t box_key[32];
+        if (s_read_party(c, s_item(c, list, i), auditor, &party, key, box_key)) {
+            if (auditor) {
+                s_auditor_t *a = &p->auditors[p->auditor_count++];
+                a->id = party.id;
+                a->name = party.name != NULL ? party.name : acc_xstrdup(party.id);
+                memcpy(a->key, key, 32);
+                memcpy(a->box_key, box_key, 32);
+            } else {
+                s_agency_t *a = &p->agencies[p->agency_count++];
+                a->id = party.id;
+                a->name = party.name;
+                memcpy(a->key, key, 32);
+            }
+            party.id = NULL;
+            party.name = NULL;
+        }
+        free(party.id);
+        free(party.name);
+        free(party.key);
+        free(party.box_key);
+        free(party.description);
+    }
+}
+
+/* ---- record types ---- */
+
+static int s_field_cmp(const void *a, const void *b)
+{
+    return strcmp(((const s_field_t *)a)->name, ((const s_field_t *)b)->name);
+}
+
+static int s_type_cmp(const void *a, const void *b)
+{
+    return strcmp(((const s_type_t *)a)->id, ((const s_type_t *)b)->id);
+}
+
+/* enum(a,b,c) -> values; false if empty or malformed. */
+static bool s_parse_enum(s_field_t *f, const char *spec)
+{
+    size_t len = strlen(spec);
+    if (len < 6 || spec[len - 1] != ')') {
+        return false;
+    }
+    char *inner = acc_xstrndup(spec + 5, len - 6);
+    bool ok = true;
+    size_t cap = 1;
+    for (const char *q = inner; *q != '\0'; q++) {
+        cap += *q == ',';
+    }
+    f->values.items = acc_xcalloc(cap, sizeof(char *));
+    char *save = NULL;
+    for (char *tok = strtok_r(inner, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') {
+            tok++;
+        }
+        size_t n = strlen(tok);
+        while (n > 0 && tok[n - 1] == ' ') {
+            tok[--n] = '\0';
+        }
+        ok = ok && n > 0;
+        f->values.items[f->values.count++] = acc_xstrdup(tok);
+    }
+    free(inner);
+    return ok && f->values.count > 0 && f->values.count <= ACC_POLICY_MAX_ENUM;
+}
+
+static bool s_parse_kind(s_field_t *f, const char *spec)
+{
+    static const struct {
+        const char *name;
+        acc_field_kind_t kind;
+    } kinds[] = {
+        { "text", ACC_FIELD_TEXT },
+        { "date", ACC_FIELD_DATE },
+        { "datetime", ACC_FIELD_DATETIME },
+        { "integer", ACC_FIELD_INTEGER },
+        { "decimal", ACC_FIELD_DECIMAL },
+        { "boolean", ACC_FIELD_BOOLEAN },
+        { "nhs_number", ACC_FIELD_NHS_NUMBER },
+    };
+    f->max_len = TEXT_DEFAULT_MAX;
+    for (size_t i = 0; i < N_OF(kinds); i++) {
+        if (strcmp(spec, kinds[i].name) == 0) {
+            f->kind = kinds[i].kind;
+            return true;
+        }
+    }
+    unsigned long max = 0;
+    char close = '\0';
+    char extra = '\0';
+    if (sscanf(spec, "text(%lu%c%c", &max, &close, &extra) == 2 && close == ')' && max > 0 &&
+        max <= ACC_RECORD_MAX_TEXT) {
+        f->kind = ACC_FIELD_TEXT;
+        f->max_len = max;
+        return true;
+    }
+    f->kind = ACC_FIELD_ENUM;
+    return strncmp(spec, "enum(", 5) == 0 && s_parse_enum(f, spec);
+}
+
+static void s_load_fields(s_ctx_t *c, s_type_t *t, const yaml_node_t *map)
+{
+    if (map == NULL || map->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, map,
+                      "record type \"%s\" needs \"fields\": a mapping of "
+                      "field name to type",
+                      t->id);
+        return;
+    }
+    size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+    if (n > ACC_POLICY_MAX_FIELDS) {
+        acc_yaml_diag(c->diag, c->doc, map, "record type \"%s\" has more than %d fields", t->id,
+                      ACC_POLICY_MAX_FIELDS);
+        return;
+    }
+    t->fields = acc_xcalloc(n, sizeof(*t->fields));
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_pair_t *pair = &map->data.mapping.pairs.start[i];
+        const yaml_node_t *key = acc_yaml_node(c->doc, pair->key);
+        const yaml_node_t *value = acc_yaml_node(c->doc, pair->value);
+        const char *name = acc_yaml_scalar(key);
+        const char *spec = acc_yaml_scalar(value);
+        s_field_t f = { 0 };
+        if (name == NULL || !s_is_id(name) || strlen(name) > ID_MAX) {
+            acc_yaml_diag(c->diag, c->doc, key,
+                          "field name must be 1-64 of a-z, 0-9, '.', '_', '-'");
+        } else if (spec == NULL || !s_parse_kind(&f, spec)) {
+            acc_yaml_diag(c->diag, c->doc, value,
+                          "field \"%s\" has an unknown type \"%s\" (text, text(N), date, "
+                          "datetime, integer, decimal, boolean, enum(a,b,...), nhs_number)",
+                          name, spec != NULL ? spec : "?");
+        } else {
+            f.name = acc_xstrdup(name);
+            t->fields[t->field_count++] = f;
+            continue;
+        }
+        acc_strlist_clear(&f.values);
+    }
+    qsort(t->fields, t->field_count, sizeof(*t->fields), s_field_cmp);
+}
+
+static const s_field_t *s_find_field(const s_type_t *t, const char *name, size_t *index)
+{
+    s_field_t key = { .name = (char *)(uintptr_t)name };
+    const s_field_t *f = bsearch(&key, t->fields, t->field_count, sizeof(*t->fields), s_field_cmp);
+    if (f != NULL && index != NULL) {
+        *index = (size_t)(f - t->fields);
+    }
+    return f;
+}
+
+static void s_load_required(s_ctx_t *c, s_type_t *t, const yaml_node_t *list)
+{
+    if (!s_is_list(c, list, "required")) {
+        return;
+    }
+    for (size_t i = 0; i < s_items(list); i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *name = acc_yaml_scalar(item);
+        size_t index = 0;
+        if (name == NULL || s_find_field(t, name, &index) == NULL) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "required field \"%s\" is not a field of record type \"%s\"",
+                          name != NULL ? name : "?", t->id);
+            continue;
+        }
+        t->required |= UINT64_C(1) << index;
+    }
+}
+
+typedef struct {
+    char *id;
+    char *description;
+    const yaml_node_t *fields;
+    const yaml_node_t *required;
+} s_type_entry_t;
+
+static const acc_yaml_entry_t s_type_entries[] = {
+    { "id", ACC_YT_STRING, offsetof(s_type_entry_t, id), true, NULL, 0, 0 },
+    { "description", ACC_YT_STRING, offsetof(s_type_entry_t, description), false, NULL, 0, 0 },
+    { "fields", ACC_YT_NODE, offsetof(s_type_entry_t, fields), true, NULL, 0, 0 },
+    { "required", ACC_YT_NODE, offsetof(s_type_entry_t, required), false, NULL, 0, 0 },
+};
+
+static bool s_type_exists(const acc_policy_t *p, const char *id)
+{
+    for (size_t i = 0; i < p->type_count; i++) {
+        if (strcmp(p->types[i].id, id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
+{
+    if (list == NULL || !s_is_list(c, list, "record_types")) {
+        if (list == NULL) {
+            acc_yaml_diag(c->diag, c->doc, acc_yaml_root(c->doc),
+                          "missing required key \"record_types\"");
+        }
+        return;
+    }
+    size_t n = s_items(list) > TYPES_MAX ? TYPES_MAX : s_items(list);
+    acc_policy_t *p = c->policy;
+    p->types = acc_xcalloc(n, sizeof(*p->types));
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *node = s_item(c, list, i);
+        s_type_entry_t e = { 0 };
+        bool ok = acc_yaml_read_map(c->doc, node, s_type_entries, N_OF(s_type_entries), &e,
+                                    c->diag) == ACC_OK;
+        ok = s_check_id(c, node, e.id, "record type") && ok && e.id != NULL;
+        if (ok && s_type_exists(p, e.id)) {
+            acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"),
+                          "duplicate record type id \"%s\"", e.id);
+            ok = false;
+        }
+        if (ok) {
+            s_type_t *t = &p->types[p->type_count++];
+            t->id = e.id;
+            e.id = NULL;
+            s_load_fields(c, t, e.fields);
+            s_load_required(c, t, e.required);
+        }
+        free(e.id);
+        free(e.description);
+    }
+    qsort(p->types, p->type_count, sizeof(*p->types), s_type_cmp);
+}
+
+static const s_type_t *s_find_type(const acc_policy_t *p, const char *id, size_t *index)
+{
+    s_type_t key = { .id = (char *)(uintptr_t)id };
+    const s_type_t *t = bsearch(&key, p->types, p->type_count, sizeof(*p->types), s_type_cmp);
+    if (t != NULL && index != NULL) {
+        *index = (size_t)(t - p->types);
+    }
+    return t;
+}
+
+/* ---- rules ---- */
+
+typedef struct {
+    char *id;
+    char *description;
+    char *from;
+    char *purpose;
+    char *lawful_basis;
+    char *consent;
+    const yaml_node_t *to;
+    const yaml_node_t *record_types;
+    const yaml_node_t *fields;
+    const yaml_node_t *subject;
+} s_rule_entry_t;
+
+static const acc_yaml_entry_t s_rule_entries[] = {
+    { "id", ACC_YT_STRING, offsetof(s_rule_entry_t, id), true, NULL, 0, 0 },
+    { "description", ACC_YT_STRING, offsetof(s_rule_entry_t, description), false, NULL, 0, 0 },
+    { "from", ACC_YT_STRING, offsetof(s_rule_entry_t, from), true, NULL, 0, 0 },
+    { "to", ACC_YT_NODE, offsetof(s_rule_entry_t, to), true, NULL, 0, 0 },
+    { "record_types", ACC_YT_NODE, offsetof(s_rule_entry_t, record_types), true, NULL, 0, 0 },
+    { "fields", ACC_YT_NODE, offsetof(s_rule_entry_t, fields), true, NULL, 0, 0 },
+    { "subject", ACC_YT_NODE, offsetof(s_rule_entry_t, subject), true, NULL, 0, 0 },
+    { "purpose", ACC_YT_STRING, offsetof(s_rule_entry_t, purpose), true, NULL, 0, 0 },
+    { "lawful_basis", ACC_YT_STRING, offsetof(s_rule_entry_t, lawful_basis), true, NULL, 0, 0 },
+    { "consent", ACC_YT_STRING, offsetof(s_rule_entry_t, consent), true, NULL, 0, 0 },
+};
+
+/* What one rule compiles to before it is spread over the slots. */
+typedef struct {
+    size_t from;
+    size_t to[ACC_POLICY_MAX_RECIPIENTS];
+    size_t to_count;
+    size_t types[TYPES_MAX];
+    uint64_t masks[TYPES_MAX]; /* field mask per listed type */
+    size_t type_count;
+    unsigned subject_mask;
+    acc_consent_rule_t consent;
+} s_compiled_t;
+
+static bool s_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+{
+    bool ok = s_is_list(c, e->to, "to");
+    for (size_t i = 0; ok && i < s_items(e->to); i++) {
+        const yaml_node_t *item = s_item(c, e->to, i);
+        const char *id = acc_yaml_scalar(item);
+        size_t a = 0;
+        if (id == NULL || !s_find_agency(c->policy, id, &a)) {
+            acc_yaml_diag(c->diag, c->doc, item, "rule \"%s\" sends to unknown agency \"%s\"",
+                          e->id, id != NULL ? id : "?");
+            ok = false;
+        } else if (a == r->from) {
+            acc_yaml_diag(c->diag, c->doc, item, "rule \"%s\" sends to its own publisher \"%s\"",
+                          e->id, id);
+            ok = false;
+        } else if (r->to_count == ACC_POLICY_MAX_RECIPIENTS) {
+            acc_yaml_diag(c->diag, c->doc, item, "rule \"%s\" has more than %d recipients", e->id,
+                          ACC_POLICY_MAX_RECIPIENTS);
+            ok = false;
+        } else {
+            r->to[r->to_count++] = a;
+        }
+    }
+    return ok;
+}
+
+static bool s_rule_types(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+{
+    bool ok = s_is_list(c, e->record_types, "record_types");
+    for (size_t i = 0; ok && i < s_items(e->record_types) && r->type_count < TYPES_MAX; i++) {
+        const yaml_node_t *item = s_item(c, e->record_types, i);
+        const char *id = acc_yaml_scalar(item);
+        size_t t = 0;
+        if (id == NULL || s_find_type(c->policy, id, &t) == NULL) {
+            acc_yaml_diag(c->diag, c->doc, item, "rule \"%s\" names unknown record type \"%s\"",
+                          e->id, id != NULL ? id : "?");
+            ok = false;
+            continue;
+        }
+        r->masks[r->type_count] = 0;
+        r->types[r->type_count++] = t;
+    }
+    return ok;
+}
+
+static bool s_rule_fields(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+{
+    bool ok = s_is_list(c, e->fields, "fields");
+    for (size_t i = 0; ok && i < s_items(e->fields); i++) {
+        const yaml_node_t *item = s_item(c, e->fields, i);
+        const char *name = acc_yaml_scalar(item);
+        for (size_t k = 0; k < r->type_count; k++) {
+            const s_type_t *t = &c->policy->types[r->types[k]];
+            size_t index = 0;
+            if (name == NULL || s_find_field(t, name, &index) == NULL) {
+                acc_yaml_diag(c->diag, c->doc, item,
+                              "rule \"%s\" shares field \"%s\", which record type \"%s\" does "
+                              "not have",
+                              e->id, name != NULL ? name : "?", t->id);
+                ok = false;
+                continue;
+            }
+            r->masks[k] |= UINT64_C(1) << index;
+        }
+    }
+    return ok;
+}
+
+static bool s_rule_subject(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+{
+    bool ok = s_is_list(c, e->subject, "subject");
+    for (size_t i = 0; ok && i < s_items(e->subject); i++) {
+        const yaml_node_t *item = s_item(c, e->subject, i);
+        const char *name = acc_yaml_scalar(item);
+        size_t k = 0;
+        while (name != NULL && k < N_OF(s_subject_ids) &&
+               strcmp(s_subject_ids[k].name, name) != 0) {
+            k++;
+        }
+        if (name == NULL || k == N_OF(s_subject_ids)) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "rule \"%s\" names unknown subject identifier \"%s\" (nhs_number, "
+                          "local_id, given_name, family_name, date_of_birth, postcode)",
+                          e->id, name != NULL ? name : "?");
+            ok = false;
+            continue;
+        }
+        r->subject_mask |= s_subject_ids[k].bit;
+    }
+    return ok;
+}
+
+static bool s_rule_consent(s_ctx_t *c, const yaml_node_t *node, const s_rule_entry_t *e,
+                           s_compiled_t *r)
+{
+    if (e->consent == NULL) {
+        return false;
+    }
+    if (strcmp(e->consent, "required") == 0) {
+        r->consent = ACC_CONSENT_RULE_REQUIRED;
+    } else if (strcmp(e->consent, "not-required") == 0) {
+        r->consent = ACC_CONSENT_RULE_NOT_REQUIRED;
+    } else if (strcmp(e->consent, "unless-safeguarding") == 0) {
+        r->consent = ACC_CONSENT_RULE_UNLESS_SAFEGUARDING;
+    } else {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "consent"),
+                      "rule \"%s\": consent must be required, not-required or "
+                      "unless-safeguarding, not \"%s\"",
+                      e->id, e->consent);
+        return false;
+    }
+    return true;
+}
+
+static bool s_rule_exists(const acc_policy_t *p, const char *id)
+{
+    for (size_t i = 0; i < p->rule_count; i++) {
+        if (strcmp(p->rules[i].id, id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Adds rule index's grant to every (from, type) slot it covers. */
+static bool s_spread(s_ctx_t *c, const yaml_node_t *node, size_t index, const s_compiled_t *r)
+{
+    acc_policy_t *p = c->policy;
+    for (size_t k = 0; k < r->type_count; k++) {
+        s_slot_t *slot = &p->slots[r->from * p->type_count + r->types[k]];
+        for (size_t i = 0; i < r->to_count; i++) {
+            s_grant_t *g = NULL;
+            for (size_t j = 0; j < slot->count && g == NULL; j++) {
+                g = slot->grants[j].agency == r->to[i] ? &slot->grants[j] : NULL;
+            }
+            if (g == NULL && slot->count == ACC_POLICY_MAX_RECIPIENTS) {
+                acc_yaml_diag(c->diag, c->doc, node,
+                              "more than %d recipients for one agency "
+                              "and record type",
+                              ACC_POLICY_MAX_RECIPIENTS);
+                return false;
+            }
+            if (g == NULL) {
+                slot->grants = acc_xrealloc(slot->grants, (slot->count + 1) * sizeof(*g));
+                g = &slot->grants[slot->count++];
+                memset(g, 0, sizeof(*g));
+                g->agency = r->to[i];
+            }
+            if (g->rule_count == ACC_POLICY_MAX_RULES_PER_RECIPIENT) {
+                acc_yaml_diag(c->diag, c->doc, node,
+                              "more than %d rules give one recipient "
+                              "the same record type",
+                              ACC_POLICY_MAX_RULES_PER_RECIPIENT);
+                return false;
+            }
+            g->rules[g->rule_count++] = (s_grant_rule_t){ .rule = index,
+                                                          .field_mask = r->masks[k],
+                                                          .subject_mask = r->subject_mask,
+                                                          .consent = r->consent };
+        }
+    }
+    return true;
+}
+
+static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e,
+                       const s_compiled_t *r)
+{
+    acc_policy_t *p = c->policy;
+    size_t index = p->rule_count++;
+    s_rule_t *rule = &p->rules[index];
+    rule->id = e->id;
+    rule->purpose = e->purpose;
+    rule->lawful_basis = e->lawful_basis;
+    rule->consent = r->consent;
+    rule->withheld_reason = acc_xasprintf(
+        r->consent == ACC_CONSENT_RULE_REQUIRED
+            ? "consent not given: rule \"%s\" requires consent"
+            : "consent not given and no safeguarding justification: rule \"%s\" requires one",
+        e->id);
+    e->id = NULL;
+    e->purpose = NULL;
+    e->lawful_basis = NULL;
+    (void)s_spread(c, node, index, r);
+}
+
+static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
+{
+    s_rule_entry_t e = { 0 };
+    s_compiled_t *r = acc_xcalloc(1, sizeof(*r));
+    bool ok = acc_yaml_read_map(c->doc, node, s_rule_entries, N_OF(s_rule_entries), &e, c->diag) ==
+              ACC_OK;
+    ok = s_check_id(c, node, e.id, "rule") && ok && e.id != NULL && e.from != NULL;
+    if (ok && s_rule_exists(c->policy, e.id)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"), "duplicate rule id \"%s\"", e.id);
+        ok = false;
+    }
+    if (ok && !s_find_agency(c->policy, e.from, &r->from)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "from"),
+                      "rule \"%s\" is from unknown agency \"%s\"", e.id, e.from);
+        ok = false;
+    }
+    ok = ok && s_rule_to(c, &e, r) && s_rule_types(c, &e, r);
+    ok = ok && s_rule_fields(c, &e, r) && s_rule_subject(c, &e, r);
+    ok = ok && s_rule_consent(c, node, &e, r);
+    if (ok && (r->to_count == 0 || r->type_count == 0)) {
+        acc_yaml_diag(c->diag, c->doc, node, "rule \"%s\" can never fire: it names no %s", e.id,
+                      r->to_count == 0 ? "recipient" : "record type");
+        ok = false;
+    }
+    if (ok) {
+        s_add_rule(c, node, &e, r);
+    }
+    acc_yaml_free_map(s_rule_entries, N_OF(s_rule_entries), &e);
+    free(r);
+}
+
+static void s_load_rules(s_ctx_t *c, const yaml_node_t *list)
+{
+    acc_policy_t *p = c->policy;
+    p->slots = acc_xcalloc(p->agency_count * p->type_count, sizeof(*p->slots));
+    if (list == NULL || !s_is_list(c, list, "rules")) {
+        if (list == NULL) {
+            acc_yaml_diag(c->diag, c->doc, acc_yaml_root(c->doc), "missing required key \"rules\"");
+        }
+        return;
+    }
+    size_t n = s_items(list);
+    if (n > RULES_MAX) {
+        acc_yaml_diag(c->diag, c->doc, list, "more than %d rules", RULES_MAX);
+        return;
+    }
+    p->rules = acc_xcalloc(n, sizeof(*p->rules));
+    for (size_t i = 0; i < n; i++) {
+        s_load_rule(c, s_item(c, list, i));
+    }
+}
+
+/* ---- the whole file ---- */
+
+typedef struct {
+    const yaml_node_t *agreement;
+    const yaml_node_t *agencies;
+    const yaml_node_t *auditors;
+    const yaml_node_t *record_types;
+    const yaml_node_t *rules;
+} s_top_t;
+
+static const acc_yaml_entry_t s_top_entries[] = {
+    { "agreement", ACC_YT_NODE, offsetof(s_top_t, agreement), false, NULL, 0, 0 },
+    { "agencies", ACC_YT_NODE, offsetof(s_top_t, agencies), false, NULL, 0, 0 },
+    { "auditors", ACC_YT_NODE, offsetof(s_top_t, auditors), false, NULL, 0, 0 },
+    { "record_types", ACC_YT_NODE, offsetof(s_top_t, record_types), false, NULL, 0, 0 },
+    { "rules", ACC_YT_NODE, offsetof(s_top_t, rules), false, NULL, 0, 0 },
+};
+
+static void s_load_all(s_ctx_t *c)
+{
+    const yaml_node_t *root = acc_yaml_root(c->doc);
+    if (root == NULL || root->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, root,
+                      "an agreement must be a mapping with agreement, "
+                      "agencies, auditors, record_types and rules");
+        return;
+    }
+    s_top_t top = { 0 };
+    /* Unknown top-level keys are reported; the sections present are still checked,
+     * so the author sees every error at once. */
+    acc_rc_t shape =
+        acc_yaml_read_map(c->doc, root, s_top_entries, N_OF(s_top_entries), &top, c->diag);
+    (void)shape;
+    s_load_header(c, top.agreement);
+    s_load_parties(c, top.agencies, false);
+    s_load_parties(c, top.auditors, true);
+    s_load_types(c, top.record_types);
+    s_load_rules(c, top.rules);
+}
+
+static acc_rc_t s_from_doc(acc_policy_t **out, acc_yaml_doc_t *doc, acc_diag_t *diag,
+                           acc_err_t *err)
+{
+    acc_diag_t local;
+    acc_diag_init(&local);
+    acc_diag_t *d = diag != NULL ? diag : &local;
+    size_t before = d->count;
+    acc_policy_t *self = acc_xcalloc(1, sizeof(*self));
+    self->path = acc_xstrdup(acc_yaml_name(doc));
+    memcpy(self->hash, acc_yaml_hash(doc), sizeof(self->hash));
+    acc_hex_encode(self->hash_hex, sizeof(self->hash_hex), self->hash, sizeof(self->hash));
+    s_ctx_t c = { .doc = doc, .diag = d, .policy = self };
+    s_load_all(&c);
+    size_t found = d->count - before;
+    acc_rc_t rc = ACC_OK;
+    if (found > 0) {
+        rc = found == 1 ? acc_err_set(err, ACC_ERR_INVALID, "%s", d->lines[before])
+                        : acc_err_set(err, ACC_ERR_INVALID, "%s (and %zu more)", d->lines[before],
+                                      found - 1);
+        acc_policy_destroy(&self);
+    } else {
+        *out = self;
+    }
+    acc_diag_clear(&local);
+    return rc;
+}
+
+/* A file that is not YAML at all is one diagnostic, already FILE:LINE:COL. */
+static acc_rc_t s_finish(acc_policy_t **out, acc_rc_t rc, acc_yaml_doc_t *doc, acc_diag_t *diag,
+                         acc_err_t *err)
+{
+    if (rc != ACC_OK) {
+        acc_diag_add(diag, err != NULL ? err->msg : "the agreement could not be read");
+        return rc;
+    }
+    rc = s_from_doc(out, doc, diag, err);
+    acc_yaml_destroy(&doc);
+    return rc;
+}
+
+acc_rc_t acc_policy_parse(acc_policy_t **out, const char *name, const unsigned char *text,
+                          size_t len, acc_diag_t *diag, acc_err_t *err)
+{
+    acc_yaml_doc_t *doc = NULL;
+    acc_rc_t rc = acc_yaml_parse(&doc, name, text, len, err);
+    return s_finish(out, rc, doc, diag, err);
+}
+
+acc_rc_t acc_policy_load(acc_policy_t **out, const char *path, acc_diag_t *diag, acc_err_t *err)
+{
+    acc_yaml_doc_t *doc = NULL;
+    acc_rc_t rc = acc_yaml_load(&doc, path, err);
+    return s_finish(out, rc, doc, diag, err);
+}
+
+void acc_policy_destroy(acc_policy_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL) {
+        return;
+    }
+    acc_policy_t *p = *self_p;
+    for (size_t i = 0; i < p->agency_count; i++) {
+        free(p->agencies[i].id);
+        free(p->agencies[i].name);
+    }
+    for (size_t i = 0; i < p->auditor_count; i++) {
+        free(p->auditors[i].id);
+        free(p->auditors[i].name);
+    }
+    for (size_t i = 0; i < p->type_count; i++) {
+        for (size_t k = 0; k < p->types[i].field_count; k++) {
+            free(p->types[i].fields[k].name);
+            acc_strlist_clear(&p->types[i].fields[k].values);
+        }
+        free(p->types[i].fields);
+        free(p->types[i].id);
+    }
+    for (size_t i = 0; i < p->rule_count; i++) {
+        free(p->rules[i].id);
+        free(p->rules[i].purpose);
+        free(p->rules[i].lawful_basis);
+        free(p->rules[i].withheld_reason);
+    }
+    for (size_t i = 0; p->slots != NULL && i < p->agency_count * p->type_count; i++) {
+        free(p->slots[i].grants);
+    }
+    free(p->slots);
+    free(p->agencies);
+    free(p->auditors);
+    free(p->types);
+    free(p->rules);
+    free(p->path);
+    free(p->id);
+    free(p->title);
+    free(p->valid_from);
+    free(p->valid_until);
+    free(p);
+    *self_p = NULL;
+}
+
+/* ---- accessors ---- */
+
+const char *acc_policy_id(const acc_policy_t *self)
+{
+    return self->id;
+}
+
+const char *acc_policy_title(const acc_policy_t *self)
+{
+    return self->title;
+}
+
+const char *acc_policy_path(const acc_policy_t *self)
+{
+    return self->path;
+}
+
+const uint8_t *acc_policy_hash(const acc_policy_t *self)
+{
+    return self->hash;
+}
+
+const char *acc_policy_hash_hex(const acc_policy_t *self)
+{
+    return self->hash_hex;
+}
+
+const char *acc_policy_valid_from(const acc_policy_t *self)
+{
+    return self->valid_from;
+}
+
+const char *acc_policy_valid_until(const acc_policy_t *self)
+{
+    return self->valid_until;
+}
+
+size_t acc_policy_agency_count(const acc_policy_t *self)
+{
+    return self->agency_count;
+}
+
+const char *acc_policy_agency_id(const acc_policy_t *self, size_t index)
+{
+    return self->agencies[index].id;
+}
+
+const char *acc_policy_agency_name(const acc_policy_t *self, size_t index)
+{
+    return self->agencies[index].name;
+}
+
+size_t acc_policy_auditor_count(const acc_policy_t *self)
+{
+    return self->auditor_count;
+}
+
+const char *acc_policy_auditor_id(const acc_policy_t *self, size_t index)
+{
+    return self->auditors[index].id;
+}
+
+const uint8_t *acc_policy_auditor_box_key(const acc_policy_t *self, size_t index)
+{
+    return self->auditors[index].box_key;
+}
+
+size_t acc_policy_rule_count(const acc_policy_t *self)
+{
+    return self->rule_count;
+}
+
+const char *acc_policy_rule_id(const acc_policy_t *self, size_t index)
+{
+    return self->rules[index].id;
+}
+
+const char *acc_policy_rule_purpose(const acc_policy_t *self, size_t rule)
+{
+    return self->rules[rule].purpose;
+}
+
+const char *acc_policy_rule_lawful_basis(const acc_policy_t *self, size_t rule)
+{
+    return self->rules[rule].lawful_basis;
+}
+
+bool acc_policy_find_key(const acc_policy_t *self, const uint8_t key[32], acc_principal_t *out)
+{
+    for (size_t i = 0; i < self->agency_count; i++) {
+        if (sodium_memcmp(self->agencies[i].key, key, 32) == 0) {
+            *out = (acc_principal_t){ .id = self->agencies[i].id, .index = i, .auditor = false };
+            return true;
+        }
+    }
+    for (size_t i = 0; i < self->auditor_count; i++) {
+        if (sodium_memcmp(self->auditors[i].key, key, 32) == 0) {
+            *out = (acc_principal_t){ .id = self->auditors[i].id, .index = i, .auditor = true };
+            return true;
+        }
+    }
+    return false;
+}
+
+bool acc_policy_find_principal(const acc_policy_t *self, const char *id, acc_principal_t *out)
+{
+    size_t i = 0;
+    if (s_find_agency(self, id, &i)) {
+        *out = (acc_principal_t){ .id = self->agencies[i].id, .index = i, .auditor = false };
+        return true;
+    }
+    for (i = 0; i < self->auditor_count; i++) {
+        if (strcmp(self->auditors[i].id, id) == 0) {
+            *out = (acc_principal_t){ .id = self->auditors[i].id, .index = i, .auditor = true };
+            return true;
+        }
+    }
+    return false;
+}
+
+bool acc_policy_find_agency(const acc_policy_t *self, const char *id, size_t *index)
+{
+    return s_find_agency(self, id, index);
+}
+
+bool acc_policy_has_type(const acc_policy_t *self, const char *type)
+{
+    return s_find_type(self, type, NULL) != NULL;
+}
+
+bool acc_policy_is_in_force(const acc_policy_t *self, const char *day)
+{
+    return strcmp(day, self->valid_from) >= 0 && strcmp(day, self->valid_until) <= 0;
+}
+
+/* ---- decisions ---- */
+
+ACC_PRINTF(3, 4)
+static void s_refuse(acc_decision_t *out, Accord__V1__ErrorCode code, const char *fmt, ...)
+{
+    out->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
+    va_end(ap);
+}
+
+/* Why value does not suit field f, or NULL when it does. */
+static const char *s_value_fault(const s_field_t *f, const Accord__V1__Field *value)
+{
+    bool text = value->value_case == ACCORD__V1__FIELD__VALUE_TEXT;
+    switch (f->kind) {
+    case ACC_FIELD_TEXT:
+        return !text                              ? "expected text"
+               : strlen(value->text) > f->max_len ? "text is too long"
+                                                  : NULL;
+    case ACC_FIELD_DATE:
+        return text && acc_is_date(value->text) ? NULL : "expected a date (YYYY-MM-DD)";
+    case ACC_FIELD_DATETIME:
+        return text && acc_is_datetime(value->text) ? NULL : "expected an RFC 3339 date-time";
+    case ACC_FIELD_INTEGER:
+        return value->value_case == ACCORD__V1__FIELD__VALUE_INTEGER ? NULL : "expected an integer";
+    case ACC_FIELD_DECIMAL:
+        return value->value_case == ACCORD__V1__FIELD__VALUE_DECIMAL ||
+                       value->value_case == ACCORD__V1__FIELD__VALUE_INTEGER
+                   ? NULL
+                   : "expected a number";
+    case ACC_FIELD_BOOLEAN:
+        return value->value_case == ACCORD__V1__FIELD__VALUE_BOOLEAN ? NULL
+                                                                     : "expected true or false";
+    case ACC_FIELD_NHS_NUMBER:
+        return text && acc_nhs_is_valid(value->text) ? NULL : "expected a valid NHS number";
+    case ACC_FIELD_ENUM:
+        for (size_t i = 0; text && i < f->values.count; i++) {
+            if (strcmp(f->values.items[i], value->text) == 0) {
+                return NULL;
+            }
+        }
+        return "not one of the allowed values";
+    }
+    return "of an unknown kind";
+}
+
+/* Checks every field of rec against type t; false with out refused on the first fault. */
+static bool s_check_fields(const s_type_t *t, const Accord__V1__ChildRecord *rec,
+                           acc_decision_t *out)
+{
+    uint64_t present = 0;
+    for (size_t i = 0; i < rec->n_fields; i++) {
+        size_t index = 0;
+        const s_field_t *f = s_find_field(t, rec->fields[i]->name, &index);
+        const char *fault = f == NULL                      ? "not a field of this record type"
+                            : (present >> index & 1U) != 0 ? "given twice"
+                                                           : s_value_fault(f, rec->fields[i]);
+        if (fault != NULL) {
+            s_refuse(out, ACCORD__V1__ERROR_CODE__INVALID_FIELD, "field \"%.64s\": %s",
+                     rec->fields[i]->name, fault);
+            return false;
+        }
+        present |= UINT64_C(1) << index;
+    }
+    uint64_t missing = t->required & ~present;
+    for (size_t i = 0; missing != 0 && i < t->field_count; i++) {
+        if ((missing >> i & 1U) != 0) {
+            s_refuse(out, ACCORD__V1__ERROR_CODE__MISSING_FIELD, "required field \"%s\" is missing",
+                     t->fields[i].name);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool s_consent_allows(acc_consent_rule_t rule, const Accord__V1__ChildRecord *rec,
+                             bool *override)
+{
+    bool given = rec->consent == ACCORD__V1__CONSENT__CONSENT_GIVEN;
+    switch (rule) {
+    case ACC_CONSENT_RULE_NOT_REQUIRED:
+        return true;
+    case ACC_CONSENT_RULE_REQUIRED:
+        return given;
+    case ACC_CONSENT_RULE_UNLESS_SAFEGUARDING:
+        if (given) {
+            return true;
+        }
+        *override = rec->safeguarding && rec->safeguarding_justification[0] != '\0';
+        return *override;
+    }
+    return false;
+}
+
+/* The union of every rule that lets grant g's recipient see rec. */
+static void s_decide_grant(const acc_policy_t *p, const s_grant_t *g,
+                           const Accord__V1__ChildRecord *rec, acc_recipient_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->agency = g->agency;
+    bool given_path = false;
+    for (size_t i = 0; i < g->rule_count; i++) {
+        bool override = false;
+        if (!s_consent_allows(g->rules[i].consent, rec, &override)) {
+            continue;
+        }
+        given_path = given_path || !override;
+        r->field_mask |= g->rules[i].field_mask;
+        r->subject_mask |= g->rules[i].subject_mask;
+        r->rules[r->rule_count++] = g->rules[i].rule;
+    }
+    r->withheld = r->rule_count == 0;
+    r->withheld_reason = r->withheld ? p->rules[g->rules[0].rule].withheld_reason : NULL;
+    r->safeguarding_override = !r->withheld && !given_path;
+}
+
+void acc_policy_decide(const acc_policy_t *self, size_t from, const char *day,
+                       const Accord__V1__ChildRecord *rec, acc_decision_t *out)
+{
+    out->code = ACCORD__V1__ERROR_CODE__OK;
+    out->reason[0] = '\0';
+    out->recipient_count = 0;
+    if (!acc_policy_is_in_force(self, day)) {
+        s_refuse(out, ACCORD__V1__ERROR_CODE__AGREEMENT_NOT_IN_FORCE,
+                 "the agreement is in force from %s to %s", self->valid_from, self->valid_until);
+        return;
+    }
+    const s_type_t *t = s_find_type(self, rec->record_type, &out->type);
+    if (t == NULL) {
+        s_refuse(out, ACCORD__V1__ERROR_CODE__UNKNOWN_RECORD_TYPE,
+                 "record type \"%.64s\" is not in the agreement", rec->record_type);
+        return;
+    }
+    const s_slot_t *slot = &self->slots[from * self->type_count + out->type];
+    if (slot->count == 0) {
+        s_refuse(out, ACCORD__V1__ERROR_CODE__NO_AGREEMENT, "no rule lets %s share \"%s\" records",
+                 self->agencies[from].id, t->id);
+        return;
+    }
+    if (!s_check_fields(t, rec, out)) {
+        return;
+    }
+    for (size_t i = 0; i < slot->count; i++) {
+        s_decide_grant(self, &slot->grants[i], rec, &out->recipients[out->recipient_count++]);
+    }
+}
+
+static const char *s_keep(unsigned mask, unsigned bit, char *value)
+{
+    return (mask & bit) != 0 ? value : protobuf_c_empty_string;
+}
+
+void acc_policy_project(const acc_policy_t *self, const acc_decision_t *decision,
+                        const acc_recipient_t *r, const Accord__V1__ChildRecord *rec,
+                        acc_projection_t *out)
+{
+    const s_type_t *t = &self->types[decision->type];
+    accord__v1__child_record__init(&out->record);
+    accord__v1__subject__init(&out->subject);
+    out->record.record_id = rec->record_id;
+    out->record.record_type = rec->record_type;
+    out->record.occurred_at = rec->occurred_at;
+    out->record.consent = rec->consent;
+    out->record.safeguarding = rec->safeguarding;
+    if (r->safeguarding_override) {
+        out->record.safeguarding_justification = rec->safeguarding_justification;
+    }
+    const Accord__V1__Subject *s = rec->subject;
+    if (s != NULL) {
+        unsigned m = r->subject_mask;
+        out->subject.nhs_number = acc_pb_str(s_keep(m, ACC_SUBJECT_NHS_NUMBER, s->nhs_number));
+        out->subject.local_id = acc_pb_str(s_keep(m, ACC_SUBJECT_LOCAL_ID, s->local_id));
+        out->subject.given_name = acc_pb_str(s_keep(m, ACC_SUBJECT_GIVEN_NAME, s->given_name));
+        out->subject.family_name = acc_pb_str(s_keep(m, ACC_SUBJECT_FAMILY_NAME, s->family_name));
+        out->subject.date_of_birth =
+            acc_pb_str(s_keep(m, ACC_SUBJECT_DATE_OF_BIRTH, s->date_of_birth));
+        out->subject.postcode = acc_pb_str(s_keep(m, ACC_SUBJECT_POSTCODE, s->postcode));
+    }
+    out->record.subject = &out->subject;
+    out->record.fields = out->field_ptrs;
+    for (size_t i = 0; i < rec->n_fields && out->record.n_fields < ACC_POLICY_MAX_FIELDS; i++) {
+        size_t index = 0;
+        if (s_find_field(t, rec->fields[i]->name, &index) != NULL &&
+            (r->field_mask >> index & 1U) != 0) {
+            out->field_ptrs[out->record.n_fields++] = rec->fields[i];
+        }
+    }
+}
