@@ -528,7 +528,7 @@ int main(int argc, char **argv)
     struct sigaction sa = { .sa_handler = s_on_signal };
     (void)sigaction(SIGTERM, &sa, NULL);
     (void)sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
     status = strcmp(args.command, "publish") == 0 ? s_publish(&config, args.input)
                                                   : s_subscribe(&config, args.count);
     acc_agent_config_clear(&config);

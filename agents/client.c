@@ -257,7 +257,7 @@ acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
     while (rc == ACC_OK) {
         Accord__V1__Envelope *env = NULL;
         rc = client_recv(self, &env, timeout_ms, err);
-        if (rc != ACC_OK) {
+        if (rc != ACC_OK || env == NULL) {
             break;
         }
         if (env->body_case == ACCORD__V1__ENVELOPE__BODY_WELCOME) {

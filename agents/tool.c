@@ -99,10 +99,10 @@ static int s_keygen(int argc, char **argv)
         (void)fprintf(stderr, "accord: %s\n", err.msg);
         return EXIT_FAILED;
     }
-    char pub[ACC_Z85_KEY_CHARS + 1];
     uint8_t key[ACC_CURVE_KEY_BYTES];
     char *path = acc_xasprintf("%s/%s.curve.pub", dir, argv[optind]);
     if (acc_keys_read_curve_public(key, path, &err) == ACC_OK) {
+        char pub[ACC_Z85_KEY_CHARS + 1];
         acc_keys_encode_z85(pub, key);
         (void)printf("wrote %s/%s.{curve,box,sign}.{pub,secret}\ncurve public key: %s\n", dir,
                      argv[optind], pub);

@@ -166,6 +166,7 @@ static void s_inflight_free(inflight_t *f)
     free(f->from_agency);
     free(f->record_type);
     free(f->record_id);
+    memset(f, 0, sizeof(*f));
 }
 
 void broker_destroy(broker_t **self_p)

@@ -248,7 +248,7 @@ static void s_reserve(ledger_t *self, size_t more)
     if (self->copy_len + more <= self->copy_cap) {
         return;
     }
-    size_t cap = self->copy_cap == 0 ? 64 * 1024 : self->copy_cap;
+    size_t cap = self->copy_cap == 0 ? (size_t)64 * 1024 : self->copy_cap;
     while (cap < self->copy_len + more) {
         cap *= 2;
     }

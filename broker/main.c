@@ -57,7 +57,7 @@ static void s_install_signals(void)
     (void)sigaction(SIGHUP, &sa, NULL);
     (void)sigaction(SIGTERM, &sa, NULL);
     (void)sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
 }
 
 static int s_parse_args(int argc, char **argv, const char **config, bool *check_only)

@@ -20,6 +20,7 @@ typedef struct {
     peer_t *peer;
     uint8_t tag[ACC_LOGROW_TAG_BYTES];
     bool has_tag;
+    char nhs[ACC_NHS_DIGITS + 1]; /* normalised NHS number, "" if none; wiped after */
     int64_t first_seq;
     Accord__V1__PublishResult result;
     Accord__V1__Recipient recipients[ACC_POLICY_MAX_RECIPIENTS];
@@ -46,11 +47,10 @@ static void s_subject_tag(const broker_t *self, s_publish_t *p)
     const Accord__V1__Subject *subject = p->rec->subject;
     char input[512];
     int n = -1;
-    char nhs[ACC_NHS_DIGITS + 1];
     acc_err_t ignored;
     if (subject != NULL && subject->nhs_number[0] != '\0' &&
-        acc_nhs_check(nhs, subject->nhs_number, &ignored) == ACC_OK) {
-        n = snprintf(input, sizeof(input), "nhs:%s", nhs);
+        acc_nhs_check(p->nhs, subject->nhs_number, &ignored) == ACC_OK) {
+        n = snprintf(input, sizeof(input), "nhs:%s", p->nhs);
     } else if (subject != NULL && subject->local_id[0] != '\0') {
         n = snprintf(input, sizeof(input), "local:%s:%s", p->peer->id, subject->local_id);
     }
@@ -60,7 +60,6 @@ static void s_subject_tag(const broker_t *self, s_publish_t *p)
                                  (unsigned long long)n, self->subject_key, 32);
     }
     sodium_memzero(input, sizeof(input));
-    sodium_memzero(nhs, sizeof(nhs));
 }
 
 static const char *s_record_id(const Accord__V1__ChildRecord *rec)
@@ -158,8 +157,7 @@ static void s_fill_rules(broker_t *self, s_publish_t *p, size_t slot, const acc_
 }
 
 static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_t *r,
-                            const acc_logrow_t *row, const char *purpose, const char *basis,
-                            Accord__V1__ChildRecord *minimised)
+                            const acc_logrow_t *row, Accord__V1__ChildRecord *minimised)
 {
     Accord__V1__Deliver deliver = ACCORD__V1__DELIVER__INIT;
     char share_id[37];
@@ -171,8 +169,8 @@ static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_
     for (size_t i = 0; i < row->rule_count; i++) {
         deliver.rule_ids[i] = acc_pb_str(row->rule_ids[i]);
     }
-    deliver.purpose = acc_pb_str(purpose);
-    deliver.lawful_basis = acc_pb_str(basis);
+    deliver.purpose = acc_pb_str(row->purpose);
+    deliver.lawful_basis = acc_pb_str(row->lawful_basis);
     deliver.agreement_hash = acc_pb_str(acc_policy_hash_hex(self->policy));
     deliver.record = minimised;
     if (r->safeguarding_override) {
@@ -197,6 +195,10 @@ static void s_decide_recipient(broker_t *self, s_publish_t *p, const acc_decisio
 {
     acc_projection_t projection;
     acc_policy_project(self->policy, d, r, p->rec, &projection);
+    if (projection.subject.nhs_number[0] != '\0') {
+        /* Recipients get the number in one form, whatever spacing the publisher used. */
+        projection.subject.nhs_number = p->nhs;
+    }
     char purpose[PROVENANCE_MAX];
     char basis[PROVENANCE_MAX];
     s_join_rules(purpose, sizeof(purpose), self->policy, r, true);
@@ -223,7 +225,7 @@ static void s_decide_recipient(broker_t *self, s_publish_t *p, const acc_decisio
         row.reason = "shared without consent on safeguarding grounds; justification in payload";
     }
     (void)s_stage(self, p, &row, &projection.record);
-    s_queue_deliver(self, p, r, &row, purpose, basis, &projection.record);
+    s_queue_deliver(self, p, r, &row, &projection.record);
     Accord__V1__Recipient *out = &p->recipients[slot];
     accord__v1__recipient__init(out);
     out->agency_id = acc_pb_str(agency);
@@ -291,5 +293,6 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
         s_refuse(self, p, code, reason.msg);
     }
     free(d);
+    sodium_memzero(p, sizeof(*p));
     free(p);
 }

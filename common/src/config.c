@@ -2,40 +2,41 @@
 #include "accord/config.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define KIB 1024
-#define MIB (1024 * 1024)
+#define KIB INT64_C(1024)
+#define MIB (KIB * KIB)
 
 static const acc_yaml_entry_t s_broker_entries[] = {
-    { "listen", ACC_YT_STRING, offsetof(acc_broker_config_t, listen), false, "tcp://127.0.0.1:7400",
+    { "listen", ACC_YT_STRING, false, offsetof(acc_broker_config_t, listen), "tcp://127.0.0.1:7400",
       0, 0 },
-    { "database", ACC_YT_STRING, offsetof(acc_broker_config_t, database), true, NULL, 0, 0 },
-    { "agreement", ACC_YT_STRING, offsetof(acc_broker_config_t, agreement), true, NULL, 0, 0 },
-    { "curve_secret_key", ACC_YT_STRING, offsetof(acc_broker_config_t, curve_secret_key), true,
+    { "database", ACC_YT_STRING, true, offsetof(acc_broker_config_t, database), NULL, 0, 0 },
+    { "agreement", ACC_YT_STRING, true, offsetof(acc_broker_config_t, agreement), NULL, 0, 0 },
+    { "curve_secret_key", ACC_YT_STRING, true, offsetof(acc_broker_config_t, curve_secret_key),
       NULL, 0, 0 },
-    { "signing_key", ACC_YT_STRING, offsetof(acc_broker_config_t, signing_key), true, NULL, 0, 0 },
-    { "subject_key", ACC_YT_STRING, offsetof(acc_broker_config_t, subject_key), true, NULL, 0, 0 },
-    { "metrics", ACC_YT_STRING, offsetof(acc_broker_config_t, metrics), false, "", 0, 0 },
-    { "log_level", ACC_YT_STRING, offsetof(acc_broker_config_t, log_level), false, "info", 0, 0 },
-    { "max_message_bytes", ACC_YT_INT, offsetof(acc_broker_config_t, max_message_bytes), false,
+    { "signing_key", ACC_YT_STRING, true, offsetof(acc_broker_config_t, signing_key), NULL, 0, 0 },
+    { "subject_key", ACC_YT_STRING, true, offsetof(acc_broker_config_t, subject_key), NULL, 0, 0 },
+    { "metrics", ACC_YT_STRING, false, offsetof(acc_broker_config_t, metrics), "", 0, 0 },
+    { "log_level", ACC_YT_STRING, false, offsetof(acc_broker_config_t, log_level), "info", 0, 0 },
+    { "max_message_bytes", ACC_YT_INT, false, offsetof(acc_broker_config_t, max_message_bytes),
       "1048576", 4 * KIB, 64 * MIB },
-    { "batch_max_rows", ACC_YT_INT, offsetof(acc_broker_config_t, batch_max_rows), false, "1000", 1,
+    { "batch_max_rows", ACC_YT_INT, false, offsetof(acc_broker_config_t, batch_max_rows), "1000", 1,
       100000 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {
-    { "broker", ACC_YT_STRING, offsetof(acc_agent_config_t, broker), true, NULL, 0, 0 },
-    { "broker_key", ACC_YT_STRING, offsetof(acc_agent_config_t, broker_key), true, NULL, 0, 0 },
-    { "agency", ACC_YT_STRING, offsetof(acc_agent_config_t, agency), true, NULL, 0, 0 },
-    { "curve_secret_key", ACC_YT_STRING, offsetof(acc_agent_config_t, curve_secret_key), true, NULL,
+    { "broker", ACC_YT_STRING, true, offsetof(acc_agent_config_t, broker), NULL, 0, 0 },
+    { "broker_key", ACC_YT_STRING, true, offsetof(acc_agent_config_t, broker_key), NULL, 0, 0 },
+    { "agency", ACC_YT_STRING, true, offsetof(acc_agent_config_t, agency), NULL, 0, 0 },
+    { "curve_secret_key", ACC_YT_STRING, true, offsetof(acc_agent_config_t, curve_secret_key), NULL,
       0, 0 },
-    { "subscriptions", ACC_YT_STRLIST, offsetof(acc_agent_config_t, subscriptions), false, NULL, 0,
+    { "subscriptions", ACC_YT_STRLIST, false, offsetof(acc_agent_config_t, subscriptions), NULL, 0,
       0 },
-    { "log_level", ACC_YT_STRING, offsetof(acc_agent_config_t, log_level), false, "info", 0, 0 },
-    { "window", ACC_YT_INT, offsetof(acc_agent_config_t, window), false, "100", 1, 10000 },
-    { "max_message_bytes", ACC_YT_INT, offsetof(acc_agent_config_t, max_message_bytes), false,
+    { "log_level", ACC_YT_STRING, false, offsetof(acc_agent_config_t, log_level), "info", 0, 0 },
+    { "window", ACC_YT_INT, false, offsetof(acc_agent_config_t, window), "100", 1, 10000 },
+    { "max_message_bytes", ACC_YT_INT, false, offsetof(acc_agent_config_t, max_message_bytes),
       "1048576", 4 * KIB, 64 * MIB },
 };
 

@@ -49,7 +49,7 @@ acc_rc_t acc_migrate_current(PGconn *conn, int *version, acc_err_t *err)
         PQclear(res);
         return rc;
     }
-    *version = atoi(PQgetvalue(res, 0, 0));
+    *version = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return ACC_OK;
 }

@@ -31,7 +31,7 @@ static acc_rc_t s_normalise(char out[ACC_NHS_DIGITS + 1], const char *text, acc_
 
 acc_rc_t acc_nhs_check(char out[ACC_NHS_DIGITS + 1], const char *text, acc_err_t *err)
 {
-    char digits[ACC_NHS_DIGITS + 1];
+    char digits[ACC_NHS_DIGITS + 1] = { 0 };
     acc_rc_t rc = s_normalise(digits, text, err);
     if (rc != ACC_OK) {
         return rc;

@@ -223,11 +223,11 @@ typedef struct {
 } s_header_t;
 
 static const acc_yaml_entry_t s_header_entries[] = {
-    { "id", ACC_YT_STRING, offsetof(s_header_t, id), true, NULL, 0, 0 },
-    { "title", ACC_YT_STRING, offsetof(s_header_t, title), true, NULL, 0, 0 },
-    { "valid_from", ACC_YT_STRING, offsetof(s_header_t, valid_from), true, NULL, 0, 0 },
-    { "valid_until", ACC_YT_STRING, offsetof(s_header_t, valid_until), true, NULL, 0, 0 },
-    { "description", ACC_YT_STRING, offsetof(s_header_t, description), false, NULL, 0, 0 },
+    { "id", ACC_YT_STRING, true, offsetof(s_header_t, id), NULL, 0, 0 },
+    { "title", ACC_YT_STRING, true, offsetof(s_header_t, title), NULL, 0, 0 },
+    { "valid_from", ACC_YT_STRING, true, offsetof(s_header_t, valid_from), NULL, 0, 0 },
+    { "valid_until", ACC_YT_STRING, true, offsetof(s_header_t, valid_until), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_header_t, description), NULL, 0, 0 },
 };
 
 static void s_load_header(s_ctx_t *c, const yaml_node_t *node)
@@ -251,7 +251,8 @@ static void s_load_header(s_ctx_t *c, const yaml_node_t *node)
                       h.valid_until);
         ok = false;
     }
-    if (ok && strcmp(h.valid_from, h.valid_until) > 0) {
+    if (ok && h.valid_from != NULL && h.valid_until != NULL &&
+        strcmp(h.valid_from, h.valid_until) > 0) {
         acc_yaml_diag(c->diag, c->doc, until, "valid_until %s is before valid_from %s",
                       h.valid_until, h.valid_from);
     }
@@ -273,18 +274,18 @@ typedef struct {
 } s_party_t;
 
 static const acc_yaml_entry_t s_agency_entries[] = {
-    { "id", ACC_YT_STRING, offsetof(s_party_t, id), true, NULL, 0, 0 },
-    { "name", ACC_YT_STRING, offsetof(s_party_t, name), true, NULL, 0, 0 },
-    { "key", ACC_YT_STRING, offsetof(s_party_t, key), true, NULL, 0, 0 },
-    { "description", ACC_YT_STRING, offsetof(s_party_t, description), false, NULL, 0, 0 },
+    { "id", ACC_YT_STRING, true, offsetof(s_party_t, id), NULL, 0, 0 },
+    { "name", ACC_YT_STRING, true, offsetof(s_party_t, name), NULL, 0, 0 },
+    { "key", ACC_YT_STRING, true, offsetof(s_party_t, key), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_party_t, description), NULL, 0, 0 },
 };
 
 static const acc_yaml_entry_t s_auditor_entries[] = {
-    { "id", ACC_YT_STRING, offsetof(s_party_t, id), true, NULL, 0, 0 },
-    { "name", ACC_YT_STRING, offsetof(s_party_t, name), false, NULL, 0, 0 },
-    { "key", ACC_YT_STRING, offsetof(s_party_t, key), true, NULL, 0, 0 },
-    { "box_key", ACC_YT_STRING, offsetof(s_party_t, box_key), true, NULL, 0, 0 },
-    { "description", ACC_YT_STRING, offsetof(s_party_t, description), false, NULL, 0, 0 },
+    { "id", ACC_YT_STRING, true, offsetof(s_party_t, id), NULL, 0, 0 },
+    { "name", ACC_YT_STRING, false, offsetof(s_party_t, name), NULL, 0, 0 },
+    { "key", ACC_YT_STRING, true, offsetof(s_party_t, key), NULL, 0, 0 },
+    { "box_key", ACC_YT_STRING, true, offsetof(s_party_t, box_key), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_party_t, description), NULL, 0, 0 },
 };
 
 /* Reads one agency or auditor; false (with diagnostics) if it cannot be used. */
@@ -434,10 +435,9 @@ static bool s_parse_kind(s_field_t *f, const char *spec)
             return true;
         }
     }
-    unsigned long max = 0;
-    char close = '\0';
-    char extra = '\0';
-    if (sscanf(spec, "text(%lu%c%c", &max, &close, &extra) == 2 && close == ')' && max > 0 &&
+    char *end = NULL;
+    unsigned long max = strncmp(spec, "text(", 5) == 0 ? strtoul(spec + 5, &end, 10) : 0;
+    if (end != NULL && end != spec + 5 && strcmp(end, ")") == 0 && max > 0 &&
         max <= ACC_RECORD_MAX_TEXT) {
         f->kind = ACC_FIELD_TEXT;
         f->max_len = max;
@@ -490,7 +490,7 @@ static void s_load_fields(s_ctx_t *c, s_type_t *t, const yaml_node_t *map)
 
 static const s_field_t *s_find_field(const s_type_t *t, const char *name, size_t *index)
 {
-    s_field_t key = { .name = (char *)(uintptr_t)name };
+    s_field_t key = { .name = acc_pb_str(name) };
     const s_field_t *f = bsearch(&key, t->fields, t->field_count, sizeof(*t->fields), s_field_cmp);
     if (f != NULL && index != NULL) {
         *index = (size_t)(f - t->fields);
@@ -525,10 +525,10 @@ typedef struct {
 } s_type_entry_t;
 
 static const acc_yaml_entry_t s_type_entries[] = {
-    { "id", ACC_YT_STRING, offsetof(s_type_entry_t, id), true, NULL, 0, 0 },
-    { "description", ACC_YT_STRING, offsetof(s_type_entry_t, description), false, NULL, 0, 0 },
-    { "fields", ACC_YT_NODE, offsetof(s_type_entry_t, fields), true, NULL, 0, 0 },
-    { "required", ACC_YT_NODE, offsetof(s_type_entry_t, required), false, NULL, 0, 0 },
+    { "id", ACC_YT_STRING, true, offsetof(s_type_entry_t, id), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_type_entry_t, description), NULL, 0, 0 },
+    { "fields", ACC_YT_NODE, true, offsetof(s_type_entry_t, fields), NULL, 0, 0 },
+    { "required", ACC_YT_NODE, false, offsetof(s_type_entry_t, required), NULL, 0, 0 },
 };
 
 static bool s_type_exists(const acc_policy_t *p, const char *id)
@@ -550,7 +550,11 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
         }
         return;
     }
-    size_t n = s_items(list) > TYPES_MAX ? TYPES_MAX : s_items(list);
+    size_t n = s_items(list);
+    if (n > TYPES_MAX) {
+        acc_yaml_diag(c->diag, c->doc, list, "more than %d record types", TYPES_MAX);
+        return;
+    }
     acc_policy_t *p = c->policy;
     p->types = acc_xcalloc(n, sizeof(*p->types));
     for (size_t i = 0; i < n; i++) {
@@ -579,7 +583,7 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
 
 static const s_type_t *s_find_type(const acc_policy_t *p, const char *id, size_t *index)
 {
-    s_type_t key = { .id = (char *)(uintptr_t)id };
+    s_type_t key = { .id = acc_pb_str(id) };
     const s_type_t *t = bsearch(&key, p->types, p->type_count, sizeof(*p->types), s_type_cmp);
     if (t != NULL && index != NULL) {
         *index = (size_t)(t - p->types);
@@ -591,6 +595,7 @@ static const s_type_t *s_find_type(const acc_policy_t *p, const char *id, size_t
 
 typedef struct {
     char *id;
+    /* cppcheck-suppress unusedStructMember ; filled and freed through s_rule_entries */
     char *description;
     char *from;
     char *purpose;
@@ -603,16 +608,16 @@ typedef struct {
 } s_rule_entry_t;
 
 static const acc_yaml_entry_t s_rule_entries[] = {
-    { "id", ACC_YT_STRING, offsetof(s_rule_entry_t, id), true, NULL, 0, 0 },
-    { "description", ACC_YT_STRING, offsetof(s_rule_entry_t, description), false, NULL, 0, 0 },
-    { "from", ACC_YT_STRING, offsetof(s_rule_entry_t, from), true, NULL, 0, 0 },
-    { "to", ACC_YT_NODE, offsetof(s_rule_entry_t, to), true, NULL, 0, 0 },
-    { "record_types", ACC_YT_NODE, offsetof(s_rule_entry_t, record_types), true, NULL, 0, 0 },
-    { "fields", ACC_YT_NODE, offsetof(s_rule_entry_t, fields), true, NULL, 0, 0 },
-    { "subject", ACC_YT_NODE, offsetof(s_rule_entry_t, subject), true, NULL, 0, 0 },
-    { "purpose", ACC_YT_STRING, offsetof(s_rule_entry_t, purpose), true, NULL, 0, 0 },
-    { "lawful_basis", ACC_YT_STRING, offsetof(s_rule_entry_t, lawful_basis), true, NULL, 0, 0 },
-    { "consent", ACC_YT_STRING, offsetof(s_rule_entry_t, consent), true, NULL, 0, 0 },
+    { "id", ACC_YT_STRING, true, offsetof(s_rule_entry_t, id), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_rule_entry_t, description), NULL, 0, 0 },
+    { "from", ACC_YT_STRING, true, offsetof(s_rule_entry_t, from), NULL, 0, 0 },
+    { "to", ACC_YT_NODE, true, offsetof(s_rule_entry_t, to), NULL, 0, 0 },
+    { "record_types", ACC_YT_NODE, true, offsetof(s_rule_entry_t, record_types), NULL, 0, 0 },
+    { "fields", ACC_YT_NODE, true, offsetof(s_rule_entry_t, fields), NULL, 0, 0 },
+    { "subject", ACC_YT_NODE, true, offsetof(s_rule_entry_t, subject), NULL, 0, 0 },
+    { "purpose", ACC_YT_STRING, true, offsetof(s_rule_entry_t, purpose), NULL, 0, 0 },
+    { "lawful_basis", ACC_YT_STRING, true, offsetof(s_rule_entry_t, lawful_basis), NULL, 0, 0 },
+    { "consent", ACC_YT_STRING, true, offsetof(s_rule_entry_t, consent), NULL, 0, 0 },
 };
 
 /* What one rule compiles to before it is spread over the slots. */
@@ -875,11 +880,11 @@ typedef struct {
 } s_top_t;
 
 static const acc_yaml_entry_t s_top_entries[] = {
-    { "agreement", ACC_YT_NODE, offsetof(s_top_t, agreement), false, NULL, 0, 0 },
-    { "agencies", ACC_YT_NODE, offsetof(s_top_t, agencies), false, NULL, 0, 0 },
-    { "auditors", ACC_YT_NODE, offsetof(s_top_t, auditors), false, NULL, 0, 0 },
-    { "record_types", ACC_YT_NODE, offsetof(s_top_t, record_types), false, NULL, 0, 0 },
-    { "rules", ACC_YT_NODE, offsetof(s_top_t, rules), false, NULL, 0, 0 },
+    { "agreement", ACC_YT_NODE, false, offsetof(s_top_t, agreement), NULL, 0, 0 },
+    { "agencies", ACC_YT_NODE, false, offsetof(s_top_t, agencies), NULL, 0, 0 },
+    { "auditors", ACC_YT_NODE, false, offsetof(s_top_t, auditors), NULL, 0, 0 },
+    { "record_types", ACC_YT_NODE, false, offsetof(s_top_t, record_types), NULL, 0, 0 },
+    { "rules", ACC_YT_NODE, false, offsetof(s_top_t, rules), NULL, 0, 0 },
 };
 
 static void s_load_all(s_ctx_t *c)
@@ -1151,8 +1156,19 @@ static void s_refuse(acc_decision_t *out, Accord__V1__ErrorCode code, const char
     va_end(ap);
 }
 
-/* Why value does not suit field f, or NULL when it does. */
-static const char *s_value_fault(const s_field_t *f, const Accord__V1__Field *value)
+static const char *s_enum_fault(const s_field_t *f, const Accord__V1__Field *value)
+{
+    if (value->value_case == ACCORD__V1__FIELD__VALUE_TEXT) {
+        for (size_t i = 0; i < f->values.count; i++) {
+            if (strcmp(f->values.items[i], value->text) == 0) {
+                return NULL;
+            }
+        }
+    }
+    return "not one of the allowed values";
+}
+
+static const char *s_text_fault(const s_field_t *f, const Accord__V1__Field *value)
 {
     bool text = value->value_case == ACCORD__V1__FIELD__VALUE_TEXT;
     switch (f->kind) {
@@ -1164,27 +1180,39 @@ static const char *s_value_fault(const s_field_t *f, const Accord__V1__Field *va
         return text && acc_is_date(value->text) ? NULL : "expected a date (YYYY-MM-DD)";
     case ACC_FIELD_DATETIME:
         return text && acc_is_datetime(value->text) ? NULL : "expected an RFC 3339 date-time";
-    case ACC_FIELD_INTEGER:
-        return value->value_case == ACCORD__V1__FIELD__VALUE_INTEGER ? NULL : "expected an integer";
-    case ACC_FIELD_DECIMAL:
-        return value->value_case == ACCORD__V1__FIELD__VALUE_DECIMAL ||
-                       value->value_case == ACCORD__V1__FIELD__VALUE_INTEGER
-                   ? NULL
-                   : "expected a number";
-    case ACC_FIELD_BOOLEAN:
-        return value->value_case == ACCORD__V1__FIELD__VALUE_BOOLEAN ? NULL
-                                                                     : "expected true or false";
     case ACC_FIELD_NHS_NUMBER:
         return text && acc_nhs_is_valid(value->text) ? NULL : "expected a valid NHS number";
     case ACC_FIELD_ENUM:
-        for (size_t i = 0; text && i < f->values.count; i++) {
-            if (strcmp(f->values.items[i], value->text) == 0) {
-                return NULL;
-            }
-        }
-        return "not one of the allowed values";
+        return s_enum_fault(f, value);
+    case ACC_FIELD_INTEGER:
+    case ACC_FIELD_DECIMAL:
+    case ACC_FIELD_BOOLEAN:
+        break;
     }
     return "of an unknown kind";
+}
+
+/* Why value does not suit field f, or NULL when it does. */
+static const char *s_value_fault(const s_field_t *f, const Accord__V1__Field *value)
+{
+    Accord__V1__Field__ValueCase got = value->value_case;
+    switch (f->kind) {
+    case ACC_FIELD_INTEGER:
+        return got == ACCORD__V1__FIELD__VALUE_INTEGER ? NULL : "expected an integer";
+    case ACC_FIELD_DECIMAL:
+        return got == ACCORD__V1__FIELD__VALUE_DECIMAL || got == ACCORD__V1__FIELD__VALUE_INTEGER
+                   ? NULL
+                   : "expected a number";
+    case ACC_FIELD_BOOLEAN:
+        return got == ACCORD__V1__FIELD__VALUE_BOOLEAN ? NULL : "expected true or false";
+    case ACC_FIELD_TEXT:
+    case ACC_FIELD_DATE:
+    case ACC_FIELD_DATETIME:
+    case ACC_FIELD_NHS_NUMBER:
+    case ACC_FIELD_ENUM:
+        break;
+    }
+    return s_text_fault(f, value);
 }
 
 /* Checks every field of rec against type t; false with out refused on the first fault. */
@@ -1288,7 +1316,7 @@ void acc_policy_decide(const acc_policy_t *self, size_t from, const char *day,
     }
 }
 
-static const char *s_keep(unsigned mask, unsigned bit, char *value)
+static const char *s_keep(unsigned mask, unsigned bit, const char *value)
 {
     return (mask & bit) != 0 ? value : protobuf_c_empty_string;
 }

@@ -20,7 +20,7 @@ static acc_rc_t s_string(char **out, json_t *value, const char *path, acc_err_t 
     }
     size_t len = json_string_length(value);
     if (len > ACC_RECORD_MAX_TEXT) {
-        return acc_err_set(err, ACC_ERR_INVALID, "field \"%s\": longer than %u bytes", path,
+        return acc_err_set(err, ACC_ERR_INVALID, "field \"%s\": longer than %zu bytes", path,
                            ACC_RECORD_MAX_TEXT);
     }
     if (strlen(json_string_value(value)) != len) {
@@ -107,7 +107,7 @@ static acc_rc_t s_fields(Accord__V1__ChildRecord *rec, json_t *obj, acc_err_t *e
         return acc_err_set(err, ACC_ERR_INVALID, "field \"fields\": more than %d fields",
                            ACC_RECORD_MAX_FIELDS);
     }
-    rec->fields = acc_xcalloc(count, sizeof(*rec->fields));
+    rec->fields = acc_xcalloc(count, sizeof(Accord__V1__Field *));
     const char *name = NULL;
     json_t *value = NULL;
     json_object_foreach(obj, name, value)
@@ -190,7 +190,7 @@ acc_rc_t acc_record_from_json(Accord__V1__ChildRecord **out, const char *line, s
                               acc_err_t *err)
 {
     if (len > ACC_RECORD_MAX_LINE) {
-        return acc_err_set(err, ACC_ERR_INVALID, "record is longer than %u bytes",
+        return acc_err_set(err, ACC_ERR_INVALID, "record is longer than %zu bytes",
                            ACC_RECORD_MAX_LINE);
     }
     json_error_t jerr;
@@ -265,17 +265,17 @@ json_t *acc_record_to_json(const Accord__V1__ChildRecord *rec)
     s_set_text(obj, "record_id", rec->record_id);
     s_set_text(obj, "record_type", rec->record_type);
     s_set_text(obj, "occurred_at", rec->occurred_at);
-    json_t *subject = json_object();
+    json_t *who = json_object();
     const Accord__V1__Subject *s = rec->subject;
     if (s != NULL) {
-        s_set_text(subject, "nhs_number", s->nhs_number);
-        s_set_text(subject, "local_id", s->local_id);
-        s_set_text(subject, "given_name", s->given_name);
-        s_set_text(subject, "family_name", s->family_name);
-        s_set_text(subject, "date_of_birth", s->date_of_birth);
-        s_set_text(subject, "postcode", s->postcode);
+        s_set_text(who, "nhs_number", s->nhs_number);
+        s_set_text(who, "local_id", s->local_id);
+        s_set_text(who, "given_name", s->given_name);
+        s_set_text(who, "family_name", s->family_name);
+        s_set_text(who, "date_of_birth", s->date_of_birth);
+        s_set_text(who, "postcode", s->postcode);
     }
-    json_object_set_new(obj, "subject", subject);
+    json_object_set_new(obj, "subject", who);
     if (rec->consent != ACCORD__V1__CONSENT__CONSENT_UNSPECIFIED) {
         json_object_set_new(obj, "consent", json_string(acc_pb_consent_name(rec->consent)));
     }

@@ -44,6 +44,7 @@ void acc_diag_add(acc_diag_t *diag, const char *line)
     diag->lines[diag->count++] = acc_xstrdup(line);
 }
 
+ACC_PRINTF(5, 0)
 static void s_diag_vadd(acc_diag_t *diag, const char *file, size_t line, size_t col,
                         const char *fmt, va_list ap)
 {
@@ -114,7 +115,7 @@ acc_rc_t acc_yaml_parse(acc_yaml_doc_t **out, const char *name, const unsigned c
                         size_t len, acc_err_t *err)
 {
     if (len > ACC_YAML_MAX_BYTES) {
-        return acc_err_set(err, ACC_ERR_LIMIT, "%s: larger than %u bytes", name,
+        return acc_err_set(err, ACC_ERR_LIMIT, "%s: larger than %zu bytes", name,
                            ACC_YAML_MAX_BYTES);
     }
     acc_rc_t rc = s_refuse_aliases(name, text, len, err);
@@ -181,17 +182,25 @@ const uint8_t *acc_yaml_hash(const acc_yaml_doc_t *self)
     return self->hash;
 }
 
+/* libyaml's accessors take a non-const document but do not modify it. */
+static yaml_document_t *s_mutable(const acc_yaml_doc_t *self)
+{
+    union {
+        /* cppcheck-suppress unusedStructMember ; written by the initialiser below */
+        const yaml_document_t *c;
+        yaml_document_t *m;
+    } u = { .c = &self->doc };
+    return u.m;
+}
+
 const yaml_node_t *acc_yaml_root(const acc_yaml_doc_t *self)
 {
-    /* libyaml's accessors take a non-const document but do not modify it. */
-    yaml_document_t *doc = (yaml_document_t *)(uintptr_t)&self->doc;
-    return yaml_document_get_root_node(doc);
+    return yaml_document_get_root_node(s_mutable(self));
 }
 
 const yaml_node_t *acc_yaml_node(const acc_yaml_doc_t *self, yaml_node_item_t item)
 {
-    yaml_document_t *doc = (yaml_document_t *)(uintptr_t)&self->doc;
-    return yaml_document_get_node(doc, item);
+    return yaml_document_get_node(s_mutable(self), item);
 }
 
 const char *acc_yaml_scalar(const yaml_node_t *node)
@@ -339,9 +348,17 @@ static const acc_yaml_entry_t *s_find_entry(const acc_yaml_entry_t *table, size_
     return NULL;
 }
 
-static bool s_apply_defaults(const acc_yaml_doc_t *doc, const yaml_node_t *map,
-                             const acc_yaml_entry_t *table, size_t n, const bool *seen, void *out,
-                             acc_diag_t *diag)
+/* Where a table is being read into, and where its problems go. */
+typedef struct {
+    const acc_yaml_doc_t *doc;
+    acc_diag_t *diag;
+    void *out;
+} s_target_t;
+
+/* Reports each required key the mapping lacks and fills in defaults; seen[i] says
+ * whether table entry i was present. */
+static bool s_apply_defaults(const s_target_t *t, const yaml_node_t *map,
+                             const acc_yaml_entry_t *table, size_t n, const bool *seen)
 {
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
@@ -350,10 +367,10 @@ static bool s_apply_defaults(const acc_yaml_doc_t *doc, const yaml_node_t *map,
             continue;
         }
         if (e->required) {
-            acc_yaml_diag(diag, doc, map, "missing required key \"%s\"", e->name);
+            acc_yaml_diag(t->diag, t->doc, map, "missing required key \"%s\"", e->name);
             ok = false;
         } else if (e->dflt != NULL) {
-            ok = s_set_scalar(doc, map, e->dflt, e, out, diag) && ok;
+            ok = s_set_scalar(t->doc, map, e->dflt, e, t->out, t->diag) && ok;
         }
     }
     return ok;
@@ -387,7 +404,8 @@ acc_rc_t acc_yaml_read_map(const acc_yaml_doc_t *doc, const yaml_node_t *map,
             ok = s_set(doc, acc_yaml_node(doc, p->value), e, out, diag) && ok;
         }
     }
-    ok = s_apply_defaults(doc, map, table, table_len, seen, out, diag) && ok;
+    s_target_t target = { .doc = doc, .diag = diag, .out = out };
+    ok = s_apply_defaults(&target, map, table, table_len, seen) && ok;
     free(seen);
     return ok ? ACC_OK : ACC_ERR_INVALID;
 }

@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sodium.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,7 +265,7 @@ th_world_t *th_world_new(const char *const agencies[])
     char ignored[41];
     s_keygen(w, "ig-officer", ignored);
     s_keygen(w, "stranger", ignored);
-    for (size_t i = 0; agencies[i] != NULL && i < TH_MAX_AGENCIES; i++) {
+    for (size_t i = 0; i < TH_MAX_AGENCIES && agencies[i] != NULL; i++) {
         snprintf(w->agencies[i], sizeof(w->agencies[i]), "%s", agencies[i]);
         s_keygen(w, agencies[i], w->agency_keys[i]);
         w->agency_count++;

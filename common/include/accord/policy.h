@@ -37,12 +37,12 @@ typedef enum {
 
 /* Subject identifiers, as bits of a rule's `subject:` list. */
 enum {
-    ACC_SUBJECT_NHS_NUMBER = 1u << 0,
-    ACC_SUBJECT_LOCAL_ID = 1u << 1,
-    ACC_SUBJECT_GIVEN_NAME = 1u << 2,
-    ACC_SUBJECT_FAMILY_NAME = 1u << 3,
-    ACC_SUBJECT_DATE_OF_BIRTH = 1u << 4,
-    ACC_SUBJECT_POSTCODE = 1u << 5,
+    ACC_SUBJECT_NHS_NUMBER = 1U << 0,
+    ACC_SUBJECT_LOCAL_ID = 1U << 1,
+    ACC_SUBJECT_GIVEN_NAME = 1U << 2,
+    ACC_SUBJECT_FAMILY_NAME = 1U << 3,
+    ACC_SUBJECT_DATE_OF_BIRTH = 1U << 4,
+    ACC_SUBJECT_POSTCODE = 1U << 5,
 };
 
 /* Who a CURVE public key belongs to. */

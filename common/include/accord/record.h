@@ -9,8 +9,8 @@
 #include "accord/rc.h"
 
 #define ACC_RECORD_MAX_FIELDS 128
-#define ACC_RECORD_MAX_TEXT   65536 /* bytes in any one string */
-#define ACC_RECORD_MAX_LINE   (1024u * 1024u)
+#define ACC_RECORD_MAX_TEXT   ((size_t)65536) /* bytes in any one string */
+#define ACC_RECORD_MAX_LINE   ((size_t)1024 * 1024)
 
 /* Parses one NDJSON line (len bytes, not NUL-terminated necessarily) into a newly
  * allocated record, freed with acc_record_free. Unknown top-level or subject keys,

@@ -28,7 +28,7 @@ typedef struct acc_yaml_doc_t acc_yaml_doc_t;
 
 /* Reads and parses the file at path (at most ACC_YAML_MAX_BYTES). A syntax error
  * is returned as ACC_ERR_INVALID with "FILE:LINE:COL: message" in err. */
-#define ACC_YAML_MAX_BYTES (4u * 1024u * 1024u)
+#define ACC_YAML_MAX_BYTES ((size_t)4 * 1024 * 1024)
 ACC_NODISCARD acc_rc_t acc_yaml_load(acc_yaml_doc_t **out, const char *path, acc_err_t *err);
 
 /* Parses len bytes of text; name is used in messages in place of a path. */
@@ -70,8 +70,8 @@ typedef enum {
 typedef struct {
     const char *name;
     acc_yaml_type_t type;
-    size_t offset; /* offsetof(struct, member) */
     bool required;
+    size_t offset;    /* offsetof(struct, member) */
     const char *dflt; /* default as YAML text for scalars, NULL for none */
     int64_t min;      /* ACC_YT_INT bounds */
     int64_t max;
