@@ -48,12 +48,12 @@ Test(keys, generates_three_pairs_with_private_secret_files)
     }
     uint8_t secret[32];
     uint8_t public_key[32];
-    cr_assert_eq(acc_keys_read_curve_secret(secret, s_path("rft-health-visiting.curve.secret"),
-                                            &err),
-                 ACC_OK, "%s", err.msg);
-    cr_assert_eq(acc_keys_read_curve_public(public_key,
-                                            s_path("rft-health-visiting.curve.pub"), &err),
-                 ACC_OK);
+    cr_assert_eq(
+        acc_keys_read_curve_secret(secret, s_path("rft-health-visiting.curve.secret"), &err),
+        ACC_OK, "%s", err.msg);
+    cr_assert_eq(
+        acc_keys_read_curve_public(public_key, s_path("rft-health-visiting.curve.pub"), &err),
+        ACC_OK);
     uint8_t derived[32];
     crypto_scalarmult_base(derived, secret);
     cr_assert_eq(memcmp(derived, public_key, 32), 0, "CURVE public key does not match secret");

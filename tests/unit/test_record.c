@@ -23,8 +23,7 @@ static void s_parse_fails(const char *json, const char *why)
 {
     Accord__V1__ChildRecord *rec = NULL;
     acc_err_t err;
-    cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_ERR_INVALID, "%s",
-                 json);
+    cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_ERR_INVALID, "%s", json);
     cr_assert_null(rec);
     cr_assert(strstr(err.msg, why) != NULL, "expected \"%s\" in \"%s\"", why, err.msg);
 }
@@ -115,8 +114,8 @@ typedef struct {
     const char *why;
 } check_case_t;
 
-#define REC(extra)                                                                          \
-    "{\"record_id\":\"hv-1\",\"record_type\":\"health-visit\",\"occurred_at\":"              \
+#define REC(extra)                                                              \
+    "{\"record_id\":\"hv-1\",\"record_type\":\"health-visit\",\"occurred_at\":" \
     "\"2026-11-20T10:15:00Z\"" extra "}"
 
 Test(record, check_gives_each_fault_its_code)
@@ -142,8 +141,7 @@ Test(record, check_gives_each_fault_its_code)
         Accord__V1__ChildRecord *rec = s_parse_ok(cases[i].json);
         acc_err_t reason;
         acc_err_clear(&reason);
-        cr_assert_eq(acc_record_check(rec, &reason), cases[i].code, "case %zu: %s", i,
-                     reason.msg);
+        cr_assert_eq(acc_record_check(rec, &reason), cases[i].code, "case %zu: %s", i, reason.msg);
         cr_assert(strstr(reason.msg, cases[i].why) != NULL, "case %zu: %s", i, reason.msg);
         acc_record_free(&rec);
     }
