@@ -635,7 +635,7 @@ typedef struct {
 static bool s_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 {
     bool ok = s_is_list(c, e->to, "to");
-    for (size_t i = 0; ok && i < s_items(e->to); i++) {
+    for (size_t i = 0; i < s_items(e->to); i++) {
         const yaml_node_t *item = s_item(c, e->to, i);
         const char *id = acc_yaml_scalar(item);
         size_t a = 0;
@@ -661,7 +661,7 @@ static bool s_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 static bool s_rule_types(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 {
     bool ok = s_is_list(c, e->record_types, "record_types");
-    for (size_t i = 0; ok && i < s_items(e->record_types) && r->type_count < TYPES_MAX; i++) {
+    for (size_t i = 0; i < s_items(e->record_types) && r->type_count < TYPES_MAX; i++) {
         const yaml_node_t *item = s_item(c, e->record_types, i);
         const char *id = acc_yaml_scalar(item);
         size_t t = 0;
@@ -680,7 +680,7 @@ static bool s_rule_types(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 static bool s_rule_fields(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 {
     bool ok = s_is_list(c, e->fields, "fields");
-    for (size_t i = 0; ok && i < s_items(e->fields); i++) {
+    for (size_t i = 0; i < s_items(e->fields); i++) {
         const yaml_node_t *item = s_item(c, e->fields, i);
         const char *name = acc_yaml_scalar(item);
         for (size_t k = 0; k < r->type_count; k++) {
@@ -703,7 +703,7 @@ static bool s_rule_fields(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 static bool s_rule_subject(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 {
     bool ok = s_is_list(c, e->subject, "subject");
-    for (size_t i = 0; ok && i < s_items(e->subject); i++) {
+    for (size_t i = 0; i < s_items(e->subject); i++) {
         const yaml_node_t *item = s_item(c, e->subject, i);
         const char *name = acc_yaml_scalar(item);
         size_t k = 0;
@@ -817,25 +817,33 @@ static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e,
     (void)s_spread(c, node, index, r);
 }
 
+/* Every part of a rule is checked even when another part is wrong, so the author
+ * sees all of a rule's problems at once; the rule is used only if all are right. */
 static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
 {
     s_rule_entry_t e = { 0 };
     s_compiled_t *r = acc_xcalloc(1, sizeof(*r));
     bool ok = acc_yaml_read_map(c->doc, node, s_rule_entries, N_OF(s_rule_entries), &e, c->diag) ==
               ACC_OK;
-    ok = s_check_id(c, node, e.id, "rule") && ok && e.id != NULL && e.from != NULL;
-    if (ok && s_rule_exists(c->policy, e.id)) {
+    if (e.id == NULL) {
+        e.id = acc_xstrdup("(no id)");
+    }
+    ok = s_check_id(c, node, e.id, "rule") && ok;
+    if (s_rule_exists(c->policy, e.id)) {
         acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"), "duplicate rule id \"%s\"", e.id);
         ok = false;
     }
-    if (ok && !s_find_agency(c->policy, e.from, &r->from)) {
+    r->from = SIZE_MAX;
+    if (e.from != NULL && !s_find_agency(c->policy, e.from, &r->from)) {
         acc_yaml_diag(c->diag, c->doc, s_value(c, node, "from"),
                       "rule \"%s\" is from unknown agency \"%s\"", e.id, e.from);
         ok = false;
     }
-    ok = ok && s_rule_to(c, &e, r) && s_rule_types(c, &e, r);
-    ok = ok && s_rule_fields(c, &e, r) && s_rule_subject(c, &e, r);
-    ok = ok && s_rule_consent(c, node, &e, r);
+    ok = s_rule_to(c, &e, r) && ok;
+    ok = s_rule_types(c, &e, r) && ok;
+    ok = s_rule_fields(c, &e, r) && ok;
+    ok = s_rule_subject(c, &e, r) && ok;
+    ok = (e.consent == NULL || s_rule_consent(c, node, &e, r)) && ok;
     if (ok && (r->to_count == 0 || r->type_count == 0)) {
         acc_yaml_diag(c->diag, c->doc, node, "rule \"%s\" can never fire: it names no %s", e.id,
                       r->to_count == 0 ? "recipient" : "record type");

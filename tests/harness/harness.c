@@ -326,7 +326,7 @@ void th_world_agreement(th_world_t *w, const char *body)
     fclose(f);
 }
 
-void th_broker_start(th_world_t *w)
+void th_broker_config(th_world_t *w)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
@@ -337,6 +337,13 @@ void th_broker_start(th_world_t *w)
             "subject_key: broker.subject.secret\nlog_level: info\n",
             w->conninfo);
     fclose(f);
+}
+
+void th_broker_start(th_world_t *w)
+{
+    th_broker_config(w);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
     char opt[] = "--config";

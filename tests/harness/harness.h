@@ -67,7 +67,9 @@ void th_world_destroy(th_world_t **world_p);
 /* Writes agreement.yaml: the agencies with their keys, the auditor, and body
  * (record_types and rules, YAML text) appended. */
 void th_world_agreement(th_world_t *world, const char *body);
-/* Starts accordd and waits for its ready line. */
+/* Writes DIR/broker.yaml for the world's database and keys. */
+void th_broker_config(th_world_t *world);
+/* Writes broker.yaml, starts accordd and waits for its ready line. */
 void th_broker_start(th_world_t *world);
 /* SIGTERM, asserts exit 0. */
 void th_broker_stop(th_world_t *world);

@@ -1,0 +1,92 @@
+/* it_startup.c - accordd refuses to start on unsafe keys or an invalid agreement,
+ * and says exactly why */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+
+static th_world_t *world;
+
+static const char s_rules[] = "record_types:\n"
+                              "  - id: health-visit\n"
+                              "    fields: {visit_date: date}\n"
+                              "rules:\n"
+                              "  - id: hv-to-cc\n"
+                              "    from: rft-health-visiting\n"
+                              "    to: [rmbc-childrens-centres]\n"
+                              "    record_types: [health-visit]\n"
+                              "    fields: [visit_date]\n"
+                              "    subject: [nhs_number]\n"
+                              "    purpose: Best Start\n"
+                              "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
+                              "    consent: required\n";
+
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, s_rules);
+}
+
+static void teardown(void)
+{
+    th_world_destroy(&world);
+}
+
+TestSuite(startup, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Runs accordd --check with stderr to a file; returns its exit status. */
+static int s_check(void)
+{
+    char config[512];
+    snprintf(config, sizeof(config), "%s/broker.yaml", world->dir);
+    th_broker_config(world);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accordd", world->bin_dir);
+    char opt[] = "--config";
+    char check[] = "--check";
+    char *argv[] = { exe, opt, config, check, NULL };
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", world->dir);
+    th_proc_t *p = th_proc_start_logged(argv, log);
+    return th_proc_wait(&p, 30000);
+}
+
+static bool s_logged(const char *needle)
+{
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", world->dir);
+    return th_file_wait(log, needle, 1000);
+}
+
+Test(startup, starts_with_safe_keys_and_a_valid_agreement)
+{
+    cr_assert_eq(s_check(), 0);
+    cr_assert(s_logged("configuration, keys, database and agreement are in order"));
+}
+
+Test(startup, refuses_a_secret_key_that_others_can_read)
+{
+    char key[512];
+    snprintf(key, sizeof(key), "%s/broker.curve.secret", world->dir);
+    cr_assert_eq(chmod(key, 0644), 0);
+    cr_assert_eq(s_check(), 4);
+    cr_assert(s_logged("readable or writable by group or others (mode 0644); run chmod 600"));
+}
+
+Test(startup, refuses_an_invalid_agreement_naming_file_line_and_column)
+{
+    th_world_agreement(world, "record_types: []\nrules:\n  - id: r\n    from: nobody\n");
+    cr_assert_eq(s_check(), 4);
+    cr_assert(s_logged("agreement.yaml:21:11: rule \"r\" is from unknown agency \"nobody\""));
+}
+
+Test(startup, refuses_a_database_it_cannot_reach)
+{
+    snprintf(world->conninfo, sizeof(world->conninfo), "host=/nonexistent dbname=accord");
+    cr_assert_eq(s_check(), 4);
+    cr_assert(s_logged("could not connect to PostgreSQL"));
+}
