@@ -12,6 +12,7 @@
 #include "accord/keys.h"
 #include "accord/migrate.h"
 #include "accord/policy.h"
+#include "explain.h"
 
 #define EXIT_INVALID 1
 #define EXIT_USAGE   2
@@ -19,24 +20,31 @@
 
 static void s_usage(FILE *out)
 {
-    (void)fprintf(out,
-                  "usage: accord keygen --out DIR NAME\n"
-                  "       accord keygen --subject-key FILE\n"
-                  "       accord agreement check FILE\n"
-                  "       accord migrate --db CONNINFO\n"
-                  "\n"
-                  "keygen           writes DIR/NAME.curve.{pub,secret} (CURVE, Z85),\n"
-                  "                 DIR/NAME.box.{pub,secret} (X25519, hex) and\n"
-                  "                 DIR/NAME.sign.{pub,secret} (Ed25519, hex). Secret files are\n"
-                  "                 created mode 0600 and never overwritten. --subject-key writes\n"
-                  "                 the broker's 32-byte subject-tag key (hex, 0600) instead.\n"
-                  "agreement check  checks an agreement file as a whole and prints every problem\n"
-                  "                 as FILE:LINE:COL: message.\n"
-                  "migrate          applies the schema migrations this build carries to the\n"
-                  "                 PostgreSQL database named by CONNINFO (a libpq string).\n"
-                  "\n"
-                  "Exit status: 0 success, 1 the agreement has errors, 2 usage, 3 failed\n"
-                  "(file exists, permission, database unreachable...).\n");
+    (void)fprintf(
+        out, "usage: accord keygen --out DIR NAME\n"
+             "       accord keygen --subject-key FILE\n"
+             "       accord agreement check FILE\n"
+             "       accord agreement explain FILE --from AGENCY --type TYPE [--record FILE.json]\n"
+             "       accord migrate --db CONNINFO\n"
+             "\n"
+             "keygen           writes DIR/NAME.curve.{pub,secret} (CURVE, Z85),\n"
+             "                 DIR/NAME.box.{pub,secret} (X25519, hex) and\n"
+             "                 DIR/NAME.sign.{pub,secret} (Ed25519, hex). Secret files are\n"
+             "                 created mode 0600 and never overwritten. --subject-key writes\n"
+             "                 the broker's 32-byte subject-tag key (hex, 0600) instead.\n"
+             "agreement check  checks an agreement file as a whole and prints every problem\n"
+             "                 as FILE:LINE:COL: message.\n"
+             "agreement explain\n"
+             "                 shows which recipients would receive AGENCY's TYPE records,\n"
+             "                 with which fields and subject identifiers, under which rules,\n"
+             "                 purposes, lawful bases and consent conditions; with --record,\n"
+             "                 exactly what would happen to that one record (JSON, as for\n"
+             "                 accord-agent publish) today, and why.\n"
+             "migrate          applies the schema migrations this build carries to the\n"
+             "                 PostgreSQL database named by CONNINFO (a libpq string).\n"
+             "\n"
+             "Exit status: 0 success, 1 the agreement has errors, 2 usage, 3 failed\n"
+             "(file exists, permission, database unreachable...).\n");
 }
 
 static int s_subject_key(const char *path)
@@ -138,6 +146,64 @@ static int s_check(const char *file)
     return rc == ACC_OK ? EXIT_SUCCESS : rc == ACC_ERR_INVALID ? EXIT_INVALID : EXIT_FAILED;
 }
 
+static acc_policy_t *s_load_quietly(const char *file)
+{
+    acc_policy_t *policy = NULL;
+    acc_err_t err;
+    if (acc_policy_load(&policy, file, NULL, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord: %s\n(run `accord agreement check %s` for every error)\n",
+                      err.msg, file);
+        return NULL;
+    }
+    return policy;
+}
+
+static int s_explain(int argc, char **argv)
+{
+    static const struct option options[] = {
+        { "from", required_argument, NULL, 'f' },
+        { "type", required_argument, NULL, 't' },
+        { "record", required_argument, NULL, 'r' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *from = NULL;
+    const char *type = NULL;
+    const char *record = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "f:t:r:", options, NULL)) != -1) {
+        if (opt == 'f') {
+            from = optarg;
+        } else if (opt == 't') {
+            type = optarg;
+        } else if (opt == 'r') {
+            record = optarg;
+        } else {
+            return EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc || from == NULL || (type == NULL) == (record == NULL)) {
+        s_usage(stderr);
+        return EXIT_USAGE;
+    }
+    acc_policy_t *policy = s_load_quietly(argv[optind]);
+    if (policy == NULL) {
+        return EXIT_INVALID;
+    }
+    size_t agency = 0;
+    int status = EXIT_USAGE;
+    if (!acc_policy_find_agency(policy, from, &agency)) {
+        (void)fprintf(stderr, "accord: agency \"%s\" is not in the agreement\n", from);
+    } else {
+        (void)printf("agreement \"%s\" (%s), in force %s to %s, hash %s\n", acc_policy_id(policy),
+                     acc_policy_title(policy), acc_policy_valid_from(policy),
+                     acc_policy_valid_until(policy), acc_policy_hash_hex(policy));
+        status = record != NULL ? explain_record(stdout, policy, agency, record)
+                                : explain_type(stdout, policy, agency, type);
+    }
+    acc_policy_destroy(&policy);
+    return status;
+}
+
 static int s_migrate(int argc, char **argv)
 {
     if (argc != 3 || strcmp(argv[1], "--db") != 0) {
@@ -180,6 +246,9 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "agreement") == 0 && strcmp(argv[2], "check") == 0) {
         return s_check(argv[3]);
+    }
+    if (argc >= 3 && strcmp(argv[1], "agreement") == 0 && strcmp(argv[2], "explain") == 0) {
+        return s_explain(argc - 2, argv + 2);
     }
     if (argc >= 2 && strcmp(argv[1], "migrate") == 0) {
         return s_migrate(argc - 1, argv + 1);

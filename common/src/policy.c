@@ -1324,6 +1324,62 @@ void acc_policy_decide(const acc_policy_t *self, size_t from, const char *day,
     }
 }
 
+void acc_policy_describe(const acc_policy_t *self, size_t from, const char *type,
+                         acc_decision_t *out)
+{
+    out->code = ACCORD__V1__ERROR_CODE__OK;
+    out->reason[0] = '\0';
+    out->recipient_count = 0;
+    const s_type_t *t = s_find_type(self, type, &out->type);
+    if (t == NULL) {
+        s_refuse(out, ACCORD__V1__ERROR_CODE__UNKNOWN_RECORD_TYPE,
+                 "record type \"%.64s\" is not in the agreement", type);
+        return;
+    }
+    const s_slot_t *slot = &self->slots[from * self->type_count + out->type];
+    if (slot->count == 0) {
+        s_refuse(out, ACCORD__V1__ERROR_CODE__NO_AGREEMENT, "no rule lets %s share \"%s\" records",
+                 self->agencies[from].id, t->id);
+        return;
+    }
+    for (size_t i = 0; i < slot->count; i++) {
+        const s_grant_t *g = &slot->grants[i];
+        acc_recipient_t *r = &out->recipients[out->recipient_count++];
+        memset(r, 0, sizeof(*r));
+        r->agency = g->agency;
+        for (size_t k = 0; k < g->rule_count; k++) {
+            r->field_mask |= g->rules[k].field_mask;
+            r->subject_mask |= g->rules[k].subject_mask;
+            r->rules[r->rule_count++] = g->rules[k].rule;
+        }
+    }
+}
+
+size_t acc_policy_field_count(const acc_policy_t *self, size_t type)
+{
+    return self->types[type].field_count;
+}
+
+const char *acc_policy_field_name(const acc_policy_t *self, size_t type, size_t field)
+{
+    return self->types[type].fields[field].name;
+}
+
+const char *acc_policy_subject_name(unsigned bit)
+{
+    for (size_t i = 0; i < N_OF(s_subject_ids); i++) {
+        if (s_subject_ids[i].bit == bit) {
+            return s_subject_ids[i].name;
+        }
+    }
+    return NULL;
+}
+
+acc_consent_rule_t acc_policy_rule_consent(const acc_policy_t *self, size_t rule)
+{
+    return self->rules[rule].consent;
+}
+
 static const char *s_keep(unsigned mask, unsigned bit, const char *value)
 {
     return (mask & bit) != 0 ? value : protobuf_c_empty_string;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "accord/keys.h"
+#include "accord/record.h"
 
 static long s_now_ms(void)
 {
@@ -348,8 +349,15 @@ void th_broker_start(th_world_t *w)
     snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
     char opt[] = "--config";
     char *argv[] = { exe, opt, path, NULL };
-    w->broker = th_proc_start(argv);
-    cr_assert_geq(th_proc_wait_lines(w->broker, 1, 30000), 1, "accordd printed no ready line");
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", w->dir);
+    w->broker = th_proc_start_logged(argv, log);
+    if (th_proc_wait_lines(w->broker, 1, 30000) < 1) {
+        char cmd[700];
+        snprintf(cmd, sizeof(cmd), "tail -n 40 '%s' >&2", log);
+        (void)system(cmd);
+        cr_assert_fail("accordd printed no ready line");
+    }
     char *line = th_proc_line(w->broker, 0);
     cr_assert(line != NULL && strncmp(line, "ready endpoint=", 15) == 0, "unexpected: %s", line);
     snprintf(w->endpoint, sizeof(w->endpoint), "%s", line + 15);
@@ -359,7 +367,19 @@ void th_broker_start(th_world_t *w)
 void th_broker_stop(th_world_t *w)
 {
     int status = th_proc_stop(&w->broker, SIGTERM, 20000);
+    if (status != 0) {
+        char cmd[700];
+        snprintf(cmd, sizeof(cmd), "tail -n 40 '%s/accordd.log' >&2", w->dir);
+        (void)system(cmd);
+    }
     cr_assert_eq(status, 0, "accordd exited with status %d", status);
+}
+
+bool th_broker_logged(th_world_t *w, const char *needle, int timeout_ms)
+{
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", w->dir);
+    return th_file_wait(log, needle, timeout_ms);
 }
 
 const char *th_agent_config(th_world_t *w, const char *agency, const char *subscriptions)
@@ -449,4 +469,33 @@ char *th_health_visit_json(const char *record_id, const char *nhs)
     char *out = malloc((size_t)n + 1);
     snprintf(out, (size_t)n + 1, fmt, record_id, nhs);
     return out;
+}
+/* A connected client of the client library, welcomed by the broker. */
+client_t *th_client(th_world_t *world, const char *agency, acc_agent_config_t *cfg)
+{
+    th_agent_config_load(world, agency, cfg);
+    client_t *c = NULL;
+    acc_err_t err;
+    cr_assert_eq(client_open(&c, cfg, false, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(client_hello(c, 10000, &err), ACC_OK, "%s", err.msg);
+    return c;
+}
+
+Accord__V1__Envelope *th_publish(client_t *c, const char *json, const char *from)
+{
+    Accord__V1__ChildRecord *rec = NULL;
+    acc_err_t err;
+    cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK, "%s", err.msg);
+    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
+    publish.record = rec;
+    publish.from_agency = acc_pb_str(from);
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = 7;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
+    env.publish = &publish;
+    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    acc_record_free(&rec);
+    Accord__V1__Envelope *reply = NULL;
+    cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);
+    return reply;
 }

@@ -9,6 +9,8 @@
 #include <sys/types.h>
 
 #include "accord/config.h"
+#include "accord/pb.h"
+#include "client.h"
 
 #define TH_MAX_AGENCIES 8
 
@@ -71,7 +73,9 @@ void th_world_agreement(th_world_t *world, const char *body);
 void th_broker_config(th_world_t *world);
 /* Writes broker.yaml, starts accordd and waits for its ready line. */
 void th_broker_start(th_world_t *world);
-/* SIGTERM, asserts exit 0. */
+/* Waits until a line of accordd's stderr (DIR/accordd.log) contains needle. */
+bool th_broker_logged(th_world_t *world, const char *needle, int timeout_ms);
+/* SIGTERM, asserts exit 0 (printing the end of its log otherwise). */
 void th_broker_stop(th_world_t *world);
 
 /* Writes DIR/NAME.agent.yaml for agency (or "stranger", "ig-officer") and returns its path. */
@@ -91,6 +95,13 @@ bool th_agent_wait_connected(th_world_t *world, const char *agency, const char *
 long th_pg_count(th_world_t *world, const char *where);
 /* Runs sql as superuser; asserts success. */
 void th_pg_exec(th_world_t *world, const char *sql);
+
+/* A client-library connection for agency, welcomed by the broker; cfg is filled
+ * and must be cleared by the caller after client_destroy. */
+client_t *th_client(th_world_t *world, const char *agency, acc_agent_config_t *cfg);
+/* Publishes the NDJSON record json (from_agency claim from, "" for none) and waits
+ * for the answer, which the caller frees with accord__v1__envelope__free_unpacked. */
+Accord__V1__Envelope *th_publish(client_t *client, const char *json, const char *from);
 
 /* A health-visit NDJSON line for record_id and nhs. */
 char *th_health_visit_json(const char *record_id, const char *nhs);

@@ -57,41 +57,11 @@ static void teardown(void)
 
 TestSuite(share, .init = setup, .fini = teardown, .timeout = 120);
 
-/* A connected client of the client library, welcomed by the broker. */
-static client_t *s_client(const char *agency, acc_agent_config_t *cfg)
-{
-    th_agent_config_load(world, agency, cfg);
-    client_t *c = NULL;
-    acc_err_t err;
-    cr_assert_eq(client_open(&c, cfg, false, &err), ACC_OK, "%s", err.msg);
-    cr_assert_eq(client_hello(c, 10000, &err), ACC_OK, "%s", err.msg);
-    return c;
-}
-
-static Accord__V1__Envelope *s_publish_json(client_t *c, const char *json, const char *from)
-{
-    Accord__V1__ChildRecord *rec = NULL;
-    acc_err_t err;
-    cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK, "%s", err.msg);
-    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
-    publish.record = rec;
-    publish.from_agency = acc_pb_str(from);
-    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = 7;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
-    env.publish = &publish;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
-    acc_record_free(&rec);
-    Accord__V1__Envelope *reply = NULL;
-    cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);
-    return reply;
-}
-
 static Accord__V1__ErrorCode s_publish_code(const char *json, const char *from)
 {
     acc_agent_config_t cfg;
-    client_t *c = s_client("rft-health-visiting", &cfg);
-    Accord__V1__Envelope *reply = s_publish_json(c, json, from);
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    Accord__V1__Envelope *reply = th_publish(c, json, from);
     cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT);
     Accord__V1__ErrorCode code = reply->publish_result->code;
     accord__v1__envelope__free_unpacked(reply, NULL);
@@ -208,7 +178,7 @@ Test(share, publish_naming_another_agency_is_refused_spoofed)
 Test(share, malformed_frame_gets_an_error_and_the_broker_keeps_serving)
 {
     acc_agent_config_t cfg;
-    client_t *c = s_client("rft-health-visiting", &cfg);
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
     acc_err_t err;
     static const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02 };
     cr_assert_eq(client_send_raw(c, garbage, sizeof(garbage), &err), ACC_OK);
@@ -241,12 +211,12 @@ Test(share, log_holds_one_row_per_decision_and_no_plaintext)
 Test(share, result_arrives_only_after_the_rows_are_committed)
 {
     acc_agent_config_t cfg;
-    client_t *c = s_client("rft-health-visiting", &cfg);
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
     for (int i = 0; i < 20; i++) {
         char id[32];
         snprintf(id, sizeof(id), "hv-commit-%d", i);
         char *json = th_health_visit_json(id, "9434765919");
-        Accord__V1__Envelope *reply = s_publish_json(c, json, "");
+        Accord__V1__Envelope *reply = th_publish(c, json, "");
         free(json);
         cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
         accord__v1__envelope__free_unpacked(reply, NULL);

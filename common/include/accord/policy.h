@@ -134,6 +134,23 @@ void acc_policy_project(const acc_policy_t *self, const acc_decision_t *decision
                         const acc_recipient_t *r, const Accord__V1__ChildRecord *rec,
                         acc_projection_t *out);
 
+/* What every rule lets agency from send of record type type, whatever the
+ * record: out->recipients hold each recipient's rules and the union of their
+ * fields and subject identifiers, consent not yet applied. UNKNOWN_RECORD_TYPE or
+ * NO_AGREEMENT in out->code otherwise. For people (`accord agreement explain`). */
+void acc_policy_describe(const acc_policy_t *self, size_t from, const char *type,
+                         acc_decision_t *out);
+
+/* Fields of record type index type (as in acc_decision_t.type), by mask bit. */
+size_t acc_policy_field_count(const acc_policy_t *self, size_t type);
+const char *acc_policy_field_name(const acc_policy_t *self, size_t type, size_t field);
+
+/* The agreement's name of one ACC_SUBJECT_* bit ("nhs_number"...); NULL if none. */
+const char *acc_policy_subject_name(unsigned bit);
+
+/* The consent condition of a rule. */
+acc_consent_rule_t acc_policy_rule_consent(const acc_policy_t *self, size_t rule);
+
 /* Purpose and lawful basis of a rule; borrowed. */
 const char *acc_policy_rule_purpose(const acc_policy_t *self, size_t rule);
 const char *acc_policy_rule_lawful_basis(const acc_policy_t *self, size_t rule);
