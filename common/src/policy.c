@@ -490,6 +490,9 @@ static void s_load_fields(s_ctx_t *c, s_type_t *t, const yaml_node_t *map)
 
 static const s_field_t *s_find_field(const s_type_t *t, const char *name, size_t *index)
 {
+    if (t->field_count == 0) {
+        return NULL; /* bsearch must not be given a NULL array */
+    }
     s_field_t key = { .name = acc_pb_str(name) };
     const s_field_t *f = bsearch(&key, t->fields, t->field_count, sizeof(*t->fields), s_field_cmp);
     if (f != NULL && index != NULL) {
@@ -583,6 +586,9 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
 
 static const s_type_t *s_find_type(const acc_policy_t *p, const char *id, size_t *index)
 {
+    if (p->type_count == 0) {
+        return NULL; /* bsearch must not be given a NULL array */
+    }
     s_type_t key = { .id = acc_pb_str(id) };
     const s_type_t *t = bsearch(&key, p->types, p->type_count, sizeof(*p->types), s_type_cmp);
     if (t != NULL && index != NULL) {

@@ -406,3 +406,16 @@ Test(policy, refuses_yaml_that_does_not_parse_with_its_position)
     cr_assert(strncmp(first, "a.yaml:2:1: ", 12) == 0, "%s", first);
     cr_assert_eq(count, 1);
 }
+
+Test(policy, a_rule_naming_types_when_none_are_defined_is_an_error_not_a_crash)
+{
+    /* found by fuzz_policy: lookups in an empty table of types */
+    const char *text = "agreement: {id: a, title: A, valid_from: 2026-01-01, valid_until: "
+                       "2027-01-01}\nagencies: []\nrules:\n  - {id: r, from: a, to: [b], "
+                       "record_types: [t], fields: [f], subject: [], purpose: p, lawful_basis: b, "
+                       "consent: required}\n";
+    size_t count = 0;
+    const char *first = s_first_error(text, &count);
+    cr_assert(strstr(first, "missing required key \"record_types\"") != NULL, "%s", first);
+    cr_assert_geq(count, 3);
+}
