@@ -7,7 +7,7 @@
 
 #include "accord/record.h"
 
-#define RECORD_FILE_MAX (1024 * 1024)
+#define RECORD_FILE_MAX ((size_t)1024 * 1024)
 
 static const char *s_consent_text(acc_consent_rule_t consent)
 {
