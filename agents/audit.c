@@ -1,4 +1,5 @@
 /* audit.c - accord-audit: verify the sharing log's hash chain and decrypt a payload */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -20,7 +21,7 @@ static const char s_row_columns[] =
     "seq, share_id::text, (extract(epoch FROM at) * 1000000)::bigint, event, from_agency,"
     " to_agency, record_type, record_id, subject_tag, to_json(rule_ids)::text, purpose,"
     " lawful_basis, consent, error_code, reason, agreement_hash, coalesce(key_epoch, 0), nonce,"
-    " payload, prev_hash, entry_hash";
+    " payload, prev_hash, entry_hash, signature";
 
 enum {
     C_SEQ,
@@ -43,35 +44,40 @@ enum {
     C_NONCE,
     C_PAYLOAD,
     C_PREV,
-    C_ENTRY
+    C_ENTRY,
+    C_SIG
 };
 
 /* One fetched row and the memory its pointers refer to. */
 typedef struct {
     acc_logrow_t row;
     json_t *rules;
-    unsigned char *blobs[6]; /* PQunescapeBytea output, freed with PQfreemem */
-    size_t blob_len[6];
+    unsigned char *blobs[7]; /* PQunescapeBytea output, freed with PQfreemem */
+    size_t blob_len[7];
     const uint8_t *prev_hash;
     const uint8_t *entry_hash;
 } s_fetched_t;
 
 static void s_usage(FILE *out)
 {
-    (void)fprintf(out, "usage: accord-audit verify --db CONNINFO\n"
-                       "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
-                       "\n"
-                       "verify  walks the whole sharing log in sequence order, recomputes every\n"
-                       "        row's hash from its content and the previous row's hash, and\n"
-                       "        names the first row that does not verify.\n"
-                       "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
-                       "        key, on this machine, and prints the row and the record as JSON.\n"
-                       "\n"
-                       "CONNINFO is a libpq connection string for a role granted accord_reader\n"
-                       "(verify) or accord_writer's SELECT rights (show needs the payload).\n"
-                       "\n"
-                       "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
-                       "does not decrypt, 2 usage, 3 could not read the database or key.\n");
+    (void)fprintf(out,
+                  "usage: accord-audit verify --db CONNINFO [--witness FILE]\n"
+                  "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
+                  "\n"
+                  "verify  walks the whole sharing log in sequence order, recomputes every\n"
+                  "        row's hash from its content and the previous row's hash, and\n"
+                  "        names the first row that does not verify. Checkpoint rows are\n"
+                  "        checked against the broker's Ed25519 key. --witness FILE keeps the\n"
+                  "        last checkpoint verified, so a later run notices a log cut back\n"
+                  "        behind it (which the chain alone cannot show).\n"
+                  "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
+                  "        key, on this machine, and prints the row and the record as JSON.\n"
+                  "\n"
+                  "CONNINFO is a libpq connection string for a role granted accord_reader\n"
+                  "(verify) or accord_writer's SELECT rights (show needs the payload).\n"
+                  "\n"
+                  "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
+                  "does not decrypt, 2 usage, 3 could not read the database or key.\n");
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -132,6 +138,8 @@ static bool s_fetch(s_fetched_t *f, PGresult *res, int i)
     r->payload_len = f->blob_len[3];
     f->prev_hash = s_blob(f, 4, res, i, C_PREV);
     f->entry_hash = s_blob(f, 5, res, i, C_ENTRY);
+    r->signature = s_blob(f, 6, res, i, C_SIG);
+    ok = ok && (r->signature == NULL || f->blob_len[6] == ACC_LOGROW_SIG_BYTES);
     return ok && f->blob_len[1] == 32 &&
            (r->nonce == NULL || f->blob_len[2] == ACC_LOGROW_NONCE_BYTES) &&
            f->blob_len[4] == ACC_LOGROW_HASH_BYTES && f->blob_len[5] == ACC_LOGROW_HASH_BYTES;
@@ -141,7 +149,43 @@ typedef struct {
     int64_t expected_seq;
     uint8_t hash[ACC_LOGROW_HASH_BYTES];
     uint64_t rows;
+    uint64_t checkpoints;
+    int64_t last_checkpoint;
+    uint8_t last_checkpoint_hash[ACC_LOGROW_HASH_BYTES];
+    int64_t witness_seq; /* a checkpoint verified on an earlier run (--state), 0 if none */
+    uint8_t witness_hash[ACC_LOGROW_HASH_BYTES];
+    bool witness_seen;
+    PGresult *broker_keys; /* epoch, broker_key: the keys checkpoints are signed with */
 } s_chain_t;
+
+static const uint8_t *s_broker_key(const s_chain_t *chain, int64_t epoch)
+{
+    for (int i = 0; i < PQntuples(chain->broker_keys); i++) {
+        if (strtoll(PQgetvalue(chain->broker_keys, i, 0), NULL, 10) == epoch &&
+            PQgetlength(chain->broker_keys, i, 1) == crypto_sign_PUBLICKEYBYTES) {
+            return (const uint8_t *)PQgetvalue(chain->broker_keys, i, 1);
+        }
+    }
+    return NULL;
+}
+
+/* A checkpoint's signature covers its seq and the hash of the row before it. */
+static bool s_verify_checkpoint(s_chain_t *chain, const acc_logrow_t *row)
+{
+    const uint8_t *key = s_broker_key(chain, row->key_epoch);
+    uint8_t message[ACC_LOGROW_CHECKPOINT_BYTES];
+    acc_logrow_checkpoint_message(message, row->seq, chain->hash);
+    if (row->signature == NULL || key == NULL ||
+        crypto_sign_verify_detached(row->signature, message, sizeof(message), key) != 0) {
+        (void)printf("FAIL seq %lld: checkpoint signature does not verify with the broker key "
+                     "of epoch %lld\n",
+                     (long long)row->seq, (long long)row->key_epoch);
+        return false;
+    }
+    chain->checkpoints++;
+    chain->last_checkpoint = row->seq;
+    return true;
+}
 
 /* Checks one row against the chain so far; prints and returns false at the first fault. */
 static bool s_verify_row(s_chain_t *chain, const s_fetched_t *f)
@@ -159,12 +203,28 @@ static bool s_verify_row(s_chain_t *chain, const s_fetched_t *f)
                      (long long)seq);
         return false;
     }
+    bool checkpoint = f->row.event != NULL && strcmp(f->row.event, "checkpoint") == 0;
+    if (checkpoint && !s_verify_checkpoint(chain, &f->row)) {
+        return false;
+    }
     uint8_t entry[ACC_LOGROW_HASH_BYTES];
     acc_logrow_hash(entry, chain->hash, &f->row);
     if (sodium_memcmp(entry, f->entry_hash, sizeof(entry)) != 0) {
         (void)printf("FAIL seq %lld: hash mismatch: the row's content was changed\n",
                      (long long)seq);
         return false;
+    }
+    if (seq == chain->witness_seq) {
+        if (sodium_memcmp(entry, chain->witness_hash, sizeof(entry)) != 0) {
+            (void)printf("FAIL seq %lld: differs from the checkpoint this auditor verified "
+                         "before: the log was rewritten\n",
+                         (long long)seq);
+            return false;
+        }
+        chain->witness_seen = true;
+    }
+    if (checkpoint) {
+        memcpy(chain->last_checkpoint_hash, entry, sizeof(entry));
     }
     memcpy(chain->hash, entry, sizeof(entry));
     chain->expected_seq = seq + 1;
@@ -184,12 +244,81 @@ static PGconn *s_connect(const char *conninfo)
     return conn;
 }
 
+/* The witness file keeps the last checkpoint this auditor verified, so a later run
+ * notices a log cut back behind it, which the chain alone cannot show. */
+static bool s_read_witness(s_chain_t *chain, const char *path)
+{
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+    if (f == NULL) {
+        return path == NULL || errno == ENOENT;
+    }
+    long long seq = 0;
+    char hex[2 * ACC_LOGROW_HASH_BYTES + 1] = "";
+    acc_err_t err;
+    bool ok = fscanf(f, "%lld %64s", &seq, hex) == 2 && seq > 0 &&
+              acc_hex_decode(chain->witness_hash, ACC_LOGROW_HASH_BYTES, hex, &err) == ACC_OK;
+    (void)fclose(f);
+    chain->witness_seq = ok ? seq : 0;
+    if (!ok) {
+        (void)fprintf(stderr, "accord-audit: witness file \"%s\" is malformed\n", path);
+    }
+    return ok;
+}
+
+static bool s_write_witness(const s_chain_t *chain, const char *path)
+{
+    if (path == NULL || chain->checkpoints == 0) {
+        return true;
+    }
+    char hex[2 * ACC_LOGROW_HASH_BYTES + 1];
+    acc_hex_encode(hex, sizeof(hex), chain->last_checkpoint_hash, ACC_LOGROW_HASH_BYTES);
+    char *tmp = acc_xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f != NULL && fprintf(f, "%lld %s\n", (long long)chain->last_checkpoint, hex) > 0;
+    ok = f != NULL && fclose(f) == 0 && ok && rename(tmp, path) == 0;
+    if (!ok) {
+        (void)fprintf(stderr, "accord-audit: could not write witness file \"%s\": %s\n", path,
+                      strerror(errno));
+    }
+    free(tmp);
+    return ok;
+}
+
+static int s_finish_verify(const s_chain_t *chain, const char *witness)
+{
+    int64_t head = chain->expected_seq - 1;
+    if (chain->witness_seq > 0 && !chain->witness_seen) {
+        (void)printf("FAIL seq %lld: the log ends at seq %lld, before the checkpoint this "
+                     "auditor verified earlier: its tail was removed\n",
+                     (long long)chain->witness_seq, (long long)head);
+        return EXIT_TAMPERED;
+    }
+    (void)printf("OK %llu rows verified, %llu signed checkpoints; chain head seq %lld; "
+                 "%lld row(s) after the last checkpoint\n",
+                 (unsigned long long)chain->rows, (unsigned long long)chain->checkpoints,
+                 (long long)head, (long long)(head - chain->last_checkpoint));
+    return s_write_witness(chain, witness) ? EXIT_SUCCESS : EXIT_FAILED;
+}
+
 /* Streams rows one at a time (single-row mode): a log of any length is verified
  * in constant memory. */
-static int s_verify(const char *conninfo)
+static int s_verify(const char *conninfo, const char *witness)
 {
+    s_chain_t chain = { .expected_seq = 1 };
+    if (!s_read_witness(&chain, witness)) {
+        return EXIT_FAILED;
+    }
     PGconn *conn = s_connect(conninfo);
     if (conn == NULL) {
+        return EXIT_FAILED;
+    }
+    chain.broker_keys = PQexecParams(conn, "SELECT epoch::text, broker_key FROM accord_epoch", 0,
+                                     NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(chain.broker_keys) != PGRES_TUPLES_OK) {
+        (void)fprintf(stderr, "accord-audit: could not read the broker keys: %s",
+                      PQerrorMessage(conn));
+        PQclear(chain.broker_keys);
+        PQfinish(conn);
         return EXIT_FAILED;
     }
     char *sql = acc_xasprintf("SELECT %s FROM accord_log ORDER BY seq", s_row_columns);
@@ -197,10 +326,10 @@ static int s_verify(const char *conninfo)
     free(sql);
     if (sent != 1 || PQsetSingleRowMode(conn) != 1) {
         (void)fprintf(stderr, "accord-audit: could not read the log: %s", PQerrorMessage(conn));
+        PQclear(chain.broker_keys);
         PQfinish(conn);
         return EXIT_FAILED;
     }
-    s_chain_t chain = { .expected_seq = 1 };
     int status = EXIT_SUCCESS;
     PGresult *res;
     while ((res = PQgetResult(conn)) != NULL) {
@@ -221,12 +350,9 @@ static int s_verify(const char *conninfo)
         }
         PQclear(res);
     }
+    PQclear(chain.broker_keys);
     PQfinish(conn);
-    if (status == EXIT_SUCCESS) {
-        (void)printf("OK %llu rows verified; chain head seq %lld\n", (unsigned long long)chain.rows,
-                     (long long)chain.expected_seq - 1);
-    }
-    return status;
+    return status == EXIT_SUCCESS ? s_finish_verify(&chain, witness) : status;
 }
 
 static json_t *s_row_json(const acc_logrow_t *r)
@@ -345,20 +471,21 @@ static int s_show(const char *seq, const char *conninfo, const char *key_path)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "db", required_argument, NULL, 'd' },
-        { "key", required_argument, NULL, 'k' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
+        { "db", required_argument, NULL, 'd' },  { "witness", required_argument, NULL, 'w' },
+        { "key", required_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },   { NULL, 0, NULL, 0 },
     };
     const char *db = NULL;
     const char *key = NULL;
+    const char *witness = NULL;
     int opt;
-    while ((opt = getopt_long(argc, argv, "d:k:hV", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "d:k:w:hV", options, NULL)) != -1) {
         if (opt == 'd') {
             db = optarg;
         } else if (opt == 'k') {
             key = optarg;
+        } else if (opt == 'w') {
+            witness = optarg;
         } else if (opt == 'h' || opt == 'V') {
             opt == 'h' ? s_usage(stdout) : (void)printf("accord-audit %s\n", ACCORD_VERSION);
             return EXIT_SUCCESS;
@@ -372,7 +499,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (strcmp(argv[optind], "verify") == 0 && optind + 1 == argc) {
-        return s_verify(db);
+        return s_verify(db, witness);
     }
     if (strcmp(argv[optind], "show") == 0 && optind + 2 == argc && key != NULL) {
         return s_show(argv[optind + 1], db, key);

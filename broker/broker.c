@@ -419,11 +419,37 @@ static void s_settle_acks(broker_t *self, bool committed)
     }
 }
 
-static void s_commit_and_answer(broker_t *self)
+/* A checkpoint rides in the batch that reaches the configured number of rows. */
+static void s_checkpoint_if_due(broker_t *self, bool force)
+{
+    size_t pending = ledger_unsigned_rows(self->ledger);
+    if (pending > 0 && (force || pending >= (size_t)self->config->checkpoint_rows)) {
+        int64_t seq = ledger_checkpoint(self->ledger, acc_policy_hash(self->policy));
+        acc_log_info("ledger", "checkpoint staged seq=%lld after %zu rows", (long long)seq,
+                     pending);
+    }
+}
+
+/* A failed rotation keeps the current epoch in force and is tried again later. */
+static void s_rotate_epoch_if_due(broker_t *self)
+{
+    const acc_broker_config_t *cfg = self->config;
+    if (!ledger_is_up(self->ledger) ||
+        !ledger_is_epoch_due(self->ledger, (uint64_t)cfg->epoch_max_rows, cfg->epoch_max_seconds)) {
+        return;
+    }
+    acc_err_t err;
+    if (ledger_start_epoch(self->ledger, self->policy, &err) != ACC_OK) {
+        acc_log_warn("ledger", "key epoch not rotated, the current one stays in use: %s", err.msg);
+    }
+}
+
+static void s_commit_and_answer(broker_t *self, bool final)
 {
     bool committed = true;
     acc_err_t err;
     acc_err_clear(&err);
+    s_checkpoint_if_due(self, final);
     size_t rows = ledger_staged(self->ledger);
     if (rows > 0) {
         committed = ledger_commit(self->ledger, &err) == ACC_OK;
@@ -436,6 +462,9 @@ static void s_commit_and_answer(broker_t *self)
     }
     s_settle_acks(self, committed);
     s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    if (committed && rows > 0 && !final) {
+        s_rotate_epoch_if_due(self);
+    }
 }
 
 /* ---- handlers ---- */
@@ -686,14 +715,14 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         }
         zap_handle(self->zap, self->policy);
         s_read_batch(self);
-        s_commit_and_answer(self);
+        s_commit_and_answer(self, false);
         s_reap_closed_peers(self);
         if (*self->reload_requested) {
             *self->reload_requested = 0;
             s_reload(self);
         }
     }
-    s_commit_and_answer(self);
+    s_commit_and_answer(self, true); /* with a final signed checkpoint */
     acc_log_notice("broker", "stopped; %zu deliveries were awaiting acknowledgement",
                    self->inflight_count);
     return ACC_OK;

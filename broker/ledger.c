@@ -18,7 +18,7 @@
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
-    " key_epoch, nonce, payload, prev_hash, entry_hash) FROM STDIN";
+    " key_epoch, nonce, payload, signature, prev_hash, entry_hash) FROM STDIN";
 
 struct ledger_t {
     PGconn *conn;
@@ -38,6 +38,10 @@ struct ledger_t {
     size_t copy_cap;
     uint8_t *scratch; /* ciphertext of one payload */
     size_t scratch_cap;
+    size_t staged_unsigned;    /* rows since the last checkpoint, staged ones included */
+    size_t committed_unsigned; /* the same, committed rows only */
+    uint64_t epoch_rows;       /* rows committed under the current epoch */
+    int64_t epoch_started_ms;
     int64_t retry_at_ms; /* no reconnect attempt before this */
     int64_t backoff_ms;
 };
@@ -236,6 +240,8 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
         self->epoch = 0;
         return rc;
     }
+    self->epoch_rows = 0;
+    self->epoch_started_ms = s_now_ms();
     acc_log_notice("ledger", "key epoch %lld started, sealed to %zu auditor(s)",
                    (long long)self->epoch, acc_policy_auditor_count(policy));
     return ACC_OK;
@@ -380,6 +386,8 @@ static void s_encode_row(ledger_t *self, const acc_logrow_t *row, const uint8_t 
     s_sep(self, '\t');
     s_bytea(self, row->payload, row->payload_len);
     s_sep(self, '\t');
+    s_bytea(self, row->signature, ACC_LOGROW_SIG_BYTES);
+    s_sep(self, '\t');
     s_bytea(self, self->staged_hash, ACC_LOGROW_HASH_BYTES);
     s_sep(self, '\t');
     s_bytea(self, entry_hash, ACC_LOGROW_HASH_BYTES);
@@ -425,6 +433,7 @@ int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, si
     memcpy(self->staged_hash, entry, sizeof(entry));
     self->staged_seq = row->seq;
     self->staged++;
+    self->staged_unsigned = row->signature != NULL ? 0 : self->staged_unsigned + 1;
     row->nonce = NULL; /* pointed at this frame's stack */
     row->payload = NULL;
     return row->seq;
@@ -442,6 +451,7 @@ bool ledger_is_up(const ledger_t *self)
 
 static void s_drop_staged(ledger_t *self)
 {
+    self->staged_unsigned = self->committed_unsigned;
     self->staged = 0;
     self->copy_len = 0;
     self->staged_seq = self->head_seq;
@@ -526,7 +536,35 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     }
     self->head_seq = self->staged_seq;
     memcpy(self->head_hash, self->staged_hash, sizeof(self->head_hash));
+    self->epoch_rows += self->staged;
+    self->committed_unsigned = self->staged_unsigned;
     self->staged = 0;
     self->copy_len = 0;
     return ACC_OK;
+}
+
+int64_t ledger_checkpoint(ledger_t *self, const uint8_t *agreement_hash)
+{
+    acc_logrow_t row = { 0 };
+    acc_uuid_random(row.share_id);
+    row.event = "checkpoint";
+    row.from_agency = LEDGER_BROKER_ID;
+    row.agreement_hash = agreement_hash;
+    uint8_t message[ACC_LOGROW_CHECKPOINT_BYTES];
+    acc_logrow_checkpoint_message(message, self->staged_seq + 1, self->staged_hash);
+    uint8_t signature[ACC_LOGROW_SIG_BYTES];
+    (void)crypto_sign_detached(signature, NULL, message, sizeof(message), self->sign_secret);
+    row.signature = signature;
+    return ledger_stage(self, &row, NULL, 0);
+}
+
+size_t ledger_unsigned_rows(const ledger_t *self)
+{
+    return self->staged_unsigned;
+}
+
+bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds)
+{
+    return self->epoch_rows >= max_rows ||
+           s_now_ms() - self->epoch_started_ms >= max_seconds * 1000;
 }

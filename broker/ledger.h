@@ -38,6 +38,19 @@ size_t ledger_staged(const ledger_t *self);
  * ACC_ERR_DB says why; the connection is re-established on the next call. */
 ACC_NODISCARD acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err);
 
+/* The agency id checkpoint rows are written under. */
+#define LEDGER_BROKER_ID "accordd"
+
+/* Stages a checkpoint: a row whose Ed25519 signature (the broker's signing key)
+ * covers its sequence number and the hash of the row before it. Returns its seq. */
+int64_t ledger_checkpoint(ledger_t *self, const uint8_t *agreement_hash);
+
+/* Rows, staged or committed, written since the last checkpoint. */
+size_t ledger_unsigned_rows(const ledger_t *self);
+
+/* True when the current epoch has carried max_rows rows or lasted max_seconds. */
+bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds);
+
 /* True when the database connection is usable right now. */
 bool ledger_is_up(const ledger_t *self);
 

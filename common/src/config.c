@@ -24,6 +24,12 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       "1048576", 4 * KIB, 64 * MIB },
     { "batch_max_rows", ACC_YT_INT, false, offsetof(acc_broker_config_t, batch_max_rows), "1000", 1,
       100000 },
+    { "checkpoint_rows", ACC_YT_INT, false, offsetof(acc_broker_config_t, checkpoint_rows), "1000",
+      1, 10000000 },
+    { "epoch_max_rows", ACC_YT_INT, false, offsetof(acc_broker_config_t, epoch_max_rows), "1000000",
+      1, INT64_C(1000000000000) },
+    { "epoch_max_seconds", ACC_YT_INT, false, offsetof(acc_broker_config_t, epoch_max_seconds),
+      "86400", 1, INT64_C(31536000) },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {

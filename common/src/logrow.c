@@ -93,7 +93,19 @@ void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_
     s_put_blob(&sink, row->agreement_hash, row->agreement_hash == NULL ? 0 : 32);
     s_put_blob(&sink, row->nonce, row->nonce == NULL ? 0 : ACC_LOGROW_NONCE_BYTES);
     s_put_blob(&sink, row->payload, row->payload_len);
+    s_put_blob(&sink, row->signature, row->signature == NULL ? 0 : ACC_LOGROW_SIG_BYTES);
     (void)crypto_generichash_final(&st, out, ACC_LOGROW_HASH_BYTES);
+}
+
+/* NOLINTNEXTLINE(readability-non-const-parameter): out is written through the sink */
+void acc_logrow_checkpoint_message(uint8_t out[ACC_LOGROW_CHECKPOINT_BYTES], int64_t seq,
+                                   const uint8_t prev[ACC_LOGROW_HASH_BYTES])
+{
+    s_sink_t sink = { .buf = out, .cap = ACC_LOGROW_CHECKPOINT_BYTES };
+    s_put(&sink, "accord.checkpoint.v1", 20);
+    s_put_i64(&sink, seq);
+    s_put(&sink, prev, ACC_LOGROW_HASH_BYTES);
+    acc_assert(sink.len == ACC_LOGROW_CHECKPOINT_BYTES);
 }
 
 /* NOLINTNEXTLINE(readability-non-const-parameter): out is written through the sink */

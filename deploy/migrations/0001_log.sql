@@ -24,7 +24,8 @@ CREATE TABLE accord_log (
     share_id       uuid        NOT NULL,
     at             timestamptz NOT NULL,
     event          text        NOT NULL
-        CHECK (event IN ('shared', 'withheld', 'refused', 'acknowledged', 'queried')),
+        CHECK (event IN ('shared', 'withheld', 'refused', 'acknowledged', 'queried',
+                         'checkpoint')),
     from_agency    text        NOT NULL,
     to_agency      text,
     record_type    text,
@@ -40,6 +41,7 @@ CREATE TABLE accord_log (
     key_epoch      bigint REFERENCES accord_epoch (epoch),
     nonce          bytea,
     payload        bytea,                 -- XChaCha20-Poly1305 ciphertext
+    signature      bytea,                 -- checkpoints: Ed25519 over seq and prev_hash
     prev_hash      bytea       NOT NULL,
     entry_hash     bytea       NOT NULL
 );
@@ -71,7 +73,7 @@ CREATE TRIGGER accord_epoch_seal_append_only BEFORE UPDATE OR DELETE ON accord_e
 CREATE VIEW accord_log_meta AS
     SELECT seq, share_id, at, event, from_agency, to_agency, record_type, record_id,
            subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason,
-           agreement_hash, key_epoch
+           agreement_hash, key_epoch, prev_hash, entry_hash, signature
       FROM accord_log;
 
 -- Group roles (NOLOGIN): grant them to the login roles the broker and auditors use.

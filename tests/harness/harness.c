@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,8 +336,8 @@ void th_broker_config(th_world_t *w)
     fprintf(f,
             "listen: tcp://127.0.0.1:*\ndatabase: \"%s\"\nagreement: agreement.yaml\n"
             "curve_secret_key: broker.curve.secret\nsigning_key: broker.sign.secret\n"
-            "subject_key: broker.subject.secret\nlog_level: info\n",
-            w->conninfo);
+            "subject_key: broker.subject.secret\nlog_level: info\n%s",
+            w->conninfo, w->broker_extra);
     fclose(f);
 }
 
@@ -498,4 +499,26 @@ Accord__V1__Envelope *th_publish(client_t *c, const char *json, const char *from
     Accord__V1__Envelope *reply = NULL;
     cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);
     return reply;
+}
+
+int th_run(th_world_t *w, char **out, const char *program, ...)
+{
+    char *argv[16];
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/%s", w->bin_dir, program);
+    argv[0] = exe;
+    va_list ap;
+    va_start(ap, program);
+    size_t n = 1;
+    for (char *arg = va_arg(ap, char *); arg != NULL && n < 15; arg = va_arg(ap, char *)) {
+        argv[n++] = arg;
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    th_proc_t *p = th_proc_start(argv);
+    th_proc_close_stdin(p);
+    while (s_read_some(p, 100)) {
+    }
+    *out = strdup(p->out != NULL ? p->out : "");
+    return th_proc_wait(&p, 30000);
 }

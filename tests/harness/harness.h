@@ -51,8 +51,9 @@ typedef struct {
     char conninfo[512];
     PGconn *db; /* superuser connection to the test database */
     char bin_dir[512];
-    char broker_pub[41]; /* Z85 */
-    char endpoint[256];  /* after th_broker_start */
+    char broker_pub[41];    /* Z85 */
+    char endpoint[256];     /* after th_broker_start */
+    char broker_extra[512]; /* more broker.yaml settings, one per line */
     th_proc_t *broker;
     size_t agency_count;
     char agencies[TH_MAX_AGENCIES][64];
@@ -90,6 +91,10 @@ th_proc_t *th_agent_start(th_world_t *world, const char *command, const char *ag
 /* Waits until the agent started with th_agent_start logs that the broker welcomed it
  * (its stderr is DIR/AGENCY.COMMAND.log). */
 bool th_agent_wait_connected(th_world_t *world, const char *agency, const char *command);
+
+/* Runs a program from ACCORD_BIN_DIR with args (NULL-terminated), stdout piped;
+ * waits for it and returns its exit status, with its stdout in *out (yours). */
+int th_run(th_world_t *world, char **out, const char *program, ...);
 
 /* Counts log rows matching where (SQL). */
 long th_pg_count(th_world_t *world, const char *where);

@@ -41,7 +41,16 @@ typedef struct {
     const uint8_t *nonce;          /* ACC_LOGROW_NONCE_BYTES or NULL */
     const uint8_t *payload;        /* ciphertext with MAC, or NULL */
     size_t payload_len;
+    const uint8_t *signature; /* checkpoints: ACC_LOGROW_SIG_BYTES, else NULL */
 } acc_logrow_t;
+
+#define ACC_LOGROW_SIG_BYTES 64
+
+/* The bytes a checkpoint signs: its own sequence number and the hash of the row
+ * before it, so the signature vouches for the whole chain up to that row. */
+#define ACC_LOGROW_CHECKPOINT_BYTES (20 + 8 + ACC_LOGROW_HASH_BYTES)
+void acc_logrow_checkpoint_message(uint8_t out[ACC_LOGROW_CHECKPOINT_BYTES], int64_t seq,
+                                   const uint8_t prev[ACC_LOGROW_HASH_BYTES]);
 
 /* entry = BLAKE2b-256(prev || canonical(row)). The canonical form is every
  * column in table order, each length-prefixed (big-endian u32; NULL is 0xffffffff),

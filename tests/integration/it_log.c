@@ -1,0 +1,259 @@
+/* it_log.c - the sharing log: tamper evidence, signed checkpoints, epoch keys only
+ * auditors can open, append-only grants, and nothing lost when the broker is killed */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "accord/record.h"
+#include "harness.h"
+
+static th_world_t *world;
+
+static const char s_rules[] = "record_types:\n"
+                              "  - id: health-visit\n"
+                              "    fields: {visit_date: date, visit_type: text, concerns: text}\n"
+                              "rules:\n"
+                              "  - id: hv-to-cc\n"
+                              "    from: rft-health-visiting\n"
+                              "    to: [rmbc-childrens-centres]\n"
+                              "    record_types: [health-visit]\n"
+                              "    fields: [visit_date, visit_type]\n"
+                              "    subject: [nhs_number, family_name]\n"
+                              "    purpose: Best Start\n"
+                              "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
+                              "    consent: not-required\n";
+
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, s_rules);
+    snprintf(world->broker_extra, sizeof(world->broker_extra), "checkpoint_rows: 4\n");
+    th_broker_start(world);
+}
+
+static void teardown(void)
+{
+    th_world_destroy(&world);
+}
+
+TestSuite(log, .init = setup, .fini = teardown, .timeout = 180);
+
+static void s_publish_n(const char *prefix, int n)
+{
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    for (int i = 0; i < n; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), "%s-%d", prefix, i);
+        char *json = th_health_visit_json(id, "9434765919");
+        Accord__V1__Envelope *reply = th_publish(c, json, "");
+        free(json);
+        cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+        accord__v1__envelope__free_unpacked(reply, NULL);
+    }
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+}
+
+static int s_verify(char **out, const char *witness)
+{
+    return witness == NULL
+               ? th_run(world, out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL)
+               : th_run(world, out, "accord-audit", "--db", world->conninfo, "--witness", witness,
+                        "verify", (char *)NULL);
+}
+
+typedef struct {
+    const char *what;
+    const char *sql;
+    const char *expect;
+} tamper_t;
+
+Test(log, verify_names_the_first_row_that_was_tampered_with)
+{
+    s_publish_n("hv-tamper", 10);
+    th_broker_stop(world); /* a final signed checkpoint */
+    char *out = NULL;
+    cr_assert_eq(s_verify(&out, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "OK 13 rows verified, 3 signed checkpoints; chain head seq 13; 0 row(s) "
+                          "after the last checkpoint") != NULL,
+              "%s", out);
+    free(out);
+    th_pg_exec(world, "CREATE TABLE pristine AS SELECT * FROM accord_log");
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER USER");
+    static const tamper_t cases[] = {
+        { "flip one payload byte",
+          "UPDATE accord_log SET payload = set_byte(payload, 3, get_byte(payload, 3) # 1) "
+          "WHERE seq = 6",
+          "FAIL seq 6: hash mismatch" },
+        { "change a metadata column",
+          "UPDATE accord_log SET to_agency = 'syp-police' WHERE seq = 2",
+          "FAIL seq 2: hash mismatch" },
+        { "delete a row", "DELETE FROM accord_log WHERE seq = 7", "FAIL seq 8: gap" },
+        { "swap two rows",
+          "UPDATE accord_log SET seq = -1 WHERE seq = 2; UPDATE accord_log SET seq = 2 WHERE seq = "
+          "3;"
+          " UPDATE accord_log SET seq = 3 WHERE seq = -1",
+          "FAIL seq 2: previous-hash link does not match" },
+        { "forge a checkpoint signature",
+          "UPDATE accord_log SET signature = set_byte(signature, 0, get_byte(signature, 0) # 1) "
+          "WHERE seq = 5",
+          "FAIL seq 5: checkpoint signature does not verify" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        th_pg_exec(world, cases[i].sql);
+        cr_assert_eq(s_verify(&out, NULL), 1, "%s: verify passed:\n%s", cases[i].what, out);
+        cr_assert(strstr(out, cases[i].expect) != NULL, "%s:\n%s", cases[i].what, out);
+        free(out);
+        th_pg_exec(world, "DELETE FROM accord_log; INSERT INTO accord_log SELECT * FROM pristine");
+        cr_assert_eq(s_verify(&out, NULL), 0, "restored log does not verify: %s", out);
+        free(out);
+    }
+}
+
+Test(log, a_witness_catches_the_tail_cut_off_after_a_checkpoint)
+{
+    s_publish_n("hv-tail", 6);
+    th_broker_stop(world);
+    char witness[600];
+    snprintf(witness, sizeof(witness), "%s/witness", world->dir);
+    char *out = NULL;
+    cr_assert_eq(s_verify(&out, witness), 0, "%s", out);
+    free(out);
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER USER");
+    th_pg_exec(world, "DELETE FROM accord_log WHERE seq > 5");
+    cr_assert_eq(s_verify(&out, NULL), 0, "a clean prefix verifies on its own: %s", out);
+    free(out);
+    cr_assert_eq(s_verify(&out, witness), 1, "%s", out);
+    cr_assert(strstr(out, "FAIL seq 8: the log ends at seq 5, before the checkpoint this auditor "
+                          "verified earlier") != NULL,
+              "%s", out);
+    free(out);
+}
+
+static int s_show(char **out, const char *seq, const char *key_name)
+{
+    char key[600];
+    snprintf(key, sizeof(key), "%s/%s.box.secret", world->dir, key_name);
+    return th_run(world, out, "accord-audit", "--db", world->conninfo, "--key", key, "show", seq,
+                  (char *)NULL);
+}
+
+Test(log, only_an_auditor_key_opens_a_payload_and_only_in_its_own_row)
+{
+    s_publish_n("hv-show", 2);
+    th_broker_stop(world);
+    th_broker_start(world); /* a new epoch */
+    s_publish_n("hv-show-after", 1);
+    cr_assert_eq(th_pg_count(world, "key_epoch = 1 AND event = 'shared'"), 2);
+    cr_assert_eq(th_pg_count(world, "key_epoch = 2 AND event = 'shared'"), 1);
+    char *out = NULL;
+    cr_assert_eq(s_show(&out, "1", "ig-officer"), 0, "old epoch after a restart: %s", out);
+    cr_assert(strstr(out, "\"family_name\": \"Smith\"") != NULL, "%s", out);
+    cr_assert(strstr(out, "\"given_name\"") == NULL, "minimised record expected: %s", out);
+    free(out);
+    cr_assert_eq(s_show(&out, "4", "ig-officer"), 0, "new epoch: %s", out);
+    free(out);
+    cr_assert_eq(s_show(&out, "1", "stranger"), 1, "a key that is not an auditor's: %s", out);
+    free(out);
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER USER");
+    th_pg_exec(world,
+               "UPDATE accord_log SET payload = (SELECT payload FROM accord_log WHERE seq = 2),"
+               " nonce = (SELECT nonce FROM accord_log WHERE seq = 2) WHERE seq = 1");
+    cr_assert_eq(s_show(&out, "1", "ig-officer"), 1, "a ciphertext moved to another row: %s", out);
+    free(out);
+}
+
+Test(log, the_broker_role_may_insert_and_read_but_never_change_the_log)
+{
+    s_publish_n("hv-role", 1);
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'it_writer') "
+             "THEN CREATE ROLE it_writer LOGIN; GRANT accord_writer TO it_writer; END IF; END $$");
+    th_pg_exec(world, sql);
+    char conninfo[600];
+    snprintf(conninfo, sizeof(conninfo), "%s", world->conninfo);
+    /* a later user= in a libpq string overrides the earlier one */
+    strncat(conninfo, " user=it_writer", sizeof(conninfo) - strlen(conninfo) - 1);
+    PGconn *conn = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    PGresult *res = PQexec(conn, "SELECT count(*) FROM accord_log");
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
+    PQclear(res);
+    static const char *const forbidden[] = {
+        "UPDATE accord_log SET reason = 'x'",
+        "DELETE FROM accord_log",
+        "TRUNCATE accord_log",
+        "UPDATE accord_epoch SET broker_key = 'x'",
+    };
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
+        res = PQexec(conn, forbidden[i]);
+        cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "allowed: %s", forbidden[i]);
+        cr_assert(strstr(PQerrorMessage(conn), "permission denied") != NULL, "%s",
+                  PQerrorMessage(conn));
+        PQclear(res);
+    }
+    PQfinish(conn);
+    /* Even the owner is stopped by the trigger. */
+    res = PQexec(world->db, "DELETE FROM accord_log");
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
+    cr_assert(strstr(PQerrorMessage(world->db), "append-only") != NULL);
+    PQclear(res);
+}
+
+Test(log, kill_9_loses_no_acknowledged_record_and_the_chain_still_verifies)
+{
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    int acknowledged = 0;
+    for (int i = 0; i < 400; i++) {
+        if (i == 200) {
+            kill(world->broker->pid, SIGKILL);
+        }
+        char id[64];
+        snprintf(id, sizeof(id), "hv-kill-%d", i);
+        char *json = th_health_visit_json(id, "9434765919");
+        Accord__V1__ChildRecord *rec = NULL;
+        acc_err_t err;
+        cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK);
+        free(json);
+        Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
+        publish.record = rec;
+        Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+        env.correlation_id = (uint64_t)i;
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
+        env.publish = &publish;
+        cr_assert_eq(client_send(c, &env, &err), ACC_OK);
+        acc_record_free(&rec);
+        Accord__V1__Envelope *reply = NULL;
+        if (client_recv(c, &reply, i < 200 ? 10000 : 200, &err) != ACC_OK) {
+            break; /* the broker is gone: this record has no answer */
+        }
+        bool ok = reply->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT &&
+                  reply->publish_result->code == ACCORD__V1__ERROR_CODE__OK &&
+                  reply->correlation_id == (uint64_t)i;
+        accord__v1__envelope__free_unpacked(reply, NULL);
+        cr_assert(ok, "record %d not accepted", i);
+        acknowledged++;
+    }
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    th_proc_wait(&world->broker, 10000);
+    cr_assert_geq(acknowledged, 200);
+    for (int i = 0; i < acknowledged; i++) {
+        char where[96];
+        snprintf(where, sizeof(where), "event = 'shared' AND record_id = 'hv-kill-%d'", i);
+        cr_assert_eq(th_pg_count(world, where), 1, "acknowledged record %d", i);
+    }
+    th_broker_start(world);
+    s_publish_n("hv-after-kill", 3);
+    th_broker_stop(world);
+    char *out = NULL;
+    cr_assert_eq(s_verify(&out, NULL), 0, "%s", out);
+    free(out);
+}
