@@ -252,11 +252,16 @@ static bool s_read_witness(s_chain_t *chain, const char *path)
     if (f == NULL) {
         return path == NULL || errno == ENOENT;
     }
-    long long seq = 0;
-    char hex[2 * ACC_LOGROW_HASH_BYTES + 1] = "";
+    char line[128] = "";
+    bool ok = fgets(line, sizeof(line), f) != NULL;
+    char *end = NULL;
+    long long seq = ok ? strtoll(line, &end, 10) : 0;
     acc_err_t err;
-    bool ok = fscanf(f, "%lld %64s", &seq, hex) == 2 && seq > 0 &&
-              acc_hex_decode(chain->witness_hash, ACC_LOGROW_HASH_BYTES, hex, &err) == ACC_OK;
+    ok = ok && seq > 0 && end != NULL && *end == ' ';
+    if (ok) {
+        end[1 + strcspn(end + 1, "\n")] = '\0';
+        ok = acc_hex_decode(chain->witness_hash, ACC_LOGROW_HASH_BYTES, end + 1, &err) == ACC_OK;
+    }
     (void)fclose(f);
     chain->witness_seq = ok ? seq : 0;
     if (!ok) {
