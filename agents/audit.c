@@ -73,8 +73,8 @@ static void s_usage(FILE *out)
                   "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
                   "        key, on this machine, and prints the row and the record as JSON.\n"
                   "\n"
-                  "CONNINFO is a libpq connection string for a role granted accord_reader\n"
-                  "(verify) or accord_writer's SELECT rights (show needs the payload).\n"
+                  "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
+                  "which sees ciphertext and metadata and can change nothing.\n"
                   "\n"
                   "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
                   "does not decrypt, 2 usage, 3 could not read the database or key.\n");
@@ -326,7 +326,7 @@ static int s_verify(const char *conninfo, const char *witness)
         PQfinish(conn);
         return EXIT_FAILED;
     }
-    char *sql = acc_xasprintf("SELECT %s FROM accord_log ORDER BY seq", s_row_columns);
+    char *sql = acc_xasprintf("SELECT %s FROM accord_log_chain ORDER BY seq", s_row_columns);
     int sent = PQsendQuery(conn, sql);
     free(sql);
     if (sent != 1 || PQsetSingleRowMode(conn) != 1) {
@@ -453,7 +453,7 @@ static int s_show(const char *seq, const char *conninfo, const char *key_path)
     PGconn *conn = s_connect(conninfo);
     int status = EXIT_FAILED;
     if (conn != NULL) {
-        char *sql = acc_xasprintf("SELECT %s FROM accord_log WHERE seq = $1", s_row_columns);
+        char *sql = acc_xasprintf("SELECT %s FROM accord_log_chain WHERE seq = $1", s_row_columns);
         PGresult *res = PQexecParams(conn, sql, 1, NULL, &seq, NULL, NULL, 0);
         free(sql);
         s_fetched_t f;

@@ -73,7 +73,15 @@ CREATE TRIGGER accord_epoch_seal_append_only BEFORE UPDATE OR DELETE ON accord_e
 CREATE VIEW accord_log_meta AS
     SELECT seq, share_id, at, event, from_agency, to_agency, record_type, record_id,
            subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason,
-           agreement_hash, key_epoch, prev_hash, entry_hash, signature
+           agreement_hash, key_epoch
+      FROM accord_log;
+
+-- What `accord-audit verify` reads: every column the hash chain covers. Payloads
+-- appear only as ciphertext; their keys exist only sealed to auditors.
+CREATE VIEW accord_log_chain AS
+    SELECT seq, share_id, at, event, from_agency, to_agency, record_type, record_id,
+           subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason,
+           agreement_hash, key_epoch, nonce, payload, signature, prev_hash, entry_hash
       FROM accord_log;
 
 -- Group roles (NOLOGIN): grant them to the login roles the broker and auditors use.
@@ -90,4 +98,5 @@ $$;
 
 GRANT SELECT, INSERT ON accord_log, accord_epoch, accord_epoch_seal TO accord_writer;
 GRANT SELECT ON accord_schema TO accord_writer, accord_reader;
-GRANT SELECT ON accord_log_meta TO accord_reader;
+GRANT SELECT ON accord_log_meta, accord_log_chain, accord_epoch, accord_epoch_seal
+    TO accord_reader;

@@ -257,3 +257,138 @@ Test(log, kill_9_loses_no_acknowledged_record_and_the_chain_still_verifies)
     cr_assert_eq(s_verify(&out, NULL), 0, "%s", out);
     free(out);
 }
+
+Test(log, an_auditor_role_verifies_and_decrypts_but_sees_no_raw_table)
+{
+    s_publish_n("hv-reader", 2);
+    th_pg_exec(world, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = "
+                      "'it_reader') THEN CREATE ROLE it_reader LOGIN; GRANT accord_reader TO "
+                      "it_reader; END IF; END $$");
+    char conninfo[600];
+    snprintf(conninfo, sizeof(conninfo), "%s user=it_reader", world->conninfo);
+    char *out = NULL;
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--db", conninfo, "verify", (char *)NULL), 0,
+                 "%s", out);
+    free(out);
+    char key[600];
+    snprintf(key, sizeof(key), "%s/ig-officer.box.secret", world->dir);
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--db", conninfo, "--key", key, "show", "1",
+                        (char *)NULL),
+                 0, "%s", out);
+    free(out);
+    PGconn *conn = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK);
+    static const char *const forbidden[] = {
+        "SELECT count(*) FROM accord_log",
+        "INSERT INTO accord_epoch (epoch, broker_key, nonce_prefix) VALUES (99, 'x', 'y')",
+    };
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
+        PGresult *res = PQexec(conn, forbidden[i]);
+        cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "allowed: %s", forbidden[i]);
+        PQclear(res);
+    }
+    PQfinish(conn);
+}
+
+Test(log, epoch_keys_rotate_by_row_count_and_every_epoch_stays_readable)
+{
+    th_broker_stop(world);
+    snprintf(world->broker_extra, sizeof(world->broker_extra), "epoch_max_rows: 3\n");
+    th_broker_start(world);
+    s_publish_n("hv-rotate", 7);
+    long epochs = 0;
+    PGresult *res = PQexec(world->db, "SELECT count(*) FROM accord_epoch");
+    epochs = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    cr_assert_geq(epochs, 3, "epochs: %ld", epochs);
+    cr_assert_eq(th_pg_count(world, "event = 'shared' AND key_epoch = 2"), 3,
+                 "the first epoch of this run carries exactly epoch_max_rows rows");
+    res = PQexec(world->db, "SELECT min(seq) FROM accord_log WHERE event = 'shared' "
+                            "GROUP BY key_epoch ORDER BY key_epoch");
+    for (int i = 0; i < PQntuples(res); i++) {
+        char *out = NULL;
+        char key[600];
+        snprintf(key, sizeof(key), "%s/ig-officer.box.secret", world->dir);
+        cr_assert_eq(th_run(world, &out, "accord-audit", "--db", world->conninfo, "--key", key,
+                            "show", PQgetvalue(res, i, 0), (char *)NULL),
+                     0, "%s", out);
+        free(out);
+    }
+    PQclear(res);
+}
+
+static int s_pg_ctl(const char *state, const char *action)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/tests/pg/ctl '%s' %s", ACCORD_SOURCE_DIR, state, action);
+    return system(cmd);
+}
+
+Test(log, while_postgresql_is_down_publishes_are_unavailable_and_nothing_is_lost)
+{
+    /* A private cluster: stopping the shared one would disturb other tests. */
+    th_broker_stop(world);
+    char state[600];
+    snprintf(state, sizeof(state), "%s/pg.state", world->dir);
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "%s/tests/pg/start '%s' '%s/accord' accord >/dev/null",
+             ACCORD_SOURCE_DIR, state, world->bin_dir);
+    cr_assert_eq(system(cmd), 0);
+    FILE *f = fopen(state, "r");
+    char line[512];
+    char pgdir[256] = "";
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "PGDIR=", 6) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(pgdir, sizeof(pgdir), "%.255s", line + 6);
+        }
+    }
+    fclose(f);
+    char saved[512];
+    snprintf(saved, sizeof(saved), "%s", world->conninfo);
+    snprintf(world->conninfo, sizeof(world->conninfo),
+             "host=%s user=postgres dbname=accord connect_timeout=2", pgdir);
+    th_broker_start(world);
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    char *json = th_health_visit_json("hv-before", "9434765919");
+    Accord__V1__Envelope *reply = th_publish(c, json, "");
+    free(json);
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+
+    cr_assert_eq(s_pg_ctl(state, "stop"), 0);
+    json = th_health_visit_json("hv-while-down", "9434765919");
+    reply = th_publish(c, json, "");
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__UNAVAILABLE, "%s",
+                 reply->publish_result->reason);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+
+    cr_assert_eq(s_pg_ctl(state, "start"), 0);
+    Accord__V1__ErrorCode code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
+    for (int attempt = 0; attempt < 100 && code == ACCORD__V1__ERROR_CODE__UNAVAILABLE; attempt++) {
+        reply = th_publish(c, json, "");
+        code = reply->publish_result->code;
+        accord__v1__envelope__free_unpacked(reply, NULL);
+    }
+    free(json);
+    cr_assert_eq(code, ACCORD__V1__ERROR_CODE__OK, "the broker did not recover");
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    th_broker_stop(world);
+
+    PGconn *conn = PQconnectdb(world->conninfo);
+    PGresult *res = PQexec(conn, "SELECT count(*) FROM accord_log WHERE record_id = "
+                                 "'hv-while-down' AND event = 'shared'");
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "1", "shared once after the retry");
+    PQclear(res);
+    PQfinish(conn);
+    char *out = NULL;
+    cr_assert_eq(
+        th_run(world, &out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL), 0,
+        "the chain is continuous: %s", out);
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s/tests/pg/stop '%s'", ACCORD_SOURCE_DIR, state);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(world->conninfo, sizeof(world->conninfo), "%s", saved);
+}
