@@ -98,7 +98,14 @@ static acc_rc_t s_apply_locked(PGconn *conn, int *applied, acc_err_t *err)
 acc_rc_t acc_migrate_apply(PGconn *conn, int *applied, acc_err_t *err)
 {
     *applied = 0;
-    acc_rc_t rc = s_exec(conn, "SET client_min_messages = warning", "set message level", err);
+    /* A current schema needs nothing, not even the right to create tables: the
+     * broker may run as a role that can only insert and read log rows. */
+    int current = 0;
+    acc_rc_t rc = acc_migrate_current(conn, &current, err);
+    if (rc != ACC_OK || current >= acc_migrate_latest()) {
+        return rc;
+    }
+    rc = s_exec(conn, "SET client_min_messages = warning", "set message level", err);
     if (rc == ACC_OK) {
         rc = s_exec(conn, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
                     "take the migration lock", err);

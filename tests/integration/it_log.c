@@ -199,6 +199,13 @@ Test(log, the_broker_role_may_insert_and_read_but_never_change_the_log)
         PQclear(res);
     }
     PQfinish(conn);
+    /* The broker itself runs as such a role. */
+    th_broker_stop(world);
+    snprintf(world->conninfo, sizeof(world->conninfo), "%.500s", conninfo);
+    th_broker_start(world);
+    s_publish_n("hv-as-writer", 2);
+    th_broker_stop(world);
+    cr_assert_eq(th_pg_count(world, "record_id LIKE 'hv-as-writer-%'"), 2);
     /* Even the owner is stopped by the trigger. */
     res = PQexec(world->db, "DELETE FROM accord_log");
     cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
