@@ -109,7 +109,24 @@ typedef struct {
     const acc_yaml_doc_t *doc;
     acc_diag_t *diag;
     acc_policy_t *policy;
+    acc_strlist_t party_ids; /* every agency and auditor id met, valid or not */
+    acc_strlist_t type_ids;
+    acc_strlist_t rule_ids;
 } s_ctx_t;
+
+/* True when id was met before in this namespace; records it otherwise. Ids of
+ * entries with other errors count too, so every duplicate is reported. */
+static bool s_seen(acc_strlist_t *ids, const char *id)
+{
+    for (size_t i = 0; i < ids->count; i++) {
+        if (strcmp(ids->items[i], id) == 0) {
+            return true;
+        }
+    }
+    ids->items = acc_xrealloc(ids->items, (ids->count + 1) * sizeof(char *));
+    ids->items[ids->count++] = acc_xstrdup(id);
+    return false;
+}
 
 static size_t s_items(const yaml_node_t *node)
 {
@@ -177,20 +194,6 @@ static bool s_find_agency(const acc_policy_t *p, const char *id, size_t *index)
     for (size_t i = 0; i < p->agency_count; i++) {
         if (strcmp(p->agencies[i].id, id) == 0) {
             *index = i;
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool s_id_taken(const acc_policy_t *p, const char *id)
-{
-    size_t ignored = 0;
-    if (s_find_agency(p, id, &ignored)) {
-        return true;
-    }
-    for (size_t i = 0; i < p->auditor_count; i++) {
-        if (strcmp(p->auditors[i].id, id) == 0) {
             return true;
         }
     }
@@ -297,7 +300,7 @@ static bool s_read_party(s_ctx_t *c, const yaml_node_t *node, bool auditor, s_pa
     const char *what = auditor ? "auditor" : "agency";
     bool ok = acc_yaml_read_map(c->doc, node, table, n, out, c->diag) == ACC_OK;
     ok = s_check_id(c, node, out->id, what) && ok;
-    if (out->id != NULL && s_id_taken(c->policy, out->id)) {
+    if (out->id != NULL && s_seen(&c->party_ids, out->id)) {
         acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"),
                       "duplicate id \"%s\": agencies and auditors need distinct ids", out->id);
         ok = false;
@@ -534,16 +537,6 @@ static const acc_yaml_entry_t s_type_entries[] = {
     { "required", ACC_YT_NODE, false, offsetof(s_type_entry_t, required), NULL, 0, 0 },
 };
 
-static bool s_type_exists(const acc_policy_t *p, const char *id)
-{
-    for (size_t i = 0; i < p->type_count; i++) {
-        if (strcmp(p->types[i].id, id) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
 {
     if (list == NULL || !s_is_list(c, list, "record_types")) {
@@ -566,7 +559,7 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
         bool ok = acc_yaml_read_map(c->doc, node, s_type_entries, N_OF(s_type_entries), &e,
                                     c->diag) == ACC_OK;
         ok = s_check_id(c, node, e.id, "record type") && ok && e.id != NULL;
-        if (ok && s_type_exists(p, e.id)) {
+        if (e.id != NULL && s_seen(&c->type_ids, e.id)) {
             acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"),
                           "duplicate record type id \"%s\"", e.id);
             ok = false;
@@ -752,16 +745,6 @@ static bool s_rule_consent(s_ctx_t *c, const yaml_node_t *node, const s_rule_ent
     return true;
 }
 
-static bool s_rule_exists(const acc_policy_t *p, const char *id)
-{
-    for (size_t i = 0; i < p->rule_count; i++) {
-        if (strcmp(p->rules[i].id, id) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Adds rule index's grant to every (from, type) slot it covers. */
 static bool s_spread(s_ctx_t *c, const yaml_node_t *node, size_t index, const s_compiled_t *r)
 {
@@ -835,7 +818,7 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
         e.id = acc_xstrdup("(no id)");
     }
     ok = s_check_id(c, node, e.id, "rule") && ok;
-    if (s_rule_exists(c->policy, e.id)) {
+    if (s_seen(&c->rule_ids, e.id)) {
         acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"), "duplicate rule id \"%s\"", e.id);
         ok = false;
     }
@@ -936,6 +919,9 @@ static acc_rc_t s_from_doc(acc_policy_t **out, acc_yaml_doc_t *doc, acc_diag_t *
     acc_hex_encode(self->hash_hex, sizeof(self->hash_hex), self->hash, sizeof(self->hash));
     s_ctx_t c = { .doc = doc, .diag = d, .policy = self };
     s_load_all(&c);
+    acc_strlist_clear(&c.party_ids);
+    acc_strlist_clear(&c.type_ids);
+    acc_strlist_clear(&c.rule_ids);
     size_t found = d->count - before;
     acc_rc_t rc = ACC_OK;
     if (found > 0) {

@@ -419,3 +419,27 @@ Test(policy, a_rule_naming_types_when_none_are_defined_is_an_error_not_a_crash)
     cr_assert(strstr(first, "missing required key \"record_types\"") != NULL, "%s", first);
     cr_assert_geq(count, 3);
 }
+
+Test(policy, a_duplicate_rule_id_is_reported_even_when_the_first_rule_is_wrong)
+{
+    char rules[2048];
+    snprintf(rules, sizeof(rules),
+             "rules:\n"
+             "  - {id: r1, from: hv, to: [police], record_types: [health-visit], fields: [],"
+             " subject: [], purpose: p, lawful_basis: b, consent: required}\n"
+             "  - {id: r1, from: hv, to: [cc], record_types: [health-visit], fields: [],"
+             " subject: [], purpose: p, lawful_basis: b, consent: required}\n");
+    acc_policy_t *p = NULL;
+    acc_diag_t diag;
+    acc_diag_init(&diag);
+    acc_err_t err;
+    const char *text = s_agreement(s_header, s_types, rules);
+    cr_assert_eq(
+        acc_policy_parse(&p, "a.yaml", (const unsigned char *)text, strlen(text), &diag, &err),
+        ACC_ERR_INVALID);
+    cr_assert_eq(diag.count, 2);
+    cr_assert(strstr(diag.lines[0], "unknown agency \"police\"") != NULL, "%s", diag.lines[0]);
+    cr_assert(strstr(diag.lines[1], "a.yaml:27:10: duplicate rule id \"r1\"") != NULL, "%s",
+              diag.lines[1]);
+    acc_diag_clear(&diag);
+}
