@@ -53,7 +53,7 @@ th_proc_t *th_proc_start_logged(char *const argv[], const char *stderr_path)
         close(in[1]);
         close(out[0]);
         close(out[1]);
-        execv(argv[0], argv);
+        execvp(argv[0], argv);
         fprintf(stderr, "could not run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
@@ -220,6 +220,18 @@ long th_pg_count(th_world_t *world, const char *where)
     return n;
 }
 
+long th_pg_wait_count(th_world_t *world, const char *where, long expected, int timeout_ms)
+{
+    long deadline = s_now_ms() + timeout_ms;
+    long n = th_pg_count(world, where);
+    while (n != expected && s_now_ms() < deadline) {
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        n = th_pg_count(world, where);
+    }
+    return n;
+}
+
 /* ---- keys and files ---- */
 
 static void s_write(const char *path, const char *text, mode_t mode)
@@ -349,7 +361,24 @@ void th_broker_start(th_world_t *w)
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
     char opt[] = "--config";
-    char *argv[] = { exe, opt, path, NULL };
+    char *argv[16] = { exe, opt, path, NULL };
+    /* ACCORD_BROKER_WRAPPER runs the broker under a tool, e.g. valgrind: the
+     * words of the variable come first, then accordd and its arguments. */
+    char wrapper[512] = "";
+    const char *env = getenv("ACCORD_BROKER_WRAPPER");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(wrapper, sizeof(wrapper), "%s", env);
+        size_t n = 0;
+        char *save = NULL;
+        for (char *word = strtok_r(wrapper, " ", &save); word != NULL && n < 12;
+             word = strtok_r(NULL, " ", &save)) {
+            argv[n++] = word;
+        }
+        argv[n++] = exe;
+        argv[n++] = opt;
+        argv[n++] = path;
+        argv[n] = NULL;
+    }
     char log[600];
     snprintf(log, sizeof(log), "%s/accordd.log", w->dir);
     w->broker = th_proc_start_logged(argv, log);

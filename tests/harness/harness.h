@@ -98,6 +98,9 @@ int th_run(th_world_t *world, char **out, const char *program, ...);
 
 /* Counts log rows matching where (SQL). */
 long th_pg_count(th_world_t *world, const char *where);
+/* Counts as th_pg_count until the count is expected or timeout_ms pass; returns
+ * the last count. For rows written after an answer (acknowledgements). */
+long th_pg_wait_count(th_world_t *world, const char *where, long expected, int timeout_ms);
 /* Runs sql as superuser; asserts success. */
 void th_pg_exec(th_world_t *world, const char *sql);
 

@@ -111,7 +111,9 @@ Test(share, subscriber_receives_exactly_the_allowed_fields)
     cr_assert_eq(th_proc_wait(&sub, 20000), 0);
     cr_assert_eq(th_pg_count(world, "event = 'shared' AND to_agency = 'rmbc-childrens-centres'"),
                  1);
-    cr_assert_eq(th_pg_count(world, "event = 'acknowledged' AND record_id = 'hv-000123'"), 1);
+    /* The acknowledgement is logged after the subscriber sent it: wait for the row. */
+    cr_assert_eq(
+        th_pg_wait_count(world, "event = 'acknowledged' AND record_id = 'hv-000123'", 1, 10000), 1);
 }
 
 Test(share, record_without_a_rule_is_refused_no_agreement_and_logged)
