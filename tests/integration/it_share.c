@@ -265,3 +265,23 @@ Test(share, broker_role_cannot_update_or_delete_log_rows)
     PQclear(res);
     cr_assert_eq(th_pg_count(world, "record_id = 'hv-append'"), 1);
 }
+
+Test(share, the_broker_log_never_holds_a_childs_identifiers)
+{
+    char *json = th_health_visit_json("hv-private", "9434765919");
+    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__OK);
+    free(json);
+    json = th_health_visit_json("hv-private-bad", "9434765918");
+    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER);
+    free(json);
+    th_broker_stop(world);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
+    cr_assert(th_file_wait(path, "accepted record from rft-health-visiting", 1000),
+              "the log was read at all");
+    static const char *const secrets[] = { "9434765919", "9434765918", "943 476", "Amelia",
+                                           "Smith",      "2026-05-02", "S60 1AA", "feeding" };
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        cr_assert(!th_file_wait(path, secrets[i], 0), "broker log holds \"%s\"", secrets[i]);
+    }
+}
