@@ -26,6 +26,21 @@ static long s_now_ms(void)
     return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+const char th_rules_hv_to_cc[] =
+    "record_types:\n"
+    "  - id: health-visit\n"
+    "    fields: {visit_date: date, visit_type: text, concerns: text}\n"
+    "rules:\n"
+    "  - id: hv-to-cc\n"
+    "    from: rft-health-visiting\n"
+    "    to: [rmbc-childrens-centres]\n"
+    "    record_types: [health-visit]\n"
+    "    fields: [visit_date, visit_type]\n"
+    "    subject: [nhs_number, family_name]\n"
+    "    purpose: Best Start\n"
+    "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
+    "    consent: not-required\n";
+
 /* ---- processes ---- */
 
 th_proc_t *th_proc_start(char *const argv[])

@@ -67,6 +67,11 @@ th_world_t *th_world_new(const char *const agencies[]);
 /* Stops the broker (asserting exit 0), drops the database, removes the dir. */
 void th_world_destroy(th_world_t **world_p);
 
+/* The agreement body most tests need: a health-visit record type and one rule,
+ * hv-to-cc, from rft-health-visiting to rmbc-childrens-centres (visit_date,
+ * visit_type; nhs_number, family_name; consent not required). */
+extern const char th_rules_hv_to_cc[];
+
 /* Writes agreement.yaml: the agencies with their keys, the auditor, and body
  * (record_types and rules, YAML text) appended. */
 void th_world_agreement(th_world_t *world, const char *body);

@@ -12,25 +12,11 @@
 
 static th_world_t *world;
 
-static const char s_rules[] = "record_types:\n"
-                              "  - id: health-visit\n"
-                              "    fields: {visit_date: date, visit_type: text, concerns: text}\n"
-                              "rules:\n"
-                              "  - id: hv-to-cc\n"
-                              "    from: rft-health-visiting\n"
-                              "    to: [rmbc-childrens-centres]\n"
-                              "    record_types: [health-visit]\n"
-                              "    fields: [visit_date, visit_type]\n"
-                              "    subject: [nhs_number, family_name]\n"
-                              "    purpose: Best Start\n"
-                              "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
-                              "    consent: not-required\n";
-
 static void setup(void)
 {
     const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
     world = th_world_new(agencies);
-    th_world_agreement(world, s_rules);
+    th_world_agreement(world, th_rules_hv_to_cc);
     snprintf(world->broker_extra, sizeof(world->broker_extra), "checkpoint_rows: 4\n");
     th_broker_start(world);
 }
