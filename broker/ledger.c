@@ -10,6 +10,7 @@
 
 #include "accord/log.h"
 #include "accord/migrate.h"
+#include "copybuf.h"
 
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
@@ -33,10 +34,8 @@ struct ledger_t {
     int64_t staged_seq; /* last staged row */
     uint8_t staged_hash[ACC_LOGROW_HASH_BYTES];
     size_t staged;
-    char *copy; /* COPY text of the staged rows */
-    size_t copy_len;
-    size_t copy_cap;
-    uint8_t *scratch; /* ciphertext of one payload */
+    copybuf_t log_rows; /* COPY text of the staged log rows */
+    uint8_t *scratch;   /* ciphertext of one payload */
     size_t scratch_cap;
     size_t staged_unsigned;    /* rows since the last checkpoint, staged ones included */
     size_t committed_unsigned; /* the same, committed rows only */
@@ -153,7 +152,7 @@ void ledger_destroy(ledger_t **self_p)
     sodium_free(self->sign_secret); /* wipes, then frees */
     sodium_free(self->epoch_key);
     free(self->conninfo);
-    free(self->copy);
+    copybuf_free(&self->log_rows);
     free(self->scratch);
     free(self);
     *self_p = NULL;
@@ -247,151 +246,47 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
     return ACC_OK;
 }
 
-/* ---- COPY text encoding ---- */
-
-static void s_reserve(ledger_t *self, size_t more)
-{
-    if (self->copy_len + more <= self->copy_cap) {
-        return;
-    }
-    size_t cap = self->copy_cap == 0 ? (size_t)64 * 1024 : self->copy_cap;
-    while (cap < self->copy_len + more) {
-        cap *= 2;
-    }
-    self->copy = acc_xrealloc(self->copy, cap);
-    self->copy_cap = cap;
-}
-
-static void s_raw(ledger_t *self, const char *s, size_t len)
-{
-    s_reserve(self, len);
-    memcpy(self->copy + self->copy_len, s, len);
-    self->copy_len += len;
-}
-
-static void s_sep(ledger_t *self, char c)
-{
-    s_raw(self, &c, 1);
-}
-
-/* Escapes text for COPY's text format; quote adds array-element quoting inside. */
-static void s_text_escaped(ledger_t *self, const char *s, bool quote)
-{
-    for (; *s != '\0'; s++) {
-        char c = *s;
-        if (quote && (c == '"' || c == '\\')) {
-            s_raw(self, "\\\\", 2); /* array backslash, itself escaped for COPY */
-        }
-        if (c == '\\') {
-            s_raw(self, "\\\\", 2);
-        } else if (c == '\n') {
-            s_raw(self, "\\n", 2);
-        } else if (c == '\r') {
-            s_raw(self, "\\r", 2);
-        } else if (c == '\t') {
-            s_raw(self, "\\t", 2);
-        } else {
-            s_raw(self, &c, 1);
-        }
-    }
-}
-
-static void s_text(ledger_t *self, const char *s)
-{
-    if (s == NULL) {
-        s_raw(self, "\\N", 2);
-        return;
-    }
-    s_text_escaped(self, s, false);
-}
-
-static void s_bytea(ledger_t *self, const uint8_t *b, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (b == NULL) {
-        s_raw(self, "\\N", 2);
-        return;
-    }
-    s_reserve(self, 3 + 2 * len);
-    s_raw(self, "\\\\x", 3);
-    for (size_t i = 0; i < len; i++) {
-        self->copy[self->copy_len++] = hex[b[i] >> 4];
-        self->copy[self->copy_len++] = hex[b[i] & 0x0f];
-    }
-}
-
-static void s_int(ledger_t *self, int64_t v)
-{
-    char buf[32];
-    int n = snprintf(buf, sizeof(buf), "%lld", (long long)v);
-    s_raw(self, buf, (size_t)n);
-}
-
-static void s_timestamp(ledger_t *self, int64_t at_us)
-{
-    time_t secs = (time_t)(at_us / 1000000);
-    struct tm tm;
-    (void)gmtime_r(&secs, &tm);
-    char buf[48];
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-    int m = snprintf(buf + n, sizeof(buf) - n, ".%06d+00", (int)(at_us % 1000000));
-    s_raw(self, buf, n + (size_t)m);
-}
-
-static void s_rules(ledger_t *self, const acc_logrow_t *row)
-{
-    s_sep(self, '{');
-    for (size_t i = 0; i < row->rule_count; i++) {
-        if (i > 0) {
-            s_sep(self, ',');
-        }
-        s_sep(self, '"');
-        s_text_escaped(self, row->rule_ids[i], true);
-        s_sep(self, '"');
-    }
-    s_sep(self, '}');
-}
-
-static void s_encode_row(ledger_t *self, const acc_logrow_t *row, const uint8_t *entry_hash)
+static void s_encode_row(copybuf_t *b, const acc_logrow_t *row, const uint8_t *prev_hash,
+                         const uint8_t *entry_hash)
 {
     char uuid[37];
     acc_uuid_format(uuid, row->share_id);
-    s_int(self, row->seq);
-    s_sep(self, '\t');
-    s_text(self, uuid);
-    s_sep(self, '\t');
-    s_timestamp(self, row->at_us);
+    copybuf_int(b, row->seq);
+    copybuf_next(b);
+    copybuf_text(b, uuid);
+    copybuf_next(b);
+    copybuf_timestamp(b, row->at_us);
     const char *texts[] = { row->event, row->from_agency, row->to_agency, row->record_type,
                             row->record_id };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        s_sep(self, '\t');
-        s_text(self, texts[i]);
+        copybuf_next(b);
+        copybuf_text(b, texts[i]);
     }
-    s_sep(self, '\t');
-    s_bytea(self, row->subject_tag, ACC_LOGROW_TAG_BYTES);
-    s_sep(self, '\t');
-    s_rules(self, row);
+    copybuf_next(b);
+    copybuf_bytea(b, row->subject_tag, ACC_LOGROW_TAG_BYTES);
+    copybuf_next(b);
+    copybuf_text_array(b, row->rule_ids, row->rule_count);
     const char *more[] = { row->purpose, row->lawful_basis, row->consent, row->error_code,
                            row->reason };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
-        s_sep(self, '\t');
-        s_text(self, more[i]);
+        copybuf_next(b);
+        copybuf_text(b, more[i]);
     }
-    s_sep(self, '\t');
-    s_bytea(self, row->agreement_hash, ACC_POLICY_HASH_BYTES);
-    s_sep(self, '\t');
-    s_int(self, row->key_epoch);
-    s_sep(self, '\t');
-    s_bytea(self, row->nonce, ACC_LOGROW_NONCE_BYTES);
-    s_sep(self, '\t');
-    s_bytea(self, row->payload, row->payload_len);
-    s_sep(self, '\t');
-    s_bytea(self, row->signature, ACC_LOGROW_SIG_BYTES);
-    s_sep(self, '\t');
-    s_bytea(self, self->staged_hash, ACC_LOGROW_HASH_BYTES);
-    s_sep(self, '\t');
-    s_bytea(self, entry_hash, ACC_LOGROW_HASH_BYTES);
-    s_sep(self, '\n');
+    copybuf_next(b);
+    copybuf_bytea(b, row->agreement_hash, ACC_POLICY_HASH_BYTES);
+    copybuf_next(b);
+    copybuf_int(b, row->key_epoch);
+    copybuf_next(b);
+    copybuf_bytea(b, row->nonce, ACC_LOGROW_NONCE_BYTES);
+    copybuf_next(b);
+    copybuf_bytea(b, row->payload, row->payload_len);
+    copybuf_next(b);
+    copybuf_bytea(b, row->signature, ACC_LOGROW_SIG_BYTES);
+    copybuf_next(b);
+    copybuf_bytea(b, prev_hash, ACC_LOGROW_HASH_BYTES);
+    copybuf_next(b);
+    copybuf_bytea(b, entry_hash, ACC_LOGROW_HASH_BYTES);
+    copybuf_end_row(b);
 }
 
 /* ---- staging and commit ---- */
@@ -429,7 +324,7 @@ int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, si
     }
     uint8_t entry[ACC_LOGROW_HASH_BYTES];
     acc_logrow_hash(entry, self->staged_hash, row);
-    s_encode_row(self, row, entry);
+    s_encode_row(&self->log_rows, row, self->staged_hash, entry);
     memcpy(self->staged_hash, entry, sizeof(entry));
     self->staged_seq = row->seq;
     self->staged++;
@@ -453,7 +348,7 @@ static void s_drop_staged(ledger_t *self)
 {
     self->staged_unsigned = self->committed_unsigned;
     self->staged = 0;
-    self->copy_len = 0;
+    copybuf_reset(&self->log_rows);
     self->staged_seq = self->head_seq;
     memcpy(self->staged_hash, self->head_hash, sizeof(self->staged_hash));
 }
@@ -467,7 +362,7 @@ static acc_rc_t s_copy_rows(ledger_t *self, acc_err_t *err)
         return acc_err_set(err, ACC_ERR_DB, "could not start writing log rows: %s",
                            PQerrorMessage(self->conn));
     }
-    int sent = PQputCopyData(self->conn, self->copy, (int)self->copy_len);
+    int sent = PQputCopyData(self->conn, self->log_rows.data, (int)self->log_rows.len);
     int ended = PQputCopyEnd(self->conn, sent == 1 ? NULL : "send failed");
     acc_rc_t rc = ACC_OK;
     while ((res = PQgetResult(self->conn)) != NULL) {
@@ -539,7 +434,7 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     self->epoch_rows += self->staged;
     self->committed_unsigned = self->staged_unsigned;
     self->staged = 0;
-    self->copy_len = 0;
+    copybuf_reset(&self->log_rows);
     return ACC_OK;
 }
 
