@@ -109,11 +109,16 @@ static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, ac
         return rc;
     }
     uint8_t *sign_secret = sodium_malloc(ACC_SIGN_SECRET_BYTES);
-    acc_assert(sign_secret != NULL);
+    uint8_t *outbox_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(sign_secret != NULL && outbox_key != NULL);
+    /* The outbox must outlive restarts, so its key comes from a persistent secret. */
+    (void)crypto_generichash(outbox_key, ACC_LOGROW_KEY_BYTES, (const uint8_t *)"accord.outbox.v1",
+                             16, self->subject_key, 32);
     rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
     if (rc == ACC_OK) {
-        rc = ledger_open(&self->ledger, self->config->database, sign_secret, err);
+        rc = ledger_open(&self->ledger, self->config->database, sign_secret, outbox_key, err);
     }
+    sodium_free(outbox_key);
     sodium_free(sign_secret);
     if (rc == ACC_OK) {
         rc = ledger_start_epoch(self->ledger, self->policy, err);
@@ -362,17 +367,25 @@ static void s_inflight_add(broker_t *self, const out_t *o, const char *from)
     f->from_agency = acc_xstrdup(from);
     f->record_type = acc_xstrdup(o->record_type);
     f->record_id = acc_xstrdup(o->record_id);
+    f->seq = o->seq;
+    f->sent_at_ms = s_now_ms();
     f->ack_staged = false;
 }
 
 /* Sends a committed share to the newest connection of its recipient that wants it.
- * A recipient that is not connected gets nothing now: the share row stands. */
+ * Otherwise it waits in the outbox for the recipient's next Hello. */
 static bool s_deliver(broker_t *self, const out_t *o)
 {
     for (size_t i = self->peer_count; i-- > 0;) {
         peer_t *p = &self->peers[i];
-        if (s_wants(p, o->to_agency, o->record_type) &&
-            s_send(self, p->rid, p->rid_len, o->frame, o->frame_len)) {
+        if (!s_wants(p, o->to_agency, o->record_type)) {
+            continue;
+        }
+        if (p->backlog) {
+            return false; /* it arrives in log order through the outbox */
+        }
+        if (s_send(self, p->rid, p->rid_len, o->frame, o->frame_len)) {
+            p->cursor = o->seq > p->cursor ? o->seq : p->cursor;
             return true;
         }
     }
@@ -467,6 +480,113 @@ static void s_commit_and_answer(broker_t *self, bool final)
     }
 }
 
+/* ---- the outbox ---- */
+
+#define OUTBOX_PAGE      500 /* deliveries fetched at a time */
+#define OUTBOX_LOW_WATER 100 /* fetch more when fewer than this are unacknowledged */
+
+static void s_inflight_drop_agency(broker_t *self, size_t agency)
+{
+    for (size_t i = 0; i < self->inflight_count;) {
+        inflight_t *f = &self->inflight[i];
+        if (f->to_agency == agency && !f->ack_staged) {
+            s_inflight_free(f);
+            self->inflight[i] = self->inflight[--self->inflight_count];
+            continue;
+        }
+        i++;
+    }
+}
+
+/* A subscriber's Hello starts its deliveries again from the oldest pending one:
+ * what was in flight on an earlier connection is sent again, in log order. */
+static void s_restart_deliveries(broker_t *self, peer_t *peer)
+{
+    for (size_t i = 0; i < self->peer_count; i++) {
+        peer_t *other = &self->peers[i];
+        if (other != peer && other->known && !other->who.auditor &&
+            other->who.index == peer->who.index && other->subscriber) {
+            other->subscriber = false; /* the newest connection receives */
+        }
+    }
+    s_inflight_drop_agency(self, peer->who.index);
+    peer->cursor = 0;
+    peer->backlog = true;
+}
+
+static size_t s_inflight_for(const broker_t *self, size_t agency)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->inflight_count; i++) {
+        n += self->inflight[i].to_agency == agency ? 1 : 0;
+    }
+    return n;
+}
+
+typedef struct {
+    broker_t *broker;
+    peer_t *peer;
+} s_page_t;
+
+static void s_send_pending(void *ctx, const ledger_delivery_t *d)
+{
+    s_page_t *page = ctx;
+    peer_t *peer = page->peer;
+    peer->cursor = d->seq;
+    if (!s_wants(peer, peer->who.index, d->record_type) ||
+        !s_send(page->broker, peer->rid, peer->rid_len, d->frame, d->frame_len)) {
+        return;
+    }
+    out_t o = { .to_agency = peer->who.index, .seq = d->seq };
+    memcpy(o.share_id, d->share_id, sizeof(o.share_id));
+    o.record_type = acc_pb_str(d->record_type);
+    o.record_id = acc_pb_str(d->record_id != NULL ? d->record_id : "");
+    s_inflight_add(page->broker, &o, d->from_agency);
+}
+
+/* Feeds each subscriber with a backlog from the outbox, a page at a time, so an
+ * agency offline for a week never fills the broker's memory. */
+static void s_pump_outbox(broker_t *self)
+{
+    for (size_t i = 0; i < self->peer_count; i++) {
+        peer_t *p = &self->peers[i];
+        if (!p->backlog || !p->subscriber || p->closing ||
+            s_inflight_for(self, p->who.index) >= OUTBOX_LOW_WATER) {
+            continue;
+        }
+        s_page_t page = { .broker = self, .peer = p };
+        size_t count = 0;
+        acc_err_t err;
+        if (ledger_pending(self->ledger, p->id, p->cursor, OUTBOX_PAGE, s_send_pending, &page,
+                           &count, &err) != ACC_OK) {
+            acc_log_warn("outbox", "pending deliveries for %s not read: %s", p->id, err.msg);
+            return;
+        }
+        p->backlog = count == OUTBOX_PAGE;
+    }
+}
+
+/* Deliveries unacknowledged for too long go back to the outbox's order: the
+ * recipient's connection restarts from its oldest pending share. */
+static void s_redeliver_due(broker_t *self)
+{
+    int64_t now = s_now_ms();
+    for (size_t i = 0; i < self->inflight_count; i++) {
+        const inflight_t *f = &self->inflight[i];
+        if (f->ack_staged || now - f->sent_at_ms < self->config->redeliver_after_ms) {
+            continue;
+        }
+        for (size_t k = self->peer_count; k-- > 0;) {
+            peer_t *p = &self->peers[k];
+            if (p->subscriber && p->known && !p->who.auditor && p->who.index == f->to_agency) {
+                acc_log_info("outbox", "redelivering to %s from its oldest pending share", p->id);
+                s_restart_deliveries(self, p);
+                return; /* the inflight table changed under us */
+            }
+        }
+    }
+}
+
 /* ---- handlers ---- */
 
 static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
@@ -491,6 +611,9 @@ static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope 
     peer->subscriptions.count = hello->n_subscriptions;
     peer->welcomed = true;
     peer->subscriber = hello->subscribe && !peer->who.auditor;
+    if (peer->subscriber) {
+        s_restart_deliveries(self, peer);
+    }
     Accord__V1__Welcome welcome = ACCORD__V1__WELCOME__INIT;
     welcome.protocol_version = BROKER_PROTOCOL_VERSION;
     welcome.agency_id = peer->id;
@@ -550,6 +673,7 @@ static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Env
     row.record_id = f->record_id;
     row.agreement_hash = acc_policy_hash(self->policy);
     (void)ledger_stage(self->ledger, &row, NULL, 0);
+    ledger_stage_delivered(self->ledger, share_id);
     f->ack_staged = true;
 }
 
@@ -716,6 +840,8 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         zap_handle(self->zap, self->policy);
         s_read_batch(self);
         s_commit_and_answer(self, false);
+        s_pump_outbox(self);
+        s_redeliver_due(self);
         s_reap_closed_peers(self);
         if (*self->reload_requested) {
             *self->reload_requested = 0;

@@ -28,6 +28,8 @@ typedef struct {
     int64_t last_seen_ms;        /* monotonic time of the last frame */
     acc_strlist_t subscriptions; /* record types; empty = every allowed type */
     bool closing;                /* reaped at the end of this loop turn */
+    bool backlog;                /* the outbox may hold more for this subscriber */
+    int64_t cursor;              /* highest share seq sent on this connection */
 } peer_t;
 
 typedef enum {
@@ -49,6 +51,7 @@ typedef struct {
     size_t to_agency;   /* OUT_DELIVER: recipient's agency index */
     char *record_type;  /* OUT_DELIVER: for subscriptions */
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    int64_t seq; /* OUT_DELIVER: the share's log sequence */
 } out_t;
 
 /* A delivery sent and not yet acknowledged. */
@@ -58,6 +61,8 @@ typedef struct {
     char *from_agency;
     char *record_type;
     char *record_id;
+    int64_t seq;        /* the share's log sequence */
+    int64_t sent_at_ms; /* for redelivery after redeliver_after_ms */
     bool ack_staged;
 } inflight_t;
 

@@ -21,6 +21,10 @@ static const char s_copy_sql[] =
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
     " key_epoch, nonce, payload, signature, prev_hash, entry_hash) FROM STDIN";
 
+static const char s_outbox_sql[] =
+    "COPY accord_outbox (share_id, seq, to_agency, from_agency, record_type, record_id, nonce,"
+    " frame) FROM STDIN";
+
 struct ledger_t {
     PGconn *conn;
     char *conninfo;
@@ -34,8 +38,13 @@ struct ledger_t {
     int64_t staged_seq; /* last staged row */
     uint8_t staged_hash[ACC_LOGROW_HASH_BYTES];
     size_t staged;
-    copybuf_t log_rows; /* COPY text of the staged log rows */
-    uint8_t *scratch;   /* ciphertext of one payload */
+    copybuf_t log_rows;                           /* COPY text of the staged log rows */
+    copybuf_t outbox_rows;                        /* COPY text of the staged outbox rows */
+    uint8_t *outbox_key;                          /* sodium_malloc, 32 bytes */
+    uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
+    size_t delivered_count;
+    size_t delivered_cap;
+    uint8_t *scratch; /* ciphertext of one payload */
     size_t scratch_cap;
     size_t staged_unsigned;    /* rows since the last checkpoint, staged ones included */
     size_t committed_unsigned; /* the same, committed rows only */
@@ -123,13 +132,16 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
 }
 
 acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
-                     acc_err_t *err)
+                     const uint8_t *outbox_key, acc_err_t *err)
 {
     ledger_t *self = acc_xcalloc(1, sizeof(*self));
     self->conninfo = acc_xstrdup(conninfo);
     self->sign_secret = sodium_malloc(crypto_sign_SECRETKEYBYTES);
     acc_assert(self->sign_secret != NULL);
     memcpy(self->sign_secret, sign_secret, crypto_sign_SECRETKEYBYTES);
+    self->outbox_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(self->outbox_key != NULL);
+    memcpy(self->outbox_key, outbox_key, ACC_LOGROW_KEY_BYTES);
     self->backoff_ms = BACKOFF_MIN_MS;
     acc_rc_t rc = s_connect(self, err);
     if (rc != ACC_OK) {
@@ -151,6 +163,9 @@ void ledger_destroy(ledger_t **self_p)
     }
     sodium_free(self->sign_secret); /* wipes, then frees */
     sodium_free(self->epoch_key);
+    sodium_free(self->outbox_key);
+    copybuf_free(&self->outbox_rows);
+    free(self->delivered);
     free(self->conninfo);
     copybuf_free(&self->log_rows);
     free(self->scratch);
@@ -346,6 +361,8 @@ bool ledger_is_up(const ledger_t *self)
 
 static void s_drop_staged(ledger_t *self)
 {
+    copybuf_reset(&self->outbox_rows);
+    self->delivered_count = 0;
     self->staged_unsigned = self->committed_unsigned;
     self->staged = 0;
     copybuf_reset(&self->log_rows);
@@ -353,28 +370,68 @@ static void s_drop_staged(ledger_t *self)
     memcpy(self->staged_hash, self->head_hash, sizeof(self->staged_hash));
 }
 
-static acc_rc_t s_copy_rows(ledger_t *self, acc_err_t *err)
+static acc_rc_t s_copy(ledger_t *self, const char *sql, const copybuf_t *rows, acc_err_t *err)
 {
-    PGresult *res = PQexec(self->conn, s_copy_sql);
+    PGresult *res = PQexec(self->conn, sql);
     bool ready = PQresultStatus(res) == PGRES_COPY_IN;
     PQclear(res);
     if (!ready) {
-        return acc_err_set(err, ACC_ERR_DB, "could not start writing log rows: %s",
+        return acc_err_set(err, ACC_ERR_DB, "could not start writing rows: %s",
                            PQerrorMessage(self->conn));
     }
-    int sent = PQputCopyData(self->conn, self->log_rows.data, (int)self->log_rows.len);
+    int sent = PQputCopyData(self->conn, rows->data, (int)rows->len);
     int ended = PQputCopyEnd(self->conn, sent == 1 ? NULL : "send failed");
     acc_rc_t rc = ACC_OK;
     while ((res = PQgetResult(self->conn)) != NULL) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == ACC_OK) {
-            rc = acc_err_set(err, ACC_ERR_DB, "could not write log rows: %s",
+            rc = acc_err_set(err, ACC_ERR_DB, "could not write rows: %s",
                              PQerrorMessage(self->conn));
         }
         PQclear(res);
     }
     if (rc == ACC_OK && (sent != 1 || ended != 1)) {
-        rc =
-            acc_err_set(err, ACC_ERR_DB, "could not send log rows: %s", PQerrorMessage(self->conn));
+        rc = acc_err_set(err, ACC_ERR_DB, "could not send rows: %s", PQerrorMessage(self->conn));
+    }
+    return rc;
+}
+
+static acc_rc_t s_delete_delivered(ledger_t *self, acc_err_t *err)
+{
+    char *ids = acc_xmalloc(self->delivered_count * 38 + 3);
+    size_t n = 0;
+    ids[n++] = '{';
+    for (size_t i = 0; i < self->delivered_count; i++) {
+        if (i > 0) {
+            ids[n++] = ',';
+        }
+        acc_uuid_format(ids + n, self->delivered[i]);
+        n += 36;
+    }
+    ids[n++] = '}';
+    ids[n] = '\0';
+    const char *values[1] = { ids };
+    PGresult *res =
+        PQexecParams(self->conn, "DELETE FROM accord_outbox WHERE share_id = ANY($1::uuid[])", 1,
+                     NULL, values, NULL, NULL, 0);
+    acc_rc_t rc = ACC_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not clear acknowledged deliveries: %s",
+                         PQerrorMessage(self->conn));
+    }
+    PQclear(res);
+    free(ids);
+    return rc;
+}
+
+/* Everything staged, in one transaction: log rows, new outbox rows, removals. */
+static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
+{
+    acc_rc_t rc = s_copy(self, s_copy_sql, &self->log_rows, err);
+    if (rc == ACC_OK && self->outbox_rows.len > 0) {
+        rc = s_copy(self, s_outbox_sql, &self->outbox_rows, err);
+    }
+    if (rc == ACC_OK && self->delivered_count > 0) {
+        rc = s_delete_delivered(self, err);
     }
     return rc;
 }
@@ -416,7 +473,7 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     }
     acc_rc_t rc = s_exec(self, "BEGIN", "begin a log batch", err);
     if (rc == ACC_OK) {
-        rc = s_copy_rows(self, err);
+        rc = s_write_staged(self, err);
     }
     if (rc == ACC_OK) {
         rc = s_exec(self, "COMMIT", "commit a log batch", err);
@@ -434,6 +491,8 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     self->epoch_rows += self->staged;
     self->committed_unsigned = self->staged_unsigned;
     self->staged = 0;
+    copybuf_reset(&self->outbox_rows);
+    self->delivered_count = 0;
     copybuf_reset(&self->log_rows);
     return ACC_OK;
 }
@@ -462,4 +521,131 @@ bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_se
 {
     return self->epoch_rows >= max_rows ||
            s_now_ms() - self->epoch_started_ms >= max_seconds * 1000;
+}
+
+/* ---- the outbox ---- */
+
+static size_t s_outbox_ad(uint8_t *ad, size_t cap, const uint8_t *share_id, const char *to)
+{
+    size_t to_len = strlen(to);
+    acc_assert(ACC_LOGROW_SHARE_BYTES + to_len <= cap);
+    memcpy(ad, share_id, ACC_LOGROW_SHARE_BYTES);
+    memcpy(ad + ACC_LOGROW_SHARE_BYTES, to, to_len);
+    return ACC_LOGROW_SHARE_BYTES + to_len;
+}
+
+void ledger_stage_outbox(ledger_t *self, const ledger_delivery_t *d)
+{
+    uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
+    randombytes_buf(nonce, sizeof(nonce));
+    uint8_t ad[ACC_LOGROW_SHARE_BYTES + 256];
+    size_t ad_len = s_outbox_ad(ad, sizeof(ad), d->share_id, d->to_agency);
+    size_t sealed_len = d->frame_len + ACC_LOGROW_MAC_BYTES;
+    uint8_t *sealed = acc_xmalloc(sealed_len);
+    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(sealed, NULL, d->frame, d->frame_len, ad,
+                                                     ad_len, NULL, nonce, self->outbox_key);
+    char uuid[37];
+    acc_uuid_format(uuid, d->share_id);
+    copybuf_t *b = &self->outbox_rows;
+    copybuf_text(b, uuid);
+    copybuf_next(b);
+    copybuf_int(b, d->seq);
+    const char *texts[] = { d->to_agency, d->from_agency, d->record_type, d->record_id };
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        copybuf_next(b);
+        copybuf_text(b, texts[i]);
+    }
+    copybuf_next(b);
+    copybuf_bytea(b, nonce, sizeof(nonce));
+    copybuf_next(b);
+    copybuf_bytea(b, sealed, sealed_len);
+    copybuf_end_row(b);
+    free(sealed);
+}
+
+void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES])
+{
+    if (self->delivered_count == self->delivered_cap) {
+        self->delivered_cap = self->delivered_cap == 0 ? 64 : self->delivered_cap * 2;
+        self->delivered =
+            acc_xrealloc(self->delivered, self->delivered_cap * sizeof(*self->delivered));
+    }
+    memcpy(self->delivered[self->delivered_count++], share_id, ACC_LOGROW_SHARE_BYTES);
+}
+
+static int64_t s_be64(const char *p)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++) {
+        v = v << 8 | (uint8_t)p[i];
+    }
+    return (int64_t)v;
+}
+
+/* Opens row i of a pending page and hands it to fn; false if it does not open. */
+static bool s_open_pending(ledger_t *self, PGresult *res, int i, const char *agency,
+                           ledger_delivery_fn *fn, void *ctx)
+{
+    ledger_delivery_t d = { .to_agency = agency };
+    if (PQgetlength(res, i, 0) != ACC_LOGROW_SHARE_BYTES || PQgetlength(res, i, 1) != 8 ||
+        PQgetlength(res, i, 5) != ACC_LOGROW_NONCE_BYTES ||
+        PQgetlength(res, i, 6) < ACC_LOGROW_MAC_BYTES) {
+        return false;
+    }
+    memcpy(d.share_id, PQgetvalue(res, i, 0), ACC_LOGROW_SHARE_BYTES);
+    d.seq = s_be64(PQgetvalue(res, i, 1));
+    d.from_agency = PQgetvalue(res, i, 2);
+    d.record_type = PQgetvalue(res, i, 3);
+    d.record_id = PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4);
+    uint8_t ad[ACC_LOGROW_SHARE_BYTES + 256];
+    size_t ad_len = s_outbox_ad(ad, sizeof(ad), d.share_id, agency);
+    size_t sealed_len = (size_t)PQgetlength(res, i, 6);
+    uint8_t *frame = acc_xmalloc(sealed_len);
+    bool ok = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                  frame, NULL, NULL, (const uint8_t *)PQgetvalue(res, i, 6), sealed_len, ad, ad_len,
+                  (const uint8_t *)PQgetvalue(res, i, 5), self->outbox_key) == 0;
+    if (ok) {
+        d.frame = frame;
+        d.frame_len = sealed_len - ACC_LOGROW_MAC_BYTES;
+        fn(ctx, &d);
+    }
+    sodium_memzero(frame, sealed_len);
+    free(frame);
+    return ok;
+}
+
+acc_rc_t ledger_pending(ledger_t *self, const char *agency, int64_t after_seq, size_t limit,
+                        ledger_delivery_fn *fn, void *ctx, size_t *count, acc_err_t *err)
+{
+    *count = 0;
+    if (!ledger_is_up(self)) {
+        return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable");
+    }
+    char after[32];
+    char lim[32];
+    (void)snprintf(after, sizeof(after), "%lld", (long long)after_seq);
+    (void)snprintf(lim, sizeof(lim), "%zu", limit);
+    const char *values[3] = { agency, after, lim };
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT share_id, seq, from_agency, record_type, record_id, "
+                                 "nonce, frame FROM accord_outbox WHERE to_agency = $1 AND "
+                                 "seq > $2 ORDER BY seq LIMIT $3",
+                                 3, NULL, values, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read pending deliveries: %s",
+                                  PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    *count = (size_t)PQntuples(res);
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (!s_open_pending(self, res, i, agency, fn, ctx)) {
+            acc_log_error("ledger",
+                          "a pending delivery for %s does not open with this "
+                          "broker's outbox key; left in place",
+                          agency);
+        }
+    }
+    PQclear(res);
+    return ACC_OK;
 }

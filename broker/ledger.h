@@ -14,9 +14,9 @@
 typedef struct ledger_t ledger_t;
 
 /* Connects to PostgreSQL, applies pending migrations and reads the chain head.
- * sign_secret (64 bytes) is copied into locked memory. */
+ * sign_secret (64 bytes) and outbox_key (32 bytes) are copied into locked memory. */
 ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
-                                   acc_err_t *err);
+                                   const uint8_t *outbox_key, acc_err_t *err);
 /* Wipes the epoch key and closes the connection. Staged rows are discarded. */
 void ledger_destroy(ledger_t **self_p);
 
@@ -29,6 +29,33 @@ ACC_NODISCARD acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *po
  * (plain encrypted when plain is non-NULL) and the chain hash. Everything row
  * points to is copied; nothing is borrowed after the call. Returns the seq. */
 int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, size_t plain_len);
+
+/* A delivery waiting for its recipient, as stored in the outbox. */
+typedef struct {
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    int64_t seq;
+    const char *to_agency;
+    const char *from_agency;
+    const char *record_type;
+    const char *record_id;
+    const uint8_t *frame; /* the packed Deliver envelope */
+    size_t frame_len;
+} ledger_delivery_t;
+
+/* Stages d into the outbox, sealed, in the same transaction as the staged rows. */
+void ledger_stage_outbox(ledger_t *self, const ledger_delivery_t *d);
+
+/* Stages the removal of a share from the outbox (it was acknowledged). */
+void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES]);
+
+typedef void ledger_delivery_fn(void *ctx, const ledger_delivery_t *d);
+
+/* Calls fn for up to limit deliveries waiting for agency with seq > after_seq, in
+ * log order, each frame opened; a frame that does not open is skipped and logged.
+ * Sets *count to how many rows the page held. */
+ACC_NODISCARD acc_rc_t ledger_pending(ledger_t *self, const char *agency, int64_t after_seq,
+                                      size_t limit, ledger_delivery_fn *fn, void *ctx,
+                                      size_t *count, acc_err_t *err);
 
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);

@@ -185,7 +185,18 @@ static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_
     o->to_agency = r->agency;
     o->record_type = acc_xstrdup(p->rec->record_type);
     o->record_id = acc_xstrdup(p->rec->record_id);
+    o->seq = row->seq;
     memcpy(o->share_id, row->share_id, sizeof(o->share_id));
+    /* Pending until acknowledged, whether or not the recipient is connected now. */
+    ledger_delivery_t pending = { .seq = row->seq,
+                                  .to_agency = row->to_agency,
+                                  .from_agency = p->peer->id,
+                                  .record_type = p->rec->record_type,
+                                  .record_id = row->record_id,
+                                  .frame = o->frame,
+                                  .frame_len = o->frame_len };
+    memcpy(pending.share_id, row->share_id, sizeof(pending.share_id));
+    ledger_stage_outbox(self->ledger, &pending);
 }
 
 /* One recipient: a withheld row, or a shared row and a delivery of the record

@@ -30,6 +30,8 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       1, INT64_C(1000000000000) },
     { "epoch_max_seconds", ACC_YT_INT, false, offsetof(acc_broker_config_t, epoch_max_seconds),
       "86400", 1, INT64_C(31536000) },
+    { "redeliver_after_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, redeliver_after_ms),
+      "30000", 100, INT64_C(86400000) },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {

@@ -19,10 +19,11 @@ typedef struct {
     char *metrics;          /* host:port for /metrics and /healthz, "" = off */
     char *log_level;        /* error|warn|notice|info|debug */
     int64_t max_message_bytes;
-    int64_t batch_max_rows;    /* rows per log transaction */
-    int64_t checkpoint_rows;   /* a signed checkpoint at least every this many rows */
-    int64_t epoch_max_rows;    /* a new epoch key after this many rows... */
-    int64_t epoch_max_seconds; /* ...or after this long, whichever comes first */
+    int64_t batch_max_rows;     /* rows per log transaction */
+    int64_t checkpoint_rows;    /* a signed checkpoint at least every this many rows */
+    int64_t epoch_max_rows;     /* a new epoch key after this many rows... */
+    int64_t epoch_max_seconds;  /* ...or after this long, whichever comes first */
+    int64_t redeliver_after_ms; /* unacknowledged deliveries are sent again after this */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */

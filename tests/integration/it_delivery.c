@@ -1,0 +1,119 @@
+/* it_delivery.c - every share waits in the outbox until its recipient acknowledges
+ * it: recipients offline at publish time, broker restarts, lost acknowledgements */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static th_world_t *world;
+
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, th_rules_hv_to_cc);
+    snprintf(world->broker_extra, sizeof(world->broker_extra), "redeliver_after_ms: 500\n");
+    th_broker_start(world);
+}
+
+static void teardown(void)
+{
+    th_world_destroy(&world);
+}
+
+TestSuite(delivery, .init = setup, .fini = teardown, .timeout = 120);
+
+static void s_publish_n(const char *prefix, int n)
+{
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    for (int i = 0; i < n; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), "%s-%d", prefix, i);
+        char *json = th_health_visit_json(id, "9434765919");
+        Accord__V1__Envelope *reply = th_publish(c, json, "");
+        free(json);
+        cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+        accord__v1__envelope__free_unpacked(reply, NULL);
+    }
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+}
+
+static long s_outbox(void)
+{
+    PGresult *res = PQexec(world->db, "SELECT count(*) FROM accord_outbox");
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/* Starts a subscriber agent for n deliveries and checks they are the records
+ * prefix-0 .. prefix-(n-1), in that order. */
+static void s_subscribe_expect(const char *prefix, int n)
+{
+    char count[32];
+    snprintf(count, sizeof(count), "--count=%d", n);
+    th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", count);
+    cr_assert_eq(th_proc_wait_lines(sub, (size_t)n, 20000), (size_t)n, "deliveries missing");
+    for (int i = 0; i < n; i++) {
+        char *line = th_proc_line(sub, (size_t)i);
+        json_t *obj = json_loads(line, 0, NULL);
+        cr_assert_not_null(obj, "%s", line);
+        char expect[64];
+        snprintf(expect, sizeof(expect), "%s-%d", prefix, i);
+        const char *got =
+            json_string_value(json_object_get(json_object_get(obj, "record"), "record_id"));
+        cr_assert_str_eq(got, expect, "delivery %d out of order", i);
+        json_decref(obj);
+        free(line);
+    }
+    cr_assert_eq(th_proc_wait(&sub, 20000), 0);
+}
+
+Test(delivery, a_recipient_offline_at_publish_gets_everything_in_order_when_it_connects)
+{
+    s_publish_n("hv-offline", 30);
+    cr_assert_eq(s_outbox(), 30);
+    s_subscribe_expect("hv-offline", 30);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 30, 10000), 30);
+    cr_assert_eq(s_outbox(), 0, "acknowledged deliveries leave the outbox");
+}
+
+Test(delivery, pending_deliveries_survive_a_broker_restart)
+{
+    s_publish_n("hv-restart", 5);
+    th_broker_stop(world);
+    th_broker_start(world);
+    s_subscribe_expect("hv-restart", 5);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 5, 10000), 5);
+}
+
+Test(delivery, an_unacknowledged_delivery_is_sent_again)
+{
+    acc_agent_config_t cfg;
+    th_agent_config_load(world, "rmbc-childrens-centres", &cfg);
+    client_t *c = NULL;
+    acc_err_t err;
+    cr_assert_eq(client_open(&c, &cfg, true, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(client_hello(c, 10000, &err), ACC_OK, "%s", err.msg);
+    s_publish_n("hv-lost-ack", 1);
+    char first[64] = "";
+    for (int round = 0; round < 2; round++) {
+        Accord__V1__Envelope *env = NULL;
+        cr_assert_eq(client_recv(c, &env, 10000, &err), ACC_OK, "round %d: %s", round, err.msg);
+        cr_assert_eq(env->body_case, ACCORD__V1__ENVELOPE__BODY_DELIVER);
+        if (round == 0) {
+            snprintf(first, sizeof(first), "%s", env->deliver->share_id);
+        } else {
+            cr_assert_str_eq(env->deliver->share_id, first, "the same share again");
+        }
+        accord__v1__envelope__free_unpacked(env, NULL);
+    }
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    cr_assert_eq(s_outbox(), 1, "still pending: never acknowledged");
+}
