@@ -554,15 +554,18 @@ static void s_pump_outbox(broker_t *self)
             s_inflight_for(self, p->who.index) >= OUTBOX_LOW_WATER) {
             continue;
         }
-        s_page_t page = { .broker = self, .peer = p };
-        size_t count = 0;
+        s_page_t target = { .broker = self, .peer = p };
+        ledger_page_t page = { .agency = p->id,
+                               .after_seq = p->cursor,
+                               .limit = OUTBOX_PAGE,
+                               .fn = s_send_pending,
+                               .ctx = &target };
         acc_err_t err;
-        if (ledger_pending(self->ledger, p->id, p->cursor, OUTBOX_PAGE, s_send_pending, &page,
-                           &count, &err) != ACC_OK) {
+        if (ledger_pending(self->ledger, &page, &err) != ACC_OK) {
             acc_log_warn("outbox", "pending deliveries for %s not read: %s", p->id, err.msg);
             return;
         }
-        p->backlog = count == OUTBOX_PAGE;
+        p->backlog = page.count == OUTBOX_PAGE;
     }
 }
 

@@ -525,25 +525,26 @@ bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_se
 
 /* ---- the outbox ---- */
 
-static size_t s_outbox_ad(uint8_t *ad, size_t cap, const uint8_t *share_id, const char *to)
+/* Binds a sealed frame to its share and recipient: moved to another row, it fails. */
+static void s_outbox_ad(uint8_t ad[ACC_LOGROW_HASH_BYTES], const uint8_t *share_id, const char *to)
 {
-    size_t to_len = strlen(to);
-    acc_assert(ACC_LOGROW_SHARE_BYTES + to_len <= cap);
-    memcpy(ad, share_id, ACC_LOGROW_SHARE_BYTES);
-    memcpy(ad + ACC_LOGROW_SHARE_BYTES, to, to_len);
-    return ACC_LOGROW_SHARE_BYTES + to_len;
+    crypto_generichash_state st;
+    (void)crypto_generichash_init(&st, NULL, 0, ACC_LOGROW_HASH_BYTES);
+    (void)crypto_generichash_update(&st, share_id, ACC_LOGROW_SHARE_BYTES);
+    (void)crypto_generichash_update(&st, (const uint8_t *)to, strlen(to));
+    (void)crypto_generichash_final(&st, ad, ACC_LOGROW_HASH_BYTES);
 }
 
 void ledger_stage_outbox(ledger_t *self, const ledger_delivery_t *d)
 {
     uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
     randombytes_buf(nonce, sizeof(nonce));
-    uint8_t ad[ACC_LOGROW_SHARE_BYTES + 256];
-    size_t ad_len = s_outbox_ad(ad, sizeof(ad), d->share_id, d->to_agency);
+    uint8_t ad[ACC_LOGROW_HASH_BYTES];
+    s_outbox_ad(ad, d->share_id, d->to_agency);
     size_t sealed_len = d->frame_len + ACC_LOGROW_MAC_BYTES;
     uint8_t *sealed = acc_xmalloc(sealed_len);
     (void)crypto_aead_xchacha20poly1305_ietf_encrypt(sealed, NULL, d->frame, d->frame_len, ad,
-                                                     ad_len, NULL, nonce, self->outbox_key);
+                                                     sizeof(ad), NULL, nonce, self->outbox_key);
     char uuid[37];
     acc_uuid_format(uuid, d->share_id);
     copybuf_t *b = &self->outbox_rows;
@@ -583,9 +584,9 @@ static int64_t s_be64(const char *p)
 }
 
 /* Opens row i of a pending page and hands it to fn; false if it does not open. */
-static bool s_open_pending(ledger_t *self, PGresult *res, int i, const char *agency,
-                           ledger_delivery_fn *fn, void *ctx)
+static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_page_t *page)
 {
+    const char *agency = page->agency;
     ledger_delivery_t d = { .to_agency = agency };
     if (PQgetlength(res, i, 0) != ACC_LOGROW_SHARE_BYTES || PQgetlength(res, i, 1) != 8 ||
         PQgetlength(res, i, 5) != ACC_LOGROW_NONCE_BYTES ||
@@ -597,35 +598,34 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const char *age
     d.from_agency = PQgetvalue(res, i, 2);
     d.record_type = PQgetvalue(res, i, 3);
     d.record_id = PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4);
-    uint8_t ad[ACC_LOGROW_SHARE_BYTES + 256];
-    size_t ad_len = s_outbox_ad(ad, sizeof(ad), d.share_id, agency);
+    uint8_t ad[ACC_LOGROW_HASH_BYTES];
+    s_outbox_ad(ad, d.share_id, agency);
     size_t sealed_len = (size_t)PQgetlength(res, i, 6);
     uint8_t *frame = acc_xmalloc(sealed_len);
     bool ok = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                  frame, NULL, NULL, (const uint8_t *)PQgetvalue(res, i, 6), sealed_len, ad, ad_len,
-                  (const uint8_t *)PQgetvalue(res, i, 5), self->outbox_key) == 0;
+                  frame, NULL, NULL, (const uint8_t *)PQgetvalue(res, i, 6), sealed_len, ad,
+                  sizeof(ad), (const uint8_t *)PQgetvalue(res, i, 5), self->outbox_key) == 0;
     if (ok) {
         d.frame = frame;
         d.frame_len = sealed_len - ACC_LOGROW_MAC_BYTES;
-        fn(ctx, &d);
+        page->fn(page->ctx, &d);
     }
     sodium_memzero(frame, sealed_len);
     free(frame);
     return ok;
 }
 
-acc_rc_t ledger_pending(ledger_t *self, const char *agency, int64_t after_seq, size_t limit,
-                        ledger_delivery_fn *fn, void *ctx, size_t *count, acc_err_t *err)
+acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
 {
-    *count = 0;
+    page->count = 0;
     if (!ledger_is_up(self)) {
         return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable");
     }
     char after[32];
     char lim[32];
-    (void)snprintf(after, sizeof(after), "%lld", (long long)after_seq);
-    (void)snprintf(lim, sizeof(lim), "%zu", limit);
-    const char *values[3] = { agency, after, lim };
+    (void)snprintf(after, sizeof(after), "%lld", (long long)page->after_seq);
+    (void)snprintf(lim, sizeof(lim), "%zu", page->limit);
+    const char *values[3] = { page->agency, after, lim };
     PGresult *res = PQexecParams(self->conn,
                                  "SELECT share_id, seq, from_agency, record_type, record_id, "
                                  "nonce, frame FROM accord_outbox WHERE to_agency = $1 AND "
@@ -637,13 +637,13 @@ acc_rc_t ledger_pending(ledger_t *self, const char *agency, int64_t after_seq, s
         PQclear(res);
         return rc;
     }
-    *count = (size_t)PQntuples(res);
+    page->count = (size_t)PQntuples(res);
     for (int i = 0; i < PQntuples(res); i++) {
-        if (!s_open_pending(self, res, i, agency, fn, ctx)) {
+        if (!s_open_pending(self, res, i, page)) {
             acc_log_error("ledger",
-                          "a pending delivery for %s does not open with this "
-                          "broker's outbox key; left in place",
-                          agency);
+                          "a pending delivery for %s does not open with this broker's outbox "
+                          "key; left in place",
+                          page->agency);
         }
     }
     PQclear(res);

@@ -50,12 +50,19 @@ void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SH
 
 typedef void ledger_delivery_fn(void *ctx, const ledger_delivery_t *d);
 
-/* Calls fn for up to limit deliveries waiting for agency with seq > after_seq, in
- * log order, each frame opened; a frame that does not open is skipped and logged.
- * Sets *count to how many rows the page held. */
-ACC_NODISCARD acc_rc_t ledger_pending(ledger_t *self, const char *agency, int64_t after_seq,
-                                      size_t limit, ledger_delivery_fn *fn, void *ctx,
-                                      size_t *count, acc_err_t *err);
+/* One page of an agency's pending deliveries. */
+typedef struct {
+    const char *agency;
+    int64_t after_seq; /* only shares logged after this sequence */
+    size_t limit;
+    ledger_delivery_fn *fn; /* called for each, frame opened */
+    void *ctx;
+    size_t count; /* out: rows the page held */
+} ledger_page_t;
+
+/* Calls page->fn for up to page->limit deliveries waiting for page->agency, in log
+ * order; a frame that does not open is skipped and logged. */
+ACC_NODISCARD acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err);
 
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
