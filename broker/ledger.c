@@ -10,6 +10,7 @@
 
 #include "accord/log.h"
 #include "accord/migrate.h"
+#include "accord/yaml.h"
 #include "copybuf.h"
 
 #define BACKOFF_MIN_MS     100
@@ -25,6 +26,9 @@ static const char s_outbox_sql[] =
     "COPY accord_outbox (share_id, seq, to_agency, from_agency, record_type, record_id, nonce,"
     " frame) FROM STDIN";
 
+static const char s_publish_sql[] =
+    "COPY accord_publish (from_agency, record_id, content_hash, seq) FROM STDIN";
+
 struct ledger_t {
     PGconn *conn;
     char *conninfo;
@@ -38,10 +42,13 @@ struct ledger_t {
     int64_t staged_seq; /* last staged row */
     uint8_t staged_hash[ACC_LOGROW_HASH_BYTES];
     size_t staged;
-    copybuf_t log_rows;                           /* COPY text of the staged log rows */
-    copybuf_t outbox_rows;                        /* COPY text of the staged outbox rows */
-    uint8_t *outbox_key;                          /* sodium_malloc, 32 bytes */
-    uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
+    copybuf_t log_rows;             /* COPY text of the staged log rows */
+    copybuf_t outbox_rows;          /* COPY text of the staged outbox rows */
+    copybuf_t publish_rows;         /* COPY text of the staged accepted publishes */
+    acc_strlist_t staged_publishes; /* "from<US>record_id" of those, to find them */
+    uint8_t (*staged_hashes)[ACC_LOGROW_HASH_BYTES]; /* their content hashes */
+    uint8_t *outbox_key;                             /* sodium_malloc, 32 bytes */
+    uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES];    /* outbox rows to delete at commit */
     size_t delivered_count;
     size_t delivered_cap;
     uint8_t *scratch; /* ciphertext of one payload */
@@ -165,6 +172,9 @@ void ledger_destroy(ledger_t **self_p)
     sodium_free(self->epoch_key);
     sodium_free(self->outbox_key);
     copybuf_free(&self->outbox_rows);
+    copybuf_free(&self->publish_rows);
+    acc_strlist_clear(&self->staged_publishes);
+    free(self->staged_hashes);
     free(self->delivered);
     free(self->conninfo);
     copybuf_free(&self->log_rows);
@@ -359,8 +369,15 @@ bool ledger_is_up(const ledger_t *self)
     return self->conn != NULL && PQstatus(self->conn) == CONNECTION_OK;
 }
 
+static void s_forget_publishes(ledger_t *self)
+{
+    copybuf_reset(&self->publish_rows);
+    acc_strlist_clear(&self->staged_publishes);
+}
+
 static void s_drop_staged(ledger_t *self)
 {
+    s_forget_publishes(self);
     copybuf_reset(&self->outbox_rows);
     self->delivered_count = 0;
     self->staged_unsigned = self->committed_unsigned;
@@ -430,6 +447,9 @@ static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
     if (rc == ACC_OK && self->outbox_rows.len > 0) {
         rc = s_copy(self, s_outbox_sql, &self->outbox_rows, err);
     }
+    if (rc == ACC_OK && self->publish_rows.len > 0) {
+        rc = s_copy(self, s_publish_sql, &self->publish_rows, err);
+    }
     if (rc == ACC_OK && self->delivered_count > 0) {
         rc = s_delete_delivered(self, err);
     }
@@ -456,6 +476,19 @@ static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
     acc_log_notice("ledger", "reconnected to PostgreSQL; log head seq=%lld",
                    (long long)self->head_seq);
     return ACC_OK;
+}
+
+/* Lookups happen between commits: with nothing staged, a lost connection can be
+ * re-established here without disturbing the chain head. */
+static acc_rc_t s_ensure_up(ledger_t *self, acc_err_t *err)
+{
+    if (ledger_is_up(self)) {
+        return ACC_OK;
+    }
+    if (self->staged > 0) {
+        return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable");
+    }
+    return s_reconnect(self, err);
 }
 
 acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
@@ -491,6 +524,7 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     self->epoch_rows += self->staged;
     self->committed_unsigned = self->staged_unsigned;
     self->staged = 0;
+    s_forget_publishes(self);
     copybuf_reset(&self->outbox_rows);
     self->delivered_count = 0;
     copybuf_reset(&self->log_rows);
@@ -618,8 +652,9 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_pa
 acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
 {
     page->count = 0;
-    if (!ledger_is_up(self)) {
-        return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable");
+    acc_rc_t up = s_ensure_up(self, err);
+    if (up != ACC_OK) {
+        return up;
     }
     char after[32];
     char lim[32];
@@ -648,4 +683,93 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
     }
     PQclear(res);
     return ACC_OK;
+}
+
+/* ---- idempotent publish ---- */
+
+static char *s_publish_key(const char *from, const char *record_id)
+{
+    return acc_xasprintf("%s\x1f%s", from, record_id);
+}
+
+void ledger_stage_publish(ledger_t *self, const char *from, const char *record_id,
+                          const uint8_t hash[ACC_LOGROW_HASH_BYTES], int64_t seq)
+{
+    copybuf_t *b = &self->publish_rows;
+    copybuf_text(b, from);
+    copybuf_next(b);
+    copybuf_text(b, record_id);
+    copybuf_next(b);
+    copybuf_bytea(b, hash, ACC_LOGROW_HASH_BYTES);
+    copybuf_next(b);
+    copybuf_int(b, seq);
+    copybuf_end_row(b);
+    acc_strlist_t *keys = &self->staged_publishes;
+    keys->items = acc_xrealloc(keys->items, (keys->count + 1) * sizeof(char *));
+    self->staged_hashes =
+        acc_xrealloc(self->staged_hashes, (keys->count + 1) * sizeof(*self->staged_hashes));
+    memcpy(self->staged_hashes[keys->count], hash, ACC_LOGROW_HASH_BYTES);
+    keys->items[keys->count++] = s_publish_key(from, record_id);
+}
+
+static bool s_find_staged_publish(const ledger_t *self, const char *from, const char *record_id,
+                                  uint8_t hash[ACC_LOGROW_HASH_BYTES])
+{
+    char *key = s_publish_key(from, record_id);
+    bool found = false;
+    for (size_t i = 0; i < self->staged_publishes.count && !found; i++) {
+        if (strcmp(self->staged_publishes.items[i], key) == 0) {
+            memcpy(hash, self->staged_hashes[i], ACC_LOGROW_HASH_BYTES);
+            found = true;
+        }
+    }
+    free(key);
+    return found;
+}
+
+acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *record_id,
+                             ledger_publish_t *out, acc_err_t *err)
+{
+    out->staged = s_find_staged_publish(self, from, record_id, out->hash);
+    out->found = out->staged;
+    if (out->found) {
+        return ACC_OK;
+    }
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    const char *values[2] = { from, record_id };
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT content_hash FROM accord_publish WHERE from_agency = $1 "
+                                 "AND record_id = $2",
+                                 2, NULL, values, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not look up an earlier publish: %s",
+                         PQerrorMessage(self->conn));
+    } else if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == ACC_LOGROW_HASH_BYTES) {
+        memcpy(out->hash, PQgetvalue(res, 0, 0), ACC_LOGROW_HASH_BYTES);
+        out->found = true;
+    }
+    PQclear(res);
+    return rc;
+}
+
+PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
+                              acc_err_t *err)
+{
+    const char *values[2] = { from, record_id };
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT event, to_agency, share_id::text, "
+                                 "array_to_string(rule_ids, ','), reason, seq FROM accord_log "
+                                 "WHERE from_agency = $1 AND record_id = $2 AND event IN "
+                                 "('shared', 'withheld') ORDER BY seq",
+                                 2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        (void)acc_err_set(err, ACC_ERR_DB, "could not read an earlier result: %s",
+                          PQerrorMessage(self->conn));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
 }

@@ -3,6 +3,7 @@
 #ifndef ACCORD_BROKER_LEDGER_H
 #define ACCORD_BROKER_LEDGER_H
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,30 @@ typedef struct {
 /* Calls page->fn for up to page->limit deliveries waiting for page->agency, in log
  * order; a frame that does not open is skipped and logged. */
 ACC_NODISCARD acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err);
+
+/* Records that agency from had record_id (content hash) accepted at seq, in the
+ * same transaction as its rows. */
+void ledger_stage_publish(ledger_t *self, const char *from, const char *record_id,
+                          const uint8_t hash[ACC_LOGROW_HASH_BYTES], int64_t seq);
+
+/* An earlier accepted publish of the same (agency, record_id). */
+typedef struct {
+    bool found;
+    bool staged; /* in the batch not yet committed */
+    uint8_t hash[ACC_LOGROW_HASH_BYTES];
+} ledger_publish_t;
+
+/* Looks up an accepted (from, record_id), staged or committed, into out.
+ * ACC_ERR_DB when the database cannot answer (a lost connection is re-established
+ * here when no rows are staged, so lookups do not wait for a commit to retry). */
+ACC_NODISCARD acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *record_id,
+                                           ledger_publish_t *out, acc_err_t *err);
+
+/* The first result of an accepted (from, record_id), rebuilt from its log rows:
+ * a PGresult of (event, to_agency, share_id, rule_ids, reason, seq) rows in log
+ * order, for the caller to PQclear. NULL with err set on failure. */
+PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
+                              acc_err_t *err);
 
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);

@@ -21,6 +21,7 @@ typedef struct {
     uint8_t tag[ACC_LOGROW_TAG_BYTES];
     bool has_tag;
     char nhs[ACC_NHS_DIGITS + 1]; /* normalised NHS number, "" if none; wiped after */
+    uint8_t content_hash[ACC_LOGROW_HASH_BYTES]; /* of the record as published */
     int64_t first_seq;
     Accord__V1__PublishResult result;
     Accord__V1__Recipient recipients[ACC_POLICY_MAX_RECIPIENTS];
@@ -247,6 +248,113 @@ static void s_decide_recipient(broker_t *self, s_publish_t *p, const acc_decisio
     p->recipient_ptrs[p->result.n_recipients++] = out;
 }
 
+/* An answer that wrote no row: it may leave before the batch commits. */
+static void s_reply_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
+                           const char *reason)
+{
+    p->result.record_id = p->rec->record_id;
+    p->result.code = code;
+    p->result.reason = acc_pb_str(reason);
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = p->env->correlation_id;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT;
+    env.publish_result = &p->result;
+    (void)broker_queue(self, OUT_REPLY, p->peer, &env);
+}
+
+/* Fills one recipient or withheld entry of the first result from log row i. */
+static void s_first_row(s_publish_t *p, PGresult *res, int i, char **rules_copy)
+{
+    const char *agency = PQgetvalue(res, i, 1);
+    if (strcmp(PQgetvalue(res, i, 0), "withheld") == 0) {
+        Accord__V1__Withheld *w = &p->withheld[p->result.n_withheld];
+        accord__v1__withheld__init(w);
+        w->agency_id = acc_pb_str(agency);
+        w->reason = acc_pb_str(PQgetvalue(res, i, 4));
+        p->withheld_ptrs[p->result.n_withheld++] = w;
+        return;
+    }
+    size_t slot = p->result.n_recipients;
+    Accord__V1__Recipient *r = &p->recipients[slot];
+    accord__v1__recipient__init(r);
+    r->agency_id = acc_pb_str(agency);
+    r->share_id = acc_pb_str(PQgetvalue(res, i, 2));
+    *rules_copy = acc_xstrdup(PQgetvalue(res, i, 3));
+    char *save = NULL;
+    for (char *id = strtok_r(*rules_copy, ",", &save);
+         id != NULL && r->n_rule_ids < ACC_POLICY_MAX_RULES_PER_RECIPIENT;
+         id = strtok_r(NULL, ",", &save)) {
+        p->rule_ptrs[slot][r->n_rule_ids++] = id;
+    }
+    r->rule_ids = p->rule_ptrs[slot];
+    p->recipient_ptrs[p->result.n_recipients++] = r;
+}
+
+/* The same record again: the first result, rebuilt from the log; nothing shared. */
+static void s_answer_first(broker_t *self, s_publish_t *p)
+{
+    acc_err_t err;
+    PGresult *res = ledger_first_result(self->ledger, p->peer->id, p->rec->record_id, &err);
+    if (res == NULL) {
+        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE, err.msg);
+        return;
+    }
+    char *rules[ACC_POLICY_MAX_RECIPIENTS] = { 0 };
+    int rows = PQntuples(res);
+    if (rows > ACC_POLICY_MAX_RECIPIENTS) {
+        rows = ACC_POLICY_MAX_RECIPIENTS;
+    }
+    p->result.recipients = p->recipient_ptrs;
+    p->result.withheld = p->withheld_ptrs;
+    for (int i = 0; i < rows; i++) {
+        s_first_row(p, res, i, &rules[i]);
+    }
+    p->result.seq = rows > 0 ? (uint64_t)strtoll(PQgetvalue(res, 0, 5), NULL, 10) : 0;
+    s_reply_result(self, p, ACCORD__V1__ERROR_CODE__OK, "already shared: this is the first result");
+    for (int i = 0; i < rows; i++) {
+        free(rules[i]);
+    }
+    PQclear(res);
+    acc_log_info("publish", "repeated record from %s answered with its first result seq=%llu",
+                 p->peer->id, (unsigned long long)p->result.seq);
+}
+
+/* Decides what a record seen before gets: true when the answer is already queued,
+ * false to go on (with *code set to DUPLICATE_CONFLICT when the content differs). */
+static bool s_check_repeat(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode *code,
+                           acc_err_t *reason)
+{
+    size_t len = accord__v1__child_record__get_packed_size(p->rec);
+    uint8_t *packed = acc_xmalloc(len);
+    (void)accord__v1__child_record__pack(p->rec, packed);
+    (void)crypto_generichash(p->content_hash, sizeof(p->content_hash), packed, len, NULL, 0);
+    sodium_memzero(packed, len);
+    free(packed);
+    ledger_publish_t first;
+    acc_err_t err;
+    if (ledger_find_publish(self->ledger, p->peer->id, p->rec->record_id, &first, &err) != ACC_OK) {
+        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
+                       "the sharing log cannot be read just now; retry");
+        return true;
+    }
+    if (!first.found) {
+        return false;
+    }
+    if (sodium_memcmp(first.hash, p->content_hash, sizeof(first.hash)) != 0) {
+        *code = ACCORD__V1__ERROR_CODE__DUPLICATE_CONFLICT;
+        (void)acc_err_set(reason, ACC_ERR_INVALID,
+                          "record_id was already published with other content");
+        return false;
+    }
+    if (first.staged) {
+        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
+                       "the same record is being committed; retry for its result");
+    } else {
+        s_answer_first(self, p);
+    }
+    return true;
+}
+
 static void s_share(broker_t *self, s_publish_t *p, const acc_decision_t *d)
 {
     p->result.recipients = p->recipient_ptrs;
@@ -256,6 +364,8 @@ static void s_share(broker_t *self, s_publish_t *p, const acc_decision_t *d)
     }
     s_queue_result(self, p, ACCORD__V1__ERROR_CODE__OK,
                    p->result.n_recipients > 0 ? "shared" : "every recipient was withheld");
+    ledger_stage_publish(self->ledger, p->peer->id, p->rec->record_id, p->content_hash,
+                         p->first_seq);
     acc_log_info("publish", "accepted record from %s type=%s shared=%zu withheld=%zu seq=%lld",
                  p->peer->id, p->rec->record_type, p->result.n_recipients, p->result.n_withheld,
                  (long long)p->first_seq);
@@ -289,6 +399,11 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
                           "the record names another agency as its publisher");
     } else {
         code = acc_record_check(p->rec, &reason);
+    }
+    if (code == ACCORD__V1__ERROR_CODE__OK && s_check_repeat(self, p, &code, &reason)) {
+        sodium_memzero(p, sizeof(*p));
+        free(p);
+        return;
     }
     acc_decision_t *d = acc_xmalloc(sizeof(*d));
     if (code == ACCORD__V1__ERROR_CODE__OK) {

@@ -117,3 +117,67 @@ Test(delivery, an_unacknowledged_delivery_is_sent_again)
     acc_agent_config_clear(&cfg);
     cr_assert_eq(s_outbox(), 1, "still pending: never acknowledged");
 }
+
+static Accord__V1__Envelope *s_publish_once(const char *json)
+{
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    Accord__V1__Envelope *reply = th_publish(c, json, "");
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT);
+    return reply;
+}
+
+Test(delivery, the_same_record_twice_is_shared_once_and_answered_alike)
+{
+    char *json = th_health_visit_json("hv-twice", "9434765919");
+    Accord__V1__Envelope *first = s_publish_once(json);
+    Accord__V1__Envelope *again = s_publish_once(json);
+    free(json);
+    cr_assert_eq(first->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(again->publish_result->code, ACCORD__V1__ERROR_CODE__OK, "%s",
+                 again->publish_result->reason);
+    cr_assert_eq(again->publish_result->n_recipients, 1);
+    cr_assert_str_eq(again->publish_result->recipients[0]->share_id,
+                     first->publish_result->recipients[0]->share_id);
+    cr_assert_str_eq(again->publish_result->recipients[0]->rule_ids[0], "hv-to-cc");
+    cr_assert_eq(again->publish_result->seq, first->publish_result->seq);
+    accord__v1__envelope__free_unpacked(first, NULL);
+    accord__v1__envelope__free_unpacked(again, NULL);
+    cr_assert_eq(th_pg_count(world, "record_id = 'hv-twice'"), 1, "nothing logged twice");
+    cr_assert_eq(s_outbox(), 1, "nothing queued twice");
+}
+
+Test(delivery, the_same_record_id_with_other_content_is_a_conflict)
+{
+    char *json = th_health_visit_json("hv-changed", "9434765919");
+    Accord__V1__Envelope *reply = s_publish_once(json);
+    free(json);
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    json = th_health_visit_json("hv-changed", "4010232137");
+    reply = s_publish_once(json);
+    free(json);
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__DUPLICATE_CONFLICT);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    cr_assert_eq(th_pg_count(world, "record_id = 'hv-changed' AND event = 'shared'"), 1);
+    cr_assert_eq(th_pg_count(world, "record_id = 'hv-changed' AND error_code = "
+                                    "'DUPLICATE_CONFLICT'"),
+                 1);
+}
+
+Test(delivery, a_refused_record_may_be_corrected_and_sent_again_under_its_id)
+{
+    char *json = th_health_visit_json("hv-fixed", "9434765918");
+    Accord__V1__Envelope *reply = s_publish_once(json);
+    free(json);
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    json = th_health_visit_json("hv-fixed", "9434765919");
+    reply = s_publish_once(json);
+    free(json);
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK, "%s",
+                 reply->publish_result->reason);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+}
