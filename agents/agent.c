@@ -23,7 +23,7 @@
 #define HELLO_TIMEOUT_MS 5000
 #define RETRY_MIN_MS     200
 #define RETRY_MAX_MS     10000
-#define WAIT_WARN_MS     30000
+#define RESEND_AFTER_MS  10000 /* an unanswered publish is sent again (idempotent) */
 
 static volatile sig_atomic_t s_stop;
 
@@ -88,7 +88,6 @@ typedef struct {
     bool eof;
     size_t accepted;
     size_t refused;
-    int64_t warned_at_ms;
 } publisher_t;
 
 static int s_print_json(json_t *obj)
@@ -285,11 +284,14 @@ static void s_resend_due(publisher_t *pub)
             s_send_pending(pub, p, &err) != ACC_OK) {
             s_retry_later(p, err.msg);
         }
-        if (p->used && p->resend_at_ms == 0 && now - p->sent_at_ms > WAIT_WARN_MS &&
-            now - pub->warned_at_ms > WAIT_WARN_MS) {
-            acc_log_warn("publish", "still waiting for the broker to answer line %llu",
+        if (p->used && p->resend_at_ms == 0 && now - p->sent_at_ms > RESEND_AFTER_MS) {
+            /* Answers can be lost with a connection; the broker answers a repeat
+             * with the first result, so sending again is safe. */
+            acc_log_warn("publish", "no answer for line %llu yet; sending it again",
                          (unsigned long long)p->line);
-            pub->warned_at_ms = now;
+            if (s_send_pending(pub, p, &err) != ACC_OK) {
+                s_retry_later(p, err.msg);
+            }
         }
     }
 }

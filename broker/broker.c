@@ -12,10 +12,9 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 
-#define PEERS_MAX       4096
-#define POLL_IDLE_MS    1000
-#define SEND_TIMEOUT_MS 1000
-#define READ_BATCH_MAX  4096 /* frames read before a commit, whatever they are */
+#define PEERS_MAX      4096
+#define POLL_IDLE_MS   1000
+#define READ_BATCH_MAX 4096 /* frames read before a commit, whatever they are */
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
@@ -46,8 +45,8 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     }
     int one = 1;
     int zero = 0;
-    int send_timeout = SEND_TIMEOUT_MS;
     int64_t max_bytes = self->config->max_message_bytes;
+    int queue_max = (int)self->config->peer_queue_max;
     acc_rc_t rc = s_set(self->router, ZMQ_CURVE_SERVER, &one, sizeof(one), err);
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_CURVE_SECRETKEY, curve_secret, 32, err);
@@ -62,7 +61,7 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
         rc = s_set(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one), err);
     }
     if (rc == ACC_OK) {
-        rc = s_set(self->router, ZMQ_SNDTIMEO, &send_timeout, sizeof(send_timeout), err);
+        rc = s_set(self->router, ZMQ_SNDHWM, &queue_max, sizeof(queue_max), err);
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
@@ -303,21 +302,43 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
 }
 
 /* Sends one frame; a peer that has gone or stopped reading is marked closing. */
-static bool s_send(broker_t *self, const uint8_t *rid, size_t rid_len, const uint8_t *frame,
-                   size_t len)
+typedef enum {
+    SEND_OK,
+    SEND_FULL, /* the peer is not reading: its queue is at the high-water mark */
+    SEND_GONE, /* the peer has disconnected */
+} s_send_rc_t;
+
+/* Never blocks: one peer that stops reading must not stall everyone else. */
+static s_send_rc_t s_send(broker_t *self, const uint8_t *rid, size_t rid_len, const uint8_t *frame,
+                          size_t len)
 {
-    if (zmq_send(self->router, rid, rid_len, ZMQ_SNDMORE) >= 0 &&
-        zmq_send(self->router, frame, len, 0) >= 0) {
-        return true;
+    if (zmq_send(self->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
+        /* The first frame passed the high-water mark: the rest of the message follows. */
+        (void)zmq_send(self->router, frame, len, ZMQ_DONTWAIT);
+        return SEND_OK;
     }
     int e = zmq_errno();
+    if (e == EAGAIN) {
+        return SEND_FULL;
+    }
     peer_t *p = s_peer_find(self, rid, rid_len);
     if (p != NULL) {
-        acc_log_warn("router", "could not send to %s: %s; dropping the connection", p->id,
-                     zmq_strerror(e));
+        acc_log_info("router", "%s has gone: %s", p->id, zmq_strerror(e));
         p->closing = true;
     }
-    return false;
+    return SEND_GONE;
+}
+
+/* An answer nobody is reading is dropped: the publisher's retry gets the first
+ * result again (idempotent publish), so nothing is lost. */
+static void s_reply(broker_t *self, const uint8_t *rid, size_t rid_len, const uint8_t *frame,
+                    size_t len)
+{
+    if (s_send(self, rid, rid_len, frame, len) == SEND_FULL) {
+        peer_t *p = s_peer_find(self, rid, rid_len);
+        acc_log_warn("router", "%s is not reading its answers; one dropped",
+                     p != NULL ? p->id : "a peer");
+    }
 }
 
 static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
@@ -334,7 +355,7 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
     size_t len = accord__v1__envelope__get_packed_size(&env);
     if (len <= sizeof(buf)) {
         (void)accord__v1__envelope__pack(&env, buf);
-        (void)s_send(self, o->rid, o->rid_len, buf, len);
+        s_reply(self, o->rid, o->rid_len, buf, len);
     }
 }
 
@@ -384,9 +405,17 @@ static bool s_deliver(broker_t *self, const out_t *o)
         if (p->backlog) {
             return false; /* it arrives in log order through the outbox */
         }
-        if (s_send(self, p->rid, p->rid_len, o->frame, o->frame_len)) {
+        s_send_rc_t sent = s_send(self, p->rid, p->rid_len, o->frame, o->frame_len);
+        if (sent == SEND_OK) {
             p->cursor = o->seq > p->cursor ? o->seq : p->cursor;
             return true;
+        }
+        if (sent == SEND_FULL) {
+            /* it waits in the outbox until the subscriber catches up */
+            acc_log_info("outbox", "%s is not keeping up; its deliveries wait in the outbox",
+                         p->id);
+            p->backlog = true;
+            return false;
         }
     }
     return false;
@@ -398,11 +427,11 @@ static void s_flush(broker_t *self, bool committed, const char *why)
         out_t *o = &self->out[i];
         switch (o->kind) {
         case OUT_REPLY:
-            (void)s_send(self, o->rid, o->rid_len, o->frame, o->frame_len);
+            s_reply(self, o->rid, o->rid_len, o->frame, o->frame_len);
             break;
         case OUT_RESULT:
             if (committed) {
-                (void)s_send(self, o->rid, o->rid_len, o->frame, o->frame_len);
+                s_reply(self, o->rid, o->rid_len, o->frame, o->frame_len);
             } else {
                 s_send_unavailable(self, o, why);
             }
@@ -526,17 +555,26 @@ static size_t s_inflight_for(const broker_t *self, size_t agency)
 typedef struct {
     broker_t *broker;
     peer_t *peer;
+    bool full; /* the subscriber stopped taking deliveries: the rest waits */
 } s_page_t;
 
 static void s_send_pending(void *ctx, const ledger_delivery_t *d)
 {
     s_page_t *page = ctx;
     peer_t *peer = page->peer;
-    peer->cursor = d->seq;
-    if (!s_wants(peer, peer->who.index, d->record_type) ||
-        !s_send(page->broker, peer->rid, peer->rid_len, d->frame, d->frame_len)) {
+    if (page->full) {
         return;
     }
+    if (!s_wants(peer, peer->who.index, d->record_type)) {
+        peer->cursor = d->seq; /* narrowed away by its subscriptions: stays pending */
+        return;
+    }
+    s_send_rc_t sent = s_send(page->broker, peer->rid, peer->rid_len, d->frame, d->frame_len);
+    page->full = sent == SEND_FULL;
+    if (sent != SEND_OK) {
+        return;
+    }
+    peer->cursor = d->seq;
     out_t o = { .to_agency = peer->who.index, .seq = d->seq };
     memcpy(o.share_id, d->share_id, sizeof(o.share_id));
     o.record_type = acc_pb_str(d->record_type);
@@ -565,7 +603,7 @@ static void s_pump_outbox(broker_t *self)
             acc_log_warn("outbox", "pending deliveries for %s not read: %s", p->id, err.msg);
             return;
         }
-        p->backlog = page.count == OUTBOX_PAGE;
+        p->backlog = page.count == OUTBOX_PAGE || target.full;
     }
 }
 

@@ -32,6 +32,8 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       "86400", 1, INT64_C(31536000) },
     { "redeliver_after_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, redeliver_after_ms),
       "30000", 100, INT64_C(86400000) },
+    { "peer_queue_max", ACC_YT_INT, false, offsetof(acc_broker_config_t, peer_queue_max), "1000", 1,
+      1000000 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {

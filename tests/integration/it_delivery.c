@@ -23,7 +23,7 @@ static void teardown(void)
     th_world_destroy(&world);
 }
 
-TestSuite(delivery, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(delivery, .init = setup, .fini = teardown, .timeout = 180);
 
 static void s_publish_n(const char *prefix, int n)
 {
@@ -180,4 +180,65 @@ Test(delivery, a_refused_record_may_be_corrected_and_sent_again_under_its_id)
     cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK, "%s",
                  reply->publish_result->reason);
     accord__v1__envelope__free_unpacked(reply, NULL);
+}
+
+Test(delivery, a_subscriber_that_reads_late_stalls_no_publisher_and_loses_nothing)
+{
+    th_broker_stop(world);
+    snprintf(world->broker_extra, sizeof(world->broker_extra),
+             "peer_queue_max: 200\nredeliver_after_ms: 600000\n");
+    th_broker_start(world);
+    acc_agent_config_t cfg;
+    th_agent_config_load(world, "rmbc-childrens-centres", &cfg);
+    client_t *sub = NULL;
+    acc_err_t err;
+    cr_assert_eq(client_open(&sub, &cfg, true, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(client_hello(sub, 10000, &err), ACC_OK, "%s", err.msg);
+
+    /* 3000 records through the real publisher while the subscriber reads nothing. */
+    enum { RECORDS = 3000 };
+    char input[600];
+    snprintf(input, sizeof(input), "%s/slow.ndjson", world->dir);
+    FILE *f = fopen(input, "w");
+    for (int i = 0; i < RECORDS; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "hv-slow-%d", i);
+        char *json = th_health_visit_json(id, "9434765919");
+        fputs(json, f);
+        free(json);
+    }
+    fclose(f);
+    char input_opt[640];
+    snprintf(input_opt, sizeof(input_opt), "--input=%s", input);
+    th_proc_t *pub = th_agent_start(world, "publish", "rft-health-visiting", input_opt);
+    size_t got = th_proc_wait_lines(pub, RECORDS, 40000);
+    cr_assert_eq(got, RECORDS, "the publisher was stalled after %zu results", got);
+    cr_assert_eq(th_proc_wait(&pub, 20000), 0);
+
+    /* Now it reads: every share arrives, in log order, and is acknowledged. */
+    char last[64] = "";
+    int received = 0;
+    while (received < RECORDS) {
+        Accord__V1__Envelope *env = NULL;
+        cr_assert_eq(client_recv(sub, &env, 10000, &err), ACC_OK, "after %d: %s", received,
+                     err.msg);
+        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_DELIVER) {
+            char id[32];
+            snprintf(id, sizeof(id), "hv-slow-%d", received);
+            cr_assert_str_eq(env->deliver->record->record_id, id, "out of order");
+            snprintf(last, sizeof(last), "%s", env->deliver->share_id);
+            Accord__V1__DeliverAck ack = ACCORD__V1__DELIVER_ACK__INIT;
+            ack.share_id = env->deliver->share_id;
+            Accord__V1__Envelope reply = ACCORD__V1__ENVELOPE__INIT;
+            reply.body_case = ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK;
+            reply.deliver_ack = &ack;
+            cr_assert_eq(client_send(sub, &reply, &err), ACC_OK);
+            received++;
+        }
+        accord__v1__envelope__free_unpacked(env, NULL);
+    }
+    client_destroy(&sub);
+    acc_agent_config_clear(&cfg);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", RECORDS, 20000), RECORDS);
+    cr_assert_eq(s_outbox(), 0);
 }

@@ -24,6 +24,7 @@ typedef struct {
     int64_t epoch_max_rows;     /* a new epoch key after this many rows... */
     int64_t epoch_max_seconds;  /* ...or after this long, whichever comes first */
     int64_t redeliver_after_ms; /* unacknowledged deliveries are sent again after this */
+    int64_t peer_queue_max;     /* messages queued for one peer before it counts as slow */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */
