@@ -12,7 +12,9 @@
 #include "accord/log.h"
 
 #define PROTOCOL_VERSION  1
-#define HELLO_CORRELATION UINT64_MAX /* reserved: never used for requests */
+#define HELLO_CORRELATION UINT64_MAX       /* reserved: never used for requests */
+#define BEAT_CORRELATION  (UINT64_MAX - 1) /* reserved: our own Heartbeats */
+#define REHELLO_GAP_MS    1000             /* at most one unprompted Hello a second */
 
 struct client_t {
     void *ctx;
@@ -23,6 +25,8 @@ struct client_t {
     bool welcomed_once;
     bool auth_failed;
     uint64_t handshakes;
+    int64_t last_sent_ms;  /* for Heartbeats when idle */
+    int64_t last_hello_ms; /* for Hello again after HELLO_REQUIRED */
     char agency[128];
 };
 
@@ -48,11 +52,18 @@ static acc_rc_t s_configure(client_t *self, const uint8_t secret[32], acc_err_t 
     (void)zmq_curve_public(public_z85, secret_z85);
     int zero = 0;
     int64_t max_bytes = self->config->max_message_bytes;
-    int ok = zmq_setsockopt(self->socket, ZMQ_CURVE_SERVERKEY, server_z85, ACC_Z85_KEY_CHARS) |
-             zmq_setsockopt(self->socket, ZMQ_CURVE_PUBLICKEY, public_z85, ACC_Z85_KEY_CHARS) |
-             zmq_setsockopt(self->socket, ZMQ_CURVE_SECRETKEY, secret_z85, ACC_Z85_KEY_CHARS) |
-             zmq_setsockopt(self->socket, ZMQ_LINGER, &zero, sizeof(zero)) |
-             zmq_setsockopt(self->socket, ZMQ_MAXMSGSIZE, &max_bytes, sizeof(max_bytes));
+    /* Transport pings: a broker that vanished without closing the connection is
+     * noticed after three missed intervals and reconnected to. */
+    int beat_ivl = (int)self->config->heartbeat_ms;
+    int beat_timeout = beat_ivl * 3;
+    int ok =
+        zmq_setsockopt(self->socket, ZMQ_CURVE_SERVERKEY, server_z85, ACC_Z85_KEY_CHARS) |
+        zmq_setsockopt(self->socket, ZMQ_CURVE_PUBLICKEY, public_z85, ACC_Z85_KEY_CHARS) |
+        zmq_setsockopt(self->socket, ZMQ_CURVE_SECRETKEY, secret_z85, ACC_Z85_KEY_CHARS) |
+        zmq_setsockopt(self->socket, ZMQ_LINGER, &zero, sizeof(zero)) |
+        zmq_setsockopt(self->socket, ZMQ_MAXMSGSIZE, &max_bytes, sizeof(max_bytes)) |
+        zmq_setsockopt(self->socket, ZMQ_HEARTBEAT_IVL, &beat_ivl, sizeof(beat_ivl)) |
+        zmq_setsockopt(self->socket, ZMQ_HEARTBEAT_TIMEOUT, &beat_timeout, sizeof(beat_timeout));
     sodium_memzero(secret_z85, sizeof(secret_z85));
     if (ok != 0) {
         return acc_err_set(err, ACC_ERR_NET, "could not configure the connection: %s",
@@ -137,6 +148,7 @@ acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t len, acc_err_
         return acc_err_set(err, ACC_ERR_NET, "could not send to the broker: %s",
                            zmq_strerror(zmq_errno()));
     }
+    self->last_sent_ms = s_now_ms();
     return ACC_OK;
 }
 
@@ -163,7 +175,25 @@ static acc_rc_t s_send_hello(client_t *self, acc_err_t *err)
     env.correlation_id = HELLO_CORRELATION;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
+    self->last_hello_ms = s_now_ms();
     return client_send(self, &env, err);
+}
+
+void client_tick(client_t *self)
+{
+    if (!self->welcomed_once || s_now_ms() - self->last_sent_ms < self->config->heartbeat_ms) {
+        return;
+    }
+    Accord__V1__Heartbeat beat = ACCORD__V1__HEARTBEAT__INIT;
+    beat.sent_at_ms = (uint64_t)s_now_ms();
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = BEAT_CORRELATION;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &beat;
+    acc_err_t err;
+    if (client_send(self, &env, &err) != ACC_OK) {
+        acc_log_debug("client", "heartbeat not sent: %s", err.msg);
+    }
 }
 
 /* The broker forgets a connection when it restarts: every handshake after the
@@ -194,10 +224,28 @@ static void s_read_monitor(client_t *self)
     }
 }
 
-static bool s_is_rehello_welcome(const client_t *self, const Accord__V1__Envelope *env)
+/* Answers to the library's own messages are consumed here, not handed on. */
+static bool s_is_own_answer(const client_t *self, const Accord__V1__Envelope *env)
 {
+    if (env->correlation_id == BEAT_CORRELATION) {
+        return true;
+    }
     return self->welcomed_once && env->correlation_id == HELLO_CORRELATION &&
            env->body_case == ACCORD__V1__ENVELOPE__BODY_WELCOME;
+}
+
+/* A broker that forgot this connection (it was silent too long) says
+ * HELLO_REQUIRED: say Hello again, once a second at most; the caller still sees
+ * the error and sends its request again. */
+static void s_rehello_if_forgotten(client_t *self, const Accord__V1__Envelope *env)
+{
+    if (self->welcomed_once && env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR &&
+        env->error->code == ACCORD__V1__ERROR_CODE__HELLO_REQUIRED &&
+        s_now_ms() - self->last_hello_ms >= REHELLO_GAP_MS) {
+        acc_err_t ignored;
+        acc_log_notice("client", "the broker had forgotten this connection; saying Hello again");
+        (void)s_send_hello(self, &ignored);
+    }
 }
 
 /* Reads one frame if one is waiting: ACC_OK with *out set, or with *out NULL. */
@@ -216,10 +264,11 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
     if (env == NULL) {
         return acc_err_set(err, ACC_ERR_INVALID, "the broker sent a frame that is not an Envelope");
     }
-    if (s_is_rehello_welcome(self, env)) {
+    if (s_is_own_answer(self, env)) {
         accord__v1__envelope__free_unpacked(env, NULL);
         return ACC_OK;
     }
+    s_rehello_if_forgotten(self, env);
     *out = env;
     return ACC_OK;
 }
@@ -238,6 +287,7 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
         if (rc != ACC_OK || *out != NULL) {
             return rc;
         }
+        client_tick(self);
         int64_t left = deadline - s_now_ms();
         if (left <= 0) {
             return acc_err_set(err, ACC_ERR_TIMEOUT, "no answer from the broker at \"%s\"",

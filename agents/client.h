@@ -37,6 +37,10 @@ ACC_NODISCARD acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t
 ACC_NODISCARD acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
                                    acc_err_t *err);
 
+/* Sends a Heartbeat if nothing was sent for heartbeat_ms, so the broker keeps
+ * this connection. client_recv does this itself; call it while busy elsewhere. */
+void client_tick(client_t *self);
+
 /* How many times the connection was re-established since open. */
 uint64_t client_reconnects(const client_t *self);
 

@@ -47,6 +47,8 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     int zero = 0;
     int64_t max_bytes = self->config->max_message_bytes;
     int queue_max = (int)self->config->peer_queue_max;
+    int beat_ivl = (int)self->config->heartbeat_ms;
+    int beat_timeout = (int)self->config->peer_timeout_ms;
     acc_rc_t rc = s_set(self->router, ZMQ_CURVE_SERVER, &one, sizeof(one), err);
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_CURVE_SECRETKEY, curve_secret, 32, err);
@@ -65,6 +67,16 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
+    }
+    /* Transport pings close a connection whose far end has vanished without a FIN. */
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_HEARTBEAT_IVL, &beat_ivl, sizeof(beat_ivl), err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_HEARTBEAT_TIMEOUT, &beat_timeout, sizeof(beat_timeout), err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_set(self->router, ZMQ_HEARTBEAT_TTL, &beat_timeout, sizeof(beat_timeout), err);
     }
     if (rc != ACC_OK) {
         return rc;
@@ -825,6 +837,31 @@ static void s_read_batch(broker_t *self)
 
 /* ---- the loop ---- */
 
+/* Agents send a Heartbeat whenever they have sent nothing else for a while, so a
+ * peer silent for peer_timeout_ms is dead: what it had in flight goes back to
+ * the outbox and reaches its next connection. */
+static void s_forget_silent_peers(broker_t *self)
+{
+    int64_t now = s_now_ms();
+    for (size_t i = 0; i < self->peer_count; i++) {
+        peer_t *p = &self->peers[i];
+        if (p->closing || now - p->last_seen_ms <= self->config->peer_timeout_ms) {
+            continue;
+        }
+        p->closing = true;
+        if (p->subscriber && p->known && !p->who.auditor) {
+            s_inflight_drop_agency(self, p->who.index);
+            acc_log_notice("router",
+                           "no word from %s for %lld ms: its unacknowledged deliveries "
+                           "return to the outbox",
+                           p->id, (long long)(now - p->last_seen_ms));
+        } else {
+            acc_log_info("router", "no word from %s for %lld ms: connection forgotten", p->id,
+                         (long long)(now - p->last_seen_ms));
+        }
+    }
+}
+
 static void s_reap_closed_peers(broker_t *self)
 {
     for (size_t i = 0; i < self->peer_count;) {
@@ -883,6 +920,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         s_commit_and_answer(self, false);
         s_pump_outbox(self);
         s_redeliver_due(self);
+        s_forget_silent_peers(self);
         s_reap_closed_peers(self);
         if (*self->reload_requested) {
             *self->reload_requested = 0;

@@ -34,6 +34,10 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       "30000", 100, INT64_C(86400000) },
     { "peer_queue_max", ACC_YT_INT, false, offsetof(acc_broker_config_t, peer_queue_max), "1000", 1,
       1000000 },
+    { "heartbeat_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, heartbeat_ms), "5000", 100,
+      600000 },
+    { "peer_timeout_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, peer_timeout_ms), "15000",
+      300, 3600000 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {
@@ -48,6 +52,14 @@ static const acc_yaml_entry_t s_agent_entries[] = {
     { "window", ACC_YT_INT, false, offsetof(acc_agent_config_t, window), "100", 1, 10000 },
     { "max_message_bytes", ACC_YT_INT, false, offsetof(acc_agent_config_t, max_message_bytes),
       "1048576", 4 * KIB, 64 * MIB },
+    { "heartbeat_ms", ACC_YT_INT, false, offsetof(acc_agent_config_t, heartbeat_ms), "5000", 100,
+      600000 },
+    { "publish_spool", ACC_YT_STRING, false, offsetof(acc_agent_config_t, publish_spool), "", 0,
+      0 },
+    { "subscribe_spool", ACC_YT_STRING, false, offsetof(acc_agent_config_t, subscribe_spool), "", 0,
+      0 },
+    { "exec", ACC_YT_STRING, false, offsetof(acc_agent_config_t, exec), "", 0, 0 },
+    { "seen_file", ACC_YT_STRING, false, offsetof(acc_agent_config_t, seen_file), "", 0, 0 },
 };
 
 #define N_ENTRIES(t) (sizeof(t) / sizeof((t)[0]))
@@ -129,6 +141,9 @@ acc_rc_t acc_agent_config_load(acc_agent_config_t *out, const char *path, acc_di
         return rc;
     }
     s_resolve(&out->curve_secret_key, path);
+    s_resolve(&out->publish_spool, path);
+    s_resolve(&out->subscribe_spool, path);
+    s_resolve(&out->seen_file, path);
     return ACC_OK;
 }
 

@@ -25,6 +25,8 @@ typedef struct {
     int64_t epoch_max_seconds;  /* ...or after this long, whichever comes first */
     int64_t redeliver_after_ms; /* unacknowledged deliveries are sent again after this */
     int64_t peer_queue_max;     /* messages queued for one peer before it counts as slow */
+    int64_t heartbeat_ms;       /* the broker pings idle connections this often */
+    int64_t peer_timeout_ms;    /* a peer silent this long is dead: its deliveries go back */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */
@@ -37,6 +39,11 @@ typedef struct {
     char *log_level;
     int64_t window; /* publishes in flight */
     int64_t max_message_bytes;
+    int64_t heartbeat_ms;  /* a Heartbeat when nothing else was sent for this long */
+    char *publish_spool;   /* publish --spool default: DIR/incoming -> DIR/done, "" = none */
+    char *subscribe_spool; /* subscribe --spool default: deliveries into DIR/incoming */
+    char *exec;            /* subscribe --exec default: run per delivered file */
+    char *seen_file;       /* subscribe: share ids already handed over, across restarts */
 } acc_agent_config_t;
 
 /* Loads and checks a config file; every problem goes to diag (may be NULL) as
