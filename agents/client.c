@@ -27,6 +27,7 @@ struct client_t {
     uint64_t handshakes;
     int64_t last_sent_ms;  /* for Heartbeats when idle */
     int64_t last_hello_ms; /* for Hello again after HELLO_REQUIRED */
+    int64_t beat_ms;       /* the smaller of our setting and the broker's Welcome */
     char agency[128];
 };
 
@@ -96,6 +97,7 @@ acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subs
     client_t *self = acc_xcalloc(1, sizeof(*self));
     self->config = config;
     self->subscribe = subscribe;
+    self->beat_ms = config->heartbeat_ms;
     self->ctx = zmq_ctx_new();
     acc_assert(self->ctx != NULL);
     self->socket = zmq_socket(self->ctx, ZMQ_DEALER);
@@ -181,7 +183,7 @@ static acc_rc_t s_send_hello(client_t *self, acc_err_t *err)
 
 void client_tick(client_t *self)
 {
-    if (!self->welcomed_once || s_now_ms() - self->last_sent_ms < self->config->heartbeat_ms) {
+    if (!self->welcomed_once || s_now_ms() - self->last_sent_ms < self->beat_ms) {
         return;
     }
     Accord__V1__Heartbeat beat = ACCORD__V1__HEARTBEAT__INIT;
@@ -221,6 +223,19 @@ static void s_read_monitor(client_t *self)
                 (void)s_send_hello(self, &ignored);
             }
         }
+    }
+}
+
+/* The broker forgets a connection silent for longer than it allows; it says how
+ * often to speak in every Welcome. */
+static void s_note_welcome(client_t *self, const Accord__V1__Envelope *env)
+{
+    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_WELCOME) {
+        return;
+    }
+    self->beat_ms = self->config->heartbeat_ms;
+    if (env->welcome->heartbeat_ms > 0 && env->welcome->heartbeat_ms < self->beat_ms) {
+        self->beat_ms = env->welcome->heartbeat_ms;
     }
 }
 
@@ -264,11 +279,12 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
     if (env == NULL) {
         return acc_err_set(err, ACC_ERR_INVALID, "the broker sent a frame that is not an Envelope");
     }
+    s_rehello_if_forgotten(self, env);
     if (s_is_own_answer(self, env)) {
+        s_note_welcome(self, env);
         accord__v1__envelope__free_unpacked(env, NULL);
         return ACC_OK;
     }
-    s_rehello_if_forgotten(self, env);
     *out = env;
     return ACC_OK;
 }
@@ -311,6 +327,7 @@ acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
             break;
         }
         if (env->body_case == ACCORD__V1__ENVELOPE__BODY_WELCOME) {
+            s_note_welcome(self, env);
             (void)snprintf(self->agency, sizeof(self->agency), "%s", env->welcome->agency_id);
             self->welcomed_once = true;
             accord__v1__envelope__free_unpacked(env, NULL);

@@ -1,4 +1,4 @@
-/* seen.c - a bounded set of share ids: a ring of the newest SEEN_KEEP ids, a
+/* seen.c - a bounded set of share ids: a ring of the newest ids, a
  * linear-probing index over it, and an append-only journal on disk */
 #include "seen.h"
 
@@ -12,13 +12,14 @@
 #include "accord/log.h"
 
 #define ID_BYTES   ACC_LOGROW_SHARE_BYTES
-#define TABLE_SIZE (SEEN_KEEP * 2u) /* a power of two, at most half full */
 #define EMPTY      UINT32_MAX
 #define LINE_CHARS 37 /* a formatted uuid and its newline */
 
 struct seen_t {
     uint8_t (*ring)[ID_BYTES]; /* the ids, oldest at head once full */
     uint32_t *table;           /* ring positions, EMPTY where unused */
+    size_t keep;               /* ring capacity */
+    size_t mask;               /* table size - 1: a power of two, at most half full */
     size_t head;               /* next ring position to write */
     size_t count;
     char *path;     /* the journal, NULL in memory-only mode */
@@ -26,18 +27,18 @@ struct seen_t {
     size_t on_disk; /* ids in the journal, which is compacted when it doubles */
 };
 
-static size_t s_home(const uint8_t *id)
+static size_t s_home(const seen_t *self, const uint8_t *id)
 {
     uint64_t h = 0;
     memcpy(&h, id, sizeof(h));
-    return (size_t)((h * UINT64_C(0x9E3779B97F4A7C15)) >> 40) & (TABLE_SIZE - 1);
+    return (size_t)((h * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & self->mask;
 }
 
 static size_t s_find_slot(const seen_t *self, const uint8_t *id)
 {
-    size_t i = s_home(id);
+    size_t i = s_home(self, id);
     while (self->table[i] != EMPTY && memcmp(self->ring[self->table[i]], id, ID_BYTES) != 0) {
-        i = (i + 1) & (TABLE_SIZE - 1);
+        i = (i + 1) & self->mask;
     }
     return i;
 }
@@ -51,11 +52,11 @@ static void s_unindex(seen_t *self, const uint8_t *id)
     }
     size_t j = i;
     for (;;) {
-        j = (j + 1) & (TABLE_SIZE - 1);
+        j = (j + 1) & self->mask;
         if (self->table[j] == EMPTY) {
             break;
         }
-        size_t k = s_home(self->ring[self->table[j]]);
+        size_t k = s_home(self, self->ring[self->table[j]]);
         /* the entry at j may move to i only if its home is not in (i, j] */
         bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
         if (!stays) {
@@ -71,13 +72,13 @@ static void s_remember(seen_t *self, const uint8_t *id)
     if (seen_has(self, id)) {
         return;
     }
-    if (self->count == SEEN_KEEP) {
+    if (self->count == self->keep) {
         s_unindex(self, self->ring[self->head]);
         self->count--;
     }
     memcpy(self->ring[self->head], id, ID_BYTES);
     self->table[s_find_slot(self, id)] = (uint32_t)self->head;
-    self->head = (self->head + 1) % SEEN_KEEP;
+    self->head = (self->head + 1) % self->keep;
     self->count++;
 }
 
@@ -117,12 +118,19 @@ static acc_rc_t s_open_append(seen_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
-acc_rc_t seen_open(seen_t **out, const char *path, acc_err_t *err)
+acc_rc_t seen_open(seen_t **out, const char *path, size_t keep, acc_err_t *err)
 {
+    acc_assert(keep > 0 && keep < UINT32_MAX / 4);
     seen_t *self = acc_xcalloc(1, sizeof(*self));
-    self->ring = acc_xcalloc(SEEN_KEEP, sizeof(*self->ring));
-    self->table = acc_xmalloc(TABLE_SIZE * sizeof(*self->table));
-    memset(self->table, 0xff, TABLE_SIZE * sizeof(*self->table));
+    self->keep = keep;
+    size_t table_size = 2;
+    while (table_size < 2 * keep) {
+        table_size *= 2;
+    }
+    self->mask = table_size - 1;
+    self->ring = acc_xcalloc(keep, sizeof(*self->ring));
+    self->table = acc_xmalloc(table_size * sizeof(*self->table));
+    memset(self->table, 0xff, table_size * sizeof(*self->table));
     self->fd = -1;
     acc_rc_t rc = ACC_OK;
     if (path != NULL) {
@@ -188,10 +196,10 @@ static acc_rc_t s_compact(seen_t *self, acc_err_t *err)
     char *tmp = acc_xasprintf("%s.tmp", self->path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     acc_rc_t rc = fd < 0 ? ACC_ERR_IO : ACC_OK;
-    size_t start = self->count == SEEN_KEEP ? self->head : 0;
+    size_t start = self->count == self->keep ? self->head : 0;
     for (size_t n = 0; rc == ACC_OK && n < self->count; n++) {
         char line[LINE_CHARS + 1];
-        acc_uuid_format(line, self->ring[(start + n) % SEEN_KEEP]);
+        acc_uuid_format(line, self->ring[(start + n) % self->keep]);
         line[LINE_CHARS - 1] = '\n';
         rc = s_write_all(fd, line, LINE_CHARS);
     }
@@ -231,7 +239,7 @@ acc_rc_t seen_add(seen_t *self, const uint8_t id[ACC_LOGROW_SHARE_BYTES], acc_er
         self->on_disk++;
     }
     s_remember(self, id);
-    if (self->path != NULL && self->on_disk >= 2 * (size_t)SEEN_KEEP) {
+    if (self->path != NULL && self->on_disk >= 2 * self->keep) {
         return s_compact(self, err);
     }
     return ACC_OK;

@@ -10,16 +10,17 @@
 #include "accord/logrow.h"
 #include "accord/rc.h"
 
-/* The newest this many ids are remembered. The broker redelivers only what is
- * unacknowledged, a few pages at most, so this is far more than needed. */
+/* By default the newest this many ids are remembered. The broker redelivers only
+ * what is unacknowledged, a few pages at most, so this is far more than needed. */
 #define SEEN_KEEP 262144u
 
 typedef struct seen_t seen_t;
 
 /* Opens the journal at path (created 0600 if missing) and reads the ids in it;
  * a torn last line from a crash is ignored. path NULL: remembered in memory only,
- * for the life of the process. */
-ACC_NODISCARD acc_rc_t seen_open(seen_t **out, const char *path, acc_err_t *err);
+ * for the life of the process. The newest keep ids are remembered; the journal
+ * is rewritten with only those when it reaches twice as many. */
+ACC_NODISCARD acc_rc_t seen_open(seen_t **out, const char *path, size_t keep, acc_err_t *err);
 void seen_destroy(seen_t **self_p);
 
 bool seen_has(const seen_t *self, const uint8_t id[ACC_LOGROW_SHARE_BYTES]);

@@ -196,7 +196,7 @@ static int s_open_spool(subscriber_t *sub, const char *dir, const char *seen_pat
     } else if (seen_path != NULL) {
         journal = acc_xstrdup(seen_path);
     }
-    acc_rc_t rc = seen_open(&sub->seen, journal, &err);
+    acc_rc_t rc = seen_open(&sub->seen, journal, SEEN_KEEP, &err);
     free(journal);
     if (rc != ACC_OK) {
         acc_log_error("subscribe", "%s", err.msg);

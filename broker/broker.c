@@ -673,6 +673,8 @@ static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope 
     welcome.agreement_id = acc_pb_str(acc_policy_id(self->policy));
     welcome.agreement_hash = acc_pb_str(acc_policy_hash_hex(self->policy));
     welcome.auditor = peer->who.auditor;
+    /* a third of the timeout: one lost beat never costs a connection */
+    welcome.heartbeat_ms = (uint32_t)(self->config->peer_timeout_ms / 3);
     Accord__V1__Envelope reply = ACCORD__V1__ENVELOPE__INIT;
     reply.correlation_id = env->correlation_id;
     reply.body_case = ACCORD__V1__ENVELOPE__BODY_WELCOME;
@@ -763,8 +765,8 @@ static void s_dispatch(broker_t *self, peer_t *peer, const uint8_t *data, size_t
     if (handler == NULL) {
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_MESSAGE,
                            "the broker does not accept this kind of message");
-    } else if (!peer->welcomed && kind != ACCORD__V1__ENVELOPE__BODY_HELLO &&
-               kind != ACCORD__V1__ENVELOPE__BODY_HEARTBEAT) {
+    } else if (!peer->welcomed && kind != ACCORD__V1__ENVELOPE__BODY_HELLO) {
+        /* a Heartbeat too: a connection the broker forgot must say Hello again */
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__HELLO_REQUIRED,
                            "send Hello first");
     } else {

@@ -361,10 +361,10 @@ void th_broker_config(th_world_t *w)
     snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
     FILE *f = fopen(path, "w");
     fprintf(f,
-            "listen: tcp://127.0.0.1:*\ndatabase: \"%s\"\nagreement: agreement.yaml\n"
+            "listen: %s\ndatabase: \"%s\"\nagreement: agreement.yaml\n"
             "curve_secret_key: broker.curve.secret\nsigning_key: broker.sign.secret\n"
             "subject_key: broker.subject.secret\nlog_level: info\n%s",
-            w->conninfo, w->broker_extra);
+            w->listen[0] != '\0' ? w->listen : "tcp://127.0.0.1:*", w->conninfo, w->broker_extra);
     fclose(f);
 }
 
@@ -453,6 +453,13 @@ void th_agent_config_load(th_world_t *w, const char *agency, acc_agent_config_t 
 th_proc_t *th_agent_start(th_world_t *w, const char *command, const char *agency,
                           const char *extra_arg)
 {
+    const char *extra[] = { extra_arg, NULL };
+    return th_agent_start_argv(w, command, agency, extra);
+}
+
+th_proc_t *th_agent_start_argv(th_world_t *w, const char *command, const char *agency,
+                               const char *const extra[])
+{
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accord-agent", w->bin_dir);
     char config[512];
@@ -464,11 +471,35 @@ th_proc_t *th_agent_start(th_world_t *w, const char *command, const char *agency
     snprintf(log, sizeof(log), "%s/%s.%s.log", w->dir, agency, command);
     char cmd[32];
     char opt[] = "--config";
-    char extra[256];
     snprintf(cmd, sizeof(cmd), "%s", command);
-    snprintf(extra, sizeof(extra), "%s", extra_arg != NULL ? extra_arg : "");
-    char *argv[] = { exe, cmd, opt, config, extra_arg != NULL ? extra : NULL, NULL };
-    return th_proc_start_logged(argv, log);
+    char *argv[16] = { exe, cmd, opt, config };
+    size_t n = 4;
+    for (size_t i = 0; extra[i] != NULL && n < 15; i++) {
+        argv[n++] = strdup(extra[i]);
+    }
+    argv[n] = NULL;
+    th_proc_t *proc = th_proc_start_logged(argv, log);
+    for (size_t i = 4; i < n; i++) {
+        free(argv[i]);
+    }
+    return proc;
+}
+
+long th_proc_rss_kib(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no %s", path);
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kib = strtol(line + 6, NULL, 10);
+        }
+    }
+    fclose(f);
+    return kib;
 }
 
 bool th_file_wait(const char *path, const char *needle, int timeout_ms)

@@ -54,6 +54,7 @@ typedef struct {
     char broker_pub[41];    /* Z85 */
     char endpoint[256];     /* after th_broker_start */
     char broker_extra[512]; /* more broker.yaml settings, one per line */
+    char listen[256];       /* the broker's listen setting; "" = a free port */
     th_proc_t *broker;
     size_t agency_count;
     char agencies[TH_MAX_AGENCIES][64];
@@ -92,6 +93,13 @@ void th_agent_config_load(th_world_t *world, const char *agency, acc_agent_confi
 /* Starts accord-agent with the command and agency's config. */
 th_proc_t *th_agent_start(th_world_t *world, const char *command, const char *agency,
                           const char *extra_arg);
+
+/* The same with any number of extra arguments (NULL-terminated). */
+th_proc_t *th_agent_start_argv(th_world_t *world, const char *command, const char *agency,
+                               const char *const extra[]);
+
+/* The resident set size of a running process, in KiB. */
+long th_proc_rss_kib(pid_t pid);
 
 /* Waits until the agent started with th_agent_start logs that the broker welcomed it
  * (its stderr is DIR/AGENCY.COMMAND.log). */

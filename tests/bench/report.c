@@ -1,0 +1,193 @@
+/* report.c - bench-report: the benchmark's table and ratios from the load
+ * generators' JSON lines, and the same as one JSON document for comparison between commits */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 65536
+
+static double s_num(const json_t *obj, const char *key)
+{
+    const json_t *v = json_object_get(obj, key);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+static double s_ms(const json_t *obj, const char *hist, const char *key)
+{
+    return s_num(json_object_get(obj, hist), key);
+}
+
+static void s_cell(double v, int decimals, int width)
+{
+    if (v < 0) {
+        (void)printf(" %*s", width, "-");
+    } else {
+        (void)printf(" %*.*f", width, decimals, v);
+    }
+}
+
+static void s_row(const json_t *r)
+{
+    const char *name = json_string_value(json_object_get(r, "scenario"));
+    (void)printf("%-26s", name != NULL ? name : "?");
+    const char *error = json_string_value(json_object_get(r, "error"));
+    if (error != NULL) {
+        (void)printf(" %s\n", error);
+        return;
+    }
+    s_cell(s_num(r, "accepted_per_s"), 0, 10);
+    s_cell(s_num(r, "delivered_per_s"), 0, 10);
+    s_cell(s_ms(r, "result_ms", "p50"), 3, 7);
+    s_cell(s_ms(r, "result_ms", "p90"), 3, 7);
+    s_cell(s_ms(r, "result_ms", "p99"), 3, 7);
+    s_cell(s_ms(r, "result_ms", "max"), 1, 7);
+    s_cell(s_ms(r, "delivery_ms", "p50"), 3, 7);
+    s_cell(s_ms(r, "delivery_ms", "p99"), 3, 7);
+    s_cell(s_num(r, "cpu_us_per_record"), 1, 7);
+    s_cell(s_num(r, "peak_rss_mib"), 1, 7);
+    s_cell(s_num(r, "pg_rows_per_s"), 0, 9);
+    double refused = s_num(r, "refused");
+    if (refused > 0) {
+        (void)printf("  (%.0f refused)", refused);
+    }
+    (void)printf("\n");
+}
+
+static const json_t *s_find(const json_t *results, const char *scenario)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        const char *name = json_string_value(json_object_get(r, "scenario"));
+        if (name != NULL && strcmp(name, scenario) == 0 && json_object_get(r, "error") == NULL) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* accord's figure over a reference's, printed and kept in ratios. */
+static void s_ratio(json_t *ratios, const json_t *results, const char *label, const char *ref,
+                    const char *accord_key, const char *ref_key)
+{
+    const json_t *a = s_find(results, "accord");
+    const json_t *b = s_find(results, ref);
+    if (a == NULL) {
+        return;
+    }
+    double top = s_num(a, accord_key);
+    double bottom = b != NULL ? s_num(b, ref_key) : -1;
+    if (top < 0 || bottom <= 0) {
+        (void)printf("  accord / %-34s n/a (%s did not run)\n", label, ref);
+        json_object_set_new(ratios, label, json_null());
+        return;
+    }
+    (void)printf("  accord / %-34s %.2f  (%.0f / %.0f)\n", label, top / bottom, top, bottom);
+    json_object_set_new(ratios, label, json_real(top / bottom));
+}
+
+static json_t *s_read_results(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        perror(path);
+        return NULL;
+    }
+    json_t *results = json_array();
+    char *line = malloc(LINE_MAX_BYTES);
+    while (line != NULL && fgets(line, LINE_MAX_BYTES, f) != NULL) {
+        json_error_t jerr;
+        json_t *r = json_loads(line, 0, &jerr);
+        if (r != NULL) {
+            json_array_append_new(results, r);
+        } else if (strspn(line, " \n") != strlen(line)) {
+            (void)fprintf(stderr, "bench-report: %s: %s\n", path, jerr.text);
+        }
+    }
+    free(line);
+    (void)fclose(f);
+    return results;
+}
+
+static void s_table(const json_t *results)
+{
+    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "", "accepted", "delivered",
+                 "result", "", "", "", "deliver", "", "CPU", "peak", "PG");
+    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "scenario", "rec/s", "rec/s",
+                 "p50 ms", "p90 ms", "p99 ms", "max ms", "p50 ms", "p99 ms", "us/rec", "RSS MiB",
+                 "rows/s");
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        s_row(r);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longs[] = {
+        { "results", required_argument, NULL, 'r' },
+        { "json", required_argument, NULL, 'j' },
+        { "commit", required_argument, NULL, 'c' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *results_path = NULL;
+    const char *json_path = NULL;
+    const char *commit = "unknown";
+    int c;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (c) {
+        case 'r': results_path = optarg; break;
+        case 'j': json_path = optarg; break;
+        case 'c': commit = optarg; break;
+        default:
+            (void)fprintf(stderr, "usage: bench-report --results FILE [--json OUT] [--commit ID]\n");
+            return 2;
+        }
+    }
+    if (results_path == NULL) {
+        (void)fprintf(stderr, "usage: bench-report --results FILE [--json OUT] [--commit ID]\n");
+        return 2;
+    }
+    json_t *results = s_read_results(results_path);
+    if (results == NULL) {
+        return 1;
+    }
+    s_table(results);
+    json_t *ratios = json_object();
+    if (s_find(results, "accord") != NULL) {
+        (void)printf("\nratios (accord throughput scenario over the reference's):\n");
+        s_ratio(ratios, results, "relay (records/s)", "relay", "accepted_per_s", "accepted_per_s");
+        s_ratio(ratios, results, "rabbitmq (records/s)", "rabbitmq", "accepted_per_s",
+                "accepted_per_s");
+        s_ratio(ratios, results, "mosquitto (records/s)", "mosquitto", "accepted_per_s",
+                "accepted_per_s");
+        s_ratio(ratios, results, "copy (PG rows/s)", "copy", "pg_rows_per_s", "pg_rows_per_s");
+    }
+    int rc = 0;
+    if (json_path != NULL) {
+        char when[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        json_t *doc = json_pack("{s:s, s:s, s:I, s:O, s:O}", "commit", commit, "at", when, "cpus",
+                                (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "results", results,
+                                "ratios", ratios);
+        if (json_dump_file(doc, json_path, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0) {
+            (void)fprintf(stderr, "bench-report: could not write \"%s\"\n", json_path);
+            rc = 1;
+        } else {
+            (void)printf("\nJSON written to %s\n", json_path);
+        }
+        json_decref(doc);
+    }
+    json_decref(ratios);
+    json_decref(results);
+    return rc;
+}

@@ -1,0 +1,336 @@
+/* it_survive.c - nothing accepted is lost and nothing reaches an agency twice when
+ * the broker, a subscriber or a publisher is killed with SIGKILL mid-stream, or
+ * a subscriber is away while tens of thousands of records are published */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define PER_PUBLISHER 5000 /* two publishers: 10,000 records */
+
+static th_world_t *world;
+static th_proc_t *agents[8]; /* killed at teardown if a test failed first */
+
+static const char s_rules_two_by_two[] =
+    "record_types:\n"
+    "  - id: health-visit\n"
+    "    fields: {visit_date: date, visit_type: text, concerns: text}\n"
+    "rules:\n"
+    "  - id: hv-to-partners\n"
+    "    from: rft-health-visiting\n"
+    "    to: [rmbc-childrens-centres, rmbc-early-help]\n"
+    "    record_types: [health-visit]\n"
+    "    fields: [visit_date, visit_type]\n"
+    "    subject: [nhs_number, family_name]\n"
+    "    purpose: Best Start\n"
+    "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
+    "    consent: not-required\n"
+    "  - id: mw-to-partners\n"
+    "    from: rft-midwifery\n"
+    "    to: [rmbc-childrens-centres, rmbc-early-help]\n"
+    "    record_types: [health-visit]\n"
+    "    fields: [visit_date, visit_type]\n"
+    "    subject: [nhs_number, family_name]\n"
+    "    purpose: Best Start\n"
+    "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
+    "    consent: not-required\n";
+
+static const char *const s_subscribers[] = { "rmbc-childrens-centres", "rmbc-early-help" };
+
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rft-midwifery", "rmbc-childrens-centres",
+                               "rmbc-early-help", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, s_rules_two_by_two);
+    snprintf(world->broker_extra, sizeof(world->broker_extra),
+             "redeliver_after_ms: 3000\nheartbeat_ms: 500\npeer_timeout_ms: 3000\n");
+    th_broker_start(world);
+    /* restarts bind the same port, so running agents find the broker again */
+    snprintf(world->listen, sizeof(world->listen), "%s", world->endpoint);
+}
+
+static void teardown(void)
+{
+    for (size_t i = 0; i < sizeof(agents) / sizeof(agents[0]); i++) {
+        if (agents[i] != NULL) {
+            (void)th_proc_stop(&agents[i], SIGKILL, 5000);
+        }
+    }
+    th_world_destroy(&world);
+}
+
+TestSuite(survive, .init = setup, .fini = teardown, .timeout = 1200);
+
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+/* Writes n health-visit records prefix-00000.. to DIR/name; every bad_every-th
+ * (if > 0) has an NHS number that fails its check digit. */
+static char *s_write_records(const char *name, const char *prefix, int n, int bad_every)
+{
+    char *path = acc_xasprintf("%s/%s", world->dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < n; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), "%s-%05d", prefix, i);
+        bool bad = bad_every > 0 && i % bad_every == bad_every - 1;
+        char *json = th_health_visit_json(id, bad ? "9434765918" : "9434765919");
+        fputs(json, f); /* one line, newline included */
+        free(json);
+    }
+    fclose(f);
+    return path;
+}
+
+static char *s_spool_dir(const char *agency)
+{
+    char *path = acc_xasprintf("%s/%s.spool", world->dir, agency);
+    return path;
+}
+
+static th_proc_t *s_start_subscriber(const char *agency)
+{
+    char *spool = s_spool_dir(agency);
+    const char *args[] = { "--spool", spool, NULL };
+    th_proc_t *p = th_agent_start_argv(world, "subscribe", agency, args);
+    free(spool);
+    return p;
+}
+
+static long s_count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+    long n = 0;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n;
+}
+
+static long s_incoming(const char *agency)
+{
+    char *spool = s_spool_dir(agency);
+    char path[700];
+    snprintf(path, sizeof(path), "%s/incoming", spool);
+    free(spool);
+    return s_count_files(path);
+}
+
+static void s_wait_incoming(const char *agency, long expected, int timeout_ms)
+{
+    for (int waited = 0; s_incoming(agency) < expected && waited < timeout_ms; waited += 100) {
+        s_sleep_ms(100);
+    }
+    s_sleep_ms(1500); /* long enough for a stray duplicate to land, if there were one */
+}
+
+static int s_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every file in agency's spool is one delivery: exactly the records expected
+ * (prefix-00000.. for each prefix, n each, skipping every bad_every-th), none twice. */
+static void s_check_exactly_once(const char *agency, const char *const prefixes[], int n,
+                                 int bad_every)
+{
+    char *spool = s_spool_dir(agency);
+    char dir[700];
+    snprintf(dir, sizeof(dir), "%s/incoming", spool);
+    free(spool);
+    size_t cap = 32768;
+    size_t count = 0;
+    char **ids = calloc(cap, sizeof(char *));
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        char path[1000];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        json_error_t jerr;
+        json_t *obj = json_load_file(path, 0, &jerr);
+        cr_assert_not_null(obj, "%s: %s", path, jerr.text);
+        const char *rid =
+            json_string_value(json_object_get(json_object_get(obj, "record"), "record_id"));
+        cr_assert_not_null(rid, "%s has no record_id", path);
+        cr_assert_lt(count, cap);
+        ids[count++] = strdup(rid);
+        json_decref(obj);
+    }
+    closedir(d);
+    qsort(ids, count, sizeof(char *), s_cmp_str);
+    size_t expected = 0;
+    for (size_t p = 0; prefixes[p] != NULL; p++) {
+        for (int i = 0; i < n; i++) {
+            expected += !(bad_every > 0 && i % bad_every == bad_every - 1);
+        }
+    }
+    for (size_t i = 1; i < count; i++) {
+        cr_assert_str_neq(ids[i - 1], ids[i], "%s received %s twice", agency, ids[i]);
+    }
+    cr_assert_eq(count, expected, "%s received %zu deliveries, expected %zu", agency, count,
+                 expected);
+    for (size_t i = 0; i < count; i++) {
+        free(ids[i]);
+    }
+    free(ids);
+    fprintf(stderr, "survive: %s holds each of %zu records exactly once\n", agency, count);
+}
+
+/* How many lines of DIR/name contain needle: what the kill made the agents do. */
+static long s_log_count(const char *name, const char *needle)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/%s", world->dir, name);
+    FILE *f = fopen(path, "r");
+    long n = 0;
+    char line[4096];
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, needle) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+/* No record was shared twice with one recipient, in the log itself. */
+static void s_check_log_once(long expected_shares)
+{
+    cr_assert_eq(th_pg_count(world, "event = 'shared'"), expected_shares);
+    PGresult *res = PQexec(world->db, "SELECT count(*) FROM (SELECT from_agency, record_id, "
+                                      "to_agency FROM accord_log WHERE event = 'shared' "
+                                      "GROUP BY 1, 2, 3 HAVING count(*) > 1) AS twice");
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0", "a record was shared twice");
+    PQclear(res);
+}
+
+/* Each publisher printed exactly one result per line, all accepted. */
+static void s_dump_logs(void)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "tail -n 15 '%s'/*.log >&2", world->dir);
+    (void)system(cmd);
+}
+
+static void s_check_results(th_proc_t *pub, int n)
+{
+    size_t got = th_proc_wait_lines(pub, (size_t)n, 1000);
+    if (got != (size_t)n) {
+        s_dump_logs();
+    }
+    cr_assert_eq(got, (size_t)n, "%zu results for %d records", got, n);
+    char *seen = calloc((size_t)n + 1, 1);
+    for (int i = 0; i < n; i++) {
+        char *line = th_proc_line(pub, (size_t)i);
+        json_t *obj = json_loads(line, 0, NULL);
+        cr_assert_not_null(obj, "%s", line);
+        json_int_t no = json_integer_value(json_object_get(obj, "line"));
+        cr_assert(no >= 1 && no <= n && !seen[no], "line %lld answered twice", (long long)no);
+        seen[no] = 1;
+        cr_assert_str_eq(json_string_value(json_object_get(obj, "result")), "accepted", "%s", line);
+        json_decref(obj);
+        free(line);
+    }
+    cr_assert_null(th_proc_line(pub, (size_t)n), "more results than records");
+    free(seen);
+}
+
+static void s_wait_shared(long at_least)
+{
+    for (int waited = 0; th_pg_count(world, "event = 'shared'") < at_least && waited < 120000;
+         waited += 50) {
+        s_sleep_ms(50);
+    }
+}
+
+typedef enum { KILL_BROKER, KILL_SUBSCRIBER } s_victim_t;
+
+/* 10,000 records from two publishers to two subscribers, each subscriber getting
+ * every record; the victim is killed with SIGKILL a third of the way in. */
+static void s_stream_through_a_kill(s_victim_t victim)
+{
+    th_proc_t **subs = &agents[0];
+    th_proc_t **pubs = &agents[2];
+    for (int i = 0; i < 2; i++) {
+        subs[i] = s_start_subscriber(s_subscribers[i]);
+        cr_assert(th_agent_wait_connected(world, s_subscribers[i], "subscribe"));
+    }
+    char *hv = s_write_records("hv.ndjson", "hv", PER_PUBLISHER, 0);
+    char *mw = s_write_records("mw.ndjson", "mw", PER_PUBLISHER, 0);
+    const char *hv_args[] = { "--input", hv, NULL };
+    const char *mw_args[] = { "--input", mw, NULL };
+    pubs[0] = th_agent_start_argv(world, "publish", "rft-health-visiting", hv_args);
+    pubs[1] = th_agent_start_argv(world, "publish", "rft-midwifery", mw_args);
+    free(hv);
+    free(mw);
+
+    s_wait_shared(2L * 2 * PER_PUBLISHER / 3);
+    if (victim == KILL_BROKER) {
+        cr_assert_eq(th_proc_stop(&world->broker, SIGKILL, 5000), 128 + SIGKILL);
+        s_sleep_ms(300);
+        th_broker_start(world);
+    } else {
+        cr_assert_eq(th_proc_stop(&subs[0], SIGKILL, 5000), 128 + SIGKILL);
+        s_sleep_ms(300);
+        subs[0] = s_start_subscriber(s_subscribers[0]);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        th_proc_wait_lines(pubs[i], PER_PUBLISHER, 600000);
+        s_check_results(pubs[i], PER_PUBLISHER);
+        cr_assert_eq(th_proc_wait(&pubs[i], 30000), 0, "publisher did not finish cleanly");
+    }
+    const char *const prefixes[] = { "hv", "mw", NULL };
+    for (int i = 0; i < 2; i++) {
+        s_wait_incoming(s_subscribers[i], 2L * PER_PUBLISHER, 300000);
+        s_check_exactly_once(s_subscribers[i], prefixes, PER_PUBLISHER, 0);
+    }
+    s_check_log_once(2L * 2 * PER_PUBLISHER);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 2L * 2 * PER_PUBLISHER, 60000),
+                 2L * 2 * PER_PUBLISHER, "every delivery acknowledged once");
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(th_proc_stop(&subs[i], SIGTERM, 10000), 0);
+        char log[200];
+        snprintf(log, sizeof(log), "%s.subscribe.log", s_subscribers[i]);
+        fprintf(stderr, "survive: %s: %ld redelivered share(s) recognised and not handed over\n",
+                s_subscribers[i], s_log_count(log, "already handed over"));
+    }
+    fprintf(stderr, "survive: publishers retried %ld time(s) after the kill\n",
+            s_log_count("rft-health-visiting.publish.log", "not accepted yet") +
+                s_log_count("rft-midwifery.publish.log", "not accepted yet") +
+                s_log_count("rft-health-visiting.publish.log", "sending it again") +
+                s_log_count("rft-midwifery.publish.log", "sending it again"));
+}
+
+Test(survive, kill_9_of_the_broker_mid_stream_loses_nothing_and_repeats_nothing)
+{
+    s_stream_through_a_kill(KILL_BROKER);
+}
+
+Test(survive, kill_9_of_a_subscriber_mid_stream_loses_nothing_and_repeats_nothing)
+{
+    s_stream_through_a_kill(KILL_SUBSCRIBER);
+}
