@@ -28,6 +28,8 @@ struct client_t {
     int64_t last_sent_ms;  /* for Heartbeats when idle */
     int64_t last_hello_ms; /* for Hello again after HELLO_REQUIRED */
     int64_t beat_ms;       /* the smaller of our setting and the broker's Welcome */
+    int64_t last_recv_ms;  /* the last frame from the broker */
+    uint64_t generation;   /* sockets opened so far */
     char agency[128];
 };
 
@@ -53,18 +55,16 @@ static acc_rc_t s_configure(client_t *self, const uint8_t secret[32], acc_err_t 
     (void)zmq_curve_public(public_z85, secret_z85);
     int zero = 0;
     int64_t max_bytes = self->config->max_message_bytes;
-    /* Transport pings: a broker that vanished without closing the connection is
-     * noticed after three missed intervals and reconnected to. */
-    int beat_ivl = (int)self->config->heartbeat_ms;
-    int beat_timeout = beat_ivl * 3;
-    int ok =
-        zmq_setsockopt(self->socket, ZMQ_CURVE_SERVERKEY, server_z85, ACC_Z85_KEY_CHARS) |
-        zmq_setsockopt(self->socket, ZMQ_CURVE_PUBLICKEY, public_z85, ACC_Z85_KEY_CHARS) |
-        zmq_setsockopt(self->socket, ZMQ_CURVE_SECRETKEY, secret_z85, ACC_Z85_KEY_CHARS) |
-        zmq_setsockopt(self->socket, ZMQ_LINGER, &zero, sizeof(zero)) |
-        zmq_setsockopt(self->socket, ZMQ_MAXMSGSIZE, &max_bytes, sizeof(max_bytes)) |
-        zmq_setsockopt(self->socket, ZMQ_HEARTBEAT_IVL, &beat_ivl, sizeof(beat_ivl)) |
-        zmq_setsockopt(self->socket, ZMQ_HEARTBEAT_TIMEOUT, &beat_timeout, sizeof(beat_timeout));
+    int one = 1;
+    int keepalive_idle = 60; /* seconds */
+    int ok = zmq_setsockopt(self->socket, ZMQ_CURVE_SERVERKEY, server_z85, ACC_Z85_KEY_CHARS) |
+             zmq_setsockopt(self->socket, ZMQ_CURVE_PUBLICKEY, public_z85, ACC_Z85_KEY_CHARS) |
+             zmq_setsockopt(self->socket, ZMQ_CURVE_SECRETKEY, secret_z85, ACC_Z85_KEY_CHARS) |
+             zmq_setsockopt(self->socket, ZMQ_LINGER, &zero, sizeof(zero)) |
+             zmq_setsockopt(self->socket, ZMQ_MAXMSGSIZE, &max_bytes, sizeof(max_bytes)) |
+             zmq_setsockopt(self->socket, ZMQ_TCP_KEEPALIVE, &one, sizeof(one)) |
+             zmq_setsockopt(self->socket, ZMQ_TCP_KEEPALIVE_IDLE, &keepalive_idle,
+                            sizeof(keepalive_idle));
     sodium_memzero(secret_z85, sizeof(secret_z85));
     if (ok != 0) {
         return acc_err_set(err, ACC_ERR_NET, "could not configure the connection: %s",
@@ -76,7 +76,8 @@ static acc_rc_t s_configure(client_t *self, const uint8_t secret[32], acc_err_t 
 static acc_rc_t s_monitor(client_t *self, acc_err_t *err)
 {
     char endpoint[64];
-    (void)snprintf(endpoint, sizeof(endpoint), "inproc://accord-client-monitor-%p", (void *)self);
+    (void)snprintf(endpoint, sizeof(endpoint), "inproc://accord-client-monitor-%p-%llu",
+                   (void *)self, (unsigned long long)self->generation);
     int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     if (zmq_socket_monitor(self->socket, endpoint, events) != 0) {
@@ -91,6 +92,45 @@ static acc_rc_t s_monitor(client_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
+static void s_close_socket(client_t *self)
+{
+    if (self->socket != NULL) {
+        (void)zmq_socket_monitor(self->socket, NULL, 0);
+        zmq_close(self->socket);
+        self->socket = NULL;
+    }
+    if (self->monitor != NULL) {
+        int zero = 0;
+        (void)zmq_setsockopt(self->monitor, ZMQ_LINGER, &zero, sizeof(zero));
+        zmq_close(self->monitor);
+        self->monitor = NULL;
+    }
+}
+
+/* A fresh socket to the broker; the secret key is read again each time. */
+static acc_rc_t s_open_socket(client_t *self, acc_err_t *err)
+{
+    self->generation++;
+    self->socket = zmq_socket(self->ctx, ZMQ_DEALER);
+    acc_assert(self->socket != NULL);
+    uint8_t *secret = sodium_malloc(ACC_CURVE_KEY_BYTES);
+    acc_assert(secret != NULL);
+    acc_rc_t rc = acc_keys_read_curve_secret(secret, self->config->curve_secret_key, err);
+    if (rc == ACC_OK) {
+        rc = s_configure(self, secret, err);
+    }
+    sodium_free(secret);
+    if (rc == ACC_OK) {
+        rc = s_monitor(self, err);
+    }
+    if (rc == ACC_OK && zmq_connect(self->socket, self->config->broker) != 0) {
+        rc = acc_err_set(err, ACC_ERR_NET, "could not connect to \"%s\": %s", self->config->broker,
+                         zmq_strerror(zmq_errno()));
+    }
+    self->last_recv_ms = s_now_ms();
+    return rc;
+}
+
 acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subscribe,
                      acc_err_t *err)
 {
@@ -100,22 +140,7 @@ acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subs
     self->beat_ms = config->heartbeat_ms;
     self->ctx = zmq_ctx_new();
     acc_assert(self->ctx != NULL);
-    self->socket = zmq_socket(self->ctx, ZMQ_DEALER);
-    acc_assert(self->socket != NULL);
-    uint8_t *secret = sodium_malloc(ACC_CURVE_KEY_BYTES);
-    acc_assert(secret != NULL);
-    acc_rc_t rc = acc_keys_read_curve_secret(secret, config->curve_secret_key, err);
-    if (rc == ACC_OK) {
-        rc = s_configure(self, secret, err);
-    }
-    sodium_free(secret);
-    if (rc == ACC_OK) {
-        rc = s_monitor(self, err);
-    }
-    if (rc == ACC_OK && zmq_connect(self->socket, config->broker) != 0) {
-        rc = acc_err_set(err, ACC_ERR_NET, "could not connect to \"%s\": %s", config->broker,
-                         zmq_strerror(zmq_errno()));
-    }
+    acc_rc_t rc = s_open_socket(self, err);
     if (rc != ACC_OK) {
         client_destroy(&self);
         return rc;
@@ -130,18 +155,28 @@ void client_destroy(client_t **self_p)
         return;
     }
     client_t *self = *self_p;
-    if (self->socket != NULL) {
-        (void)zmq_socket_monitor(self->socket, NULL, 0);
-        zmq_close(self->socket);
-    }
-    if (self->monitor != NULL) {
-        int zero = 0;
-        (void)zmq_setsockopt(self->monitor, ZMQ_LINGER, &zero, sizeof(zero));
-        zmq_close(self->monitor);
-    }
+    s_close_socket(self);
     zmq_ctx_term(self->ctx);
     free(self);
     *self_p = NULL;
+}
+
+/* The broker answers every Heartbeat, so silence for three intervals means the
+ * connection is dead even if TCP has not noticed: start a new one. Unsent and
+ * unanswered messages are the callers' to send again (they do). */
+static void s_reconnect_if_silent(client_t *self)
+{
+    int64_t silent = s_now_ms() - self->last_recv_ms;
+    if (!self->welcomed_once || silent < 3 * self->beat_ms + 1000) {
+        return;
+    }
+    acc_log_warn("client", "no word from the broker for %lld ms; connecting again",
+                 (long long)silent);
+    s_close_socket(self);
+    acc_err_t err;
+    if (s_open_socket(self, &err) != ACC_OK) {
+        acc_log_warn("client", "%s", err.msg);
+    }
 }
 
 acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t len, acc_err_t *err)
@@ -273,6 +308,7 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
         zmq_msg_close(&msg);
         return ACC_OK;
     }
+    self->last_recv_ms = s_now_ms();
     Accord__V1__Envelope *env =
         accord__v1__envelope__unpack(NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
     zmq_msg_close(&msg);
@@ -304,6 +340,7 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
             return rc;
         }
         client_tick(self);
+        s_reconnect_if_silent(self);
         int64_t left = deadline - s_now_ms();
         if (left <= 0) {
             return acc_err_set(err, ACC_ERR_TIMEOUT, "no answer from the broker at \"%s\"",

@@ -457,56 +457,95 @@ static bool s_close_synced(FILE *f)
     return fclose(f) == 0 && ok;
 }
 
-/* Results and rejections are written under temporary names while the file is in
- * hand and renamed into place only when every record has its result; the input
- * moves to done/ last. A crash anywhere before that leaves the input in
- * incoming/, to be sent again in full: the broker answers records it already
- * accepted with their first result, so nothing is shared twice. */
+typedef struct {
+    char *in;          /* incoming/NAME */
+    char *done;        /* done/NAME (NAME.2, ... if taken) */
+    char *results;     /* done/NAME.results */
+    char *rejected;    /* rejected/NAME */
+    char *results_tmp; /* their temporary names while the file is in hand */
+    char *rejected_tmp;
+} s_paths_t;
+
+static void s_paths_init(s_paths_t *f, const spool_t *spool, const char *name)
+{
+    char *final = s_done_name(spool, name);
+    f->in = acc_xasprintf("%s/%s", spool->incoming, name);
+    f->done = acc_xasprintf("%s/%s", spool->done, final);
+    f->results = acc_xasprintf("%s/%s.results", spool->done, final);
+    f->rejected = acc_xasprintf("%s/%s", spool->rejected, final);
+    f->results_tmp = acc_xasprintf("%s/.%s.results.tmp", spool->done, final);
+    f->rejected_tmp = acc_xasprintf("%s/.%s.tmp", spool->rejected, final);
+    free(final);
+}
+
+static void s_paths_free(s_paths_t *f)
+{
+    (void)unlink(f->results_tmp);
+    (void)unlink(f->rejected_tmp);
+    free(f->in);
+    free(f->done);
+    free(f->results);
+    free(f->rejected);
+    free(f->results_tmp);
+    free(f->rejected_tmp);
+}
+
+static bool s_rename(const char *from, const char *to)
+{
+    if (rename(from, to) != 0) {
+        acc_log_error("publish", "could not move \"%s\" to \"%s\": %s", from, to, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static bool s_sync(const char *dir)
+{
+    acc_err_t err;
+    if (agent_sync_dir(dir, &err) != ACC_OK) {
+        acc_log_error("publish", "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+/* Results and rejections go into place first, durably; the input moves to done/
+ * last. A crash anywhere before that leaves the input in incoming/, to be sent
+ * again in full: the broker answers records it already accepted with their first
+ * result, so nothing is shared twice. */
+static bool s_spool_commit(const spool_t *spool, const s_paths_t *f, bool any_rejected)
+{
+    return s_rename(f->results_tmp, f->results) &&
+           (!any_rejected || s_rename(f->rejected_tmp, f->rejected)) && s_sync(spool->rejected) &&
+           s_sync(spool->done) && s_rename(f->in, f->done) && s_sync(spool->done) &&
+           s_sync(spool->incoming);
+}
+
 static int s_spool_file(publisher_t *pub, const spool_t *spool, const char *name)
 {
-    char *in_path = acc_xasprintf("%s/%s", spool->incoming, name);
-    char *final = s_done_name(spool, name);
-    char *results_tmp = acc_xasprintf("%s/.%s.results.tmp", spool->done, final);
-    char *rejected_tmp = acc_xasprintf("%s/.%s.tmp", spool->rejected, final);
-    char *results_path = acc_xasprintf("%s/%s.results", spool->done, final);
-    char *rejected_path = acc_xasprintf("%s/%s", spool->rejected, final);
-    char *done_path = acc_xasprintf("%s/%s", spool->done, final);
+    s_paths_t f;
+    s_paths_init(&f, spool, name);
     int status = EXIT_OUTPUT;
-    FILE *in = fopen(in_path, "r");
-    pub->results = s_open_tmp(results_tmp);
-    pub->rejected = s_open_tmp(rejected_tmp);
+    FILE *in = fopen(f.in, "r");
+    pub->results = s_open_tmp(f.results_tmp);
+    pub->rejected = s_open_tmp(f.rejected_tmp);
     if (in == NULL) {
-        acc_log_error("publish", "could not read \"%s\": %s", in_path, strerror(errno));
+        acc_log_error("publish", "could not read \"%s\": %s", f.in, strerror(errno));
     } else if (pub->results != NULL && pub->rejected != NULL) {
         acc_log_info("publish", "sending %s", name);
         s_start_input(pub, in);
         bool complete = false;
         status = s_publish_loop(pub, &complete);
-        bool closed = s_close_synced(pub->results) & s_close_synced(pub->rejected);
+        bool closed = s_close_synced(pub->results);
+        closed = s_close_synced(pub->rejected) && closed;
         pub->results = pub->rejected = NULL;
         if (status == EXIT_SUCCESS && complete) {
-            status = EXIT_OUTPUT;
-            acc_err_t err;
-            if (!closed || rename(results_tmp, results_path) != 0) {
-                acc_log_error("publish", "could not write \"%s\": %s", results_path,
-                              strerror(errno));
-            } else if (pub->refused > 0 && rename(rejected_tmp, rejected_path) != 0) {
-                acc_log_error("publish", "could not write \"%s\": %s", rejected_path,
-                              strerror(errno));
-            } else if (agent_sync_dir(spool->rejected, &err) != ACC_OK ||
-                       agent_sync_dir(spool->done, &err) != ACC_OK) {
-                acc_log_error("publish", "%s", err.msg);
-            } else if (rename(in_path, done_path) != 0) {
-                acc_log_error("publish", "could not move \"%s\" to done/: %s", name,
-                              strerror(errno));
-            } else if (agent_sync_dir(spool->done, &err) != ACC_OK ||
-                       agent_sync_dir(spool->incoming, &err) != ACC_OK) {
-                acc_log_error("publish", "%s", err.msg);
-            } else {
-                status = EXIT_SUCCESS;
-                acc_log_notice("publish", "%s done: %zu accepted, %zu refused", name, pub->accepted,
-                               pub->refused);
-            }
+            status =
+                closed && s_spool_commit(spool, &f, pub->refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
+        }
+        if (status == EXIT_SUCCESS && complete) {
+            acc_log_notice("publish", "%s done: %zu accepted, %zu refused", name, pub->accepted,
+                           pub->refused);
         }
     }
     if (pub->results != NULL) {
@@ -519,16 +558,8 @@ static int s_spool_file(publisher_t *pub, const spool_t *spool, const char *name
     if (in != NULL) {
         (void)fclose(in);
     }
-    (void)unlink(results_tmp);
-    (void)unlink(rejected_tmp);
     s_release_all(pub);
-    free(in_path);
-    free(final);
-    free(results_tmp);
-    free(rejected_tmp);
-    free(results_path);
-    free(rejected_path);
-    free(done_path);
+    s_paths_free(&f);
     return status;
 }
 

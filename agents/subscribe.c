@@ -128,6 +128,29 @@ static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const cha
     return rc;
 }
 
+/* Hands d to the agency (stdout or the spool) and remembers it: 0 done, 1 to
+ * be retried (--exec failed), -1 the output cannot be written. */
+static int s_hand_over(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id)
+{
+    json_t *obj = s_delivery_json(d);
+    int rc = 0;
+    if (sub->incoming != NULL) {
+        char *text = json_dumps(obj, JSON_COMPACT);
+        json_decref(obj);
+        rc = text != NULL ? s_to_spool(sub, d, text) : -1;
+        free(text);
+    } else if (agent_print_json(obj) != 0) {
+        acc_log_error("subscribe", "could not write a delivery to stdout: %s", strerror(errno));
+        rc = -1;
+    }
+    acc_err_t err;
+    if (rc == 0 && seen_add(sub->seen, id, &err) != ACC_OK) {
+        acc_log_error("subscribe", "%s", err.msg);
+        rc = -1;
+    }
+    return rc;
+}
+
 /* 1: handed over and acknowledged; 0: not a delivery, or to be retried;
  * -1: the output cannot be written (stop). */
 static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
@@ -149,23 +172,9 @@ static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
     }
     bool again = seen_has(sub->seen, id);
     if (!again) {
-        json_t *obj = s_delivery_json(d);
-        int rc = 0;
-        if (sub->incoming != NULL) {
-            char *text = json_dumps(obj, JSON_COMPACT);
-            json_decref(obj);
-            rc = text != NULL ? s_to_spool(sub, d, text) : -1;
-            free(text);
-        } else if (agent_print_json(obj) != 0) {
-            acc_log_error("subscribe", "could not write a delivery to stdout: %s", strerror(errno));
-            rc = -1;
-        }
+        int rc = s_hand_over(sub, d, id);
         if (rc != 0) {
             return rc < 0 ? -1 : 0;
-        }
-        if (seen_add(sub->seen, id, &err) != ACC_OK) {
-            acc_log_error("subscribe", "%s", err.msg);
-            return -1;
         }
     }
     if (s_ack(sub->client, d->share_id, &err) != ACC_OK) {
@@ -205,6 +214,27 @@ static int s_open_spool(subscriber_t *sub, const char *dir, const char *seen_pat
     return EXIT_SUCCESS;
 }
 
+static int s_subscribe_loop(subscriber_t *sub, long count)
+{
+    long received = 0;
+    int status = EXIT_SUCCESS;
+    while (status == EXIT_SUCCESS && !agent_stop && (count <= 0 || received < count)) {
+        Accord__V1__Envelope *env = NULL;
+        acc_err_t err;
+        acc_rc_t rc = client_recv(sub->client, &env, 1000, &err);
+        if (rc == ACC_ERR_PERMISSION) {
+            acc_log_error("subscribe", "%s", err.msg);
+            status = EXIT_CONNECT;
+        } else if (rc == ACC_OK) {
+            int got = s_on_delivery(sub, env);
+            accord__v1__envelope__free_unpacked(env, NULL);
+            status = got < 0 ? EXIT_OUTPUT : EXIT_SUCCESS;
+            received += got > 0 ? 1 : 0;
+        }
+    }
+    return status;
+}
+
 int subscribe_run(const acc_agent_config_t *config, const agent_args_t *args)
 {
     subscriber_t sub = { 0 };
@@ -220,20 +250,8 @@ int subscribe_run(const acc_agent_config_t *config, const agent_args_t *args)
     if (status == EXIT_SUCCESS) {
         status = agent_connect(&sub.client, config, true);
     }
-    long received = 0;
-    while (status == EXIT_SUCCESS && !agent_stop && (args->count <= 0 || received < args->count)) {
-        Accord__V1__Envelope *env = NULL;
-        acc_err_t err;
-        acc_rc_t rc = client_recv(sub.client, &env, 1000, &err);
-        if (rc == ACC_ERR_PERMISSION) {
-            acc_log_error("subscribe", "%s", err.msg);
-            status = EXIT_CONNECT;
-        } else if (rc == ACC_OK) {
-            int got = s_on_delivery(&sub, env);
-            accord__v1__envelope__free_unpacked(env, NULL);
-            status = got < 0 ? EXIT_OUTPUT : EXIT_SUCCESS;
-            received += got > 0 ? 1 : 0;
-        }
+    if (status == EXIT_SUCCESS) {
+        status = s_subscribe_loop(&sub, args->count);
     }
     client_destroy(&sub.client);
     seen_destroy(&sub.seen);

@@ -47,8 +47,7 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     int zero = 0;
     int64_t max_bytes = self->config->max_message_bytes;
     int queue_max = (int)self->config->peer_queue_max;
-    int beat_ivl = (int)self->config->heartbeat_ms;
-    int beat_timeout = (int)self->config->peer_timeout_ms;
+    int keepalive_idle = 60; /* seconds */
     acc_rc_t rc = s_set(self->router, ZMQ_CURVE_SERVER, &one, sizeof(one), err);
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_CURVE_SECRETKEY, curve_secret, 32, err);
@@ -68,15 +67,15 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
     }
-    /* Transport pings close a connection whose far end has vanished without a FIN. */
+    /* TCP keepalive closes a connection whose far end vanished without a FIN.
+     * (ZMTP heartbeats would do it sooner, but libzmq 4.3.4 can assert on a
+     * connection reset while they run; the agents' Heartbeats cover liveness.) */
     if (rc == ACC_OK) {
-        rc = s_set(self->router, ZMQ_HEARTBEAT_IVL, &beat_ivl, sizeof(beat_ivl), err);
+        rc = s_set(self->router, ZMQ_TCP_KEEPALIVE, &one, sizeof(one), err);
     }
     if (rc == ACC_OK) {
-        rc = s_set(self->router, ZMQ_HEARTBEAT_TIMEOUT, &beat_timeout, sizeof(beat_timeout), err);
-    }
-    if (rc == ACC_OK) {
-        rc = s_set(self->router, ZMQ_HEARTBEAT_TTL, &beat_timeout, sizeof(beat_timeout), err);
+        rc = s_set(self->router, ZMQ_TCP_KEEPALIVE_IDLE, &keepalive_idle, sizeof(keepalive_idle),
+                   err);
     }
     if (rc != ACC_OK) {
         return rc;
@@ -553,6 +552,7 @@ static void s_restart_deliveries(broker_t *self, peer_t *peer)
     s_inflight_drop_agency(self, peer->who.index);
     peer->cursor = 0;
     peer->backlog = true;
+    peer->last_ack_ms = s_now_ms();
 }
 
 static size_t s_inflight_for(const broker_t *self, size_t agency)
@@ -631,7 +631,10 @@ static void s_redeliver_due(broker_t *self)
         }
         for (size_t k = self->peer_count; k-- > 0;) {
             peer_t *p = &self->peers[k];
-            if (p->subscriber && p->known && !p->who.auditor && p->who.index == f->to_agency) {
+            /* a subscriber still acknowledging is slow, not stuck: sending
+             * everything again would only slow it further */
+            if (p->subscriber && p->known && !p->who.auditor && p->who.index == f->to_agency &&
+                now - p->last_ack_ms >= self->config->redeliver_after_ms) {
                 acc_log_info("outbox", "redelivering to %s from its oldest pending share", p->id);
                 s_restart_deliveries(self, p);
                 return; /* the inflight table changed under us */
@@ -706,15 +709,51 @@ static inflight_t *s_inflight_find(broker_t *self, const uint8_t *share_id)
     return NULL;
 }
 
+/* The delivery as the broker tracks it: in memory if it was sent on this run and
+ * not handed back to the outbox since, else from the outbox itself. NULL when
+ * the share is not waiting for this peer. */
+static inflight_t *s_ack_target(broker_t *self, const peer_t *peer, const uint8_t *share_id,
+                                bool *db_failed)
+{
+    inflight_t *f = s_inflight_find(self, share_id);
+    if (f != NULL) {
+        return f->to_agency == peer->who.index ? f : NULL;
+    }
+    ledger_outbox_row_t row;
+    acc_err_t err;
+    if (ledger_find_outbox(self->ledger, share_id, peer->id, &row, &err) != ACC_OK) {
+        acc_log_warn("outbox", "acknowledgement from %s not recorded yet: %s", peer->id, err.msg);
+        *db_failed = true;
+        return NULL;
+    }
+    if (!row.found) {
+        return NULL;
+    }
+    out_t o = { .to_agency = peer->who.index, .seq = row.seq };
+    memcpy(o.share_id, share_id, sizeof(o.share_id));
+    o.record_type = row.record_type;
+    o.record_id = row.record_id;
+    s_inflight_add(self, &o, row.from_agency);
+    return &self->inflight[self->inflight_count - 1];
+}
+
 static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
 {
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     acc_err_t err;
+    bool db_failed = false;
     inflight_t *f = NULL;
-    if (acc_uuid_parse(share_id, env->deliver_ack->share_id, &err) == ACC_OK) {
-        f = s_inflight_find(self, share_id);
+    if (!peer->who.auditor &&
+        acc_uuid_parse(share_id, env->deliver_ack->share_id, &err) == ACC_OK) {
+        f = s_ack_target(self, peer, share_id, &db_failed);
     }
-    if (f == NULL || f->ack_staged || peer->who.auditor || f->to_agency != peer->who.index) {
+    if (db_failed) {
+        return; /* still pending: delivered again later, and acknowledged then */
+    }
+    if (f != NULL && f->ack_staged) {
+        return; /* the same acknowledgement twice in one batch */
+    }
+    if (f == NULL) {
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE,
                            "no delivery awaiting acknowledgement has this share id");
         return;
@@ -730,6 +769,7 @@ static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Env
     (void)ledger_stage(self->ledger, &row, NULL, 0);
     ledger_stage_delivered(self->ledger, share_id);
     f->ack_staged = true;
+    peer->last_ack_ms = s_now_ms();
 }
 
 static void s_on_audit_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)

@@ -26,6 +26,7 @@ typedef struct {
     bool welcomed;               /* Hello answered */
     bool subscriber;             /* Hello asked for deliveries */
     int64_t last_seen_ms;        /* monotonic time of the last frame */
+    int64_t last_ack_ms;         /* subscriber: the last acknowledgement (or Hello) */
     acc_strlist_t subscriptions; /* record types; empty = every allowed type */
     bool closing;                /* reaped at the end of this loop turn */
     bool backlog;                /* the outbox may hold more for this subscriber */

@@ -755,6 +755,35 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
     return rc;
 }
 
+acc_rc_t ledger_find_outbox(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
+                            const char *to_agency, ledger_outbox_row_t *out, acc_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    char uuid[37];
+    acc_uuid_format(uuid, share_id);
+    const char *values[2] = { uuid, to_agency };
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT seq, from_agency, record_type, coalesce(record_id, '') "
+                                 "FROM accord_outbox WHERE share_id = $1::uuid AND to_agency = $2",
+                                 2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not look up a pending delivery: %s",
+                         PQerrorMessage(self->conn));
+    } else if (PQntuples(res) == 1) {
+        out->found = true;
+        out->seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        (void)snprintf(out->from_agency, sizeof(out->from_agency), "%s", PQgetvalue(res, 0, 1));
+        (void)snprintf(out->record_type, sizeof(out->record_type), "%s", PQgetvalue(res, 0, 2));
+        (void)snprintf(out->record_id, sizeof(out->record_id), "%s", PQgetvalue(res, 0, 3));
+    }
+    PQclear(res);
+    return rc;
+}
+
 PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
                               acc_err_t *err)
 {

@@ -89,6 +89,22 @@ ACC_NODISCARD acc_rc_t ledger_find_publish(ledger_t *self, const char *from, con
 PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
                               acc_err_t *err);
 
+/* A share still waiting in the outbox. */
+typedef struct {
+    bool found;
+    int64_t seq;
+    char from_agency[128];
+    char record_type[128];
+    char record_id[256];
+} ledger_outbox_row_t;
+
+/* Looks up share_id in the outbox for to_agency: an acknowledgement may arrive
+ * after the broker stopped tracking the delivery (a restart, a redelivery). */
+ACC_NODISCARD acc_rc_t ledger_find_outbox(ledger_t *self,
+                                          const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
+                                          const char *to_agency, ledger_outbox_row_t *out,
+                                          acc_err_t *err);
+
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
 

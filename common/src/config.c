@@ -34,8 +34,6 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       "30000", 100, INT64_C(86400000) },
     { "peer_queue_max", ACC_YT_INT, false, offsetof(acc_broker_config_t, peer_queue_max), "1000", 1,
       1000000 },
-    { "heartbeat_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, heartbeat_ms), "5000", 100,
-      600000 },
     { "peer_timeout_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, peer_timeout_ms), "15000",
       300, 3600000 },
 };

@@ -12,17 +12,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HIST_SUB_BITS     6 /* 64 sub-buckets per power of two: under 1.6 % error */
-#define HIST_SUB_COUNT    (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS      ((64u - HIST_SUB_BITS + 1u) << HIST_SUB_BITS)
-#define POLL_IDLE_MS      100
-#define DRAIN_MAX_NS      (5 * 1000000000LL) /* results still owed after the window */
-#define SETTLE_NS         (300 * 1000000LL)  /* deliveries stopped arriving for this long */
-#define RATE_MAX_LAG_NS   1000000000LL       /* fixed rate: never burst to catch up more */
-#define NS_PER_S          1e9
-#define PHASE_RUN         0
-#define PHASE_DRAIN       1 /* publishers send nothing new and wait for their results */
-#define PHASE_EXIT        2
+#define HIST_SUB_BITS   6 /* 64 sub-buckets per power of two: under 1.6 % error */
+#define HIST_SUB_COUNT  (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS    ((64u - HIST_SUB_BITS + 1u) << HIST_SUB_BITS)
+#define POLL_IDLE_MS    100
+#define DRAIN_MAX_NS    (5 * 1000000000LL) /* results still owed after the window */
+#define SETTLE_NS       (300 * 1000000LL)  /* deliveries stopped arriving for this long */
+#define RATE_MAX_LAG_NS 1000000000LL       /* fixed rate: never burst to catch up more */
+#define NS_PER_S        1e9
+#define PHASE_RUN       0
+#define PHASE_DRAIN     1 /* publishers send nothing new and wait for their results */
+#define PHASE_EXIT      2
 
 typedef struct {
     uint64_t counts[HIST_BUCKETS];
@@ -75,7 +75,8 @@ int64_t bench_now_ns(void)
 
 static void s_sleep_ns(int64_t ns)
 {
-    struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000LL), .tv_nsec = (long)(ns % 1000000000LL) };
+    struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000LL),
+                           .tv_nsec = (long)(ns % 1000000000LL) };
     while (nanosleep(&ts, &ts) != 0) {
     }
 }
@@ -189,13 +190,21 @@ void bench_pub_result(bench_pub_t *pub, uint64_t token, bool ok)
     }
 }
 
+/* With --records, publisher index sends its share of them. */
+static long long s_quota(const bench_opts_t *o, int index)
+{
+    long long share = o->records / o->publishers;
+    return share + (index < o->records % o->publishers ? 1 : 0);
+}
+
 /* Sends while the window has room and, at a fixed rate, while a send is due. */
 static int s_pub_fill(bench_pub_t *pub, int64_t *next_send_ns, int64_t interval_ns)
 {
     const bench_opts_t *o = pub->run->opts;
     for (;;) {
         int64_t now = bench_now_ns();
-        if (pub->in_flight >= o->window || (interval_ns > 0 && *next_send_ns > now)) {
+        if (pub->in_flight >= o->window || (interval_ns > 0 && *next_send_ns > now) ||
+            (o->records > 0 && pub->next_token > (uint64_t)s_quota(o, pub->index))) {
             return 0;
         }
         uint64_t slot = pub->next_token & pub->mask;
@@ -277,8 +286,8 @@ typedef struct {
     uint64_t accepted;
     uint64_t refused;
     uint64_t deliveries;
-    double cpu_s;    /* server utime + stime; -1 unknown */
-    long long rows;  /* accord_log max(seq); -1 unknown */
+    double cpu_s;   /* server utime + stime; -1 unknown */
+    long long rows; /* accord_log max(seq); -1 unknown */
 } snapshot_t;
 
 static double s_proc_cpu_s(int pid)
@@ -414,8 +423,8 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b)
         accepted / secs, "refused_per_s", (double)(b->refused - a->refused) / secs, "refused",
         (json_int_t)(b->refused - a->refused), "deliveries_per_s", deliveries / secs,
         "delivered_per_s", o->subscribers > 0 ? deliveries / secs / o->subscribers : 0.0,
-        "result_ms", s_hist_json(result), "delivery_ms", s_hist_json(delivery),
-        "cpu_us_per_record", s_number_or_null(cpu_us), "peak_rss_mib",
+        "result_ms", s_hist_json(result), "delivery_ms", s_hist_json(delivery), "cpu_us_per_record",
+        s_number_or_null(cpu_us), "peak_rss_mib",
         s_number_or_null(s_proc_peak_rss_mib(o->server_pid)), "pg_rows_per_s",
         s_number_or_null(rows));
     char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -430,49 +439,97 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b)
 
 static void s_usage(FILE *out, const char *prog)
 {
-    (void)fprintf(out,
-                  "usage: %s [--scenario NAME] [--publishers N] [--subscribers M] [--recipients R]\n"
-                  "          [--size BYTES] [--window W] [--duration S] [--warmup S] [--rate R]\n"
-                  "          [--pid SERVER_PID] [--db CONNINFO] --endpoint ADDR [--config PATH]\n"
-                  "Drives the load and prints one JSON object. Exit: 0 done, 1 failed, 2 usage.\n",
-                  prog);
+    (void)fprintf(
+        out,
+        "usage: %s [--scenario NAME] [--publishers N] [--subscribers M] [--recipients R]\n"
+        "          [--size BYTES] [--window W] [--duration S] [--warmup S] [--rate R]\n"
+        "          [--records N] [--pid SERVER_PID] [--db CONNINFO] --endpoint ADDR\n"
+        "          [--config PATH]\n"
+        "Drives the load and prints one JSON object. Exit: 0 done, 1 failed, 2 usage.\n",
+        prog);
 }
 
 static int s_parse(bench_opts_t *o, int argc, char **argv)
 {
     static const struct option longs[] = {
-        { "scenario", required_argument, NULL, 'n' }, { "publishers", required_argument, NULL, 'p' },
-        { "subscribers", required_argument, NULL, 's' }, { "recipients", required_argument, NULL, 'r' },
-        { "size", required_argument, NULL, 'z' },      { "window", required_argument, NULL, 'w' },
-        { "duration", required_argument, NULL, 'd' },  { "warmup", required_argument, NULL, 'u' },
-        { "rate", required_argument, NULL, 'R' },      { "pid", required_argument, NULL, 'P' },
-        { "db", required_argument, NULL, 'D' },        { "endpoint", required_argument, NULL, 'e' },
-        { "config", required_argument, NULL, 'c' },    { "help", no_argument, NULL, 'h' },
+        { "scenario", required_argument, NULL, 'n' },
+        { "publishers", required_argument, NULL, 'p' },
+        { "subscribers", required_argument, NULL, 's' },
+        { "recipients", required_argument, NULL, 'r' },
+        { "size", required_argument, NULL, 'z' },
+        { "window", required_argument, NULL, 'w' },
+        { "duration", required_argument, NULL, 'd' },
+        { "warmup", required_argument, NULL, 'u' },
+        { "rate", required_argument, NULL, 'R' },
+        { "pid", required_argument, NULL, 'P' },
+        { "db", required_argument, NULL, 'D' },
+        { "endpoint", required_argument, NULL, 'e' },
+        { "config", required_argument, NULL, 'c' },
+        { "records", required_argument, NULL, 'N' },
+        { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    *o = (bench_opts_t){ .scenario = "load", .publishers = 1, .subscribers = 2, .recipients = 2,
-                         .size = 500, .window = 100, .duration_s = 10, .warmup_s = 2 };
+    *o = (bench_opts_t){ .scenario = "load",
+                         .publishers = 1,
+                         .subscribers = 2,
+                         .recipients = 2,
+                         .size = 500,
+                         .window = 100,
+                         .duration_s = 10,
+                         .warmup_s = 2 };
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'n': o->scenario = optarg; break;
-        case 'p': o->publishers = atoi(optarg); break;
-        case 's': o->subscribers = atoi(optarg); break;
-        case 'r': o->recipients = atoi(optarg); break;
-        case 'z': o->size = (size_t)strtoul(optarg, NULL, 10); break;
-        case 'w': o->window = atoi(optarg); break;
-        case 'd': o->duration_s = atof(optarg); break;
-        case 'u': o->warmup_s = atof(optarg); break;
-        case 'R': o->rate = atof(optarg); break;
-        case 'P': o->server_pid = atoi(optarg); break;
-        case 'D': o->db = optarg; break;
-        case 'e': o->endpoint = optarg; break;
-        case 'c': o->config = optarg; break;
-        case 'h': s_usage(stdout, argv[0]); exit(0);
-        default: return -1;
+        case 'n':
+            o->scenario = optarg;
+            break;
+        case 'p':
+            o->publishers = atoi(optarg);
+            break;
+        case 's':
+            o->subscribers = atoi(optarg);
+            break;
+        case 'r':
+            o->recipients = atoi(optarg);
+            break;
+        case 'z':
+            o->size = (size_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'w':
+            o->window = atoi(optarg);
+            break;
+        case 'd':
+            o->duration_s = atof(optarg);
+            break;
+        case 'u':
+            o->warmup_s = atof(optarg);
+            break;
+        case 'R':
+            o->rate = atof(optarg);
+            break;
+        case 'P':
+            o->server_pid = atoi(optarg);
+            break;
+        case 'D':
+            o->db = optarg;
+            break;
+        case 'e':
+            o->endpoint = optarg;
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'N':
+            o->records = atoll(optarg);
+            break;
+        case 'h':
+            s_usage(stdout, argv[0]);
+            exit(0);
+        default:
+            return -1;
         }
     }
-    if (optind != argc || o->endpoint == NULL || o->publishers < 1 || o->subscribers < 0 ||
+    if (optind != argc || o->endpoint == NULL || o->publishers < 0 || o->subscribers < 0 ||
         o->recipients < 1 || o->window < 1 || o->duration_s <= 0 || o->warmup_s < 0 ||
         o->size < BENCH_HEADER_BYTES || o->rate < 0) {
         return -1;
@@ -555,6 +612,23 @@ static void s_settle_deliveries(const world_t *w)
     }
 }
 
+/* --records: until every record has its answer. */
+static void s_wait_answers(const world_t *w)
+{
+    for (;;) {
+        uint64_t answered = 0;
+        bool running = false;
+        for (int i = 0; i < w->run.opts->publishers; i++) {
+            answered += atomic_load(&w->pubs[i].accepted) + atomic_load(&w->pubs[i].refused);
+            running |= w->pubs[i].rc == 0;
+        }
+        if (answered >= (uint64_t)w->run.opts->records || !running) {
+            return;
+        }
+        s_sleep_ns(SETTLE_NS / 6);
+    }
+}
+
 static int s_measure(world_t *w)
 {
     const bench_opts_t *o = w->run.opts;
@@ -567,7 +641,11 @@ static int s_measure(world_t *w)
     s_sleep_ns((int64_t)(o->warmup_s * NS_PER_S));
     snapshot_t a = s_snapshot(w);
     atomic_store(&w->run.window_start_ns, a.at_ns);
-    s_sleep_ns((int64_t)(o->duration_s * NS_PER_S));
+    if (o->records > 0) {
+        s_wait_answers(w);
+    } else {
+        s_sleep_ns((int64_t)(o->duration_s * NS_PER_S));
+    }
     snapshot_t b = s_snapshot(w);
     atomic_store(&w->run.window_end_ns, b.at_ns);
     atomic_store(&w->run.phase, PHASE_DRAIN);
@@ -597,7 +675,7 @@ int bench_main(int argc, char **argv, const bench_transport_t *transport)
         return 1;
     }
     world_t w = { .run = { .opts = &opts, .transport = transport } };
-    w.pubs = calloc((size_t)opts.publishers, sizeof(*w.pubs));
+    w.pubs = calloc((size_t)opts.publishers + 1, sizeof(*w.pubs));
     w.subs = calloc((size_t)opts.subscribers + 1, sizeof(*w.subs));
     if (w.pubs == NULL || w.subs == NULL) {
         abort();

@@ -21,6 +21,7 @@ typedef struct {
     double duration_s;    /* measured seconds */
     double warmup_s;      /* seconds before measuring */
     double rate;          /* records/s offered over all publishers, 0 = as fast as possible */
+    long long records;    /* stop after this many answers instead of after duration_s; 0 = off */
     int server_pid;       /* the broker's process, for CPU and RSS; 0 = none */
     const char *db;       /* libpq conninfo for accord_log rows; NULL = none */
     const char *endpoint; /* transport-specific address */

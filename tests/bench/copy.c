@@ -129,13 +129,13 @@ static void s_row(buf_t *b, rows_t *r, int64_t at_us)
     s_text(b, "Benchmark");
     s_text(b, "UK GDPR 6(1)(e)");
     s_text(b, "given");
-    s_null(b); /* error_code */
-    s_null(b); /* reason */
+    s_null(b);                        /* error_code */
+    s_null(b);                        /* reason */
     s_random_field(b, r, HASH_BYTES); /* agreement_hash */
     s_int8(b, 1);                     /* key_epoch */
     s_random_field(b, r, NONCE_BYTES);
     s_field(b, r->payload, r->payload_bytes);
-    s_null(b); /* signature */
+    s_null(b);                        /* signature */
     s_random_field(b, r, HASH_BYTES); /* prev_hash */
     s_random_field(b, r, HASH_BYTES); /* entry_hash */
 }
@@ -229,9 +229,12 @@ static long long s_copy_until(PGconn *db, rows_t *r, buf_t *b, int64_t deadline_
 int main(int argc, char **argv)
 {
     static const struct option longs[] = {
-        { "scenario", required_argument, NULL, 'n' }, { "db", required_argument, NULL, 'D' },
-        { "size", required_argument, NULL, 'z' },     { "duration", required_argument, NULL, 'd' },
-        { "warmup", required_argument, NULL, 'u' },   { "recipients", required_argument, NULL, 'r' },
+        { "scenario", required_argument, NULL, 'n' },
+        { "db", required_argument, NULL, 'D' },
+        { "size", required_argument, NULL, 'z' },
+        { "duration", required_argument, NULL, 'd' },
+        { "warmup", required_argument, NULL, 'u' },
+        { "recipients", required_argument, NULL, 'r' },
         { NULL, 0, NULL, 0 },
     };
     const char *scenario = "copy";
@@ -242,13 +245,25 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'n': scenario = optarg; break;
-        case 'D': conninfo = optarg; break;
-        case 'z': size = (size_t)strtoul(optarg, NULL, 10); break;
-        case 'd': duration_s = atof(optarg); break;
-        case 'u': warmup_s = atof(optarg); break;
-        case 'r': break; /* accepted for symmetry: a row is a row */
-        default: return 2;
+        case 'n':
+            scenario = optarg;
+            break;
+        case 'D':
+            conninfo = optarg;
+            break;
+        case 'z':
+            size = (size_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'd':
+            duration_s = atof(optarg);
+            break;
+        case 'u':
+            warmup_s = atof(optarg);
+            break;
+        case 'r':
+            break; /* accepted for symmetry: a row is a row */
+        default:
+            return 2;
         }
     }
     if (conninfo == NULL || duration_s <= 0) {

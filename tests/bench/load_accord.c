@@ -18,6 +18,7 @@ typedef struct {
     client_t *client;
     size_t pad; /* filler bytes in the notes field to reach opts->size */
     char *notes;
+    int publisher; /* index: record ids are unique per publisher connection */
     char record_id[48];
 } conn_t;
 
@@ -43,7 +44,8 @@ static void s_record(Accord__V1__ChildRecord *rec, Accord__V1__Subject *subject,
     field_ptrs[0] = &fields[0];
     field_ptrs[1] = &fields[1];
     accord__v1__child_record__init(rec);
-    (void)snprintf(c->record_id, sizeof(c->record_id), "b-%016llx", (unsigned long long)token);
+    (void)snprintf(c->record_id, sizeof(c->record_id), "b%d-%016llx", c->publisher,
+                   (unsigned long long)token);
     rec->record_id = c->record_id;
     rec->record_type = acc_pb_str(BENCH_RECORD);
     rec->occurred_at = acc_pb_str("2026-11-20T10:15:00Z");
@@ -122,8 +124,12 @@ static void s_close(void **conn)
 
 static int s_pub_open(void **out, const bench_opts_t *opts, int index)
 {
-    (void)index;
-    return s_open(out, opts, BENCH_AGENCY_PUB, false);
+    if (s_open(out, opts, BENCH_AGENCY_PUB, false) != 0) {
+        return -1;
+    }
+    conn_t *c = *out;
+    c->publisher = index;
+    return 0;
 }
 
 static int s_pub_send(void *conn, uint64_t token, int64_t sent_ns)

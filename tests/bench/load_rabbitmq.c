@@ -56,8 +56,8 @@ static int s_connect(conn_t **out, const bench_opts_t *opts)
         free(c);
         return -1;
     }
-    amqp_rpc_reply_t login = amqp_login(c->amqp, "/", 0, FRAME_MAX, 0, AMQP_SASL_METHOD_PLAIN,
-                                        "guest", "guest");
+    amqp_rpc_reply_t login =
+        amqp_login(c->amqp, "/", 0, FRAME_MAX, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest");
     (void)amqp_channel_open(c->amqp, CHANNEL);
     if (login.reply_type != AMQP_RESPONSE_NORMAL || s_check(c->amqp, "channel.open") != 0) {
         (void)fprintf(stderr, "bench: rabbitmq refused the login\n");
@@ -207,8 +207,8 @@ static int s_sub_open(void **out, const bench_opts_t *opts, int index)
     (void)amqp_basic_qos(c->amqp, CHANNEL, 0, (uint16_t)opts->window, 0);
     int rc = s_check(c->amqp, "basic.qos");
     if (rc == 0) {
-        (void)amqp_basic_consume(c->amqp, CHANNEL, amqp_cstring_bytes(name), amqp_empty_bytes, 0,
-                                 0, 0, amqp_empty_table);
+        (void)amqp_basic_consume(c->amqp, CHANNEL, amqp_cstring_bytes(name), amqp_empty_bytes, 0, 0,
+                                 0, amqp_empty_table);
         rc = s_check(c->amqp, "basic.consume");
     }
     if (rc != 0) {

@@ -77,8 +77,8 @@ static int s_pub_send(void *conn, uint64_t token, int64_t sent_ns)
 }
 
 /* Waits up to timeout_ms for the first frame, then hands every waiting frame to on. */
-static int s_each_frame(conn_t *c, int timeout_ms, void (*on)(conn_t *, void *, const uint8_t *,
-                                                              size_t), void *arg)
+static int s_each_frame(conn_t *c, int timeout_ms,
+                        void (*on)(conn_t *, void *, const uint8_t *, size_t), void *arg)
 {
     zmq_pollitem_t item = { .socket = c->socket, .events = ZMQ_POLLIN };
     if (zmq_poll(&item, 1, timeout_ms) <= 0) {

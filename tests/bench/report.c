@@ -50,6 +50,10 @@ static void s_row(const json_t *r)
     s_cell(s_num(r, "cpu_us_per_record"), 1, 7);
     s_cell(s_num(r, "peak_rss_mib"), 1, 7);
     s_cell(s_num(r, "pg_rows_per_s"), 0, 9);
+    if (s_num(r, "restart_ms") >= 0) {
+        (void)printf("  restart to ready %.0f ms, RSS %.1f MiB", s_num(r, "restart_ms"),
+                     s_num(r, "rss_mib"));
+    }
     double refused = s_num(r, "refused");
     if (refused > 0) {
         (void)printf("  (%.0f refused)", refused);
@@ -116,11 +120,11 @@ static json_t *s_read_results(const char *path)
 
 static void s_table(const json_t *results)
 {
-    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "", "accepted", "delivered",
-                 "result", "", "", "", "deliver", "", "CPU", "peak", "PG");
-    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "scenario", "rec/s", "rec/s",
-                 "p50 ms", "p90 ms", "p99 ms", "max ms", "p50 ms", "p99 ms", "us/rec", "RSS MiB",
-                 "rows/s");
+    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "", "accepted",
+                 "delivered", "result", "", "", "", "deliver", "", "CPU", "peak", "PG");
+    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "scenario", "rec/s",
+                 "rec/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "p50 ms", "p99 ms", "us/rec",
+                 "RSS MiB", "rows/s");
     size_t i;
     const json_t *r;
     json_array_foreach(results, i, r)
@@ -143,11 +147,18 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'r': results_path = optarg; break;
-        case 'j': json_path = optarg; break;
-        case 'c': commit = optarg; break;
+        case 'r':
+            results_path = optarg;
+            break;
+        case 'j':
+            json_path = optarg;
+            break;
+        case 'c':
+            commit = optarg;
+            break;
         default:
-            (void)fprintf(stderr, "usage: bench-report --results FILE [--json OUT] [--commit ID]\n");
+            (void)fprintf(stderr,
+                          "usage: bench-report --results FILE [--json OUT] [--commit ID]\n");
             return 2;
         }
     }

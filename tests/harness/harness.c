@@ -100,29 +100,24 @@ void th_proc_close_stdin(th_proc_t *proc)
     }
 }
 
-static size_t s_count_lines(const th_proc_t *proc)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < proc->out_len; i++) {
-        n += proc->out[i] == '\n';
-    }
-    return n;
-}
-
 /* Reads what is available within wait_ms; false at end of file. */
 static bool s_read_some(th_proc_t *proc, int wait_ms)
 {
+    enum { CHUNK = 65536 };
     struct pollfd pfd = { .fd = proc->out_fd, .events = POLLIN };
     if (poll(&pfd, 1, wait_ms) <= 0) {
         return true;
     }
-    if (proc->out_len + 4096 + 1 > proc->out_cap) {
-        proc->out_cap = proc->out_cap == 0 ? 65536 : proc->out_cap * 2;
+    if (proc->out_len + CHUNK + 1 > proc->out_cap) {
+        proc->out_cap = proc->out_cap == 0 ? 4 * CHUNK : proc->out_cap * 2;
         proc->out = realloc(proc->out, proc->out_cap);
     }
-    ssize_t n = read(proc->out_fd, proc->out + proc->out_len, 4096);
+    ssize_t n = read(proc->out_fd, proc->out + proc->out_len, CHUNK);
     if (n <= 0) {
         return false;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        proc->lines += proc->out[proc->out_len + (size_t)i] == '\n';
     }
     proc->out_len += (size_t)n;
     proc->out[proc->out_len] = '\0';
@@ -132,28 +127,40 @@ static bool s_read_some(th_proc_t *proc, int wait_ms)
 size_t th_proc_wait_lines(th_proc_t *proc, size_t lines, int timeout_ms)
 {
     long deadline = s_now_ms() + timeout_ms;
-    size_t have = s_count_lines(proc);
-    while (have < lines && s_now_ms() < deadline) {
+    while (proc->lines < lines && s_now_ms() < deadline) {
         if (!s_read_some(proc, 100)) {
             break;
         }
-        have = s_count_lines(proc);
     }
-    return have;
+    return proc->lines;
 }
 
+void th_proc_drain(th_proc_t *proc)
+{
+    size_t before;
+    do {
+        before = proc->out_len;
+        (void)s_read_some(proc, 0);
+    } while (proc->out_len > before);
+}
+
+/* Lines are usually read in order: the scan resumes where the last one ended. */
 char *th_proc_line(th_proc_t *proc, size_t n)
 {
-    const char *p = proc->out;
-    for (size_t i = 0; p != NULL && i < n; i++) {
-        p = strchr(p, '\n');
-        p = p != NULL ? p + 1 : NULL;
-    }
-    if (p == NULL || *p == '\0') {
+    if (proc->out == NULL || n >= proc->lines) {
         return NULL;
     }
+    if (n < proc->scan_line) {
+        proc->scan_line = 0;
+        proc->scan_off = 0;
+    }
+    const char *p = proc->out + proc->scan_off;
+    for (; proc->scan_line < n; proc->scan_line++) {
+        p = strchr(p, '\n') + 1;
+    }
+    proc->scan_off = (size_t)(p - proc->out);
     const char *end = strchr(p, '\n');
-    return end == NULL ? NULL : strndup(p, (size_t)(end - p));
+    return strndup(p, (size_t)(end - p));
 }
 
 int th_proc_wait(th_proc_t **proc_p, int timeout_ms)
@@ -317,9 +324,15 @@ void th_world_destroy(th_world_t **world_p)
     char sql[256];
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", w->dbname);
     s_admin(pgdir, sql);
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", w->dir);
-    cr_assert_eq(system(cmd), 0);
+    /* ACCORD_KEEP_TEST_DIRS=1 keeps keys, configs and every process's log */
+    const char *keep = getenv("ACCORD_KEEP_TEST_DIRS");
+    if (keep != NULL && strcmp(keep, "1") == 0) {
+        fprintf(stderr, "kept %s\n", w->dir);
+    } else {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", w->dir);
+        cr_assert_eq(system(cmd), 0);
+    }
     free(w);
     *world_p = NULL;
 }

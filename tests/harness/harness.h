@@ -22,6 +22,9 @@ typedef struct {
     char *out;  /* everything read from stdout so far */
     size_t out_len;
     size_t out_cap;
+    size_t lines;     /* newline-terminated lines in out */
+    size_t scan_line; /* th_proc_line's place: line number... */
+    size_t scan_off;  /* ...and where it starts in out */
 } th_proc_t;
 
 /* Starts argv[0] (a path) with stdin/stdout piped; stderr is inherited. */
@@ -36,6 +39,8 @@ void th_proc_close_stdin(th_proc_t *proc);
 /* Reads stdout until it holds at least lines newline-terminated lines or the
  * deadline passes; returns the number of lines held. */
 size_t th_proc_wait_lines(th_proc_t *proc, size_t lines, int timeout_ms);
+/* Reads whatever its stdout holds now, without waiting. */
+void th_proc_drain(th_proc_t *proc);
 /* The n-th line (0-based) of what was read, copied; NULL if none. */
 char *th_proc_line(th_proc_t *proc, size_t n);
 /* Waits for exit (SIGKILL after timeout_ms) and returns the exit status, or

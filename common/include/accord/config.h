@@ -25,7 +25,6 @@ typedef struct {
     int64_t epoch_max_seconds;  /* ...or after this long, whichever comes first */
     int64_t redeliver_after_ms; /* unacknowledged deliveries are sent again after this */
     int64_t peer_queue_max;     /* messages queued for one peer before it counts as slow */
-    int64_t heartbeat_ms;       /* the broker pings idle connections this often */
     int64_t peer_timeout_ms;    /* a peer silent this long is dead: its deliveries go back */
 } acc_broker_config_t;
 
