@@ -490,3 +490,159 @@ Test(survive, a_subscriber_away_for_50000_records_costs_the_broker_no_memory)
             rss_after);
     free(path);
 }
+
+static char *s_private_cluster(char *pgdir, size_t len)
+{
+    char *state = acc_xasprintf("%s/pg.state", world->dir);
+    char *cmd = acc_xasprintf("%s/tests/pg/start '%s' '%s/accord' accord >/dev/null",
+                              ACCORD_SOURCE_DIR, state, world->bin_dir);
+    cr_assert_eq(system(cmd), 0);
+    free(cmd);
+    FILE *f = fopen(state, "r");
+    char line[512];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "PGDIR=", 6) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(pgdir, len, "%s", line + 6);
+        }
+    }
+    fclose(f);
+    return state;
+}
+
+static void s_pg_ctl(const char *state, const char *action)
+{
+    char *cmd = acc_xasprintf("%s/tests/pg/ctl '%s' %s", ACCORD_SOURCE_DIR, state, action);
+    cr_assert_eq(system(cmd), 0, "pg ctl %s failed", action);
+    free(cmd);
+}
+
+Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_flows)
+{
+    enum { RECORDS = 3000 };
+    /* A private cluster: stopping the shared one would disturb other tests. */
+    th_broker_stop(world);
+    char pgdir[256] = "";
+    char *state = s_private_cluster(pgdir, sizeof(pgdir));
+    char saved[512];
+    snprintf(saved, sizeof(saved), "%s", world->conninfo);
+    snprintf(world->conninfo, sizeof(world->conninfo),
+             "host=%s user=postgres dbname=accord connect_timeout=2", pgdir);
+    th_broker_start(world);
+    PGconn *db = PQconnectdb(world->conninfo);
+    cr_assert_eq(PQstatus(db), CONNECTION_OK);
+
+    agents[0] = s_start_subscriber(s_subscribers[0]);
+    char *path = s_write_records("pgdown.ndjson", "hv", RECORDS, 0);
+    const char *args[] = { "--input", path, NULL };
+    agents[1] = th_agent_start_argv(world, "publish", "rft-health-visiting", args);
+    long shared = 0;
+    for (int waited = 0; shared < RECORDS / 3 && waited < 120000; waited += 50) {
+        th_proc_drain(agents[1]);
+        PGresult *res = PQexec(db, "SELECT count(*) FROM accord_log WHERE event = 'shared'");
+        shared = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        s_sleep_ms(50);
+    }
+    PQfinish(db);
+    s_pg_ctl(state, "stop");
+    char log[700];
+    snprintf(log, sizeof(log), "%s/rft-health-visiting.publish.log", world->dir);
+    cr_assert(th_file_wait(log, "cannot be written just now", 30000) ||
+                  th_file_wait(log, "cannot be read just now", 1000),
+              "the publisher was not told UNAVAILABLE while PostgreSQL was down");
+    s_sleep_ms(2000);
+    s_pg_ctl(state, "start");
+
+    cr_assert_eq(th_proc_wait_lines(agents[1], RECORDS, 300000), (size_t)RECORDS);
+    s_check_results(agents[1], RECORDS);
+    cr_assert_eq(th_proc_wait(&agents[1], 30000), 0);
+    s_wait_incoming(s_subscribers[0], RECORDS, 120000);
+    const char *const prefixes[] = { "hv", NULL };
+    s_check_exactly_once(s_subscribers[0], prefixes, RECORDS, 0);
+    cr_assert_eq(th_proc_stop(&agents[0], SIGTERM, 10000), 0);
+    th_broker_stop(world);
+    char *out = NULL;
+    cr_assert_eq(
+        th_run(world, &out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL), 0,
+        "the chain is continuous across the outage: %s", out);
+    free(out);
+    fprintf(stderr,
+            "survive: PostgreSQL stopped at %ld of %d records for 2 s; all %d accepted once, "
+            "delivered once, chain verified\n",
+            shared, RECORDS, RECORDS);
+    char *cmd = acc_xasprintf("%s/tests/pg/stop '%s'", ACCORD_SOURCE_DIR, state);
+    cr_assert_eq(system(cmd), 0);
+    free(cmd);
+    snprintf(world->conninfo, sizeof(world->conninfo), "%s", saved);
+    free(state);
+    free(path);
+}
+
+/* A subscriber whose process hangs (here: a connection that stops talking) is
+ * forgotten after peer_timeout_ms, and what it had in flight reaches the next. */
+Test(survive, a_silent_subscriber_is_declared_dead_and_its_deliveries_go_to_the_next)
+{
+    acc_agent_config_t cfg;
+    client_t *hung = NULL;
+    th_agent_config_load(world, s_subscribers[0], &cfg);
+    acc_err_t err;
+    cr_assert_eq(client_open(&hung, &cfg, true, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(client_hello(hung, 5000, &err), ACC_OK, "%s", err.msg);
+    char *path = s_write_records("few.ndjson", "hv", 5, 0);
+    const char *args[] = { "--input", path, NULL };
+    agents[0] = th_agent_start_argv(world, "publish", "rft-health-visiting", args);
+    cr_assert_eq(th_proc_wait(&agents[0], 60000), 0);
+    /* it receives the five and then never answers again */
+    for (int i = 0; i < 5; i++) {
+        Accord__V1__Envelope *env = NULL;
+        cr_assert_eq(client_recv(hung, &env, 10000, &err), ACC_OK, "%s", err.msg);
+        cr_assert_eq(env->body_case, ACCORD__V1__ENVELOPE__BODY_DELIVER);
+        accord__v1__envelope__free_unpacked(env, NULL);
+    }
+    cr_assert(th_broker_logged(world, "return to the outbox", 10000),
+              "the broker did not notice the subscriber had gone silent");
+    agents[1] = s_start_subscriber(s_subscribers[0]);
+    s_wait_incoming(s_subscribers[0], 5, 30000);
+    const char *const prefixes[] = { "hv", NULL };
+    s_check_exactly_once(s_subscribers[0], prefixes, 5, 0);
+    cr_assert_eq(th_proc_stop(&agents[1], SIGTERM, 10000), 0);
+    client_destroy(&hung);
+    acc_agent_config_clear(&cfg);
+    free(path);
+}
+
+/* --exec: a delivery is acknowledged only when the command exits 0; until then
+ * the broker keeps it and delivers it again. */
+Test(survive, exec_failures_keep_the_delivery_until_the_command_succeeds)
+{
+    char *spool = s_spool_dir(s_subscribers[0]);
+    char *flag = acc_xasprintf("%s/system-up", world->dir);
+    char *received = acc_xasprintf("%s/received", world->dir);
+    /* the agency's system: down until the flag file exists, then it files the record */
+    char *cmd = acc_xasprintf("test -e '%s' && mv \"$1\" '%s'/", flag, received);
+    cr_assert_eq(mkdir(received, 0750), 0);
+    const char *args[] = { "--spool", spool, "--exec", cmd, NULL };
+    agents[1] = th_agent_start_argv(world, "subscribe", s_subscribers[0], args);
+    cr_assert(th_agent_wait_connected(world, s_subscribers[0], "subscribe"));
+    char *path = s_write_records("exec.ndjson", "hv", 3, 0);
+    const char *pargs[] = { "--input", path, NULL };
+    agents[0] = th_agent_start_argv(world, "publish", "rft-health-visiting", pargs);
+    cr_assert_eq(th_proc_wait(&agents[0], 60000), 0);
+    char log[700];
+    snprintf(log, sizeof(log), "%s/%s.subscribe.log", world->dir, s_subscribers[0]);
+    cr_assert(th_file_wait(log, "--exec exited 1", 20000));
+    cr_assert_eq(th_pg_count(world, "event = 'acknowledged'"), 0,
+                 "nothing is acknowledged while the command fails");
+    FILE *f = fopen(flag, "w");
+    fclose(f);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 3, 60000), 3,
+                 "redelivered and acknowledged once the command succeeds");
+    cr_assert_eq(s_count_files(received), 3);
+    cr_assert_eq(th_proc_stop(&agents[1], SIGTERM, 10000), 0);
+    free(spool);
+    free(flag);
+    free(received);
+    free(cmd);
+    free(path);
+}
