@@ -9,9 +9,11 @@
 #include <string.h>
 
 #include "accord/keys.h"
+#include "accord/log.h"
 #include "accord/logrow.h"
 #include "accord/pb.h"
 #include "accord/record.h"
+#include "audit_wire.h"
 
 #define EXIT_TAMPERED 1
 #define EXIT_USAGE    2
@@ -61,8 +63,19 @@ typedef struct {
 static void s_usage(FILE *out)
 {
     (void)fprintf(out,
-                  "usage: accord-audit verify --db CONNINFO [--witness FILE]\n"
+                  "usage: accord-audit log --config AUDITOR.yaml [FILTERS] [--csv | --json]\n"
+                  "       accord-audit verify --db CONNINFO [--witness FILE]\n"
                   "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
+                  "\n"
+                  "log     asks the broker, with the auditor's key from AUDITOR.yaml (the\n"
+                  "        agent.yaml format, agency: the auditor's id), for the log rows that\n"
+                  "        match every filter given, in sequence order. The broker records\n"
+                  "        each question as a `queried` row. Filters: --child NHS_NUMBER (found\n"
+                  "        through the keyed subject tag; the log never holds the number),\n"
+                  "        --agency ID (either side), --from ID, --to ID, --type TYPE,\n"
+                  "        --event EVENT, --rule RULE, --since TIME, --until TIME (ISO 8601;\n"
+                  "        since inclusive, until exclusive), --share SHARE_ID, --limit N.\n"
+                  "        Output: an aligned table (default), --csv, or --json (an array).\n"
                   "\n"
                   "verify  walks the whole sharing log in sequence order, recomputes every\n"
                   "        row's hash from its content and the previous row's hash, and\n"
@@ -76,8 +89,9 @@ static void s_usage(FILE *out)
                   "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
                   "which sees ciphertext and metadata and can change nothing.\n"
                   "\n"
-                  "Exit status: 0 verified / shown, 1 the log does not verify or the payload\n"
-                  "does not decrypt, 2 usage, 3 could not read the database or key.\n");
+                  "Exit status: 0 verified / shown / answered, 1 the log does not verify or\n"
+                  "the payload does not decrypt, 2 usage, 3 could not read the database or\n"
+                  "key, or the broker refused or could not answer.\n");
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -473,41 +487,123 @@ static int s_show(const char *seq, const char *conninfo, const char *key_path)
     return status;
 }
 
+typedef struct {
+    const char *db;
+    const char *key;
+    const char *witness;
+    const char *config;
+    audit_log_args_t log;
+} s_args_t;
+
+static bool s_filter_option(s_args_t *a, int opt)
+{
+    Accord__V1__AuditQuery *q = &a->log.query;
+    switch (opt) {
+    case 'C':
+        q->child = optarg;
+        return true;
+    case 'a':
+        q->agency = optarg;
+        return true;
+    case 'f':
+        q->from_agency = optarg;
+        return true;
+    case 't':
+        q->to_agency = optarg;
+        return true;
+    case 'T':
+        q->record_type = optarg;
+        return true;
+    case 'e':
+        q->event = optarg;
+        return true;
+    case 'r':
+        q->rule = optarg;
+        return true;
+    case 's':
+        q->since = optarg;
+        return true;
+    case 'u':
+        q->until = optarg;
+        return true;
+    case 'S':
+        q->share_id = optarg;
+        return true;
+    case 'l':
+        q->limit = (uint32_t)strtoul(optarg, NULL, 10);
+        return true;
+    case 'v':
+        a->log.format = AUDIT_CSV;
+        return true;
+    case 'j':
+        a->log.format = AUDIT_JSON;
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int s_run_log(const s_args_t *a)
+{
+    acc_agent_config_t config;
+    acc_err_t err;
+    if (acc_agent_config_load(&config, a->config, NULL, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        return EXIT_FAILED;
+    }
+    acc_log_setup(ACC_LOG_WARN); /* stdout is the answer; stderr only for trouble */
+    int status = audit_log(&config, &a->log);
+    acc_agent_config_clear(&config);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "db", required_argument, NULL, 'd' },  { "witness", required_argument, NULL, 'w' },
-        { "key", required_argument, NULL, 'k' }, { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },   { NULL, 0, NULL, 0 },
+        { "db", required_argument, NULL, 'd' },    { "witness", required_argument, NULL, 'w' },
+        { "key", required_argument, NULL, 'k' },   { "config", required_argument, NULL, 'c' },
+        { "child", required_argument, NULL, 'C' }, { "agency", required_argument, NULL, 'a' },
+        { "from", required_argument, NULL, 'f' },  { "to", required_argument, NULL, 't' },
+        { "type", required_argument, NULL, 'T' },  { "event", required_argument, NULL, 'e' },
+        { "rule", required_argument, NULL, 'r' },  { "since", required_argument, NULL, 's' },
+        { "until", required_argument, NULL, 'u' }, { "share", required_argument, NULL, 'S' },
+        { "limit", required_argument, NULL, 'l' }, { "csv", no_argument, NULL, 'v' },
+        { "json", no_argument, NULL, 'j' },        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },     { NULL, 0, NULL, 0 },
     };
-    const char *db = NULL;
-    const char *key = NULL;
-    const char *witness = NULL;
+    s_args_t a = { 0 };
+    accord__v1__audit_query__init(&a.log.query);
     int opt;
-    while ((opt = getopt_long(argc, argv, "d:k:w:hV", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "d:k:w:c:hV", options, NULL)) != -1) {
         if (opt == 'd') {
-            db = optarg;
+            a.db = optarg;
         } else if (opt == 'k') {
-            key = optarg;
+            a.key = optarg;
         } else if (opt == 'w') {
-            witness = optarg;
+            a.witness = optarg;
+        } else if (opt == 'c') {
+            a.config = optarg;
         } else if (opt == 'h' || opt == 'V') {
             opt == 'h' ? s_usage(stdout) : (void)printf("accord-audit %s\n", ACCORD_VERSION);
             return EXIT_SUCCESS;
-        } else {
+        } else if (!s_filter_option(&a, opt)) {
             s_usage(stderr);
             return EXIT_USAGE;
         }
     }
-    if (sodium_init() < 0 || db == NULL || optind >= argc) {
+    if (sodium_init() < 0 || optind >= argc) {
         s_usage(stderr);
         return EXIT_USAGE;
     }
-    if (strcmp(argv[optind], "verify") == 0 && optind + 1 == argc) {
-        return s_verify(db, witness);
+    const char *command = argv[optind];
+    if (strcmp(command, "log") == 0 && optind + 1 == argc && a.config != NULL) {
+        return s_run_log(&a);
     }
-    if (strcmp(argv[optind], "show") == 0 && optind + 2 == argc && key != NULL) {
-        return s_show(argv[optind + 1], db, key);
+    if (a.db != NULL && strcmp(command, "verify") == 0 && optind + 1 == argc) {
+        return s_verify(a.db, a.witness);
+    }
+    if (a.db != NULL && strcmp(command, "show") == 0 && optind + 2 == argc && a.key != NULL) {
+        return s_show(argv[optind + 1], a.db, a.key);
     }
     s_usage(stderr);
     return EXIT_USAGE;

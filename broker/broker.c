@@ -772,23 +772,12 @@ static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Env
     peer->last_ack_ms = s_now_ms();
 }
 
-static void s_on_audit_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
-{
-    if (!peer->who.auditor) {
-        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__AUDIT_FORBIDDEN,
-                           "only auditors named in the agreement may query the log");
-        return;
-    }
-    broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_MESSAGE,
-                       "this broker does not answer audit queries over the wire yet");
-}
-
 static handler_fn *const s_handlers[] = {
     [ACCORD__V1__ENVELOPE__BODY_HELLO] = s_on_hello,
     [ACCORD__V1__ENVELOPE__BODY_PUBLISH] = publish_on_publish,
     [ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK] = s_on_deliver_ack,
     [ACCORD__V1__ENVELOPE__BODY_HEARTBEAT] = s_on_heartbeat,
-    [ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY] = s_on_audit_query,
+    [ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY] = audit_on_query,
 };
 
 static void s_dispatch(broker_t *self, peer_t *peer, const uint8_t *data, size_t len)

@@ -110,4 +110,8 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
  * deliveries for the end of the batch. */
 void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
+/* audit.c: answers an auditor's AuditQuery with one page of log rows and stages
+ * a `queried` row saying who asked what and how much they were given. */
+void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
 #endif

@@ -784,6 +784,22 @@ acc_rc_t ledger_find_outbox(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SH
     return rc;
 }
 
+PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
+                      acc_err_t *err)
+{
+    if (s_ensure_up(self, err) != ACC_OK) {
+        return NULL;
+    }
+    PGresult *res = PQexecParams(self->conn, sql, n, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        (void)acc_err_set(err, ACC_ERR_DB, "could not read the log: %s",
+                          PQerrorMessage(self->conn));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
 PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
                               acc_err_t *err)
 {

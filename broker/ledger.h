@@ -105,6 +105,11 @@ ACC_NODISCARD acc_rc_t ledger_find_outbox(ledger_t *self,
                                           const char *to_agency, ledger_outbox_row_t *out,
                                           acc_err_t *err);
 
+/* Runs a read-only query with text parameters on the log's connection
+ * (reconnecting first if it was lost). NULL with err set on failure. */
+PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
+                      acc_err_t *err);
+
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
 

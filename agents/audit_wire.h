@@ -1,0 +1,23 @@
+/* audit_wire.h - accord-audit's questions asked through the broker with an
+ * auditor's CURVE key: the broker answers and logs each question */
+#ifndef ACCORD_AGENTS_AUDIT_WIRE_H
+#define ACCORD_AGENTS_AUDIT_WIRE_H
+
+#include "accord/config.h"
+#include "accord/pb.h"
+
+typedef enum {
+    AUDIT_TABLE,
+    AUDIT_CSV,
+    AUDIT_JSON,
+} audit_format_t;
+
+typedef struct {
+    Accord__V1__AuditQuery query; /* filters; limit is the total wanted (0: all) */
+    audit_format_t format;
+} audit_log_args_t;
+
+/* accord-audit log: prints the rows matching the filters. Returns an exit status. */
+int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args);
+
+#endif

@@ -1,0 +1,328 @@
+/* audit.c - auditors' questions about the sharing log, answered a page at a time;
+ * every question is itself logged as a `queried` row */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accord/log.h"
+#include "accord/nhs.h"
+#include "broker.h"
+
+#define AUDIT_PAGE_MAX 200 /* rows a page holds: with payloads, well under 1 MiB */
+#define AUDIT_PARAMS   12
+
+static const char s_columns[] =
+    "SELECT seq, share_id::text, to_char(at AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (extract(epoch FROM at) * 1000000)::bigint, event, "
+    "from_agency, to_agency, record_type, record_id, encode(subject_tag, 'hex'), "
+    "array_to_string(rule_ids, chr(31)), purpose, lawful_basis, consent, error_code, reason, "
+    "encode(agreement_hash, 'hex'), coalesce(key_epoch, 0), encode(nonce, 'hex'), "
+    "encode(payload, 'hex'), encode(signature, 'hex'), encode(prev_hash, 'hex'), "
+    "encode(entry_hash, 'hex') FROM accord_log WHERE seq > $1";
+
+enum {
+    C_SEQ,
+    C_SHARE,
+    C_AT,
+    C_AT_US,
+    C_EVENT,
+    C_FROM,
+    C_TO,
+    C_TYPE,
+    C_RECORD,
+    C_TAG,
+    C_RULES,
+    C_PURPOSE,
+    C_BASIS,
+    C_CONSENT,
+    C_CODE,
+    C_REASON,
+    C_AGREEMENT,
+    C_EPOCH,
+    C_NONCE,
+    C_PAYLOAD,
+    C_SIGNATURE,
+    C_PREV,
+    C_HASH,
+};
+
+/* The string columns whose NULL the hash chain distinguishes from "". */
+static const int s_nullable[] = { C_TO,      C_TYPE, C_RECORD, C_PURPOSE, C_BASIS,
+                                  C_CONSENT, C_CODE, C_REASON, C_FROM };
+
+typedef struct {
+    char sql[2048];
+    const char *values[AUDIT_PARAMS];
+    char after[24];
+    char limit[16];
+    char tag_hex[2 * ACC_LOGROW_TAG_BYTES + 3];
+    char summary[768]; /* the filter, for the queried row: never the NHS number */
+    int n;
+    uint8_t tag[ACC_LOGROW_TAG_BYTES];
+    bool has_tag;
+} s_query_t;
+
+/* Adds "AND <column> <op> $n<cast>" for a non-empty value, and names it in the summary. */
+static void s_add(s_query_t *q, const char *value, const char *prefix, const char *suffix,
+                  const char *label)
+{
+    if (value == NULL || value[0] == '\0' || q->n >= AUDIT_PARAMS - 1) {
+        return;
+    }
+    q->values[q->n] = value;
+    q->n++;
+    size_t len = strlen(q->sql);
+    (void)snprintf(q->sql + len, sizeof(q->sql) - len, " AND %s$%d%s", prefix, q->n, suffix);
+    len = strlen(q->summary);
+    (void)snprintf(q->summary + len, sizeof(q->summary) - len, "%s%s=%.64s", len > 0 ? " " : "",
+                   label, value);
+}
+
+/* The child is found by the same keyed tag the publish wrote; the number itself
+ * goes no further than this function. */
+static bool s_child_tag(const broker_t *self, s_query_t *q, const char *child, acc_err_t *err)
+{
+    char nhs[ACC_NHS_DIGITS + 1];
+    if (acc_nhs_check(nhs, child, err) != ACC_OK) {
+        return false;
+    }
+    char input[32];
+    int n = snprintf(input, sizeof(input), "nhs:%s", nhs);
+    (void)crypto_generichash(q->tag, sizeof(q->tag), (const uint8_t *)input, (unsigned long long)n,
+                             self->subject_key, 32);
+    sodium_memzero(input, sizeof(input));
+    sodium_memzero(nhs, sizeof(nhs));
+    q->tag_hex[0] = '\\';
+    q->tag_hex[1] = 'x';
+    (void)sodium_bin2hex(q->tag_hex + 2, sizeof(q->tag_hex) - 2, q->tag, sizeof(q->tag));
+    q->has_tag = true;
+    return true;
+}
+
+static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQuery *a,
+                    acc_err_t *err)
+{
+    memset(q, 0, sizeof(*q));
+    (void)snprintf(q->sql, sizeof(q->sql), "%s", s_columns);
+    (void)snprintf(q->after, sizeof(q->after), "%llu", (unsigned long long)a->after_seq);
+    q->values[q->n++] = q->after;
+    if (a->child[0] != '\0') {
+        if (!s_child_tag(self, q, a->child, err)) {
+            return false;
+        }
+        s_add(q, q->tag_hex, "subject_tag = ", "::bytea", "child");
+        /* the summary names the tag, not the number */
+        char *at = strstr(q->summary, "child=");
+        if (at != NULL) {
+            (void)snprintf(at, sizeof(q->summary) - (size_t)(at - q->summary), "child=tag:%.16s",
+                           q->tag_hex + 2);
+        }
+    }
+    if (a->agency[0] != '\0') {
+        /* either side: the same parameter twice */
+        s_add(q, a->agency, "(from_agency = ", "", "agency");
+        size_t len = strlen(q->sql);
+        (void)snprintf(q->sql + len, sizeof(q->sql) - len, " OR to_agency = $%d)", q->n);
+    }
+    s_add(q, a->from_agency, "from_agency = ", "", "from");
+    s_add(q, a->to_agency, "to_agency = ", "", "to");
+    s_add(q, a->record_type, "record_type = ", "", "type");
+    s_add(q, a->event, "event = ", "", "event");
+    s_add(q, a->rule, "", " = ANY(rule_ids)", "rule");
+    s_add(q, a->since, "at >= ", "::timestamptz", "since");
+    s_add(q, a->until, "at < ", "::timestamptz", "until");
+    s_add(q, a->share_id, "share_id = ", "::uuid", "share");
+    uint32_t limit = a->limit == 0 || a->limit > AUDIT_PAGE_MAX ? AUDIT_PAGE_MAX : a->limit;
+    (void)snprintf(q->limit, sizeof(q->limit), "%u", limit + 1); /* one more: is there more? */
+    q->values[q->n++] = q->limit;
+    size_t len = strlen(q->sql);
+    (void)snprintf(q->sql + len, sizeof(q->sql) - len, " ORDER BY seq LIMIT $%d", q->n);
+    if (q->summary[0] == '\0') {
+        (void)snprintf(q->summary, sizeof(q->summary), "everything");
+    }
+    return true;
+}
+
+static ProtobufCBinaryData s_hex(PGresult *res, int row, int col)
+{
+    ProtobufCBinaryData out = { 0, NULL };
+    const char *hex = PQgetvalue(res, row, col);
+    size_t hex_len = strlen(hex);
+    if (PQgetisnull(res, row, col) || hex_len == 0) {
+        return out;
+    }
+    out.data = acc_xmalloc(hex_len / 2);
+    (void)sodium_hex2bin(out.data, hex_len / 2, hex, hex_len, NULL, &out.len, NULL);
+    return out;
+}
+
+static char *s_str(PGresult *res, int row, int col)
+{
+    return PQgetvalue(res, row, col); /* "" for NULL; null_columns tells them apart */
+}
+
+static void s_fill_row(Accord__V1__AuditRow *r, PGresult *res, int i, bool payloads)
+{
+    accord__v1__audit_row__init(r);
+    r->seq = strtoull(PQgetvalue(res, i, C_SEQ), NULL, 10);
+    r->share_id = s_str(res, i, C_SHARE);
+    r->at = s_str(res, i, C_AT);
+    r->at_us = strtoll(PQgetvalue(res, i, C_AT_US), NULL, 10);
+    r->event = s_str(res, i, C_EVENT);
+    r->from_agency = s_str(res, i, C_FROM);
+    r->to_agency = s_str(res, i, C_TO);
+    r->record_type = s_str(res, i, C_TYPE);
+    r->record_id = s_str(res, i, C_RECORD);
+    r->purpose = s_str(res, i, C_PURPOSE);
+    r->lawful_basis = s_str(res, i, C_BASIS);
+    r->consent = s_str(res, i, C_CONSENT);
+    r->error_code = s_str(res, i, C_CODE);
+    r->reason = s_str(res, i, C_REASON);
+    for (size_t k = 0; k < sizeof(s_nullable) / sizeof(s_nullable[0]); k++) {
+        r->null_columns |= PQgetisnull(res, i, s_nullable[k]) ? 1u << k : 0;
+    }
+    r->subject_tag = s_hex(res, i, C_TAG);
+    r->agreement_hash = s_hex(res, i, C_AGREEMENT);
+    r->key_epoch = strtoll(PQgetvalue(res, i, C_EPOCH), NULL, 10);
+    r->signature = s_hex(res, i, C_SIGNATURE);
+    r->prev_hash = s_hex(res, i, C_PREV);
+    r->entry_hash = s_hex(res, i, C_HASH);
+    if (payloads) {
+        r->nonce = s_hex(res, i, C_NONCE);
+        r->payload = s_hex(res, i, C_PAYLOAD);
+    }
+    /* rule ids: split in place on the unit separator */
+    char *rules = s_str(res, i, C_RULES);
+    size_t count = rules[0] != '\0' ? 1 : 0;
+    for (const char *c = rules; *c != '\0'; c++) {
+        count += *c == '\x1f';
+    }
+    r->rule_ids = acc_xcalloc(count + 1, sizeof(char *));
+    for (char *save = NULL, *tok = strtok_r(rules, "\x1f", &save); tok != NULL;
+         tok = strtok_r(NULL, "\x1f", &save)) {
+        r->rule_ids[r->n_rule_ids++] = tok;
+    }
+}
+
+static void s_free_row(Accord__V1__AuditRow *r)
+{
+    free(r->subject_tag.data);
+    free(r->agreement_hash.data);
+    free(r->signature.data);
+    free(r->prev_hash.data);
+    free(r->entry_hash.data);
+    free(r->nonce.data);
+    free(r->payload.data);
+    free(r->rule_ids);
+}
+
+/* This auditor's sealed keys for the epochs the page's payloads use. */
+static PGresult *s_keys(broker_t *self, const peer_t *peer, PGresult *rows, int n, acc_err_t *err)
+{
+    char list[4096] = "{";
+    size_t len = 1;
+    for (int i = 0; i < n && len < sizeof(list) - 32; i++) {
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", len > 1 ? "," : "",
+                                PQgetvalue(rows, i, C_EPOCH));
+    }
+    (void)snprintf(list + len, sizeof(list) - len, "}");
+    const char *values[2] = { peer->id, list };
+    return ledger_read(self->ledger,
+                       "SELECT epoch, encode(sealed_key, 'hex') FROM accord_epoch_seal "
+                       "WHERE auditor = $1 AND epoch = ANY($2::bigint[])",
+                       2, values, err);
+}
+
+static void s_log_queried(broker_t *self, const peer_t *peer, const s_query_t *q, int rows,
+                          bool more)
+{
+    char reason[1024];
+    (void)snprintf(reason, sizeof(reason), "%s; after seq %s; %d row(s)%s", q->summary, q->after,
+                   rows, more ? ", more follow" : "");
+    acc_logrow_t row = { 0 };
+    acc_uuid_random(row.share_id);
+    row.event = "queried";
+    row.from_agency = peer->id;
+    row.subject_tag = q->has_tag ? q->tag : NULL;
+    row.reason = reason;
+    row.agreement_hash = acc_policy_hash(self->policy);
+    (void)ledger_stage(self->ledger, &row, NULL, 0);
+}
+
+static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, PGresult *res,
+                     PGresult *keys, int n, bool more, bool payloads)
+{
+    Accord__V1__AuditRow *rows = acc_xcalloc((size_t)n + 1, sizeof(*rows));
+    Accord__V1__AuditRow **ptrs = acc_xcalloc((size_t)n + 1, sizeof(*ptrs));
+    for (int i = 0; i < n; i++) {
+        s_fill_row(&rows[i], res, i, payloads);
+        ptrs[i] = &rows[i];
+    }
+    int nkeys = keys != NULL ? PQntuples(keys) : 0;
+    Accord__V1__SealedEpochKey *sealed = acc_xcalloc((size_t)nkeys + 1, sizeof(*sealed));
+    Accord__V1__SealedEpochKey **kptrs = acc_xcalloc((size_t)nkeys + 1, sizeof(*kptrs));
+    for (int i = 0; i < nkeys; i++) {
+        accord__v1__sealed_epoch_key__init(&sealed[i]);
+        sealed[i].epoch = strtoll(PQgetvalue(keys, i, 0), NULL, 10);
+        sealed[i].sealed_key = s_hex(keys, i, 1);
+        kptrs[i] = &sealed[i];
+    }
+    Accord__V1__AuditResult result = ACCORD__V1__AUDIT_RESULT__INIT;
+    result.n_rows = (size_t)n;
+    result.rows = ptrs;
+    result.more = more;
+    result.n_keys = (size_t)nkeys;
+    result.keys = kptrs;
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = correlation_id;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT;
+    env.audit_result = &result;
+    /* sent after the queried row commits, like every other answer */
+    (void)broker_queue(self, OUT_RESULT, peer, &env);
+    for (int i = 0; i < n; i++) {
+        s_free_row(&rows[i]);
+    }
+    for (int i = 0; i < nkeys; i++) {
+        free(sealed[i].sealed_key.data);
+    }
+    free(rows);
+    free(ptrs);
+    free(sealed);
+    free(kptrs);
+}
+
+void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    if (!peer->who.auditor) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__AUDIT_FORBIDDEN,
+                           "only auditors named in the agreement may query the log");
+        return;
+    }
+    const Accord__V1__AuditQuery *a = env->audit_query;
+    s_query_t q;
+    acc_err_t err;
+    if (!s_build(self, &q, a, &err)) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__INVALID_FIELD,
+                           err.msg);
+        return;
+    }
+    PGresult *res = ledger_read(self->ledger, q.sql, q.n, q.values, &err);
+    sodium_memzero(q.tag_hex, sizeof(q.tag_hex));
+    if (res == NULL) {
+        acc_log_warn("audit", "query from %s not answered: %s", peer->id, err.msg);
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
+                           "the sharing log cannot be read just now (or a filter is malformed)");
+        return;
+    }
+    uint32_t limit = (uint32_t)strtoul(q.limit, NULL, 10) - 1;
+    int n = PQntuples(res);
+    bool more = n > (int)limit;
+    n = more ? (int)limit : n;
+    PGresult *keys = a->payloads ? s_keys(self, peer, res, n, &err) : NULL;
+    s_log_queried(self, peer, &q, n, more);
+    s_answer(self, peer, env->correlation_id, res, keys, n, more, a->payloads);
+    acc_log_info("audit", "%s queried the log: %d row(s)%s", peer->id, n, more ? ", more" : "");
+    PQclear(keys);
+    PQclear(res);
+}

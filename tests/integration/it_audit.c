@@ -1,0 +1,185 @@
+/* it_audit.c - auditors ask the broker about the sharing log; every question is
+ * itself a row in the log, and agencies may not ask */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define CHILD_A "9434765919"
+#define CHILD_B "9434765927"
+
+static th_world_t *world;
+static const char *auditor_config;
+
+static void s_publish(client_t *c, const char *id, const char *nhs, Accord__V1__ErrorCode want)
+{
+    char *json = th_health_visit_json(id, nhs);
+    Accord__V1__Envelope *reply = th_publish(c, json, "");
+    free(json);
+    cr_assert_eq(reply->publish_result->code, want, "%s: %s", id, reply->publish_result->reason);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+}
+
+/* A known log: three records about child A, two about child B, one refused. */
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, th_rules_hv_to_cc);
+    th_broker_start(world);
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    s_publish(c, "hv-a-1", CHILD_A, ACCORD__V1__ERROR_CODE__OK);
+    s_publish(c, "hv-b-1", CHILD_B, ACCORD__V1__ERROR_CODE__OK);
+    s_publish(c, "hv-a-2", CHILD_A, ACCORD__V1__ERROR_CODE__OK);
+    s_publish(c, "hv-bad", "9434765918", ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER);
+    s_publish(c, "hv-b-2", CHILD_B, ACCORD__V1__ERROR_CODE__OK);
+    s_publish(c, "hv-a-3", CHILD_A, ACCORD__V1__ERROR_CODE__OK);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    auditor_config = th_agent_config(world, "ig-officer", NULL);
+}
+
+static void teardown(void)
+{
+    th_world_destroy(&world);
+}
+
+TestSuite(audit, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Runs accord-audit log with the auditor's key and the arguments given. */
+static char *s_log(int *status, const char *a1, const char *a2, const char *a3, const char *a4,
+                   const char *a5)
+{
+    char *out = NULL;
+    *status = th_run(world, &out, "accord-audit", "--config", auditor_config, "log", a1, a2, a3, a4,
+                     a5, (char *)NULL);
+    return out;
+}
+
+static json_t *s_log_json(const char *a1, const char *a2, const char *a3, const char *a4)
+{
+    int status = 0;
+    char *out = s_log(&status, "--json", a1, a2, a3, a4);
+    cr_assert_eq(status, 0, "accord-audit log failed: %s", out);
+    json_error_t jerr;
+    json_t *rows = json_loads(out, 0, &jerr);
+    cr_assert(json_is_array(rows), "not a JSON array (%s): %s", jerr.text, out);
+    free(out);
+    return rows;
+}
+
+static void s_expect_ids(json_t *rows, const char *const ids[], size_t n)
+{
+    cr_assert_eq(json_array_size(rows), n, "%zu rows, expected %zu", json_array_size(rows), n);
+    for (size_t i = 0; i < n; i++) {
+        const char *got = json_string_value(json_object_get(json_array_get(rows, i), "record_id"));
+        cr_assert_str_eq(got, ids[i], "row %zu", i);
+    }
+}
+
+Test(audit, each_filter_returns_exactly_the_expected_rows)
+{
+    json_t *rows = s_log_json("--child", CHILD_A, "--event", "shared");
+    const char *const a[] = { "hv-a-1", "hv-a-2", "hv-a-3" };
+    s_expect_ids(rows, a, 3);
+    json_decref(rows);
+
+    rows = s_log_json("--child", CHILD_B, NULL, NULL);
+    const char *const b[] = { "hv-b-1", "hv-b-2" };
+    s_expect_ids(rows, b, 2);
+    json_decref(rows);
+
+    rows = s_log_json("--event", "refused", NULL, NULL);
+    const char *const refused[] = { "hv-bad" };
+    s_expect_ids(rows, refused, 1);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "error_code")),
+                     "INVALID_NHS_NUMBER");
+    json_decref(rows);
+
+    rows = s_log_json("--to", "rmbc-childrens-centres", "--rule", "hv-to-cc");
+    const char *const shared[] = { "hv-a-1", "hv-b-1", "hv-a-2", "hv-b-2", "hv-a-3" };
+    s_expect_ids(rows, shared, 5);
+    json_decref(rows);
+
+    rows = s_log_json("--agency", "rmbc-childrens-centres", "--limit", "2");
+    s_expect_ids(rows, shared, 2);
+    json_decref(rows);
+
+    rows = s_log_json("--type", "health-visit", "--until", "2000-01-01");
+    cr_assert_eq(json_array_size(rows), 0, "nothing was logged before 2000");
+    json_decref(rows);
+    rows = s_log_json("--type", "health-visit", "--since", "2000-01-01T00:00:00Z");
+    cr_assert_eq(json_array_size(rows), 6, "five shares and one refusal");
+    json_decref(rows);
+}
+
+Test(audit, csv_and_table_show_the_same_rows_as_json)
+{
+    json_t *rows = s_log_json("--event", "shared", NULL, NULL);
+    int status = 0;
+    char *csv = s_log(&status, "--event", "shared", "--csv", NULL, NULL);
+    cr_assert_eq(status, 0);
+    char *table = s_log(&status, "--event", "shared", NULL, NULL, NULL);
+    cr_assert_eq(status, 0);
+    char *save = NULL;
+    char *line = strtok_r(csv, "\n", &save);
+    cr_assert_str_eq(line, "seq,at,event,from,to,type,record_id,rules,reason");
+    size_t n = 0;
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        json_t *row = json_array_get(rows, n);
+        char expect[256];
+        snprintf(expect, sizeof(expect),
+                 "%lld,%s,shared,rft-health-visiting,"
+                 "rmbc-childrens-centres,health-visit,%s,hv-to-cc,",
+                 (long long)json_integer_value(json_object_get(row, "seq")),
+                 json_string_value(json_object_get(row, "at")),
+                 json_string_value(json_object_get(row, "record_id")));
+        cr_assert_str_eq(line, expect);
+        cr_assert(strstr(table, json_string_value(json_object_get(row, "record_id"))) != NULL);
+        n++;
+    }
+    cr_assert_eq(n, json_array_size(rows));
+    cr_assert(strstr(table, "(5 rows)") != NULL, "%s", table);
+    free(csv);
+    free(table);
+    json_decref(rows);
+}
+
+Test(audit, an_agency_key_is_refused_audit_forbidden)
+{
+    char *out = NULL;
+    const char *cc = th_agent_config(world, "rmbc-childrens-centres", NULL);
+    int status = th_run(world, &out, "accord-audit", "--config", cc, "log", (char *)NULL);
+    cr_assert_eq(status, 3);
+    free(out);
+    cr_assert(
+        th_broker_logged(world, "answered rmbc-childrens-centres with AUDIT_FORBIDDEN", 5000));
+    cr_assert_eq(th_pg_count(world, "event = 'queried'"), 0, "a refused question returns nothing");
+}
+
+Test(audit, every_question_is_a_queried_row_that_names_no_child)
+{
+    json_t *rows = s_log_json("--child", CHILD_A, NULL, NULL);
+    json_decref(rows);
+    rows = s_log_json("--event", "refused", NULL, NULL);
+    json_decref(rows);
+    cr_assert_eq(
+        th_pg_wait_count(world, "event = 'queried' AND from_agency = 'ig-officer'", 2, 5000), 2);
+    cr_assert_eq(th_pg_count(world, "event = 'queried' AND reason LIKE 'child=tag:%' AND "
+                                    "reason LIKE '%3 row(s)%' AND subject_tag IS NOT NULL"),
+                 1, "the child's question is found by its tag and says what it returned");
+    cr_assert_eq(th_pg_count(world, "event = 'queried' AND reason LIKE '%" CHILD_A "%'"), 0);
+    cr_assert_eq(th_pg_count(world, "event = 'queried' AND reason = "
+                                    "'event=refused; after seq 0; 1 row(s)'"),
+                 1);
+    /* the questions are in the log the auditor reads next */
+    rows = s_log_json("--event", "queried", NULL, NULL);
+    cr_assert_eq(json_array_size(rows), 2);
+    json_decref(rows);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "grep -q '%s' '%s/accordd.log'", CHILD_A, world->dir);
+    cr_assert_neq(system(cmd), 0, "the broker's log names the child");
+}
