@@ -62,36 +62,45 @@ typedef struct {
 
 static void s_usage(FILE *out)
 {
-    (void)fprintf(out,
-                  "usage: accord-audit log --config AUDITOR.yaml [FILTERS] [--csv | --json]\n"
-                  "       accord-audit verify --db CONNINFO [--witness FILE]\n"
-                  "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
-                  "\n"
-                  "log     asks the broker, with the auditor's key from AUDITOR.yaml (the\n"
-                  "        agent.yaml format, agency: the auditor's id), for the log rows that\n"
-                  "        match every filter given, in sequence order. The broker records\n"
-                  "        each question as a `queried` row. Filters: --child NHS_NUMBER (found\n"
-                  "        through the keyed subject tag; the log never holds the number),\n"
-                  "        --agency ID (either side), --from ID, --to ID, --type TYPE,\n"
-                  "        --event EVENT, --rule RULE, --since TIME, --until TIME (ISO 8601;\n"
-                  "        since inclusive, until exclusive), --share SHARE_ID, --limit N.\n"
-                  "        Output: an aligned table (default), --csv, or --json (an array).\n"
-                  "\n"
-                  "verify  walks the whole sharing log in sequence order, recomputes every\n"
-                  "        row's hash from its content and the previous row's hash, and\n"
-                  "        names the first row that does not verify. Checkpoint rows are\n"
-                  "        checked against the broker's Ed25519 key. --witness FILE keeps the\n"
-                  "        last checkpoint verified, so a later run notices a log cut back\n"
-                  "        behind it (which the chain alone cannot show).\n"
-                  "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
-                  "        key, on this machine, and prints the row and the record as JSON.\n"
-                  "\n"
-                  "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
-                  "which sees ciphertext and metadata and can change nothing.\n"
-                  "\n"
-                  "Exit status: 0 verified / shown / answered, 1 the log does not verify or\n"
-                  "the payload does not decrypt, 2 usage, 3 could not read the database or\n"
-                  "key, or the broker refused or could not answer.\n");
+    (void)fprintf(
+        out, "usage: accord-audit log --config AUDITOR.yaml [FILTERS] [--csv | --json]\n"
+             "       accord-audit show SHARE_ID --config AUDITOR.yaml --key AUDITOR.box.secret\n"
+             "       accord-audit subject-access NHS_NUMBER --config AUDITOR.yaml\n"
+             "                    --key AUDITOR.box.secret [--json]\n"
+             "       accord-audit verify --db CONNINFO [--witness FILE]\n"
+             "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
+             "\n"
+             "log     asks the broker, with the auditor's key from AUDITOR.yaml (the\n"
+             "        agent.yaml format, agency: the auditor's id), for the log rows that\n"
+             "        match every filter given, in sequence order. The broker records\n"
+             "        each question as a `queried` row. Filters: --child NHS_NUMBER (found\n"
+             "        through the keyed subject tag; the log never holds the number),\n"
+             "        --agency ID (either side), --from ID, --to ID, --type TYPE,\n"
+             "        --event EVENT, --rule RULE, --since TIME, --until TIME (ISO 8601;\n"
+             "        since inclusive, until exclusive), --share SHARE_ID, --limit N.\n"
+             "        Output: an aligned table (default), --csv, or --json (an array).\n"
+             "show SHARE_ID (with --config) fetches that share's rows through the\n"
+             "        broker and decrypts the record here, exactly as the recipient\n"
+             "        received it, with its rule, purpose, lawful basis and consent.\n"
+             "subject-access  everything shared, withheld or refused about one child,\n"
+             "        and every query about them, oldest first, decrypted here: a\n"
+             "        readable report, or --json.\n"
+             "\n"
+             "verify  walks the whole sharing log in sequence order, recomputes every\n"
+             "        row's hash from its content and the previous row's hash, and\n"
+             "        names the first row that does not verify. Checkpoint rows are\n"
+             "        checked against the broker's Ed25519 key. --witness FILE keeps the\n"
+             "        last checkpoint verified, so a later run notices a log cut back\n"
+             "        behind it (which the chain alone cannot show).\n"
+             "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
+             "        key, on this machine, and prints the row and the record as JSON.\n"
+             "\n"
+             "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
+             "which sees ciphertext and metadata and can change nothing.\n"
+             "\n"
+             "Exit status: 0 verified / shown / answered, 1 the log does not verify or\n"
+             "the payload does not decrypt, 2 usage, 3 could not read the database or\n"
+             "key, or the broker refused or could not answer.\n");
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -492,6 +501,7 @@ typedef struct {
     const char *key;
     const char *witness;
     const char *config;
+    const char *command;
     audit_log_args_t log;
 } s_args_t;
 
@@ -543,7 +553,9 @@ static bool s_filter_option(s_args_t *a, int opt)
     }
 }
 
-static int s_run_log(const s_args_t *a)
+/* log, show and subject-access through the broker: arg is the share id or the
+ * NHS number (the command is in a->command). */
+static int s_run_log(const s_args_t *a, const char *arg)
 {
     acc_agent_config_t config;
     acc_err_t err;
@@ -552,7 +564,10 @@ static int s_run_log(const s_args_t *a)
         return EXIT_FAILED;
     }
     acc_log_setup(ACC_LOG_WARN); /* stdout is the answer; stderr only for trouble */
-    int status = audit_log(&config, &a->log);
+    int status = arg == NULL ? audit_log(&config, &a->log)
+                 : strcmp(a->command, "show") == 0
+                     ? audit_show(&config, arg, a->key)
+                     : audit_subject_access(&config, arg, a->key, a->log.format);
     acc_agent_config_clear(&config);
     return status;
 }
@@ -596,8 +611,14 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *command = argv[optind];
-    if (strcmp(command, "log") == 0 && optind + 1 == argc && a.config != NULL) {
-        return s_run_log(&a);
+    a.command = command;
+    if (a.config != NULL && optind + 1 == argc && strcmp(command, "log") == 0) {
+        return s_run_log(&a, NULL);
+    }
+    if (a.config != NULL && a.key != NULL && optind + 2 == argc &&
+        (strcmp(command, "subject-access") == 0 ||
+         (a.db == NULL && strcmp(command, "show") == 0))) {
+        return s_run_log(&a, argv[optind + 1]);
     }
     if (a.db != NULL && strcmp(command, "verify") == 0 && optind + 1 == argc) {
         return s_verify(a.db, a.witness);

@@ -3,18 +3,23 @@
 #include "audit_wire.h"
 
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "accord/keys.h"
 #include "accord/log.h"
+#include "accord/logrow.h"
+#include "accord/record.h"
 #include "client.h"
 
-#define EXIT_USAGE   2
-#define EXIT_CONNECT 3
-#define HELLO_MS     10000
-#define ANSWER_MS    60000
-#define TABLE_MAX    100000 /* rows a table is built from; use --csv or --json for more */
+#define EXIT_TAMPERED 1
+#define EXIT_USAGE    2
+#define EXIT_CONNECT  3
+#define HELLO_MS      10000
+#define ANSWER_MS     60000
+#define TABLE_MAX     100000 /* rows a table is built from; use --csv or --json for more */
 
 static const char *const s_headers[] = { "seq",  "at",        "event", "from",  "to",
                                          "type", "record_id", "rules", "reason" };
@@ -43,11 +48,10 @@ static void s_cells(char *cells[N_COLS], const Accord__V1__AuditRow *r)
         rules_len += strlen(r->rule_ids[i]) + 1;
     }
     char *rules = acc_xcalloc(rules_len, 1);
+    size_t used = 0;
     for (size_t i = 0; i < r->n_rule_ids; i++) {
-        if (i > 0) {
-            strcat(rules, ",");
-        }
-        strcat(rules, r->rule_ids[i]);
+        used += (size_t)snprintf(rules + used, rules_len - used, "%s%s", i > 0 ? "," : "",
+                                 r->rule_ids[i]);
     }
     cells[0] = acc_xasprintf("%llu", (unsigned long long)r->seq);
     cells[1] = acc_xstrdup(r->at);
@@ -103,7 +107,7 @@ static void s_emit(s_out_t *out, const Accord__V1__AuditRow *r)
             }
         } else {
             if ((out->rows + 1) * N_COLS > out->table_cap) {
-                out->table_cap = out->table_cap == 0 ? 64 * N_COLS : out->table_cap * 2;
+                out->table_cap = out->table_cap == 0 ? (size_t)64 * N_COLS : out->table_cap * 2;
                 out->table = acc_xrealloc(out->table, out->table_cap * sizeof(char *));
             }
             memcpy(out->table + out->rows * N_COLS, cells, sizeof(cells));
@@ -172,6 +176,37 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
     }
 }
 
+/* Asks page after page until the rows run out or wanted (0: all) are printed. */
+static int s_pages(client_t *client, Accord__V1__AuditQuery *query, uint32_t wanted, s_out_t *out)
+{
+    for (uint64_t page = 1;; page++) {
+        if (wanted > 0) {
+            query->limit = wanted - (uint32_t)out->rows;
+        }
+        Accord__V1__Envelope *reply = s_ask(client, query, page);
+        if (reply == NULL) {
+            return EXIT_CONNECT;
+        }
+        const Accord__V1__AuditResult *res = reply->audit_result;
+        for (size_t i = 0; i < res->n_rows; i++) {
+            s_emit(out, res->rows[i]);
+            query->after_seq = res->rows[i]->seq;
+        }
+        bool more = res->more && res->n_rows > 0;
+        accord__v1__envelope__free_unpacked(reply, NULL);
+        bool table_full = out->format == AUDIT_TABLE && out->rows >= TABLE_MAX;
+        if (more && table_full) {
+            (void)fprintf(stderr,
+                          "accord-audit: the table stops at %d rows; use --csv or --json "
+                          "for more\n",
+                          TABLE_MAX);
+        }
+        if (!more || (wanted > 0 && out->rows >= wanted) || table_full) {
+            return EXIT_SUCCESS;
+        }
+    }
+}
+
 int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args)
 {
     client_t *client = NULL;
@@ -190,34 +225,7 @@ int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args)
             s_csv_cell(s_headers[c], c + 1 == N_COLS);
         }
     }
-    int status = EXIT_SUCCESS;
-    for (uint64_t page = 1;; page++) {
-        if (wanted > 0) {
-            query.limit = wanted - (uint32_t)out.rows;
-        }
-        Accord__V1__Envelope *reply = s_ask(client, &query, page);
-        if (reply == NULL) {
-            status = EXIT_CONNECT;
-            break;
-        }
-        const Accord__V1__AuditResult *res = reply->audit_result;
-        for (size_t i = 0; i < res->n_rows; i++) {
-            s_emit(&out, res->rows[i]);
-            query.after_seq = res->rows[i]->seq;
-        }
-        bool more = res->more && res->n_rows > 0;
-        accord__v1__envelope__free_unpacked(reply, NULL);
-        if (more && out.format == AUDIT_TABLE && out.rows >= TABLE_MAX) {
-            (void)fprintf(stderr,
-                          "accord-audit: the table stops at %d rows; use --csv or "
-                          "--json for more\n",
-                          TABLE_MAX);
-        }
-        if (!more || (wanted > 0 && out.rows >= wanted) ||
-            (out.format == AUDIT_TABLE && out.rows >= TABLE_MAX)) {
-            break;
-        }
-    }
+    int status = s_pages(client, &query, wanted, &out);
     if (status == EXIT_SUCCESS && out.format == AUDIT_JSON) {
         (void)printf(out.rows > 0 ? "\n]\n" : "[]\n");
     } else if (status == EXIT_SUCCESS && out.format == AUDIT_TABLE) {
@@ -228,5 +236,226 @@ int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args)
     }
     free(out.table);
     client_destroy(&client);
+    return status;
+}
+
+/* ---- decrypted rows: show and subject access ---- */
+
+/* A wire row as the log row the chain and the payload's associated data cover. */
+static void s_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
+{
+    memset(out, 0, sizeof(*out));
+    acc_err_t ignored;
+    out->seq = (int64_t)r->seq;
+    if (acc_uuid_parse(out->share_id, r->share_id, &ignored) != ACC_OK) {
+        memset(out->share_id, 0, sizeof(out->share_id)); /* its payload will not open */
+    }
+    out->at_us = r->at_us;
+    out->event = r->event;
+    const char *const cols[] = { r->to_agency,  r->record_type,  r->record_id,
+                                 r->purpose,    r->lawful_basis, r->consent,
+                                 r->error_code, r->reason,       r->from_agency };
+    const char **dest[] = { &out->to_agency,  &out->record_type,  &out->record_id,
+                            &out->purpose,    &out->lawful_basis, &out->consent,
+                            &out->error_code, &out->reason,       &out->from_agency };
+    for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
+        *dest[i] = (r->null_columns & (1U << i)) != 0 ? NULL : cols[i];
+    }
+    out->subject_tag = r->subject_tag.len == ACC_LOGROW_TAG_BYTES ? r->subject_tag.data : NULL;
+    out->rule_count = r->n_rule_ids < ACC_LOGROW_MAX_RULES ? r->n_rule_ids : ACC_LOGROW_MAX_RULES;
+    for (size_t i = 0; i < out->rule_count; i++) {
+        out->rule_ids[i] = r->rule_ids[i];
+    }
+    out->agreement_hash = r->agreement_hash.len == 32 ? r->agreement_hash.data : NULL;
+    out->key_epoch = r->key_epoch;
+    out->nonce = r->nonce.len == ACC_LOGROW_NONCE_BYTES ? r->nonce.data : NULL;
+    out->payload = r->payload.len > ACC_LOGROW_MAC_BYTES ? r->payload.data : NULL;
+    out->payload_len = out->payload != NULL ? r->payload.len : 0;
+    out->signature = r->signature.len == ACC_LOGROW_SIG_BYTES ? r->signature.data : NULL;
+}
+
+typedef struct {
+    uint8_t *box_secret; /* sodium_malloc */
+    uint8_t box_public[crypto_box_PUBLICKEYBYTES];
+    size_t failures;
+} s_opener_t;
+
+/* The record a row carries, opened with the epoch key sealed to this auditor;
+ * json null when the row carries none, NULL (after printing why) when it does
+ * not open. */
+static json_t *s_open_record(s_opener_t *op, const Accord__V1__AuditResult *res,
+                             const Accord__V1__AuditRow *r)
+{
+    acc_logrow_t row;
+    s_logrow(&row, r);
+    if (row.payload == NULL) {
+        return json_null();
+    }
+    const Accord__V1__SealedEpochKey *sealed = NULL;
+    for (size_t i = 0; i < res->n_keys; i++) {
+        sealed = res->keys[i]->epoch == r->key_epoch ? res->keys[i] : sealed;
+    }
+    uint8_t *key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(key != NULL);
+    json_t *out = NULL;
+    acc_err_t err;
+    size_t len = row.payload_len - ACC_LOGROW_MAC_BYTES;
+    uint8_t *plain = acc_xmalloc(len);
+    if (sealed == NULL || sealed->sealed_key.len != crypto_box_SEALBYTES + ACC_LOGROW_KEY_BYTES ||
+        crypto_box_seal_open(key, sealed->sealed_key.data, sealed->sealed_key.len, op->box_public,
+                             op->box_secret) != 0) {
+        (void)fprintf(stderr,
+                      "accord-audit: seq %llu: epoch %lld's key is not sealed to this "
+                      "auditor key, or the seal does not open\n",
+                      (unsigned long long)r->seq, (long long)r->key_epoch);
+    } else if (acc_logrow_open(plain, len, &row, key, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: seq %llu: %s\n", (unsigned long long)r->seq, err.msg);
+    } else {
+        Accord__V1__ChildRecord *rec = accord__v1__child_record__unpack(NULL, len, plain);
+        out = rec != NULL ? acc_record_to_json(rec) : NULL;
+        acc_record_free(&rec);
+    }
+    op->failures += out == NULL ? 1 : 0;
+    sodium_memzero(plain, len);
+    free(plain);
+    sodium_free(key);
+    return out;
+}
+
+typedef void s_row_fn(void *ctx, json_t *row); /* takes the reference */
+
+/* Pages through every row matching query, with payloads, calling fn with each
+ * row as JSON with its decrypted "record". Returns an exit status. */
+static int s_fetch_decrypted(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
+                             const char *key_path, s_row_fn *fn, void *ctx)
+{
+    s_opener_t op = { .box_secret = sodium_malloc(crypto_box_SECRETKEYBYTES) };
+    acc_assert(op.box_secret != NULL);
+    acc_err_t err;
+    client_t *client = NULL;
+    int status = EXIT_SUCCESS;
+    if (acc_keys_read_box_secret(op.box_secret, key_path, &err) != ACC_OK ||
+        client_open(&client, config, false, &err) != ACC_OK ||
+        client_hello(client, HELLO_MS, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        status = EXIT_CONNECT;
+    }
+    (void)crypto_scalarmult_base(op.box_public, op.box_secret);
+    query->payloads = true;
+    for (uint64_t page = 1; status == EXIT_SUCCESS; page++) {
+        Accord__V1__Envelope *reply = s_ask(client, query, page);
+        if (reply == NULL) {
+            status = EXIT_CONNECT;
+            break;
+        }
+        const Accord__V1__AuditResult *res = reply->audit_result;
+        for (size_t i = 0; i < res->n_rows; i++) {
+            json_t *obj = s_row_json(res->rows[i]);
+            json_t *record = s_open_record(&op, res, res->rows[i]);
+            json_object_set_new(obj, "record", record != NULL ? record : json_null());
+            fn(ctx, obj);
+            query->after_seq = res->rows[i]->seq;
+        }
+        bool more = res->more && res->n_rows > 0;
+        accord__v1__envelope__free_unpacked(reply, NULL);
+        if (!more) {
+            break;
+        }
+    }
+    client_destroy(&client);
+    sodium_free(op.box_secret);
+    return status == EXIT_SUCCESS && op.failures > 0 ? EXIT_TAMPERED : status;
+}
+
+static void s_collect(void *ctx, json_t *row)
+{
+    json_array_append_new(ctx, row);
+}
+
+int audit_show(const acc_agent_config_t *config, const char *share_id, const char *key_path)
+{
+    Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
+    query.share_id = acc_pb_str(share_id);
+    json_t *rows = json_array();
+    int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
+    if (status != EXIT_CONNECT && json_array_size(rows) == 0) {
+        (void)fprintf(stderr, "accord-audit: no log row has share id %s\n", share_id);
+        status = EXIT_USAGE;
+    }
+    if (json_array_size(rows) > 0) {
+        (void)json_dumpf(rows, stdout, JSON_INDENT(2));
+        (void)putchar('\n');
+    }
+    json_decref(rows);
+    return status;
+}
+
+static const char *s_get(json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v != NULL ? v : "";
+}
+
+/* One event of a subject-access report, for a reader rather than a program. */
+static void s_report_row(void *ctx, json_t *row)
+{
+    size_t *n = ctx;
+    (*n)++;
+    const char *event = s_get(row, "event");
+    (void)printf("%s  %s", s_get(row, "at"), event);
+    if (strcmp(event, "queried") == 0) {
+        (void)printf(" by %s: %s\n", s_get(row, "from"), s_get(row, "reason"));
+        json_decref(row);
+        return;
+    }
+    (void)printf(" - %s record %s from %s", s_get(row, "record_type"), s_get(row, "record_id"),
+                 s_get(row, "from"));
+    if (s_get(row, "to")[0] != '\0') {
+        (void)printf(" to %s", s_get(row, "to"));
+    }
+    (void)printf("\n");
+    json_t *rules = json_object_get(row, "rules");
+    for (size_t i = 0; i < json_array_size(rules); i++) {
+        (void)printf("    rule:          %s\n", json_string_value(json_array_get(rules, i)));
+    }
+    const char *const labels[][2] = { { "purpose", "purpose:       " },
+                                      { "lawful_basis", "lawful basis:  " },
+                                      { "consent", "consent:       " },
+                                      { "error_code", "refused:       " },
+                                      { "reason", "reason:        " } };
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+        if (s_get(row, labels[i][0])[0] != '\0') {
+            (void)printf("    %s%s\n", labels[i][1], s_get(row, labels[i][0]));
+        }
+    }
+    json_t *record = json_object_get(row, "record");
+    if (json_is_object(record)) {
+        char *text = json_dumps(record, JSON_COMPACT);
+        (void)printf("    as received:   %s\n", text != NULL ? text : "");
+        free(text);
+    }
+    json_decref(row);
+}
+
+int audit_subject_access(const acc_agent_config_t *config, const char *nhs, const char *key_path,
+                         audit_format_t format)
+{
+    Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
+    query.child = acc_pb_str(nhs);
+    if (format == AUDIT_JSON) {
+        json_t *rows = json_array();
+        int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
+        (void)json_dumpf(rows, stdout, JSON_INDENT(2));
+        (void)putchar('\n');
+        json_decref(rows);
+        return status;
+    }
+    (void)printf("Subject access report: everything the sharing log holds about one child\n"
+                 "(shared, withheld, refused, acknowledged, and every time the log was\n"
+                 "queried about them), oldest first. Records are shown exactly as each\n"
+                 "recipient received them.\n\n");
+    size_t n = 0;
+    int status = s_fetch_decrypted(config, &query, key_path, s_report_row, &n);
+    (void)printf("\n%zu event(s)\n", n);
     return status;
 }

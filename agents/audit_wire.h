@@ -20,4 +20,12 @@ typedef struct {
 /* accord-audit log: prints the rows matching the filters. Returns an exit status. */
 int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args);
 
+/* accord-audit show SHARE_ID and subject-access NHS_NUMBER: the rows (with
+ * payloads and this auditor's sealed epoch keys) fetched through the broker and
+ * decrypted here with the auditor's box secret; as JSON, or for subject access a
+ * readable report unless args->format is AUDIT_JSON. */
+int audit_show(const acc_agent_config_t *config, const char *share_id, const char *key_path);
+int audit_subject_access(const acc_agent_config_t *config, const char *nhs, const char *key_path,
+                         audit_format_t format);
+
 #endif

@@ -133,6 +133,15 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     s_add(q, a->since, "at >= ", "::timestamptz", "since");
     s_add(q, a->until, "at < ", "::timestamptz", "until");
     s_add(q, a->share_id, "share_id = ", "::uuid", "share");
+    uint8_t share[ACC_LOGROW_SHARE_BYTES];
+    if (a->share_id[0] != '\0' && acc_uuid_parse(share, a->share_id, err) != ACC_OK) {
+        return false;
+    }
+    if (strspn(a->since, "0123456789-:T.Z+ ") != strlen(a->since) ||
+        strspn(a->until, "0123456789-:T.Z+ ") != strlen(a->until)) {
+        (void)acc_err_set(err, ACC_ERR_INVALID, "since and until are ISO 8601 dates or times");
+        return false;
+    }
     uint32_t limit = a->limit == 0 || a->limit > AUDIT_PAGE_MAX ? AUDIT_PAGE_MAX : a->limit;
     (void)snprintf(q->limit, sizeof(q->limit), "%u", limit + 1); /* one more: is there more? */
     q->values[q->n++] = q->limit;
@@ -180,7 +189,7 @@ static void s_fill_row(Accord__V1__AuditRow *r, PGresult *res, int i, bool paylo
     r->error_code = s_str(res, i, C_CODE);
     r->reason = s_str(res, i, C_REASON);
     for (size_t k = 0; k < sizeof(s_nullable) / sizeof(s_nullable[0]); k++) {
-        r->null_columns |= PQgetisnull(res, i, s_nullable[k]) ? 1u << k : 0;
+        r->null_columns |= PQgetisnull(res, i, s_nullable[k]) ? 1U << k : 0;
     }
     r->subject_tag = s_hex(res, i, C_TAG);
     r->agreement_hash = s_hex(res, i, C_AGREEMENT);
@@ -250,30 +259,43 @@ static void s_log_queried(broker_t *self, const peer_t *peer, const s_query_t *q
     (void)ledger_stage(self->ledger, &row, NULL, 0);
 }
 
-static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, PGresult *res,
-                     PGresult *keys, int n, bool more, bool payloads)
+static Accord__V1__SealedEpochKey **s_sealed_keys(PGresult *keys, size_t *count)
 {
-    Accord__V1__AuditRow *rows = acc_xcalloc((size_t)n + 1, sizeof(*rows));
-    Accord__V1__AuditRow **ptrs = acc_xcalloc((size_t)n + 1, sizeof(*ptrs));
-    for (int i = 0; i < n; i++) {
-        s_fill_row(&rows[i], res, i, payloads);
-        ptrs[i] = &rows[i];
+    *count = keys != NULL ? (size_t)PQntuples(keys) : 0;
+    Accord__V1__SealedEpochKey **out =
+        acc_xcalloc(*count + 1, sizeof(Accord__V1__SealedEpochKey *));
+    for (size_t i = 0; i < *count; i++) {
+        out[i] = acc_xmalloc(sizeof(Accord__V1__SealedEpochKey));
+        accord__v1__sealed_epoch_key__init(out[i]);
+        out[i]->epoch = strtoll(PQgetvalue(keys, (int)i, 0), NULL, 10);
+        out[i]->sealed_key = s_hex(keys, (int)i, 1);
     }
-    int nkeys = keys != NULL ? PQntuples(keys) : 0;
-    Accord__V1__SealedEpochKey *sealed = acc_xcalloc((size_t)nkeys + 1, sizeof(*sealed));
-    Accord__V1__SealedEpochKey **kptrs = acc_xcalloc((size_t)nkeys + 1, sizeof(*kptrs));
-    for (int i = 0; i < nkeys; i++) {
-        accord__v1__sealed_epoch_key__init(&sealed[i]);
-        sealed[i].epoch = strtoll(PQgetvalue(keys, i, 0), NULL, 10);
-        sealed[i].sealed_key = s_hex(keys, i, 1);
-        kptrs[i] = &sealed[i];
+    return out;
+}
+
+/* One page of rows for the asker, and the keys to its payloads. */
+typedef struct {
+    PGresult *res;
+    PGresult *keys; /* NULL without payloads */
+    int n;
+    bool more;
+    bool payloads;
+} s_page_t;
+
+static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, const s_page_t *page)
+{
+    PGresult *res = page->res;
+    int n = page->n;
+    Accord__V1__AuditRow **rows = acc_xcalloc((size_t)n + 1, sizeof(Accord__V1__AuditRow *));
+    for (int i = 0; i < n; i++) {
+        rows[i] = acc_xmalloc(sizeof(Accord__V1__AuditRow));
+        s_fill_row(rows[i], res, i, page->payloads);
     }
     Accord__V1__AuditResult result = ACCORD__V1__AUDIT_RESULT__INIT;
     result.n_rows = (size_t)n;
-    result.rows = ptrs;
-    result.more = more;
-    result.n_keys = (size_t)nkeys;
-    result.keys = kptrs;
+    result.rows = rows;
+    result.more = page->more;
+    result.keys = s_sealed_keys(page->keys, &result.n_keys);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = correlation_id;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT;
@@ -281,15 +303,15 @@ static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, PGre
     /* sent after the queried row commits, like every other answer */
     (void)broker_queue(self, OUT_RESULT, peer, &env);
     for (int i = 0; i < n; i++) {
-        s_free_row(&rows[i]);
+        s_free_row(rows[i]);
+        free(rows[i]);
     }
-    for (int i = 0; i < nkeys; i++) {
-        free(sealed[i].sealed_key.data);
+    for (size_t i = 0; i < result.n_keys; i++) {
+        free(result.keys[i]->sealed_key.data);
+        free(result.keys[i]);
     }
     free(rows);
-    free(ptrs);
-    free(sealed);
-    free(kptrs);
+    free(result.keys);
 }
 
 void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
@@ -321,7 +343,8 @@ void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *en
     n = more ? (int)limit : n;
     PGresult *keys = a->payloads ? s_keys(self, peer, res, n, &err) : NULL;
     s_log_queried(self, peer, &q, n, more);
-    s_answer(self, peer, env->correlation_id, res, keys, n, more, a->payloads);
+    s_page_t page = { .res = res, .keys = keys, .n = n, .more = more, .payloads = a->payloads };
+    s_answer(self, peer, env->correlation_id, &page);
     acc_log_info("audit", "%s queried the log: %d row(s)%s", peer->id, n, more ? ", more" : "");
     PQclear(keys);
     PQclear(res);

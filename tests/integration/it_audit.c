@@ -11,7 +11,7 @@
 #define CHILD_B "9434765927"
 
 static th_world_t *world;
-static const char *auditor_config;
+static char auditor_config[600]; /* th_agent_config reuses its buffer */
 
 static void s_publish(client_t *c, const char *id, const char *nhs, Accord__V1__ErrorCode want)
 {
@@ -39,7 +39,8 @@ static void setup(void)
     s_publish(c, "hv-a-3", CHILD_A, ACCORD__V1__ERROR_CODE__OK);
     client_destroy(&c);
     acc_agent_config_clear(&cfg);
-    auditor_config = th_agent_config(world, "ig-officer", NULL);
+    snprintf(auditor_config, sizeof(auditor_config), "%s",
+             th_agent_config(world, "ig-officer", NULL));
 }
 
 static void teardown(void)
@@ -182,4 +183,94 @@ Test(audit, every_question_is_a_queried_row_that_names_no_child)
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "grep -q '%s' '%s/accordd.log'", CHILD_A, world->dir);
     cr_assert_neq(system(cmd), 0, "the broker's log names the child");
+}
+
+static char *s_key_path(void)
+{
+    return acc_xasprintf("%s/ig-officer.box.secret", world->dir);
+}
+
+Test(audit, show_decrypts_exactly_the_minimised_record_the_subscriber_received)
+{
+    th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=5");
+    cr_assert_eq(th_proc_wait_lines(sub, 5, 20000), 5);
+    char *line = th_proc_line(sub, 2);
+    cr_assert_eq(th_proc_wait(&sub, 20000), 0);
+    json_t *delivered = json_loads(line, 0, NULL);
+    free(line);
+    char *share = strdup(json_string_value(json_object_get(delivered, "share_id")));
+    char *key = s_key_path();
+    char *out = NULL;
+    int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
+                        "show", share, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    json_t *rows = json_loads(out, 0, NULL);
+    cr_assert(json_is_array(rows), "%s", out);
+    json_t *shared = NULL;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i);
+        shared = strcmp(json_string_value(json_object_get(r, "event")), "shared") == 0 ? r : shared;
+    }
+    cr_assert_not_null(shared, "%s", out);
+    cr_assert(json_equal(json_object_get(shared, "record"), json_object_get(delivered, "record")),
+              "decrypted %s\nreceived  %s", out, json_dumps(delivered, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(shared, "purpose")), "Best Start");
+    cr_assert_null(json_object_get(json_object_get(json_object_get(shared, "record"), "subject"),
+                                   "given_name"),
+                   "the agreement gives the children's centre no given name");
+    json_decref(rows);
+    json_decref(delivered);
+    free(out);
+
+    /* an auditor key that is not the one the epoch was sealed to opens nothing */
+    char *stranger = acc_xasprintf("%s/stranger.box.secret", world->dir);
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", stranger,
+                    "show", share, (char *)NULL);
+    cr_assert_eq(status, 1, "status %d: %.200s", status, out);
+    free(out);
+    free(stranger);
+    free(key);
+    free(share);
+}
+
+Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_another)
+{
+    char *key = s_key_path();
+    char *out = NULL;
+    int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
+                        "--json", "subject-access", CHILD_A, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    json_t *rows = json_loads(out, 0, NULL);
+    cr_assert(json_is_array(rows), "%s", out);
+    size_t shared = 0;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i);
+        const char *id = json_string_value(json_object_get(r, "record_id"));
+        cr_assert(strncmp(id, "hv-a-", 5) == 0, "row about another child: %s", id);
+        if (strcmp(json_string_value(json_object_get(r, "event")), "shared") == 0) {
+            shared++;
+            cr_assert(json_is_object(json_object_get(r, "record")), "not decrypted");
+        }
+    }
+    cr_assert_eq(shared, 3);
+    json_decref(rows);
+    free(out);
+
+    /* asked twice: the first question is in the second answer */
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
+                    "subject-access", CHILD_B, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "queried by") == NULL, "%s", out);
+    free(out);
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
+                    "subject-access", CHILD_B, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "hv-b-1") != NULL && strstr(out, "hv-b-2") != NULL, "%s", out);
+    cr_assert(strstr(out, "hv-a-") == NULL, "%s", out);
+    cr_assert(strstr(out, "as received:") != NULL, "%s", out);
+    cr_assert(strstr(out, "queried by ig-officer: child=tag:") != NULL,
+              "the earlier question about B is part of B's record: %s", out);
+    fprintf(stderr, "audit: subject-access report for child B:\n%s", out);
+    free(out);
+    free(key);
 }
