@@ -67,6 +67,8 @@ static void s_usage(FILE *out)
              "       accord-audit show SHARE_ID --config AUDITOR.yaml --key AUDITOR.box.secret\n"
              "       accord-audit subject-access NHS_NUMBER --config AUDITOR.yaml\n"
              "                    --key AUDITOR.box.secret [--json]\n"
+             "       accord-audit verify --config AUDITOR.yaml --sign-key BROKER.sign.pub\n"
+             "                    [--witness FILE]\n"
              "       accord-audit verify --db CONNINFO [--witness FILE]\n"
              "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
              "\n"
@@ -86,7 +88,10 @@ static void s_usage(FILE *out)
              "        and every query about them, oldest first, decrypted here: a\n"
              "        readable report, or --json.\n"
              "\n"
-             "verify  walks the whole sharing log in sequence order, recomputes every\n"
+             "verify  walks the whole sharing log in sequence order (through the broker\n"
+             "        with --config, checking checkpoints against the broker signing key\n"
+             "        the auditor holds, so the broker cannot vouch for itself; or from\n"
+             "        PostgreSQL with --db), recomputes every\n"
              "        row's hash from its content and the previous row's hash, and\n"
              "        names the first row that does not verify. Checkpoint rows are\n"
              "        checked against the broker's Ed25519 key. --witness FILE keeps the\n"
@@ -179,10 +184,14 @@ typedef struct {
     uint8_t witness_hash[ACC_LOGROW_HASH_BYTES];
     bool witness_seen;
     PGresult *broker_keys; /* epoch, broker_key: the keys checkpoints are signed with */
+    const uint8_t *pinned; /* or the one key the auditor trusts (verify through the broker) */
 } s_chain_t;
 
 static const uint8_t *s_broker_key(const s_chain_t *chain, int64_t epoch)
 {
+    if (chain->pinned != NULL) {
+        return chain->pinned;
+    }
     for (int i = 0; i < PQntuples(chain->broker_keys); i++) {
         if (strtoll(PQgetvalue(chain->broker_keys, i, 0), NULL, 10) == epoch &&
             PQgetlength(chain->broker_keys, i, 1) == crypto_sign_PUBLICKEYBYTES) {
@@ -211,9 +220,10 @@ static bool s_verify_checkpoint(s_chain_t *chain, const acc_logrow_t *row)
 }
 
 /* Checks one row against the chain so far; prints and returns false at the first fault. */
-static bool s_verify_row(s_chain_t *chain, const s_fetched_t *f)
+static bool s_verify_row(s_chain_t *chain, const acc_logrow_t *row, const uint8_t *prev_hash,
+                         const uint8_t *entry_hash)
 {
-    int64_t seq = f->row.seq;
+    int64_t seq = row->seq;
     if (seq != chain->expected_seq) {
         (void)printf("FAIL seq %lld: %s (expected seq %lld)\n", (long long)seq,
                      seq > chain->expected_seq ? "gap: rows are missing before this one"
@@ -221,18 +231,18 @@ static bool s_verify_row(s_chain_t *chain, const s_fetched_t *f)
                      (long long)chain->expected_seq);
         return false;
     }
-    if (sodium_memcmp(f->prev_hash, chain->hash, ACC_LOGROW_HASH_BYTES) != 0) {
+    if (sodium_memcmp(prev_hash, chain->hash, ACC_LOGROW_HASH_BYTES) != 0) {
         (void)printf("FAIL seq %lld: previous-hash link does not match the row before it\n",
                      (long long)seq);
         return false;
     }
-    bool checkpoint = f->row.event != NULL && strcmp(f->row.event, "checkpoint") == 0;
-    if (checkpoint && !s_verify_checkpoint(chain, &f->row)) {
+    bool checkpoint = row->event != NULL && strcmp(row->event, "checkpoint") == 0;
+    if (checkpoint && !s_verify_checkpoint(chain, row)) {
         return false;
     }
     uint8_t entry[ACC_LOGROW_HASH_BYTES];
-    acc_logrow_hash(entry, chain->hash, &f->row);
-    if (sodium_memcmp(entry, f->entry_hash, sizeof(entry)) != 0) {
+    acc_logrow_hash(entry, chain->hash, row);
+    if (sodium_memcmp(entry, entry_hash, sizeof(entry)) != 0) {
         (void)printf("FAIL seq %lld: hash mismatch: the row's content was changed\n",
                      (long long)seq);
         return false;
@@ -369,7 +379,9 @@ static int s_verify(const char *conninfo, const char *witness)
                 (void)printf("FAIL seq %lld: a column has an impossible value\n",
                              (long long)f.row.seq);
             }
-            status = shaped && s_verify_row(&chain, &f) ? EXIT_SUCCESS : EXIT_TAMPERED;
+            status = shaped && s_verify_row(&chain, &f.row, f.prev_hash, f.entry_hash)
+                         ? EXIT_SUCCESS
+                         : EXIT_TAMPERED;
             s_fetched_clear(&f);
         } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK) {
             (void)fprintf(stderr, "accord-audit: could not read the log: %s",
@@ -497,10 +509,61 @@ static int s_show(const char *seq, const char *conninfo, const char *key_path)
 }
 
 typedef struct {
+    s_chain_t chain;
+    bool ok;
+} s_wire_verify_t;
+
+static bool s_wire_row(void *ctx, const Accord__V1__AuditRow *r)
+{
+    s_wire_verify_t *v = ctx;
+    acc_logrow_t row;
+    audit_wire_logrow(&row, r);
+    if (r->prev_hash.len != ACC_LOGROW_HASH_BYTES || r->entry_hash.len != ACC_LOGROW_HASH_BYTES) {
+        (void)printf("FAIL seq %lld: the row has no hash link\n", (long long)row.seq);
+        v->ok = false;
+    } else {
+        v->ok = s_verify_row(&v->chain, &row, r->prev_hash.data, r->entry_hash.data);
+    }
+    return v->ok;
+}
+
+/* The broker streams the chain; the hashes and signatures are checked here, with
+ * the broker's signing key as the auditor holds it, so a broker that was broken
+ * into cannot vouch for its own log. */
+static int s_verify_wire(const char *config_path, const char *sign_key, const char *witness)
+{
+    acc_agent_config_t config;
+    acc_err_t err;
+    uint8_t pinned[crypto_sign_PUBLICKEYBYTES];
+    if (acc_agent_config_load(&config, config_path, NULL, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        return EXIT_FAILED;
+    }
+    if (acc_keys_read_hex_public(pinned, sign_key, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        acc_agent_config_clear(&config);
+        return EXIT_FAILED;
+    }
+    acc_log_setup(ACC_LOG_WARN);
+    s_wire_verify_t v = { .chain = { .expected_seq = 1, .pinned = pinned }, .ok = true };
+    int status = s_read_witness(&v.chain, witness) ? EXIT_SUCCESS : EXIT_FAILED;
+    if (status == EXIT_SUCCESS) {
+        Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
+        status = audit_each_row(&config, &query, s_wire_row, &v);
+        status = status != EXIT_SUCCESS ? EXIT_FAILED
+                 : v.ok                 ? s_finish_verify(&v.chain, witness)
+                                        : EXIT_TAMPERED;
+    }
+    acc_agent_config_clear(&config);
+    return status;
+}
+
+typedef struct {
     const char *db;
     const char *key;
     const char *witness;
     const char *config;
+    const char *sign_key;
     const char *command;
     audit_log_args_t log;
 } s_args_t;
@@ -548,6 +611,9 @@ static bool s_filter_option(s_args_t *a, int opt)
     case 'j':
         a->log.format = AUDIT_JSON;
         return true;
+    case 'K':
+        a->sign_key = optarg;
+        return true;
     default:
         return false;
     }
@@ -572,19 +638,56 @@ static int s_run_log(const s_args_t *a, const char *arg)
     return status;
 }
 
+/* The command and its operand, after the options. */
+static int s_dispatch(s_args_t *a, int argc, char **argv)
+{
+    const char *command = argv[0];
+    a->command = command;
+    if (a->config != NULL && argc == 1 && strcmp(command, "log") == 0) {
+        return s_run_log(a, NULL);
+    }
+    if (a->config != NULL && a->key != NULL && argc == 2 &&
+        (strcmp(command, "subject-access") == 0 ||
+         (a->db == NULL && strcmp(command, "show") == 0))) {
+        return s_run_log(a, argv[1]);
+    }
+    if (a->config != NULL && a->sign_key != NULL && strcmp(command, "verify") == 0 && argc == 1) {
+        return s_verify_wire(a->config, a->sign_key, a->witness);
+    }
+    if (a->db != NULL && strcmp(command, "verify") == 0 && argc == 1) {
+        return s_verify(a->db, a->witness);
+    }
+    if (a->db != NULL && strcmp(command, "show") == 0 && argc == 2 && a->key != NULL) {
+        return s_show(argv[1], a->db, a->key);
+    }
+    s_usage(stderr);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "db", required_argument, NULL, 'd' },    { "witness", required_argument, NULL, 'w' },
-        { "key", required_argument, NULL, 'k' },   { "config", required_argument, NULL, 'c' },
-        { "child", required_argument, NULL, 'C' }, { "agency", required_argument, NULL, 'a' },
-        { "from", required_argument, NULL, 'f' },  { "to", required_argument, NULL, 't' },
-        { "type", required_argument, NULL, 'T' },  { "event", required_argument, NULL, 'e' },
-        { "rule", required_argument, NULL, 'r' },  { "since", required_argument, NULL, 's' },
-        { "until", required_argument, NULL, 'u' }, { "share", required_argument, NULL, 'S' },
-        { "limit", required_argument, NULL, 'l' }, { "csv", no_argument, NULL, 'v' },
-        { "json", no_argument, NULL, 'j' },        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },     { NULL, 0, NULL, 0 },
+        { "db", required_argument, NULL, 'd' },
+        { "witness", required_argument, NULL, 'w' },
+        { "key", required_argument, NULL, 'k' },
+        { "config", required_argument, NULL, 'c' },
+        { "child", required_argument, NULL, 'C' },
+        { "agency", required_argument, NULL, 'a' },
+        { "from", required_argument, NULL, 'f' },
+        { "to", required_argument, NULL, 't' },
+        { "type", required_argument, NULL, 'T' },
+        { "event", required_argument, NULL, 'e' },
+        { "rule", required_argument, NULL, 'r' },
+        { "since", required_argument, NULL, 's' },
+        { "until", required_argument, NULL, 'u' },
+        { "share", required_argument, NULL, 'S' },
+        { "limit", required_argument, NULL, 'l' },
+        { "csv", no_argument, NULL, 'v' },
+        { "json", no_argument, NULL, 'j' },
+        { "sign-key", required_argument, NULL, 'K' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
     };
     s_args_t a = { 0 };
     accord__v1__audit_query__init(&a.log.query);
@@ -610,22 +713,5 @@ int main(int argc, char **argv)
         s_usage(stderr);
         return EXIT_USAGE;
     }
-    const char *command = argv[optind];
-    a.command = command;
-    if (a.config != NULL && optind + 1 == argc && strcmp(command, "log") == 0) {
-        return s_run_log(&a, NULL);
-    }
-    if (a.config != NULL && a.key != NULL && optind + 2 == argc &&
-        (strcmp(command, "subject-access") == 0 ||
-         (a.db == NULL && strcmp(command, "show") == 0))) {
-        return s_run_log(&a, argv[optind + 1]);
-    }
-    if (a.db != NULL && strcmp(command, "verify") == 0 && optind + 1 == argc) {
-        return s_verify(a.db, a.witness);
-    }
-    if (a.db != NULL && strcmp(command, "show") == 0 && optind + 2 == argc && a.key != NULL) {
-        return s_show(argv[optind + 1], a.db, a.key);
-    }
-    s_usage(stderr);
-    return EXIT_USAGE;
+    return s_dispatch(&a, argc - optind, argv + optind);
 }

@@ -242,7 +242,7 @@ int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args)
 /* ---- decrypted rows: show and subject access ---- */
 
 /* A wire row as the log row the chain and the payload's associated data cover. */
-static void s_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
+void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
 {
     memset(out, 0, sizeof(*out));
     acc_err_t ignored;
@@ -287,7 +287,7 @@ static json_t *s_open_record(s_opener_t *op, const Accord__V1__AuditResult *res,
                              const Accord__V1__AuditRow *r)
 {
     acc_logrow_t row;
-    s_logrow(&row, r);
+    audit_wire_logrow(&row, r);
     if (row.payload == NULL) {
         return json_null();
     }
@@ -457,5 +457,37 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
     size_t n = 0;
     int status = s_fetch_decrypted(config, &query, key_path, s_report_row, &n);
     (void)printf("\n%zu event(s)\n", n);
+    return status;
+}
+
+int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
+                   audit_row_fn *fn, void *ctx)
+{
+    client_t *client = NULL;
+    acc_err_t err;
+    if (client_open(&client, config, false, &err) != ACC_OK ||
+        client_hello(client, HELLO_MS, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        client_destroy(&client);
+        return EXIT_CONNECT;
+    }
+    query->payloads = true;
+    int status = EXIT_SUCCESS;
+    bool go_on = true;
+    for (uint64_t page = 1; go_on; page++) {
+        Accord__V1__Envelope *reply = s_ask(client, query, page);
+        if (reply == NULL) {
+            status = EXIT_CONNECT;
+            break;
+        }
+        const Accord__V1__AuditResult *res = reply->audit_result;
+        for (size_t i = 0; i < res->n_rows && go_on; i++) {
+            go_on = fn(ctx, res->rows[i]);
+            query->after_seq = res->rows[i]->seq;
+        }
+        go_on = go_on && res->more && res->n_rows > 0;
+        accord__v1__envelope__free_unpacked(reply, NULL);
+    }
+    client_destroy(&client);
     return status;
 }

@@ -3,7 +3,10 @@
 #ifndef ACCORD_AGENTS_AUDIT_WIRE_H
 #define ACCORD_AGENTS_AUDIT_WIRE_H
 
+#include <stdbool.h>
+
 #include "accord/config.h"
+#include "accord/logrow.h"
 #include "accord/pb.h"
 
 typedef enum {
@@ -27,5 +30,16 @@ int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args);
 int audit_show(const acc_agent_config_t *config, const char *share_id, const char *key_path);
 int audit_subject_access(const acc_agent_config_t *config, const char *nhs, const char *key_path,
                          audit_format_t format);
+
+/* Every row matching query, through the broker, page by page, with payloads;
+ * fn returns false to stop. Returns an exit status (0, or 3 when the broker
+ * refused or could not answer). */
+typedef bool audit_row_fn(void *ctx, const Accord__V1__AuditRow *row);
+int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
+                   audit_row_fn *fn, void *ctx);
+
+/* A wire row as the log row the hash chain and the payload's associated data
+ * cover; borrows from r. */
+void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r);
 
 #endif

@@ -111,6 +111,7 @@ static bool s_read_some(th_proc_t *proc, int wait_ms)
     if (proc->out_len + CHUNK + 1 > proc->out_cap) {
         proc->out_cap = proc->out_cap == 0 ? 4 * CHUNK : proc->out_cap * 2;
         proc->out = realloc(proc->out, proc->out_cap);
+        proc->out[proc->out_len] = '\0';
     }
     ssize_t n = read(proc->out_fd, proc->out + proc->out_len, CHUNK);
     if (n <= 0) {

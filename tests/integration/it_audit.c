@@ -274,3 +274,41 @@ Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_a
     free(out);
     free(key);
 }
+
+Test(audit, verify_through_the_broker_detects_a_row_tampered_in_the_database)
+{
+    char *sign = acc_xasprintf("%s/broker.sign.pub", world->dir);
+    char *out = NULL;
+    int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--sign-key", sign,
+                        "verify", (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strncmp(out, "OK ", 3) == 0, "%s", out);
+    free(out);
+    /* someone with the database's superuser changes who received record hv-a-2 */
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER USER;"
+                      "UPDATE accord_log SET to_agency = 'rmbc-early-help' "
+                      "WHERE record_id = 'hv-a-2' AND event = 'shared';"
+                      "ALTER TABLE accord_log ENABLE TRIGGER USER");
+    PGresult *res = PQexec(world->db, "SELECT seq FROM accord_log WHERE record_id = 'hv-a-2' "
+                                      "AND event = 'shared'");
+    char *expect = acc_xasprintf("FAIL seq %s: hash mismatch", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--sign-key", sign,
+                    "verify", (char *)NULL);
+    cr_assert_eq(status, 1, "%s", out);
+    cr_assert(strstr(out, expect) != NULL, "expected \"%s\" in: %s", expect, out);
+    free(out);
+    /* a signing key that is not the broker's: the checkpoints do not verify */
+    char *other = acc_xasprintf("%s/ig-officer.sign.pub", world->dir);
+    th_broker_stop(world); /* a clean stop signs a checkpoint */
+    th_broker_start(world);
+    snprintf(auditor_config, sizeof(auditor_config), "%s",
+             th_agent_config(world, "ig-officer", NULL)); /* the broker's new port */
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--sign-key", other,
+                    "verify", (char *)NULL);
+    cr_assert_eq(status, 1, "%s", out);
+    free(out);
+    free(other);
+    free(expect);
+    free(sign);
+}
