@@ -235,6 +235,10 @@ Test(audit, show_decrypts_exactly_the_minimised_record_the_subscriber_received)
 
 Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_another)
 {
+    th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=5");
+    cr_assert_eq(th_proc_wait_lines(sub, 5, 20000), 5);
+    cr_assert_eq(th_proc_wait(&sub, 20000), 0);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 5, 10000), 5);
     char *key = s_key_path();
     char *out = NULL;
     int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
@@ -243,16 +247,20 @@ Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_a
     json_t *rows = json_loads(out, 0, NULL);
     cr_assert(json_is_array(rows), "%s", out);
     size_t shared = 0;
+    size_t acknowledged = 0;
     for (size_t i = 0; i < json_array_size(rows); i++) {
         json_t *r = json_array_get(rows, i);
         const char *id = json_string_value(json_object_get(r, "record_id"));
         cr_assert(strncmp(id, "hv-a-", 5) == 0, "row about another child: %s", id);
-        if (strcmp(json_string_value(json_object_get(r, "event")), "shared") == 0) {
+        const char *event = json_string_value(json_object_get(r, "event"));
+        if (strcmp(event, "shared") == 0) {
             shared++;
             cr_assert(json_is_object(json_object_get(r, "record")), "not decrypted");
         }
+        acknowledged += strcmp(event, "acknowledged") == 0;
     }
     cr_assert_eq(shared, 3);
+    cr_assert_eq(acknowledged, 3, "when each recipient confirmed receipt is part of the record");
     json_decref(rows);
     free(out);
 
