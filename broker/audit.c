@@ -111,12 +111,16 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
         if (!s_child_tag(self, q, a->child, err)) {
             return false;
         }
-        /* the child's rows, and the acknowledgements of what was shared about them */
-        s_add(q, q->tag_hex, "(subject_tag = ", "::bytea", "child");
+        /* the child's rows, and the acknowledgements of what was shared about them:
+         * gathered once through the subject tag and share id indexes, then paged
+         * by seq (an OR here would walk the whole log) */
+        s_add(q, q->tag_hex,
+              "seq = ANY (ARRAY(SELECT seq FROM accord_log WHERE subject_tag = ", "::bytea",
+              "child");
         size_t len = strlen(q->sql);
         (void)snprintf(q->sql + len, sizeof(q->sql) - len,
-                       " OR share_id IN (SELECT share_id FROM accord_log WHERE subject_tag = "
-                       "$%d::bytea AND event = 'shared'))",
+                       " UNION SELECT seq FROM accord_log WHERE share_id IN (SELECT share_id "
+                       "FROM accord_log WHERE subject_tag = $%d::bytea AND event = 'shared')))",
                        q->n);
         /* the summary names the tag, not the number */
         char *at = strstr(q->summary, "child=");
