@@ -18,6 +18,13 @@
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
+static int64_t s_now_us(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static int64_t s_now_ms(void)
 {
     struct timespec ts;
@@ -136,6 +143,11 @@ static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, ac
     return rc;
 }
 
+static void s_observe_row(void *ctx, const acc_logrow_t *row)
+{
+    metrics_stage_row(ctx, row);
+}
+
 acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
                      const volatile sig_atomic_t *stop_requested,
                      volatile sig_atomic_t *reload_requested, acc_err_t *err)
@@ -158,6 +170,10 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
     }
     if (rc == ACC_OK) {
         rc = s_open_router(self, curve_secret, err);
+    }
+    if (rc == ACC_OK && config->metrics[0] != '\0') {
+        rc = metrics_open(&self->metrics, config->metrics, err);
+        ledger_set_observer(self->ledger, s_observe_row, self->metrics);
     }
     sodium_free(curve_secret);
     if (rc != ACC_OK) {
@@ -209,6 +225,7 @@ void broker_destroy(broker_t **self_p)
     if (self->ctx != NULL) {
         zmq_ctx_term(self->ctx);
     }
+    metrics_destroy(&self->metrics);
     ledger_destroy(&self->ledger);
     acc_policy_destroy(&self->policy);
     sodium_free(self->subject_key);
@@ -309,6 +326,7 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
     env.body_case = ACCORD__V1__ENVELOPE__BODY_ERROR;
     env.error = &error;
     (void)broker_queue(self, OUT_REPLY, peer, &env);
+    metrics_count_error(self->metrics, acc_pb_code_name(code), peer->id);
     acc_log_info("router", "answered %s with %s: %s", peer->id, acc_pb_code_name(code), message);
 }
 
@@ -494,6 +512,8 @@ static void s_rotate_epoch_if_due(broker_t *self)
     acc_err_t err;
     if (ledger_start_epoch(self->ledger, self->policy, &err) != ACC_OK) {
         acc_log_warn("ledger", "key epoch not rotated, the current one stays in use: %s", err.msg);
+    } else {
+        self->epoch_rotations++;
     }
 }
 
@@ -504,6 +524,7 @@ static void s_commit_and_answer(broker_t *self, bool final)
     acc_err_clear(&err);
     s_checkpoint_if_due(self, final);
     size_t rows = ledger_staged(self->ledger);
+    int64_t started_us = s_now_us();
     if (rows > 0) {
         committed = ledger_commit(self->ledger, &err) == ACC_OK;
         if (committed) {
@@ -513,6 +534,7 @@ static void s_commit_and_answer(broker_t *self, bool final)
                          rows, err.msg);
         }
     }
+    metrics_commit(self->metrics, committed, rows, (double)(s_now_us() - started_us) / 1e6);
     s_settle_acks(self, committed);
     s_flush(self, committed, "the sharing log cannot be written just now; retry");
     if (committed && rows > 0 && !final) {
@@ -918,6 +940,7 @@ static void s_reload(broker_t *self)
         }
         acc_log_error("agreement", "reload refused; agreement %s stays in force",
                       acc_policy_hash_hex(self->policy));
+        self->reloads_refused++;
         acc_diag_clear(&diag);
         return;
     }
@@ -930,6 +953,46 @@ static void s_reload(broker_t *self)
     }
     acc_log_notice("agreement", "reloaded \"%s\" hash=%s", acc_policy_id(self->policy),
                    acc_policy_hash_hex(self->policy));
+    self->reloads_ok++;
+}
+
+#define METRICS_STATE_MS   1000
+#define METRICS_PENDING_MS 10000
+
+/* The figures /metrics and /healthz show that the loop owns: refreshed once a
+ * second; the outbox per agency (a query) every ten. */
+static void s_update_metrics(broker_t *self)
+{
+    int64_t now = s_now_ms();
+    if (self->metrics == NULL || now - self->state_at_ms < METRICS_STATE_MS) {
+        return;
+    }
+    self->state_at_ms = now;
+    metrics_state_t st = { .database_up = ledger_is_up(self->ledger),
+                           .migrations_current = true, /* checked at start, or no broker */
+                           .agreement_id = acc_policy_id(self->policy),
+                           .agreement_hash = acc_policy_hash_hex(self->policy),
+                           .handshake_refusals = zap_refused(self->zap),
+                           .reloads_ok = self->reloads_ok,
+                           .reloads_refused = self->reloads_refused,
+                           .epoch_rotations = self->epoch_rotations,
+                           .checkpoint_lag = ledger_unsigned_rows(self->ledger) };
+    metrics_set_state(self->metrics, &st);
+    if (now - self->pending_at_ms < METRICS_PENDING_MS || !st.database_up) {
+        return;
+    }
+    self->pending_at_ms = now;
+    acc_err_t err;
+    PGresult *res = ledger_read(
+        self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
+    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
+        metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
+    }
+    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
+        metrics_set_pending(self->metrics, PQgetvalue(res, i, 0),
+                            strtoll(PQgetvalue(res, i, 1), NULL, 10));
+    }
+    PQclear(res);
 }
 
 acc_rc_t broker_run(broker_t *self, acc_err_t *err)
@@ -953,6 +1016,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         s_redeliver_due(self);
         s_forget_silent_peers(self);
         s_reap_closed_peers(self);
+        s_update_metrics(self);
         if (*self->reload_requested) {
             *self->reload_requested = 0;
             s_reload(self);

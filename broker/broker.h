@@ -12,6 +12,7 @@
 #include "accord/pb.h"
 #include "accord/policy.h"
 #include "ledger.h"
+#include "metrics.h"
 #include "zap.h"
 
 #define BROKER_RID_MAX          255
@@ -87,6 +88,12 @@ typedef struct {
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;
     char endpoint[256]; /* the endpoint actually bound */
+    metrics_t *metrics; /* NULL when metrics is "" */
+    uint64_t reloads_ok;
+    uint64_t reloads_refused;
+    uint64_t epoch_rotations;
+    int64_t state_at_ms;   /* last time the metrics' view of the state was refreshed */
+    int64_t pending_at_ms; /* ...and of the outbox per agency */
 } broker_t;
 
 /* Opens sockets, the ledger and the agreement named in config. */

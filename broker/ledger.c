@@ -42,6 +42,8 @@ struct ledger_t {
     int64_t staged_seq; /* last staged row */
     uint8_t staged_hash[ACC_LOGROW_HASH_BYTES];
     size_t staged;
+    ledger_observer_fn *observer;
+    void *observer_ctx;
     copybuf_t log_rows;             /* COPY text of the staged log rows */
     copybuf_t outbox_rows;          /* COPY text of the staged outbox rows */
     copybuf_t publish_rows;         /* COPY text of the staged accepted publishes */
@@ -325,8 +327,17 @@ static void s_next_nonce(ledger_t *self, uint8_t nonce[ACC_LOGROW_NONCE_BYTES])
     }
 }
 
+void ledger_set_observer(ledger_t *self, ledger_observer_fn *fn, void *ctx)
+{
+    self->observer = fn;
+    self->observer_ctx = ctx;
+}
+
 int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, size_t plain_len)
 {
+    if (self->observer != NULL) {
+        self->observer(self->observer_ctx, row);
+    }
     acc_assert(self->epoch > 0);
     row->seq = self->staged_seq + 1;
     row->at_us = s_now_us();

@@ -110,6 +110,10 @@ ACC_NODISCARD acc_rc_t ledger_find_outbox(ledger_t *self,
 PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
                       acc_err_t *err);
 
+/* Called with every row as it is staged (metrics count it if the commit succeeds). */
+typedef void ledger_observer_fn(void *ctx, const acc_logrow_t *row);
+void ledger_set_observer(ledger_t *self, ledger_observer_fn *fn, void *ctx);
+
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
 

@@ -1,0 +1,49 @@
+/* metrics.h - /metrics (Prometheus text) and /healthz over libmicrohttpd, served
+ * from its own thread; the broker's loop updates the figures under a mutex */
+#ifndef ACCORD_BROKER_METRICS_H
+#define ACCORD_BROKER_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accord/logrow.h"
+#include "accord/rc.h"
+
+typedef struct metrics_t metrics_t;
+
+/* Serves on address ("host:port"; port 0 picks a free one, logged). */
+ACC_NODISCARD acc_rc_t metrics_open(metrics_t **out, const char *address, acc_err_t *err);
+void metrics_destroy(metrics_t **self_p);
+
+/* A log row staged for the next commit: counted only if that commit succeeds. */
+void metrics_stage_row(metrics_t *self, const acc_logrow_t *row);
+/* The end of a batch: staged counts kept (committed) or dropped, and its size
+ * and commit time observed. */
+void metrics_commit(metrics_t *self, bool committed, size_t rows, double seconds);
+
+/* An Error answered on the wire (no log row). */
+void metrics_count_error(metrics_t *self, const char *code, const char *agency);
+
+/* Deliveries waiting in the outbox for agency (replaces the previous figure). */
+void metrics_set_pending(metrics_t *self, const char *agency, int64_t count);
+
+typedef struct {
+    bool database_up;
+    bool migrations_current;
+    const char *agreement_id; /* NULL: none loaded */
+    const char *agreement_hash;
+    uint64_t handshake_refusals;
+    uint64_t reloads_ok;
+    uint64_t reloads_refused;
+    uint64_t epoch_rotations;
+    uint64_t checkpoint_lag; /* rows written since the last signed checkpoint */
+} metrics_state_t;
+
+/* The broker's state as /healthz and the gauges see it. */
+void metrics_set_state(metrics_t *self, const metrics_state_t *state);
+
+/* The port actually bound. */
+uint16_t metrics_port(const metrics_t *self);
+
+#endif

@@ -1,0 +1,130 @@
+/* it_metrics.c - /metrics and /healthz from a running broker */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static th_world_t *world;
+static int port;
+
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, th_rules_hv_to_cc);
+    snprintf(world->broker_extra, sizeof(world->broker_extra), "metrics: 127.0.0.1:0\n");
+    th_broker_start(world);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
+    cr_assert(th_broker_logged(world, "serving /metrics", 5000));
+    FILE *f = fopen(path, "r");
+    char line[512];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        const char *at = strstr(line, "http://127.0.0.1:");
+        if (at != NULL) {
+            port = atoi(at + strlen("http://127.0.0.1:"));
+        }
+    }
+    fclose(f);
+    cr_assert_gt(port, 0);
+}
+
+static void teardown(void)
+{
+    th_world_destroy(&world);
+}
+
+TestSuite(metrics, .init = setup, .fini = teardown, .timeout = 60);
+
+/* A plain HTTP/1.0 GET; returns the whole response (status line, headers, body). */
+static char *s_get(const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    size_t cap = 65536;
+    size_t len = 0;
+    char *buf = malloc(cap);
+    ssize_t got;
+    while ((got = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)got;
+        if (len + 1 == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    buf[len] = '\0';
+    close(fd);
+    return buf;
+}
+
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+Test(metrics, healthz_is_ok_and_metrics_count_what_happened_without_naming_a_child)
+{
+    s_sleep_ms(1200); /* the loop refreshes its state once a second */
+    char *health = s_get("/healthz");
+    cr_assert(strncmp(health, "HTTP/1.0 200", 12) == 0 || strncmp(health, "HTTP/1.1 200", 12) == 0,
+              "%s", health);
+    cr_assert(strstr(health, "ok: agreement test-agreement in force") != NULL, "%s", health);
+    free(health);
+
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    char *json = th_health_visit_json("hv-m-1", "9434765919");
+    Accord__V1__Envelope *reply = th_publish(c, json, "");
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    free(json);
+    json = th_health_visit_json("hv-m-2", "9434765918");
+    reply = th_publish(c, json, "");
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    free(json);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    /* a key that is not in the agreement */
+    char *out = NULL;
+    const char *stranger = th_agent_config(world, "stranger", NULL);
+    (void)th_run(world, &out, "accord-audit", "--config", stranger, "log", (char *)NULL);
+    free(out);
+    s_sleep_ms(11000); /* the outbox figure is refreshed every ten seconds */
+
+    char *m = s_get("/metrics");
+    const char *expect[] = {
+        "accord_log_rows_total{event=\"shared\",agency=\"rmbc-childrens-centres\"} 1",
+        "accord_log_rows_total{event=\"refused\",agency=\"rft-health-visiting\"} 1",
+        "accord_refused_total{code=\"INVALID_NHS_NUMBER\",agency=\"rft-health-visiting\"} 1",
+        "accord_outbox_pending{agency=\"rmbc-childrens-centres\"} 1",
+        "accord_commit_seconds_bucket{le=\"+Inf\"}",
+        "accord_batch_rows_count",
+        "accord_handshake_refusals_total 1",
+        "accord_agreement_info{id=\"test-agreement\",hash=\"",
+        "accord_database_up 1",
+        "accord_checkpoint_lag_rows",
+    };
+    for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+        cr_assert(strstr(m, expect[i]) != NULL, "missing %s in:\n%s", expect[i], m);
+    }
+    cr_assert(strstr(m, "9434765919") == NULL && strstr(m, "9434765918") == NULL,
+              "a child's NHS number in the metrics");
+    free(m);
+    char *missing = s_get("/nothing");
+    cr_assert(strstr(missing, " 404") != NULL, "%s", missing);
+    free(missing);
+}
