@@ -206,19 +206,39 @@ static void s_histogram(s_text_t *t, const char *name, const char *help, const h
              (unsigned long long)h->total, name, h->sum, name, (unsigned long long)h->total);
 }
 
-static void s_family(s_text_t *t, const metrics_t *self, series_kind_t kind, const char *name,
-                     const char *type, const char *help, const char *la, const char *lb)
+typedef struct {
+    series_kind_t kind;
+    const char *name;
+    const char *type;
+    const char *help;
+    const char *label_a;
+    const char *label_b; /* NULL: one label */
+} s_family_t;
+
+static const s_family_t s_families[] = {
+    { SERIES_ROWS, "accord_log_rows_total", "counter",
+      "Log rows committed, by event and the agency the row is about.", "event", "agency" },
+    { SERIES_REFUSED, "accord_refused_total", "counter",
+      "Records refused, by error code and publishing agency.", "code", "agency" },
+    { SERIES_ERRORS, "accord_errors_total", "counter",
+      "Errors answered on the wire without a log row, by code and agency.", "code", "agency" },
+    { SERIES_PENDING, "accord_outbox_pending", "gauge",
+      "Deliveries waiting for the agency's acknowledgement.", "agency", NULL },
+};
+
+static void s_family(s_text_t *t, const metrics_t *self, const s_family_t *f)
 {
-    s_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    s_printf(t, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
     for (size_t i = 0; i < self->series_count; i++) {
         const series_t *s = &self->series[i];
-        if (s->kind != kind) {
+        if (s->kind != f->kind) {
             continue;
         }
-        if (lb != NULL) {
-            s_printf(t, "%s{%s=\"%s\",%s=\"%s\"} %.0f\n", name, la, s->a, lb, s->b, s->value);
+        if (f->label_b != NULL) {
+            s_printf(t, "%s{%s=\"%s\",%s=\"%s\"} %.0f\n", f->name, f->label_a, s->a, f->label_b,
+                     s->b, s->value);
         } else {
-            s_printf(t, "%s{%s=\"%s\"} %.0f\n", name, la, s->a, s->value);
+            s_printf(t, "%s{%s=\"%s\"} %.0f\n", f->name, f->label_a, s->a, s->value);
         }
     }
 }
@@ -227,15 +247,9 @@ static char *s_render_metrics(metrics_t *self, size_t *len)
 {
     s_text_t t = { .buf = acc_xmalloc(4096), .cap = 4096 };
     (void)pthread_mutex_lock(&self->lock);
-    s_family(&t, self, SERIES_ROWS, "accord_log_rows_total", "counter",
-             "Log rows committed, by event and the agency the row is about.", "event", "agency");
-    s_family(&t, self, SERIES_REFUSED, "accord_refused_total", "counter",
-             "Records refused, by error code and publishing agency.", "code", "agency");
-    s_family(&t, self, SERIES_ERRORS, "accord_errors_total", "counter",
-             "Errors answered on the wire without a log row, by code and agency.", "code",
-             "agency");
-    s_family(&t, self, SERIES_PENDING, "accord_outbox_pending", "gauge",
-             "Deliveries waiting for the agency's acknowledgement.", "agency", NULL);
+    for (size_t i = 0; i < sizeof(s_families) / sizeof(s_families[0]); i++) {
+        s_family(&t, self, &s_families[i]);
+    }
     s_histogram(&t, "accord_commit_seconds", "Time to write one batch to the log.",
                 &self->commit_seconds, s_commit_buckets, N_COMMIT);
     s_histogram(&t, "accord_batch_rows", "Log rows per committed batch.", &self->batch_rows,
@@ -285,9 +299,12 @@ static char *s_render_health(metrics_t *self, size_t *len, unsigned int *status)
     return t.buf;
 }
 
+/* libmicrohttpd's callback: its signature is fixed. */
+// NOLINTBEGIN(readability-function-size,readability-non-const-parameter)
 static enum MHD_Result s_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                 const char *method, const char *version, const char *upload,
                                 size_t *upload_len, void **req_cls)
+// NOLINTEND(readability-function-size,readability-non-const-parameter)
 {
     (void)version;
     (void)upload;
