@@ -513,8 +513,10 @@ typedef struct {
     bool ok;
 } s_wire_verify_t;
 
-static bool s_wire_row(void *ctx, const Accord__V1__AuditRow *r)
+static bool s_wire_row(void *ctx, const Accord__V1__AuditResult *page,
+                       const Accord__V1__AuditRow *r)
 {
+    (void)page;
     s_wire_verify_t *v = ctx;
     acc_logrow_t row;
     audit_wire_logrow(&row, r);

@@ -140,6 +140,20 @@ static void s_print_table(const s_out_t *out)
     (void)printf("(%zu row%s)\n", out->rows, out->rows == 1 ? "" : "s");
 }
 
+/* A connection the broker has welcomed as this auditor; NULL after printing why. */
+static client_t *s_connect(const acc_agent_config_t *config)
+{
+    client_t *client = NULL;
+    acc_err_t err;
+    if (client_open(&client, config, false, &err) != ACC_OK ||
+        client_hello(client, HELLO_MS, &err) != ACC_OK) {
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        client_destroy(&client);
+        return NULL;
+    }
+    return client;
+}
+
 /* Sends one page's question and waits for its answer; NULL after printing why. */
 static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *query, uint64_t id)
 {
@@ -209,12 +223,8 @@ static int s_pages(client_t *client, Accord__V1__AuditQuery *query, uint32_t wan
 
 int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args)
 {
-    client_t *client = NULL;
-    acc_err_t err;
-    if (client_open(&client, config, false, &err) != ACC_OK ||
-        client_hello(client, HELLO_MS, &err) != ACC_OK) {
-        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
-        client_destroy(&client);
+    client_t *client = s_connect(config);
+    if (client == NULL) {
         return EXIT_CONNECT;
     }
     Accord__V1__AuditQuery query = args->query;
@@ -324,47 +334,42 @@ static json_t *s_open_record(s_opener_t *op, const Accord__V1__AuditResult *res,
 
 typedef void s_row_fn(void *ctx, json_t *row); /* takes the reference */
 
-/* Pages through every row matching query, with payloads, calling fn with each
- * row as JSON with its decrypted "record". Returns an exit status. */
+typedef struct {
+    s_opener_t op;
+    s_row_fn *fn;
+    void *ctx;
+} s_decrypting_t;
+
+static bool s_decrypt_row(void *ctx, const Accord__V1__AuditResult *page,
+                          const Accord__V1__AuditRow *row)
+{
+    s_decrypting_t *d = ctx;
+    json_t *obj = s_row_json(row);
+    json_t *record = s_open_record(&d->op, page, row);
+    json_object_set_new(obj, "record", record != NULL ? record : json_null());
+    d->fn(d->ctx, obj);
+    return true;
+}
+
+/* Every row matching query, each as JSON with its decrypted "record", to fn.
+ * Returns an exit status. */
 static int s_fetch_decrypted(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
                              const char *key_path, s_row_fn *fn, void *ctx)
 {
-    s_opener_t op = { .box_secret = sodium_malloc(crypto_box_SECRETKEYBYTES) };
-    acc_assert(op.box_secret != NULL);
+    s_decrypting_t d = { .op = { .box_secret = sodium_malloc(crypto_box_SECRETKEYBYTES) },
+                         .fn = fn,
+                         .ctx = ctx };
+    acc_assert(d.op.box_secret != NULL);
     acc_err_t err;
-    client_t *client = NULL;
-    int status = EXIT_SUCCESS;
-    if (acc_keys_read_box_secret(op.box_secret, key_path, &err) != ACC_OK ||
-        client_open(&client, config, false, &err) != ACC_OK ||
-        client_hello(client, HELLO_MS, &err) != ACC_OK) {
+    int status = EXIT_CONNECT;
+    if (acc_keys_read_box_secret(d.op.box_secret, key_path, &err) != ACC_OK) {
         (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
-        status = EXIT_CONNECT;
+    } else {
+        (void)crypto_scalarmult_base(d.op.box_public, d.op.box_secret);
+        status = audit_each_row(config, query, s_decrypt_row, &d);
     }
-    (void)crypto_scalarmult_base(op.box_public, op.box_secret);
-    query->payloads = true;
-    for (uint64_t page = 1; status == EXIT_SUCCESS; page++) {
-        Accord__V1__Envelope *reply = s_ask(client, query, page);
-        if (reply == NULL) {
-            status = EXIT_CONNECT;
-            break;
-        }
-        const Accord__V1__AuditResult *res = reply->audit_result;
-        for (size_t i = 0; i < res->n_rows; i++) {
-            json_t *obj = s_row_json(res->rows[i]);
-            json_t *record = s_open_record(&op, res, res->rows[i]);
-            json_object_set_new(obj, "record", record != NULL ? record : json_null());
-            fn(ctx, obj);
-            query->after_seq = res->rows[i]->seq;
-        }
-        bool more = res->more && res->n_rows > 0;
-        accord__v1__envelope__free_unpacked(reply, NULL);
-        if (!more) {
-            break;
-        }
-    }
-    client_destroy(&client);
-    sodium_free(op.box_secret);
-    return status == EXIT_SUCCESS && op.failures > 0 ? EXIT_TAMPERED : status;
+    sodium_free(d.op.box_secret);
+    return status == EXIT_SUCCESS && d.op.failures > 0 ? EXIT_TAMPERED : status;
 }
 
 static void s_collect(void *ctx, json_t *row)
@@ -463,12 +468,8 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
 int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
                    audit_row_fn *fn, void *ctx)
 {
-    client_t *client = NULL;
-    acc_err_t err;
-    if (client_open(&client, config, false, &err) != ACC_OK ||
-        client_hello(client, HELLO_MS, &err) != ACC_OK) {
-        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
-        client_destroy(&client);
+    client_t *client = s_connect(config);
+    if (client == NULL) {
         return EXIT_CONNECT;
     }
     query->payloads = true;
@@ -482,7 +483,7 @@ int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *que
         }
         const Accord__V1__AuditResult *res = reply->audit_result;
         for (size_t i = 0; i < res->n_rows && go_on; i++) {
-            go_on = fn(ctx, res->rows[i]);
+            go_on = fn(ctx, res, res->rows[i]);
             query->after_seq = res->rows[i]->seq;
         }
         go_on = go_on && res->more && res->n_rows > 0;

@@ -32,9 +32,11 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
                          audit_format_t format);
 
 /* Every row matching query, through the broker, page by page, with payloads;
- * fn returns false to stop. Returns an exit status (0, or 3 when the broker
+ * fn gets each row with the page it came in (whose sealed keys open its payload)
+ * and returns false to stop. Returns an exit status (0, or 3 when the broker
  * refused or could not answer). */
-typedef bool audit_row_fn(void *ctx, const Accord__V1__AuditRow *row);
+typedef bool audit_row_fn(void *ctx, const Accord__V1__AuditResult *page,
+                          const Accord__V1__AuditRow *row);
 int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
                    audit_row_fn *fn, void *ctx);
 

@@ -33,8 +33,17 @@ typedef struct {
     char a[LABEL_MAX];
     char b[LABEL_MAX];
     double value;
-    double staged;
 } series_t;
+
+/* Counts for the batch in hand, kept by the broker's thread alone (no lock per
+ * row); merged into the series under the lock once the batch commits. */
+#define STAGED_MAX 256
+typedef struct {
+    series_kind_t kind;
+    char a[LABEL_MAX]; /* copied: a peer's id may move before the batch commits */
+    char b[LABEL_MAX];
+    uint64_t count;
+} staged_t;
 
 typedef struct {
     uint64_t counts[16];
@@ -47,6 +56,8 @@ struct metrics_t {
     pthread_mutex_t lock;
     series_t *series;
     size_t series_count;
+    staged_t staged[STAGED_MAX];
+    size_t staged_count;
     histogram_t commit_seconds;
     histogram_t batch_rows;
     uint64_t commits_failed;
@@ -86,25 +97,37 @@ static void s_observe(histogram_t *h, const double *bounds, size_t n, double val
     h->sum += value;
 }
 
+static void s_stage(metrics_t *self, series_kind_t kind, const char *a, const char *b)
+{
+    a = a != NULL ? a : "";
+    b = b != NULL ? b : "";
+    for (size_t i = 0; i < self->staged_count; i++) {
+        staged_t *st = &self->staged[i];
+        if (st->kind == kind && strcmp(st->a, a) == 0 && strcmp(st->b, b) == 0) {
+            st->count++;
+            return;
+        }
+    }
+    if (self->staged_count < STAGED_MAX) {
+        staged_t *st = &self->staged[self->staged_count++];
+        st->kind = kind;
+        (void)snprintf(st->a, sizeof(st->a), "%s", a);
+        (void)snprintf(st->b, sizeof(st->b), "%s", b);
+        st->count = 1;
+    }
+}
+
 void metrics_stage_row(metrics_t *self, const acc_logrow_t *row)
 {
     if (self == NULL || row->event == NULL) {
         return;
     }
     /* the agency a row is about: the recipient of a share, the asker otherwise */
-    const char *agency = row->to_agency != NULL ? row->to_agency : row->from_agency;
-    (void)pthread_mutex_lock(&self->lock);
-    series_t *s = s_series(self, SERIES_ROWS, row->event, agency);
-    if (s != NULL) {
-        s->staged += 1;
-    }
+    s_stage(self, SERIES_ROWS, row->event,
+            row->to_agency != NULL ? row->to_agency : row->from_agency);
     if (row->error_code != NULL) {
-        s = s_series(self, SERIES_REFUSED, row->error_code, row->from_agency);
-        if (s != NULL) {
-            s->staged += 1;
-        }
+        s_stage(self, SERIES_REFUSED, row->error_code, row->from_agency);
     }
-    (void)pthread_mutex_unlock(&self->lock);
 }
 
 void metrics_commit(metrics_t *self, bool committed, size_t rows, double seconds)
@@ -113,11 +136,14 @@ void metrics_commit(metrics_t *self, bool committed, size_t rows, double seconds
         return;
     }
     (void)pthread_mutex_lock(&self->lock);
-    for (size_t i = 0; i < self->series_count; i++) {
-        series_t *s = &self->series[i];
-        s->value += committed ? s->staged : 0;
-        s->staged = 0;
+    for (size_t i = 0; committed && i < self->staged_count; i++) {
+        const staged_t *st = &self->staged[i];
+        series_t *s = s_series(self, st->kind, st->a, st->b);
+        if (s != NULL) {
+            s->value += (double)st->count;
+        }
     }
+    self->staged_count = 0;
     if (rows > 0) {
         s_observe(&self->batch_rows, s_batch_buckets, N_BATCH, (double)rows);
         s_observe(&self->commit_seconds, s_commit_buckets, N_COMMIT, seconds);

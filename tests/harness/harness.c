@@ -319,6 +319,7 @@ void th_world_destroy(th_world_t **world_p)
     if (w->broker != NULL) {
         th_broker_stop(w);
     }
+    th_pg_private_remove(w);
     PQfinish(w->db);
     char pgdir[256];
     s_pg_dir(pgdir, sizeof(pgdir));
@@ -588,6 +589,51 @@ Accord__V1__Envelope *th_publish(client_t *c, const char *json, const char *from
     Accord__V1__Envelope *reply = NULL;
     cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);
     return reply;
+}
+
+void th_pg_private_start(th_world_t *w)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "%s/tests/pg/start '%s/pg.state' '%s/accord' accord >/dev/null",
+             ACCORD_SOURCE_DIR, w->dir, w->bin_dir);
+    cr_assert_eq(system(cmd), 0, "the private PostgreSQL did not start");
+    char state[600];
+    snprintf(state, sizeof(state), "%s/pg.state", w->dir);
+    FILE *f = fopen(state, "r");
+    cr_assert_not_null(f);
+    char line[512];
+    char pgdir[256] = "";
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "PGDIR=", 6) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(pgdir, sizeof(pgdir), "%.255s", line + 6);
+        }
+    }
+    fclose(f);
+    snprintf(w->shared_conninfo, sizeof(w->shared_conninfo), "%s", w->conninfo);
+    snprintf(w->conninfo, sizeof(w->conninfo),
+             "host=%s user=postgres dbname=accord connect_timeout=2", pgdir);
+    w->private_pg = true;
+}
+
+void th_pg_private_ctl(th_world_t *w, const char *action)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/tests/pg/ctl '%s/pg.state' %s", ACCORD_SOURCE_DIR, w->dir,
+             action);
+    cr_assert_eq(system(cmd), 0, "pg ctl %s failed", action);
+}
+
+void th_pg_private_remove(th_world_t *w)
+{
+    if (!w->private_pg) {
+        return;
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/tests/pg/stop '%s/pg.state'", ACCORD_SOURCE_DIR, w->dir);
+    (void)system(cmd);
+    snprintf(w->conninfo, sizeof(w->conninfo), "%s", w->shared_conninfo);
+    w->private_pg = false;
 }
 
 int th_run(th_world_t *w, char **out, const char *program, ...)

@@ -56,10 +56,12 @@ typedef struct {
     char conninfo[512];
     PGconn *db; /* superuser connection to the test database */
     char bin_dir[512];
-    char broker_pub[41];    /* Z85 */
-    char endpoint[256];     /* after th_broker_start */
-    char broker_extra[512]; /* more broker.yaml settings, one per line */
-    char listen[256];       /* the broker's listen setting; "" = a free port */
+    char broker_pub[41];       /* Z85 */
+    char endpoint[256];        /* after th_broker_start */
+    char broker_extra[512];    /* more broker.yaml settings, one per line */
+    char listen[256];          /* the broker's listen setting; "" = a free port */
+    char shared_conninfo[512]; /* conninfo while a private PostgreSQL stands in */
+    bool private_pg;
     th_proc_t *broker;
     size_t agency_count;
     char agencies[TH_MAX_AGENCIES][64];
@@ -119,6 +121,13 @@ long th_pg_count(th_world_t *world, const char *where);
 /* Counts as th_pg_count until the count is expected or timeout_ms pass; returns
  * the last count. For rows written after an answer (acknowledgements). */
 long th_pg_wait_count(th_world_t *world, const char *where, long expected, int timeout_ms);
+/* A private PostgreSQL (tests/pg/start, migrated, database "accord") for a test
+ * that stops it: world->conninfo points at it until th_pg_private_remove, which
+ * th_world_destroy also calls. th_pg_private_ctl stops or starts it. */
+void th_pg_private_start(th_world_t *world);
+void th_pg_private_ctl(th_world_t *world, const char *action);
+void th_pg_private_remove(th_world_t *world);
+
 /* Runs sql as superuser; asserts success. */
 void th_pg_exec(th_world_t *world, const char *sql);
 

@@ -310,37 +310,11 @@ Test(log, epoch_keys_rotate_by_row_count_and_every_epoch_stays_readable)
     PQclear(res);
 }
 
-static int s_pg_ctl(const char *state, const char *action)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s/tests/pg/ctl '%s' %s", ACCORD_SOURCE_DIR, state, action);
-    return system(cmd);
-}
-
 Test(log, while_postgresql_is_down_publishes_are_unavailable_and_nothing_is_lost)
 {
     /* A private cluster: stopping the shared one would disturb other tests. */
     th_broker_stop(world);
-    char state[600];
-    snprintf(state, sizeof(state), "%s/pg.state", world->dir);
-    char cmd[1400];
-    snprintf(cmd, sizeof(cmd), "%s/tests/pg/start '%s' '%s/accord' accord >/dev/null",
-             ACCORD_SOURCE_DIR, state, world->bin_dir);
-    cr_assert_eq(system(cmd), 0);
-    FILE *f = fopen(state, "r");
-    char line[512];
-    char pgdir[256] = "";
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "PGDIR=", 6) == 0) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(pgdir, sizeof(pgdir), "%.255s", line + 6);
-        }
-    }
-    fclose(f);
-    char saved[512];
-    snprintf(saved, sizeof(saved), "%s", world->conninfo);
-    snprintf(world->conninfo, sizeof(world->conninfo),
-             "host=%s user=postgres dbname=accord connect_timeout=2", pgdir);
+    th_pg_private_start(world);
     th_broker_start(world);
     acc_agent_config_t cfg;
     client_t *c = th_client(world, "rft-health-visiting", &cfg);
@@ -350,14 +324,14 @@ Test(log, while_postgresql_is_down_publishes_are_unavailable_and_nothing_is_lost
     cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
     accord__v1__envelope__free_unpacked(reply, NULL);
 
-    cr_assert_eq(s_pg_ctl(state, "stop"), 0);
+    th_pg_private_ctl(world, "stop");
     json = th_health_visit_json("hv-while-down", "9434765919");
     reply = th_publish(c, json, "");
     cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__UNAVAILABLE, "%s",
                  reply->publish_result->reason);
     accord__v1__envelope__free_unpacked(reply, NULL);
 
-    cr_assert_eq(s_pg_ctl(state, "start"), 0);
+    th_pg_private_ctl(world, "start");
     Accord__V1__ErrorCode code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
     for (int attempt = 0; attempt < 100 && code == ACCORD__V1__ERROR_CODE__UNAVAILABLE; attempt++) {
         reply = th_publish(c, json, "");
@@ -381,7 +355,5 @@ Test(log, while_postgresql_is_down_publishes_are_unavailable_and_nothing_is_lost
         th_run(world, &out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL), 0,
         "the chain is continuous: %s", out);
     free(out);
-    snprintf(cmd, sizeof(cmd), "%s/tests/pg/stop '%s'", ACCORD_SOURCE_DIR, state);
-    cr_assert_eq(system(cmd), 0);
-    snprintf(world->conninfo, sizeof(world->conninfo), "%s", saved);
+    th_pg_private_remove(world);
 }

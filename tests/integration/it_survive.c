@@ -491,43 +491,12 @@ Test(survive, a_subscriber_away_for_50000_records_costs_the_broker_no_memory)
     free(path);
 }
 
-static char *s_private_cluster(char *pgdir, size_t len)
-{
-    char *state = acc_xasprintf("%s/pg.state", world->dir);
-    char *cmd = acc_xasprintf("%s/tests/pg/start '%s' '%s/accord' accord >/dev/null",
-                              ACCORD_SOURCE_DIR, state, world->bin_dir);
-    cr_assert_eq(system(cmd), 0);
-    free(cmd);
-    FILE *f = fopen(state, "r");
-    char line[512];
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, "PGDIR=", 6) == 0) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(pgdir, len, "%s", line + 6);
-        }
-    }
-    fclose(f);
-    return state;
-}
-
-static void s_pg_ctl(const char *state, const char *action)
-{
-    char *cmd = acc_xasprintf("%s/tests/pg/ctl '%s' %s", ACCORD_SOURCE_DIR, state, action);
-    cr_assert_eq(system(cmd), 0, "pg ctl %s failed", action);
-    free(cmd);
-}
-
 Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_flows)
 {
     enum { RECORDS = 6000 };
     /* A private cluster: stopping the shared one would disturb other tests. */
     th_broker_stop(world);
-    char pgdir[256] = "";
-    char *state = s_private_cluster(pgdir, sizeof(pgdir));
-    char saved[512];
-    snprintf(saved, sizeof(saved), "%s", world->conninfo);
-    snprintf(world->conninfo, sizeof(world->conninfo),
-             "host=%s user=postgres dbname=accord connect_timeout=2", pgdir);
+    th_pg_private_start(world);
     th_broker_start(world);
     PGconn *db = PQconnectdb(world->conninfo);
     cr_assert_eq(PQstatus(db), CONNECTION_OK);
@@ -546,7 +515,7 @@ Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_fl
         s_sleep_ms(50);
     }
     PQfinish(db);
-    s_pg_ctl(state, "stop");
+    th_pg_private_ctl(world, "stop");
     char log[700];
     snprintf(log, sizeof(log), "%s/rft-health-visiting.publish.log", world->dir);
     bool told = false;
@@ -557,7 +526,7 @@ Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_fl
     }
     cr_assert(told, "the publisher was not told UNAVAILABLE while PostgreSQL was down");
     s_sleep_ms(2000);
-    s_pg_ctl(state, "start");
+    th_pg_private_ctl(world, "start");
 
     cr_assert_eq(th_proc_wait_lines(agents[1], RECORDS, 300000), (size_t)RECORDS);
     s_check_results(agents[1], RECORDS);
@@ -576,11 +545,7 @@ Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_fl
             "survive: PostgreSQL stopped at %ld of %d records for 2 s; all %d accepted once, "
             "delivered once, chain verified\n",
             shared, RECORDS, RECORDS);
-    char *cmd = acc_xasprintf("%s/tests/pg/stop '%s'", ACCORD_SOURCE_DIR, state);
-    cr_assert_eq(system(cmd), 0);
-    free(cmd);
-    snprintf(world->conninfo, sizeof(world->conninfo), "%s", saved);
-    free(state);
+    th_pg_private_remove(world);
     free(path);
 }
 
