@@ -12,9 +12,10 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 
-#define PEERS_MAX      4096
-#define POLL_IDLE_MS   1000
-#define READ_BATCH_MAX 4096 /* frames read before a commit, whatever they are */
+#define PEERS_MAX           4096
+#define POLL_IDLE_MS        1000
+#define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
+#define ACK_COMMIT_DELAY_MS 10   /* longest wait of a batch of acknowledgements alone */
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
@@ -517,8 +518,32 @@ static void s_rotate_epoch_if_due(broker_t *self)
     }
 }
 
+/* A batch holding only acknowledgements answers nobody, so it may wait a few
+ * milliseconds for more rows: at a steady trickle, a record's two
+ * acknowledgements then cost a share of one commit instead of two commits of
+ * their own, and a publish waiting behind them is not kept waiting. An
+ * acknowledgement is durable only once committed; a crash before that means the
+ * delivery is sent again, which subscribers recognise. */
+static bool s_commit_can_wait(broker_t *self, bool final)
+{
+    size_t staged = ledger_staged(self->ledger);
+    if (final || staged == 0 || self->out_count > 0 ||
+        staged >= (size_t)self->config->batch_max_rows) {
+        return false;
+    }
+    int64_t now = s_now_ms();
+    if (self->acks_waiting_since_ms == 0) {
+        self->acks_waiting_since_ms = now;
+    }
+    return now - self->acks_waiting_since_ms < ACK_COMMIT_DELAY_MS;
+}
+
 static void s_commit_and_answer(broker_t *self, bool final)
 {
+    if (s_commit_can_wait(self, final)) {
+        return;
+    }
+    self->acks_waiting_since_ms = 0;
     bool committed = true;
     acc_err_t err;
     acc_err_clear(&err);
@@ -620,6 +645,9 @@ static void s_send_pending(void *ctx, const ledger_delivery_t *d)
  * agency offline for a week never fills the broker's memory. */
 static void s_pump_outbox(broker_t *self)
 {
+    if (ledger_staged(self->ledger) > 0) {
+        return; /* acknowledgements still waiting: their shares are in the outbox */
+    }
     for (size_t i = 0; i < self->peer_count; i++) {
         peer_t *p = &self->peers[i];
         if (!p->backlog || !p->subscriber || p->closing ||
@@ -645,6 +673,9 @@ static void s_pump_outbox(broker_t *self)
  * recipient's connection restarts from its oldest pending share. */
 static void s_redeliver_due(broker_t *self)
 {
+    if (ledger_staged(self->ledger) > 0) {
+        return; /* after the acknowledgements waiting are committed */
+    }
     int64_t now = s_now_ms();
     for (size_t i = 0; i < self->inflight_count; i++) {
         const inflight_t *f = &self->inflight[i];
@@ -802,9 +833,9 @@ static handler_fn *const s_handlers[] = {
     [ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY] = audit_on_query,
 };
 
-static void s_dispatch(broker_t *self, peer_t *peer, const uint8_t *data, size_t len)
+/* Hands env (NULL when the frame was not an Envelope) to its handler. */
+static void s_dispatch(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
 {
-    Accord__V1__Envelope *env = accord__v1__envelope__unpack(NULL, len, data);
     if (env == NULL) {
         broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
                            "frame is not an accord.v1.Envelope");
@@ -823,7 +854,6 @@ static void s_dispatch(broker_t *self, peer_t *peer, const uint8_t *data, size_t
     } else {
         handler(self, peer, env);
     }
-    accord__v1__envelope__free_unpacked(env, NULL);
 }
 
 /* ---- reading ---- */
@@ -840,52 +870,124 @@ static void s_drain_frames(broker_t *self)
     }
 }
 
-/* Reads one message (routing id + one body frame); false when none is waiting. */
-static bool s_read_one(broker_t *self)
-{
+/* One message off the socket: a routing id and, from a well-behaved peer,
+ * exactly one body frame holding an Envelope. */
+typedef struct {
     zmq_msg_t rid;
     zmq_msg_t body;
-    zmq_msg_init(&rid);
-    if (zmq_msg_recv(&rid, self->router, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&rid);
+    bool routable;             /* a routing id the broker can answer, and a body */
+    bool one_frame;            /* the body was a single frame */
+    Accord__V1__Envelope *env; /* unpacked body; NULL if it is not an Envelope */
+} inmsg_t;
+
+/* Takes one message off the socket; false when none is waiting. */
+static bool s_take(broker_t *self, inmsg_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    zmq_msg_init(&m->rid);
+    zmq_msg_init(&m->body);
+    if (zmq_msg_recv(&m->rid, self->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m->rid);
+        zmq_msg_close(&m->body);
         return false;
     }
-    zmq_msg_init(&body);
-    if (!zmq_msg_more(&rid) || zmq_msg_recv(&body, self->router, 0) < 0 ||
-        zmq_msg_size(&rid) > BROKER_RID_MAX) {
+    m->routable = zmq_msg_more(&m->rid) && zmq_msg_recv(&m->body, self->router, 0) >= 0 &&
+                  zmq_msg_size(&m->rid) <= BROKER_RID_MAX;
+    m->one_frame = m->routable && !zmq_msg_more(&m->body);
+    if (!m->one_frame) {
         s_drain_frames(self);
-        zmq_msg_close(&body);
-        zmq_msg_close(&rid);
-        return true;
-    }
-    const char *user_id = zmq_msg_gets(&body, "User-Id");
-    peer_t *peer =
-        s_peer_get(self, zmq_msg_data(&rid), zmq_msg_size(&rid), user_id != NULL ? user_id : "");
-    peer->last_seen_ms = s_now_ms();
-    if (zmq_msg_more(&body)) {
-        s_drain_frames(self);
-        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
-                           "a message must be exactly one Envelope frame");
-    } else if (!peer->known) {
-        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
-                           "this key is no longer in the agreement");
-        peer->closing = true;
     } else {
-        s_dispatch(self, peer, zmq_msg_data(&body), zmq_msg_size(&body));
+        m->env = accord__v1__envelope__unpack(NULL, zmq_msg_size(&m->body), zmq_msg_data(&m->body));
     }
-    zmq_msg_close(&body);
-    zmq_msg_close(&rid);
     return true;
 }
 
-static void s_read_batch(broker_t *self)
+/* Acts on one message taken off the socket, and releases it. */
+static void s_handle(broker_t *self, inmsg_t *m)
 {
-    size_t max_rows = (size_t)self->config->batch_max_rows;
-    for (size_t n = 0; n < READ_BATCH_MAX && ledger_staged(self->ledger) < max_rows; n++) {
-        if (!s_read_one(self)) {
-            return;
+    if (m->routable) {
+        const char *user_id = zmq_msg_gets(&m->body, "User-Id");
+        peer_t *peer = s_peer_get(self, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid),
+                                  user_id != NULL ? user_id : "");
+        peer->last_seen_ms = s_now_ms();
+        if (!m->one_frame) {
+            broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
+                               "a message must be exactly one Envelope frame");
+        } else if (!peer->known) {
+            broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
+                               "this key is no longer in the agreement");
+            peer->closing = true;
+        } else {
+            s_dispatch(self, peer, m->env);
         }
     }
+    if (m->env != NULL) {
+        accord__v1__envelope__free_unpacked(m->env, NULL);
+    }
+    zmq_msg_close(&m->body);
+    zmq_msg_close(&m->rid);
+}
+
+/* Asks the log once whether any record published in msgs was accepted before,
+ * rather than once per record. On failure each publish asks for itself. */
+static void s_prefetch_publishes(broker_t *self, const inmsg_t *msgs, size_t n)
+{
+    const char **from = acc_xmalloc(n * sizeof(*from));
+    const char **ids = acc_xmalloc(n * sizeof(*ids));
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Accord__V1__Envelope *env = msgs[i].env;
+        const char *user_id = env != NULL ? zmq_msg_gets(&msgs[i].body, "User-Id") : NULL;
+        if (user_id != NULL && env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH &&
+            env->publish->record != NULL && env->publish->record->record_id[0] != '\0') {
+            from[count] = user_id;
+            ids[count++] = env->publish->record->record_id;
+        }
+    }
+    acc_err_t err;
+    if (ledger_prefetch_publishes(self->ledger, count, from, ids, &err) != ACC_OK) {
+        acc_log_debug("ledger", "%s", err.msg);
+    }
+    free(from);
+    free(ids);
+}
+
+#define READ_PASS_MAX 512 /* messages taken off the socket, then handled, at a time */
+
+/* Messages to take in the next pass: each stages at most a few rows, so a batch
+ * stays near batch_max_rows. 0 when the batch is full. */
+static size_t s_pass_size(const broker_t *self, size_t taken)
+{
+    size_t max_rows = (size_t)self->config->batch_max_rows;
+    size_t staged = ledger_staged(self->ledger);
+    if (taken >= READ_BATCH_MAX || staged >= max_rows) {
+        return 0;
+    }
+    return max_rows - staged < READ_PASS_MAX ? max_rows - staged : READ_PASS_MAX;
+}
+
+/* Reads what is waiting, up to a batch: a pass at a time, each pass's earlier
+ * publishes looked up in one query before its messages are handled in order. */
+static void s_read_batch(broker_t *self)
+{
+    inmsg_t *msgs = acc_xmalloc(READ_PASS_MAX * sizeof(*msgs));
+    size_t taken = 0;
+    size_t want;
+    while ((want = s_pass_size(self, taken)) > 0) {
+        size_t n = 0;
+        while (n < want && s_take(self, &msgs[n])) {
+            n++;
+        }
+        s_prefetch_publishes(self, msgs, n);
+        for (size_t i = 0; i < n; i++) {
+            s_handle(self, &msgs[i]);
+        }
+        taken += n;
+        if (n < want) {
+            break; /* nothing more waiting */
+        }
+    }
+    free(msgs);
 }
 
 /* ---- the loop ---- */
@@ -995,6 +1097,17 @@ static void s_update_metrics(broker_t *self)
     PQclear(res);
 }
 
+/* Idle, the loop wakes once a second; with acknowledgements waiting, when they
+ * are due. */
+static long s_poll_timeout_ms(const broker_t *self)
+{
+    if (self->acks_waiting_since_ms == 0) {
+        return POLL_IDLE_MS;
+    }
+    int64_t left = ACK_COMMIT_DELAY_MS - (s_now_ms() - self->acks_waiting_since_ms);
+    return left > 0 ? (long)left : 0;
+}
+
 acc_rc_t broker_run(broker_t *self, acc_err_t *err)
 {
     acc_log_notice("broker", "listening on %s", self->endpoint);
@@ -1005,7 +1118,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
             { .socket = self->router, .events = ZMQ_POLLIN },
             { .socket = zap_socket(self->zap), .events = ZMQ_POLLIN },
         };
-        if (zmq_poll(items, 2, POLL_IDLE_MS) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, 2, s_poll_timeout_ms(self)) < 0 && zmq_errno() != EINTR) {
             return acc_err_set(err, ACC_ERR_NET, "could not poll sockets: %s",
                                zmq_strerror(zmq_errno()));
         }

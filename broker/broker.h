@@ -92,8 +92,9 @@ typedef struct {
     uint64_t reloads_ok;
     uint64_t reloads_refused;
     uint64_t epoch_rotations;
-    int64_t state_at_ms;   /* last time the metrics' view of the state was refreshed */
-    int64_t pending_at_ms; /* ...and of the outbox per agency */
+    int64_t state_at_ms;           /* last time the metrics' view of the state was refreshed */
+    int64_t pending_at_ms;         /* ...and of the outbox per agency */
+    int64_t acks_waiting_since_ms; /* a batch of acknowledgements alone waits from then */
 } broker_t;
 
 /* Opens sockets, the ledger and the agreement named in config. */

@@ -31,6 +31,11 @@ static void s_raw(copybuf_t *b, const char *s, size_t len)
     b->len += len;
 }
 
+void copybuf_raw(copybuf_t *b, const char *bytes, size_t len)
+{
+    s_raw(b, bytes, len);
+}
+
 static void s_char(copybuf_t *b, char c)
 {
     s_raw(b, &c, 1);

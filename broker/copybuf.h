@@ -19,6 +19,8 @@ void copybuf_int(copybuf_t *b, int64_t v);
 void copybuf_timestamp(copybuf_t *b, int64_t at_us); /* microseconds since the epoch, UTC */
 void copybuf_text_array(copybuf_t *b, const char *const *items, size_t count);
 void copybuf_next(copybuf_t *b);
+/* Appends bytes as they are, unescaped. */
+void copybuf_raw(copybuf_t *b, const char *bytes, size_t len);
 void copybuf_end_row(copybuf_t *b);
 
 /* Forgets the rows, keeping the memory. */

@@ -12,6 +12,7 @@
 #include "accord/migrate.h"
 #include "accord/yaml.h"
 #include "copybuf.h"
+#include "pubset.h"
 
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
@@ -44,13 +45,12 @@ struct ledger_t {
     size_t staged;
     ledger_observer_fn *observer;
     void *observer_ctx;
-    copybuf_t log_rows;             /* COPY text of the staged log rows */
-    copybuf_t outbox_rows;          /* COPY text of the staged outbox rows */
-    copybuf_t publish_rows;         /* COPY text of the staged accepted publishes */
-    acc_strlist_t staged_publishes; /* "from<US>record_id" of those, to find them */
-    uint8_t (*staged_hashes)[ACC_LOGROW_HASH_BYTES]; /* their content hashes */
-    uint8_t *outbox_key;                             /* sodium_malloc, 32 bytes */
-    uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES];    /* outbox rows to delete at commit */
+    copybuf_t log_rows;     /* COPY text of the staged log rows */
+    copybuf_t outbox_rows;  /* COPY text of the staged outbox rows */
+    copybuf_t publish_rows; /* COPY text of the staged accepted publishes */
+    pubset_t publishes;     /* those, and earlier publishes the batch looked up */
+    uint8_t *outbox_key;    /* sodium_malloc, 32 bytes */
+    uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
     size_t delivered_count;
     size_t delivered_cap;
     uint8_t *scratch; /* ciphertext of one payload */
@@ -152,6 +152,7 @@ acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_s
     acc_assert(self->outbox_key != NULL);
     memcpy(self->outbox_key, outbox_key, ACC_LOGROW_KEY_BYTES);
     self->backoff_ms = BACKOFF_MIN_MS;
+    pubset_init(&self->publishes);
     acc_rc_t rc = s_connect(self, err);
     if (rc != ACC_OK) {
         ledger_destroy(&self);
@@ -175,8 +176,7 @@ void ledger_destroy(ledger_t **self_p)
     sodium_free(self->outbox_key);
     copybuf_free(&self->outbox_rows);
     copybuf_free(&self->publish_rows);
-    acc_strlist_clear(&self->staged_publishes);
-    free(self->staged_hashes);
+    pubset_free(&self->publishes);
     free(self->delivered);
     free(self->conninfo);
     copybuf_free(&self->log_rows);
@@ -383,7 +383,7 @@ bool ledger_is_up(const ledger_t *self)
 static void s_forget_publishes(ledger_t *self)
 {
     copybuf_reset(&self->publish_rows);
-    acc_strlist_clear(&self->staged_publishes);
+    pubset_clear(&self->publishes);
 }
 
 static void s_drop_staged(ledger_t *self)
@@ -398,72 +398,87 @@ static void s_drop_staged(ledger_t *self)
     memcpy(self->staged_hash, self->head_hash, sizeof(self->staged_hash));
 }
 
-static acc_rc_t s_copy(ledger_t *self, const char *sql, const copybuf_t *rows, acc_err_t *err)
+/* Appends the removal of the acknowledged shares from the outbox. The ids are
+ * UUIDs the broker formatted itself, so they are written into the statement. */
+static void s_append_delete(copybuf_t *sql, const ledger_t *self)
 {
-    PGresult *res = PQexec(self->conn, sql);
-    bool ready = PQresultStatus(res) == PGRES_COPY_IN;
-    PQclear(res);
-    if (!ready) {
-        return acc_err_set(err, ACC_ERR_DB, "could not start writing rows: %s",
+    static const char head[] = "DELETE FROM accord_outbox WHERE share_id = ANY('{";
+    copybuf_raw(sql, head, sizeof(head) - 1);
+    for (size_t i = 0; i < self->delivered_count; i++) {
+        char uuid[37];
+        acc_uuid_format(uuid, self->delivered[i]);
+        if (i > 0) {
+            copybuf_raw(sql, ",", 1);
+        }
+        copybuf_raw(sql, uuid, 36);
+    }
+    copybuf_raw(sql, "}'::uuid[]);", 12);
+}
+
+/* The batch's transaction as one query string, and the COPY rows it will ask for
+ * in order. */
+static size_t s_batch_sql(const ledger_t *self, copybuf_t *sql, const copybuf_t *copies[3])
+{
+    size_t n = 0;
+    copybuf_raw(sql, "BEGIN;", 6);
+    const struct {
+        const char *sql;
+        const copybuf_t *rows;
+    } tables[] = {
+        { s_copy_sql, &self->log_rows },
+        { s_outbox_sql, &self->outbox_rows },
+        { s_publish_sql, &self->publish_rows },
+    };
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        if (tables[i].rows->len > 0) {
+            copybuf_raw(sql, tables[i].sql, strlen(tables[i].sql));
+            copybuf_raw(sql, ";", 1);
+            copies[n++] = tables[i].rows;
+        }
+    }
+    if (self->delivered_count > 0) {
+        s_append_delete(sql, self);
+    }
+    copybuf_raw(sql, "COMMIT", 7); /* with its terminating NUL */
+    return n;
+}
+
+/* Everything staged, in one transaction sent as one query: PostgreSQL asks for
+ * each COPY's rows in turn, so a batch costs a round trip per table written
+ * rather than one per statement. On failure the transaction is left to be rolled
+ * back by the caller (the statements after the failing one never ran). */
+static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
+{
+    copybuf_t sql = { 0 };
+    const copybuf_t *copies[3] = { NULL };
+    size_t copy_count = s_batch_sql(self, &sql, copies);
+    if (PQsendQuery(self->conn, sql.data) != 1) {
+        copybuf_free(&sql);
+        return acc_err_set(err, ACC_ERR_DB, "could not send a log batch: %s",
                            PQerrorMessage(self->conn));
     }
-    int sent = PQputCopyData(self->conn, rows->data, (int)rows->len);
-    int ended = PQputCopyEnd(self->conn, sent == 1 ? NULL : "send failed");
     acc_rc_t rc = ACC_OK;
+    size_t next = 0;
+    PGresult *res;
     while ((res = PQgetResult(self->conn)) != NULL) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == ACC_OK) {
-            rc = acc_err_set(err, ACC_ERR_DB, "could not write rows: %s",
-                             PQerrorMessage(self->conn));
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COPY_IN) {
+            /* no rows for a COPY the batch did not expect: ending it with an error
+             * makes PostgreSQL abandon the transaction */
+            const copybuf_t *rows = next < copy_count ? copies[next++] : NULL;
+            int sent = rows != NULL ? PQputCopyData(self->conn, rows->data, (int)rows->len) : -1;
+            if (PQputCopyEnd(self->conn, sent == 1 ? NULL : "rows could not be sent") != 1 &&
+                rc == ACC_OK) {
+                rc = acc_err_set(err, ACC_ERR_DB, "could not send rows: %s",
+                                 PQerrorMessage(self->conn));
+            }
+        } else if (st != PGRES_COMMAND_OK && rc == ACC_OK) {
+            rc = acc_err_set(err, ACC_ERR_DB, "could not write a log batch: %s",
+                             PQresultErrorMessage(res));
         }
         PQclear(res);
     }
-    if (rc == ACC_OK && (sent != 1 || ended != 1)) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not send rows: %s", PQerrorMessage(self->conn));
-    }
-    return rc;
-}
-
-static acc_rc_t s_delete_delivered(ledger_t *self, acc_err_t *err)
-{
-    char *ids = acc_xmalloc(self->delivered_count * 38 + 3);
-    size_t n = 0;
-    ids[n++] = '{';
-    for (size_t i = 0; i < self->delivered_count; i++) {
-        if (i > 0) {
-            ids[n++] = ',';
-        }
-        acc_uuid_format(ids + n, self->delivered[i]);
-        n += 36;
-    }
-    ids[n++] = '}';
-    ids[n] = '\0';
-    const char *values[1] = { ids };
-    PGresult *res =
-        PQexecParams(self->conn, "DELETE FROM accord_outbox WHERE share_id = ANY($1::uuid[])", 1,
-                     NULL, values, NULL, NULL, 0);
-    acc_rc_t rc = ACC_OK;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not clear acknowledged deliveries: %s",
-                         PQerrorMessage(self->conn));
-    }
-    PQclear(res);
-    free(ids);
-    return rc;
-}
-
-/* Everything staged, in one transaction: log rows, new outbox rows, removals. */
-static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
-{
-    acc_rc_t rc = s_copy(self, s_copy_sql, &self->log_rows, err);
-    if (rc == ACC_OK && self->outbox_rows.len > 0) {
-        rc = s_copy(self, s_outbox_sql, &self->outbox_rows, err);
-    }
-    if (rc == ACC_OK && self->publish_rows.len > 0) {
-        rc = s_copy(self, s_publish_sql, &self->publish_rows, err);
-    }
-    if (rc == ACC_OK && self->delivered_count > 0) {
-        rc = s_delete_delivered(self, err);
-    }
+    copybuf_free(&sql);
     return rc;
 }
 
@@ -515,13 +530,7 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
                                  "retry")
                    : ACC_ERR_DB;
     }
-    acc_rc_t rc = s_exec(self, "BEGIN", "begin a log batch", err);
-    if (rc == ACC_OK) {
-        rc = s_write_staged(self, err);
-    }
-    if (rc == ACC_OK) {
-        rc = s_exec(self, "COMMIT", "commit a log batch", err);
-    }
+    acc_rc_t rc = s_write_staged(self, err);
     if (rc != ACC_OK) {
         acc_err_t ignored;
         if (ledger_is_up(self)) {
@@ -698,11 +707,6 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
 
 /* ---- idempotent publish ---- */
 
-static char *s_publish_key(const char *from, const char *record_id)
-{
-    return acc_xasprintf("%s\x1f%s", from, record_id);
-}
-
 void ledger_stage_publish(ledger_t *self, const char *from, const char *record_id,
                           const uint8_t hash[ACC_LOGROW_HASH_BYTES], int64_t seq)
 {
@@ -715,35 +719,92 @@ void ledger_stage_publish(ledger_t *self, const char *from, const char *record_i
     copybuf_next(b);
     copybuf_int(b, seq);
     copybuf_end_row(b);
-    acc_strlist_t *keys = &self->staged_publishes;
-    keys->items = acc_xrealloc(keys->items, (keys->count + 1) * sizeof(char *));
-    self->staged_hashes =
-        acc_xrealloc(self->staged_hashes, (keys->count + 1) * sizeof(*self->staged_hashes));
-    memcpy(self->staged_hashes[keys->count], hash, ACC_LOGROW_HASH_BYTES);
-    keys->items[keys->count++] = s_publish_key(from, record_id);
+    pubset_entry_t *e = pubset_put(&self->publishes, from, record_id);
+    e->found = true;
+    e->staged = true;
+    memcpy(e->hash, hash, ACC_LOGROW_HASH_BYTES);
 }
 
-static bool s_find_staged_publish(const ledger_t *self, const char *from, const char *record_id,
-                                  uint8_t hash[ACC_LOGROW_HASH_BYTES])
+/* Appends items as a PostgreSQL array literal, each element quoted. */
+static void s_array_literal(copybuf_t *b, const char *const *items, size_t count)
 {
-    char *key = s_publish_key(from, record_id);
-    bool found = false;
-    for (size_t i = 0; i < self->staged_publishes.count && !found; i++) {
-        if (strcmp(self->staged_publishes.items[i], key) == 0) {
-            memcpy(hash, self->staged_hashes[i], ACC_LOGROW_HASH_BYTES);
-            found = true;
+    copybuf_raw(b, "{", 1);
+    for (size_t i = 0; i < count; i++) {
+        copybuf_raw(b, i > 0 ? ",\"" : "\"", i > 0 ? 2 : 1);
+        for (const char *c = items[i]; *c != '\0'; c++) {
+            if (*c == '"' || *c == '\\') {
+                copybuf_raw(b, "\\", 1);
+            }
+            copybuf_raw(b, c, 1);
+        }
+        copybuf_raw(b, "\"", 1);
+    }
+    copybuf_raw(b, "}", 2); /* with its terminating NUL */
+}
+
+/* Marks every key looked up, then the ones PostgreSQL knows as found. */
+static void s_note_prefetched(ledger_t *self, size_t count, const char *const *from,
+                              const char *const *record_ids, PGresult *res)
+{
+    for (size_t i = 0; i < count; i++) {
+        (void)pubset_put(&self->publishes, from[i], record_ids[i]);
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetlength(res, i, 2) != ACC_LOGROW_HASH_BYTES) {
+            continue;
+        }
+        pubset_entry_t *e =
+            pubset_find(&self->publishes, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+        if (e != NULL && !e->staged) {
+            e->found = true;
+            memcpy(e->hash, PQgetvalue(res, i, 2), ACC_LOGROW_HASH_BYTES);
         }
     }
-    free(key);
-    return found;
+}
+
+acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *const *from,
+                                   const char *const *record_ids, acc_err_t *err)
+{
+    if (count == 0) {
+        return ACC_OK;
+    }
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    copybuf_t froms = { 0 };
+    copybuf_t ids = { 0 };
+    s_array_literal(&froms, from, count);
+    s_array_literal(&ids, record_ids, count);
+    const char *values[2] = { froms.data, ids.data };
+    /* text columns come back as their bytes in binary format */
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT p.from_agency, p.record_id, p.content_hash "
+                                 "FROM unnest($1::text[], $2::text[]) AS k(f, r) "
+                                 "JOIN accord_publish p ON p.from_agency = k.f "
+                                 "AND p.record_id = k.r",
+                                 2, NULL, values, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not look up earlier publishes: %s",
+                         PQerrorMessage(self->conn));
+    } else {
+        s_note_prefetched(self, count, from, record_ids, res);
+    }
+    PQclear(res);
+    copybuf_free(&froms);
+    copybuf_free(&ids);
+    return rc;
 }
 
 acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *record_id,
                              ledger_publish_t *out, acc_err_t *err)
 {
-    out->staged = s_find_staged_publish(self, from, record_id, out->hash);
-    out->found = out->staged;
-    if (out->found) {
+    memset(out, 0, sizeof(*out));
+    const pubset_entry_t *e = pubset_find(&self->publishes, from, record_id);
+    if (e != NULL) {
+        out->found = e->found;
+        out->staged = e->staged;
+        memcpy(out->hash, e->hash, sizeof(out->hash));
         return ACC_OK;
     }
     acc_rc_t rc = s_ensure_up(self, err);

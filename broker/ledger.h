@@ -77,6 +77,13 @@ typedef struct {
     uint8_t hash[ACC_LOGROW_HASH_BYTES];
 } ledger_publish_t;
 
+/* Looks up, in one query, which of count (from[i], record_ids[i]) were accepted
+ * before, so that ledger_find_publish answers them without a query each. The
+ * answers hold until the batch commits or is dropped. */
+ACC_NODISCARD acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count,
+                                                 const char *const *from,
+                                                 const char *const *record_ids, acc_err_t *err);
+
 /* Looks up an accepted (from, record_id), staged or committed, into out.
  * ACC_ERR_DB when the database cannot answer (a lost connection is re-established
  * here when no rows are staged, so lookups do not wait for a commit to retry). */

@@ -95,6 +95,27 @@ static void s_ratio(json_t *ratios, const json_t *results, const char *label, co
     json_object_set_new(ratios, label, json_real(top / bottom));
 }
 
+/* What the log alone allows: every record writes a shared and an acknowledged
+ * row per recipient, so no broker can accept more records per second than binary
+ * COPY can write those rows into the same PostgreSQL. */
+static void s_ceiling(json_t *ratios, const json_t *results)
+{
+    const json_t *a = s_find(results, "accord");
+    const json_t *c = s_find(results, "copy");
+    double recipients = a != NULL ? s_num(a, "recipients") : -1;
+    double rows_per_s = c != NULL ? s_num(c, "pg_rows_per_s") : -1;
+    if (recipients <= 0 || rows_per_s <= 0) {
+        return;
+    }
+    double ceiling = rows_per_s / (2 * recipients);
+    double accepted = s_num(a, "accepted_per_s");
+    (void)printf("\nthe log's ceiling: %.0f log rows/s by binary COPY / %.0f rows per record "
+                 "= %.0f records/s;\n  accord reaches %.2f of it (%.0f records/s)\n",
+                 rows_per_s, 2 * recipients, ceiling, accepted / ceiling, accepted);
+    json_object_set_new(ratios, "log ceiling (records/s)", json_real(ceiling));
+    json_object_set_new(ratios, "accord / log ceiling", json_real(accepted / ceiling));
+}
+
 static json_t *s_read_results(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -180,6 +201,7 @@ int main(int argc, char **argv)
         s_ratio(ratios, results, "mosquitto (records/s)", "mosquitto", "accepted_per_s",
                 "accepted_per_s");
         s_ratio(ratios, results, "copy (PG rows/s)", "copy", "pg_rows_per_s", "pg_rows_per_s");
+        s_ceiling(ratios, results);
     }
     int rc = 0;
     if (json_path != NULL) {
