@@ -1070,6 +1070,13 @@ static void s_update_metrics(broker_t *self)
         return;
     }
     self->state_at_ms = now;
+    acc_err_t err;
+    if (!ledger_is_up(self->ledger)) {
+        /* an idle broker would otherwise notice PostgreSQL is back only when
+         * traffic arrives, and a monitor gating traffic on /healthz would wait
+         * forever; the ledger reconnects with its own backoff */
+        PQclear(ledger_read(self->ledger, "SELECT 1", 0, NULL, &err));
+    }
     metrics_state_t st = { .database_up = ledger_is_up(self->ledger),
                            .migrations_current = true, /* checked at start, or no broker */
                            .agreement_id = acc_policy_id(self->policy),
@@ -1084,7 +1091,6 @@ static void s_update_metrics(broker_t *self)
         return;
     }
     self->pending_at_ms = now;
-    acc_err_t err;
     PGresult *res = ledger_read(
         self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
     for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {

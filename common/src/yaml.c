@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define YAML_FIRST_READ (64 * (size_t)1024)
+
 struct acc_yaml_doc_t {
     yaml_document_t doc;
     bool loaded;
@@ -148,8 +150,15 @@ acc_rc_t acc_yaml_load(acc_yaml_doc_t **out, const char *path, acc_err_t *err)
     if (f == NULL) {
         return acc_err_set(err, ACC_ERR_IO, "could not open \"%s\": %s", path, strerror(errno));
     }
-    unsigned char *text = acc_xmalloc(ACC_YAML_MAX_BYTES + 1);
-    size_t len = fread(text, 1, ACC_YAML_MAX_BYTES + 1, f);
+    /* grown as the file needs, to one byte past the limit so too large shows */
+    size_t cap = YAML_FIRST_READ;
+    unsigned char *text = acc_xmalloc(cap);
+    size_t len = fread(text, 1, cap, f);
+    while (len == cap && cap <= ACC_YAML_MAX_BYTES) {
+        cap = cap * 2 > ACC_YAML_MAX_BYTES + 1 ? ACC_YAML_MAX_BYTES + 1 : cap * 2;
+        text = acc_xrealloc(text, cap);
+        len += fread(text + len, 1, cap - len, f);
+    }
     bool failed = ferror(f) != 0;
     (void)fclose(f);
     acc_rc_t rc = failed ? acc_err_set(err, ACC_ERR_IO, "could not read \"%s\"", path)

@@ -820,6 +820,11 @@ Test(hostile, healthz_is_503_naming_the_database_while_postgresql_is_down_then_2
     free(body);
 
     th_pg_private_ctl(world, "start");
+    /* an idle broker notices by itself that the database is back */
+    body = s_wait_health(200, 15000, &status);
+    cr_assert_eq(status, 200, "healthz still %d with PostgreSQL back and no traffic: %s", status,
+                 body);
+    free(body);
     /* as an agent does: send again while the answer is UNAVAILABLE (the broker
      * reconnects with backoff) */
     long deadline = s_now_ms() + 60000;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "accord/config.h"
+#include "accord/yaml.h"
 
 static char s_dir[64];
 
@@ -101,4 +102,40 @@ Test(config, reads_agent_subscriptions_as_a_list)
     cr_assert_str_eq(cfg.subscriptions.items[1], "ed-attendance");
     cr_assert_eq(cfg.window, 100);
     acc_agent_config_clear(&cfg);
+}
+
+/* A comment line of n bytes pads a file to any size without changing its meaning. */
+static char *s_padded(size_t total)
+{
+    static const char body[] = "broker: tcp://127.0.0.1:7700\n";
+    char *text = malloc(total + 1);
+    cr_assert_not_null(text);
+    memset(text, ' ', total);
+    text[0] = '#';
+    text[total - sizeof(body)] = '\n';
+    memcpy(text + total - (sizeof(body) - 1), body, sizeof(body));
+    return text;
+}
+
+Test(config, reads_files_of_any_size_up_to_the_limit_and_refuses_larger)
+{
+    /* around the reader's first buffer and at the limit itself */
+    const size_t sizes[] = { 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, ACC_YAML_MAX_BYTES };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        char *text = s_padded(sizes[i]);
+        const char *path = s_write("big.yaml", text);
+        free(text);
+        acc_yaml_doc_t *doc = NULL;
+        acc_err_t err;
+        cr_assert_eq(acc_yaml_load(&doc, path, &err), ACC_OK, "%zu bytes: %s", sizes[i], err.msg);
+        acc_yaml_destroy(&doc);
+    }
+    char *text = s_padded(ACC_YAML_MAX_BYTES + 1);
+    const char *path = s_write("big.yaml", text);
+    free(text);
+    acc_yaml_doc_t *doc = NULL;
+    acc_err_t err;
+    cr_assert_eq(acc_yaml_load(&doc, path, &err), ACC_ERR_LIMIT);
+    cr_assert(strstr(err.msg, "larger than") != NULL, "%s", err.msg);
+    cr_assert_null(doc);
 }
