@@ -1,9 +1,11 @@
 /* harness.c - integration-test world: database clone, keys, agreement, processes */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sodium.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -656,4 +659,39 @@ int th_run(th_world_t *w, char **out, const char *program, ...)
     }
     *out = strdup(p->out != NULL ? p->out : "");
     return th_proc_wait(&p, 30000);
+}
+
+void th_sleep_ms(long ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+char *th_http_get(int port, const char *path, int *status)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    size_t cap = 65536;
+    size_t len = 0;
+    char *buf = malloc(cap);
+    ssize_t got;
+    while ((got = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)got;
+        if (len + 1 == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    buf[len] = '\0';
+    close(fd);
+    cr_assert(strncmp(buf, "HTTP/1.", 7) == 0 && len > 12, "not an HTTP answer: %s", buf);
+    if (status != NULL) {
+        *status = atoi(buf + 9);
+    }
+    return buf;
 }

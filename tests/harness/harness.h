@@ -33,6 +33,10 @@ th_proc_t *th_proc_start(char *const argv[]);
 th_proc_t *th_proc_start_logged(char *const argv[], const char *stderr_path);
 /* Waits until a line of the file at path contains needle; false at the deadline. */
 bool th_file_wait(const char *path, const char *needle, int timeout_ms);
+void th_sleep_ms(long ms);
+/* A plain HTTP/1.0 GET to 127.0.0.1:port: the whole response (status line,
+ * headers, body), malloc'd; *status (if not NULL) gets the status code. */
+char *th_http_get(int port, const char *path, int *status);
 /* Writes text to its stdin. */
 void th_proc_write(th_proc_t *proc, const char *text);
 void th_proc_close_stdin(th_proc_t *proc);

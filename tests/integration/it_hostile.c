@@ -2,16 +2,13 @@
  * not name, a subscriber that stops reading, PostgreSQL going away and an invalid
  * agreement on SIGHUP; the broker keeps serving the legitimate agencies, keeps
  * its descriptors and memory bounded, says so on /healthz and logs no child */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -94,12 +91,6 @@ static void teardown(void)
 
 TestSuite(hostile, .init = setup, .fini = teardown, .timeout = 280);
 
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-    nanosleep(&ts, NULL);
-}
-
 static long s_now_ms(void)
 {
     struct timespec ts;
@@ -133,32 +124,11 @@ static void s_start_broker(const char *extra)
 /* A plain HTTP/1.0 GET: the body, with the status code in *status. */
 static char *s_get(const char *path, int *status)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)http_port) };
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
-    cr_assert_eq(write(fd, req, (size_t)n), n);
-    size_t cap = 65536;
-    size_t len = 0;
-    char *buf = malloc(cap);
-    ssize_t got;
-    while ((got = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)got;
-        if (len + 1 == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-    }
-    buf[len] = '\0';
-    close(fd);
-    cr_assert(strncmp(buf, "HTTP/1.", 7) == 0 && len > 12, "not an HTTP answer: %s", buf);
-    *status = atoi(buf + 9);
-    const char *body = strstr(buf, "\r\n\r\n");
-    cr_assert_not_null(body, "%s", buf);
+    char *response = th_http_get(http_port, path, status);
+    const char *body = strstr(response, "\r\n\r\n");
+    cr_assert_not_null(body, "%s", response);
     char *out = strdup(body + 4);
-    free(buf);
+    free(response);
     return out;
 }
 
@@ -188,7 +158,7 @@ static double s_wait_metric(const char *series, double want, int timeout_ms)
     long deadline = s_now_ms() + timeout_ms;
     double value = s_metric(series);
     while (value < want && s_now_ms() < deadline) {
-        s_sleep_ms(100);
+        th_sleep_ms(100);
         value = s_metric(series);
     }
     return value;
@@ -201,7 +171,7 @@ static char *s_wait_health(int want, int timeout_ms, int *status)
     char *body = s_get("/healthz", status);
     while (*status != want && s_now_ms() < deadline) {
         free(body);
-        s_sleep_ms(200);
+        th_sleep_ms(200);
         body = s_get("/healthz", status);
     }
     return body;
@@ -305,7 +275,7 @@ static long s_wait_fds_at_most(long most, int timeout_ms)
     long deadline = s_now_ms() + timeout_ms;
     long n = s_fd_count(world->broker->pid);
     while (n > most && s_now_ms() < deadline) {
-        s_sleep_ms(100);
+        th_sleep_ms(100);
         n = s_fd_count(world->broker->pid);
     }
     return n;
@@ -586,7 +556,7 @@ Test(hostile, a_flood_of_unknown_keys_is_refused_and_costs_no_descriptors_or_mem
 
     for (long waited = 0; agents[1]->lines < FLOOD_RECORDS && waited < 120000; waited += 50) {
         s_drain_agents();
-        s_sleep_ms(50);
+        th_sleep_ms(50);
     }
     s_check_results(agents[1], FLOOD_RECORDS);
     cr_assert_eq(th_proc_wait(&agents[1], 30000), 0, "the publisher failed");
@@ -690,7 +660,7 @@ static long s_wait_stalled(void *stalled, long *beat_ms, size_t a, size_t lines,
         s_drain_agents();
         long rss = th_proc_rss_kib(world->broker->pid);
         peak = rss > peak ? rss : peak;
-        s_sleep_ms(50);
+        th_sleep_ms(50);
     }
     return peak;
 }
@@ -833,7 +803,7 @@ Test(hostile, healthz_is_503_naming_the_database_while_postgresql_is_down_then_2
     while (code == ACCORD__V1__ERROR_CODE__UNAVAILABLE && s_now_ms() < deadline) {
         code = s_publish_one("hv-after");
         unavailable += code == ACCORD__V1__ERROR_CODE__UNAVAILABLE;
-        s_sleep_ms(code == ACCORD__V1__ERROR_CODE__UNAVAILABLE ? 200 : 0);
+        th_sleep_ms(code == ACCORD__V1__ERROR_CODE__UNAVAILABLE ? 200 : 0);
     }
     cr_assert_eq(code, ACCORD__V1__ERROR_CODE__OK, "%s", acc_pb_code_name(code));
     body = s_wait_health(200, 5000, &status);

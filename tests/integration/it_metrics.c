@@ -1,13 +1,8 @@
 /* it_metrics.c - /metrics and /healthz from a running broker */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "harness.h"
 
@@ -43,42 +38,10 @@ static void teardown(void)
 
 TestSuite(metrics, .init = setup, .fini = teardown, .timeout = 60);
 
-/* A plain HTTP/1.0 GET; returns the whole response (status line, headers, body). */
-static char *s_get(const char *path)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
-    cr_assert_eq(write(fd, req, (size_t)n), n);
-    size_t cap = 65536;
-    size_t len = 0;
-    char *buf = malloc(cap);
-    ssize_t got;
-    while ((got = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)got;
-        if (len + 1 == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-    }
-    buf[len] = '\0';
-    close(fd);
-    return buf;
-}
-
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-    nanosleep(&ts, NULL);
-}
-
 Test(metrics, healthz_is_ok_and_metrics_count_what_happened_without_naming_a_child)
 {
-    s_sleep_ms(1200); /* the loop refreshes its state once a second */
-    char *health = s_get("/healthz");
+    th_sleep_ms(1200); /* the loop refreshes its state once a second */
+    char *health = th_http_get(port, "/healthz", NULL);
     cr_assert(strncmp(health, "HTTP/1.0 200", 12) == 0 || strncmp(health, "HTTP/1.1 200", 12) == 0,
               "%s", health);
     cr_assert(strstr(health, "ok: agreement test-agreement in force") != NULL, "%s", health);
@@ -103,9 +66,9 @@ Test(metrics, healthz_is_ok_and_metrics_count_what_happened_without_naming_a_chi
     const char *stranger = th_agent_config(world, "stranger", NULL);
     (void)th_run(world, &out, "accord-audit", "--config", stranger, "log", (char *)NULL);
     free(out);
-    s_sleep_ms(11000); /* the outbox figure is refreshed every ten seconds */
+    th_sleep_ms(11000); /* the outbox figure is refreshed every ten seconds */
 
-    char *m = s_get("/metrics");
+    char *m = th_http_get(port, "/metrics", NULL);
     const char *expect[] = {
         "accord_log_rows_total{event=\"shared\",agency=\"rmbc-childrens-centres\"} 1",
         "accord_log_rows_total{event=\"refused\",agency=\"rft-health-visiting\"} 1",
@@ -124,7 +87,7 @@ Test(metrics, healthz_is_ok_and_metrics_count_what_happened_without_naming_a_chi
     cr_assert(strstr(m, "9434765919") == NULL && strstr(m, "9434765918") == NULL,
               "a child's NHS number in the metrics");
     free(m);
-    char *missing = s_get("/nothing");
+    char *missing = th_http_get(port, "/nothing", NULL);
     cr_assert(strstr(missing, " 404") != NULL, "%s", missing);
     free(missing);
 }

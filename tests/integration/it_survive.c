@@ -70,12 +70,6 @@ static void teardown(void)
 
 TestSuite(survive, .init = setup, .fini = teardown, .timeout = 1200);
 
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-    nanosleep(&ts, NULL);
-}
-
 /* Writes n health-visit records prefix-00000.. to DIR/name; every bad_every-th
  * (if > 0) has an NHS number that fails its check digit. */
 static char *s_write_records(const char *name, const char *prefix, int n, int bad_every)
@@ -137,9 +131,9 @@ static long s_incoming(const char *agency)
 static void s_wait_incoming(const char *agency, long expected, int timeout_ms)
 {
     for (int waited = 0; s_incoming(agency) < expected && waited < timeout_ms; waited += 100) {
-        s_sleep_ms(100);
+        th_sleep_ms(100);
     }
-    s_sleep_ms(1500); /* long enough for a stray duplicate to land, if there were one */
+    th_sleep_ms(1500); /* long enough for a stray duplicate to land, if there were one */
 }
 
 static int s_cmp_str(const void *a, const void *b)
@@ -268,7 +262,7 @@ static void s_wait_shared(long at_least)
                 th_proc_drain(agents[i]);
             }
         }
-        s_sleep_ms(50);
+        th_sleep_ms(50);
     }
 }
 
@@ -296,11 +290,11 @@ static void s_stream_through_a_kill(s_victim_t victim)
     s_wait_shared(2L * 2 * PER_PUBLISHER / 3);
     if (victim == KILL_BROKER) {
         cr_assert_eq(th_proc_stop(&world->broker, SIGKILL, 5000), 128 + SIGKILL);
-        s_sleep_ms(300);
+        th_sleep_ms(300);
         th_broker_start(world);
     } else {
         cr_assert_eq(th_proc_stop(&subs[0], SIGKILL, 5000), 128 + SIGKILL);
-        s_sleep_ms(300);
+        th_sleep_ms(300);
         subs[0] = s_start_subscriber(s_subscribers[0]);
     }
 
@@ -512,7 +506,7 @@ Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_fl
         PGresult *res = PQexec(db, "SELECT count(*) FROM accord_log WHERE event = 'shared'");
         shared = strtol(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
-        s_sleep_ms(50);
+        th_sleep_ms(50);
     }
     PQfinish(db);
     th_pg_private_ctl(world, "stop");
@@ -525,7 +519,7 @@ Test(survive, postgresql_stopped_mid_stream_means_unavailable_then_everything_fl
                th_file_wait(log, "cannot be read just now", 50);
     }
     cr_assert(told, "the publisher was not told UNAVAILABLE while PostgreSQL was down");
-    s_sleep_ms(2000);
+    th_sleep_ms(2000);
     th_pg_private_ctl(world, "start");
 
     cr_assert_eq(th_proc_wait_lines(agents[1], RECORDS, 300000), (size_t)RECORDS);
