@@ -219,6 +219,7 @@ void broker_destroy(broker_t **self_p)
         acc_strlist_clear(&self->peers[i].subscriptions);
     }
     free(self->peers);
+    free(self->inbox);
     if (self->router != NULL) {
         zmq_close(self->router);
     }
@@ -673,9 +674,6 @@ static void s_pump_outbox(broker_t *self)
  * recipient's connection restarts from its oldest pending share. */
 static void s_redeliver_due(broker_t *self)
 {
-    if (ledger_staged(self->ledger) > 0) {
-        return; /* after the acknowledgements waiting are committed */
-    }
     int64_t now = s_now_ms();
     for (size_t i = 0; i < self->inflight_count; i++) {
         const inflight_t *f = &self->inflight[i];
@@ -872,13 +870,13 @@ static void s_drain_frames(broker_t *self)
 
 /* One message off the socket: a routing id and, from a well-behaved peer,
  * exactly one body frame holding an Envelope. */
-typedef struct {
+struct inmsg_t {
     zmq_msg_t rid;
     zmq_msg_t body;
     bool routable;             /* a routing id the broker can answer, and a body */
     bool one_frame;            /* the body was a single frame */
     Accord__V1__Envelope *env; /* unpacked body; NULL if it is not an Envelope */
-} inmsg_t;
+};
 
 /* Takes one message off the socket; false when none is waiting. */
 static bool s_take(broker_t *self, inmsg_t *m)
@@ -970,7 +968,10 @@ static size_t s_pass_size(const broker_t *self, size_t taken)
  * publishes looked up in one query before its messages are handled in order. */
 static void s_read_batch(broker_t *self)
 {
-    inmsg_t *msgs = acc_xmalloc(READ_PASS_MAX * sizeof(*msgs));
+    if (self->inbox == NULL) {
+        self->inbox = acc_xmalloc(READ_PASS_MAX * sizeof(*self->inbox));
+    }
+    inmsg_t *msgs = self->inbox;
     size_t taken = 0;
     size_t want;
     while ((want = s_pass_size(self, taken)) > 0) {
@@ -987,7 +988,6 @@ static void s_read_batch(broker_t *self)
             break; /* nothing more waiting */
         }
     }
-    free(msgs);
 }
 
 /* ---- the loop ---- */

@@ -68,6 +68,9 @@ typedef struct {
     bool ack_staged;
 } inflight_t;
 
+/* A message taken off the router socket (defined in broker.c). */
+typedef struct inmsg_t inmsg_t;
+
 typedef struct {
     const acc_broker_config_t *config;
     void *ctx;
@@ -78,6 +81,7 @@ typedef struct {
     uint8_t *subject_key; /* sodium_malloc, 32 bytes */
     peer_t *peers;
     size_t peer_count;
+    inmsg_t *inbox; /* one read pass of messages, allocated on first use */
     size_t peer_cap;
     out_t *out;
     size_t out_count;

@@ -154,10 +154,12 @@ static int s_pub_send(void *conn, uint64_t token, int64_t sent_ns)
     return 0;
 }
 
-/* Waits for the first answer, then takes whatever else is already there. */
-static int s_pub_poll(void *conn, bench_pub_t *pub, int timeout_ms)
+typedef int envelope_fn(conn_t *c, const Accord__V1__Envelope *env, void *ctx);
+
+/* Waits up to timeout_ms for the first envelope, then takes whatever else is
+ * already there, handing each to fn; -1 on a broken connection or fn's -1. */
+static int s_drain(conn_t *c, int timeout_ms, envelope_fn *fn, void *ctx)
 {
-    conn_t *c = conn;
     for (int wait_ms = timeout_ms;; wait_ms = 0) {
         Accord__V1__Envelope *env = NULL;
         acc_err_t err;
@@ -169,14 +171,30 @@ static int s_pub_poll(void *conn, bench_pub_t *pub, int timeout_ms)
             (void)fprintf(stderr, "bench: %s\n", err.msg);
             return -1;
         }
-        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT) {
-            bench_pub_result(pub, env->correlation_id,
-                             env->publish_result->code == ACCORD__V1__ERROR_CODE__OK);
-        } else if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
-            bench_pub_result(pub, env->correlation_id, false);
-        }
+        int ok = fn(c, env, ctx);
         accord__v1__envelope__free_unpacked(env, NULL);
+        if (ok != 0) {
+            return -1;
+        }
     }
+}
+
+static int s_on_result(conn_t *c, const Accord__V1__Envelope *env, void *ctx)
+{
+    (void)c;
+    bench_pub_t *pub = ctx;
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT) {
+        bench_pub_result(pub, env->correlation_id,
+                         env->publish_result->code == ACCORD__V1__ERROR_CODE__OK);
+    } else if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+        bench_pub_result(pub, env->correlation_id, false);
+    }
+    return 0;
+}
+
+static int s_pub_poll(void *conn, bench_pub_t *pub, int timeout_ms)
+{
+    return s_drain(conn, timeout_ms, s_on_result, pub);
 }
 
 static int s_sub_open(void **out, const bench_opts_t *opts, int index)
@@ -215,30 +233,19 @@ static int s_ack(conn_t *c, const char *share_id)
     return 0;
 }
 
+static int s_on_delivery(conn_t *c, const Accord__V1__Envelope *env, void *ctx)
+{
+    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_DELIVER) {
+        return 0;
+    }
+    int ok = s_ack(c, env->deliver->share_id);
+    bench_sub_delivery(ctx, s_sent_ns(env->deliver));
+    return ok;
+}
+
 static int s_sub_poll(void *conn, bench_sub_t *sub, int timeout_ms)
 {
-    conn_t *c = conn;
-    for (int wait_ms = timeout_ms;; wait_ms = 0) {
-        Accord__V1__Envelope *env = NULL;
-        acc_err_t err;
-        acc_rc_t rc = client_recv(c->client, &env, wait_ms, &err);
-        if (rc == ACC_ERR_TIMEOUT) {
-            return 0;
-        }
-        if (rc != ACC_OK) {
-            (void)fprintf(stderr, "bench: %s\n", err.msg);
-            return -1;
-        }
-        int ok = 0;
-        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_DELIVER) {
-            ok = s_ack(c, env->deliver->share_id);
-            bench_sub_delivery(sub, s_sent_ns(env->deliver));
-        }
-        accord__v1__envelope__free_unpacked(env, NULL);
-        if (ok != 0) {
-            return -1;
-        }
-    }
+    return s_drain(conn, timeout_ms, s_on_delivery, sub);
 }
 
 int main(int argc, char **argv)

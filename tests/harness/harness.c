@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -694,4 +695,38 @@ char *th_http_get(int port, const char *path, int *status)
         *status = atoi(buf + 9);
     }
     return buf;
+}
+
+Accord__V1__ErrorCode th_publish_code(th_world_t *world, const char *agency, const char *json,
+                                      const char *from)
+{
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, agency, &cfg);
+    Accord__V1__Envelope *reply = th_publish(c, json, from);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT);
+    Accord__V1__ErrorCode code = reply->publish_result->code;
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    return code;
+}
+
+void th_assert_all_accepted(th_proc_t *pub, int n)
+{
+    size_t got = th_proc_wait_lines(pub, (size_t)n, 1000);
+    cr_assert_eq(got, (size_t)n, "%zu results for %d records", got, n);
+    char *seen = calloc((size_t)n + 1, 1);
+    for (int i = 0; i < n; i++) {
+        char *line = th_proc_line(pub, (size_t)i);
+        json_t *obj = json_loads(line, 0, NULL);
+        cr_assert_not_null(obj, "%s", line);
+        json_int_t no = json_integer_value(json_object_get(obj, "line"));
+        cr_assert(no >= 1 && no <= n && !seen[no], "line %lld answered twice", (long long)no);
+        seen[no] = 1;
+        cr_assert_str_eq(json_string_value(json_object_get(obj, "result")), "accepted", "%s", line);
+        json_decref(obj);
+        free(line);
+    }
+    cr_assert_null(th_proc_line(pub, (size_t)n), "more results than records");
+    free(seen);
 }

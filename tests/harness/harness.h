@@ -141,6 +141,30 @@ client_t *th_client(th_world_t *world, const char *agency, acc_agent_config_t *c
 /* Publishes the NDJSON record json (from_agency claim from, "" for none) and waits
  * for the answer, which the caller frees with accord__v1__envelope__free_unpacked. */
 Accord__V1__Envelope *th_publish(client_t *client, const char *json, const char *from);
+/* Publishes json as agency over a connection of its own and returns the result's
+ * code (failing the test if the answer is not a PublishResult). */
+Accord__V1__ErrorCode th_publish_code(th_world_t *world, const char *agency, const char *json,
+                                      const char *from);
+/* The publisher agent printed exactly one result per record for n records (each
+ * line number once, none more), every one accepted. */
+void th_assert_all_accepted(th_proc_t *pub, int n);
+
+/* The health-visiting rule most tests need: visit date and type to the
+ * children's centres and early help, subject NHS number and family name. */
+#define TH_RULES_HV_TO_PARTNERS                                          \
+    "record_types:\n"                                                    \
+    "  - id: health-visit\n"                                             \
+    "    fields: {visit_date: date, visit_type: text, concerns: text}\n" \
+    "rules:\n"                                                           \
+    "  - id: hv-to-partners\n"                                           \
+    "    from: rft-health-visiting\n"                                    \
+    "    to: [rmbc-childrens-centres, rmbc-early-help]\n"                \
+    "    record_types: [health-visit]\n"                                 \
+    "    fields: [visit_date, visit_type]\n"                             \
+    "    subject: [nhs_number, family_name]\n"                           \
+    "    purpose: Best Start\n"                                          \
+    "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"                            \
+    "    consent: not-required\n"
 
 /* A health-visit NDJSON line for record_id and nhs. */
 char *th_health_visit_json(const char *record_id, const char *nhs);

@@ -57,19 +57,6 @@ static void teardown(void)
 
 TestSuite(share, .init = setup, .fini = teardown, .timeout = 120);
 
-static Accord__V1__ErrorCode s_publish_code(const char *json, const char *from)
-{
-    acc_agent_config_t cfg;
-    client_t *c = th_client(world, "rft-health-visiting", &cfg);
-    Accord__V1__Envelope *reply = th_publish(c, json, from);
-    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT);
-    Accord__V1__ErrorCode code = reply->publish_result->code;
-    accord__v1__envelope__free_unpacked(reply, NULL);
-    client_destroy(&c);
-    acc_agent_config_clear(&cfg);
-    return code;
-}
-
 Test(share, subscriber_receives_exactly_the_allowed_fields)
 {
     (void)th_agent_config(world, "rmbc-childrens-centres", NULL);
@@ -121,7 +108,8 @@ Test(share, record_without_a_rule_is_refused_no_agreement_and_logged)
     const char *json = "{\"record_id\":\"da-1\",\"record_type\":\"police-da-notification\","
                        "\"occurred_at\":\"2026-11-20T10:15:00Z\",\"subject\":{\"nhs_number\":"
                        "\"9434765919\"},\"fields\":{\"incident_date\":\"2026-11-19\"}}";
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__NO_AGREEMENT);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__NO_AGREEMENT);
     cr_assert_eq(th_pg_count(world, "event = 'refused' AND record_id = 'da-1' AND "
                                     "error_code = 'NO_AGREEMENT'"),
                  1);
@@ -146,7 +134,8 @@ Test(share, nhs_numbers_are_checked_by_modulus_11)
         char id[32];
         snprintf(id, sizeof(id), "hv-nhs-%zu", i);
         char *json = th_health_visit_json(id, cases[i].nhs);
-        cr_assert_eq(s_publish_code(json, ""), cases[i].code, "case %zu", i);
+        cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""), cases[i].code,
+                     "case %zu", i);
         free(json);
         char where[128];
         snprintf(where, sizeof(where), "record_id = '%s' AND event = '%s'", id,
@@ -170,7 +159,8 @@ Test(share, key_not_in_the_agreement_fails_the_handshake)
 Test(share, publish_naming_another_agency_is_refused_spoofed)
 {
     char *json = th_health_visit_json("hv-spoof", "9434765919");
-    cr_assert_eq(s_publish_code(json, "syp-police"), ACCORD__V1__ERROR_CODE__SPOOFED);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, "syp-police"),
+                 ACCORD__V1__ERROR_CODE__SPOOFED);
     free(json);
     cr_assert_eq(th_pg_count(world, "event = 'refused' AND error_code = 'SPOOFED' AND "
                                     "from_agency = 'rft-health-visiting'"),
@@ -192,14 +182,16 @@ Test(share, malformed_frame_gets_an_error_and_the_broker_keeps_serving)
     client_destroy(&c);
     acc_agent_config_clear(&cfg);
     char *json = th_health_visit_json("hv-after-garbage", "9434765919");
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__OK);
     free(json);
 }
 
 Test(share, log_holds_one_row_per_decision_and_no_plaintext)
 {
     char *json = th_health_visit_json("hv-plain", "9434765919");
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__OK);
     free(json);
     cr_assert_eq(th_pg_count(world, "record_id = 'hv-plain'"), 1);
     cr_assert_eq(th_pg_count(world, "record_id = 'hv-plain' AND payload IS NOT NULL"), 1);
@@ -233,7 +225,8 @@ Test(share, result_arrives_only_after_the_rows_are_committed)
 Test(share, audit_verify_passes_on_a_fresh_log_and_fails_after_tampering)
 {
     char *json = th_health_visit_json("hv-verify", "9434765919");
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__OK);
     free(json);
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accord-audit", world->bin_dir);
@@ -255,7 +248,8 @@ Test(share, audit_verify_passes_on_a_fresh_log_and_fails_after_tampering)
 Test(share, broker_role_cannot_update_or_delete_log_rows)
 {
     char *json = th_health_visit_json("hv-append", "9434765919");
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__OK);
     free(json);
     PGresult *res = PQexec(world->db, "UPDATE accord_log SET reason = 'x'");
     cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
@@ -269,10 +263,12 @@ Test(share, broker_role_cannot_update_or_delete_log_rows)
 Test(share, the_broker_log_never_holds_a_childs_identifiers)
 {
     char *json = th_health_visit_json("hv-private", "9434765919");
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__OK);
     free(json);
     json = th_health_visit_json("hv-private-bad", "9434765918");
-    cr_assert_eq(s_publish_code(json, ""), ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER);
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER);
     free(json);
     th_broker_stop(world);
     char path[600];
