@@ -286,8 +286,10 @@ typedef struct {
     uint64_t accepted;
     uint64_t refused;
     uint64_t deliveries;
-    double cpu_s;   /* server utime + stime; -1 unknown */
-    long long rows; /* accord_log max(seq); -1 unknown */
+    double cpu_s;     /* server utime + stime; -1 unknown */
+    long long rows;   /* accord_log max(seq); -1 unknown */
+    double wal_bytes; /* cluster-wide pg_stat_wal.wal_bytes; -1 unknown */
+    double wal_fpi;   /* full-page images written to WAL; -1 unknown */
 } snapshot_t;
 
 static double s_proc_cpu_s(int pid)
@@ -354,6 +356,25 @@ static long long s_log_rows(PGconn *db)
     return rows;
 }
 
+/* What PostgreSQL wrote to its WAL: the bytes every commit must flush, and how many
+ * of them were full-page images (an index page's first change after a checkpoint). */
+static void s_wal(PGconn *db, double *bytes, double *fpi)
+{
+    *bytes = -1;
+    *fpi = -1;
+    if (db == NULL) {
+        return;
+    }
+    PGresult *res = PQexec(db, "SELECT wal_bytes, wal_fpi FROM pg_stat_wal");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        *bytes = strtod(PQgetvalue(res, 0, 0), NULL);
+        *fpi = strtod(PQgetvalue(res, 0, 1), NULL);
+    } else {
+        (void)fprintf(stderr, "bench: could not read pg_stat_wal: %s", PQerrorMessage(db));
+    }
+    PQclear(res);
+}
+
 typedef struct {
     run_t run;
     bench_pub_t *pubs;
@@ -373,6 +394,7 @@ static snapshot_t s_snapshot(const world_t *w)
     }
     s.cpu_s = s_proc_cpu_s(w->run.opts->server_pid);
     s.rows = s_log_rows(w->db);
+    s_wal(w->db, &s.wal_bytes, &s.wal_fpi);
     return s;
 }
 
@@ -414,9 +436,12 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b)
                         ? (b->cpu_s - a->cpu_s) * 1e6 / accepted
                         : -1;
     double rows = a->rows >= 0 && b->rows >= 0 ? (double)(b->rows - a->rows) / secs : -1;
+    bool wal_known = a->wal_bytes >= 0 && b->wal_bytes >= 0 && accepted > 0;
+    double wal_kib = wal_known ? (b->wal_bytes - a->wal_bytes) / 1024.0 / accepted : -1;
+    double wal_fpi = wal_known ? (b->wal_fpi - a->wal_fpi) / accepted : -1;
     json_t *obj = json_pack(
         "{s:s, s:s, s:i, s:i, s:i, s:I, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:o, s:o, s:o, "
-        "s:o, s:o}",
+        "s:o, s:o, s:o, s:o}",
         "scenario", o->scenario, "transport", w->run.transport->name, "publishers", o->publishers,
         "subscribers", o->subscribers, "recipients", o->recipients, "size", (json_int_t)o->size,
         "window", o->window, "rate_offered", o->rate, "seconds", secs, "accepted_per_s",
@@ -426,7 +451,8 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b)
         "result_ms", s_hist_json(result), "delivery_ms", s_hist_json(delivery), "cpu_us_per_record",
         s_number_or_null(cpu_us), "peak_rss_mib",
         s_number_or_null(s_proc_peak_rss_mib(o->server_pid)), "pg_rows_per_s",
-        s_number_or_null(rows));
+        s_number_or_null(rows), "wal_kib_per_record", s_number_or_null(wal_kib),
+        "wal_fpi_per_record", s_number_or_null(wal_fpi));
     char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(6));
     (void)printf("%s\n", text);
     free(text);

@@ -50,6 +50,8 @@ static void s_row(const json_t *r)
     s_cell(s_num(r, "cpu_us_per_record"), 1, 7);
     s_cell(s_num(r, "peak_rss_mib"), 1, 7);
     s_cell(s_num(r, "pg_rows_per_s"), 0, 9);
+    s_cell(s_num(r, "wal_kib_per_record"), 2, 7);
+    s_cell(s_num(r, "wal_fpi_per_record"), 2, 7);
     if (s_num(r, "restart_ms") >= 0) {
         (void)printf("  restart to ready %.0f ms, RSS %.1f MiB", s_num(r, "restart_ms"),
                      s_num(r, "rss_mib"));
@@ -116,6 +118,45 @@ static void s_ceiling(json_t *ratios, const json_t *results)
     json_object_set_new(ratios, "accord / log ceiling", json_real(accepted / ceiling));
 }
 
+/* The first scenario whose name starts with prefix, e.g. "accord @". */
+static const json_t *s_find_prefix(const json_t *results, const char *prefix)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        const char *name = json_string_value(json_object_get(r, "scenario"));
+        if (name != NULL && strncmp(name, prefix, strlen(prefix)) == 0 &&
+            json_object_get(r, "error") == NULL) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* At the fixed offered rate, what the two things every record needs cost on their
+ * own: a hop through a bare relay, and a durable commit of its log rows. */
+static void s_floor(json_t *ratios, const json_t *results)
+{
+    const json_t *a = s_find_prefix(results, "accord @");
+    const json_t *c = s_find_prefix(results, "commit @");
+    if (a == NULL || c == NULL) {
+        return;
+    }
+    const json_t *r = s_find_prefix(results, "relay @");
+    (void)printf("\nthe latency floor at the fixed rate (publish to result, ms):\n");
+    (void)printf("  %-44s p50 %7.3f  p99 %7.3f\n", "commit of a record's log rows alone",
+                 s_ms(c, "result_ms", "p50"), s_ms(c, "result_ms", "p99"));
+    if (r != NULL) {
+        (void)printf("  %-44s p50 %7.3f  p99 %7.3f\n", "a hop through the bare relay alone",
+                     s_ms(r, "result_ms", "p50"), s_ms(r, "result_ms", "p99"));
+    }
+    (void)printf("  %-44s p50 %7.3f  p99 %7.3f\n", "accord", s_ms(a, "result_ms", "p50"),
+                 s_ms(a, "result_ms", "p99"));
+    json_object_set_new(ratios, "commit floor p50 ms", json_real(s_ms(c, "result_ms", "p50")));
+    json_object_set_new(ratios, "commit floor p99 ms", json_real(s_ms(c, "result_ms", "p99")));
+}
+
 static json_t *s_read_results(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -141,11 +182,12 @@ static json_t *s_read_results(const char *path)
 
 static void s_table(const json_t *results)
 {
-    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "", "accepted",
-                 "delivered", "result", "", "", "", "deliver", "", "CPU", "peak", "PG");
-    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s\n", "scenario", "rec/s",
-                 "rec/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "p50 ms", "p99 ms", "us/rec",
-                 "RSS MiB", "rows/s");
+    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s\n", "", "accepted",
+                 "delivered", "result", "", "", "", "deliver", "", "CPU", "peak", "PG", "WAL",
+                 "WAL");
+    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s\n", "scenario",
+                 "rec/s", "rec/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "p50 ms", "p99 ms",
+                 "us/rec", "RSS MiB", "rows/s", "KiB/rec", "FPI/rec");
     size_t i;
     const json_t *r;
     json_array_foreach(results, i, r)
@@ -200,8 +242,11 @@ int main(int argc, char **argv)
                 "accepted_per_s");
         s_ratio(ratios, results, "mosquitto (records/s)", "mosquitto", "accepted_per_s",
                 "accepted_per_s");
+        s_ratio(ratios, results, "commit (records/s)", "commit", "accepted_per_s",
+                "accepted_per_s");
         s_ratio(ratios, results, "copy (PG rows/s)", "copy", "pg_rows_per_s", "pg_rows_per_s");
         s_ceiling(ratios, results);
+        s_floor(ratios, results);
     }
     int rc = 0;
     if (json_path != NULL) {
