@@ -66,8 +66,10 @@ static int s_pub_open(void **out, const bench_opts_t *opts, int index)
     }
     c->recipients = opts->recipients;
     pgrows_init(&c->rows, opts->size);
-    /* rows of different publishers must not collide on the log's primary key */
-    c->rows.seq = (int64_t)index << 40;
+    /* publishers take turns in the sequence: no two rows collide on the log's
+     * primary key, and its maximum still counts the rows written */
+    c->rows.seq = index;
+    c->rows.stride = opts->publishers;
     c->rows.rng += (uint64_t)index;
     c->db = PQconnectdb(opts->endpoint);
     *out = c;

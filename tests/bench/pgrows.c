@@ -94,6 +94,7 @@ void pgrows_init(pgrows_t *r, size_t size)
 {
     memset(r, 0, sizeof(*r));
     r->rng = 0x9e3779b97f4a7c15ULL;
+    r->stride = 1;
     r->payload_bytes = size + AEAD_TAG_BYTES;
     r->payload = malloc(r->payload_bytes);
     if (r->payload == NULL) {
@@ -121,7 +122,8 @@ void pgrows_row(pgrows_buf_t *b, pgrows_t *r, const char *event, int64_t at_us)
 {
     int shared = strcmp(event, "shared") == 0;
     s_put_be(b, LOG_COLUMNS, 2);
-    s_int8(b, ++r->seq);
+    r->seq += r->stride;
+    s_int8(b, r->seq);
     s_random_field(b, r, 16); /* share_id */
     s_int8(b, at_us);
     s_text(b, event);

@@ -18,6 +18,7 @@ typedef struct {
 typedef struct {
     uint64_t rng;           /* xorshift state for ids, tags and hashes */
     int64_t seq;            /* the last row's sequence */
+    int64_t stride;         /* between one row's sequence and the next */
     size_t payload_bytes;   /* a sealed record: the record and its AEAD tag */
     unsigned char *payload; /* owned */
 } pgrows_t;

@@ -244,6 +244,8 @@ int main(int argc, char **argv)
                 "accepted_per_s");
         s_ratio(ratios, results, "commit (records/s)", "commit", "accepted_per_s",
                 "accepted_per_s");
+        s_ratio(ratios, results, "commit x4 connections (records/s)", "commit x4 connections",
+                "accepted_per_s", "accepted_per_s");
         s_ratio(ratios, results, "copy (PG rows/s)", "copy", "pg_rows_per_s", "pg_rows_per_s");
         s_ceiling(ratios, results);
         s_floor(ratios, results);
