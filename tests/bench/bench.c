@@ -578,6 +578,10 @@ static int s_open_all(world_t *w)
 {
     const bench_opts_t *o = w->run.opts;
     const bench_transport_t *t = w->run.transport;
+    if (o->subscribers > 0 && t->sub_open == NULL) {
+        (void)fprintf(stderr, "bench: %s has no subscribers: use --subscribers 0\n", t->name);
+        return -1;
+    }
     for (int i = 0; i < o->subscribers; i++) {
         bench_sub_t *sub = &w->subs[i];
         *sub = (bench_sub_t){ .run = &w->run, .index = i };

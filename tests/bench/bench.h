@@ -43,6 +43,7 @@ typedef struct {
     /* Waits up to timeout_ms for results and reports each with bench_pub_result. */
     int (*pub_poll)(void *conn, bench_pub_t *pub, int timeout_ms);
     void (*pub_close)(void **conn);
+    /* NULL for a transport without subscribers (run with --subscribers 0). */
     int (*sub_open)(void **conn, const bench_opts_t *opts, int index);
     /* Waits up to timeout_ms for deliveries, acknowledges each and reports it with
      * bench_sub_delivery. */

@@ -173,34 +173,12 @@ static int s_pub_poll(void *conn, bench_pub_t *pub, int timeout_ms)
     return s_collect(c, pub);
 }
 
-static int s_sub_open(void **out, const bench_opts_t *opts, int index)
-{
-    (void)out;
-    (void)opts;
-    (void)index;
-    (void)fprintf(stderr, "bench: the commit reference has no subscribers (--subscribers 0)\n");
-    return -1;
-}
-
-static int s_sub_poll(void *conn, bench_sub_t *sub, int timeout_ms)
-{
-    (void)conn;
-    (void)sub;
-    (void)timeout_ms;
-    return -1;
-}
-
 int main(int argc, char **argv)
 {
-    static const bench_transport_t transport = {
-        .name = "commit",
-        .pub_open = s_pub_open,
-        .pub_send = s_pub_send,
-        .pub_poll = s_pub_poll,
-        .pub_close = s_close,
-        .sub_open = s_sub_open,
-        .sub_poll = s_sub_poll,
-        .sub_close = s_close,
-    };
-    return bench_main(argc, argv, &transport);
+    static const bench_transport_t commit = { .name = "commit",
+                                              .pub_open = s_pub_open,
+                                              .pub_send = s_pub_send,
+                                              .pub_poll = s_pub_poll,
+                                              .pub_close = s_close };
+    return bench_main(argc, argv, &commit);
 }
