@@ -212,6 +212,9 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
 
 static void s_out_free(out_t *o)
 {
+    if (o->frame != NULL) {
+        sodium_memzero(o->frame, o->frame_len); /* a Deliver holds a child's record */
+    }
     free(o->frame);
     free(o->record_id);
     free(o->record_type);
