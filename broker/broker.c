@@ -46,6 +46,21 @@ static acc_rc_t s_set(void *socket, int option, const void *value, size_t len, a
     return ACC_OK;
 }
 
+/* Frames a connection may have waiting to be read: the high-water mark counts
+ * frames, so it is set from a byte budget. A peer past it is slowed by TCP, not
+ * refused, so a small mark costs a well-behaved agent nothing. */
+#define INBOUND_BYTES_MAX ((int64_t)16 * 1024 * 1024)
+#define INBOUND_QUEUE_MIN 8
+
+static int s_inbound_queue_max(const acc_broker_config_t *config)
+{
+    int64_t frames = INBOUND_BYTES_MAX / config->max_message_bytes;
+    if (frames < INBOUND_QUEUE_MIN) {
+        frames = INBOUND_QUEUE_MIN;
+    }
+    return frames > config->peer_queue_max ? (int)config->peer_queue_max : (int)frames;
+}
+
 static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], acc_err_t *err)
 {
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
@@ -73,6 +88,10 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_SNDHWM, &queue_max, sizeof(queue_max), err);
+    }
+    if (rc == ACC_OK) {
+        int in_max = s_inbound_queue_max(self->config);
+        rc = s_set(self->router, ZMQ_RCVHWM, &in_max, sizeof(in_max), err);
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
@@ -1046,13 +1065,19 @@ static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
 
 #define READ_PASS_MAX 512 /* messages taken off the socket, then handled, at a time */
 
+/* A batch's staged rows and a pass's frames are bounded in bytes as well as in
+ * number, so large records cannot make one batch hold gigabytes. */
+#define BATCH_BYTES_MAX ((size_t)8 * 1024 * 1024)
+#define PASS_BYTES_MAX  ((size_t)4 * 1024 * 1024)
+
 /* Messages to take in the next pass: each stages at most a few rows, so a batch
  * stays near batch_max_rows. 0 when the batch is full. */
 static size_t s_pass_size(const broker_t *self, size_t taken)
 {
     size_t max_rows = (size_t)self->config->batch_max_rows;
     size_t staged = ledger_staged(self->ledger);
-    if (taken >= READ_BATCH_MAX || staged >= max_rows) {
+    if (taken >= READ_BATCH_MAX || staged >= max_rows ||
+        ledger_staged_bytes(self->ledger) >= BATCH_BYTES_MAX) {
         return 0;
     }
     return max_rows - staged < READ_PASS_MAX ? max_rows - staged : READ_PASS_MAX;
@@ -1070,7 +1095,9 @@ static void s_read_batch(broker_t *self)
     size_t want;
     while ((want = s_pass_size(self, taken)) > 0) {
         size_t n = 0;
-        while (n < want && s_take(self, &msgs[n])) {
+        size_t bytes = 0;
+        while (n < want && bytes < PASS_BYTES_MAX && s_take(self, &msgs[n])) {
+            bytes += zmq_msg_size(&msgs[n].body);
             n++;
         }
         s_prefetch_publishes(self, msgs, n);
@@ -1078,7 +1105,7 @@ static void s_read_batch(broker_t *self)
             s_handle(self, &msgs[i]);
         }
         taken += n;
-        if (n < want) {
+        if (n < want && bytes < PASS_BYTES_MAX) {
             break; /* nothing more waiting */
         }
     }

@@ -375,6 +375,11 @@ size_t ledger_staged(const ledger_t *self)
     return self->staged;
 }
 
+size_t ledger_staged_bytes(const ledger_t *self)
+{
+    return self->log_rows.len + self->outbox_rows.len + self->publish_rows.len;
+}
+
 bool ledger_is_up(const ledger_t *self)
 {
     return self->conn != NULL && PQstatus(self->conn) == CONNECTION_OK;

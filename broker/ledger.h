@@ -123,6 +123,8 @@ void ledger_set_observer(ledger_t *self, ledger_observer_fn *fn, void *ctx);
 
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
+/* Bytes of COPY text those rows take. */
+size_t ledger_staged_bytes(const ledger_t *self);
 
 /* Writes every staged row in one transaction. On failure nothing was written,
  * the chain head is back where it was, the staged rows are dropped, and
