@@ -9,8 +9,9 @@
 #include "accord/nhs.h"
 #include "broker.h"
 
-#define AUDIT_PAGE_MAX 200 /* rows a page holds: with payloads, well under 1 MiB */
-#define AUDIT_PARAMS   12
+#define AUDIT_PAGE_MAX  200 /* rows a page holds: with payloads, well under 1 MiB */
+#define AUDIT_PARAMS    12
+#define AUDIT_VALUE_MAX 64 /* bytes of one filter value the queried row keeps */
 
 static const char s_columns[] =
     "SELECT seq, share_id::text, to_char(at AT TIME ZONE 'UTC', "
@@ -63,6 +64,22 @@ typedef struct {
     bool has_tag;
 } s_query_t;
 
+/* The length of the longest prefix of text of at most max bytes that ends on a
+ * character boundary: a cut inside a UTF-8 sequence would leave bytes PostgreSQL
+ * refuses, and with them the whole batch the queried row is committed in. */
+static size_t s_utf8_prefix(const char *text, size_t max)
+{
+    size_t len = strnlen(text, max + 1);
+    if (len <= max) {
+        return len;
+    }
+    len = max;
+    while (len > 0 && ((unsigned char)text[len] & 0xC0U) == 0x80U) {
+        len--; /* text[len] continues a character that began before it */
+    }
+    return len;
+}
+
 /* Adds "AND <column> <op> $n<cast>" for a non-empty value, and names it in the summary. */
 static void s_add(s_query_t *q, const char *value, const char *prefix, const char *suffix,
                   const char *label)
@@ -75,8 +92,8 @@ static void s_add(s_query_t *q, const char *value, const char *prefix, const cha
     size_t len = strlen(q->sql);
     (void)snprintf(q->sql + len, sizeof(q->sql) - len, " AND %s$%d%s", prefix, q->n, suffix);
     len = strlen(q->summary);
-    (void)snprintf(q->summary + len, sizeof(q->summary) - len, "%s%s=%.64s", len > 0 ? " " : "",
-                   label, value);
+    (void)snprintf(q->summary + len, sizeof(q->summary) - len, "%s%s=%.*s", len > 0 ? " " : "",
+                   label, (int)s_utf8_prefix(value, AUDIT_VALUE_MAX), value);
 }
 
 /* The child is found by the same keyed tag the publish wrote; the number itself
