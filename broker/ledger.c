@@ -17,6 +17,7 @@
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
 #define NONCE_PREFIX_BYTES 16
+#define EPOCH_RETRY_MS     5000 /* a failed rotation is tried again after this */
 
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
@@ -59,9 +60,17 @@ struct ledger_t {
     size_t committed_unsigned; /* the same, committed rows only */
     uint64_t epoch_rows;       /* rows committed under the current epoch */
     int64_t epoch_started_ms;
-    int64_t retry_at_ms; /* no reconnect attempt before this */
+    int64_t retry_at_ms;       /* no reconnect attempt before this */
+    int64_t epoch_retry_at_ms; /* after a failed rotation, none before this */
     int64_t backoff_ms;
 };
+
+/* An epoch being started: nothing of it is used until it has committed. */
+typedef struct {
+    uint8_t *key; /* sodium_malloc, 32 bytes */
+    uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
+    int64_t epoch;
+} s_epoch_t;
 
 static int64_t s_now_ms(void)
 {
@@ -186,16 +195,16 @@ void ledger_destroy(ledger_t **self_p)
 }
 
 static acc_rc_t s_insert_seal(ledger_t *self, const acc_policy_t *policy, size_t auditor,
-                              acc_err_t *err)
+                              const s_epoch_t *next, acc_err_t *err)
 {
     const uint8_t *box_key = acc_policy_auditor_box_key(policy, auditor);
     uint8_t sealed[crypto_box_SEALBYTES + ACC_LOGROW_KEY_BYTES];
-    if (crypto_box_seal(sealed, self->epoch_key, ACC_LOGROW_KEY_BYTES, box_key) != 0) {
+    if (crypto_box_seal(sealed, next->key, ACC_LOGROW_KEY_BYTES, box_key) != 0) {
         return acc_err_set(err, ACC_ERR_CRYPTO, "could not seal the epoch key to auditor \"%s\"",
                            acc_policy_auditor_id(policy, auditor));
     }
     char epoch[32];
-    (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)self->epoch);
+    (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)next->epoch);
     const char *values[4] = { epoch, acc_policy_auditor_id(policy, auditor), (const char *)box_key,
                               (const char *)sealed };
     int lengths[4] = { 0, 0, 32, (int)sizeof(sealed) };
@@ -213,11 +222,11 @@ static acc_rc_t s_insert_seal(ledger_t *self, const acc_policy_t *policy, size_t
     return rc;
 }
 
-static acc_rc_t s_insert_epoch(ledger_t *self, acc_err_t *err)
+static acc_rc_t s_insert_epoch(ledger_t *self, s_epoch_t *next, acc_err_t *err)
 {
     uint8_t sign_public[crypto_sign_PUBLICKEYBYTES];
     (void)crypto_sign_ed25519_sk_to_pk(sign_public, self->sign_secret);
-    const char *values[2] = { (const char *)sign_public, (const char *)self->nonce_prefix };
+    const char *values[2] = { (const char *)sign_public, (const char *)next->nonce_prefix };
     int lengths[2] = { (int)sizeof(sign_public), NONCE_PREFIX_BYTES };
     int formats[2] = { 1, 1 };
     PGresult *res = PQexecParams(self->conn,
@@ -231,9 +240,31 @@ static acc_rc_t s_insert_epoch(ledger_t *self, acc_err_t *err)
         PQclear(res);
         return rc;
     }
-    self->epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    next->epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return ACC_OK;
+}
+
+/* The next epoch is committed before anything of the current one changes: if
+ * any step fails, the current key, nonce prefix and counter stay in force. */
+static acc_rc_t s_commit_epoch(ledger_t *self, const acc_policy_t *policy, s_epoch_t *next,
+                               acc_err_t *err)
+{
+    acc_rc_t rc = s_exec(self, "BEGIN", "begin a key epoch", err);
+    if (rc == ACC_OK) {
+        rc = s_insert_epoch(self, next, err);
+    }
+    for (size_t i = 0; rc == ACC_OK && i < acc_policy_auditor_count(policy); i++) {
+        rc = s_insert_seal(self, policy, i, next, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_exec(self, "COMMIT", "commit a key epoch", err);
+    }
+    if (rc != ACC_OK && ledger_is_up(self)) {
+        acc_err_t ignored;
+        (void)s_exec(self, "ROLLBACK", "roll back a key epoch", &ignored);
+    }
+    return rc;
 }
 
 acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_t *err)
@@ -242,32 +273,24 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
         return acc_err_set(err, ACC_ERR_INVALID,
                            "the agreement names no auditor: log payloads could never be read");
     }
-    if (self->epoch_key == NULL) {
-        self->epoch_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
-        acc_assert(self->epoch_key != NULL);
-    }
-    crypto_aead_xchacha20poly1305_ietf_keygen(self->epoch_key);
-    randombytes_buf(self->nonce_prefix, sizeof(self->nonce_prefix));
-    self->nonce_counter = 0;
-    acc_rc_t rc = s_exec(self, "BEGIN", "begin a key epoch", err);
-    if (rc == ACC_OK) {
-        rc = s_insert_epoch(self, err);
-    }
-    for (size_t i = 0; rc == ACC_OK && i < acc_policy_auditor_count(policy); i++) {
-        rc = s_insert_seal(self, policy, i, err);
-    }
-    if (rc == ACC_OK) {
-        rc = s_exec(self, "COMMIT", "commit a key epoch", err);
-    }
+    s_epoch_t next = { .key = sodium_malloc(ACC_LOGROW_KEY_BYTES) };
+    acc_assert(next.key != NULL);
+    crypto_aead_xchacha20poly1305_ietf_keygen(next.key);
+    randombytes_buf(next.nonce_prefix, sizeof(next.nonce_prefix));
+    acc_rc_t rc = s_commit_epoch(self, policy, &next, err);
     if (rc != ACC_OK) {
-        acc_err_t ignored;
-        (void)s_exec(self, "ROLLBACK", "roll back a key epoch", &ignored);
-        sodium_memzero(self->epoch_key, ACC_LOGROW_KEY_BYTES);
-        self->epoch = 0;
+        sodium_free(next.key); /* wipes, then frees */
+        self->epoch_retry_at_ms = s_now_ms() + EPOCH_RETRY_MS;
         return rc;
     }
+    sodium_free(self->epoch_key);
+    self->epoch_key = next.key;
+    self->epoch = next.epoch;
+    memcpy(self->nonce_prefix, next.nonce_prefix, sizeof(self->nonce_prefix));
+    self->nonce_counter = 0;
     self->epoch_rows = 0;
     self->epoch_started_ms = s_now_ms();
+    self->epoch_retry_at_ms = 0;
     acc_log_notice("ledger", "key epoch %lld started, sealed to %zu auditor(s)",
                    (long long)self->epoch, acc_policy_auditor_count(policy));
     return ACC_OK;
@@ -573,8 +596,11 @@ size_t ledger_unsigned_rows(const ledger_t *self)
 
 bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds)
 {
-    return self->epoch_rows >= max_rows ||
-           s_now_ms() - self->epoch_started_ms >= max_seconds * 1000;
+    int64_t now = s_now_ms();
+    if (now < self->epoch_retry_at_ms) {
+        return false;
+    }
+    return self->epoch_rows >= max_rows || now - self->epoch_started_ms >= max_seconds * 1000;
 }
 
 /* ---- the outbox ---- */

@@ -22,7 +22,9 @@ ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const u
 void ledger_destroy(ledger_t **self_p);
 
 /* Starts a new epoch: a fresh random key, sealed to every auditor of policy and
- * committed before any row uses it. */
+ * committed before any row uses it. On failure the current epoch (key, nonce
+ * prefix and counter) stays in force and ledger_is_epoch_due answers false for
+ * a few seconds, so a failing rotation is not retried on every commit. */
 ACC_NODISCARD acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy,
                                           acc_err_t *err);
 
@@ -139,7 +141,8 @@ int64_t ledger_checkpoint(ledger_t *self, const uint8_t *agreement_hash);
 /* Rows, staged or committed, written since the last checkpoint. */
 size_t ledger_unsigned_rows(const ledger_t *self);
 
-/* True when the current epoch has carried max_rows rows or lasted max_seconds. */
+/* True when the current epoch has carried max_rows rows or lasted max_seconds
+ * (and no failed rotation is waiting out its pause). */
 bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds);
 
 /* True when the database connection is usable right now. */
