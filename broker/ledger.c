@@ -34,8 +34,9 @@ static const char s_publish_sql[] =
 struct ledger_t {
     PGconn *conn;
     char *conninfo;
-    uint8_t *sign_secret; /* sodium_malloc, 64 bytes */
-    uint8_t *epoch_key;   /* sodium_malloc, 32 bytes; NULL before the first epoch */
+    ledger_limits_t limits; /* its conninfo is the copy above */
+    uint8_t *sign_secret;   /* sodium_malloc, 64 bytes */
+    uint8_t *epoch_key;     /* sodium_malloc, 32 bytes; NULL before the first epoch */
     int64_t epoch;
     uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
     uint64_t nonce_counter;
@@ -126,12 +127,25 @@ static acc_rc_t s_read_head(ledger_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
+/* The operator's conninfo comes last, so a connect_timeout it names wins over
+ * ours: without one, libpq would wait for an unanswering server for as long as
+ * TCP does, with the loop (and every agency) waiting behind it. */
+static PGconn *s_connect_bounded(const ledger_t *self)
+{
+    char connect_timeout[24];
+    (void)snprintf(connect_timeout, sizeof(connect_timeout), "%lld",
+                   (long long)self->limits.connect_timeout_s);
+    const char *const keywords[] = { "connect_timeout", "dbname", NULL };
+    const char *const values[] = { connect_timeout, self->conninfo, NULL };
+    return PQconnectdbParams(keywords, values, 1);
+}
+
 static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
 {
     if (self->conn != NULL) {
         PQfinish(self->conn);
     }
-    self->conn = PQconnectdb(self->conninfo);
+    self->conn = s_connect_bounded(self);
     if (PQstatus(self->conn) != CONNECTION_OK) {
         /* libpq's message may carry host names, never a password. */
         return acc_err_set(err, ACC_ERR_DB, "could not connect to PostgreSQL: %s",
@@ -146,14 +160,25 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
         acc_log_notice("ledger", "applied %d schema migration(s); schema version %d", applied,
                        acc_migrate_latest());
     }
+    /* after the migrations, which may build an index over the whole log: from here
+     * on no statement holds the loop longer than this */
+    char set[64];
+    (void)snprintf(set, sizeof(set), "SET statement_timeout = %lld",
+                   (long long)self->limits.statement_timeout_ms);
+    rc = s_exec(self, set, "set the statement timeout", err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
     return s_read_head(self, err);
 }
 
-acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
+acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits, const uint8_t *sign_secret,
                      const uint8_t *outbox_key, acc_err_t *err)
 {
     ledger_t *self = acc_xcalloc(1, sizeof(*self));
-    self->conninfo = acc_xstrdup(conninfo);
+    self->conninfo = acc_xstrdup(limits->conninfo);
+    self->limits = *limits;
+    self->limits.conninfo = self->conninfo;
     self->sign_secret = sodium_malloc(crypto_sign_SECRETKEYBYTES);
     acc_assert(self->sign_secret != NULL);
     memcpy(self->sign_secret, sign_secret, crypto_sign_SECRETKEYBYTES);
@@ -882,10 +907,29 @@ acc_rc_t ledger_find_outbox(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SH
     return rc;
 }
 
+/* Runs fn inside a read-only transaction whose statements are cancelled after
+ * the query timeout: auditors' filters and the health figures must never hold
+ * the loop for as long as the log's own writes may take. */
+static acc_rc_t s_begin_bounded(ledger_t *self, acc_err_t *err)
+{
+    char sql[96];
+    (void)snprintf(sql, sizeof(sql), "BEGIN READ ONLY; SET LOCAL statement_timeout = %lld",
+                   (long long)self->limits.query_timeout_ms);
+    return s_exec(self, sql, "begin a bounded read", err);
+}
+
+static void s_end_bounded(ledger_t *self)
+{
+    acc_err_t ignored;
+    if (ledger_is_up(self)) {
+        (void)s_exec(self, "ROLLBACK", "end a bounded read", &ignored); /* nothing was written */
+    }
+}
+
 PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
                       acc_err_t *err)
 {
-    if (s_ensure_up(self, err) != ACC_OK) {
+    if (s_ensure_up(self, err) != ACC_OK || s_begin_bounded(self, err) != ACC_OK) {
         return NULL;
     }
     PGresult *res = PQexecParams(self->conn, sql, n, NULL, values, NULL, NULL, 0);
@@ -893,9 +937,25 @@ PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const 
         (void)acc_err_set(err, ACC_ERR_DB, "could not read the log: %s",
                           PQerrorMessage(self->conn));
         PQclear(res);
-        return NULL;
+        res = NULL;
     }
+    s_end_bounded(self);
     return res;
+}
+
+acc_rc_t ledger_schema_version(ledger_t *self, int *version, acc_err_t *err)
+{
+    *version = 0;
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc == ACC_OK) {
+        rc = s_begin_bounded(self, err);
+    }
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    rc = acc_migrate_current(self->conn, version, err);
+    s_end_bounded(self);
+    return rc;
 }
 
 PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
