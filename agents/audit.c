@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accord/harden.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/logrow.h"
@@ -714,6 +715,11 @@ int main(int argc, char **argv)
     if (sodium_init() < 0 || optind >= argc) {
         s_usage(stderr);
         return EXIT_USAGE;
+    }
+    acc_err_t err;
+    if (acc_process_harden(&err) != ACC_OK) { /* before any key or record is read */
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        return EXIT_FAILED;
     }
     return s_dispatch(&a, argc - optind, argv + optind);
 }
