@@ -13,6 +13,7 @@
 #include "accord/log.h"
 #include "accord/logrow.h"
 #include "accord/pb.h"
+#include "accord/pbwipe.h"
 #include "accord/record.h"
 #include "audit_wire.h"
 
@@ -459,7 +460,8 @@ static int s_decrypt_and_print(PGconn *conn, const s_fetched_t *f, const uint8_t
             (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
             status = EXIT_TAMPERED;
         } else {
-            Accord__V1__ChildRecord *rec = accord__v1__child_record__unpack(NULL, len, plain);
+            Accord__V1__ChildRecord *rec =
+                accord__v1__child_record__unpack(acc_pb_wiping_allocator(), len, plain);
             json_object_set_new(obj, "record", rec != NULL ? acc_record_to_json(rec) : json_null());
             acc_record_free(&rec);
         }
