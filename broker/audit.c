@@ -9,11 +9,11 @@
 #include "accord/nhs.h"
 #include "broker.h"
 
-#define AUDIT_PAGE_MAX 200 /* rows a page holds at most... */
-#define AUDIT_PAGE_BYTES                                       \
-    (768 * 1024) /* ...and bytes of rows: an auditor's default \
-                  * max_message_bytes (1 MiB) takes the frame */
-#define AUDIT_PARAMS 12
+/* A page holds at most AUDIT_PAGE_MAX rows and AUDIT_PAGE_BYTES of them, so that
+ * with payloads it still fits an auditor's default max_message_bytes (1 MiB). */
+#define AUDIT_PAGE_MAX   200
+#define AUDIT_PAGE_BYTES ((size_t)768 * 1024)
+#define AUDIT_PARAMS     12
 
 static const char s_columns[] =
     "SELECT seq, share_id::text, to_char(at AT TIME ZONE 'UTC', "

@@ -39,6 +39,7 @@ ProtobufCAllocator *acc_pb_wiping_allocator(void)
     /* protobuf-c takes a non-const pointer but never writes through it */
     static const ProtobufCAllocator wiping = { .alloc = s_alloc, .free = s_free };
     union {
+        /* cppcheck-suppress unusedStructMember ; written by the initialiser below */
         const ProtobufCAllocator *c;
         ProtobufCAllocator *m;
     } u = { .c = &wiping };
