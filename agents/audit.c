@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accord/harden.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/logrow.h"
 #include "accord/pb.h"
+#include "accord/pbwipe.h"
 #include "accord/record.h"
 #include "audit_wire.h"
 
@@ -579,7 +581,8 @@ static int s_decrypt_and_print(PGconn *conn, const s_fetched_t *f, const uint8_t
             (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
             status = EXIT_TAMPERED;
         } else {
-            Accord__V1__ChildRecord *rec = accord__v1__child_record__unpack(NULL, len, plain);
+            Accord__V1__ChildRecord *rec =
+                accord__v1__child_record__unpack(acc_pb_wiping_allocator(), len, plain);
             json_object_set_new(obj, "record", rec != NULL ? acc_record_to_json(rec) : json_null());
             acc_record_free(&rec);
         }
@@ -853,6 +856,11 @@ int main(int argc, char **argv)
     if (sodium_init() < 0 || optind >= argc) {
         s_usage(stderr);
         return EXIT_USAGE;
+    }
+    acc_err_t err;
+    if (acc_process_harden(&err) != ACC_OK) { /* before any key or record is read */
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        return EXIT_FAILED;
     }
     return s_dispatch(&a, argc - optind, argv + optind);
 }

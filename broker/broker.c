@@ -11,6 +11,7 @@
 
 #include "accord/keys.h"
 #include "accord/log.h"
+#include "accord/migrate.h"
 
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
@@ -173,7 +174,13 @@ static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, ac
                              16, self->subject_key, 32);
     rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
     if (rc == ACC_OK) {
-        rc = ledger_open(&self->ledger, self->config->database, sign_secret, outbox_key, err);
+        const ledger_limits_t limits = {
+            .conninfo = self->config->database,
+            .connect_timeout_s = self->config->database_connect_timeout_s,
+            .statement_timeout_ms = self->config->database_statement_timeout_ms,
+            .query_timeout_ms = self->config->database_query_timeout_ms,
+        };
+        rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, err);
     }
     sodium_free(outbox_key);
     sodium_free(sign_secret);
@@ -1258,8 +1265,43 @@ static void s_reload(broker_t *self)
 #define METRICS_STATE_MS   1000
 #define METRICS_PENDING_MS 10000
 
+/* The schema can change under a running broker (a newer broker migrated it, or
+ * an operator restored an older dump): /healthz says so instead of "ok". */
+static void s_update_schema(broker_t *self)
+{
+    int version = 0;
+    acc_err_t err;
+    if (ledger_schema_version(self->ledger, &version, &err) != ACC_OK) {
+        acc_log_warn("metrics", "schema version not read: %s", err.msg);
+        return;
+    }
+    metrics_set_schema(self->metrics, version, acc_migrate_latest());
+}
+
+/* Each agency's deliveries waiting in the outbox, under the query timeout: a
+ * locked or huge outbox costs the loop at most that, and the figures stay as
+ * they were. */
+static void s_update_pending(broker_t *self)
+{
+    acc_err_t err;
+    PGresult *res = ledger_read(
+        self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
+    if (res == NULL) {
+        acc_log_warn("metrics", "outbox figures not refreshed: %s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
+        metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        metrics_set_pending(self->metrics, PQgetvalue(res, i, 0),
+                            strtoll(PQgetvalue(res, i, 1), NULL, 10));
+    }
+    PQclear(res);
+}
+
 /* The figures /metrics and /healthz show that the loop owns: refreshed once a
- * second; the outbox per agency (a query) every ten. */
+ * second (the schema version a cheap query); the outbox per agency every ten. */
 static void s_update_metrics(broker_t *self)
 {
     int64_t now = s_now_ms();
@@ -1267,15 +1309,14 @@ static void s_update_metrics(broker_t *self)
         return;
     }
     self->state_at_ms = now;
-    acc_err_t err;
     if (!ledger_is_up(self->ledger)) {
         /* an idle broker would otherwise notice PostgreSQL is back only when
          * traffic arrives, and a monitor gating traffic on /healthz would wait
          * forever; the ledger reconnects with its own backoff */
+        acc_err_t err;
         PQclear(ledger_read(self->ledger, "SELECT 1", 0, NULL, &err));
     }
     metrics_state_t st = { .database_up = ledger_is_up(self->ledger),
-                           .migrations_current = true, /* checked at start, or no broker */
                            .agreement_id = acc_policy_id(self->policy),
                            .agreement_hash = acc_policy_hash_hex(self->policy),
                            .handshake_refusals = zap_refused(self->zap),
@@ -1284,20 +1325,14 @@ static void s_update_metrics(broker_t *self)
                            .epoch_rotations = self->epoch_rotations,
                            .checkpoint_lag = ledger_unsigned_rows(self->ledger) };
     metrics_set_state(self->metrics, &st);
-    if (now - self->pending_at_ms < METRICS_PENDING_MS || !st.database_up) {
+    if (!st.database_up) {
         return;
     }
-    self->pending_at_ms = now;
-    PGresult *res = ledger_read(
-        self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
-    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
-        metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
+    s_update_schema(self);
+    if (now - self->pending_at_ms >= METRICS_PENDING_MS) {
+        self->pending_at_ms = now;
+        s_update_pending(self);
     }
-    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
-        metrics_set_pending(self->metrics, PQgetvalue(res, i, 0),
-                            strtoll(PQgetvalue(res, i, 1), NULL, 10));
-    }
-    PQclear(res);
 }
 
 /* Idle, the loop wakes once a second; with acknowledgements waiting, when they
