@@ -12,6 +12,7 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/migrate.h"
+#include "accord/pbwipe.h"
 
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
@@ -961,7 +962,8 @@ static bool s_take(broker_t *self, inmsg_t *m)
     if (!m->one_frame) {
         s_drain_frames(self);
     } else {
-        m->env = accord__v1__envelope__unpack(NULL, zmq_msg_size(&m->body), zmq_msg_data(&m->body));
+        m->env = accord__v1__envelope__unpack(acc_pb_wiping_allocator(), zmq_msg_size(&m->body),
+                                              zmq_msg_data(&m->body));
     }
     return true;
 }
@@ -1033,7 +1035,7 @@ static void s_handle(broker_t *self, inmsg_t *m)
         s_handle_routable(self, m);
     }
     if (m->env != NULL) {
-        accord__v1__envelope__free_unpacked(m->env, NULL);
+        accord__v1__envelope__free_unpacked(m->env, acc_pb_wiping_allocator());
     }
     /* the frame held a child's record in clear */
     if (zmq_msg_size(&m->body) > 0) {
