@@ -1355,6 +1355,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
     (void)printf("ready endpoint=%s\n", self->endpoint);
     (void)fflush(stdout);
     while (!*self->stop_requested) {
+        self->turn++;
         zmq_pollitem_t items[2] = {
             { .socket = self->router, .events = ZMQ_POLLIN },
             { .socket = zap_socket(self->zap), .events = ZMQ_POLLIN },
