@@ -1,11 +1,9 @@
 /* audit.c - auditors' questions about the sharing log, answered a page at a time;
  * every question is itself logged as a `queried` row */
-#include <linux/sockios.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 #include "accord/log.h"
 #include "accord/nhs.h"
@@ -382,7 +380,7 @@ static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, cons
 
 /* Bytes an auditor's connection may leave unread in the kernel's send queue
  * before it is sent another page. */
-#define AUDIT_UNREAD_MAX ((int)256 * 1024)
+#define AUDIT_UNREAD_MAX ((size_t)256 * 1024)
 
 /* A page is large and ZMQ_SNDHWM counts frames, so an auditor that asks without
  * reading could pile pages up in the broker's memory. It gets a page only when
@@ -394,8 +392,7 @@ static bool s_is_reading(const broker_t *self, peer_t *peer)
     if (peer->audit_turn == self->turn) {
         return false;
     }
-    int unread = 0;
-    if (peer->fd >= 0 && ioctl(peer->fd, SIOCOUTQ, &unread) == 0 && unread > AUDIT_UNREAD_MAX) {
+    if (peers_unread_bytes(peer) > AUDIT_UNREAD_MAX) {
         return false;
     }
     peer->audit_turn = self->turn;

@@ -472,11 +472,18 @@ static void s_inflight_remove(broker_t *self, size_t i)
 #define INFLIGHT_MAX       1000
 #define INFLIGHT_BYTES_MAX ((size_t)16 * 1024 * 1024)
 
-static bool s_inflight_is_full(const broker_t *self, size_t agency)
+/* ...and none while this much it was sent sits unread in its TCP send queue: a
+ * redelivery to a subscriber that stopped reading would only queue the same
+ * deliveries again behind the ones it never read. */
+#define SUBSCRIBER_UNREAD_MAX ((size_t)1024 * 1024)
+
+static bool s_can_take_more(const broker_t *self, const peer_t *p)
 {
-    return agency < self->agency_slots &&
-           (self->agency_inflight[agency] >= INFLIGHT_MAX ||
-            self->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
+    size_t agency = p->who.index;
+    bool full =
+        agency < self->agency_slots && (self->agency_inflight[agency] >= INFLIGHT_MAX ||
+                                        self->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
+    return !full && peers_unread_bytes(p) <= SUBSCRIBER_UNREAD_MAX;
 }
 
 /* Sends a committed share to the newest connection of its recipient that wants it.
@@ -491,10 +498,10 @@ static bool s_deliver(broker_t *self, const out_t *o)
         if (p->backlog) {
             return false; /* it arrives in log order through the outbox */
         }
-        if (s_inflight_is_full(self, o->to_agency)) {
+        if (!s_can_take_more(self, p)) {
             acc_log_info("outbox",
-                         "%s holds too much unacknowledged; its deliveries wait in the "
-                         "outbox",
+                         "%s holds too much unacknowledged or unread; its deliveries wait in "
+                         "the outbox",
                          p->id);
             p->backlog = true;
             return false;
@@ -686,7 +693,7 @@ static void s_send_pending(void *ctx, const ledger_delivery_t *d)
         peer->cursor = d->seq; /* narrowed away by its subscriptions: stays pending */
         return;
     }
-    if (s_inflight_is_full(page->broker, peer->who.index)) {
+    if (!s_can_take_more(page->broker, peer)) {
         page->full = true;
         return;
     }

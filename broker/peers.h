@@ -92,6 +92,10 @@ void peers_retire(peers_t *self, peer_t *p, const char *why);
  * agreement no longer names, or now names for someone else, is retired. */
 void peers_rebind(peers_t *self, const acc_policy_t *policy);
 
+/* Bytes sent to p's connection that its far end has not yet taken in (the TCP
+ * send queue, which fills when it stops reading); 0 when that cannot be told. */
+size_t peers_unread_bytes(const peer_t *p);
+
 /* Forgets every closing entry. */
 void peers_reap(peers_t *self);
 
