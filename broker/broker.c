@@ -11,6 +11,7 @@
 
 #include "accord/keys.h"
 #include "accord/log.h"
+#include "accord/validate.h"
 
 #define PEERS_MAX           4096
 #define POLL_IDLE_MS        1000
@@ -53,7 +54,10 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     }
     int one = 1;
     int zero = 0;
-    int64_t max_bytes = self->config->max_message_bytes;
+    /* Frames up to the ceiling are read and, over max_message_bytes, answered
+     * TOO_LARGE (acc_validate_frame), so the sender learns why; above it libzmq
+     * drops the connection unread. */
+    int64_t max_bytes = self->config->max_message_bytes * ACC_VALIDATE_CEILING_FACTOR;
     int queue_max = (int)self->config->peer_queue_max;
     int keepalive_idle = 60; /* seconds */
     acc_rc_t rc = s_set(self->router, ZMQ_CURVE_SERVER, &one, sizeof(one), err);
@@ -873,10 +877,28 @@ static void s_drain_frames(broker_t *self)
 struct inmsg_t {
     zmq_msg_t rid;
     zmq_msg_t body;
-    bool routable;             /* a routing id the broker can answer, and a body */
-    bool one_frame;            /* the body was a single frame */
-    Accord__V1__Envelope *env; /* unpacked body; NULL if it is not an Envelope */
+    bool routable;              /* a routing id the broker can answer, and a body */
+    bool one_frame;             /* the body was a single frame */
+    Accord__V1__Envelope *env;  /* unpacked body; NULL if it is not an Envelope */
+    Accord__V1__ErrorCode code; /* acc_validate_frame/envelope's verdict */
+    acc_err_t why;              /* ...and its reason */
 };
+
+/* The body, validated as raw bytes before protobuf-c sees it and again once
+ * unpacked; a Publish's record is validated where its refusal is logged. */
+static void s_unpack(const broker_t *self, inmsg_t *m)
+{
+    const uint8_t *data = zmq_msg_data(&m->body);
+    size_t len = zmq_msg_size(&m->body);
+    m->code = acc_validate_frame(data, len, (size_t)self->config->max_message_bytes, &m->why);
+    if (m->code != ACCORD__V1__ERROR_CODE__OK) {
+        return;
+    }
+    m->env = accord__v1__envelope__unpack(NULL, len, data);
+    if (m->env != NULL) {
+        m->code = acc_validate_envelope(m->env, &m->why);
+    }
+}
 
 /* Takes one message off the socket; false when none is waiting. */
 static bool s_take(broker_t *self, inmsg_t *m)
@@ -895,7 +917,7 @@ static bool s_take(broker_t *self, inmsg_t *m)
     if (!m->one_frame) {
         s_drain_frames(self);
     } else {
-        m->env = accord__v1__envelope__unpack(NULL, zmq_msg_size(&m->body), zmq_msg_data(&m->body));
+        s_unpack(self, m);
     }
     return true;
 }
@@ -915,6 +937,9 @@ static void s_handle(broker_t *self, inmsg_t *m)
             broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
                                "this key is no longer in the agreement");
             peer->closing = true;
+        } else if (m->code != ACCORD__V1__ERROR_CODE__OK) {
+            broker_reply_error(self, peer, m->env != NULL ? m->env->correlation_id : 0, m->code,
+                               m->why.msg);
         } else {
             s_dispatch(self, peer, m->env);
         }
@@ -937,7 +962,8 @@ static void s_prefetch_publishes(broker_t *self, const inmsg_t *msgs, size_t n)
         const Accord__V1__Envelope *env = msgs[i].env;
         const char *user_id = env != NULL ? zmq_msg_gets(&msgs[i].body, "User-Id") : NULL;
         if (user_id != NULL && env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH &&
-            env->publish->record != NULL && env->publish->record->record_id[0] != '\0') {
+            env->publish->record != NULL &&
+            acc_validate_is_record_id(env->publish->record->record_id)) {
             from[count] = user_id;
             ids[count++] = env->publish->record->record_id;
         }
