@@ -205,6 +205,8 @@ static void s_inflight_free(inflight_t *f)
     memset(f, 0, sizeof(*f));
 }
 
+static void s_release_held(broker_t *self);
+
 void broker_destroy(broker_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL) {
@@ -224,6 +226,8 @@ void broker_destroy(broker_t **self_p)
     }
     free(self->peers);
     free(self->inbox);
+    s_release_held(self);
+    free(self->held);
     if (self->router != NULL) {
         zmq_close(self->router);
     }
@@ -482,6 +486,25 @@ static void s_flush(broker_t *self, bool committed, const char *why)
     self->out_count = 0;
 }
 
+/* After a data failure: answers that wrote no row still go; the held publishes'
+ * results and deliveries are dropped unsent, to be made again by their replay;
+ * anything else staged (an audit query) is answered UNAVAILABLE. */
+static void s_flush_held_out(broker_t *self)
+{
+    for (size_t i = 0; i < self->out_count; i++) {
+        out_t *o = &self->out[i];
+        if (o->kind == OUT_REPLY) {
+            s_reply(self, o->rid, o->rid_len, o->frame, o->frame_len);
+        } else if (o->kind == OUT_RESULT && o->record_id == NULL) {
+            s_send_unavailable(self, o, "the sharing log cannot be written just now; retry");
+        }
+        s_out_free(o);
+    }
+    self->out_count = 0;
+}
+
+static void s_replay_held(broker_t *self);
+
 static void s_settle_acks(broker_t *self, bool committed)
 {
     for (size_t i = 0; i < self->inflight_count;) {
@@ -559,6 +582,11 @@ static void s_commit_and_answer(broker_t *self, bool final)
         committed = ledger_commit(self->ledger, &err) == ACC_OK;
         if (committed) {
             acc_log_debug("ledger", "committed batch rows=%zu", rows);
+        } else if (ledger_failed_on_data(self->ledger) && self->held_count > 0) {
+            acc_log_warn("ledger",
+                         "batch of %zu row(s) refused for its data (%s); committing its %zu "
+                         "publish(es) one at a time",
+                         rows, err.msg, self->held_count);
         } else {
             acc_log_warn("ledger", "batch of %zu row(s) not written, answering UNAVAILABLE: %s",
                          rows, err.msg);
@@ -566,7 +594,13 @@ static void s_commit_and_answer(broker_t *self, bool final)
     }
     metrics_commit(self->metrics, committed, rows, (double)(s_now_us() - started_us) / 1e6);
     s_settle_acks(self, committed);
-    s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    if (!committed && ledger_failed_on_data(self->ledger) && self->held_count > 0) {
+        s_flush_held_out(self);
+        s_replay_held(self);
+    } else {
+        s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    }
+    s_release_held(self);
     if (committed && rows > 0 && !final) {
         s_rotate_epoch_if_due(self);
     }
@@ -922,6 +956,40 @@ static bool s_take(broker_t *self, inmsg_t *m)
     return true;
 }
 
+/* A publish that staged rows is kept until its batch commits: if PostgreSQL
+ * refuses the batch for one row's data, the batch's publishes are committed
+ * again one at a time, so one poisoned record fails nobody else's. */
+static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before)
+{
+    if (self->replaying || m->env->body_case != ACCORD__V1__ENVELOPE__BODY_PUBLISH ||
+        ledger_staged(self->ledger) == staged_before) {
+        return;
+    }
+    if (self->held_count == self->held_cap) {
+        self->held_cap = self->held_cap == 0 ? 64 : self->held_cap * 2;
+        self->held = acc_xrealloc(self->held, self->held_cap * sizeof(*self->held));
+    }
+    inmsg_t *h = &self->held[self->held_count++];
+    memset(h, 0, sizeof(*h));
+    zmq_msg_init(&h->rid);
+    zmq_msg_init(&h->body);
+    (void)zmq_msg_move(&h->rid, &m->rid);
+    (void)zmq_msg_move(&h->body, &m->body);
+    h->routable = true;
+    h->one_frame = true;
+    self->held_bytes += zmq_msg_size(&h->body);
+}
+
+static void s_release_held(broker_t *self)
+{
+    for (size_t i = 0; i < self->held_count; i++) {
+        zmq_msg_close(&self->held[i].body);
+        zmq_msg_close(&self->held[i].rid);
+    }
+    self->held_count = 0;
+    self->held_bytes = 0;
+}
+
 /* Acts on one message taken off the socket, and releases it. */
 static void s_handle(broker_t *self, inmsg_t *m)
 {
@@ -941,7 +1009,9 @@ static void s_handle(broker_t *self, inmsg_t *m)
             broker_reply_error(self, peer, m->env != NULL ? m->env->correlation_id : 0, m->code,
                                m->why.msg);
         } else {
+            size_t staged = ledger_staged(self->ledger);
             s_dispatch(self, peer, m->env);
+            s_hold_if_staged(self, m, staged);
         }
     }
     if (m->env != NULL) {
@@ -949,6 +1019,52 @@ static void s_handle(broker_t *self, inmsg_t *m)
     }
     zmq_msg_close(&m->body);
     zmq_msg_close(&m->rid);
+}
+
+/* Commits what one replayed publish staged and answers it; false (nothing
+ * answered yet) when PostgreSQL refused its data. */
+static bool s_commit_one(broker_t *self)
+{
+    acc_err_t err;
+    bool committed = ledger_commit(self->ledger, &err) == ACC_OK;
+    if (!committed && ledger_failed_on_data(self->ledger)) {
+        return false;
+    }
+    s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    return true;
+}
+
+/* One held publish again, alone in its batch; if its own rows are refused for
+ * their data, it gets a final refusal whose row holds only the broker's text. */
+static void s_replay_one(broker_t *self, inmsg_t *m)
+{
+    s_unpack(self, m);
+    const char *user_id = zmq_msg_gets(&m->body, "User-Id");
+    peer_t *peer = s_peer_get(self, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid),
+                              user_id != NULL ? user_id : "");
+    if (m->env != NULL && m->code == ACCORD__V1__ERROR_CODE__OK && peer->known && peer->welcomed) {
+        publish_on_publish(self, peer, m->env);
+        if (!s_commit_one(self)) {
+            s_flush_held_out(self);
+            publish_refuse_unwritable(self, peer, m->env);
+            if (!s_commit_one(self)) {
+                s_flush(self, false, "the sharing log cannot be written just now; retry");
+            }
+        }
+    }
+    if (m->env != NULL) {
+        accord__v1__envelope__free_unpacked(m->env, NULL);
+        m->env = NULL;
+    }
+}
+
+static void s_replay_held(broker_t *self)
+{
+    self->replaying = true;
+    for (size_t i = 0; i < self->held_count; i++) {
+        s_replay_one(self, &self->held[i]);
+    }
+    self->replaying = false;
 }
 
 /* Asks the log once whether any record published in msgs was accepted before,
@@ -976,7 +1092,8 @@ static void s_prefetch_publishes(broker_t *self, const inmsg_t *msgs, size_t n)
     free(ids);
 }
 
-#define READ_PASS_MAX 512 /* messages taken off the socket, then handled, at a time */
+#define READ_PASS_MAX  512 /* messages taken off the socket, then handled, at a time */
+#define HELD_BYTES_MAX ((size_t)64 * 1024 * 1024) /* publishes kept for a replay, per batch */
 
 /* Messages to take in the next pass: each stages at most a few rows, so a batch
  * stays near batch_max_rows. 0 when the batch is full. */
@@ -984,7 +1101,7 @@ static size_t s_pass_size(const broker_t *self, size_t taken)
 {
     size_t max_rows = (size_t)self->config->batch_max_rows;
     size_t staged = ledger_staged(self->ledger);
-    if (taken >= READ_BATCH_MAX || staged >= max_rows) {
+    if (taken >= READ_BATCH_MAX || staged >= max_rows || self->held_bytes >= HELD_BYTES_MAX) {
         return 0;
     }
     return max_rows - staged < READ_PASS_MAX ? max_rows - staged : READ_PASS_MAX;

@@ -434,3 +434,24 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
     sodium_memzero(p, sizeof(*p));
     free(p);
 }
+
+void publish_refuse_unwritable(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    static const char reason[] = "the sharing log refused this record's data";
+    s_publish_t *p = acc_xcalloc(1, sizeof(*p));
+    p->env = env;
+    p->rec = env->publish->record;
+    p->peer = peer;
+    accord__v1__publish_result__init(&p->result);
+    acc_logrow_t row;
+    s_row_init(self, p, &row, "refused");
+    row.record_type = NULL;
+    row.record_id = NULL;
+    row.error_code = acc_pb_code_name(ACCORD__V1__ERROR_CODE__INVALID_RECORD);
+    row.reason = reason;
+    (void)s_stage(self, p, &row, p->rec);
+    s_queue_result(self, p, ACCORD__V1__ERROR_CODE__INVALID_RECORD, reason);
+    acc_log_warn("publish", "refused record from %s: the sharing log refused its data", peer->id);
+    sodium_memzero(p, sizeof(*p));
+    free(p);
+}

@@ -388,3 +388,67 @@ Test(validation, agent_refuses_locally_what_the_broker_would_refuse)
     cr_assert_eq(th_pg_count(world, "record_id = 'local-1'"), 0);
     cr_assert_eq(th_pg_count(world, "event = 'shared' AND record_id = 'local-2'"), 1);
 }
+
+/* ---- a row PostgreSQL refuses for its data fails nobody else ---- */
+
+#define S_RULE(id, from, to)                   \
+    "  - id: " id "\n"                         \
+    "    from: " from "\n"                     \
+    "    to: [" to "]\n"                       \
+    "    record_types: [health-visit]\n"       \
+    "    fields: [visit_date, visit_type]\n"   \
+    "    subject: [nhs_number, family_name]\n" \
+    "    purpose: Best Start\n"                \
+    "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"  \
+    "    consent: not-required\n"
+
+static const char s_rules_both_ways[] =
+    "record_types:\n"
+    "  - id: health-visit\n"
+    "    fields: {visit_date: date, visit_type: text, concerns: text}\n"
+    "rules:\n" S_RULE("hv-to-cc", "rft-health-visiting", "rmbc-childrens-centres")
+        S_RULE("cc-to-hv", "rmbc-childrens-centres", "rft-health-visiting");
+
+/* Validation should leave PostgreSQL nothing to refuse; this backstop is shown
+ * with a trigger that raises a data exception (SQLSTATE 22023) for one record. */
+Test(validation, a_row_refused_for_its_data_fails_only_its_own_record)
+{
+    th_world_agreement(world, s_rules_both_ways);
+    th_broker_start(world);
+    th_pg_exec(world, "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "IF NEW.record_id = 'poison-1' THEN RAISE EXCEPTION 'poisoned row' "
+                      "USING ERRCODE = '22023'; END IF; RETURN NEW; END $$");
+    th_pg_exec(world, "CREATE TRIGGER poison BEFORE INSERT ON accord_log FOR EACH ROW "
+                      "EXECUTE FUNCTION poison()");
+    acc_agent_config_t cfg_hv;
+    acc_agent_config_t cfg_cc;
+    client_t *hv = th_client(world, "rft-health-visiting", &cfg_hv);
+    client_t *cc = th_client(world, "rmbc-childrens-centres", &cfg_cc);
+    Accord__V1__ChildRecord *poison = s_record("poison-1");
+    for (int i = 0; i < 10; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "cc-good-%d", i);
+        Accord__V1__ChildRecord *good = s_record(id);
+        s_send(cc, good, 100 + (uint64_t)i);
+        acc_record_free(&good);
+        if (i == 4) {
+            s_send(hv, poison, 99);
+        }
+    }
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(s_result(cc, "a good record beside the poisoned one"),
+                     ACCORD__V1__ERROR_CODE__OK);
+    }
+    cr_assert_eq(s_result(hv, "the poisoned record"), ACCORD__V1__ERROR_CODE__INVALID_RECORD);
+    acc_record_free(&poison);
+    client_destroy(&hv);
+    client_destroy(&cc);
+    acc_agent_config_clear(&cfg_hv);
+    acc_agent_config_clear(&cfg_cc);
+    cr_assert_eq(th_pg_count(world, "event = 'shared' AND record_id LIKE 'cc-good-%'"), 10);
+    cr_assert_eq(th_pg_count(world, "record_id = 'poison-1'"), 0);
+    cr_assert_eq(th_pg_count(world, "event = 'refused' AND record_id IS NULL AND "
+                                    "record_type IS NULL AND error_code = 'INVALID_RECORD' AND "
+                                    "reason = 'the sharing log refused this record''s data'"),
+                 1);
+}
