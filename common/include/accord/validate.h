@@ -30,7 +30,7 @@
  * its provenance: share id 36, from_agency <= 128, rule ids <= 16 x 128, purpose
  * and lawful basis <= 1,024 each, agreement hash 64, the justification again
  * <= 65,536, and tags/lengths; under ACC_VALIDATE_PROVENANCE_MAX in all. So a
- * Deliver is at most RECORD_BYTES_MAX + PROVENANCE_MAX = 832 KiB, which fits the
+ * Deliver is at most RECORD_BYTES_MAX + PROVENANCE_MAX = 840 KiB, which fits the
  * agents' default max_message_bytes (1 MiB): ACC_VALIDATE_DELIVER_BYTES_MAX. */
 #define ACC_VALIDATE_RECORD_BYTES_MAX  ((size_t)768 * 1024)
 #define ACC_VALIDATE_PROVENANCE_MAX    ((size_t)64 * 1024 + 8 * 1024)
