@@ -10,6 +10,7 @@
 #define RECORD_ID_CHARS  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
 #define FIELD_NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define WALK_FIELDS_MAX  64 /* fields of any message in accord's protocol */
+#define TAG_FIELD_MAX    ((1U << 29) - 1)
 
 /* ---- UTF-8 ---- */
 
@@ -243,7 +244,10 @@ static Accord__V1__ErrorCode s_step(s_walk_t *w)
 {
     const s_level_t *level = &w->levels[w->depth - 1];
     uint64_t tag = 0;
-    if (!s_varint(w, level->end, &tag) || tag >> 3 == 0 || tag >> 3 > INT32_MAX) {
+    const uint8_t *start = w->p;
+    /* as protobuf-c reads them: at most 5 bytes, field numbers 1 to 2^29 - 1 */
+    if (!s_varint(w, level->end, &tag) || w->p - start > 5 || tag >> 3 == 0 ||
+        tag >> 3 > TAG_FIELD_MAX) {
         return s_malformed(w->reason, level->desc, NULL, "has an invalid field tag");
     }
     unsigned wt = (unsigned)(tag & 7);

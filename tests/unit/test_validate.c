@@ -422,6 +422,13 @@ Test(validate, frame_walk_refuses_bad_wire_types_truncation_groups_and_nul)
     static const uint8_t zero_tag[] = { 0x00, 0x00 };
     cr_assert_eq(acc_validate_frame(zero_tag, sizeof(zero_tag), 1024, &reason),
                  ACCORD__V1__ERROR_CODE__MALFORMED);
+    /* a tag of 6 bytes (protobuf-c reads at most 5) and a field number over 2^29 - 1 */
+    static const uint8_t long_tag[] = { 0xc1, 0xc1, 0xc1, 0xc1, 0x94, 0x00 };
+    cr_assert_eq(acc_validate_frame(long_tag, sizeof(long_tag), 1024, &reason),
+                 ACCORD__V1__ERROR_CODE__MALFORMED);
+    static const uint8_t big_field[] = { 0xf8, 0xff, 0xff, 0xff, 0x7f, 0x00 };
+    cr_assert_eq(acc_validate_frame(big_field, sizeof(big_field), 1024, &reason),
+                 ACCORD__V1__ERROR_CODE__MALFORMED);
     static const uint8_t long_varint[] = { 0x08, 0xff, 0xff, 0xff, 0xff, 0xff,
                                            0xff, 0xff, 0xff, 0xff, 0xff, 0x01 };
     cr_assert_eq(acc_validate_frame(long_varint, sizeof(long_varint), 1024, &reason),
