@@ -961,7 +961,8 @@ static bool s_take(broker_t *self, inmsg_t *m)
  * again one at a time, so one poisoned record fails nobody else's. */
 static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before)
 {
-    if (self->replaying || m->env->body_case != ACCORD__V1__ENVELOPE__BODY_PUBLISH ||
+    if (self->replaying || m->env == NULL ||
+        m->env->body_case != ACCORD__V1__ENVELOPE__BODY_PUBLISH ||
         ledger_staged(self->ledger) == staged_before) {
         return;
     }
