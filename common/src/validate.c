@@ -272,6 +272,9 @@ Accord__V1__ErrorCode acc_validate_frame(const uint8_t *buf, size_t len, size_t 
                           max_bytes);
         return ACCORD__V1__ERROR_CODE__TOO_LARGE;
     }
+    if (len == 0) {
+        return ACCORD__V1__ERROR_CODE__OK; /* an empty Envelope (buf may be NULL) */
+    }
     s_walk_t *w = acc_xcalloc(1, sizeof(*w));
     w->p = buf;
     w->reason = reason;

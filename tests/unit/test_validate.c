@@ -370,6 +370,7 @@ Test(validate, frame_walk_accepts_what_the_agent_packs)
     cr_assert_eq(acc_validate_frame(frame, len, 1 << 20, &reason), ACCORD__V1__ERROR_CODE__OK, "%s",
                  reason.msg);
     cr_assert_eq(acc_validate_frame(frame, 0, 1 << 20, &reason), ACCORD__V1__ERROR_CODE__OK);
+    cr_assert_eq(acc_validate_frame(NULL, 0, 1 << 20, &reason), ACCORD__V1__ERROR_CODE__OK);
     cr_assert_eq(acc_validate_frame(frame, len, len - 1, &reason),
                  ACCORD__V1__ERROR_CODE__TOO_LARGE);
     for (size_t cut = 1; cut < len; cut++) {
