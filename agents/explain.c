@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "accord/record.h"
+#include "accord/validate.h"
 
 #define RECORD_FILE_MAX ((size_t)1024 * 1024)
 
@@ -128,7 +129,7 @@ int explain_record(FILE *out, const acc_policy_t *policy, size_t from, const cha
     free(text);
     acc_err_t reason;
     acc_err_clear(&reason);
-    Accord__V1__ErrorCode code = acc_record_check(rec, &reason);
+    Accord__V1__ErrorCode code = acc_validate_record(rec, &reason);
     acc_decision_t *d = acc_xmalloc(sizeof(*d));
     if (code == ACCORD__V1__ERROR_CODE__OK) {
         char today[11];

@@ -11,6 +11,7 @@
 #include "accord/log.h"
 #include "accord/pbwipe.h"
 #include "accord/record.h"
+#include "accord/validate.h"
 #include "agent.h"
 
 #define RESEND_AFTER_MS 10000 /* an unanswered publish is sent again (idempotent) */
@@ -33,6 +34,7 @@ typedef struct {
     FILE *in;
     pending_t *pending;
     size_t window;
+    size_t max_message_bytes; /* the broker's limit as configured for this agent */
     size_t in_flight;
     uint64_t line;
     bool eof;
@@ -114,6 +116,17 @@ static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, const c
     env.correlation_id = pub->line;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
     env.publish = &publish;
+    acc_err_t why;
+    Accord__V1__ErrorCode code = acc_validate_publish(&env, pub->max_message_bytes, &why);
+    if (code != ACCORD__V1__ERROR_CODE__OK) {
+        /* the broker would refuse it for the same reason: it never leaves */
+        s_emit(pub, json_pack("{s:I, s:s, s:s, s:s, s:s}", "line", (json_int_t)pub->line,
+                              "record_id", rec->record_id, "result", "refused", "code",
+                              acc_pb_code_name(code), "reason", why.msg));
+        s_reject(pub, pub->line, text, acc_pb_code_name(code), why.msg);
+        pub->refused++;
+        return ACC_OK;
+    }
     pending_t *p = s_slot(pub);
     acc_assert(p != NULL);
     p->used = true;
@@ -623,7 +636,8 @@ int publish_run(const acc_agent_config_t *config, const agent_args_t *args)
     if (args->input != NULL) {
         spool = "";
     }
-    publisher_t pub = { .window = (size_t)config->window };
+    publisher_t pub = { .window = (size_t)config->window,
+                        .max_message_bytes = (size_t)config->max_message_bytes };
     int status = agent_connect(&pub.client, config, false);
     if (status == EXIT_SUCCESS) {
         pub.pending = acc_xcalloc(pub.window, sizeof(*pub.pending));

@@ -13,6 +13,7 @@
 #include "accord/log.h"
 #include "accord/migrate.h"
 #include "accord/pbwipe.h"
+#include "accord/validate.h"
 
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
@@ -72,7 +73,10 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     }
     int one = 1;
     int zero = 0;
-    int64_t max_bytes = self->config->max_message_bytes;
+    /* Frames up to the ceiling are read and, over max_message_bytes, answered
+     * TOO_LARGE (acc_validate_frame), so the sender learns why; above it libzmq
+     * drops the connection unread. */
+    int64_t max_bytes = self->config->max_message_bytes * ACC_VALIDATE_CEILING_FACTOR;
     int queue_max = (int)self->config->peer_queue_max;
     int keepalive_idle = 60; /* seconds */
     acc_rc_t rc = s_set(self->router, ZMQ_CURVE_SERVER, &one, sizeof(one), err);
@@ -256,6 +260,9 @@ static void s_inflight_free(inflight_t *f)
     memset(f, 0, sizeof(*f));
 }
 
+static void s_release_held(broker_t *self);
+static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before);
+
 void broker_destroy(broker_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL) {
@@ -277,6 +284,8 @@ void broker_destroy(broker_t **self_p)
     if (self->monitor != NULL) {
         zmq_close(self->monitor);
     }
+    s_release_held(self);
+    free(self->held);
     if (self->router != NULL) {
         zmq_close(self->router);
     }
@@ -548,6 +557,25 @@ static void s_flush(broker_t *self, bool committed, const char *why)
     self->out_count = 0;
 }
 
+/* After a data failure: answers that wrote no row still go; the held publishes'
+ * results and deliveries are dropped unsent, to be made again by their replay;
+ * anything else staged (an audit query) is answered UNAVAILABLE. */
+static void s_flush_held_out(broker_t *self)
+{
+    for (size_t i = 0; i < self->out_count; i++) {
+        out_t *o = &self->out[i];
+        if (o->kind == OUT_REPLY) {
+            s_reply(self, o, o->frame, o->frame_len);
+        } else if (o->kind == OUT_RESULT && o->record_id == NULL) {
+            s_send_unavailable(self, o, "the sharing log cannot be written just now; retry");
+        }
+        s_out_free(o);
+    }
+    self->out_count = 0;
+}
+
+static void s_replay_held(broker_t *self);
+
 static void s_settle_acks(broker_t *self, bool committed)
 {
     for (size_t i = 0; i < self->inflight_count;) {
@@ -624,6 +652,11 @@ static void s_commit_and_answer(broker_t *self, bool final)
         committed = ledger_commit(self->ledger, &err) == ACC_OK;
         if (committed) {
             acc_log_debug("ledger", "committed batch rows=%zu", rows);
+        } else if (ledger_failed_on_data(self->ledger) && self->held_count > 0) {
+            acc_log_warn("ledger",
+                         "batch of %zu row(s) refused for its data (%s); committing its %zu "
+                         "publish(es) one at a time",
+                         rows, err.msg, self->held_count);
         } else {
             acc_log_warn("ledger", "batch of %zu row(s) not written, answering UNAVAILABLE: %s",
                          rows, err.msg);
@@ -631,7 +664,13 @@ static void s_commit_and_answer(broker_t *self, bool final)
     }
     metrics_commit(self->metrics, committed, rows, (double)(s_now_us() - started_us) / 1e6);
     s_settle_acks(self, committed);
-    s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    if (!committed && ledger_failed_on_data(self->ledger) && self->held_count > 0) {
+        s_flush_held_out(self);
+        s_replay_held(self);
+    } else {
+        s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    }
+    s_release_held(self);
     if (committed && rows > 0 && !final) {
         s_rotate_epoch_if_due(self);
     }
@@ -947,10 +986,28 @@ static void s_drain_frames(broker_t *self)
 struct inmsg_t {
     zmq_msg_t rid;
     zmq_msg_t body;
-    bool routable;             /* a routing id the broker can answer, and a body */
-    bool one_frame;            /* the body was a single frame */
-    Accord__V1__Envelope *env; /* unpacked body; NULL if it is not an Envelope */
+    bool routable;              /* a routing id the broker can answer, and a body */
+    bool one_frame;             /* the body was a single frame */
+    Accord__V1__Envelope *env;  /* unpacked body; NULL if it is not an Envelope */
+    Accord__V1__ErrorCode code; /* acc_validate_frame/envelope's verdict */
+    acc_err_t why;              /* ...and its reason */
 };
+
+/* The body, validated as raw bytes before protobuf-c sees it and again once
+ * unpacked; a Publish's record is validated where its refusal is logged. */
+static void s_unpack(const broker_t *self, inmsg_t *m)
+{
+    const uint8_t *data = zmq_msg_data(&m->body);
+    size_t len = zmq_msg_size(&m->body);
+    m->code = acc_validate_frame(data, len, (size_t)self->config->max_message_bytes, &m->why);
+    if (m->code != ACCORD__V1__ERROR_CODE__OK) {
+        return;
+    }
+    m->env = accord__v1__envelope__unpack(acc_pb_wiping_allocator(), len, data);
+    if (m->env != NULL) {
+        m->code = acc_validate_envelope(m->env, &m->why);
+    }
+}
 
 /* Takes one message off the socket; false when none is waiting. */
 static bool s_take(broker_t *self, inmsg_t *m)
@@ -969,8 +1026,7 @@ static bool s_take(broker_t *self, inmsg_t *m)
     if (!m->one_frame) {
         s_drain_frames(self);
     } else {
-        m->env = accord__v1__envelope__unpack(acc_pb_wiping_allocator(), zmq_msg_size(&m->body),
-                                              zmq_msg_data(&m->body));
+        s_unpack(self, m);
     }
     return true;
 }
@@ -1006,13 +1062,13 @@ static void s_refuse_connection(broker_t *self, const peers_frame_t *frame)
 }
 
 /* Who sent m is decided here, on every frame, from the key and the connection,
- * never from the routing id alone. */
-static void s_handle_routable(broker_t *self, inmsg_t *m)
+ * never from the routing id alone. NULL when the frame gets no entry (answered). */
+static peer_t *s_bind_sender(broker_t *self, inmsg_t *m)
 {
     uint8_t key[PEERS_KEY_BYTES];
     if (!s_frame_key(&m->body, key)) {
         acc_log_error("router", "a frame without a CURVE identity was dropped");
-        return;
+        return NULL;
     }
     peers_frame_t frame = { .rid = zmq_msg_data(&m->rid),
                             .rid_len = zmq_msg_size(&m->rid),
@@ -1022,6 +1078,15 @@ static void s_handle_routable(broker_t *self, inmsg_t *m)
     peer_t *peer = NULL;
     if (peers_bind(self->peers, self->policy, &frame, &peer) == PEERS_TOO_MANY) {
         s_refuse_connection(self, &frame);
+        return NULL;
+    }
+    return peer;
+}
+
+static void s_handle_routable(broker_t *self, inmsg_t *m)
+{
+    peer_t *peer = s_bind_sender(self, m);
+    if (peer == NULL) {
         return;
     }
     if (!m->one_frame) {
@@ -1031,9 +1096,52 @@ static void s_handle_routable(broker_t *self, inmsg_t *m)
         broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
                            "this key is no longer in the agreement");
         peers_retire(self->peers, peer, "its key is not in the agreement in force");
+    } else if (m->code != ACCORD__V1__ERROR_CODE__OK) {
+        broker_reply_error(self, peer, m->env != NULL ? m->env->correlation_id : 0, m->code,
+                           m->why.msg);
     } else {
+        size_t staged = ledger_staged(self->ledger);
         s_dispatch(self, peer, m->env);
+        s_hold_if_staged(self, m, staged);
     }
+}
+
+/* A publish that staged rows is kept until its batch commits: if PostgreSQL
+ * refuses the batch for one row's data, the batch's publishes are committed
+ * again one at a time, so one poisoned record fails nobody else's. */
+static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before)
+{
+    if (self->replaying || m->env == NULL ||
+        m->env->body_case != ACCORD__V1__ENVELOPE__BODY_PUBLISH ||
+        ledger_staged(self->ledger) == staged_before) {
+        return;
+    }
+    if (self->held_count == self->held_cap) {
+        self->held_cap = self->held_cap == 0 ? 64 : self->held_cap * 2;
+        self->held = acc_xrealloc(self->held, self->held_cap * sizeof(*self->held));
+    }
+    inmsg_t *h = &self->held[self->held_count++];
+    memset(h, 0, sizeof(*h));
+    zmq_msg_init(&h->rid);
+    zmq_msg_init(&h->body);
+    (void)zmq_msg_move(&h->rid, &m->rid);
+    (void)zmq_msg_move(&h->body, &m->body);
+    h->routable = true;
+    h->one_frame = true;
+    self->held_bytes += zmq_msg_size(&h->body);
+}
+
+static void s_release_held(broker_t *self)
+{
+    for (size_t i = 0; i < self->held_count; i++) {
+        if (zmq_msg_size(&self->held[i].body) > 0) {
+            sodium_memzero(zmq_msg_data(&self->held[i].body), zmq_msg_size(&self->held[i].body));
+        }
+        zmq_msg_close(&self->held[i].body);
+        zmq_msg_close(&self->held[i].rid);
+    }
+    self->held_count = 0;
+    self->held_bytes = 0;
 }
 
 /* Acts on one message taken off the socket, and releases it. */
@@ -1053,6 +1161,51 @@ static void s_handle(broker_t *self, inmsg_t *m)
     zmq_msg_close(&m->rid);
 }
 
+/* Commits what one replayed publish staged and answers it; false (nothing
+ * answered yet) when PostgreSQL refused its data. */
+static bool s_commit_one(broker_t *self)
+{
+    acc_err_t err;
+    bool committed = ledger_commit(self->ledger, &err) == ACC_OK;
+    if (!committed && ledger_failed_on_data(self->ledger)) {
+        return false;
+    }
+    s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    return true;
+}
+
+/* One held publish again, alone in its batch; if its own rows are refused for
+ * their data, it gets a final refusal whose row holds only the broker's text. */
+static void s_replay_one(broker_t *self, inmsg_t *m)
+{
+    s_unpack(self, m);
+    peer_t *peer = s_bind_sender(self, m);
+    if (peer != NULL && m->env != NULL && m->code == ACCORD__V1__ERROR_CODE__OK && peer->known &&
+        peer->welcomed) {
+        publish_on_publish(self, peer, m->env);
+        if (!s_commit_one(self)) {
+            s_flush_held_out(self);
+            publish_refuse_unwritable(self, peer, m->env);
+            if (!s_commit_one(self)) {
+                s_flush(self, false, "the sharing log cannot be written just now; retry");
+            }
+        }
+    }
+    if (m->env != NULL) {
+        accord__v1__envelope__free_unpacked(m->env, acc_pb_wiping_allocator());
+        m->env = NULL;
+    }
+}
+
+static void s_replay_held(broker_t *self)
+{
+    self->replaying = true;
+    for (size_t i = 0; i < self->held_count; i++) {
+        s_replay_one(self, &self->held[i]);
+    }
+    self->replaying = false;
+}
+
 /* Asks the log once whether any record published in msgs was accepted before,
  * rather than once per record. On failure each publish asks for itself. */
 static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
@@ -1065,7 +1218,8 @@ static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
         uint8_t key[PEERS_KEY_BYTES];
         acc_principal_t who;
         if (env != NULL && env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH &&
-            env->publish->record != NULL && env->publish->record->record_id[0] != '\0' &&
+            env->publish->record != NULL &&
+            acc_validate_is_record_id(env->publish->record->record_id) &&
             s_frame_key(&msgs[i].body, key) && acc_policy_find_key(self->policy, key, &who) &&
             !who.auditor) {
             from[count] = who.id;
@@ -1080,7 +1234,8 @@ static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
     free(ids);
 }
 
-#define READ_PASS_MAX 512 /* messages taken off the socket, then handled, at a time */
+#define READ_PASS_MAX  512 /* messages taken off the socket, then handled, at a time */
+#define HELD_BYTES_MAX ((size_t)64 * 1024 * 1024) /* publishes kept for a replay, per batch */
 
 /* A batch's staged rows and a pass's frames are bounded in bytes as well as in
  * number, so large records cannot make one batch hold gigabytes. */
@@ -1093,7 +1248,7 @@ static size_t s_pass_size(const broker_t *self, size_t taken)
 {
     size_t max_rows = (size_t)self->config->batch_max_rows;
     size_t staged = ledger_staged(self->ledger);
-    if (taken >= READ_BATCH_MAX || staged >= max_rows ||
+    if (taken >= READ_BATCH_MAX || staged >= max_rows || self->held_bytes >= HELD_BYTES_MAX ||
         ledger_staged_bytes(self->ledger) >= BATCH_BYTES_MAX) {
         return 0;
     }

@@ -70,6 +70,11 @@ typedef struct {
     peers_t *peers;
     void *monitor;  /* PAIR socket: the router's disconnections, from libzmq */
     inmsg_t *inbox; /* one read pass of messages, allocated on first use */
+    inmsg_t *held;  /* this batch's publishes that staged rows, kept until it commits */
+    size_t held_count;
+    size_t held_cap;
+    size_t held_bytes;
+    bool replaying; /* committing held publishes one at a time after a data failure */
     out_t *out;
     size_t out_count;
     size_t out_cap;
@@ -113,6 +118,11 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
 /* publish.c: decides one Publish, stages its log rows and queues the result and
  * deliveries for the end of the batch. */
 void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
+/* publish.c: the final answer to a Publish whose rows PostgreSQL refused for
+ * their data: a refused row holding only broker-chosen text (no record_id or
+ * record_type) and an INVALID_RECORD result, so no retry can fail a batch again. */
+void publish_refuse_unwritable(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
 /* audit.c: answers an auditor's AuditQuery with one page of log rows and stages
  * a `queried` row saying who asked what and how much they were given. */

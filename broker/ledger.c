@@ -64,6 +64,7 @@ struct ledger_t {
     int64_t retry_at_ms;       /* no reconnect attempt before this */
     int64_t epoch_retry_at_ms; /* after a failed rotation, none before this */
     int64_t backoff_ms;
+    char failed_sqlstate[6]; /* SQLSTATE of the last commit's failure; "" if none */
 };
 
 /* An epoch being started: nothing of it is used until it has committed. */
@@ -528,6 +529,9 @@ static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
         } else if (st != PGRES_COMMAND_OK && rc == ACC_OK) {
             rc = acc_err_set(err, ACC_ERR_DB, "could not write a log batch: %s",
                              PQresultErrorMessage(res));
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            (void)snprintf(self->failed_sqlstate, sizeof(self->failed_sqlstate), "%s",
+                           state != NULL ? state : "");
         }
         PQclear(res);
     }
@@ -570,8 +574,15 @@ static acc_rc_t s_ensure_up(ledger_t *self, acc_err_t *err)
     return s_reconnect(self, err);
 }
 
+bool ledger_failed_on_data(const ledger_t *self)
+{
+    return strncmp(self->failed_sqlstate, "22", 2) == 0 ||
+           strncmp(self->failed_sqlstate, "23", 2) == 0;
+}
+
 acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
 {
+    self->failed_sqlstate[0] = '\0';
     if (self->staged == 0) {
         return ACC_OK;
     }

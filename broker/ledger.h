@@ -150,6 +150,11 @@ size_t ledger_staged_bytes(const ledger_t *self);
  * ACC_ERR_DB says why; the connection is re-established on the next call. */
 ACC_NODISCARD acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err);
 
+/* True when the last ledger_commit failed because PostgreSQL refused a row's
+ * data (SQLSTATE class 22, data exception, or 23, integrity constraint): trying
+ * the same rows again fails again, unlike a lost connection. */
+bool ledger_failed_on_data(const ledger_t *self);
+
 /* The agency id checkpoint rows are written under. */
 #define LEDGER_BROKER_ID "accordd"
 

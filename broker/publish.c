@@ -8,10 +8,10 @@
 #include "accord/log.h"
 #include "accord/nhs.h"
 #include "accord/record.h"
+#include "accord/validate.h"
 #include "broker.h"
 
-#define RECORD_ID_LOG_MAX 128
-#define PROVENANCE_MAX    1024
+#define PROVENANCE_MAX 1024
 
 /* Everything one publish produces, kept together until its answer is queued. */
 typedef struct {
@@ -63,10 +63,22 @@ static void s_subject_tag(const broker_t *self, s_publish_t *p)
     sodium_memzero(input, sizeof(input));
 }
 
+/* Only text that passed validation goes into the log or back to the publisher:
+ * the record's own id and type when valid, else NULL. */
 static const char *s_record_id(const Accord__V1__ChildRecord *rec)
 {
-    size_t len = strnlen(rec->record_id, RECORD_ID_LOG_MAX + 1);
-    return len == 0 || len > RECORD_ID_LOG_MAX ? NULL : rec->record_id;
+    return acc_validate_is_record_id(rec->record_id) ? rec->record_id : NULL;
+}
+
+static const char *s_record_type(const Accord__V1__ChildRecord *rec)
+{
+    return acc_validate_is_record_type(rec->record_type) ? rec->record_type : NULL;
+}
+
+static const char *s_echo_id(const Accord__V1__ChildRecord *rec)
+{
+    const char *id = s_record_id(rec);
+    return id != NULL ? id : "";
 }
 
 static void s_row_init(const broker_t *self, const s_publish_t *p, acc_logrow_t *row,
@@ -76,7 +88,7 @@ static void s_row_init(const broker_t *self, const s_publish_t *p, acc_logrow_t 
     acc_uuid_random(row->share_id);
     row->event = event;
     row->from_agency = p->peer->id;
-    row->record_type = p->rec->record_type[0] != '\0' ? p->rec->record_type : NULL;
+    row->record_type = s_record_type(p->rec);
     row->record_id = s_record_id(p->rec);
     row->subject_tag = p->has_tag ? p->tag : NULL;
     row->consent = acc_pb_consent_name(p->rec->consent);
@@ -102,7 +114,7 @@ static int64_t s_stage(broker_t *self, s_publish_t *p, acc_logrow_t *row,
 static void s_queue_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
                            const char *reason)
 {
-    p->result.record_id = p->rec->record_id;
+    p->result.record_id = acc_pb_str(s_echo_id(p->rec));
     p->result.code = code;
     p->result.reason = acc_pb_str(reason);
     p->result.seq = (uint64_t)p->first_seq;
@@ -111,7 +123,7 @@ static void s_queue_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode
     env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT;
     env.publish_result = &p->result;
     out_t *o = broker_queue(self, OUT_RESULT, p->peer, &env);
-    o->record_id = acc_xstrdup(p->rec->record_id);
+    o->record_id = acc_xstrdup(s_echo_id(p->rec));
 }
 
 static void s_refuse(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code, const char *reason)
@@ -252,7 +264,7 @@ static void s_decide_recipient(broker_t *self, s_publish_t *p, const acc_decisio
 static void s_reply_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode code,
                            const char *reason)
 {
-    p->result.record_id = p->rec->record_id;
+    p->result.record_id = acc_pb_str(s_echo_id(p->rec));
     p->result.code = code;
     p->result.reason = acc_pb_str(reason);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
@@ -398,7 +410,7 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
         (void)acc_err_set(&reason, ACC_ERR_PERMISSION,
                           "the record names another agency as its publisher");
     } else {
-        code = acc_record_check(p->rec, &reason);
+        code = acc_validate_record(p->rec, &reason);
     }
     if (code == ACCORD__V1__ERROR_CODE__OK && s_check_repeat(self, p, &code, &reason)) {
         sodium_memzero(p, sizeof(*p));
@@ -419,6 +431,27 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
         s_refuse(self, p, code, reason.msg);
     }
     free(d);
+    sodium_memzero(p, sizeof(*p));
+    free(p);
+}
+
+void publish_refuse_unwritable(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
+{
+    static const char reason[] = "the sharing log refused this record's data";
+    s_publish_t *p = acc_xcalloc(1, sizeof(*p));
+    p->env = env;
+    p->rec = env->publish->record;
+    p->peer = peer;
+    accord__v1__publish_result__init(&p->result);
+    acc_logrow_t row;
+    s_row_init(self, p, &row, "refused");
+    row.record_type = NULL;
+    row.record_id = NULL;
+    row.error_code = acc_pb_code_name(ACCORD__V1__ERROR_CODE__INVALID_RECORD);
+    row.reason = reason;
+    (void)s_stage(self, p, &row, p->rec);
+    s_queue_result(self, p, ACCORD__V1__ERROR_CODE__INVALID_RECORD, reason);
+    acc_log_warn("publish", "refused record from %s: the sharing log refused its data", peer->id);
     sodium_memzero(p, sizeof(*p));
     free(p);
 }

@@ -3,11 +3,13 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NULL_LEN 0xffffffffU
 
-/* A streaming sink: either a BLAKE2b state or a bounded buffer. */
+/* A streaming sink: a BLAKE2b state or a bounded buffer. Bytes past the
+ * buffer's end are counted but not written, so a caller learns the size it needs. */
 typedef struct {
     crypto_generichash_state *hash; /* NULL when writing to buf */
     uint8_t *buf;
@@ -21,8 +23,9 @@ static void s_put(s_sink_t *sink, const void *bytes, size_t len)
         (void)crypto_generichash_update(sink->hash, bytes, len);
         return;
     }
-    acc_assert(sink->len + len <= sink->cap);
-    memcpy(sink->buf + sink->len, bytes, len);
+    if (sink->len <= sink->cap && len <= sink->cap - sink->len) {
+        memcpy(sink->buf + sink->len, bytes, len);
+    }
     sink->len += len;
 }
 
@@ -117,16 +120,35 @@ size_t acc_logrow_ad(uint8_t *out, size_t out_len, const acc_logrow_t *row)
     return sink.len;
 }
 
+/* The row's associated data fits the stack buffer unless a string is unusually
+ * long (validation bounds them); then it gets a buffer of its own. */
+static uint8_t *s_ad_new(uint8_t *stack_ad, const acc_logrow_t *row, size_t *ad_len)
+{
+    *ad_len = acc_logrow_ad(NULL, 0, row);
+    uint8_t *ad = *ad_len <= ACC_LOGROW_AD_MAX ? stack_ad : acc_xmalloc(*ad_len);
+    (void)acc_logrow_ad(ad, *ad_len, row);
+    return ad;
+}
+
+static void s_ad_free(uint8_t *ad, const uint8_t *stack_ad)
+{
+    if (ad != stack_ad) {
+        free(ad);
+    }
+}
+
 void acc_logrow_seal(uint8_t *out, size_t out_len, const uint8_t *plain, size_t plain_len,
                      const acc_logrow_t *row, const uint8_t key[ACC_LOGROW_KEY_BYTES])
 {
     acc_assert(out_len == plain_len + ACC_LOGROW_MAC_BYTES);
     acc_assert(row->nonce != NULL);
-    uint8_t ad[ACC_LOGROW_AD_MAX];
-    size_t ad_len = acc_logrow_ad(ad, sizeof(ad), row);
+    uint8_t stack_ad[ACC_LOGROW_AD_MAX];
+    size_t ad_len = 0;
+    uint8_t *ad = s_ad_new(stack_ad, row, &ad_len);
     unsigned long long written = 0;
     (void)crypto_aead_xchacha20poly1305_ietf_encrypt(out, &written, plain, plain_len, ad, ad_len,
                                                      NULL, row->nonce, key);
+    s_ad_free(ad, stack_ad);
     acc_assert(written == out_len);
 }
 
@@ -138,12 +160,14 @@ acc_rc_t acc_logrow_open(uint8_t *out, size_t out_len, const acc_logrow_t *row,
         return acc_err_set(err, ACC_ERR_INVALID, "log row %lld has no payload of the right size",
                            (long long)row->seq);
     }
-    uint8_t ad[ACC_LOGROW_AD_MAX];
-    size_t ad_len = acc_logrow_ad(ad, sizeof(ad), row);
+    uint8_t stack_ad[ACC_LOGROW_AD_MAX];
+    size_t ad_len = 0;
+    uint8_t *ad = s_ad_new(stack_ad, row, &ad_len);
     unsigned long long written = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &written, NULL, row->payload,
-                                                   row->payload_len, ad, ad_len, row->nonce,
-                                                   key) != 0) {
+    int failed = crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, &written, NULL, row->payload, row->payload_len, ad, ad_len, row->nonce, key);
+    s_ad_free(ad, stack_ad);
+    if (failed != 0) {
         return acc_err_set(err, ACC_ERR_CRYPTO,
                            "payload of log row %lld does not decrypt: wrong key, or the row or "
                            "its ciphertext was changed",

@@ -8,9 +8,10 @@
 
 #include "accord/nhs.h"
 #include "accord/pbwipe.h"
+#include "accord/validate.h"
 
-#define RECORD_ID_MAX   128
-#define RECORD_TYPE_MAX 64
+#define RECORD_ID_MAX   ACC_VALIDATE_RECORD_ID_MAX
+#define RECORD_TYPE_MAX ACC_VALIDATE_RECORD_TYPE_MAX
 
 /* ---- JSON -> record ---- */
 

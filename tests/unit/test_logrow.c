@@ -1,6 +1,7 @@
 /* test_logrow.c - canonical row hashing and payload binding */
 #include <criterion/criterion.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "accord/logrow.h"
@@ -100,6 +101,31 @@ Test(logrow, payload_decrypts_only_with_its_key_and_in_its_row)
     cr_assert_eq(acc_logrow_open(out, sizeof(out), &row, wrong, &err), ACC_ERR_CRYPTO);
     cipher[3] ^= 1;
     cr_assert_eq(acc_logrow_open(out, sizeof(out), &row, key, &err), ACC_ERR_CRYPTO);
+}
+
+Test(logrow, seals_and_opens_a_row_whose_strings_outgrow_the_ad_buffer)
+{
+    uint8_t key[ACC_LOGROW_KEY_BYTES];
+    crypto_aead_xchacha20poly1305_ietf_keygen(key);
+    static const uint8_t plain[] = "a refused record";
+    uint8_t cipher[sizeof(plain) + ACC_LOGROW_MAC_BYTES];
+    char *type = malloc(5001);
+    memset(type, 't', 5000);
+    type[5000] = '\0';
+    acc_logrow_t row = s_row();
+    row.record_type = type;
+    cr_assert_gt(acc_logrow_ad(NULL, 0, &row), ACC_LOGROW_AD_MAX);
+    uint8_t small[16];
+    cr_assert_gt(acc_logrow_ad(small, sizeof(small), &row), sizeof(small));
+    acc_logrow_seal(cipher, sizeof(cipher), plain, sizeof(plain), &row, key);
+    row.payload = cipher;
+    row.payload_len = sizeof(cipher);
+    uint8_t out[sizeof(plain)];
+    acc_err_t err;
+    cr_assert_eq(acc_logrow_open(out, sizeof(out), &row, key, &err), ACC_OK, "%s", err.msg);
+    type[0] = 'u';
+    cr_assert_eq(acc_logrow_open(out, sizeof(out), &row, key, &err), ACC_ERR_CRYPTO);
+    free(type);
 }
 
 Test(logrow, uuid_round_trips_and_rejects_malformed_text)

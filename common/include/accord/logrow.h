@@ -60,8 +60,11 @@ void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_
 
 /* The associated data binding a payload to its row: seq, share id, event, from,
  * to, record type, record id and key epoch, canonically encoded into out
- * (out_len bytes). Returns the length used; a ciphertext moved to another row
- * does not decrypt. Asserts out is large enough (ACC_LOGROW_AD_MAX). */
+ * (out_len bytes; out may be NULL when out_len is 0). Returns the length the
+ * encoding needs; when that is more than out_len, out holds only its first
+ * out_len bytes, so call again with a buffer that large. A ciphertext moved to
+ * another row does not decrypt. ACC_LOGROW_AD_MAX is what validated rows need
+ * at most; seal and open take a bigger buffer for anything longer. */
 #define ACC_LOGROW_AD_MAX 1024
 size_t acc_logrow_ad(uint8_t *out, size_t out_len, const acc_logrow_t *row);
 
