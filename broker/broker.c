@@ -57,7 +57,7 @@ static acc_rc_t s_set(void *socket, int option, const void *value, size_t len, a
 
 static int s_inbound_queue_max(const acc_broker_config_t *config)
 {
-    int64_t frames = INBOUND_BYTES_MAX / config->max_message_bytes;
+    int64_t frames = INBOUND_BYTES_MAX / (config->max_message_bytes * ACC_VALIDATE_CEILING_FACTOR);
     if (frames < INBOUND_QUEUE_MIN) {
         frames = INBOUND_QUEUE_MIN;
     }
