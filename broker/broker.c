@@ -12,7 +12,6 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 
-#define PEERS_MAX           4096
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
 #define ACK_COMMIT_DELAY_MS 10   /* longest wait of a batch of acknowledgements alone */
@@ -32,6 +31,9 @@ static int64_t s_now_ms(void)
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+static void s_on_retire(void *ctx, peer_t *p, const char *why);
+static void s_restart_all_deliveries(broker_t *self);
 
 /* ---- opening ---- */
 
@@ -97,6 +99,24 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     return ACC_OK;
 }
 
+/* The router's disconnections, so that a connection's state ends with it. */
+static acc_rc_t s_open_monitor(broker_t *self, acc_err_t *err)
+{
+    char endpoint[64];
+    (void)snprintf(endpoint, sizeof(endpoint), "inproc://accordd-router-%p", (void *)self);
+    if (zmq_socket_monitor(self->router, endpoint, ZMQ_EVENT_DISCONNECTED) != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not watch the broker socket: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    self->monitor = zmq_socket(self->ctx, ZMQ_PAIR);
+    if (self->monitor == NULL || zmq_connect(self->monitor, endpoint) != 0) {
+        return acc_err_set(err, ACC_ERR_NET, "could not watch the broker socket: %s",
+                           zmq_strerror(zmq_errno()));
+    }
+    int zero = 0;
+    return s_set(self->monitor, ZMQ_LINGER, &zero, sizeof(zero), err);
+}
+
 static acc_rc_t s_load_policy(broker_t *self, acc_err_t *err)
 {
     acc_diag_t diag;
@@ -155,6 +175,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
 {
     broker_t *self = acc_xcalloc(1, sizeof(*self));
     self->config = config;
+    self->peers = peers_new(s_on_retire, self);
     self->stop_requested = stop_requested;
     self->reload_requested = reload_requested;
     self->ctx = zmq_ctx_new();
@@ -163,6 +184,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
     acc_assert(curve_secret != NULL);
     acc_rc_t rc = s_load_policy(self, err);
     if (rc == ACC_OK) {
+        s_restart_all_deliveries(self);
         rc = s_open_keys_and_ledger(self, curve_secret, err);
     }
     if (rc == ACC_OK) {
@@ -171,6 +193,9 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
     }
     if (rc == ACC_OK) {
         rc = s_open_router(self, curve_secret, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_open_monitor(self, err);
     }
     if (rc == ACC_OK && config->metrics[0] != '\0') {
         rc = metrics_open(&self->metrics, config->metrics, err);
@@ -187,6 +212,9 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
 
 static void s_out_free(out_t *o)
 {
+    if (o->frame != NULL) {
+        sodium_memzero(o->frame, o->frame_len); /* a Deliver holds a child's record */
+    }
     free(o->frame);
     free(o->record_id);
     free(o->record_type);
@@ -215,11 +243,13 @@ void broker_destroy(broker_t **self_p)
         s_inflight_free(&self->inflight[i]);
     }
     free(self->inflight);
-    for (size_t i = 0; i < self->peer_count; i++) {
-        acc_strlist_clear(&self->peers[i].subscriptions);
-    }
-    free(self->peers);
+    peers_destroy(&self->peers);
+    free(self->agency_inflight);
+    free(self->agency_inflight_bytes);
     free(self->inbox);
+    if (self->monitor != NULL) {
+        zmq_close(self->monitor);
+    }
     if (self->router != NULL) {
         zmq_close(self->router);
     }
@@ -237,63 +267,23 @@ void broker_destroy(broker_t **self_p)
 
 /* ---- peers ---- */
 
-static peer_t *s_peer_find(broker_t *self, const uint8_t *rid, size_t rid_len)
-{
-    for (size_t i = 0; i < self->peer_count; i++) {
-        peer_t *p = &self->peers[i];
-        if (p->rid_len == rid_len && memcmp(p->rid, rid, rid_len) == 0) {
-            return p;
-        }
-    }
-    return NULL;
-}
+static void s_inflight_drop_agency(broker_t *self, size_t agency);
 
-static void s_peer_remove(broker_t *self, size_t index)
+/* A connection that ends, or whose routing id another connection takes, leaves
+ * nothing behind: what it had in flight goes back to the outbox for its
+ * agency's next subscribing connection. */
+static void s_on_retire(void *ctx, peer_t *p, const char *why)
 {
-    acc_strlist_clear(&self->peers[index].subscriptions);
-    self->peers[index] = self->peers[self->peer_count - 1];
-    self->peer_count--;
-}
-
-/* ZeroMQ does not report disconnects to a ROUTER, so the table is bounded by
- * evicting the peer heard from least recently. */
-static size_t s_peer_evict_oldest(broker_t *self)
-{
-    size_t oldest = 0;
-    for (size_t i = 1; i < self->peer_count; i++) {
-        if (self->peers[i].last_seen_ms < self->peers[oldest].last_seen_ms) {
-            oldest = i;
-        }
+    broker_t *self = ctx;
+    if (p->subscriber && p->known && !p->who.auditor) {
+        s_inflight_drop_agency(self, p->who.index);
+        acc_log_notice("router",
+                       "connection of %s forgotten (%s): its unacknowledged deliveries return to "
+                       "the outbox",
+                       p->id, why);
+    } else {
+        acc_log_info("router", "connection of %s forgotten (%s)", p->id, why);
     }
-    s_peer_remove(self, oldest);
-    return oldest;
-}
-
-static void s_peer_bind(const broker_t *self, peer_t *p)
-{
-    p->known = acc_policy_find_principal(self->policy, p->id, &p->who);
-}
-
-static peer_t *s_peer_get(broker_t *self, const uint8_t *rid, size_t rid_len, const char *user_id)
-{
-    peer_t *p = s_peer_find(self, rid, rid_len);
-    if (p != NULL) {
-        return p;
-    }
-    if (self->peer_count == PEERS_MAX) {
-        (void)s_peer_evict_oldest(self);
-    }
-    if (self->peer_count == self->peer_cap) {
-        self->peer_cap = self->peer_cap == 0 ? 16 : self->peer_cap * 2;
-        self->peers = acc_xrealloc(self->peers, self->peer_cap * sizeof(*self->peers));
-    }
-    p = &self->peers[self->peer_count++];
-    memset(p, 0, sizeof(*p));
-    memcpy(p->rid, rid, rid_len);
-    p->rid_len = rid_len;
-    (void)snprintf(p->id, sizeof(p->id), "%s", user_id);
-    s_peer_bind(self, p);
-    return p;
 }
 
 /* ---- outgoing frames ---- */
@@ -310,6 +300,8 @@ out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
     o->kind = kind;
     memcpy(o->rid, peer->rid, peer->rid_len);
     o->rid_len = peer->rid_len;
+    memcpy(o->key, peer->key, sizeof(o->key));
+    o->fd = peer->fd;
     o->correlation_id = env->correlation_id;
     o->frame_len = accord__v1__envelope__get_packed_size(env);
     o->frame = acc_xmalloc(o->frame_len);
@@ -352,21 +344,24 @@ static s_send_rc_t s_send(broker_t *self, const uint8_t *rid, size_t rid_len, co
     if (e == EAGAIN) {
         return SEND_FULL;
     }
-    peer_t *p = s_peer_find(self, rid, rid_len);
+    peer_t *p = peers_find(self->peers, rid, rid_len);
     if (p != NULL) {
-        acc_log_info("router", "%s has gone: %s", p->id, zmq_strerror(e));
-        p->closing = true;
+        peers_retire(self->peers, p, zmq_strerror(e));
     }
     return SEND_GONE;
 }
 
 /* An answer nobody is reading is dropped: the publisher's retry gets the first
  * result again (idempotent publish), so nothing is lost. */
-static void s_reply(broker_t *self, const uint8_t *rid, size_t rid_len, const uint8_t *frame,
-                    size_t len)
+static void s_reply(broker_t *self, const out_t *o, const uint8_t *frame, size_t len)
 {
-    if (s_send(self, rid, rid_len, frame, len) == SEND_FULL) {
-        peer_t *p = s_peer_find(self, rid, rid_len);
+    if (!peers_is_current(self->peers, o->rid, o->rid_len, o->key, o->fd)) {
+        /* the connection that asked has ended; its routing id may be someone
+         * else's now */
+        return;
+    }
+    if (s_send(self, o->rid, o->rid_len, frame, len) == SEND_FULL) {
+        peer_t *p = peers_find(self->peers, o->rid, o->rid_len);
         acc_log_warn("router", "%s is not reading its answers; one dropped",
                      p != NULL ? p->id : "a peer");
     }
@@ -386,14 +381,14 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
     size_t len = accord__v1__envelope__get_packed_size(&env);
     if (len <= sizeof(buf)) {
         (void)accord__v1__envelope__pack(&env, buf);
-        s_reply(self, o->rid, o->rid_len, buf, len);
+        s_reply(self, o, buf, len);
     }
 }
 
 static bool s_wants(const peer_t *p, size_t agency, const char *record_type)
 {
     if (!p->known || p->who.auditor || p->who.index != agency || !p->welcomed || !p->subscriber ||
-        p->closing) {
+        p->closing || p->gone) {
         return false;
     }
     if (p->subscriptions.count == 0) {
@@ -419,22 +414,63 @@ static void s_inflight_add(broker_t *self, const out_t *o, const char *from)
     f->from_agency = acc_xstrdup(from);
     f->record_type = acc_xstrdup(o->record_type);
     f->record_id = acc_xstrdup(o->record_id);
+    f->frame_len = o->frame_len;
     f->seq = o->seq;
     f->sent_at_ms = s_now_ms();
     f->ack_staged = false;
+    if (o->to_agency < self->agency_slots) {
+        self->agency_inflight[o->to_agency]++;
+        self->agency_inflight_bytes[o->to_agency] += o->frame_len;
+    }
+}
+
+/* Forgets inflight entry i (the last one takes its place). */
+static void s_inflight_remove(broker_t *self, size_t i)
+{
+    inflight_t *f = &self->inflight[i];
+    size_t agency = f->to_agency;
+    /* counters restart with each agreement; entries from before may outlive them */
+    if (agency < self->agency_slots && self->agency_inflight[agency] > 0) {
+        self->agency_inflight[agency]--;
+        self->agency_inflight_bytes[agency] -= f->frame_len < self->agency_inflight_bytes[agency]
+                                                   ? f->frame_len
+                                                   : self->agency_inflight_bytes[agency];
+    }
+    s_inflight_free(f);
+    self->inflight[i] = self->inflight[--self->inflight_count];
+}
+
+/* A subscriber holding this many deliveries, or bytes, unacknowledged is sent no
+ * more until it acknowledges some: the rest wait in the outbox, not in memory. */
+#define INFLIGHT_MAX       1000
+#define INFLIGHT_BYTES_MAX ((size_t)16 * 1024 * 1024)
+
+static bool s_inflight_is_full(const broker_t *self, size_t agency)
+{
+    return agency < self->agency_slots &&
+           (self->agency_inflight[agency] >= INFLIGHT_MAX ||
+            self->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
 }
 
 /* Sends a committed share to the newest connection of its recipient that wants it.
  * Otherwise it waits in the outbox for the recipient's next Hello. */
 static bool s_deliver(broker_t *self, const out_t *o)
 {
-    for (size_t i = self->peer_count; i-- > 0;) {
-        peer_t *p = &self->peers[i];
+    for (size_t i = peers_count(self->peers); i-- > 0;) {
+        peer_t *p = peers_at(self->peers, i);
         if (!s_wants(p, o->to_agency, o->record_type)) {
             continue;
         }
         if (p->backlog) {
             return false; /* it arrives in log order through the outbox */
+        }
+        if (s_inflight_is_full(self, o->to_agency)) {
+            acc_log_info("outbox",
+                         "%s holds too much unacknowledged; its deliveries wait in the "
+                         "outbox",
+                         p->id);
+            p->backlog = true;
+            return false;
         }
         s_send_rc_t sent = s_send(self, p->rid, p->rid_len, o->frame, o->frame_len);
         if (sent == SEND_OK) {
@@ -458,11 +494,11 @@ static void s_flush(broker_t *self, bool committed, const char *why)
         out_t *o = &self->out[i];
         switch (o->kind) {
         case OUT_REPLY:
-            s_reply(self, o->rid, o->rid_len, o->frame, o->frame_len);
+            s_reply(self, o, o->frame, o->frame_len);
             break;
         case OUT_RESULT:
             if (committed) {
-                s_reply(self, o->rid, o->rid_len, o->frame, o->frame_len);
+                s_reply(self, o, o->frame, o->frame_len);
             } else {
                 s_send_unavailable(self, o, why);
             }
@@ -483,8 +519,7 @@ static void s_settle_acks(broker_t *self, bool committed)
     for (size_t i = 0; i < self->inflight_count;) {
         inflight_t *f = &self->inflight[i];
         if (f->ack_staged && committed) {
-            s_inflight_free(f);
-            self->inflight[i] = self->inflight[--self->inflight_count];
+            s_inflight_remove(self, i);
             continue;
         }
         f->ack_staged = false;
@@ -578,8 +613,7 @@ static void s_inflight_drop_agency(broker_t *self, size_t agency)
     for (size_t i = 0; i < self->inflight_count;) {
         inflight_t *f = &self->inflight[i];
         if (f->to_agency == agency && !f->ack_staged) {
-            s_inflight_free(f);
-            self->inflight[i] = self->inflight[--self->inflight_count];
+            s_inflight_remove(self, i);
             continue;
         }
         i++;
@@ -590,8 +624,8 @@ static void s_inflight_drop_agency(broker_t *self, size_t agency)
  * what was in flight on an earlier connection is sent again, in log order. */
 static void s_restart_deliveries(broker_t *self, peer_t *peer)
 {
-    for (size_t i = 0; i < self->peer_count; i++) {
-        peer_t *other = &self->peers[i];
+    for (size_t i = 0; i < peers_count(self->peers); i++) {
+        peer_t *other = peers_at(self->peers, i);
         if (other != peer && other->known && !other->who.auditor &&
             other->who.index == peer->who.index && other->subscriber) {
             other->subscriber = false; /* the newest connection receives */
@@ -605,11 +639,7 @@ static void s_restart_deliveries(broker_t *self, peer_t *peer)
 
 static size_t s_inflight_for(const broker_t *self, size_t agency)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < self->inflight_count; i++) {
-        n += self->inflight[i].to_agency == agency ? 1 : 0;
-    }
-    return n;
+    return agency < self->agency_slots ? self->agency_inflight[agency] : 0;
 }
 
 typedef struct {
@@ -629,13 +659,17 @@ static void s_send_pending(void *ctx, const ledger_delivery_t *d)
         peer->cursor = d->seq; /* narrowed away by its subscriptions: stays pending */
         return;
     }
+    if (s_inflight_is_full(page->broker, peer->who.index)) {
+        page->full = true;
+        return;
+    }
     s_send_rc_t sent = s_send(page->broker, peer->rid, peer->rid_len, d->frame, d->frame_len);
     page->full = sent == SEND_FULL;
     if (sent != SEND_OK) {
         return;
     }
     peer->cursor = d->seq;
-    out_t o = { .to_agency = peer->who.index, .seq = d->seq };
+    out_t o = { .to_agency = peer->who.index, .seq = d->seq, .frame_len = d->frame_len };
     memcpy(o.share_id, d->share_id, sizeof(o.share_id));
     o.record_type = acc_pb_str(d->record_type);
     o.record_id = acc_pb_str(d->record_id != NULL ? d->record_id : "");
@@ -649,8 +683,8 @@ static void s_pump_outbox(broker_t *self)
     if (ledger_staged(self->ledger) > 0) {
         return; /* acknowledgements still waiting: their shares are in the outbox */
     }
-    for (size_t i = 0; i < self->peer_count; i++) {
-        peer_t *p = &self->peers[i];
+    for (size_t i = 0; i < peers_count(self->peers); i++) {
+        peer_t *p = peers_at(self->peers, i);
         if (!p->backlog || !p->subscriber || p->closing ||
             s_inflight_for(self, p->who.index) >= OUTBOX_LOW_WATER) {
             continue;
@@ -680,8 +714,8 @@ static void s_redeliver_due(broker_t *self)
         if (f->ack_staged || now - f->sent_at_ms < self->config->redeliver_after_ms) {
             continue;
         }
-        for (size_t k = self->peer_count; k-- > 0;) {
-            peer_t *p = &self->peers[k];
+        for (size_t k = peers_count(self->peers); k-- > 0;) {
+            peer_t *p = peers_at(self->peers, k);
             /* a subscriber still acknowledging is slow, not stuck: sending
              * everything again would only slow it further */
             if (p->subscriber && p->known && !p->who.auditor && p->who.index == f->to_agency &&
@@ -717,7 +751,7 @@ static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope 
     }
     peer->subscriptions.count = hello->n_subscriptions;
     peer->welcomed = true;
-    peer->subscriber = hello->subscribe && !peer->who.auditor;
+    peer->subscriber = hello->subscribe && !peer->who.auditor && !peer->gone;
     if (peer->subscriber) {
         s_restart_deliveries(self, peer);
     }
@@ -856,16 +890,22 @@ static void s_dispatch(broker_t *self, peer_t *peer, const Accord__V1__Envelope 
 
 /* ---- reading ---- */
 
-static void s_drain_frames(broker_t *self)
+/* Reads and drops the rest of a multipart message. */
+static void s_drain_socket(void *socket)
 {
     int more = 1;
     size_t size = sizeof(more);
-    while (zmq_getsockopt(self->router, ZMQ_RCVMORE, &more, &size) == 0 && more) {
+    while (zmq_getsockopt(socket, ZMQ_RCVMORE, &more, &size) == 0 && more) {
         zmq_msg_t extra;
         zmq_msg_init(&extra);
-        (void)zmq_msg_recv(&extra, self->router, 0);
+        (void)zmq_msg_recv(&extra, socket, 0);
         zmq_msg_close(&extra);
     }
+}
+
+static void s_drain_frames(broker_t *self)
+{
+    s_drain_socket(self->router);
 }
 
 /* One message off the socket: a routing id and, from a well-behaved peer,
@@ -900,27 +940,78 @@ static bool s_take(broker_t *self, inmsg_t *m)
     return true;
 }
 
+/* The CURVE key ZAP admitted for the connection body came on (its User-Id). */
+static bool s_frame_key(zmq_msg_t *body, uint8_t key[PEERS_KEY_BYTES])
+{
+    const char *hex = zmq_msg_gets(body, "User-Id");
+    size_t len = 0;
+    return hex != NULL && strlen(hex) == 2 * PEERS_KEY_BYTES &&
+           sodium_hex2bin(key, PEERS_KEY_BYTES, hex, 2 * PEERS_KEY_BYTES, NULL, &len, NULL) == 0 &&
+           len == PEERS_KEY_BYTES;
+}
+
+/* One key may hold only so many connections: the answer goes to the surplus
+ * one, which gets no entry. */
+static void s_refuse_connection(broker_t *self, const peers_frame_t *frame)
+{
+    peer_t *surplus = acc_xcalloc(1, sizeof(*surplus));
+    memcpy(surplus->rid, frame->rid, frame->rid_len);
+    surplus->rid_len = frame->rid_len;
+    memcpy(surplus->key, frame->key, sizeof(surplus->key));
+    surplus->fd = frame->fd;
+    acc_principal_t who;
+    (void)snprintf(surplus->id, sizeof(surplus->id), "%s",
+                   acc_policy_find_key(self->policy, frame->key, &who) ? who.id : "unknown");
+    char message[96];
+    (void)snprintf(message, sizeof(message), "too many connections for this key (limit %d)",
+                   PEERS_PER_KEY_MAX);
+    broker_reply_error(self, surplus, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED, message);
+    free(surplus);
+}
+
+/* Who sent m is decided here, on every frame, from the key and the connection,
+ * never from the routing id alone. */
+static void s_handle_routable(broker_t *self, inmsg_t *m)
+{
+    uint8_t key[PEERS_KEY_BYTES];
+    if (!s_frame_key(&m->body, key)) {
+        acc_log_error("router", "a frame without a CURVE identity was dropped");
+        return;
+    }
+    peers_frame_t frame = { .rid = zmq_msg_data(&m->rid),
+                            .rid_len = zmq_msg_size(&m->rid),
+                            .key = key,
+                            .fd = zmq_msg_get(&m->body, ZMQ_SRCFD),
+                            .now_ms = s_now_ms() };
+    peer_t *peer = NULL;
+    if (peers_bind(self->peers, self->policy, &frame, &peer) == PEERS_TOO_MANY) {
+        s_refuse_connection(self, &frame);
+        return;
+    }
+    if (!m->one_frame) {
+        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
+                           "a message must be exactly one Envelope frame");
+    } else if (!peer->known) {
+        broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
+                           "this key is no longer in the agreement");
+        peers_retire(self->peers, peer, "its key is not in the agreement in force");
+    } else {
+        s_dispatch(self, peer, m->env);
+    }
+}
+
 /* Acts on one message taken off the socket, and releases it. */
 static void s_handle(broker_t *self, inmsg_t *m)
 {
     if (m->routable) {
-        const char *user_id = zmq_msg_gets(&m->body, "User-Id");
-        peer_t *peer = s_peer_get(self, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid),
-                                  user_id != NULL ? user_id : "");
-        peer->last_seen_ms = s_now_ms();
-        if (!m->one_frame) {
-            broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__MALFORMED,
-                               "a message must be exactly one Envelope frame");
-        } else if (!peer->known) {
-            broker_reply_error(self, peer, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED,
-                               "this key is no longer in the agreement");
-            peer->closing = true;
-        } else {
-            s_dispatch(self, peer, m->env);
-        }
+        s_handle_routable(self, m);
     }
     if (m->env != NULL) {
         accord__v1__envelope__free_unpacked(m->env, NULL);
+    }
+    /* the frame held a child's record in clear */
+    if (zmq_msg_size(&m->body) > 0) {
+        sodium_memzero(zmq_msg_data(&m->body), zmq_msg_size(&m->body));
     }
     zmq_msg_close(&m->body);
     zmq_msg_close(&m->rid);
@@ -928,17 +1019,20 @@ static void s_handle(broker_t *self, inmsg_t *m)
 
 /* Asks the log once whether any record published in msgs was accepted before,
  * rather than once per record. On failure each publish asks for itself. */
-static void s_prefetch_publishes(broker_t *self, const inmsg_t *msgs, size_t n)
+static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
 {
     const char **from = acc_xmalloc(n * sizeof(*from));
     const char **ids = acc_xmalloc(n * sizeof(*ids));
     size_t count = 0;
     for (size_t i = 0; i < n; i++) {
         const Accord__V1__Envelope *env = msgs[i].env;
-        const char *user_id = env != NULL ? zmq_msg_gets(&msgs[i].body, "User-Id") : NULL;
-        if (user_id != NULL && env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH &&
-            env->publish->record != NULL && env->publish->record->record_id[0] != '\0') {
-            from[count] = user_id;
+        uint8_t key[PEERS_KEY_BYTES];
+        acc_principal_t who;
+        if (env != NULL && env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH &&
+            env->publish->record != NULL && env->publish->record->record_id[0] != '\0' &&
+            s_frame_key(&msgs[i].body, key) && acc_policy_find_key(self->policy, key, &who) &&
+            !who.auditor) {
+            from[count] = who.id;
             ids[count++] = env->publish->record->record_id;
         }
     }
@@ -998,38 +1092,111 @@ static void s_read_batch(broker_t *self)
 static void s_forget_silent_peers(broker_t *self)
 {
     int64_t now = s_now_ms();
-    for (size_t i = 0; i < self->peer_count; i++) {
-        peer_t *p = &self->peers[i];
-        if (p->closing || now - p->last_seen_ms <= self->config->peer_timeout_ms) {
+    for (size_t i = 0; i < peers_count(self->peers); i++) {
+        peer_t *p = peers_at(self->peers, i);
+        if (!p->closing && now - p->last_seen_ms > self->config->peer_timeout_ms) {
+            peers_retire(self->peers, p, "silent for longer than peer_timeout_ms");
+        }
+    }
+}
+
+/* The router's monitor reports each connection that ends, with its descriptor:
+ * the entries that spoke on it are retired before any frame is read or sent
+ * this turn, so a routing id its owner left behind reaches nobody else. */
+static void s_read_disconnections(broker_t *self)
+{
+    for (;;) {
+        zmq_msg_t event;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return;
+        }
+        const uint8_t *data = zmq_msg_data(&event);
+        if (zmq_msg_size(&event) == 6) {
+            uint16_t kind = (uint16_t)(data[0] | data[1] << 8);
+            uint32_t fd = (uint32_t)data[2] | (uint32_t)data[3] << 8 | (uint32_t)data[4] << 16 |
+                          (uint32_t)data[5] << 24;
+            if (kind == ZMQ_EVENT_DISCONNECTED) {
+                peers_disconnected(self->peers, (int)fd);
+            }
+        }
+        zmq_msg_close(&event);
+        s_drain_socket(self->monitor); /* the endpoint frame */
+    }
+}
+
+/* Indices into the agreement change with it, so every delivery in flight goes
+ * back to the outbox and each subscriber starts again from its oldest pending
+ * share; acknowledgements already staged stand. */
+static void s_restart_all_deliveries(broker_t *self)
+{
+    for (size_t i = 0; i < self->inflight_count;) {
+        inflight_t *f = &self->inflight[i];
+        if (!f->ack_staged) {
+            s_inflight_remove(self, i);
             continue;
         }
-        p->closing = true;
-        if (p->subscriber && p->known && !p->who.auditor) {
-            s_inflight_drop_agency(self, p->who.index);
-            acc_log_notice("router",
-                           "no word from %s for %lld ms: its unacknowledged deliveries "
-                           "return to the outbox",
-                           p->id, (long long)(now - p->last_seen_ms));
-        } else {
-            acc_log_info("router", "no word from %s for %lld ms: connection forgotten", p->id,
-                         (long long)(now - p->last_seen_ms));
+        i++;
+    }
+    free(self->agency_inflight);
+    free(self->agency_inflight_bytes);
+    self->agency_slots = acc_policy_agency_count(self->policy);
+    self->agency_inflight = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
+    self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
+    for (size_t i = 0; i < peers_count(self->peers); i++) {
+        peer_t *p = peers_at(self->peers, i);
+        if (p->subscriber && !p->closing) {
+            p->cursor = 0;
+            p->backlog = true;
         }
     }
 }
 
-static void s_reap_closed_peers(broker_t *self)
+static bool s_has_box_key(const acc_policy_t *policy, const uint8_t *box_key)
 {
-    for (size_t i = 0; i < self->peer_count;) {
-        if (self->peers[i].closing) {
-            s_peer_remove(self, i);
-        } else {
-            i++;
+    for (size_t i = 0; i < acc_policy_auditor_count(policy); i++) {
+        if (sodium_memcmp(acc_policy_auditor_box_key(policy, i), box_key, 32) == 0) {
+            return true;
         }
     }
+    return false;
 }
 
-/* A new agreement is checked as a whole before it replaces the old one; peers
- * whose key it no longer names are dropped. */
+/* True when the auditors able to open the current epoch differ between old and
+ * fresh: an auditor removed must not read what is logged from now on, and one
+ * added should be able to. */
+static bool s_auditors_changed(const acc_policy_t *old, const acc_policy_t *fresh)
+{
+    if (acc_policy_auditor_count(old) != acc_policy_auditor_count(fresh)) {
+        return true;
+    }
+    for (size_t i = 0; i < acc_policy_auditor_count(old); i++) {
+        if (!s_has_box_key(fresh, acc_policy_auditor_box_key(old, i))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void s_start_epoch_for_auditors(broker_t *self)
+{
+    acc_err_t err;
+    if (ledger_start_epoch(self->ledger, self->policy, &err) != ACC_OK) {
+        /* retried before the next row is staged: nothing is written under the
+         * old auditors' key once the new agreement is in force */
+        self->epoch_needed = true;
+        acc_log_warn("ledger", "new key epoch for the new auditors not started yet: %s", err.msg);
+        return;
+    }
+    self->epoch_needed = false;
+    self->epoch_rotations++;
+    acc_log_notice("ledger", "new key epoch started: the auditors changed with the agreement");
+}
+
+/* A new agreement is checked as a whole before it replaces the old one. Every
+ * connection's key is resolved again: a revoked or rotated key stops at its next
+ * frame. */
 static void s_reload(broker_t *self)
 {
     acc_diag_t diag;
@@ -1047,15 +1214,18 @@ static void s_reload(broker_t *self)
         return;
     }
     acc_diag_clear(&diag);
+    bool auditors_changed = s_auditors_changed(self->policy, fresh);
+    peers_rebind(self->peers, fresh);
+    peers_reap(self->peers);
     acc_policy_destroy(&self->policy);
     self->policy = fresh;
-    for (size_t i = 0; i < self->peer_count; i++) {
-        s_peer_bind(self, &self->peers[i]);
-        self->peers[i].closing = !self->peers[i].known;
-    }
+    s_restart_all_deliveries(self);
     acc_log_notice("agreement", "reloaded \"%s\" hash=%s", acc_policy_id(self->policy),
                    acc_policy_hash_hex(self->policy));
     self->reloads_ok++;
+    if (auditors_changed) {
+        s_start_epoch_for_auditors(self);
+    }
 }
 
 #define METRICS_STATE_MS   1000
@@ -1128,13 +1298,18 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
             return acc_err_set(err, ACC_ERR_NET, "could not poll sockets: %s",
                                zmq_strerror(zmq_errno()));
         }
+        s_read_disconnections(self);
+        if (self->epoch_needed) {
+            s_start_epoch_for_auditors(self);
+        }
         zap_handle(self->zap, self->policy);
         s_read_batch(self);
+        s_read_disconnections(self); /* again: no answer to a connection that ended */
         s_commit_and_answer(self, false);
         s_pump_outbox(self);
         s_redeliver_due(self);
         s_forget_silent_peers(self);
-        s_reap_closed_peers(self);
+        peers_reap(self->peers);
         s_update_metrics(self);
         if (*self->reload_requested) {
             *self->reload_requested = 0;

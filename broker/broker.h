@@ -13,26 +13,11 @@
 #include "accord/policy.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "peers.h"
 #include "zap.h"
 
-#define BROKER_RID_MAX          255
+#define BROKER_RID_MAX          PEERS_RID_MAX
 #define BROKER_PROTOCOL_VERSION 1
-
-typedef struct {
-    uint8_t rid[BROKER_RID_MAX]; /* ZeroMQ routing id */
-    size_t rid_len;
-    char id[128];                /* agency or auditor id from ZAP User-Id */
-    acc_principal_t who;         /* id borrowed from the policy in force */
-    bool known;                  /* who is valid under the policy in force */
-    bool welcomed;               /* Hello answered */
-    bool subscriber;             /* Hello asked for deliveries */
-    int64_t last_seen_ms;        /* monotonic time of the last frame */
-    int64_t last_ack_ms;         /* subscriber: the last acknowledgement (or Hello) */
-    acc_strlist_t subscriptions; /* record types; empty = every allowed type */
-    bool closing;                /* reaped at the end of this loop turn */
-    bool backlog;                /* the outbox may hold more for this subscriber */
-    int64_t cursor;              /* highest share seq sent on this connection */
-} peer_t;
 
 typedef enum {
     OUT_REPLY,   /* a reply to a request that wrote no row: send now */
@@ -45,6 +30,8 @@ typedef struct {
     out_kind_t kind;
     uint8_t rid[BROKER_RID_MAX];
     size_t rid_len;
+    uint8_t key[PEERS_KEY_BYTES]; /* the connection it answers: a reply goes to rid */
+    int fd;                       /* only while that connection still holds it */
     uint64_t correlation_id;
     uint8_t *frame; /* packed Envelope, owned */
     size_t frame_len;
@@ -63,6 +50,7 @@ typedef struct {
     char *from_agency;
     char *record_type;
     char *record_id;
+    size_t frame_len;   /* bytes of the Deliver sent, counted against the recipient */
     int64_t seq;        /* the share's log sequence */
     int64_t sent_at_ms; /* for redelivery after redeliver_after_ms */
     bool ack_staged;
@@ -79,16 +67,18 @@ typedef struct {
     ledger_t *ledger;
     acc_policy_t *policy;
     uint8_t *subject_key; /* sodium_malloc, 32 bytes */
-    peer_t *peers;
-    size_t peer_count;
+    peers_t *peers;
+    void *monitor;  /* PAIR socket: the router's disconnections, from libzmq */
     inmsg_t *inbox; /* one read pass of messages, allocated on first use */
-    size_t peer_cap;
     out_t *out;
     size_t out_count;
     size_t out_cap;
     inflight_t *inflight;
     size_t inflight_count;
     size_t inflight_cap;
+    size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
+    size_t *agency_inflight_bytes; /* ...and their bytes */
+    size_t agency_slots;           /* entries in those two arrays */
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;
     char endpoint[256]; /* the endpoint actually bound */
@@ -96,6 +86,7 @@ typedef struct {
     uint64_t reloads_ok;
     uint64_t reloads_refused;
     uint64_t epoch_rotations;
+    bool epoch_needed;             /* the auditors changed and their new epoch is not started yet */
     int64_t state_at_ms;           /* last time the metrics' view of the state was refreshed */
     int64_t pending_at_ms;         /* ...and of the outbox per agency */
     int64_t acks_waiting_since_ms; /* a batch of acknowledgements alone waits from then */

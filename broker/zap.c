@@ -1,6 +1,7 @@
 /* zap.c - ZAP (RFC 27) handler: admits only CURVE keys listed in the agreement */
 #include "zap.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -123,7 +124,11 @@ static void s_answer(zap_t *self, const acc_policy_t *policy, const s_request_t 
     }
     acc_log_debug("zap", "admitted %s \"%s\" key %s", who.auditor ? "auditor" : "agency", who.id,
                   fp);
-    s_reply(self, req, "200", "OK", who.id);
+    /* the key itself, not the id it maps to now: the broker resolves it again on
+     * every frame, against whichever agreement is then in force */
+    char user_id[2 * 32 + 1];
+    (void)sodium_bin2hex(user_id, sizeof(user_id), req->data[6], 32);
+    s_reply(self, req, "200", "OK", user_id);
 }
 
 void zap_handle(zap_t *self, const acc_policy_t *policy)

@@ -16,8 +16,8 @@ void zap_destroy(zap_t **self_p);
 /* The socket to poll for requests. */
 void *zap_socket(zap_t *self);
 
-/* Answers every waiting request: 200 with the principal's id as User-Id when the
- * client key is in policy, 400 otherwise (logged with the key's fingerprint). */
+/* Answers every waiting request: 200 with the client key in hex as User-Id when
+ * the key is in policy, 400 otherwise (logged with the key's fingerprint). */
 void zap_handle(zap_t *self, const acc_policy_t *policy);
 
 /* Handshakes refused since start. */

@@ -1,0 +1,97 @@
+/* peers.h - who is speaking: the one place that binds a connection's routing id
+ * to its CURVE key and to the agency or auditor that key belongs to */
+#ifndef ACCORD_BROKER_PEERS_H
+#define ACCORD_BROKER_PEERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accord/config.h"
+#include "accord/policy.h"
+
+#define PEERS_RID_MAX     255
+#define PEERS_KEY_BYTES   32
+#define PEERS_MAX         4096 /* connections remembered at once */
+#define PEERS_PER_KEY_MAX 32   /* connections one key may hold at once */
+
+/* One connection, as the broker knows it. The routing id is only the address to
+ * answer: who is speaking is the CURVE key ZAP admitted, checked on every frame. */
+typedef struct {
+    uint8_t rid[PEERS_RID_MAX]; /* ZeroMQ routing id */
+    size_t rid_len;
+    uint8_t key[PEERS_KEY_BYTES]; /* the CURVE public key ZAP admitted */
+    int fd;                       /* the TCP connection's descriptor in libzmq */
+    char id[128];                 /* agency or auditor id the key belongs to */
+    acc_principal_t who;          /* id borrowed from the policy in force */
+    bool known;                   /* the key is in the policy in force */
+    bool welcomed;                /* Hello answered on this connection */
+    bool subscriber;              /* Hello asked for deliveries */
+    int64_t last_seen_ms;         /* monotonic time of the last frame */
+    int64_t last_ack_ms;          /* subscriber: the last acknowledgement (or Hello) */
+    acc_strlist_t subscriptions;  /* record types; empty = every allowed type */
+    bool gone;                    /* its connection ended: frames it left are still read,
+                                     nothing more is sent to it */
+    bool closing;                 /* retired: reaped at the end of this loop turn */
+    bool backlog;                 /* the outbox may hold more for this subscriber */
+    int64_t cursor;               /* highest share seq sent on this connection */
+} peer_t;
+
+typedef struct peers_t peers_t;
+
+/* Called for an entry about to be retired (its connection ended, or another
+ * connection now holds its routing id), before it is forgotten. */
+typedef void peers_retire_fn(void *ctx, peer_t *peer, const char *why);
+
+/* A frame's identity as libzmq reports it. */
+typedef struct {
+    const uint8_t *rid;
+    size_t rid_len;
+    const uint8_t *key; /* PEERS_KEY_BYTES, from the ZAP User-Id */
+    int fd;             /* ZMQ_SRCFD of the frame */
+    int64_t now_ms;
+} peers_frame_t;
+
+typedef enum {
+    PEERS_OK,       /* *out is this connection's entry */
+    PEERS_TOO_MANY, /* the key already holds PEERS_PER_KEY_MAX connections */
+} peers_rc_t;
+
+peers_t *peers_new(peers_retire_fn *retire, void *ctx);
+void peers_destroy(peers_t **self_p);
+
+size_t peers_count(const peers_t *self);
+peer_t *peers_at(peers_t *self, size_t index);
+
+/* The entry answering to rid, or NULL. */
+peer_t *peers_find(peers_t *self, const uint8_t *rid, size_t rid_len);
+
+/* The entry for a frame. An entry under the same routing id that belongs to
+ * another key or another connection, or that was retired, is retired now and a
+ * fresh entry takes its place, so nothing a departed connection was doing
+ * carries over. A new entry's key is resolved in policy (known false if the
+ * agreement no longer names it). */
+peers_rc_t peers_bind(peers_t *self, const acc_policy_t *policy, const peers_frame_t *frame,
+                      peer_t **out);
+
+/* Marks every entry on the connection that used descriptor fd as gone: it ended.
+ * Frames it sent before are still read (an acknowledgement counts), but nothing
+ * is sent to its routing id, which another connection may take next. */
+void peers_disconnected(peers_t *self, int fd);
+
+/* True when a frame for the connection stamped (key, fd) may go to rid now: the
+ * entry under rid is that connection and it has not ended, or no entry holds rid. */
+bool peers_is_current(peers_t *self, const uint8_t *rid, size_t rid_len,
+                      const uint8_t key[PEERS_KEY_BYTES], int fd);
+
+/* Retires p (idempotent): the retire callback runs once, then it is closing. */
+void peers_retire(peers_t *self, peer_t *p, const char *why);
+
+/* Resolves every entry's key again in a new policy: an entry whose key the
+ * agreement no longer names, or now names for someone else, is retired. */
+void peers_rebind(peers_t *self, const acc_policy_t *policy);
+
+/* Forgets every closing entry. */
+void peers_reap(peers_t *self);
+
+#endif
