@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accord/harden.h"
 #include "accord/log.h"
 
 #define HELLO_TIMEOUT_MS 5000
@@ -244,11 +245,15 @@ int main(int argc, char **argv)
     if (status >= 0) {
         return status;
     }
+    acc_err_t err;
+    if (acc_process_harden(&err) != ACC_OK) { /* before any key or record is read */
+        (void)fprintf(stderr, "accord-agent: %s\n", err.msg);
+        return EXIT_CONFIG;
+    }
     if (sodium_init() < 0) {
         return EXIT_CONFIG;
     }
     acc_agent_config_t config;
-    acc_err_t err;
     if (acc_agent_config_load(&config, args.config, NULL, &err) != ACC_OK) {
         (void)fprintf(stderr, "accord-agent: %s\n", err.msg);
         return EXIT_CONFIG;

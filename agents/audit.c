@@ -8,16 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accord/harden.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/logrow.h"
 #include "accord/pb.h"
+#include "accord/pbwipe.h"
 #include "accord/record.h"
 #include "audit_wire.h"
 
 #define EXIT_TAMPERED 1
 #define EXIT_USAGE    2
 #define EXIT_FAILED   3
+#define EXIT_UNPINNED 4
+#define SIGN_KEYS_MAX 8 /* --sign-key given more than once: a broker key rotation */
 
 static const char s_row_columns[] =
     "seq, share_id::text, (extract(epoch FROM at) * 1000000)::bigint, event, from_agency,"
@@ -68,8 +72,10 @@ static void s_usage(FILE *out)
              "       accord-audit subject-access NHS_NUMBER --config AUDITOR.yaml\n"
              "                    --key AUDITOR.box.secret [--json]\n"
              "       accord-audit verify --config AUDITOR.yaml --sign-key BROKER.sign.pub\n"
-             "                    [--witness FILE]\n"
-             "       accord-audit verify --db CONNINFO [--witness FILE]\n"
+             "                    [--sign-key OLD.sign.pub] [--witness FILE]\n"
+             "       accord-audit verify --db CONNINFO --sign-key BROKER.sign.pub\n"
+             "                    [--sign-key OLD.sign.pub] [--witness FILE]\n"
+             "       accord-audit verify (--config AUDITOR.yaml | --db CONNINFO) --unpinned\n"
              "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
              "\n"
              "log     asks the broker, with the auditor's key from AUDITOR.yaml (the\n"
@@ -89,23 +95,31 @@ static void s_usage(FILE *out)
              "        readable report, or --json.\n"
              "\n"
              "verify  walks the whole sharing log in sequence order (through the broker\n"
-             "        with --config, checking checkpoints against the broker signing key\n"
-             "        the auditor holds, so the broker cannot vouch for itself; or from\n"
-             "        PostgreSQL with --db), recomputes every\n"
-             "        row's hash from its content and the previous row's hash, and\n"
-             "        names the first row that does not verify. Checkpoint rows are\n"
-             "        checked against the broker's Ed25519 key. --witness FILE keeps the\n"
-             "        last checkpoint verified, so a later run notices a log cut back\n"
-             "        behind it (which the chain alone cannot show).\n"
+             "        with --config, or from PostgreSQL with --db), recomputes every\n"
+             "        row's hash from its content and the previous row's hash, checks\n"
+             "        every checkpoint's signature against the broker signing public\n"
+             "        key the auditor pins from outside the database (--sign-key FILE,\n"
+             "        the hex key file `accord keygen` wrote, e.g. broker.sign.pub;\n"
+             "        repeat it, up to 8 times, for a log spanning a key rotation), and\n"
+             "        names the first row that does not verify. The key the database\n"
+             "        records for each epoch is only a hint: one that is not pinned is\n"
+             "        reported as a WARNING and the signatures decide. Without\n"
+             "        --sign-key the run is UNPINNED: only the chain's internal\n"
+             "        consistency is checked, which anyone who can write the database\n"
+             "        can forge, and it exits 4 unless --unpinned is given. --witness\n"
+             "        FILE keeps the last checkpoint verified (written by pinned runs), so a\n"
+             "        later run notices a log cut back behind it or rewritten.\n"
              "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
              "        key, on this machine, and prints the row and the record as JSON.\n"
              "\n"
              "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
              "which sees ciphertext and metadata and can change nothing.\n"
              "\n"
-             "Exit status: 0 verified / shown / answered, 1 the log does not verify or\n"
-             "the payload does not decrypt, 2 usage, 3 could not read the database or\n"
-             "key, or the broker refused or could not answer.\n");
+             "Exit status: 0 verified against a pinned key (or, with --unpinned, the\n"
+             "chain is consistent) / shown / answered, 1 the log does not verify or the\n"
+             "payload does not decrypt, 2 usage, 3 could not read the database or key,\n"
+             "or the broker refused or could not answer, 4 the chain is consistent but\n"
+             "no broker signing key was pinned (--sign-key), so nothing was verified.\n");
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -173,6 +187,13 @@ static bool s_fetch(s_fetched_t *f, PGresult *res, int i)
            f->blob_len[4] == ACC_LOGROW_HASH_BYTES && f->blob_len[5] == ACC_LOGROW_HASH_BYTES;
 }
 
+/* The broker signing keys the auditor pins from outside the database. */
+typedef struct {
+    uint8_t keys[SIGN_KEYS_MAX][crypto_sign_PUBLICKEYBYTES];
+    size_t count;     /* 0: unpinned */
+    bool unpinned_ok; /* --unpinned: an unpinned run may still exit 0 */
+} s_pins_t;
+
 typedef struct {
     int64_t expected_seq;
     uint8_t hash[ACC_LOGROW_HASH_BYTES];
@@ -183,15 +204,14 @@ typedef struct {
     int64_t witness_seq; /* a checkpoint verified on an earlier run (--state), 0 if none */
     uint8_t witness_hash[ACC_LOGROW_HASH_BYTES];
     bool witness_seen;
-    PGresult *broker_keys; /* epoch, broker_key: the keys checkpoints are signed with */
-    const uint8_t *pinned; /* or the one key the auditor trusts (verify through the broker) */
+    PGresult *broker_keys; /* --db: epoch, broker_key as the database records them */
+    const s_pins_t *pins;
 } s_chain_t;
 
-static const uint8_t *s_broker_key(const s_chain_t *chain, int64_t epoch)
+/* The signing key the database names for an epoch: whoever can write the database
+ * chooses it, so it decides nothing once a key is pinned. */
+static const uint8_t *s_database_key(const s_chain_t *chain, int64_t epoch)
 {
-    if (chain->pinned != NULL) {
-        return chain->pinned;
-    }
     for (int i = 0; i < PQntuples(chain->broker_keys); i++) {
         if (strtoll(PQgetvalue(chain->broker_keys, i, 0), NULL, 10) == epoch &&
             PQgetlength(chain->broker_keys, i, 1) == crypto_sign_PUBLICKEYBYTES) {
@@ -201,17 +221,52 @@ static const uint8_t *s_broker_key(const s_chain_t *chain, int64_t epoch)
     return NULL;
 }
 
+/* Whether a checkpoint is signed by a pinned key; unpinned, by the key the database
+ * names for its epoch, or through the broker (which sends no key) by anyone at all. */
+static bool s_signature_holds(const s_chain_t *chain, const acc_logrow_t *row,
+                              const uint8_t *message, size_t message_len)
+{
+    if (row->signature == NULL) {
+        return false;
+    }
+    const s_pins_t *pins = chain->pins;
+    for (size_t i = 0; i < pins->count; i++) {
+        if (crypto_sign_verify_detached(row->signature, message, message_len, pins->keys[i]) == 0) {
+            return true;
+        }
+    }
+    if (pins->count > 0) {
+        return false; /* pinned: no other key counts */
+    }
+    if (chain->broker_keys == NULL) {
+        return true; /* unpinned through the broker: there is no key to check against */
+    }
+    const uint8_t *key = s_database_key(chain, row->key_epoch);
+    return key != NULL &&
+           crypto_sign_verify_detached(row->signature, message, message_len, key) == 0;
+}
+
 /* A checkpoint's signature covers its seq and the hash of the row before it. */
 static bool s_verify_checkpoint(s_chain_t *chain, const acc_logrow_t *row)
 {
-    const uint8_t *key = s_broker_key(chain, row->key_epoch);
     uint8_t message[ACC_LOGROW_CHECKPOINT_BYTES];
     acc_logrow_checkpoint_message(message, row->seq, chain->hash);
-    if (row->signature == NULL || key == NULL ||
-        crypto_sign_verify_detached(row->signature, message, sizeof(message), key) != 0) {
-        (void)printf("FAIL seq %lld: checkpoint signature does not verify with the broker key "
-                     "of epoch %lld\n",
-                     (long long)row->seq, (long long)row->key_epoch);
+    if (!s_signature_holds(chain, row, message, sizeof(message))) {
+        if (chain->pins->count == 0) {
+            (void)printf("FAIL seq %lld: checkpoint signature does not verify with the broker "
+                         "key the database names for epoch %lld\n",
+                         (long long)row->seq, (long long)row->key_epoch);
+        } else if (chain->last_checkpoint == 0) {
+            (void)printf("FAIL seq %lld: checkpoint signature does not verify with the pinned "
+                         "broker signing key: the log up to it may have been rewritten and "
+                         "re-signed\n",
+                         (long long)row->seq);
+        } else {
+            (void)printf("FAIL seq %lld: checkpoint signature does not verify with the pinned "
+                         "broker signing key: the rows after seq %lld, the last checkpoint "
+                         "that did, may have been rewritten and re-signed\n",
+                         (long long)row->seq, (long long)chain->last_checkpoint);
+        }
         return false;
     }
     chain->checkpoints++;
@@ -322,6 +377,33 @@ static bool s_write_witness(const s_chain_t *chain, const char *path)
     return ok;
 }
 
+static void s_print_pins(const s_pins_t *pins)
+{
+    (void)printf("pinned broker signing key%s:", pins->count > 1 ? "s" : "");
+    for (size_t i = 0; i < pins->count; i++) {
+        char fingerprint[17];
+        acc_keys_fingerprint(fingerprint, pins->keys[i]);
+        (void)printf(" %s", fingerprint);
+    }
+    (void)printf("\n");
+}
+
+/* Unpinned, a consistent chain proves nothing against whoever can write the
+ * database, and the witness is not moved on to a checkpoint nobody vouched for. */
+static int s_finish_unpinned(const s_chain_t *chain, int64_t head)
+{
+    (void)printf("UNPINNED %llu rows consistent, %llu checkpoints; chain head seq %lld; "
+                 "%lld row(s) after the last checkpoint\n"
+                 "UNPINNED: no broker signing key was pinned (--sign-key), so only the chain's "
+                 "internal consistency was checked (checkpoint signatures %s); anyone who can "
+                 "write the database could have rewritten the log and re-signed it\n",
+                 (unsigned long long)chain->rows, (unsigned long long)chain->checkpoints,
+                 (long long)head, (long long)(head - chain->last_checkpoint),
+                 chain->broker_keys != NULL ? "only against the key the database itself names"
+                                            : "not at all: the broker sends no key");
+    return chain->pins->unpinned_ok ? EXIT_SUCCESS : EXIT_UNPINNED;
+}
+
 static int s_finish_verify(const s_chain_t *chain, const char *witness)
 {
     int64_t head = chain->expected_seq - 1;
@@ -331,18 +413,58 @@ static int s_finish_verify(const s_chain_t *chain, const char *witness)
                      (long long)chain->witness_seq, (long long)head);
         return EXIT_TAMPERED;
     }
+    if (chain->pins->count == 0) {
+        return s_finish_unpinned(chain, head);
+    }
     (void)printf("OK %llu rows verified, %llu signed checkpoints; chain head seq %lld; "
                  "%lld row(s) after the last checkpoint\n",
                  (unsigned long long)chain->rows, (unsigned long long)chain->checkpoints,
                  (long long)head, (long long)(head - chain->last_checkpoint));
+    if (head > chain->last_checkpoint) {
+        (void)printf("NOTE seq %lld-%lld: no signed checkpoint covers these rows yet (a running "
+                     "broker leaves at most checkpoint_rows plus one batch, a stopped one none)\n",
+                     (long long)chain->last_checkpoint + 1, (long long)head);
+    }
+    s_print_pins(chain->pins);
     return s_write_witness(chain, witness) ? EXIT_SUCCESS : EXIT_FAILED;
+}
+
+static bool s_is_pinned(const s_pins_t *pins, const uint8_t *key, size_t key_len)
+{
+    for (size_t i = 0; key_len == crypto_sign_PUBLICKEYBYTES && i < pins->count; i++) {
+        if (sodium_memcmp(key, pins->keys[i], key_len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The database records each epoch's signing key. With keys pinned that is only a
+ * hint, and a hint that differs from every pinned key is said out loud. */
+static void s_warn_database_keys(const s_chain_t *chain)
+{
+    PGresult *keys = chain->broker_keys;
+    for (int i = 0; chain->pins->count > 0 && i < PQntuples(keys); i++) {
+        const uint8_t *key = (const uint8_t *)PQgetvalue(keys, i, 1);
+        size_t key_len = (size_t)PQgetlength(keys, i, 1);
+        if (s_is_pinned(chain->pins, key, key_len)) {
+            continue;
+        }
+        char fingerprint[17] = "malformed";
+        if (key_len == crypto_sign_PUBLICKEYBYTES) {
+            acc_keys_fingerprint(fingerprint, key);
+        }
+        (void)printf("WARNING epoch %lld: the database names broker signing key %s, which is "
+                     "not a pinned key; it is ignored, and the checkpoint signatures decide\n",
+                     strtoll(PQgetvalue(keys, i, 0), NULL, 10), fingerprint);
+    }
 }
 
 /* Streams rows one at a time (single-row mode): a log of any length is verified
  * in constant memory. */
-static int s_verify(const char *conninfo, const char *witness)
+static int s_verify(const char *conninfo, const s_pins_t *pins, const char *witness)
 {
-    s_chain_t chain = { .expected_seq = 1 };
+    s_chain_t chain = { .expected_seq = 1, .pins = pins };
     if (!s_read_witness(&chain, witness)) {
         return EXIT_FAILED;
     }
@@ -359,6 +481,7 @@ static int s_verify(const char *conninfo, const char *witness)
         PQfinish(conn);
         return EXIT_FAILED;
     }
+    s_warn_database_keys(&chain);
     char *sql = acc_xasprintf("SELECT %s FROM accord_log_chain ORDER BY seq", s_row_columns);
     int sent = PQsendQuery(conn, sql);
     free(sql);
@@ -458,7 +581,8 @@ static int s_decrypt_and_print(PGconn *conn, const s_fetched_t *f, const uint8_t
             (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
             status = EXIT_TAMPERED;
         } else {
-            Accord__V1__ChildRecord *rec = accord__v1__child_record__unpack(NULL, len, plain);
+            Accord__V1__ChildRecord *rec =
+                accord__v1__child_record__unpack(acc_pb_wiping_allocator(), len, plain);
             json_object_set_new(obj, "record", rec != NULL ? acc_record_to_json(rec) : json_null());
             acc_record_free(&rec);
         }
@@ -532,22 +656,16 @@ static bool s_wire_row(void *ctx, const Accord__V1__AuditResult *page,
 /* The broker streams the chain; the hashes and signatures are checked here, with
  * the broker's signing key as the auditor holds it, so a broker that was broken
  * into cannot vouch for its own log. */
-static int s_verify_wire(const char *config_path, const char *sign_key, const char *witness)
+static int s_verify_wire(const char *config_path, const s_pins_t *pins, const char *witness)
 {
     acc_agent_config_t config;
     acc_err_t err;
-    uint8_t pinned[crypto_sign_PUBLICKEYBYTES];
     if (acc_agent_config_load(&config, config_path, NULL, &err) != ACC_OK) {
         (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
         return EXIT_FAILED;
     }
-    if (acc_keys_read_hex_public(pinned, sign_key, &err) != ACC_OK) {
-        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
-        acc_agent_config_clear(&config);
-        return EXIT_FAILED;
-    }
     acc_log_setup(ACC_LOG_WARN);
-    s_wire_verify_t v = { .chain = { .expected_seq = 1, .pinned = pinned }, .ok = true };
+    s_wire_verify_t v = { .chain = { .expected_seq = 1, .pins = pins }, .ok = true };
     int status = s_read_witness(&v.chain, witness) ? EXIT_SUCCESS : EXIT_FAILED;
     if (status == EXIT_SUCCESS) {
         Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
@@ -565,7 +683,9 @@ typedef struct {
     const char *key;
     const char *witness;
     const char *config;
-    const char *sign_key;
+    const char *sign_keys[SIGN_KEYS_MAX];
+    size_t sign_key_count;
+    bool unpinned;
     const char *command;
     audit_log_args_t log;
 } s_args_t;
@@ -614,7 +734,13 @@ static bool s_filter_option(s_args_t *a, int opt)
         a->log.format = AUDIT_JSON;
         return true;
     case 'K':
-        a->sign_key = optarg;
+        if (a->sign_key_count == SIGN_KEYS_MAX) {
+            return false;
+        }
+        a->sign_keys[a->sign_key_count++] = optarg;
+        return true;
+    case 'U':
+        a->unpinned = true;
         return true;
     default:
         return false;
@@ -640,6 +766,21 @@ static int s_run_log(const s_args_t *a, const char *arg)
     return status;
 }
 
+/* verify, from PostgreSQL or through the broker, with the keys the auditor pins. */
+static int s_run_verify(const s_args_t *a)
+{
+    s_pins_t pins = { .count = a->sign_key_count, .unpinned_ok = a->unpinned };
+    for (size_t i = 0; i < pins.count; i++) {
+        acc_err_t err;
+        if (acc_keys_read_hex_public(pins.keys[i], a->sign_keys[i], &err) != ACC_OK) {
+            (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+            return EXIT_FAILED;
+        }
+    }
+    return a->db != NULL ? s_verify(a->db, &pins, a->witness)
+                         : s_verify_wire(a->config, &pins, a->witness);
+}
+
 /* The command and its operand, after the options. */
 static int s_dispatch(s_args_t *a, int argc, char **argv)
 {
@@ -653,11 +794,8 @@ static int s_dispatch(s_args_t *a, int argc, char **argv)
          (a->db == NULL && strcmp(command, "show") == 0))) {
         return s_run_log(a, argv[1]);
     }
-    if (a->config != NULL && a->sign_key != NULL && strcmp(command, "verify") == 0 && argc == 1) {
-        return s_verify_wire(a->config, a->sign_key, a->witness);
-    }
-    if (a->db != NULL && strcmp(command, "verify") == 0 && argc == 1) {
-        return s_verify(a->db, a->witness);
+    if ((a->config != NULL) != (a->db != NULL) && strcmp(command, "verify") == 0 && argc == 1) {
+        return s_run_verify(a);
     }
     if (a->db != NULL && strcmp(command, "show") == 0 && argc == 2 && a->key != NULL) {
         return s_show(argv[1], a->db, a->key);
@@ -668,6 +806,8 @@ static int s_dispatch(s_args_t *a, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* one option a line: with 22 entries clang-format would pack them in two columns */
+    /* clang-format off */
     static const struct option options[] = {
         { "db", required_argument, NULL, 'd' },
         { "witness", required_argument, NULL, 'w' },
@@ -687,10 +827,12 @@ int main(int argc, char **argv)
         { "csv", no_argument, NULL, 'v' },
         { "json", no_argument, NULL, 'j' },
         { "sign-key", required_argument, NULL, 'K' },
+        { "unpinned", no_argument, NULL, 'U' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
+    /* clang-format on */
     s_args_t a = { 0 };
     accord__v1__audit_query__init(&a.log.query);
     int opt;
@@ -714,6 +856,11 @@ int main(int argc, char **argv)
     if (sodium_init() < 0 || optind >= argc) {
         s_usage(stderr);
         return EXIT_USAGE;
+    }
+    acc_err_t err;
+    if (acc_process_harden(&err) != ACC_OK) { /* before any key or record is read */
+        (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
+        return EXIT_FAILED;
     }
     return s_dispatch(&a, argc - optind, argv + optind);
 }

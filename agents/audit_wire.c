@@ -11,6 +11,7 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/logrow.h"
+#include "accord/pbwipe.h"
 #include "accord/record.h"
 #include "client.h"
 
@@ -173,7 +174,7 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
             return NULL;
         }
         if (reply->correlation_id != id) {
-            accord__v1__envelope__free_unpacked(reply, NULL);
+            accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
             continue;
         }
         if (reply->body_case == ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT) {
@@ -185,7 +186,7 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
         } else {
             (void)fprintf(stderr, "accord-audit: the broker could not answer just now; retry\n");
         }
-        accord__v1__envelope__free_unpacked(reply, NULL);
+        accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
         return NULL;
     }
 }
@@ -207,7 +208,7 @@ static int s_pages(client_t *client, Accord__V1__AuditQuery *query, uint32_t wan
             query->after_seq = res->rows[i]->seq;
         }
         bool more = res->more && res->n_rows > 0;
-        accord__v1__envelope__free_unpacked(reply, NULL);
+        accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
         bool table_full = out->format == AUDIT_TABLE && out->rows >= TABLE_MAX;
         if (more && table_full) {
             (void)fprintf(stderr,
@@ -321,7 +322,8 @@ static json_t *s_open_record(s_opener_t *op, const Accord__V1__AuditResult *res,
     } else if (acc_logrow_open(plain, len, &row, key, &err) != ACC_OK) {
         (void)fprintf(stderr, "accord-audit: seq %llu: %s\n", (unsigned long long)r->seq, err.msg);
     } else {
-        Accord__V1__ChildRecord *rec = accord__v1__child_record__unpack(NULL, len, plain);
+        Accord__V1__ChildRecord *rec =
+            accord__v1__child_record__unpack(acc_pb_wiping_allocator(), len, plain);
         out = rec != NULL ? acc_record_to_json(rec) : NULL;
         acc_record_free(&rec);
     }
@@ -487,7 +489,7 @@ int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *que
             query->after_seq = res->rows[i]->seq;
         }
         go_on = go_on && res->more && res->n_rows > 0;
-        accord__v1__envelope__free_unpacked(reply, NULL);
+        accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
     }
     client_destroy(&client);
     return status;

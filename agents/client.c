@@ -10,6 +10,7 @@
 
 #include "accord/keys.h"
 #include "accord/log.h"
+#include "accord/pbwipe.h"
 
 #define PROTOCOL_VERSION  1
 #define HELLO_CORRELATION UINT64_MAX       /* reserved: never used for requests */
@@ -195,7 +196,7 @@ acc_rc_t client_send(client_t *self, const Accord__V1__Envelope *env, acc_err_t 
     uint8_t *buf = acc_xmalloc(len);
     (void)accord__v1__envelope__pack(env, buf);
     acc_rc_t rc = client_send_raw(self, buf, len, err);
-    free(buf);
+    acc_pb_free_wiped(buf); /* it held a record */
     return rc;
 }
 
@@ -309,8 +310,9 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
         return ACC_OK;
     }
     self->last_recv_ms = s_now_ms();
-    Accord__V1__Envelope *env =
-        accord__v1__envelope__unpack(NULL, zmq_msg_size(&msg), zmq_msg_data(&msg));
+    Accord__V1__Envelope *env = accord__v1__envelope__unpack(
+        acc_pb_wiping_allocator(), zmq_msg_size(&msg), zmq_msg_data(&msg));
+    sodium_memzero(zmq_msg_data(&msg), zmq_msg_size(&msg)); /* a delivery's bytes */
     zmq_msg_close(&msg);
     if (env == NULL) {
         return acc_err_set(err, ACC_ERR_INVALID, "the broker sent a frame that is not an Envelope");
@@ -318,7 +320,7 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
     s_rehello_if_forgotten(self, env);
     if (s_is_own_answer(self, env)) {
         s_note_welcome(self, env);
-        accord__v1__envelope__free_unpacked(env, NULL);
+        accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
         return ACC_OK;
     }
     *out = env;
@@ -367,14 +369,14 @@ acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
             s_note_welcome(self, env);
             (void)snprintf(self->agency, sizeof(self->agency), "%s", env->welcome->agency_id);
             self->welcomed_once = true;
-            accord__v1__envelope__free_unpacked(env, NULL);
+            accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
             return ACC_OK;
         }
         if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
             rc = acc_err_set(err, ACC_ERR_PERMISSION, "the broker refused Hello: %s (%s)",
                              env->error->message, acc_pb_code_name(env->error->code));
         }
-        accord__v1__envelope__free_unpacked(env, NULL);
+        accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
     return rc;
 }

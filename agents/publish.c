@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "accord/log.h"
+#include "accord/pbwipe.h"
 #include "accord/record.h"
 #include "agent.h"
 
@@ -162,7 +163,7 @@ static acc_rc_t s_fill_window(publisher_t *pub, acc_err_t *err)
             acc_record_free(&rec);
         }
     }
-    free(buf);
+    acc_pb_free_wiped(buf); /* the last line read, a record's NDJSON */
     return rc;
 }
 
@@ -179,8 +180,8 @@ static pending_t *s_find(publisher_t *pub, uint64_t line)
 static void s_release(publisher_t *pub, pending_t *p)
 {
     free(p->record_id);
-    free(p->text);
-    free(p->frame);
+    acc_pb_free_wiped(p->text);  /* the record's NDJSON line */
+    acc_pb_free_wiped(p->frame); /* it held a record */
     memset(p, 0, sizeof(*p));
     pub->in_flight--;
 }
@@ -322,7 +323,7 @@ static int s_publish_loop(publisher_t *pub, bool *complete)
         }
         if (rc == ACC_OK) {
             s_on_answer(pub, env);
-            accord__v1__envelope__free_unpacked(env, NULL);
+            accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
         }
         s_resend_due(pub);
     }
@@ -569,7 +570,8 @@ static void s_idle(publisher_t *pub, int64_t ms)
     Accord__V1__Envelope *env = NULL;
     acc_err_t err;
     if (client_recv(pub->client, &env, (int)ms, &err) == ACC_OK) {
-        accord__v1__envelope__free_unpacked(env, NULL); /* a stray late answer */
+        accord__v1__envelope__free_unpacked(env,
+                                            acc_pb_wiping_allocator()); /* a stray late answer */
     }
 }
 

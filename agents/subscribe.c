@@ -10,6 +10,7 @@
 
 #include "accord/log.h"
 #include "accord/logrow.h"
+#include "accord/pbwipe.h"
 #include "accord/record.h"
 #include "agent.h"
 #include "seen.h"
@@ -227,7 +228,7 @@ static int s_subscribe_loop(subscriber_t *sub, long count)
             status = EXIT_CONNECT;
         } else if (rc == ACC_OK) {
             int got = s_on_delivery(sub, env);
-            accord__v1__envelope__free_unpacked(env, NULL);
+            accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
             status = got < 0 ? EXIT_OUTPUT : EXIT_SUCCESS;
             received += got > 0 ? 1 : 0;
         }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "accord/harden.h"
 #include "accord/keys.h"
 #include "accord/migrate.h"
 #include "accord/policy.h"
@@ -239,6 +240,11 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     if (sodium_init() < 0) {
+        return EXIT_FAILED;
+    }
+    acc_err_t err;
+    if (acc_process_harden(&err) != ACC_OK) { /* keygen holds secret keys */
+        (void)fprintf(stderr, "accord: %s\n", err.msg);
         return EXIT_FAILED;
     }
     if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {

@@ -9,8 +9,12 @@
 #include "accord/nhs.h"
 #include "broker.h"
 
-#define AUDIT_PAGE_MAX 200 /* rows a page holds: with payloads, well under 1 MiB */
-#define AUDIT_PARAMS   12
+/* A page holds at most AUDIT_PAGE_MAX rows and AUDIT_PAGE_BYTES of them, so that
+ * with payloads it still fits an auditor's default max_message_bytes (1 MiB). */
+#define AUDIT_PAGE_MAX   200
+#define AUDIT_PAGE_BYTES ((size_t)768 * 1024)
+#define AUDIT_PARAMS     12
+#define AUDIT_VALUE_MAX  64 /* bytes of one filter value the queried row keeps */
 
 static const char s_columns[] =
     "SELECT seq, share_id::text, to_char(at AT TIME ZONE 'UTC', "
@@ -63,6 +67,22 @@ typedef struct {
     bool has_tag;
 } s_query_t;
 
+/* The length of the longest prefix of text of at most max bytes that ends on a
+ * character boundary: a cut inside a UTF-8 sequence would leave bytes PostgreSQL
+ * refuses, and with them the whole batch the queried row is committed in. */
+static size_t s_utf8_prefix(const char *text, size_t max)
+{
+    size_t len = strnlen(text, max + 1);
+    if (len <= max) {
+        return len;
+    }
+    len = max;
+    while (len > 0 && ((unsigned char)text[len] & 0xC0U) == 0x80U) {
+        len--; /* text[len] continues a character that began before it */
+    }
+    return len;
+}
+
 /* Adds "AND <column> <op> $n<cast>" for a non-empty value, and names it in the summary. */
 static void s_add(s_query_t *q, const char *value, const char *prefix, const char *suffix,
                   const char *label)
@@ -75,8 +95,8 @@ static void s_add(s_query_t *q, const char *value, const char *prefix, const cha
     size_t len = strlen(q->sql);
     (void)snprintf(q->sql + len, sizeof(q->sql) - len, " AND %s$%d%s", prefix, q->n, suffix);
     len = strlen(q->summary);
-    (void)snprintf(q->summary + len, sizeof(q->summary) - len, "%s%s=%.64s", len > 0 ? " " : "",
-                   label, value);
+    (void)snprintf(q->summary + len, sizeof(q->summary) - len, "%s%s=%.*s", len > 0 ? " " : "",
+                   label, (int)s_utf8_prefix(value, AUDIT_VALUE_MAX), value);
 }
 
 /* The child is found by the same keyed tag the publish wrote; the number itself
@@ -139,7 +159,8 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     s_add(q, a->to_agency, "to_agency = ", "", "to");
     s_add(q, a->record_type, "record_type = ", "", "type");
     s_add(q, a->event, "event = ", "", "event");
-    s_add(q, a->rule, "", " = ANY(rule_ids)", "rule");
+    /* containment, not "= ANY(rule_ids)": only this form can use the GIN index */
+    s_add(q, a->rule, "rule_ids @> ARRAY[", "::text]", "rule");
     s_add(q, a->since, "at >= ", "::timestamptz", "since");
     s_add(q, a->until, "at < ", "::timestamptz", "until");
     s_add(q, a->share_id, "share_id = ", "::uuid", "share");
@@ -224,15 +245,25 @@ static void s_fill_row(Accord__V1__AuditRow *r, PGresult *res, int i, bool paylo
     }
 }
 
+/* Wiped before it is freed: what came from the log leaves no copy in the heap. */
+static void s_free_bytes(ProtobufCBinaryData *b)
+{
+    if (b->data != NULL) {
+        sodium_memzero(b->data, b->len);
+    }
+    free(b->data);
+    b->data = NULL;
+}
+
 static void s_free_row(Accord__V1__AuditRow *r)
 {
-    free(r->subject_tag.data);
-    free(r->agreement_hash.data);
-    free(r->signature.data);
-    free(r->prev_hash.data);
-    free(r->entry_hash.data);
-    free(r->nonce.data);
-    free(r->payload.data);
+    s_free_bytes(&r->subject_tag);
+    s_free_bytes(&r->agreement_hash);
+    s_free_bytes(&r->signature);
+    s_free_bytes(&r->prev_hash);
+    s_free_bytes(&r->entry_hash);
+    s_free_bytes(&r->nonce);
+    s_free_bytes(&r->payload);
     free(r->rule_ids);
 }
 
@@ -287,23 +318,51 @@ static Accord__V1__SealedEpochKey **s_sealed_keys(PGresult *keys, size_t *count)
 typedef struct {
     PGresult *res;
     PGresult *keys; /* NULL without payloads */
+    Accord__V1__AuditRow **rows;
     int n;
     bool more;
     bool payloads;
 } s_page_t;
 
+/* Fills up to page->n rows, stopping before the one that would take the page past
+ * AUDIT_PAGE_BYTES (the first row always goes: one row is at most a record's
+ * payload, under max_message_bytes); a page cut short says more. */
+static void s_fill_page(s_page_t *page)
+{
+    page->rows = acc_xcalloc((size_t)page->n + 1, sizeof(Accord__V1__AuditRow *));
+    size_t bytes = 0;
+    for (int i = 0; i < page->n; i++) {
+        Accord__V1__AuditRow *r = acc_xmalloc(sizeof(*r));
+        s_fill_row(r, page->res, i, page->payloads);
+        size_t row_bytes = accord__v1__audit_row__get_packed_size(r) + 8; /* tag, length */
+        if (i > 0 && bytes + row_bytes > AUDIT_PAGE_BYTES) {
+            s_free_row(r);
+            free(r);
+            page->n = i;
+            page->more = true;
+            return;
+        }
+        bytes += row_bytes;
+        page->rows[i] = r;
+    }
+}
+
+static void s_free_page(s_page_t *page)
+{
+    for (int i = 0; i < page->n; i++) {
+        s_free_row(page->rows[i]);
+        free(page->rows[i]);
+    }
+    free(page->rows);
+    PQclear(page->keys);
+    PQclear(page->res);
+}
+
 static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, const s_page_t *page)
 {
-    PGresult *res = page->res;
-    int n = page->n;
-    Accord__V1__AuditRow **rows = acc_xcalloc((size_t)n + 1, sizeof(Accord__V1__AuditRow *));
-    for (int i = 0; i < n; i++) {
-        rows[i] = acc_xmalloc(sizeof(Accord__V1__AuditRow));
-        s_fill_row(rows[i], res, i, page->payloads);
-    }
     Accord__V1__AuditResult result = ACCORD__V1__AUDIT_RESULT__INIT;
-    result.n_rows = (size_t)n;
-    result.rows = rows;
+    result.n_rows = (size_t)page->n;
+    result.rows = page->rows;
     result.more = page->more;
     result.keys = s_sealed_keys(page->keys, &result.n_keys);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
@@ -312,15 +371,10 @@ static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, cons
     env.audit_result = &result;
     /* sent after the queried row commits, like every other answer */
     (void)broker_queue(self, OUT_RESULT, peer, &env);
-    for (int i = 0; i < n; i++) {
-        s_free_row(rows[i]);
-        free(rows[i]);
-    }
     for (size_t i = 0; i < result.n_keys; i++) {
-        free(result.keys[i]->sealed_key.data);
+        s_free_bytes(&result.keys[i]->sealed_key);
         free(result.keys[i]);
     }
-    free(rows);
     free(result.keys);
 }
 
@@ -344,18 +398,19 @@ void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *en
     if (res == NULL) {
         acc_log_warn("audit", "query from %s not answered: %s", peer->id, err.msg);
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
-                           "the sharing log cannot be read just now (or a filter is malformed)");
+                           "the sharing log cannot be read just now (or a filter is malformed, "
+                           "or the query took too long: narrow it)");
         return;
     }
     uint32_t limit = (uint32_t)strtoul(q.limit, NULL, 10) - 1;
-    int n = PQntuples(res);
-    bool more = n > (int)limit;
-    n = more ? (int)limit : n;
-    PGresult *keys = a->payloads ? s_keys(self, peer, res, n, &err) : NULL;
-    s_log_queried(self, peer, &q, n, more);
-    s_page_t page = { .res = res, .keys = keys, .n = n, .more = more, .payloads = a->payloads };
+    s_page_t page = { .res = res, .n = PQntuples(res), .payloads = a->payloads };
+    page.more = page.n > (int)limit;
+    page.n = page.more ? (int)limit : page.n;
+    s_fill_page(&page);
+    page.keys = a->payloads ? s_keys(self, peer, res, page.n, &err) : NULL;
+    s_log_queried(self, peer, &q, page.n, page.more);
     s_answer(self, peer, env->correlation_id, &page);
-    acc_log_info("audit", "%s queried the log: %d row(s)%s", peer->id, n, more ? ", more" : "");
-    PQclear(keys);
-    PQclear(res);
+    acc_log_info("audit", "%s queried the log: %d row(s)%s", peer->id, page.n,
+                 page.more ? ", more" : "");
+    s_free_page(&page);
 }

@@ -11,6 +11,8 @@
 
 #include "accord/keys.h"
 #include "accord/log.h"
+#include "accord/migrate.h"
+#include "accord/pbwipe.h"
 
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
@@ -46,6 +48,21 @@ static acc_rc_t s_set(void *socket, int option, const void *value, size_t len, a
     return ACC_OK;
 }
 
+/* Frames a connection may have waiting to be read: the high-water mark counts
+ * frames, so it is set from a byte budget. A peer past it is slowed by TCP, not
+ * refused, so a small mark costs a well-behaved agent nothing. */
+#define INBOUND_BYTES_MAX ((int64_t)16 * 1024 * 1024)
+#define INBOUND_QUEUE_MIN 8
+
+static int s_inbound_queue_max(const acc_broker_config_t *config)
+{
+    int64_t frames = INBOUND_BYTES_MAX / config->max_message_bytes;
+    if (frames < INBOUND_QUEUE_MIN) {
+        frames = INBOUND_QUEUE_MIN;
+    }
+    return frames > config->peer_queue_max ? (int)config->peer_queue_max : (int)frames;
+}
+
 static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], acc_err_t *err)
 {
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
@@ -73,6 +90,10 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_SNDHWM, &queue_max, sizeof(queue_max), err);
+    }
+    if (rc == ACC_OK) {
+        int in_max = s_inbound_queue_max(self->config);
+        rc = s_set(self->router, ZMQ_RCVHWM, &in_max, sizeof(in_max), err);
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
@@ -154,7 +175,13 @@ static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, ac
                              16, self->subject_key, 32);
     rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
     if (rc == ACC_OK) {
-        rc = ledger_open(&self->ledger, self->config->database, sign_secret, outbox_key, err);
+        const ledger_limits_t limits = {
+            .conninfo = self->config->database,
+            .connect_timeout_s = self->config->database_connect_timeout_s,
+            .statement_timeout_ms = self->config->database_statement_timeout_ms,
+            .query_timeout_ms = self->config->database_query_timeout_ms,
+        };
+        rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, err);
     }
     sodium_free(outbox_key);
     sodium_free(sign_secret);
@@ -935,7 +962,8 @@ static bool s_take(broker_t *self, inmsg_t *m)
     if (!m->one_frame) {
         s_drain_frames(self);
     } else {
-        m->env = accord__v1__envelope__unpack(NULL, zmq_msg_size(&m->body), zmq_msg_data(&m->body));
+        m->env = accord__v1__envelope__unpack(acc_pb_wiping_allocator(), zmq_msg_size(&m->body),
+                                              zmq_msg_data(&m->body));
     }
     return true;
 }
@@ -1007,7 +1035,7 @@ static void s_handle(broker_t *self, inmsg_t *m)
         s_handle_routable(self, m);
     }
     if (m->env != NULL) {
-        accord__v1__envelope__free_unpacked(m->env, NULL);
+        accord__v1__envelope__free_unpacked(m->env, acc_pb_wiping_allocator());
     }
     /* the frame held a child's record in clear */
     if (zmq_msg_size(&m->body) > 0) {
@@ -1046,13 +1074,19 @@ static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
 
 #define READ_PASS_MAX 512 /* messages taken off the socket, then handled, at a time */
 
+/* A batch's staged rows and a pass's frames are bounded in bytes as well as in
+ * number, so large records cannot make one batch hold gigabytes. */
+#define BATCH_BYTES_MAX ((size_t)8 * 1024 * 1024)
+#define PASS_BYTES_MAX  ((size_t)4 * 1024 * 1024)
+
 /* Messages to take in the next pass: each stages at most a few rows, so a batch
  * stays near batch_max_rows. 0 when the batch is full. */
 static size_t s_pass_size(const broker_t *self, size_t taken)
 {
     size_t max_rows = (size_t)self->config->batch_max_rows;
     size_t staged = ledger_staged(self->ledger);
-    if (taken >= READ_BATCH_MAX || staged >= max_rows) {
+    if (taken >= READ_BATCH_MAX || staged >= max_rows ||
+        ledger_staged_bytes(self->ledger) >= BATCH_BYTES_MAX) {
         return 0;
     }
     return max_rows - staged < READ_PASS_MAX ? max_rows - staged : READ_PASS_MAX;
@@ -1070,7 +1104,9 @@ static void s_read_batch(broker_t *self)
     size_t want;
     while ((want = s_pass_size(self, taken)) > 0) {
         size_t n = 0;
-        while (n < want && s_take(self, &msgs[n])) {
+        size_t bytes = 0;
+        while (n < want && bytes < PASS_BYTES_MAX && s_take(self, &msgs[n])) {
+            bytes += zmq_msg_size(&msgs[n].body);
             n++;
         }
         s_prefetch_publishes(self, msgs, n);
@@ -1078,7 +1114,7 @@ static void s_read_batch(broker_t *self)
             s_handle(self, &msgs[i]);
         }
         taken += n;
-        if (n < want) {
+        if (n < want && bytes < PASS_BYTES_MAX) {
             break; /* nothing more waiting */
         }
     }
@@ -1231,8 +1267,43 @@ static void s_reload(broker_t *self)
 #define METRICS_STATE_MS   1000
 #define METRICS_PENDING_MS 10000
 
+/* The schema can change under a running broker (a newer broker migrated it, or
+ * an operator restored an older dump): /healthz says so instead of "ok". */
+static void s_update_schema(broker_t *self)
+{
+    int version = 0;
+    acc_err_t err;
+    if (ledger_schema_version(self->ledger, &version, &err) != ACC_OK) {
+        acc_log_warn("metrics", "schema version not read: %s", err.msg);
+        return;
+    }
+    metrics_set_schema(self->metrics, version, acc_migrate_latest());
+}
+
+/* Each agency's deliveries waiting in the outbox, under the query timeout: a
+ * locked or huge outbox costs the loop at most that, and the figures stay as
+ * they were. */
+static void s_update_pending(broker_t *self)
+{
+    acc_err_t err;
+    PGresult *res = ledger_read(
+        self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
+    if (res == NULL) {
+        acc_log_warn("metrics", "outbox figures not refreshed: %s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
+        metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        metrics_set_pending(self->metrics, PQgetvalue(res, i, 0),
+                            strtoll(PQgetvalue(res, i, 1), NULL, 10));
+    }
+    PQclear(res);
+}
+
 /* The figures /metrics and /healthz show that the loop owns: refreshed once a
- * second; the outbox per agency (a query) every ten. */
+ * second (the schema version a cheap query); the outbox per agency every ten. */
 static void s_update_metrics(broker_t *self)
 {
     int64_t now = s_now_ms();
@@ -1240,15 +1311,14 @@ static void s_update_metrics(broker_t *self)
         return;
     }
     self->state_at_ms = now;
-    acc_err_t err;
     if (!ledger_is_up(self->ledger)) {
         /* an idle broker would otherwise notice PostgreSQL is back only when
          * traffic arrives, and a monitor gating traffic on /healthz would wait
          * forever; the ledger reconnects with its own backoff */
+        acc_err_t err;
         PQclear(ledger_read(self->ledger, "SELECT 1", 0, NULL, &err));
     }
     metrics_state_t st = { .database_up = ledger_is_up(self->ledger),
-                           .migrations_current = true, /* checked at start, or no broker */
                            .agreement_id = acc_policy_id(self->policy),
                            .agreement_hash = acc_policy_hash_hex(self->policy),
                            .handshake_refusals = zap_refused(self->zap),
@@ -1257,20 +1327,14 @@ static void s_update_metrics(broker_t *self)
                            .epoch_rotations = self->epoch_rotations,
                            .checkpoint_lag = ledger_unsigned_rows(self->ledger) };
     metrics_set_state(self->metrics, &st);
-    if (now - self->pending_at_ms < METRICS_PENDING_MS || !st.database_up) {
+    if (!st.database_up) {
         return;
     }
-    self->pending_at_ms = now;
-    PGresult *res = ledger_read(
-        self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
-    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
-        metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
+    s_update_schema(self);
+    if (now - self->pending_at_ms >= METRICS_PENDING_MS) {
+        self->pending_at_ms = now;
+        s_update_pending(self);
     }
-    for (int i = 0; res != NULL && i < PQntuples(res); i++) {
-        metrics_set_pending(self->metrics, PQgetvalue(res, i, 0),
-                            strtoll(PQgetvalue(res, i, 1), NULL, 10));
-    }
-    PQclear(res);
 }
 
 /* Idle, the loop wakes once a second; with acknowledgements waiting, when they

@@ -17,6 +17,7 @@
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
 #define NONCE_PREFIX_BYTES 16
+#define EPOCH_RETRY_MS     5000 /* a failed rotation is tried again after this */
 
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
@@ -33,8 +34,9 @@ static const char s_publish_sql[] =
 struct ledger_t {
     PGconn *conn;
     char *conninfo;
-    uint8_t *sign_secret; /* sodium_malloc, 64 bytes */
-    uint8_t *epoch_key;   /* sodium_malloc, 32 bytes; NULL before the first epoch */
+    ledger_limits_t limits; /* its conninfo is the copy above */
+    uint8_t *sign_secret;   /* sodium_malloc, 64 bytes */
+    uint8_t *epoch_key;     /* sodium_malloc, 32 bytes; NULL before the first epoch */
     int64_t epoch;
     uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
     uint64_t nonce_counter;
@@ -59,9 +61,17 @@ struct ledger_t {
     size_t committed_unsigned; /* the same, committed rows only */
     uint64_t epoch_rows;       /* rows committed under the current epoch */
     int64_t epoch_started_ms;
-    int64_t retry_at_ms; /* no reconnect attempt before this */
+    int64_t retry_at_ms;       /* no reconnect attempt before this */
+    int64_t epoch_retry_at_ms; /* after a failed rotation, none before this */
     int64_t backoff_ms;
 };
+
+/* An epoch being started: nothing of it is used until it has committed. */
+typedef struct {
+    uint8_t *key; /* sodium_malloc, 32 bytes */
+    uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
+    int64_t epoch;
+} s_epoch_t;
 
 static int64_t s_now_ms(void)
 {
@@ -117,12 +127,25 @@ static acc_rc_t s_read_head(ledger_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
+/* The operator's conninfo comes last, so a connect_timeout it names wins over
+ * ours: without one, libpq would wait for an unanswering server for as long as
+ * TCP does, with the loop (and every agency) waiting behind it. */
+static PGconn *s_connect_bounded(const ledger_t *self)
+{
+    char connect_timeout[24];
+    (void)snprintf(connect_timeout, sizeof(connect_timeout), "%lld",
+                   (long long)self->limits.connect_timeout_s);
+    const char *const keywords[] = { "connect_timeout", "dbname", NULL };
+    const char *const values[] = { connect_timeout, self->conninfo, NULL };
+    return PQconnectdbParams(keywords, values, 1);
+}
+
 static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
 {
     if (self->conn != NULL) {
         PQfinish(self->conn);
     }
-    self->conn = PQconnectdb(self->conninfo);
+    self->conn = s_connect_bounded(self);
     if (PQstatus(self->conn) != CONNECTION_OK) {
         /* libpq's message may carry host names, never a password. */
         return acc_err_set(err, ACC_ERR_DB, "could not connect to PostgreSQL: %s",
@@ -137,14 +160,25 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
         acc_log_notice("ledger", "applied %d schema migration(s); schema version %d", applied,
                        acc_migrate_latest());
     }
+    /* after the migrations, which may build an index over the whole log: from here
+     * on no statement holds the loop longer than this */
+    char set[64];
+    (void)snprintf(set, sizeof(set), "SET statement_timeout = %lld",
+                   (long long)self->limits.statement_timeout_ms);
+    rc = s_exec(self, set, "set the statement timeout", err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
     return s_read_head(self, err);
 }
 
-acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
+acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits, const uint8_t *sign_secret,
                      const uint8_t *outbox_key, acc_err_t *err)
 {
     ledger_t *self = acc_xcalloc(1, sizeof(*self));
-    self->conninfo = acc_xstrdup(conninfo);
+    self->conninfo = acc_xstrdup(limits->conninfo);
+    self->limits = *limits;
+    self->limits.conninfo = self->conninfo;
     self->sign_secret = sodium_malloc(crypto_sign_SECRETKEYBYTES);
     acc_assert(self->sign_secret != NULL);
     memcpy(self->sign_secret, sign_secret, crypto_sign_SECRETKEYBYTES);
@@ -186,16 +220,16 @@ void ledger_destroy(ledger_t **self_p)
 }
 
 static acc_rc_t s_insert_seal(ledger_t *self, const acc_policy_t *policy, size_t auditor,
-                              acc_err_t *err)
+                              const s_epoch_t *next, acc_err_t *err)
 {
     const uint8_t *box_key = acc_policy_auditor_box_key(policy, auditor);
     uint8_t sealed[crypto_box_SEALBYTES + ACC_LOGROW_KEY_BYTES];
-    if (crypto_box_seal(sealed, self->epoch_key, ACC_LOGROW_KEY_BYTES, box_key) != 0) {
+    if (crypto_box_seal(sealed, next->key, ACC_LOGROW_KEY_BYTES, box_key) != 0) {
         return acc_err_set(err, ACC_ERR_CRYPTO, "could not seal the epoch key to auditor \"%s\"",
                            acc_policy_auditor_id(policy, auditor));
     }
     char epoch[32];
-    (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)self->epoch);
+    (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)next->epoch);
     const char *values[4] = { epoch, acc_policy_auditor_id(policy, auditor), (const char *)box_key,
                               (const char *)sealed };
     int lengths[4] = { 0, 0, 32, (int)sizeof(sealed) };
@@ -213,11 +247,11 @@ static acc_rc_t s_insert_seal(ledger_t *self, const acc_policy_t *policy, size_t
     return rc;
 }
 
-static acc_rc_t s_insert_epoch(ledger_t *self, acc_err_t *err)
+static acc_rc_t s_insert_epoch(ledger_t *self, s_epoch_t *next, acc_err_t *err)
 {
     uint8_t sign_public[crypto_sign_PUBLICKEYBYTES];
     (void)crypto_sign_ed25519_sk_to_pk(sign_public, self->sign_secret);
-    const char *values[2] = { (const char *)sign_public, (const char *)self->nonce_prefix };
+    const char *values[2] = { (const char *)sign_public, (const char *)next->nonce_prefix };
     int lengths[2] = { (int)sizeof(sign_public), NONCE_PREFIX_BYTES };
     int formats[2] = { 1, 1 };
     PGresult *res = PQexecParams(self->conn,
@@ -231,9 +265,31 @@ static acc_rc_t s_insert_epoch(ledger_t *self, acc_err_t *err)
         PQclear(res);
         return rc;
     }
-    self->epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    next->epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     return ACC_OK;
+}
+
+/* The next epoch is committed before anything of the current one changes: if
+ * any step fails, the current key, nonce prefix and counter stay in force. */
+static acc_rc_t s_commit_epoch(ledger_t *self, const acc_policy_t *policy, s_epoch_t *next,
+                               acc_err_t *err)
+{
+    acc_rc_t rc = s_exec(self, "BEGIN", "begin a key epoch", err);
+    if (rc == ACC_OK) {
+        rc = s_insert_epoch(self, next, err);
+    }
+    for (size_t i = 0; rc == ACC_OK && i < acc_policy_auditor_count(policy); i++) {
+        rc = s_insert_seal(self, policy, i, next, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_exec(self, "COMMIT", "commit a key epoch", err);
+    }
+    if (rc != ACC_OK && ledger_is_up(self)) {
+        acc_err_t ignored;
+        (void)s_exec(self, "ROLLBACK", "roll back a key epoch", &ignored);
+    }
+    return rc;
 }
 
 acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_t *err)
@@ -242,32 +298,24 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
         return acc_err_set(err, ACC_ERR_INVALID,
                            "the agreement names no auditor: log payloads could never be read");
     }
-    if (self->epoch_key == NULL) {
-        self->epoch_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
-        acc_assert(self->epoch_key != NULL);
-    }
-    crypto_aead_xchacha20poly1305_ietf_keygen(self->epoch_key);
-    randombytes_buf(self->nonce_prefix, sizeof(self->nonce_prefix));
-    self->nonce_counter = 0;
-    acc_rc_t rc = s_exec(self, "BEGIN", "begin a key epoch", err);
-    if (rc == ACC_OK) {
-        rc = s_insert_epoch(self, err);
-    }
-    for (size_t i = 0; rc == ACC_OK && i < acc_policy_auditor_count(policy); i++) {
-        rc = s_insert_seal(self, policy, i, err);
-    }
-    if (rc == ACC_OK) {
-        rc = s_exec(self, "COMMIT", "commit a key epoch", err);
-    }
+    s_epoch_t next = { .key = sodium_malloc(ACC_LOGROW_KEY_BYTES) };
+    acc_assert(next.key != NULL);
+    crypto_aead_xchacha20poly1305_ietf_keygen(next.key);
+    randombytes_buf(next.nonce_prefix, sizeof(next.nonce_prefix));
+    acc_rc_t rc = s_commit_epoch(self, policy, &next, err);
     if (rc != ACC_OK) {
-        acc_err_t ignored;
-        (void)s_exec(self, "ROLLBACK", "roll back a key epoch", &ignored);
-        sodium_memzero(self->epoch_key, ACC_LOGROW_KEY_BYTES);
-        self->epoch = 0;
+        sodium_free(next.key); /* wipes, then frees */
+        self->epoch_retry_at_ms = s_now_ms() + EPOCH_RETRY_MS;
         return rc;
     }
+    sodium_free(self->epoch_key);
+    self->epoch_key = next.key;
+    self->epoch = next.epoch;
+    memcpy(self->nonce_prefix, next.nonce_prefix, sizeof(self->nonce_prefix));
+    self->nonce_counter = 0;
     self->epoch_rows = 0;
     self->epoch_started_ms = s_now_ms();
+    self->epoch_retry_at_ms = 0;
     acc_log_notice("ledger", "key epoch %lld started, sealed to %zu auditor(s)",
                    (long long)self->epoch, acc_policy_auditor_count(policy));
     return ACC_OK;
@@ -373,6 +421,11 @@ int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, si
 size_t ledger_staged(const ledger_t *self)
 {
     return self->staged;
+}
+
+size_t ledger_staged_bytes(const ledger_t *self)
+{
+    return self->log_rows.len + self->outbox_rows.len + self->publish_rows.len;
 }
 
 bool ledger_is_up(const ledger_t *self)
@@ -573,8 +626,11 @@ size_t ledger_unsigned_rows(const ledger_t *self)
 
 bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds)
 {
-    return self->epoch_rows >= max_rows ||
-           s_now_ms() - self->epoch_started_ms >= max_seconds * 1000;
+    int64_t now = s_now_ms();
+    if (now < self->epoch_retry_at_ms) {
+        return false;
+    }
+    return self->epoch_rows >= max_rows || now - self->epoch_started_ms >= max_seconds * 1000;
 }
 
 /* ---- the outbox ---- */
@@ -856,10 +912,29 @@ acc_rc_t ledger_find_outbox(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SH
     return rc;
 }
 
+/* Runs fn inside a read-only transaction whose statements are cancelled after
+ * the query timeout: auditors' filters and the health figures must never hold
+ * the loop for as long as the log's own writes may take. */
+static acc_rc_t s_begin_bounded(ledger_t *self, acc_err_t *err)
+{
+    char sql[96];
+    (void)snprintf(sql, sizeof(sql), "BEGIN READ ONLY; SET LOCAL statement_timeout = %lld",
+                   (long long)self->limits.query_timeout_ms);
+    return s_exec(self, sql, "begin a bounded read", err);
+}
+
+static void s_end_bounded(ledger_t *self)
+{
+    acc_err_t ignored;
+    if (ledger_is_up(self)) {
+        (void)s_exec(self, "ROLLBACK", "end a bounded read", &ignored); /* nothing was written */
+    }
+}
+
 PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
                       acc_err_t *err)
 {
-    if (s_ensure_up(self, err) != ACC_OK) {
+    if (s_ensure_up(self, err) != ACC_OK || s_begin_bounded(self, err) != ACC_OK) {
         return NULL;
     }
     PGresult *res = PQexecParams(self->conn, sql, n, NULL, values, NULL, NULL, 0);
@@ -867,9 +942,25 @@ PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const 
         (void)acc_err_set(err, ACC_ERR_DB, "could not read the log: %s",
                           PQerrorMessage(self->conn));
         PQclear(res);
-        return NULL;
+        res = NULL;
     }
+    s_end_bounded(self);
     return res;
+}
+
+acc_rc_t ledger_schema_version(ledger_t *self, int *version, acc_err_t *err)
+{
+    *version = 0;
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc == ACC_OK) {
+        rc = s_begin_bounded(self, err);
+    }
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    rc = acc_migrate_current(self->conn, version, err);
+    s_end_bounded(self);
+    return rc;
 }
 
 PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,

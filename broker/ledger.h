@@ -14,15 +14,28 @@
 
 typedef struct ledger_t ledger_t;
 
-/* Connects to PostgreSQL, applies pending migrations and reads the chain head.
- * sign_secret (64 bytes) and outbox_key (32 bytes) are copied into locked memory. */
-ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const char *conninfo, const uint8_t *sign_secret,
-                                   const uint8_t *outbox_key, acc_err_t *err);
+/* Where the log lives and how long the loop may wait for it. */
+typedef struct {
+    const char *conninfo;         /* libpq conninfo (copied) */
+    int64_t connect_timeout_s;    /* libpq connect_timeout when conninfo names none */
+    int64_t statement_timeout_ms; /* every statement on the connection */
+    int64_t query_timeout_ms;     /* ledger_read and ledger_schema_version */
+} ledger_limits_t;
+
+/* Connects to PostgreSQL (bounded by limits->connect_timeout_s unless the conninfo
+ * sets connect_timeout), applies pending migrations, then sets the statement
+ * timeout and reads the chain head. sign_secret (64 bytes) and outbox_key (32
+ * bytes) are copied into locked memory. */
+ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits,
+                                   const uint8_t *sign_secret, const uint8_t *outbox_key,
+                                   acc_err_t *err);
 /* Wipes the epoch key and closes the connection. Staged rows are discarded. */
 void ledger_destroy(ledger_t **self_p);
 
 /* Starts a new epoch: a fresh random key, sealed to every auditor of policy and
- * committed before any row uses it. */
+ * committed before any row uses it. On failure the current epoch (key, nonce
+ * prefix and counter) stays in force and ledger_is_epoch_due answers false for
+ * a few seconds, so a failing rotation is not retried on every commit. */
 ACC_NODISCARD acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy,
                                           acc_err_t *err);
 
@@ -113,9 +126,15 @@ ACC_NODISCARD acc_rc_t ledger_find_outbox(ledger_t *self,
                                           acc_err_t *err);
 
 /* Runs a read-only query with text parameters on the log's connection
- * (reconnecting first if it was lost). NULL with err set on failure. */
+ * (reconnecting first if it was lost), in a read-only transaction cancelled after
+ * the query timeout. NULL with err set on failure (a cancelled query says
+ * "statement timeout"). Never call it with rows staged mid-commit. */
 PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
                       acc_err_t *err);
+
+/* The schema version recorded in the database (acc_migrate_current), read under
+ * the query timeout. */
+ACC_NODISCARD acc_rc_t ledger_schema_version(ledger_t *self, int *version, acc_err_t *err);
 
 /* Called with every row as it is staged (metrics count it if the commit succeeds). */
 typedef void ledger_observer_fn(void *ctx, const acc_logrow_t *row);
@@ -123,6 +142,8 @@ void ledger_set_observer(ledger_t *self, ledger_observer_fn *fn, void *ctx);
 
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
+/* Bytes of COPY text those rows take. */
+size_t ledger_staged_bytes(const ledger_t *self);
 
 /* Writes every staged row in one transaction. On failure nothing was written,
  * the chain head is back where it was, the staged rows are dropped, and
@@ -139,7 +160,8 @@ int64_t ledger_checkpoint(ledger_t *self, const uint8_t *agreement_hash);
 /* Rows, staged or committed, written since the last checkpoint. */
 size_t ledger_unsigned_rows(const ledger_t *self);
 
-/* True when the current epoch has carried max_rows rows or lasted max_seconds. */
+/* True when the current epoch has carried max_rows rows or lasted max_seconds
+ * (and no failed rotation is waiting out its pause). */
 bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds);
 
 /* True when the database connection is usable right now. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "accord/config.h"
+#include "accord/harden.h"
 #include "accord/log.h"
 #include "broker.h"
 
@@ -123,12 +124,16 @@ int main(int argc, char **argv)
     if (status >= 0) {
         return status;
     }
+    acc_err_t err;
+    if (acc_process_harden(&err) != ACC_OK) { /* before any key is read */
+        (void)fprintf(stderr, "accordd: %s\n", err.msg);
+        return EXIT_START;
+    }
     if (sodium_init() < 0) {
         (void)fprintf(stderr, "accordd: libsodium could not initialise\n");
         return EXIT_START;
     }
     acc_broker_config_t config;
-    acc_err_t err;
     if (acc_broker_config_load(&config, config_path, NULL, &err) != ACC_OK) {
         (void)fprintf(stderr, "accordd: %s\n", err.msg);
         return EXIT_CONFIG;

@@ -64,6 +64,8 @@ struct metrics_t {
     metrics_state_t state;
     char agreement_id[LABEL_MAX];
     char agreement_hash[72];
+    int schema_version; /* as the database records it */
+    int schema_needed;  /* as this broker's migrations end */
     uint16_t port;
 };
 
@@ -194,6 +196,17 @@ void metrics_set_state(metrics_t *self, const metrics_state_t *state)
     (void)pthread_mutex_unlock(&self->lock);
 }
 
+void metrics_set_schema(metrics_t *self, int version, int needed)
+{
+    if (self == NULL) {
+        return;
+    }
+    (void)pthread_mutex_lock(&self->lock);
+    self->schema_version = version;
+    self->schema_needed = needed;
+    (void)pthread_mutex_unlock(&self->lock);
+}
+
 /* ---- rendering ---- */
 
 typedef struct {
@@ -310,8 +323,9 @@ static char *s_render_health(metrics_t *self, size_t *len, unsigned int *status)
     if (!st->database_up) {
         s_printf(&t, "the sharing log's database is unreachable\n");
     }
-    if (!st->migrations_current) {
-        s_printf(&t, "the database schema is not at this broker's migration level\n");
+    if (self->schema_version != self->schema_needed) {
+        s_printf(&t, "schema at version %d, this broker needs %d\n", self->schema_version,
+                 self->schema_needed);
     }
     if (self->agreement_id[0] == '\0') {
         s_printf(&t, "no agreement is loaded\n");
@@ -383,7 +397,6 @@ acc_rc_t metrics_open(metrics_t **out, const char *address, acc_err_t *err)
     metrics_t *self = acc_xcalloc(1, sizeof(*self));
     (void)pthread_mutex_init(&self->lock, NULL);
     self->series = acc_xcalloc(SERIES_MAX, sizeof(*self->series));
-    self->state.migrations_current = true;
     self->daemon =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                          s_handle, self, MHD_OPTION_SOCK_ADDR, &sin, MHD_OPTION_CONNECTION_LIMIT,

@@ -30,7 +30,6 @@ void metrics_set_pending(metrics_t *self, const char *agency, int64_t count);
 
 typedef struct {
     bool database_up;
-    bool migrations_current;
     const char *agreement_id; /* NULL: none loaded */
     const char *agreement_hash;
     uint64_t handshake_refusals;
@@ -42,6 +41,10 @@ typedef struct {
 
 /* The broker's state as /healthz and the gauges see it. */
 void metrics_set_state(metrics_t *self, const metrics_state_t *state);
+
+/* The schema version the database records and the one this broker needs:
+ * /healthz is 503 while they differ (both 0 until first set). */
+void metrics_set_schema(metrics_t *self, int version, int needed);
 
 /* The port actually bound. */
 uint16_t metrics_port(const metrics_t *self);

@@ -13,7 +13,7 @@
 #define PEERS_RID_MAX     255
 #define PEERS_KEY_BYTES   32
 #define PEERS_MAX         4096 /* connections remembered at once */
-#define PEERS_PER_KEY_MAX 32   /* connections one key may hold at once */
+#define PEERS_PER_KEY_MAX 16   /* connections one key may hold at once */
 
 /* One connection, as the broker knows it. The routing id is only the address to
  * answer: who is speaking is the CURVE key ZAP admitted, checked on every frame. */

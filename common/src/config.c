@@ -36,6 +36,12 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       1000000 },
     { "peer_timeout_ms", ACC_YT_INT, false, offsetof(acc_broker_config_t, peer_timeout_ms), "15000",
       300, 3600000 },
+    { "database_connect_timeout_s", ACC_YT_INT, false,
+      offsetof(acc_broker_config_t, database_connect_timeout_s), "5", 2, 300 },
+    { "database_statement_timeout_ms", ACC_YT_INT, false,
+      offsetof(acc_broker_config_t, database_statement_timeout_ms), "10000", 100, 3600000 },
+    { "database_query_timeout_ms", ACC_YT_INT, false,
+      offsetof(acc_broker_config_t, database_query_timeout_ms), "2000", 100, 3600000 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {

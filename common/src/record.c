@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "accord/nhs.h"
+#include "accord/pbwipe.h"
 
 #define RECORD_ID_MAX   128
 #define RECORD_TYPE_MAX 64
@@ -228,7 +229,7 @@ void acc_record_free(Accord__V1__ChildRecord **rec_p)
     if (rec_p == NULL || *rec_p == NULL) {
         return;
     }
-    protobuf_c_message_free_unpacked(&(*rec_p)->base, NULL);
+    protobuf_c_message_free_unpacked(&(*rec_p)->base, acc_pb_wiping_allocator());
     *rec_p = NULL;
 }
 

@@ -320,3 +320,22 @@ Test(audit, verify_through_the_broker_detects_a_row_tampered_in_the_database)
     free(expect);
     free(sign);
 }
+
+Test(audit, a_long_filter_is_cut_at_a_character_boundary_in_the_queried_row)
+{
+    /* 63 + 2 bytes and 61 + 4 bytes: a 64-byte cut would split the last character */
+    char agency[128];
+    char type[128];
+    snprintf(agency, sizeof(agency), "%063d\xc3\xa9", 0);
+    snprintf(type, sizeof(type), "%061d\xf0\x9f\x98\x80", 0);
+    int status = 0;
+    char *out = s_log(&status, "--agency", agency, "--type", type, "--json");
+    cr_assert_eq(status, 0, "status %d: %s", status, out);
+    free(out);
+    char where[512];
+    snprintf(where, sizeof(where),
+             "event = 'queried' AND reason = 'agency=%063d type=%061d; after seq 0; 0 row(s)'", 0,
+             0);
+    cr_assert_eq(th_pg_wait_count(world, where, 1, 5000), 1,
+                 "the filter is in the queried row, cut before the character that did not fit");
+}

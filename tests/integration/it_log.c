@@ -45,12 +45,16 @@ static void s_publish_n(const char *prefix, int n)
     acc_agent_config_clear(&cfg);
 }
 
+/* verify --db with the broker's signing key pinned, as an auditor runs it */
 static int s_verify(char **out, const char *witness)
 {
+    char sign[600];
+    snprintf(sign, sizeof(sign), "%s/broker.sign.pub", world->dir);
     return witness == NULL
-               ? th_run(world, out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL)
-               : th_run(world, out, "accord-audit", "--db", world->conninfo, "--witness", witness,
-                        "verify", (char *)NULL);
+               ? th_run(world, out, "accord-audit", "--db", world->conninfo, "--sign-key", sign,
+                        "verify", (char *)NULL)
+               : th_run(world, out, "accord-audit", "--db", world->conninfo, "--sign-key", sign,
+                        "--witness", witness, "verify", (char *)NULL);
 }
 
 typedef struct {
@@ -260,8 +264,11 @@ Test(log, an_auditor_role_verifies_and_decrypts_but_sees_no_raw_table)
     char conninfo[600];
     snprintf(conninfo, sizeof(conninfo), "%s user=it_reader", world->conninfo);
     char *out = NULL;
-    cr_assert_eq(th_run(world, &out, "accord-audit", "--db", conninfo, "verify", (char *)NULL), 0,
-                 "%s", out);
+    char sign[600];
+    snprintf(sign, sizeof(sign), "%s/broker.sign.pub", world->dir);
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--db", conninfo, "--sign-key", sign, "verify",
+                        (char *)NULL),
+                 0, "%s", out);
     free(out);
     char key[600];
     snprintf(key, sizeof(key), "%s/ig-officer.box.secret", world->dir);
@@ -351,9 +358,7 @@ Test(log, while_postgresql_is_down_publishes_are_unavailable_and_nothing_is_lost
     PQclear(res);
     PQfinish(conn);
     char *out = NULL;
-    cr_assert_eq(
-        th_run(world, &out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL), 0,
-        "the chain is continuous: %s", out);
+    cr_assert_eq(s_verify(&out, NULL), 0, "the chain is continuous: %s", out);
     free(out);
     th_pg_private_remove(world);
 }

@@ -231,8 +231,11 @@ Test(share, audit_verify_passes_on_a_fresh_log_and_fails_after_tampering)
     char exe[600];
     snprintf(exe, sizeof(exe), "%s/accord-audit", world->bin_dir);
     char db_opt[] = "--db";
+    char sign_opt[] = "--sign-key";
+    char sign[600];
+    snprintf(sign, sizeof(sign), "%s/broker.sign.pub", world->dir);
     char verify[] = "verify";
-    char *argv[] = { exe, db_opt, world->conninfo, verify, NULL };
+    char *argv[] = { exe, db_opt, world->conninfo, sign_opt, sign, verify, NULL };
     th_proc_t *p = th_proc_start(argv);
     cr_assert_eq(th_proc_wait(&p, 20000), 0);
     th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER accord_log_append_only");

@@ -26,6 +26,9 @@ typedef struct {
     int64_t redeliver_after_ms; /* unacknowledged deliveries are sent again after this */
     int64_t peer_queue_max;     /* messages queued for one peer before it counts as slow */
     int64_t peer_timeout_ms;    /* a peer silent this long is dead: its deliveries go back */
+    int64_t database_connect_timeout_s;    /* libpq connect_timeout unless database names one */
+    int64_t database_statement_timeout_ms; /* any statement on the broker's connection */
+    int64_t database_query_timeout_ms;     /* auditors' queries and the health figures */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */
