@@ -1,9 +1,11 @@
 /* audit.c - auditors' questions about the sharing log, answered a page at a time;
  * every question is itself logged as a `queried` row */
+#include <linux/sockios.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "accord/log.h"
 #include "accord/nhs.h"
@@ -378,11 +380,39 @@ static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, cons
     free(result.keys);
 }
 
+/* Bytes an auditor's connection may leave unread in the kernel's send queue
+ * before it is sent another page. */
+#define AUDIT_UNREAD_MAX ((int)256 * 1024)
+
+/* A page is large and ZMQ_SNDHWM counts frames, so an auditor that asks without
+ * reading could pile pages up in the broker's memory. It gets a page only when
+ * its connection has taken in what it was sent (the TCP send queue, which fills
+ * when the far end stops reading), and at most one page a loop turn, so pages
+ * cannot queue up inside libzmq faster than TCP drains them. */
+static bool s_is_reading(const broker_t *self, peer_t *peer)
+{
+    if (peer->audit_turn == self->turn) {
+        return false;
+    }
+    int unread = 0;
+    if (peer->fd >= 0 && ioctl(peer->fd, SIOCOUTQ, &unread) == 0 && unread > AUDIT_UNREAD_MAX) {
+        return false;
+    }
+    peer->audit_turn = self->turn;
+    return true;
+}
+
 void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
 {
     if (!peer->who.auditor) {
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__AUDIT_FORBIDDEN,
                            "only auditors named in the agreement may query the log");
+        return;
+    }
+    if (!s_is_reading(self, peer)) {
+        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
+                           "the answers already sent have not been read: read them, then ask "
+                           "again (one question at a time)");
         return;
     }
     const Accord__V1__AuditQuery *a = env->audit_query;

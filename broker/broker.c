@@ -971,10 +971,11 @@ static bool s_take(broker_t *self, inmsg_t *m)
 /* The CURVE key ZAP admitted for the connection body came on (its User-Id). */
 static bool s_frame_key(zmq_msg_t *body, uint8_t key[PEERS_KEY_BYTES])
 {
+    const size_t hex_len = (size_t)PEERS_KEY_BYTES * 2;
     const char *hex = zmq_msg_gets(body, "User-Id");
     size_t len = 0;
-    return hex != NULL && strlen(hex) == 2 * PEERS_KEY_BYTES &&
-           sodium_hex2bin(key, PEERS_KEY_BYTES, hex, 2 * PEERS_KEY_BYTES, NULL, &len, NULL) == 0 &&
+    return hex != NULL && strlen(hex) == hex_len &&
+           sodium_hex2bin(key, PEERS_KEY_BYTES, hex, hex_len, NULL, &len, NULL) == 0 &&
            len == PEERS_KEY_BYTES;
 }
 
@@ -1354,6 +1355,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
     (void)printf("ready endpoint=%s\n", self->endpoint);
     (void)fflush(stdout);
     while (!*self->stop_requested) {
+        self->turn++;
         zmq_pollitem_t items[2] = {
             { .socket = self->router, .events = ZMQ_POLLIN },
             { .socket = zap_socket(self->zap), .events = ZMQ_POLLIN },

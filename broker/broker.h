@@ -86,6 +86,7 @@ typedef struct {
     uint64_t reloads_ok;
     uint64_t reloads_refused;
     uint64_t epoch_rotations;
+    uint64_t turn;                 /* loop turns since start (from 1) */
     bool epoch_needed;             /* the auditors changed and their new epoch is not started yet */
     int64_t state_at_ms;           /* last time the metrics' view of the state was refreshed */
     int64_t pending_at_ms;         /* ...and of the outbox per agency */

@@ -35,6 +35,7 @@ typedef struct {
     bool closing;                 /* retired: reaped at the end of this loop turn */
     bool backlog;                 /* the outbox may hold more for this subscriber */
     int64_t cursor;               /* highest share seq sent on this connection */
+    uint64_t audit_turn;          /* loop turn of the last audit page it was sent */
 } peer_t;
 
 typedef struct peers_t peers_t;

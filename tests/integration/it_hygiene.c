@@ -103,8 +103,10 @@ Test(hygiene, a_failed_key_rotation_keeps_the_current_epoch_and_rotates_once_the
     s_publish_ok("hv-rot-after");
     cr_assert_gt(th_pg_count(world, "record_id = 'hv-rot-after' AND key_epoch = 2"), 0);
     char *out = NULL;
-    int status =
-        th_run(world, &out, "accord-audit", "--db", world->conninfo, "verify", (char *)NULL);
+    char sign[512];
+    snprintf(sign, sizeof(sign), "%s/broker.sign.pub", world->dir);
+    int status = th_run(world, &out, "accord-audit", "--db", world->conninfo, "--sign-key", sign,
+                        "verify", (char *)NULL);
     cr_assert_eq(status, 0, "%s", out != NULL ? out : "");
     free(out);
 }
