@@ -38,15 +38,13 @@
 
 /* ---- bounds ---- */
 
-#define RSS_GROWTH_MAX_KIB (64L * 1024) /* broker RSS growth over one attack */
-/* ...over 180 MB of deliveries to a peer that never reads: the broker holds 16 MiB
- * of them unacknowledged, but under AddressSanitizer its peak grows by 63-70 MiB
- * (with 1,500 records as with 3,000) in the publishing and commit path around it;
- * a broker bounding the peer by messages alone grows by 180 MB and more */
-#define LARGE_RSS_GROWTH_MAX_KIB (96L * 1024)
-#define STALL_MAX_MS             1000L /* a bystander's publish-to-result latency */
-#define ATTACK_ANSWER_MS         20000 /* how long an attacker waits for its answer */
-#define BYSTANDER_MIN_MS         3000  /* bystanders run at least this long per test */
+/* Broker RSS growth over one attack. Measured under AddressSanitizer: 3-5 MiB for
+ * most attacks, 44 MiB for 500 connections, 42-45 MiB for 180 MB of deliveries to
+ * a peer that never reads (16 MiB of them held unacknowledged) */
+#define RSS_GROWTH_MAX_KIB (64L * 1024)
+#define STALL_MAX_MS       1000L /* a bystander's publish-to-result latency */
+#define ATTACK_ANSWER_MS   20000 /* how long an attacker waits for its answer */
+#define BYSTANDER_MIN_MS   3000  /* bystanders run at least this long per test */
 
 #define HV "rft-health-visiting"
 #define CC "rmbc-childrens-centres"
@@ -1558,6 +1556,6 @@ Test(partners, a_subscriber_that_never_reads_large_deliveries_costs_bounded_memo
                      .reads = false,
                      .records = 3000,
                      .note_bytes = 60 * 1024,
-                     .rss_max_kib = LARGE_RSS_GROWTH_MAX_KIB };
+                     .rss_max_kib = RSS_GROWTH_MAX_KIB };
     s_unacknowledged_flood(&fl);
 }
