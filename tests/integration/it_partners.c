@@ -34,7 +34,7 @@
 #define EXPECT_OLD_KEY            ACCORD__V1__ERROR_CODE__NOT_PERMITTED
 #define EXPECT_TOO_MANY_CONNS     ACCORD__V1__ERROR_CODE__NOT_PERMITTED
 #define TOO_MANY_CONNS_TEXT       "too many connections"
-#define CONNECTIONS_PER_KEY_MAX   32
+#define CONNECTIONS_PER_KEY_MAX   16
 
 /* ---- bounds ---- */
 
@@ -1561,4 +1561,79 @@ Test(partners, a_subscriber_that_never_reads_large_deliveries_costs_bounded_memo
                      .note_bytes = 60 * 1024,
                      .rss_max_kib = RSS_GROWTH_MAX_KIB };
     s_unacknowledged_flood(&fl);
+}
+
+/* ---- 11. an auditor that asks and never reads ---- */
+
+#define AUDIT_FLOOD_NOTES   200 /* 60 KiB each: the log's pages fill to their byte bound */
+#define AUDIT_FLOOD_QUERIES 300 /* pages asked for, none read: 225 MB if all were queued */
+#define AUDIT_FLOOD_MS      5000
+
+/* A raw auditor connection that stops reading after its Welcome: libzmq takes in
+ * one frame, the kernel a little more, then TCP backs up into the broker. */
+static void *s_raw_auditor(void *ctx)
+{
+    char *key = s_secret_path("ig-officer");
+    void *s = s_dealer(ctx, key, NULL);
+    free(key);
+    s_set_int(s, ZMQ_RCVHWM, 1);
+    s_set_int(s, ZMQ_RCVBUF, 4096);
+    cr_assert_eq(zmq_connect(s, world->endpoint), 0);
+    s_raw_hello(s, false, 1);
+    Accord__V1__Envelope *welcome = s_raw_recv(s, ATTACK_ANSWER_MS);
+    cr_assert_not_null(welcome, "the auditor was never welcomed");
+    cr_assert_eq(welcome->body_case, ACCORD__V1__ENVELOPE__BODY_WELCOME);
+    accord__v1__envelope__free_unpacked(welcome, NULL);
+    return s;
+}
+
+static void s_raw_audit_query(void *s, uint64_t corr)
+{
+    Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
+    query.record_type = acc_pb_str("hv-note");
+    query.payloads = true;
+    query.limit = 200;
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = corr;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY;
+    env.audit_query = &query;
+    s_raw_send(s, &env);
+}
+
+Test(partners, an_auditor_that_asks_and_never_reads_costs_bounded_memory)
+{
+    long rss_before = s_begin("", EH);
+    char *path = s_write_notes("audit-notes.ndjson", AUDIT_FLOOD_NOTES, 60 * 1024);
+    const char *args[] = { "--input", path, NULL };
+    flood_pub = th_agent_start_argv(world, "publish", HV, args);
+    free(path);
+    (void)th_proc_wait_lines(flood_pub, AUDIT_FLOOD_NOTES, 60000);
+    th_assert_all_accepted(flood_pub, AUDIT_FLOOD_NOTES);
+    cr_assert_eq(th_proc_wait(&flood_pub, 30000), 0, "the note publisher failed");
+
+    void *ctx = zmq_ctx_new();
+    void *raw = s_raw_auditor(ctx);
+    long rss_asked = th_proc_rss_kib(world->broker->pid);
+    for (uint64_t i = 0; i < AUDIT_FLOOD_QUERIES; i++) {
+        s_raw_audit_query(raw, 100 + i);
+    }
+    long peak = rss_asked;
+    for (long until = s_now_ms() + AUDIT_FLOOD_MS; s_now_ms() < until;) {
+        s_assert_broker_up("while the auditor does not read");
+        long rss = th_proc_rss_kib(world->broker->pid);
+        peak = rss > peak ? rss : peak;
+        th_sleep_ms(50);
+    }
+    long pages = th_pg_count(world, "event = 'queried'");
+    size_t refused = s_log_count("the answers already sent have not been read");
+    fprintf(stderr,
+            "partners: unread-audit: %d pages asked for and not read: %ld answered, %zu refused "
+            "UNAVAILABLE; broker RSS %ld KiB after the notes, %ld at most\n",
+            AUDIT_FLOOD_QUERIES, pages, refused, rss_asked, peak);
+    cr_assert_gt(refused, 0, "every page was answered: the test proves nothing");
+    cr_assert_lt(peak - rss_asked, RSS_GROWTH_MAX_KIB, "broker RSS grew by %ld KiB",
+                 peak - rss_asked);
+    zmq_close(raw);
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("unread-audit", rss_before);
 }
