@@ -678,8 +678,9 @@ static void s_commit_and_answer(broker_t *self, bool final)
 
 /* ---- the outbox ---- */
 
-#define OUTBOX_PAGE      500 /* deliveries fetched at a time */
-#define OUTBOX_LOW_WATER 100 /* fetch more when fewer than this are unacknowledged */
+#define OUTBOX_PAGE       500                       /* deliveries fetched at a time */
+#define OUTBOX_PAGE_BYTES ((size_t)4 * 1024 * 1024) /* ...or frames' bytes at a time */
+#define OUTBOX_LOW_WATER  100 /* fetch more when fewer than this are unacknowledged */
 
 static void s_inflight_drop_agency(broker_t *self, size_t agency)
 {
@@ -766,6 +767,7 @@ static void s_pump_outbox(broker_t *self)
         ledger_page_t page = { .agency = p->id,
                                .after_seq = p->cursor,
                                .limit = OUTBOX_PAGE,
+                               .max_bytes = OUTBOX_PAGE_BYTES,
                                .fn = s_send_pending,
                                .ctx = &target };
         acc_err_t err;
@@ -773,7 +775,7 @@ static void s_pump_outbox(broker_t *self)
             acc_log_warn("outbox", "pending deliveries for %s not read: %s", p->id, err.msg);
             return;
         }
-        p->backlog = page.count == OUTBOX_PAGE || target.full;
+        p->backlog = page.count == OUTBOX_PAGE || page.cut || target.full;
     }
 }
 
@@ -1239,8 +1241,8 @@ static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
 
 /* A batch's staged rows and a pass's frames are bounded in bytes as well as in
  * number, so large records cannot make one batch hold gigabytes. */
-#define BATCH_BYTES_MAX ((size_t)8 * 1024 * 1024)
-#define PASS_BYTES_MAX  ((size_t)4 * 1024 * 1024)
+#define BATCH_BYTES_MAX ((size_t)4 * 1024 * 1024)
+#define PASS_BYTES_MAX  ((size_t)2 * 1024 * 1024)
 
 /* Messages to take in the next pass: each stages at most a few rows, so a batch
  * stays near batch_max_rows. 0 when the batch is full. */

@@ -745,20 +745,29 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
     }
     char after[32];
     char lim[32];
+    char bytes[32];
     (void)snprintf(after, sizeof(after), "%lld", (long long)page->after_seq);
     (void)snprintf(lim, sizeof(lim), "%zu", page->limit);
-    const char *values[3] = { page->agency, after, lim };
-    PGresult *res = PQexecParams(self->conn,
-                                 "SELECT share_id, seq, from_agency, record_type, record_id, "
-                                 "nonce, frame FROM accord_outbox WHERE to_agency = $1 AND "
-                                 "seq > $2 ORDER BY seq LIMIT $3",
-                                 3, NULL, values, NULL, NULL, 1);
+    (void)snprintf(bytes, sizeof(bytes), "%zu", page->max_bytes);
+    const char *values[4] = { page->agency, after, lim, bytes };
+    /* the page stops at max_bytes of frames (always at least one), so a backlog of
+     * large records is never read into memory a whole page at a time */
+    PGresult *res = PQexecParams(
+        self->conn,
+        "SELECT share_id, seq, from_agency, record_type, record_id, nonce, frame, total FROM ("
+        "SELECT l.*, sum(length(frame)) OVER (ORDER BY seq) - length(frame) AS before, "
+        "count(*) OVER () AS total FROM (SELECT share_id, seq, from_agency, record_type, "
+        "record_id, nonce, frame FROM accord_outbox WHERE to_agency = $1 AND seq > $2 "
+        "ORDER BY seq LIMIT $3) l) w WHERE before < $4 ORDER BY seq",
+        4, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read pending deliveries: %s",
                                   PQerrorMessage(self->conn));
         PQclear(res);
         return rc;
     }
+    page->cut = PQntuples(res) > 0 && PQgetlength(res, 0, 7) == 8 &&
+                s_be64(PQgetvalue(res, 0, 7)) > (int64_t)PQntuples(res);
     page->count = (size_t)PQntuples(res);
     for (int i = 0; i < PQntuples(res); i++) {
         if (!s_open_pending(self, res, i, page)) {

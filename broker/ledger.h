@@ -69,9 +69,11 @@ typedef struct {
     const char *agency;
     int64_t after_seq; /* only shares logged after this sequence */
     size_t limit;
+    size_t max_bytes;       /* frames' bytes: the page stops past this (one row at least) */
     ledger_delivery_fn *fn; /* called for each, frame opened */
     void *ctx;
     size_t count; /* out: rows the page held */
+    bool cut;     /* out: max_bytes left rows of the limit out */
 } ledger_page_t;
 
 /* Calls page->fn for up to page->limit deliveries waiting for page->agency, in log
