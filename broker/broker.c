@@ -759,8 +759,10 @@ static void s_pump_outbox(broker_t *self)
     }
     for (size_t i = 0; i < peers_count(self->peers); i++) {
         peer_t *p = peers_at(self->peers, i);
+        /* one that has not read what it was sent is not asked the database for
+         * more, every loop turn, only to have it all wait again */
         if (!p->backlog || !p->subscriber || p->closing ||
-            s_inflight_for(self, p->who.index) >= OUTBOX_LOW_WATER) {
+            s_inflight_for(self, p->who.index) >= OUTBOX_LOW_WATER || !s_can_take_more(self, p)) {
             continue;
         }
         s_page_t target = { .broker = self, .peer = p };

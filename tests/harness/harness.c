@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "accord/keys.h"
+#include "accord/nhs.h"
 #include "accord/record.h"
 
 static long s_now_ms(void)
@@ -729,4 +730,98 @@ void th_assert_all_accepted(th_proc_t *pub, int n)
     }
     cr_assert_null(th_proc_line(pub, (size_t)n), "more results than records");
     free(seen);
+}
+
+const char *th_nhs(size_t i)
+{
+    static char pool[TH_NHS_POOL][ACC_NHS_DIGITS + 1];
+    if (pool[0][0] == '\0') {
+        long base = 943476500;
+        for (size_t n = 0; n < TH_NHS_POOL; base++) {
+            char digits[24];
+            snprintf(digits, sizeof(digits), "%09ld", base);
+            int sum = 0;
+            for (int k = 0; k < 9; k++) {
+                sum += (digits[k] - '0') * (10 - k);
+            }
+            int check = 11 - sum % 11;
+            check = check == 11 ? 0 : check;
+            if (check == 10) {
+                continue; /* no number has this base */
+            }
+            memcpy(pool[n], digits, 9);
+            pool[n][9] = (char)('0' + check);
+            pool[n][10] = '\0';
+            cr_assert(acc_nhs_is_valid(pool[n]), "%s", pool[n]);
+            n++;
+        }
+    }
+    cr_assert_lt(i, (size_t)TH_NHS_POOL);
+    return pool[i];
+}
+
+char *th_slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    size_t cap = (size_t)1 << 20;
+    size_t len = 0;
+    char *text = malloc(cap);
+    size_t got;
+    while ((got = fread(text + len, 1, cap - len - 1, f)) > 0) {
+        len += got;
+        if (len + 1 == cap) {
+            cap *= 2;
+            text = realloc(text, cap);
+        }
+    }
+    text[len] = '\0';
+    fclose(f);
+    return text;
+}
+
+static bool s_is_alnum(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+size_t th_assert_names_no_child(const char *text, const char *where, const char *const words[])
+{
+    for (size_t i = 0; i < TH_NHS_POOL; i++) {
+        const char *n = th_nhs(i);
+        char spaced[16];
+        snprintf(spaced, sizeof(spaced), "%.3s %.3s %.4s", n, n + 3, n + 6);
+        cr_assert(strstr(text, n) == NULL && strstr(text, spaced) == NULL,
+                  "%s holds the NHS number %s", where, n);
+    }
+    for (size_t i = 0; words != NULL && words[i] != NULL; i++) {
+        cr_assert(strstr(text, words[i]) == NULL, "%s holds \"%s\"", where, words[i]);
+    }
+    size_t lines = 0;
+    for (const char *p = text; *p != '\0'; p++) {
+        lines += *p == '\n';
+        if (*p < '0' || *p > '9' || (p > text && s_is_alnum(p[-1]))) {
+            continue;
+        }
+        size_t run = strspn(p, "0123456789");
+        if (run == ACC_NHS_DIGITS && !s_is_alnum(p[run])) {
+            char digits[ACC_NHS_DIGITS + 1];
+            memcpy(digits, p, ACC_NHS_DIGITS);
+            digits[ACC_NHS_DIGITS] = '\0';
+            cr_assert(!acc_nhs_is_valid(digits), "%s holds an NHS number: %s", where, digits);
+        }
+        p += run - 1;
+    }
+    return lines;
+}
+
+size_t th_assert_broker_log_names_no_child(th_world_t *world, const char *const words[])
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
+    char *log = th_slurp(path);
+    size_t lines = th_assert_names_no_child(log, "the broker's log", words);
+    free(log);
+    cr_assert_gt(lines, 0, "the broker's log is empty");
+    return lines;
 }

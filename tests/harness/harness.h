@@ -169,4 +169,20 @@ void th_assert_all_accepted(th_proc_t *pub, int n);
 /* A health-visit NDJSON line for record_id and nhs. */
 char *th_health_visit_json(const char *record_id, const char *nhs);
 
+/* Valid NHS numbers from 943 476 5xx upwards (check digit by modulus 11), the
+ * same TH_NHS_POOL every run: what tests publish, and what no log may hold. */
+#define TH_NHS_POOL 16
+const char *th_nhs(size_t i); /* i < TH_NHS_POOL */
+
+/* The whole file at path, NUL-terminated (yours to free). */
+char *th_slurp(const char *path);
+
+/* Asserts text (where names it in the failure) names no child: no number of the
+ * pool, bare or spaced as "943 476 5919", none of the words (NULL-terminated; NULL
+ * for none), and no free-standing ten digits that pass the modulus-11 check.
+ * Returns text's line count. */
+size_t th_assert_names_no_child(const char *text, const char *where, const char *const words[]);
+/* The same for the broker's stderr, DIR/accordd.log. */
+size_t th_assert_broker_log_names_no_child(th_world_t *world, const char *const words[]);
+
 #endif
