@@ -420,7 +420,9 @@ void th_broker_start(th_world_t *w)
     if (th_proc_wait_lines(w->broker, 1, 30000) < 1) {
         char cmd[700];
         snprintf(cmd, sizeof(cmd), "tail -n 40 '%s' >&2", log);
-        (void)system(cmd);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "harness: could not show the end of %s\n", log);
+        }
         cr_assert_fail("accordd printed no ready line");
     }
     char *line = th_proc_line(w->broker, 0);
@@ -435,7 +437,9 @@ void th_broker_stop(th_world_t *w)
     if (status != 0) {
         char cmd[700];
         snprintf(cmd, sizeof(cmd), "tail -n 40 '%s/accordd.log' >&2", w->dir);
-        (void)system(cmd);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "harness: could not show the end of %s/accordd.log\n", w->dir);
+        }
     }
     cr_assert_eq(status, 0, "accordd exited with status %d", status);
 }
@@ -636,7 +640,11 @@ void th_pg_private_remove(th_world_t *w)
     }
     char cmd[1024];
     snprintf(cmd, sizeof(cmd), "%s/tests/pg/stop '%s/pg.state'", ACCORD_SOURCE_DIR, w->dir);
-    (void)system(cmd);
+    int rc = system(cmd);
+    if (rc != 0) { /* cleanup goes on: the test's own result stands */
+        fprintf(stderr, "harness: stopping the private PostgreSQL in %s failed (status %d)\n",
+                w->dir, rc);
+    }
     snprintf(w->conninfo, sizeof(w->conninfo), "%s", w->shared_conninfo);
     w->private_pg = false;
 }

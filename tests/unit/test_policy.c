@@ -317,12 +317,15 @@ Test(policy, decide_checks_dates_types_required_fields_and_rules)
 static const acc_recipient_t *s_recipient(const acc_policy_t *p, const acc_decision_t *d,
                                           const char *agency)
 {
-    for (size_t i = 0; i < d->recipient_count; i++) {
+    const acc_recipient_t *found = NULL;
+    for (size_t i = 0; i < d->recipient_count && found == NULL; i++) {
         if (strcmp(acc_policy_agency_id(p, d->recipients[i].agency), agency) == 0) {
-            return &d->recipients[i];
+            found = &d->recipients[i];
         }
     }
-    return NULL;
+    /* never NULL: a missing recipient fails the test here, not as a crash in the caller */
+    cr_assert(found != NULL, "no recipient %s in the decision", agency);
+    return found;
 }
 
 Test(policy, rules_to_one_recipient_unite_and_consent_decides)
