@@ -48,7 +48,7 @@ if(HELP2MAN AND NOT ACCORD_MAN STREQUAL "OFF")
       COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/man
       COMMAND ${CMAKE_COMMAND} -E env SOURCE_DATE_EPOCH=${ACCORD_SOURCE_DATE_EPOCH}
               ${HELP2MAN} --no-info --section=${section}
-              --source=accord --include=${ACCORD_DEBIAN_DIR}/man/${prog}.h2m
+              --include=${ACCORD_DEBIAN_DIR}/man/${prog}.h2m
               --output=${page} $<TARGET_FILE:${target}>
       COMMAND gzip -n -9 -f ${page}
       DEPENDS ${target} ${ACCORD_DEBIAN_DIR}/man/${prog}.h2m
