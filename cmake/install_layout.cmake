@@ -19,7 +19,7 @@
 set(ACCORD_DEBIAN_DIR ${PROJECT_SOURCE_DIR}/deploy/debian)
 
 # The date of the newest changelog entry dates the man pages and the compressed
-# changelog, so the package is reproducible.
+# changelog, so they are the same from one build to the next.
 execute_process(COMMAND dpkg-parsechangelog -l ${ACCORD_DEBIAN_DIR}/changelog -S Timestamp
                 OUTPUT_VARIABLE ACCORD_SOURCE_DATE_EPOCH OUTPUT_STRIP_TRAILING_WHITESPACE
                 RESULT_VARIABLE rc ERROR_QUIET)
@@ -37,21 +37,19 @@ elseif(ACCORD_MAN)
 endif()
 if(HELP2MAN AND NOT ACCORD_MAN STREQUAL "OFF")
   set(man_pages)
-  foreach(entry accordd:8:accordd accord:1:accord accord-agent:1:accord-agent
-                accord-audit:1:accord-audit)
+  foreach(entry accordd:8 accord:1 accord-agent:1 accord-audit:1) # program:section
     string(REPLACE ":" ";" parts ${entry})
     list(GET parts 0 prog)
     list(GET parts 1 section)
-    list(GET parts 2 target)
     set(page ${CMAKE_CURRENT_BINARY_DIR}/man/${prog}.${section})
     add_custom_command(OUTPUT ${page}.gz
       COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/man
       COMMAND ${CMAKE_COMMAND} -E env SOURCE_DATE_EPOCH=${ACCORD_SOURCE_DATE_EPOCH}
               ${HELP2MAN} --no-info --section=${section}
               --include=${ACCORD_DEBIAN_DIR}/man/${prog}.h2m
-              --output=${page} $<TARGET_FILE:${target}>
+              --output=${page} $<TARGET_FILE:${prog}>
       COMMAND gzip -n -9 -f ${page}
-      DEPENDS ${target} ${ACCORD_DEBIAN_DIR}/man/${prog}.h2m
+      DEPENDS ${prog} ${ACCORD_DEBIAN_DIR}/man/${prog}.h2m
       COMMENT "help2man ${prog}.${section}")
     list(APPEND man_pages ${page}.gz)
     install(FILES ${page}.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section})
