@@ -18,7 +18,8 @@
 #define SPOOL_SCAN_MS   500   /* how often an idle spool looks for new files */
 
 typedef struct {
-    uint64_t line; /* correlation id: the input line number */
+    uint64_t id;   /* correlation id: unique for the life of the process */
+    uint64_t line; /* where the record is in the input in hand */
     char *record_id;
     char *text;     /* the input line, for DIR/rejected */
     uint8_t *frame; /* the packed Publish, kept to send again */
@@ -34,6 +35,11 @@ typedef struct {
     FILE *in;
     pending_t *pending;
     size_t window;
+    size_t *by_id;          /* open-addressing map: correlation id -> pending slot + 1, 0 = empty */
+    size_t by_id_cap;       /* a power of two, at least twice the window */
+    uint64_t next_id;       /* the next correlation id: never reused, never reset per file */
+    size_t ignored_settled; /* answers for ids already settled (late or duplicate) */
+    size_t ignored_unknown; /* answers for ids this process never sent */
     size_t max_message_bytes; /* the broker's limit as configured for this agent */
     size_t in_flight;
     uint64_t line;
@@ -88,6 +94,67 @@ static void s_invalid(publisher_t *pub, uint64_t line, const char *text, const c
     pub->refused++;
 }
 
+/* ---- correlation ids: every record sent gets its own, answers find it here ---- */
+
+static size_t s_home(const publisher_t *pub, uint64_t id)
+{
+    return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (pub->by_id_cap - 1);
+}
+
+static void s_map_init(publisher_t *pub)
+{
+    pub->by_id_cap = 16;
+    while (pub->by_id_cap < 2 * pub->window) {
+        pub->by_id_cap *= 2;
+    }
+    pub->by_id = acc_xcalloc(pub->by_id_cap, sizeof(*pub->by_id));
+    pub->next_id = 1;
+}
+
+static void s_map_put(publisher_t *pub, const pending_t *p)
+{
+    size_t i = s_home(pub, p->id);
+    while (pub->by_id[i] != 0) {
+        i = (i + 1) & (pub->by_id_cap - 1);
+    }
+    pub->by_id[i] = (size_t)(p - pub->pending) + 1;
+}
+
+/* The map's index of id, or by_id_cap when it is not pending. */
+static size_t s_map_index(const publisher_t *pub, uint64_t id)
+{
+    for (size_t i = s_home(pub, id); pub->by_id[i] != 0; i = (i + 1) & (pub->by_id_cap - 1)) {
+        if (pub->pending[pub->by_id[i] - 1].id == id) {
+            return i;
+        }
+    }
+    return pub->by_id_cap;
+}
+
+static pending_t *s_find(publisher_t *pub, uint64_t id)
+{
+    size_t i = s_map_index(pub, id);
+    return i == pub->by_id_cap ? NULL : &pub->pending[pub->by_id[i] - 1];
+}
+
+/* Linear probing without tombstones: the entries after the hole that would no
+ * longer be found from their home slot move back into it. */
+static void s_map_remove(publisher_t *pub, uint64_t id)
+{
+    size_t mask = pub->by_id_cap - 1;
+    size_t hole = s_map_index(pub, id);
+    acc_assert(hole != pub->by_id_cap);
+    pub->by_id[hole] = 0;
+    for (size_t i = (hole + 1) & mask; pub->by_id[i] != 0; i = (i + 1) & mask) {
+        size_t home = s_home(pub, pub->pending[pub->by_id[i] - 1].id);
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            pub->by_id[hole] = pub->by_id[i];
+            pub->by_id[i] = 0;
+            hole = i;
+        }
+    }
+}
+
 /* ---- the window of records in flight ---- */
 
 static pending_t *s_slot(publisher_t *pub)
@@ -113,7 +180,7 @@ static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, const c
     Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
     publish.record = rec;
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = pub->line;
+    env.correlation_id = pub->next_id;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
     env.publish = &publish;
     acc_err_t why;
@@ -130,6 +197,7 @@ static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, const c
     pending_t *p = s_slot(pub);
     acc_assert(p != NULL);
     p->used = true;
+    p->id = pub->next_id++;
     p->line = pub->line;
     p->record_id = acc_xstrdup(rec->record_id);
     p->text = pub->rejected != NULL ? acc_xstrdup(text) : NULL;
@@ -137,6 +205,7 @@ static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, const c
     p->frame = acc_xmalloc(p->frame_len);
     (void)accord__v1__envelope__pack(&env, p->frame);
     p->backoff_ms = AGENT_RETRY_MIN_MS;
+    s_map_put(pub, p);
     pub->in_flight++;
     return s_send_pending(pub, p, err);
 }
@@ -180,18 +249,9 @@ static acc_rc_t s_fill_window(publisher_t *pub, acc_err_t *err)
     return rc;
 }
 
-static pending_t *s_find(publisher_t *pub, uint64_t line)
-{
-    for (size_t i = 0; i < pub->window; i++) {
-        if (pub->pending[i].used && pub->pending[i].line == line) {
-            return &pub->pending[i];
-        }
-    }
-    return NULL;
-}
-
 static void s_release(publisher_t *pub, pending_t *p)
 {
+    s_map_remove(pub, p->id);
     free(p->record_id);
     acc_pb_free_wiped(p->text);  /* the record's NDJSON line */
     acc_pb_free_wiped(p->frame); /* it held a record */
@@ -258,14 +318,31 @@ static void s_refused(publisher_t *pub, pending_t *p, Accord__V1__ErrorCode code
     s_release(pub, p);
 }
 
+/* An answer that settles nothing: its record was settled already (a late answer
+ * to a send repeated after 10 s, or the broker answered twice), or the id was
+ * never ours. Counted, never applied to another record. */
+static void s_ignore(publisher_t *pub, const Accord__V1__Envelope *env)
+{
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+        acc_log_warn("publish", "broker error: %s (%s)", env->error->message,
+                     acc_pb_code_name(env->error->code));
+    }
+    bool settled = env->correlation_id >= 1 && env->correlation_id < pub->next_id;
+    if (settled) {
+        pub->ignored_settled++;
+    } else {
+        pub->ignored_unknown++;
+    }
+    acc_log_info("publish", "ignored an answer for correlation id %llu: %s",
+                 (unsigned long long)env->correlation_id,
+                 settled ? "its record was settled already" : "no record was sent with it");
+}
+
 static void s_on_answer(publisher_t *pub, const Accord__V1__Envelope *env)
 {
     pending_t *p = s_find(pub, env->correlation_id);
     if (p == NULL) {
-        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
-            acc_log_warn("publish", "broker error: %s (%s)", env->error->message,
-                         acc_pb_code_name(env->error->code));
-        }
+        s_ignore(pub, env);
         return;
     }
     if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
@@ -368,8 +445,11 @@ static int s_publish_stream(publisher_t *pub, const char *input)
     s_start_input(pub, in);
     bool complete = false;
     int status = s_publish_loop(pub, &complete);
-    acc_log_notice("publish", "done: %zu accepted, %zu refused, %zu unanswered", pub->accepted,
-                   pub->refused, pub->in_flight);
+    acc_log_notice("publish",
+                   "done: %zu accepted, %zu refused, %zu unanswered; answers ignored: %zu late or "
+                   "duplicate, %zu unknown",
+                   pub->accepted, pub->refused, pub->in_flight, pub->ignored_settled,
+                   pub->ignored_unknown);
     if (in != stdin) {
         (void)fclose(in);
     }
@@ -558,8 +638,11 @@ static int s_spool_file(publisher_t *pub, const spool_t *spool, const char *name
                 closed && s_spool_commit(spool, &f, pub->refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
         }
         if (status == EXIT_SUCCESS && complete) {
-            acc_log_notice("publish", "%s done: %zu accepted, %zu refused", name, pub->accepted,
-                           pub->refused);
+            acc_log_notice("publish",
+                           "%s done: %zu accepted, %zu refused; answers ignored: %zu late or "
+                           "duplicate, %zu unknown",
+                           name, pub->accepted, pub->refused, pub->ignored_settled,
+                           pub->ignored_unknown);
         }
     }
     if (pub->results != NULL) {
@@ -583,8 +666,8 @@ static void s_idle(publisher_t *pub, int64_t ms)
     Accord__V1__Envelope *env = NULL;
     acc_err_t err;
     if (client_recv(pub->client, &env, (int)ms, &err) == ACC_OK) {
-        accord__v1__envelope__free_unpacked(env,
-                                            acc_pb_wiping_allocator()); /* a stray late answer */
+        s_on_answer(pub, env); /* a late answer: nothing is pending, so it is counted */
+        accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
 }
 
@@ -620,6 +703,8 @@ static int s_publish_spool(publisher_t *pub, const char *dir, bool once)
             s_idle(pub, SPOOL_SCAN_MS);
         }
     }
+    acc_log_notice("publish", "spool stopped; answers ignored: %zu late or duplicate, %zu unknown",
+                   pub->ignored_settled, pub->ignored_unknown);
     free(spool.incoming);
     free(spool.done);
     free(spool.rejected);
@@ -641,9 +726,11 @@ int publish_run(const acc_agent_config_t *config, const agent_args_t *args)
     int status = agent_connect(&pub.client, config, false);
     if (status == EXIT_SUCCESS) {
         pub.pending = acc_xcalloc(pub.window, sizeof(*pub.pending));
+        s_map_init(&pub);
         status = spool[0] != '\0' ? s_publish_spool(&pub, spool, args->once)
                                   : s_publish_stream(&pub, args->input);
         s_release_all(&pub);
+        free(pub.by_id);
         free(pub.pending);
     }
     client_destroy(&pub.client);
