@@ -75,7 +75,7 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
 
 acc_rc_t agent_sync_dir(const char *dir, acc_err_t *err)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
         int saved = errno;
         if (fd >= 0) {
@@ -95,41 +95,73 @@ acc_rc_t agent_make_dir(const char *dir, acc_err_t *err)
                            strerror(errno));
     }
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (lstat(dir, &st) != 0) {
+        return acc_err_set(err, ACC_ERR_IO, "could not examine directory \"%s\": %s", dir,
+                           strerror(errno));
+    }
+    if (S_ISLNK(st.st_mode)) {
+        return acc_err_set(err, ACC_ERR_IO, "\"%s\" is a symbolic link, not a directory", dir);
+    }
+    if (!S_ISDIR(st.st_mode)) {
         return acc_err_set(err, ACC_ERR_IO, "\"%s\" is not a directory", dir);
+    }
+    return ACC_OK;
+}
+
+/* Writes all of bytes to a new file at tmp (created here: O_EXCL, never through a
+ * link), fsync'd; on failure tmp is removed. */
+static acc_rc_t s_write_new(const char *tmp, const char *path, const char *bytes, size_t len,
+                            acc_err_t *err)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return acc_err_set(err, ACC_ERR_IO, "could not create a file beside \"%s\": %s", path,
+                           strerror(errno));
+    }
+    size_t off = 0;
+    int saved = 0;
+    while (off < len && saved == 0) {
+        ssize_t n = write(fd, bytes + off, len - off);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n == 0 || errno != EINTR) {
+            saved = n < 0 ? errno : ENOSPC;
+        }
+    }
+    if (saved == 0 && fsync(fd) != 0) {
+        saved = errno;
+    }
+    (void)close(fd);
+    if (saved != 0) {
+        (void)unlink(tmp);
+        return acc_err_set(err, ACC_ERR_IO, "could not write \"%s\": %s", path, strerror(saved));
     }
     return ACC_OK;
 }
 
 acc_rc_t agent_write_durably(const char *path, const char *bytes, size_t len, acc_err_t *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        return acc_err_set(err, ACC_ERR_IO, "could not create \"%s\": %s", path, strerror(errno));
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL ? acc_xstrdup(".") : acc_xstrndup(path, (size_t)(slash - path));
+    uint8_t nonce[8];
+    char hex[2 * sizeof(nonce) + 1];
+    randombytes_buf(nonce, sizeof(nonce));
+    (void)sodium_bin2hex(hex, sizeof(hex), nonce, sizeof(nonce));
+    /* an unpredictable name, so nothing can be planted at it beforehand; a link
+     * already at path is replaced by the rename, not followed */
+    char *tmp = acc_xasprintf("%s/.%s.%s.tmp", dir, slash == NULL ? path : slash + 1, hex);
+    acc_rc_t rc = s_write_new(tmp, path, bytes, len, err);
+    if (rc == ACC_OK && rename(tmp, path) != 0) {
+        rc = acc_err_set(err, ACC_ERR_IO, "could not move a new file to \"%s\": %s", path,
+                         strerror(errno));
+        (void)unlink(tmp);
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, bytes + off, len - off);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            int saved = n < 0 ? errno : ENOSPC;
-            (void)close(fd);
-            (void)unlink(path);
-            return acc_err_set(err, ACC_ERR_IO, "could not write \"%s\": %s", path,
-                               strerror(saved));
-        }
-        off += (size_t)n;
+    if (rc == ACC_OK) {
+        rc = agent_sync_dir(dir, err);
     }
-    if (fsync(fd) != 0) {
-        int saved = errno;
-        (void)close(fd);
-        (void)unlink(path);
-        return acc_err_set(err, ACC_ERR_IO, "could not write \"%s\": %s", path, strerror(saved));
-    }
-    (void)close(fd);
-    return ACC_OK;
+    free(tmp);
+    free(dir);
+    return rc;
 }
 
 static void s_usage(FILE *out)
