@@ -62,6 +62,8 @@ static const acc_yaml_entry_t s_agent_entries[] = {
       0 },
     { "subscribe_spool", ACC_YT_STRING, false, offsetof(acc_agent_config_t, subscribe_spool), "", 0,
       0 },
+    { "max_spool_file_bytes", ACC_YT_INT, false, offsetof(acc_agent_config_t, max_spool_file_bytes),
+      "268435456", 1, 64 * KIB * MIB },
     { "exec", ACC_YT_STRING, false, offsetof(acc_agent_config_t, exec), "", 0, 0 },
     { "seen_file", ACC_YT_STRING, false, offsetof(acc_agent_config_t, seen_file), "", 0, 0 },
 };
