@@ -66,12 +66,19 @@ static int s_write_line(FILE *out, json_t *obj)
 }
 
 /* DIR/rejected holds only bytes this agent produced: a refused record as the
- * agent encodes it from the fields it parsed (record_json), or for a line that did
- * not parse, where it was, its length and the SHA-256 of its bytes without the line
- * end (bytes, len), never the line itself: a line that is not a record may be
- * anything at all. */
-static void s_reject(publisher_t *pub, uint64_t line, const char *record_json, const char *bytes,
-                     size_t len, const char *code, const char *reason)
+ * agent encodes it from the fields it parsed, or for a line that did not parse,
+ * where it was, its length and the SHA-256 of its bytes without the line end,
+ * never the line itself: a line that is not a record may be anything at all. */
+static void s_reject_write(publisher_t *pub, json_t *obj)
+{
+    if (s_write_line(pub->rejected, obj) != 0) {
+        pub->output_failed = true;
+    }
+}
+
+/* record_json: the refused record as s_record_text encoded it. */
+static void s_reject_record(publisher_t *pub, uint64_t line, const char *record_json,
+                            const char *code, const char *reason)
 {
     if (pub->rejected == NULL) {
         return;
@@ -79,20 +86,24 @@ static void s_reject(publisher_t *pub, uint64_t line, const char *record_json, c
     json_t *obj =
         json_pack("{s:I, s:s, s:s}", "line", (json_int_t)line, "code", code, "reason", reason);
     json_t *record = record_json != NULL ? json_loads(record_json, 0, NULL) : NULL;
-    if (record != NULL) {
-        json_object_set_new(obj, "record", record);
-    } else {
-        uint8_t digest[crypto_hash_sha256_BYTES];
-        char hex[2 * crypto_hash_sha256_BYTES + 1];
-        crypto_hash_sha256(digest, (const uint8_t *)(bytes != NULL ? bytes : ""),
-                           bytes != NULL ? len : 0);
-        (void)sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
-        json_object_set_new(obj, "bytes", json_integer((json_int_t)len));
-        json_object_set_new(obj, "sha256", json_string(hex));
+    json_object_set_new(obj, "record", record != NULL ? record : json_null());
+    s_reject_write(pub, obj);
+}
+
+/* bytes, len: the line that did not parse, without its line end. */
+static void s_reject_unparsed(publisher_t *pub, uint64_t line, const char *bytes, size_t len,
+                              const char *reason)
+{
+    if (pub->rejected == NULL) {
+        return;
     }
-    if (s_write_line(pub->rejected, obj) != 0) {
-        pub->output_failed = true;
-    }
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    crypto_hash_sha256(digest, (const uint8_t *)bytes, len);
+    (void)sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
+    s_reject_write(pub, json_pack("{s:I, s:I, s:s, s:s, s:s}", "line", (json_int_t)line, "bytes",
+                                  (json_int_t)len, "sha256", hex, "code", "INVALID_INPUT", "reason",
+                                  reason));
 }
 
 /* The record as this agent encodes it (compact NDJSON), for DIR/rejected. */
@@ -116,7 +127,7 @@ static void s_invalid(publisher_t *pub, uint64_t line, const char *bytes, size_t
 {
     s_emit(pub, json_pack("{s:I, s:s, s:s, s:s}", "line", (json_int_t)line, "result", "refused",
                           "code", "INVALID_INPUT", "reason", reason));
-    s_reject(pub, line, NULL, bytes, len, "INVALID_INPUT", reason);
+    s_reject_unparsed(pub, line, bytes, len, reason);
     pub->refused++;
 }
 
@@ -216,7 +227,7 @@ static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, acc_err
                               "record_id", rec->record_id, "result", "refused", "code",
                               acc_pb_code_name(code), "reason", why.msg));
         char *text = pub->rejected != NULL ? s_record_text(rec) : NULL;
-        s_reject(pub, pub->line, text, NULL, 0, acc_pb_code_name(code), why.msg);
+        s_reject_record(pub, pub->line, text, acc_pb_code_name(code), why.msg);
         acc_pb_free_wiped(text);
         pub->refused++;
         return ACC_OK;
@@ -340,7 +351,7 @@ static void s_refused(publisher_t *pub, pending_t *p, Accord__V1__ErrorCode code
     s_emit(pub, json_pack("{s:I, s:s, s:s, s:s, s:s}", "line", (json_int_t)p->line, "record_id",
                           p->record_id, "result", "refused", "code", acc_pb_code_name(code),
                           "reason", reason));
-    s_reject(pub, p->line, p->text, NULL, 0, acc_pb_code_name(code), reason);
+    s_reject_record(pub, p->line, p->text, acc_pb_code_name(code), reason);
     pub->refused++;
     s_release(pub, p);
 }

@@ -43,10 +43,11 @@ typedef struct {
     int64_t max_message_bytes;
     int64_t heartbeat_ms;  /* a Heartbeat when nothing else was sent for this long */
     char *publish_spool;   /* publish --spool default: DIR/incoming -> DIR/done, "" = none */
-    int64_t max_spool_file_bytes; /* publish: a larger file in incoming/ is set aside unread */
     char *subscribe_spool; /* subscribe --spool default: deliveries into DIR/incoming */
     char *exec;            /* subscribe --exec default: run per delivered file */
     char *seen_file;       /* subscribe: share ids already handed over, across restarts */
+
+    int64_t max_spool_file_bytes; /* publish: a larger file in incoming/ is set aside unread */
 } acc_agent_config_t;
 
 /* Loads and checks a config file; every problem goes to diag (may be NULL) as
