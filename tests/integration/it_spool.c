@@ -225,6 +225,46 @@ Test(spool, fifo_is_set_aside_without_blocking)
     free(fifo);
 }
 
+/* How many times needle occurs in text. */
+static size_t s_occurrences(const char *text, const char *needle)
+{
+    size_t n = 0;
+    for (const char *at = strstr(text, needle); at != NULL; at = strstr(at + 1, needle)) {
+        n++;
+    }
+    return n;
+}
+
+Test(spool, refused_file_that_cannot_be_moved_stays_and_is_logged_once)
+{
+    /* NAME.unread would be longer than a file name may be, so the rename fails */
+    char name[256];
+    memset(name, 'k', 250);
+    strcpy(name + 250, ".nd");
+    char *key_path = acc_xasprintf("%s/%s.curve.secret", world->dir, SUBSCRIBER);
+    char *link_path = s_path(incoming, name);
+    cr_assert_eq(symlink(key_path, link_path), 0);
+    s_put_records("good.ndjson", "hv", 2);
+    /* --once ends only when nothing in incoming/ is left to try */
+    cr_assert_eq(s_publish_once(), 0);
+    struct stat st;
+    cr_assert_eq(lstat(link_path, &st), 0, "the link is no longer in incoming/");
+    cr_assert(S_ISLNK(st.st_mode));
+    char *log = s_publisher_log();
+    cr_assert_eq(s_occurrences(log, "refused incoming file"), 1, "%s", log);
+    cr_assert_not_null(strstr(log, "it is a symbolic link; it could not be moved to rejected/"));
+    char *key = s_key_text(SUBSCRIBER);
+    s_assert_nowhere_under(spool, key, 0);
+    cr_assert_null(strstr(log, key), "the agent's log holds the key");
+    char *good = acc_xasprintf("%s/done/good.ndjson.results", spool);
+    cr_assert_eq(access(good, F_OK), 0, "the good file beside it was not sent");
+    free(good);
+    free(key);
+    free(log);
+    free(link_path);
+    free(key_path);
+}
+
 Test(spool, file_over_max_spool_file_bytes_is_set_aside_unread)
 {
     const char *config = th_agent_config(world, PUBLISHER, NULL);
