@@ -265,6 +265,19 @@ Test(spool, refused_file_that_cannot_be_moved_stays_and_is_logged_once)
     free(key_path);
 }
 
+Test(spool, file_whose_name_leaves_no_room_for_its_results_is_set_aside_unread)
+{
+    /* done/.NAME.results.tmp would be longer than a file name may be */
+    char name[256];
+    memset(name, 'n', 238);
+    strcpy(name + 238, ".ndjson"); /* 245 bytes: NAME.unread still fits */
+    s_put_records(name, "long", 2);
+    s_put_records("good.ndjson", "hv", 2);
+    cr_assert_eq(s_publish_once(), 0);
+    s_assert_set_aside(name, S_IFREG, "its name is longer than 200 bytes");
+    cr_assert_eq(th_pg_count(world, "record_id LIKE 'long-%'"), 0, "its records were sent");
+}
+
 Test(spool, file_over_max_spool_file_bytes_is_set_aside_unread)
 {
     const char *config = th_agent_config(world, PUBLISHER, NULL);
