@@ -19,6 +19,7 @@
 
 #define RESEND_AFTER_MS 10000 /* an unanswered publish is sent again (idempotent) */
 #define SPOOL_SCAN_MS   500   /* how often an idle spool looks for new files */
+#define SPOOL_NAME_MAX  200   /* room left for done/.NAME.N.results.tmp within NAME_MAX */
 
 typedef struct {
     uint64_t id;   /* correlation id: unique for the life of the process */
@@ -743,6 +744,10 @@ static int s_open_input(const spool_t *spool, const char *name, char *why, size_
         (void)snprintf(why, why_len, "it could not be examined: %s", strerror(errno));
     }
     ok = ok && s_is_readable_input(spool, &st, why, why_len);
+    if (ok && strlen(name) > SPOOL_NAME_MAX) {
+        (void)snprintf(why, why_len, "its name is longer than %d bytes", SPOOL_NAME_MAX);
+        ok = false;
+    }
     int flags = ok ? fcntl(fd, F_GETFL) : -1;
     if (ok && (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)) {
         (void)snprintf(why, why_len, "it could not be read: %s", strerror(errno));
