@@ -366,6 +366,32 @@ Test(spool, line_that_does_not_parse_is_recorded_by_position_and_hash)
     free(good);
 }
 
+Test(spool, incoming_that_is_a_link_to_another_directory_is_refused)
+{
+    static const char secret[] = "not-a-record-but-a-secret-0123456789";
+    char *elsewhere = s_path(world->dir, "elsewhere");
+    cr_assert_eq(mkdir(elsewhere, 0700), 0);
+    char *file = s_path(elsewhere, "secret");
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "%s\n", secret);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(rmdir(incoming), 0);
+    cr_assert_eq(symlink(elsewhere, incoming), 0);
+    cr_assert_neq(s_publish_once(), 0, "the publisher worked through a linked incoming/");
+    char *log = s_publisher_log();
+    char *needle = acc_xasprintf("\"%s\" is a symbolic link, not a directory", incoming);
+    cr_assert_not_null(strstr(log, needle), "%s", log);
+    cr_assert_null(strstr(log, secret));
+    cr_assert_eq(access(file, F_OK), 0, "the file was moved out of the linked directory");
+    cr_assert_eq(unlink(incoming), 0);
+    s_assert_nowhere_under(spool, secret, 0);
+    free(needle);
+    free(log);
+    free(file);
+    free(elsewhere);
+}
+
 /* A file whose contents say whether anything wrote through a link to it. */
 static char *s_victim(const char *name)
 {
