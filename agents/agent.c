@@ -75,7 +75,7 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
 
 acc_rc_t agent_sync_dir(const char *dir, acc_err_t *err)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
         int saved = errno;
         if (fd >= 0) {
@@ -95,41 +95,73 @@ acc_rc_t agent_make_dir(const char *dir, acc_err_t *err)
                            strerror(errno));
     }
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (lstat(dir, &st) != 0) {
+        return acc_err_set(err, ACC_ERR_IO, "could not examine directory \"%s\": %s", dir,
+                           strerror(errno));
+    }
+    if (S_ISLNK(st.st_mode)) {
+        return acc_err_set(err, ACC_ERR_IO, "\"%s\" is a symbolic link, not a directory", dir);
+    }
+    if (!S_ISDIR(st.st_mode)) {
         return acc_err_set(err, ACC_ERR_IO, "\"%s\" is not a directory", dir);
+    }
+    return ACC_OK;
+}
+
+/* Writes all of bytes to a new file at tmp (created here: O_EXCL, never through a
+ * link), fsync'd; on failure tmp is removed. */
+static acc_rc_t s_write_new(const char *tmp, const char *path, const char *bytes, size_t len,
+                            acc_err_t *err)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return acc_err_set(err, ACC_ERR_IO, "could not create a file beside \"%s\": %s", path,
+                           strerror(errno));
+    }
+    size_t off = 0;
+    int saved = 0;
+    while (off < len && saved == 0) {
+        ssize_t n = write(fd, bytes + off, len - off);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n == 0 || errno != EINTR) {
+            saved = n < 0 ? errno : ENOSPC;
+        }
+    }
+    if (saved == 0 && fsync(fd) != 0) {
+        saved = errno;
+    }
+    (void)close(fd);
+    if (saved != 0) {
+        (void)unlink(tmp);
+        return acc_err_set(err, ACC_ERR_IO, "could not write \"%s\": %s", path, strerror(saved));
     }
     return ACC_OK;
 }
 
 acc_rc_t agent_write_durably(const char *path, const char *bytes, size_t len, acc_err_t *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        return acc_err_set(err, ACC_ERR_IO, "could not create \"%s\": %s", path, strerror(errno));
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL ? acc_xstrdup(".") : acc_xstrndup(path, (size_t)(slash - path));
+    uint8_t nonce[8];
+    char hex[2 * sizeof(nonce) + 1];
+    randombytes_buf(nonce, sizeof(nonce));
+    (void)sodium_bin2hex(hex, sizeof(hex), nonce, sizeof(nonce));
+    /* an unpredictable name, so nothing can be planted at it beforehand; a link
+     * already at path is replaced by the rename, not followed */
+    char *tmp = acc_xasprintf("%s/.%s.%s.tmp", dir, slash == NULL ? path : slash + 1, hex);
+    acc_rc_t rc = s_write_new(tmp, path, bytes, len, err);
+    if (rc == ACC_OK && rename(tmp, path) != 0) {
+        rc = acc_err_set(err, ACC_ERR_IO, "could not move a new file to \"%s\": %s", path,
+                         strerror(errno));
+        (void)unlink(tmp);
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, bytes + off, len - off);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            int saved = n < 0 ? errno : ENOSPC;
-            (void)close(fd);
-            (void)unlink(path);
-            return acc_err_set(err, ACC_ERR_IO, "could not write \"%s\": %s", path,
-                               strerror(saved));
-        }
-        off += (size_t)n;
+    if (rc == ACC_OK) {
+        rc = agent_sync_dir(dir, err);
     }
-    if (fsync(fd) != 0) {
-        int saved = errno;
-        (void)close(fd);
-        (void)unlink(path);
-        return acc_err_set(err, ACC_ERR_IO, "could not write \"%s\": %s", path, strerror(saved));
-    }
-    (void)close(fd);
-    return ACC_OK;
+    free(tmp);
+    free(dir);
+    return rc;
 }
 
 static void s_usage(FILE *out)
@@ -143,15 +175,26 @@ static void s_usage(FILE *out)
         "publish    sends child records, one JSON object a line (NDJSON; see README.md), to\n"
         "           the broker and gives each exactly one result: accepted (with recipients\n"
         "           and share ids) or refused (with code and reason).\n"
-        "           From stdin or --input FILE: results are printed on stdout.\n"
+        "           From stdin or --input FILE: results are printed on stdout. With no\n"
+        "           spool and no --input, a stdin that is /dev/null, closed or the key\n"
+        "           (curve_secret_key: stdin) is refused: exit 78 (nothing to read).\n"
         "           With --spool DIR (or publish_spool in the config): watches DIR/incoming\n"
         "           for files (write them under a name starting with '.' or ending in .tmp,\n"
         "           then rename), sends each, and when every record has its result moves\n"
         "           it to DIR/done, with its results in DIR/done/NAME.results and refused\n"
-        "           records in DIR/rejected/NAME. A file interrupted by a crash is sent\n"
-        "           again in full after a restart; the broker answers records it already\n"
-        "           accepted with their first result, so nothing is shared twice.\n"
-        "           --once stops when incoming/ is empty.\n"
+        "           lines in DIR/rejected/NAME (a record as the agent re-encodes it; a line\n"
+        "           that does not parse only as its length and SHA-256). Only regular\n"
+        "           files owned by the agent's user, with one link, of at most\n"
+        "           max_spool_file_bytes (default 256 MiB) are read; anything else (a\n"
+        "           link, a FIFO, another user's file, a file too large, a name over 200\n"
+        "           bytes) is moved unread to DIR/rejected/NAME.unread and the reason\n"
+        "           logged. A file interrupted by a crash is sent again in full after a\n"
+        "           restart; the broker answers records it already accepted with their\n"
+        "           first result, so nothing is shared twice. --once stops when incoming/\n"
+        "           is empty.\n"
+        "           Each record is settled only by the answer to its own correlation id;\n"
+        "           late, duplicate and unknown answers are ignored and counted in the\n"
+        "           summary lines.\n"
         "           While the broker is unreachable or answers UNAVAILABLE it waits and\n"
         "           retries; it never gives up silently.\n"
         "subscribe  receives the records shared with this agency, with their provenance\n"

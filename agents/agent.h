@@ -41,15 +41,18 @@ int agent_print_json(json_t *obj);
  * a refused key is final (EXIT_CONNECT). */
 int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscribe);
 
-/* Writes len bytes to path through a temporary file in the same directory,
- * fsync'd and renamed into place, then fsyncs the directory. */
+/* Writes len bytes to path through a new temporary file in the same directory
+ * (an unpredictable dot name, created O_EXCL|O_NOFOLLOW), fsync'd and renamed into
+ * place, then fsyncs the directory. Whatever was at path, a link included, is
+ * replaced, never written through. On failure path is untouched. */
 ACC_NODISCARD acc_rc_t agent_write_durably(const char *path, const char *bytes, size_t len,
                                            acc_err_t *err);
 
-/* fsyncs a directory, so a rename into it survives a power cut. */
+/* fsyncs a directory (not through a link), so a rename into it survives a power cut. */
 ACC_NODISCARD acc_rc_t agent_sync_dir(const char *dir, acc_err_t *err);
 
-/* Creates dir (0750) if it does not exist. */
+/* Creates dir (0750) if it does not exist; a symbolic link or anything else that
+ * is not a directory at dir is an error. */
 ACC_NODISCARD acc_rc_t agent_make_dir(const char *dir, acc_err_t *err);
 
 int publish_run(const acc_agent_config_t *config, const agent_args_t *args);

@@ -2,10 +2,13 @@
  * directory to the broker, each answered by exactly one result */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "accord/log.h"
@@ -16,11 +19,13 @@
 
 #define RESEND_AFTER_MS 10000 /* an unanswered publish is sent again (idempotent) */
 #define SPOOL_SCAN_MS   500   /* how often an idle spool looks for new files */
+#define SPOOL_NAME_MAX  200   /* room left for done/.NAME.N.results.tmp within NAME_MAX */
 
 typedef struct {
-    uint64_t line; /* correlation id: the input line number */
+    uint64_t id;   /* correlation id: unique for the life of the process */
+    uint64_t line; /* where the record is in the input in hand */
     char *record_id;
-    char *text;     /* the input line, for DIR/rejected */
+    char *text;     /* spool: the record as this agent encodes it, for DIR/rejected */
     uint8_t *frame; /* the packed Publish, kept to send again */
     size_t frame_len;
     int64_t sent_at_ms;
@@ -34,6 +39,11 @@ typedef struct {
     FILE *in;
     pending_t *pending;
     size_t window;
+    size_t *by_id;          /* open-addressing map: correlation id -> pending slot + 1, 0 = empty */
+    size_t by_id_cap;       /* a power of two, at least twice the window */
+    uint64_t next_id;       /* the next correlation id: never reused, never reset per file */
+    size_t ignored_settled; /* answers for ids already settled (late or duplicate) */
+    size_t ignored_unknown; /* answers for ids this process never sent */
     size_t max_message_bytes; /* the broker's limit as configured for this agent */
     size_t in_flight;
     uint64_t line;
@@ -56,21 +66,54 @@ static int s_write_line(FILE *out, json_t *obj)
     return rc;
 }
 
-/* A refused record goes to DIR/rejected as it was read, with the code and reason. */
-static void s_reject(publisher_t *pub, uint64_t line, const char *text, const char *code,
-                     const char *reason)
+/* DIR/rejected holds only bytes this agent produced: a refused record as the
+ * agent encodes it from the fields it parsed, or for a line that did not parse,
+ * where it was, its length and the SHA-256 of its bytes without the line end,
+ * never the line itself: a line that is not a record may be anything at all. */
+static void s_reject_write(publisher_t *pub, json_t *obj)
+{
+    if (s_write_line(pub->rejected, obj) != 0) {
+        pub->output_failed = true;
+    }
+}
+
+/* record_json: the refused record as s_record_text encoded it. */
+static void s_reject_record(publisher_t *pub, uint64_t line, const char *record_json,
+                            const char *code, const char *reason)
 {
     if (pub->rejected == NULL) {
         return;
     }
-    json_t *record = text != NULL ? json_loads(text, 0, NULL) : NULL;
     json_t *obj =
         json_pack("{s:I, s:s, s:s}", "line", (json_int_t)line, "code", code, "reason", reason);
-    json_object_set_new(obj, record != NULL ? "record" : "text",
-                        record != NULL ? record : json_string(text != NULL ? text : ""));
-    if (s_write_line(pub->rejected, obj) != 0) {
-        pub->output_failed = true;
+    json_t *record = record_json != NULL ? json_loads(record_json, 0, NULL) : NULL;
+    json_object_set_new(obj, "record", record != NULL ? record : json_null());
+    s_reject_write(pub, obj);
+}
+
+/* bytes, len: the line that did not parse, without its line end. */
+static void s_reject_unparsed(publisher_t *pub, uint64_t line, const char *bytes, size_t len,
+                              const char *reason)
+{
+    if (pub->rejected == NULL) {
+        return;
     }
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    crypto_hash_sha256(digest, (const uint8_t *)bytes, len);
+    (void)sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
+    s_reject_write(pub, json_pack("{s:I, s:I, s:s, s:s, s:s}", "line", (json_int_t)line, "bytes",
+                                  (json_int_t)len, "sha256", hex, "code", "INVALID_INPUT", "reason",
+                                  reason));
+}
+
+/* The record as this agent encodes it (compact NDJSON), for DIR/rejected. */
+static char *s_record_text(const Accord__V1__ChildRecord *rec)
+{
+    json_t *obj = acc_record_to_json(rec);
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    return text;
 }
 
 static void s_emit(publisher_t *pub, json_t *result)
@@ -80,12 +123,74 @@ static void s_emit(publisher_t *pub, json_t *result)
     }
 }
 
-static void s_invalid(publisher_t *pub, uint64_t line, const char *text, const char *reason)
+static void s_invalid(publisher_t *pub, uint64_t line, const char *bytes, size_t len,
+                      const char *reason)
 {
     s_emit(pub, json_pack("{s:I, s:s, s:s, s:s}", "line", (json_int_t)line, "result", "refused",
                           "code", "INVALID_INPUT", "reason", reason));
-    s_reject(pub, line, text, "INVALID_INPUT", reason);
+    s_reject_unparsed(pub, line, bytes, len, reason);
     pub->refused++;
+}
+
+/* ---- correlation ids: every record sent gets its own, answers find it here ---- */
+
+static size_t s_home(const publisher_t *pub, uint64_t id)
+{
+    return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (pub->by_id_cap - 1);
+}
+
+static void s_map_init(publisher_t *pub)
+{
+    pub->by_id_cap = 16;
+    while (pub->by_id_cap < 2 * pub->window) {
+        pub->by_id_cap *= 2;
+    }
+    pub->by_id = acc_xcalloc(pub->by_id_cap, sizeof(*pub->by_id));
+    pub->next_id = 1;
+}
+
+static void s_map_put(publisher_t *pub, const pending_t *p)
+{
+    size_t i = s_home(pub, p->id);
+    while (pub->by_id[i] != 0) {
+        i = (i + 1) & (pub->by_id_cap - 1);
+    }
+    pub->by_id[i] = (size_t)(p - pub->pending) + 1;
+}
+
+/* The map's index of id, or by_id_cap when it is not pending. */
+static size_t s_map_index(const publisher_t *pub, uint64_t id)
+{
+    for (size_t i = s_home(pub, id); pub->by_id[i] != 0; i = (i + 1) & (pub->by_id_cap - 1)) {
+        if (pub->pending[pub->by_id[i] - 1].id == id) {
+            return i;
+        }
+    }
+    return pub->by_id_cap;
+}
+
+static pending_t *s_find(publisher_t *pub, uint64_t id)
+{
+    size_t i = s_map_index(pub, id);
+    return i == pub->by_id_cap ? NULL : &pub->pending[pub->by_id[i] - 1];
+}
+
+/* Linear probing without tombstones: the entries after the hole that would no
+ * longer be found from their home slot move back into it. */
+static void s_map_remove(publisher_t *pub, uint64_t id)
+{
+    size_t mask = pub->by_id_cap - 1;
+    size_t hole = s_map_index(pub, id);
+    acc_assert(hole != pub->by_id_cap);
+    pub->by_id[hole] = 0;
+    for (size_t i = (hole + 1) & mask; pub->by_id[i] != 0; i = (i + 1) & mask) {
+        size_t home = s_home(pub, pub->pending[pub->by_id[i] - 1].id);
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            pub->by_id[hole] = pub->by_id[i];
+            pub->by_id[i] = 0;
+            hole = i;
+        }
+    }
 }
 
 /* ---- the window of records in flight ---- */
@@ -107,13 +212,12 @@ static acc_rc_t s_send_pending(publisher_t *pub, pending_t *p, acc_err_t *err)
     return client_send_raw(pub->client, p->frame, p->frame_len, err);
 }
 
-static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, const char *text,
-                         acc_err_t *err)
+static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, acc_err_t *err)
 {
     Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
     publish.record = rec;
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = pub->line;
+    env.correlation_id = pub->next_id;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
     env.publish = &publish;
     acc_err_t why;
@@ -123,20 +227,24 @@ static acc_rc_t s_submit(publisher_t *pub, Accord__V1__ChildRecord *rec, const c
         s_emit(pub, json_pack("{s:I, s:s, s:s, s:s, s:s}", "line", (json_int_t)pub->line,
                               "record_id", rec->record_id, "result", "refused", "code",
                               acc_pb_code_name(code), "reason", why.msg));
-        s_reject(pub, pub->line, text, acc_pb_code_name(code), why.msg);
+        char *text = pub->rejected != NULL ? s_record_text(rec) : NULL;
+        s_reject_record(pub, pub->line, text, acc_pb_code_name(code), why.msg);
+        acc_pb_free_wiped(text);
         pub->refused++;
         return ACC_OK;
     }
     pending_t *p = s_slot(pub);
     acc_assert(p != NULL);
     p->used = true;
+    p->id = pub->next_id++;
     p->line = pub->line;
     p->record_id = acc_xstrdup(rec->record_id);
-    p->text = pub->rejected != NULL ? acc_xstrdup(text) : NULL;
+    p->text = pub->rejected != NULL ? s_record_text(rec) : NULL;
     p->frame_len = accord__v1__envelope__get_packed_size(&env);
     p->frame = acc_xmalloc(p->frame_len);
     (void)accord__v1__envelope__pack(&env, p->frame);
     p->backoff_ms = AGENT_RETRY_MIN_MS;
+    s_map_put(pub, p);
     pub->in_flight++;
     return s_send_pending(pub, p, err);
 }
@@ -164,15 +272,15 @@ static acc_rc_t s_fill_window(publisher_t *pub, acc_err_t *err)
         Accord__V1__ChildRecord *rec = NULL;
         acc_err_t perr;
         if (len > ACC_RECORD_MAX_LINE) {
-            s_invalid(pub, pub->line, NULL, "line is longer than 1 MiB");
+            s_invalid(pub, pub->line, buf, len, "line is longer than 1 MiB");
         } else if (acc_record_from_json(&rec, buf, len, &perr) != ACC_OK) {
             char reason[ACC_ERR_MSG_MAX + 32];
             (void)snprintf(reason, sizeof(reason), "line %llu: %s", (unsigned long long)pub->line,
                            perr.msg);
             acc_log_warn("publish", "%s", reason);
-            s_invalid(pub, pub->line, buf, reason);
+            s_invalid(pub, pub->line, buf, len, reason);
         } else {
-            rc = s_submit(pub, rec, buf, err);
+            rc = s_submit(pub, rec, err);
             acc_record_free(&rec);
         }
     }
@@ -180,18 +288,9 @@ static acc_rc_t s_fill_window(publisher_t *pub, acc_err_t *err)
     return rc;
 }
 
-static pending_t *s_find(publisher_t *pub, uint64_t line)
-{
-    for (size_t i = 0; i < pub->window; i++) {
-        if (pub->pending[i].used && pub->pending[i].line == line) {
-            return &pub->pending[i];
-        }
-    }
-    return NULL;
-}
-
 static void s_release(publisher_t *pub, pending_t *p)
 {
+    s_map_remove(pub, p->id);
     free(p->record_id);
     acc_pb_free_wiped(p->text);  /* the record's NDJSON line */
     acc_pb_free_wiped(p->frame); /* it held a record */
@@ -253,19 +352,36 @@ static void s_refused(publisher_t *pub, pending_t *p, Accord__V1__ErrorCode code
     s_emit(pub, json_pack("{s:I, s:s, s:s, s:s, s:s}", "line", (json_int_t)p->line, "record_id",
                           p->record_id, "result", "refused", "code", acc_pb_code_name(code),
                           "reason", reason));
-    s_reject(pub, p->line, p->text, acc_pb_code_name(code), reason);
+    s_reject_record(pub, p->line, p->text, acc_pb_code_name(code), reason);
     pub->refused++;
     s_release(pub, p);
+}
+
+/* An answer that settles nothing: its record was settled already (a late answer
+ * to a send repeated after 10 s, or the broker answered twice), or the id was
+ * never ours. Counted, never applied to another record. */
+static void s_ignore(publisher_t *pub, const Accord__V1__Envelope *env)
+{
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+        acc_log_warn("publish", "broker error: %s (%s)", env->error->message,
+                     acc_pb_code_name(env->error->code));
+    }
+    bool settled = env->correlation_id >= 1 && env->correlation_id < pub->next_id;
+    if (settled) {
+        pub->ignored_settled++;
+    } else {
+        pub->ignored_unknown++;
+    }
+    acc_log_info("publish", "ignored an answer for correlation id %llu: %s",
+                 (unsigned long long)env->correlation_id,
+                 settled ? "its record was settled already" : "no record was sent with it");
 }
 
 static void s_on_answer(publisher_t *pub, const Accord__V1__Envelope *env)
 {
     pending_t *p = s_find(pub, env->correlation_id);
     if (p == NULL) {
-        if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
-            acc_log_warn("publish", "broker error: %s (%s)", env->error->message,
-                         acc_pb_code_name(env->error->code));
-        }
+        s_ignore(pub, env);
         return;
     }
     if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
@@ -368,8 +484,11 @@ static int s_publish_stream(publisher_t *pub, const char *input)
     s_start_input(pub, in);
     bool complete = false;
     int status = s_publish_loop(pub, &complete);
-    acc_log_notice("publish", "done: %zu accepted, %zu refused, %zu unanswered", pub->accepted,
-                   pub->refused, pub->in_flight);
+    acc_log_notice("publish",
+                   "done: %zu accepted, %zu refused, %zu unanswered; answers ignored: %zu late or "
+                   "duplicate, %zu unknown",
+                   pub->accepted, pub->refused, pub->in_flight, pub->ignored_settled,
+                   pub->ignored_unknown);
     if (in != stdin) {
         (void)fclose(in);
     }
@@ -381,10 +500,21 @@ static int s_publish_stream(publisher_t *pub, const char *input)
 
 /* ---- a spool directory ---- */
 
+/* A file in incoming/ that could not be set aside: skipped, logged once, until it
+ * changes. */
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    struct timespec ctime;
+} kept_t;
+
 typedef struct {
     char *incoming;
     char *done;
     char *rejected;
+    int64_t max_file_bytes; /* max_spool_file_bytes */
+    kept_t *kept;
+    size_t n_kept;
 } spool_t;
 
 /* The agency's system writes a file under another name (a leading dot or a .tmp
@@ -400,7 +530,21 @@ static int s_by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The ready files in incoming/, oldest name first; NULL-terminated. */
+static bool s_is_kept(const spool_t *spool, const struct stat *st)
+{
+    for (size_t i = 0; i < spool->n_kept; i++) {
+        const kept_t *k = &spool->kept[i];
+        if (k->dev == st->st_dev && k->ino == st->st_ino && k->ctime.tv_sec == st->st_ctim.tv_sec &&
+            k->ctime.tv_nsec == st->st_ctim.tv_nsec) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The ready names in incoming/, oldest name first; NULL-terminated. Whatever they
+ * are is decided when each is opened (s_open_input), not here: a check by name
+ * before the open would say nothing about what is opened. */
 static char **s_list_incoming(const spool_t *spool, size_t *count)
 {
     *count = 0;
@@ -413,14 +557,9 @@ static char **s_list_incoming(const spool_t *spool, size_t *count)
     char **names = acc_xcalloc(cap, sizeof(char *));
     const struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (!s_is_ready(e->d_name)) {
-            continue;
-        }
-        char *path = acc_xasprintf("%s/%s", spool->incoming, e->d_name);
         struct stat st;
-        bool regular = stat(path, &st) == 0 && S_ISREG(st.st_mode);
-        free(path);
-        if (!regular) {
+        if (!s_is_ready(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            s_is_kept(spool, &st)) {
             continue;
         }
         if (*count + 1 >= cap) {
@@ -443,22 +582,34 @@ static void s_free_names(char **names)
     free(names);
 }
 
-/* A name in done/ not yet taken, so a file sent twice under one name keeps both. */
-static char *s_done_name(const spool_t *spool, const char *name)
+/* NAME+SUFFIX in dir if nothing (not even a dangling link) has it, else
+ * NAME+SUFFIX.2, .3 ...: a file sent twice under one name keeps both. */
+static char *s_free_name(const char *dir, const char *name, const char *suffix)
 {
-    char *path = acc_xasprintf("%s/%s", spool->done, name);
-    for (int n = 2; access(path, F_OK) == 0; n++) {
+    char *path = acc_xasprintf("%s/%s%s", dir, name, suffix);
+    struct stat st;
+    for (int n = 2; lstat(path, &st) == 0; n++) {
         free(path);
-        path = acc_xasprintf("%s/%s.%d", spool->done, name, n);
+        path = acc_xasprintf("%s/%s%s.%d", dir, name, suffix, n);
     }
     char *base = acc_xstrdup(strrchr(path, '/') + 1);
     free(path);
     return base;
 }
 
+/* A temporary output file, created afresh: whatever is at path (a stale file from
+ * a crash, or a link planted there) is removed, never opened, and O_EXCL with
+ * O_NOFOLLOW refuses anything that appears there meanwhile. */
 static FILE *s_open_tmp(const char *path)
 {
-    FILE *f = fopen(path, "w");
+    FILE *f = NULL;
+    if (unlink(path) == 0 || errno == ENOENT) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+        f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (f == NULL && fd >= 0) {
+            (void)close(fd);
+        }
+    }
     if (f == NULL) {
         acc_log_error("publish", "could not create \"%s\": %s", path, strerror(errno));
     }
@@ -482,7 +633,7 @@ typedef struct {
 
 static void s_paths_init(s_paths_t *f, const spool_t *spool, const char *name)
 {
-    char *final = s_done_name(spool, name);
+    char *final = s_free_name(spool->done, name, "");
     f->in = acc_xasprintf("%s/%s", spool->incoming, name);
     f->done = acc_xasprintf("%s/%s", spool->done, final);
     f->results = acc_xasprintf("%s/%s.results", spool->done, final);
@@ -523,6 +674,123 @@ static bool s_sync(const char *dir)
     return true;
 }
 
+static const char *s_kind(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFIFO:
+        return "FIFO";
+    case S_IFDIR:
+        return "directory";
+    case S_IFSOCK:
+        return "socket";
+    case S_IFCHR:
+        return "character device";
+    case S_IFBLK:
+        return "block device";
+    case S_IFLNK:
+        return "symbolic link";
+    default:
+        return "special file";
+    }
+}
+
+/* Only a regular file of the agent's own user, with one name, within the size
+ * limit is read; why says what else it is. */
+static bool s_is_readable_input(const spool_t *spool, const struct stat *st, char *why,
+                                size_t why_len)
+{
+    if (!S_ISREG(st->st_mode)) {
+        (void)snprintf(why, why_len, "it is not a regular file but a %s", s_kind(st->st_mode));
+    } else if (st->st_uid != geteuid()) {
+        (void)snprintf(why, why_len, "it is owned by uid %u, not by the agent's user (uid %u)",
+                       (unsigned)st->st_uid, (unsigned)geteuid());
+    } else if (st->st_nlink != 1) {
+        (void)snprintf(why, why_len, "it has %llu hard links", (unsigned long long)st->st_nlink);
+    } else if (st->st_size > spool->max_file_bytes) {
+        (void)snprintf(why, why_len, "it is %lld bytes, more than max_spool_file_bytes (%lld)",
+                       (long long)st->st_size, (long long)spool->max_file_bytes);
+    } else {
+        return true;
+    }
+    return false;
+}
+
+#define INPUT_GONE    (-1) /* it went away between listing and opening */
+#define INPUT_REFUSED (-2) /* why says why */
+
+/* Opens incoming/NAME the way an attacker could have left it: a link is not
+ * followed, a FIFO does not block the open, and what was opened is checked with
+ * fstat before a byte is read. Returns the descriptor, INPUT_GONE or INPUT_REFUSED. */
+static int s_open_input(const spool_t *spool, const char *name, char *why, size_t why_len)
+{
+    char *path = acc_xasprintf("%s/%s", spool->incoming, name);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int saved = errno;
+    free(path);
+    if (fd < 0 && saved == ENOENT) {
+        return INPUT_GONE;
+    }
+    if (fd < 0 && saved == ELOOP) {
+        (void)snprintf(why, why_len, "it is a symbolic link");
+        return INPUT_REFUSED;
+    }
+    if (fd < 0) {
+        (void)snprintf(why, why_len, "it could not be opened: %s", strerror(saved));
+        return INPUT_REFUSED;
+    }
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0;
+    if (!ok) {
+        (void)snprintf(why, why_len, "it could not be examined: %s", strerror(errno));
+    }
+    ok = ok && s_is_readable_input(spool, &st, why, why_len);
+    if (ok && strlen(name) > SPOOL_NAME_MAX) {
+        (void)snprintf(why, why_len, "its name is longer than %d bytes", SPOOL_NAME_MAX);
+        ok = false;
+    }
+    int flags = ok ? fcntl(fd, F_GETFL) : -1;
+    if (ok && (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)) {
+        (void)snprintf(why, why_len, "it could not be read: %s", strerror(errno));
+        ok = false;
+    }
+    if (!ok) {
+        (void)close(fd);
+        return INPUT_REFUSED;
+    }
+    return fd;
+}
+
+/* A refused file is moved unread to rejected/NAME.unread (a rename moves a link or
+ * a FIFO itself; nothing is opened through it), so incoming/ holds only work and
+ * the agency's system sees what was refused. If it cannot be moved it stays where
+ * it is and is skipped, logged once, until it changes. */
+static void s_set_aside(spool_t *spool, const char *name, const char *why)
+{
+    char *from = acc_xasprintf("%s/%s", spool->incoming, name);
+    char *base = s_free_name(spool->rejected, name, ".unread");
+    char *to = acc_xasprintf("%s/%s", spool->rejected, base);
+    struct stat st;
+    bool stat_ok = lstat(from, &st) == 0;
+    if (rename(from, to) == 0) {
+        acc_log_warn("publish", "refused incoming file \"%s\": %s; moved unread to rejected/%s",
+                     name, why, base);
+        (void)(s_sync(spool->rejected) && s_sync(spool->incoming));
+    } else if (errno != ENOENT) {
+        acc_log_error("publish",
+                      "refused incoming file \"%s\": %s; it could not be moved to rejected/ (%s), "
+                      "so it stays in incoming/ and is skipped until it changes",
+                      name, why, strerror(errno));
+        if (stat_ok) {
+            spool->kept = acc_xrealloc(spool->kept, (spool->n_kept + 1) * sizeof(*spool->kept));
+            spool->kept[spool->n_kept++] =
+                (kept_t){ .dev = st.st_dev, .ino = st.st_ino, .ctime = st.st_ctim };
+        }
+    }
+    free(to);
+    free(base);
+    free(from);
+}
+
 /* Results and rejections go into place first, durably; the input moves to done/
  * last. A crash anywhere before that leaves the input in incoming/, to be sent
  * again in full: the broker answers records it already accepted with their first
@@ -535,32 +803,55 @@ static bool s_spool_commit(const spool_t *spool, const s_paths_t *f, bool any_re
            s_sync(spool->incoming);
 }
 
-static int s_spool_file(publisher_t *pub, const spool_t *spool, const char *name)
+/* Sends every record of in (incoming/NAME, open) and commits its results. */
+static int s_spool_send(publisher_t *pub, const spool_t *spool, const s_paths_t *f, FILE *in,
+                        const char *name)
 {
+    acc_log_info("publish", "sending %s", name);
+    s_start_input(pub, in);
+    bool complete = false;
+    int status = s_publish_loop(pub, &complete);
+    bool closed = s_close_synced(pub->results);
+    closed = s_close_synced(pub->rejected) && closed;
+    pub->results = pub->rejected = NULL;
+    if (status == EXIT_SUCCESS && complete) {
+        status = closed && s_spool_commit(spool, f, pub->refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
+    }
+    if (status == EXIT_SUCCESS && complete) {
+        acc_log_notice("publish",
+                       "%s done: %zu accepted, %zu refused; answers ignored: %zu late or "
+                       "duplicate, %zu unknown",
+                       name, pub->accepted, pub->refused, pub->ignored_settled,
+                       pub->ignored_unknown);
+    }
+    return status;
+}
+
+static int s_spool_file(publisher_t *pub, spool_t *spool, const char *name)
+{
+    char why[256];
+    int fd = s_open_input(spool, name, why, sizeof(why));
+    if (fd == INPUT_GONE) {
+        return EXIT_SUCCESS;
+    }
+    if (fd == INPUT_REFUSED) {
+        s_set_aside(spool, name, why);
+        return EXIT_SUCCESS;
+    }
+    FILE *in = fdopen(fd, "r");
+    if (in == NULL) {
+        acc_log_error("publish", "could not read \"%s/%s\": %s", spool->incoming, name,
+                      strerror(errno));
+        (void)close(fd);
+        return EXIT_OUTPUT;
+    }
     s_paths_t f;
     s_paths_init(&f, spool, name);
     int status = EXIT_OUTPUT;
-    FILE *in = fopen(f.in, "r");
     pub->results = s_open_tmp(f.results_tmp);
     pub->rejected = s_open_tmp(f.rejected_tmp);
-    if (in == NULL) {
-        acc_log_error("publish", "could not read \"%s\": %s", f.in, strerror(errno));
-    } else if (pub->results != NULL && pub->rejected != NULL) {
-        acc_log_info("publish", "sending %s", name);
-        s_start_input(pub, in);
-        bool complete = false;
-        status = s_publish_loop(pub, &complete);
-        bool closed = s_close_synced(pub->results);
-        closed = s_close_synced(pub->rejected) && closed;
-        pub->results = pub->rejected = NULL;
-        if (status == EXIT_SUCCESS && complete) {
-            status =
-                closed && s_spool_commit(spool, &f, pub->refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
-        }
-        if (status == EXIT_SUCCESS && complete) {
-            acc_log_notice("publish", "%s done: %zu accepted, %zu refused", name, pub->accepted,
-                           pub->refused);
-        }
+    if (pub->results != NULL && pub->rejected != NULL) {
+        status = s_spool_send(pub, spool, &f, in, name);
     }
     if (pub->results != NULL) {
         (void)fclose(pub->results);
@@ -569,9 +860,7 @@ static int s_spool_file(publisher_t *pub, const spool_t *spool, const char *name
         (void)fclose(pub->rejected);
     }
     pub->results = pub->rejected = NULL;
-    if (in != NULL) {
-        (void)fclose(in);
-    }
+    (void)fclose(in);
     s_release_all(pub);
     s_paths_free(&f);
     return status;
@@ -583,16 +872,17 @@ static void s_idle(publisher_t *pub, int64_t ms)
     Accord__V1__Envelope *env = NULL;
     acc_err_t err;
     if (client_recv(pub->client, &env, (int)ms, &err) == ACC_OK) {
-        accord__v1__envelope__free_unpacked(env,
-                                            acc_pb_wiping_allocator()); /* a stray late answer */
+        s_on_answer(pub, env); /* a late answer: nothing is pending, so it is counted */
+        accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
 }
 
-static int s_publish_spool(publisher_t *pub, const char *dir, bool once)
+static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_bytes, bool once)
 {
     spool_t spool = { .incoming = acc_xasprintf("%s/incoming", dir),
                       .done = acc_xasprintf("%s/done", dir),
-                      .rejected = acc_xasprintf("%s/rejected", dir) };
+                      .rejected = acc_xasprintf("%s/rejected", dir),
+                      .max_file_bytes = max_file_bytes };
     acc_err_t err;
     int status = EXIT_SUCCESS;
     if (agent_make_dir(dir, &err) != ACC_OK || agent_make_dir(spool.incoming, &err) != ACC_OK ||
@@ -620,10 +910,35 @@ static int s_publish_spool(publisher_t *pub, const char *dir, bool once)
             s_idle(pub, SPOOL_SCAN_MS);
         }
     }
+    acc_log_notice("publish", "spool stopped; answers ignored: %zu late or duplicate, %zu unknown",
+                   pub->ignored_settled, pub->ignored_unknown);
+    free(spool.kept);
     free(spool.incoming);
     free(spool.done);
     free(spool.rejected);
     return status;
+}
+
+/* Standard input as the source of records, unless it cannot be one: a service
+ * (systemd gives it /dev/null, or its key) would read nothing, exit 0 and be
+ * restarted for ever. A pipe, a file or a terminal is a real source. */
+static bool s_stdin_is_input(const acc_agent_config_t *config, const char **why)
+{
+    struct stat in;
+    struct stat null;
+    if (strcmp(config->curve_secret_key, "stdin") == 0) {
+        *why = "standard input carries the agent's key (curve_secret_key: stdin)";
+        return false;
+    }
+    if (fstat(STDIN_FILENO, &in) != 0) {
+        *why = "standard input is closed";
+        return false;
+    }
+    if (S_ISCHR(in.st_mode) && stat("/dev/null", &null) == 0 && in.st_rdev == null.st_rdev) {
+        *why = "standard input is /dev/null";
+        return false;
+    }
+    return true;
 }
 
 int publish_run(const acc_agent_config_t *config, const agent_args_t *args)
@@ -636,14 +951,26 @@ int publish_run(const acc_agent_config_t *config, const agent_args_t *args)
     if (args->input != NULL) {
         spool = "";
     }
+    const char *why = NULL;
+    if (spool[0] == '\0' && args->input == NULL && !s_stdin_is_input(config, &why)) {
+        /* EX_CONFIG: the unit's RestartPreventExitStatus stops the restart loop */
+        acc_log_error("publish",
+                      "publish has nothing to read: no spool (publish_spool in the config, or "
+                      "--spool DIR), no --input FILE, and %s",
+                      why);
+        return EX_CONFIG;
+    }
     publisher_t pub = { .window = (size_t)config->window,
                         .max_message_bytes = (size_t)config->max_message_bytes };
     int status = agent_connect(&pub.client, config, false);
     if (status == EXIT_SUCCESS) {
         pub.pending = acc_xcalloc(pub.window, sizeof(*pub.pending));
-        status = spool[0] != '\0' ? s_publish_spool(&pub, spool, args->once)
-                                  : s_publish_stream(&pub, args->input);
+        s_map_init(&pub);
+        status = spool[0] != '\0'
+                     ? s_publish_spool(&pub, spool, config->max_spool_file_bytes, args->once)
+                     : s_publish_stream(&pub, args->input);
         s_release_all(&pub);
+        free(pub.by_id);
         free(pub.pending);
     }
     client_destroy(&pub.client);

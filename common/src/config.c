@@ -8,6 +8,7 @@
 
 #define KIB INT64_C(1024)
 #define MIB (KIB * KIB)
+#define GIB (KIB * MIB)
 
 static const acc_yaml_entry_t s_broker_entries[] = {
     { "listen", ACC_YT_STRING, false, offsetof(acc_broker_config_t, listen), "tcp://127.0.0.1:7400",
@@ -62,6 +63,8 @@ static const acc_yaml_entry_t s_agent_entries[] = {
       0 },
     { "subscribe_spool", ACC_YT_STRING, false, offsetof(acc_agent_config_t, subscribe_spool), "", 0,
       0 },
+    { "max_spool_file_bytes", ACC_YT_INT, false, offsetof(acc_agent_config_t, max_spool_file_bytes),
+      "268435456", 1, 64 * GIB },
     { "exec", ACC_YT_STRING, false, offsetof(acc_agent_config_t, exec), "", 0, 0 },
     { "seen_file", ACC_YT_STRING, false, offsetof(acc_agent_config_t, seen_file), "", 0, 0 },
 };

@@ -46,6 +46,8 @@ typedef struct {
     char *subscribe_spool; /* subscribe --spool default: deliveries into DIR/incoming */
     char *exec;            /* subscribe --exec default: run per delivered file */
     char *seen_file;       /* subscribe: share ids already handed over, across restarts */
+
+    int64_t max_spool_file_bytes; /* publish: a larger file in incoming/ is set aside unread */
 } acc_agent_config_t;
 
 /* Loads and checks a config file; every problem goes to diag (may be NULL) as
