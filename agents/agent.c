@@ -90,7 +90,9 @@ acc_rc_t agent_sync_dir(const char *dir, acc_err_t *err)
 
 acc_rc_t agent_make_dir(const char *dir, acc_err_t *err)
 {
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+    /* 0770 less the umask: the unit's UMask=0007 lets the agency's group (its case
+     * system) write incoming/ and read what is delivered; elsewhere 0750. */
+    if (mkdir(dir, 0770) != 0 && errno != EEXIST) {
         return acc_err_set(err, ACC_ERR_IO, "could not create directory \"%s\": %s", dir,
                            strerror(errno));
     }
@@ -184,9 +186,10 @@ static void s_usage(FILE *out)
         "           it to DIR/done, with its results in DIR/done/NAME.results and refused\n"
         "           lines in DIR/rejected/NAME (a record as the agent re-encodes it; a line\n"
         "           that does not parse only as its length and SHA-256). Only regular\n"
-        "           files owned by the agent's user, with one link, of at most\n"
-        "           max_spool_file_bytes (default 256 MiB) are read; anything else (a\n"
-        "           link, a FIFO, another user's file, a file too large, a name over 200\n"
+        "           files with one link, of at most max_spool_file_bytes (default\n"
+        "           256 MiB), owned by the agent's user or by its group (and then not\n"
+        "           writable by others) are read; anything else (a link, a FIFO,\n"
+        "           another user's file, a file too large, a name over 200\n"
         "           bytes) is moved unread to DIR/rejected/NAME.unread and the reason\n"
         "           logged. A file interrupted by a crash is sent again in full after a\n"
         "           restart; the broker answers records it already accepted with their\n"

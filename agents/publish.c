@@ -694,16 +694,23 @@ static const char *s_kind(mode_t mode)
     }
 }
 
-/* Only a regular file of the agent's own user, with one name, within the size
- * limit is read; why says what else it is. */
+/* Only a regular file with one name, within the size limit, is read, and only if
+ * it belongs to the agent: owned by its user, or by its group and writable by no
+ * one outside it (a case system's user in group accord-NAME writing into the
+ * spool, whose setgid directory gives new files that group); why says what else
+ * it is. A link to anyone else's file (another agency's key) fails both. */
 static bool s_is_readable_input(const spool_t *spool, const struct stat *st, char *why,
                                 size_t why_len)
 {
     if (!S_ISREG(st->st_mode)) {
         (void)snprintf(why, why_len, "it is not a regular file but a %s", s_kind(st->st_mode));
-    } else if (st->st_uid != geteuid()) {
-        (void)snprintf(why, why_len, "it is owned by uid %u, not by the agent's user (uid %u)",
-                       (unsigned)st->st_uid, (unsigned)geteuid());
+    } else if (st->st_uid != geteuid() &&
+               (st->st_gid != getegid() || (st->st_mode & S_IWOTH) != 0)) {
+        (void)snprintf(why, why_len,
+                       "it is owned by uid %u and gid %u, neither the agent's user (uid %u) nor "
+                       "its group (gid %u, and then not writable by others)",
+                       (unsigned)st->st_uid, (unsigned)st->st_gid, (unsigned)geteuid(),
+                       (unsigned)getegid());
     } else if (st->st_nlink != 1) {
         (void)snprintf(why, why_len, "it has %llu hard links", (unsigned long long)st->st_nlink);
     } else if (st->st_size > spool->max_file_bytes) {

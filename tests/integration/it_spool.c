@@ -311,15 +311,51 @@ Test(spool, file_owned_by_another_user_is_set_aside_unread)
     cr_assert_not_null(nobody, "no user nobody to own the file");
     s_put_records("theirs.ndjson", "theirs", 2);
     char *theirs = s_path(incoming, "theirs.ndjson");
-    cr_assert_eq(chown(theirs, nobody->pw_uid, (gid_t)-1), 0);
+    /* nobody's group is not the agent's, so the group rule does not admit it either */
+    cr_assert_neq(nobody->pw_gid, getegid());
+    cr_assert_eq(chown(theirs, nobody->pw_uid, nobody->pw_gid), 0);
     s_put_records("good.ndjson", "hv", 2);
     cr_assert_eq(s_publish_once(), 0);
-    char *reason = acc_xasprintf("it is owned by uid %u, not by the agent's user (uid 0)",
-                                 (unsigned)nobody->pw_uid);
+    char *reason = acc_xasprintf("it is owned by uid %u and gid %u, neither the agent's user "
+                                 "(uid 0) nor its group (gid %u",
+                                 (unsigned)nobody->pw_uid, (unsigned)nobody->pw_gid,
+                                 (unsigned)getegid());
     s_assert_set_aside("theirs.ndjson", S_IFREG, reason);
     cr_assert_eq(th_pg_count(world, "record_id LIKE 'theirs-%'"), 0, "their records were sent");
     free(reason);
     free(theirs);
+}
+
+Test(spool, file_of_the_agents_group_from_a_case_system_user_is_read)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr,
+                "spool: the case-system-user case needs root to create a file owned by "
+                "another user (CI runs as root); not exercised as uid %u\n",
+                (unsigned)geteuid());
+        return;
+    }
+    const struct passwd *nobody = getpwnam("nobody");
+    cr_assert_not_null(nobody, "no user nobody to own the file");
+    /* the case system's user writes into the agency's setgid spool: its file is
+     * owned by that user and by the agent's group */
+    s_put_records("casesys.ndjson", "casesys", 2);
+    char *path = s_path(incoming, "casesys.ndjson");
+    cr_assert_eq(chown(path, nobody->pw_uid, getegid()), 0);
+    cr_assert_eq(chmod(path, 0660), 0);
+    /* ... but one writable by everyone is not the group's alone */
+    s_put_records("open.ndjson", "open", 1);
+    char *open_path = s_path(incoming, "open.ndjson");
+    cr_assert_eq(chown(open_path, nobody->pw_uid, getegid()), 0);
+    cr_assert_eq(chmod(open_path, 0666), 0);
+    cr_assert_eq(s_publish_once(), 0);
+    cr_assert_eq(th_pg_wait_count(world, "event = 'shared' AND record_id LIKE 'casesys-%'", 2,
+                                  10000),
+                 2,
+                 "the case system's records were not sent");
+    cr_assert_eq(th_pg_count(world, "record_id LIKE 'open-%'"), 0, "a world-writable file was read");
+    free(open_path);
+    free(path);
 }
 
 Test(spool, line_that_does_not_parse_is_recorded_by_position_and_hash)
