@@ -1,0 +1,135 @@
+/* it_check.c - accordd --check reads and checks everything and writes nothing: no
+ * key epoch, no migration, no state file */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static th_world_t *world;
+
+static void setup(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, th_rules_hv_to_cc);
+}
+
+static void teardown(void)
+{
+    th_world_destroy(&world);
+}
+
+TestSuite(check, .init = setup, .fini = teardown, .timeout = 90);
+
+/* Runs accordd --check with stderr to DIR/check.log; returns its exit status. */
+static int s_check(void)
+{
+    char config[512];
+    snprintf(config, sizeof(config), "%s/broker.yaml", world->dir);
+    th_broker_config(world);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accordd", world->bin_dir);
+    char opt[] = "--config";
+    char check[] = "--check";
+    char *argv[] = { exe, opt, config, check, NULL };
+    char log[600];
+    snprintf(log, sizeof(log), "%s/check.log", world->dir);
+    (void)unlink(log);
+    th_proc_t *p = th_proc_start_logged(argv, log);
+    return th_proc_wait(&p, 30000);
+}
+
+static bool s_logged(const char *needle)
+{
+    char log[600];
+    snprintf(log, sizeof(log), "%s/check.log", world->dir);
+    return th_file_wait(log, needle, 1000);
+}
+
+/* Every accord table's row count, and the tables themselves, as one line of text. */
+static char *s_census(void)
+{
+    PGresult *tables = PQexec(world->db, "SELECT tablename FROM pg_tables WHERE schemaname = "
+                                         "'public' AND tablename LIKE 'accord%' ORDER BY 1");
+    cr_assert_eq(PQresultStatus(tables), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_geq(PQntuples(tables), 6, "the migrated schema has at least six tables");
+    size_t cap = 4096;
+    char *out = calloc(1, cap);
+    for (int i = 0; i < PQntuples(tables); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", PQgetvalue(tables, i, 0));
+        PGresult *n = PQexec(world->db, sql);
+        cr_assert_eq(PQresultStatus(n), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s=%s ", PQgetvalue(tables, i, 0), PQgetvalue(n, 0, 0));
+        PQclear(n);
+    }
+    PQclear(tables);
+    return out;
+}
+
+Test(check, writes_no_row_in_any_table_of_a_used_log)
+{
+    th_broker_start(world);
+    for (int i = 0; i < 3; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "hv-%d", i);
+        char *json = th_health_visit_json(id, th_nhs((size_t)i));
+        cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                     ACCORD__V1__ERROR_CODE__OK);
+        free(json);
+    }
+    th_broker_stop(world);
+    char *before = s_census();
+    cr_assert(strstr(before, "accord_epoch=1 ") != NULL, "%s", before);
+    char state[600];
+    snprintf(state, sizeof(state), "%s/state/accordd.state", world->dir);
+    char *state_before = th_slurp(state);
+
+    cr_assert_eq(s_check(), 0);
+    cr_assert(s_logged("configuration, keys, database and agreement are in order"));
+    cr_assert(s_logged("nothing was written"));
+    char *after = s_census();
+    cr_assert_str_eq(after, before, "--check changed the database");
+    char *state_after = th_slurp(state);
+    cr_assert_str_eq(state_after, state_before, "--check changed the state file");
+    free(state_after);
+    free(state_before);
+    free(after);
+    free(before);
+}
+
+Test(check, writes_nothing_to_a_fresh_database_and_no_state_file)
+{
+    char *before = s_census();
+    cr_assert_eq(s_check(), 0);
+    char *after = s_census();
+    cr_assert_str_eq(after, before, "--check changed the database");
+    char state[600];
+    snprintf(state, sizeof(state), "%s/state/accordd.state", world->dir);
+    struct stat st;
+    cr_assert_neq(stat(state, &st), 0, "--check wrote a state file");
+    free(after);
+    free(before);
+}
+
+Test(check, refuses_a_schema_older_than_the_build_and_migrates_nothing)
+{
+    th_pg_exec(world, "DROP INDEX accord_log_rule_ids; DELETE FROM accord_schema WHERE version >= 6");
+    char *before = s_census();
+    cr_assert_eq(s_check(), 4);
+    cr_assert(s_logged("the database is at schema version 5, older than this accordd's version"));
+    cr_assert(s_logged("run `accord migrate` as the database owner"));
+    char *after = s_census();
+    cr_assert_str_eq(after, before, "--check changed the database");
+    PGresult *res = PQexec(world->db, "SELECT 1 FROM pg_indexes WHERE indexname = "
+                                      "'accord_log_rule_ids'");
+    cr_assert_eq(PQntuples(res), 0, "--check applied a migration");
+    PQclear(res);
+    free(after);
+    free(before);
+}
