@@ -42,6 +42,8 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       offsetof(acc_broker_config_t, database_statement_timeout_ms), "10000", 100, 3600000 },
     { "database_query_timeout_ms", ACC_YT_INT, false,
       offsetof(acc_broker_config_t, database_query_timeout_ms), "2000", 100, 3600000 },
+    { "state_directory", ACC_YT_STRING, false, offsetof(acc_broker_config_t, state_directory),
+      "/var/lib/accord", 0, 0 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {
@@ -127,6 +129,7 @@ acc_rc_t acc_broker_config_load(acc_broker_config_t *out, const char *path, acc_
     s_resolve(&out->curve_secret_key, path);
     s_resolve(&out->signing_key, path);
     s_resolve(&out->subject_key, path);
+    s_resolve(&out->state_directory, path);
     return ACC_OK;
 }
 

@@ -383,8 +383,11 @@ void th_broker_config(th_world_t *w)
     fprintf(f,
             "listen: %s\ndatabase: \"%s\"\nagreement: agreement.yaml\n"
             "curve_secret_key: broker.curve.secret\nsigning_key: broker.sign.secret\n"
-            "subject_key: broker.subject.secret\nlog_level: info\n%s",
-            w->listen[0] != '\0' ? w->listen : "tcp://127.0.0.1:*", w->conninfo, w->broker_extra);
+            "subject_key: broker.subject.secret\nlog_level: info\n"
+            /* one high-water mark per database: a private cluster is another log */
+            "state_directory: %s\n%s",
+            w->listen[0] != '\0' ? w->listen : "tcp://127.0.0.1:*", w->conninfo,
+            w->private_pg ? "state-private" : "state", w->broker_extra);
     fclose(f);
 }
 
