@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "accord/harden.h"
 #include "accord/keys.h"
@@ -21,6 +22,8 @@
 #define EXIT_USAGE    2
 #define EXIT_FAILED   3
 #define EXIT_UNPINNED 4
+#define EXIT_CUT      5
+#define CUTS_MAX      8 /* restores reported one by one; more are counted */
 #define SIGN_KEYS_MAX 8 /* --sign-key given more than once: a broker key rotation */
 
 static const char s_row_columns[] =
@@ -109,6 +112,12 @@ static void s_usage(FILE *out)
              "        can forge, and it exits 4 unless --unpinned is given. --witness\n"
              "        FILE keeps the last checkpoint verified (written by pinned runs), so a\n"
              "        later run notices a log cut back behind it or rewritten.\n"
+             "        A gap in the sequence is accepted only where a `restored` row,\n"
+             "        signed by the broker key, declares exactly those rows lost (the\n"
+             "        database was restored and the operator ran accordd\n"
+             "        --accept-restore); each is reported as RESTORED seq A-B, or as\n"
+             "        CUT seq A-B (exit 5) when the witness's checkpoint was among\n"
+             "        the lost rows.\n"
              "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
              "        key, on this machine, and prints the row and the record as JSON.\n"
              "\n"
@@ -119,7 +128,9 @@ static void s_usage(FILE *out)
              "chain is consistent) / shown / answered, 1 the log does not verify or the\n"
              "payload does not decrypt, 2 usage, 3 could not read the database or key,\n"
              "or the broker refused or could not answer, 4 the chain is consistent but\n"
-             "no broker signing key was pinned (--sign-key), so nothing was verified.\n");
+             "no broker signing key was pinned (--sign-key), so nothing was verified,\n"
+             "5 the log verifies but rows this auditor verified earlier (--witness) were\n"
+             "lost in a declared restore (the witness moves past the cut).\n");
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -204,6 +215,11 @@ typedef struct {
     int64_t witness_seq; /* a checkpoint verified on an earlier run (--state), 0 if none */
     uint8_t witness_hash[ACC_LOGROW_HASH_BYTES];
     bool witness_seen;
+    acc_logrow_cut_t cuts[CUTS_MAX]; /* gaps declared by signed restored rows */
+    int64_t cut_rows[CUTS_MAX];      /* ...the restored row's seq */
+    int64_t cut_at_us[CUTS_MAX];     /* ...and when it was written */
+    size_t cut_count;
+    bool witness_cut;      /* the checkpoint of an earlier run lies in a declared cut */
     PGresult *broker_keys; /* --db: epoch, broker_key as the database records them */
     const s_pins_t *pins;
 } s_chain_t;
@@ -274,12 +290,69 @@ static bool s_verify_checkpoint(s_chain_t *chain, const acc_logrow_t *row)
     return true;
 }
 
+static bool s_is_restored(const acc_logrow_t *row)
+{
+    return row->event != NULL && strcmp(row->event, ACC_LOGROW_EVENT_RESTORED) == 0;
+}
+
+static void s_note_cut(s_chain_t *chain, const acc_logrow_t *row, const acc_logrow_cut_t *cut)
+{
+    if (chain->witness_seq >= cut->lost_from && chain->witness_seq <= cut->lost_to) {
+        chain->witness_cut = true;
+    }
+    if (chain->cut_count < CUTS_MAX) {
+        chain->cuts[chain->cut_count] = *cut;
+        chain->cut_rows[chain->cut_count] = row->seq;
+        chain->cut_at_us[chain->cut_count] = row->at_us;
+    }
+    chain->cut_count++;
+}
+
+/* A restored row may follow a gap only if it declares exactly that gap and the
+ * broker's signing key vouches for the declaration and the row it is chained to. */
+static bool s_verify_restored(s_chain_t *chain, const acc_logrow_t *row)
+{
+    acc_logrow_cut_t cut;
+    acc_err_t err;
+    if (acc_logrow_cut_parse(&cut, row->reason, &err) != ACC_OK) {
+        (void)printf("FAIL seq %lld: %s\n", (long long)row->seq, err.msg);
+        return false;
+    }
+    if (cut.lost_from != chain->expected_seq || cut.lost_to != row->seq - 1) {
+        (void)printf("FAIL seq %lld: a restored row declaring rows %lld-%lld lost, but the rows "
+                     "missing before it are %lld-%lld\n",
+                     (long long)row->seq, (long long)cut.lost_from, (long long)cut.lost_to,
+                     (long long)chain->expected_seq, (long long)row->seq - 1);
+        return false;
+    }
+    uint8_t message[ACC_LOGROW_RESTORED_BYTES];
+    acc_logrow_restored_message(message, row->seq, chain->hash, &cut);
+    if (!s_signature_holds(chain, row, message, sizeof(message))) {
+        (void)printf("FAIL seq %lld: the restored row's signature does not verify with the %s: "
+                     "the gap it declares (seq %lld-%lld) is not vouched for\n",
+                     (long long)row->seq,
+                     chain->pins->count > 0 ? "pinned broker signing key"
+                                            : "broker key the database names",
+                     (long long)cut.lost_from, (long long)cut.lost_to);
+        return false;
+    }
+    s_note_cut(chain, row, &cut);
+    return true;
+}
+
 /* Checks one row against the chain so far; prints and returns false at the first fault. */
 static bool s_verify_row(s_chain_t *chain, const acc_logrow_t *row, const uint8_t *prev_hash,
                          const uint8_t *entry_hash)
 {
     int64_t seq = row->seq;
-    if (seq != chain->expected_seq) {
+    if (s_is_restored(row) && seq > chain->expected_seq) {
+        if (!s_verify_restored(chain, row)) {
+            return false;
+        }
+    } else if (s_is_restored(row)) {
+        (void)printf("FAIL seq %lld: a restored row where no rows are missing\n", (long long)seq);
+        return false;
+    } else if (seq != chain->expected_seq) {
         (void)printf("FAIL seq %lld: %s (expected seq %lld)\n", (long long)seq,
                      seq > chain->expected_seq ? "gap: rows are missing before this one"
                                                : "rows are out of order or duplicated",
@@ -404,17 +477,58 @@ static int s_finish_unpinned(const s_chain_t *chain, int64_t head)
     return chain->pins->unpinned_ok ? EXIT_SUCCESS : EXIT_UNPINNED;
 }
 
+static void s_format_time(char out[32], int64_t at_us)
+{
+    time_t t = (time_t)(at_us / 1000000);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+        (void)snprintf(out, 32, "(time unknown)");
+    }
+}
+
+/* Every declared cut is reported; one through the checkpoint this auditor verified
+ * before is the auditor's to act on: rows it saw are gone. */
+static void s_report_cuts(const s_chain_t *chain)
+{
+    size_t shown = chain->cut_count < CUTS_MAX ? chain->cut_count : CUTS_MAX;
+    for (size_t i = 0; i < shown; i++) {
+        const acc_logrow_cut_t *cut = &chain->cuts[i];
+        char at[32];
+        s_format_time(at, chain->cut_at_us[i]);
+        bool witnessed = chain->witness_seq >= cut->lost_from && chain->witness_seq <= cut->lost_to;
+        (void)printf("%s seq %lld-%lld: %lld row(s) lost when the database was restored from a "
+                     "backup (or lost data), declared by the signed restored row seq %lld "
+                     "written %s%s\n",
+                     witnessed ? "CUT" : "RESTORED", (long long)cut->lost_from,
+                     (long long)cut->lost_to, (long long)(cut->lost_to - cut->lost_from + 1),
+                     (long long)chain->cut_rows[i], at,
+                     witnessed ? "; the checkpoint this auditor verified before (its witness) "
+                                 "was among them: rows it verified are no longer in the log"
+                               : "");
+    }
+    if (chain->cut_count > shown) {
+        (void)printf("RESTORED: %zu more restored row(s) not listed\n", chain->cut_count - shown);
+    }
+}
+
 static int s_finish_verify(const s_chain_t *chain, const char *witness)
 {
     int64_t head = chain->expected_seq - 1;
-    if (chain->witness_seq > 0 && !chain->witness_seen) {
+    s_report_cuts(chain);
+    if (chain->witness_cut) {
+        (void)printf("CUT: the log verifies around the cut, but rows this auditor verified "
+                     "earlier (witness seq %lld) were lost in a restore; the witness now moves "
+                     "past the cut\n",
+                     (long long)chain->witness_seq);
+    } else if (chain->witness_seq > 0 && !chain->witness_seen) {
         (void)printf("FAIL seq %lld: the log ends at seq %lld, before the checkpoint this "
                      "auditor verified earlier: its tail was removed\n",
                      (long long)chain->witness_seq, (long long)head);
         return EXIT_TAMPERED;
     }
     if (chain->pins->count == 0) {
-        return s_finish_unpinned(chain, head);
+        int status = s_finish_unpinned(chain, head);
+        return status == EXIT_SUCCESS && chain->witness_cut ? EXIT_CUT : status;
     }
     (void)printf("OK %llu rows verified, %llu signed checkpoints; chain head seq %lld; "
                  "%lld row(s) after the last checkpoint\n",
@@ -426,7 +540,10 @@ static int s_finish_verify(const s_chain_t *chain, const char *witness)
                      (long long)chain->last_checkpoint + 1, (long long)head);
     }
     s_print_pins(chain->pins);
-    return s_write_witness(chain, witness) ? EXIT_SUCCESS : EXIT_FAILED;
+    if (!s_write_witness(chain, witness)) {
+        return EXIT_FAILED;
+    }
+    return chain->witness_cut ? EXIT_CUT : EXIT_SUCCESS;
 }
 
 static bool s_is_pinned(const s_pins_t *pins, const uint8_t *key, size_t key_len)

@@ -222,8 +222,8 @@ static acc_rc_t s_guard_and_start(broker_t *self, broker_start_t *start, acc_err
     return rc;
 }
 
-static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret,
-                                       broker_start_t *start, acc_err_t *err)
+static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, broker_start_t *start,
+                                       acc_err_t *err)
 {
     acc_rc_t rc = acc_keys_read_curve_secret(curve_secret, self->config->curve_secret_key, err);
     if (rc != ACC_OK) {

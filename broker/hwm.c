@@ -199,8 +199,8 @@ acc_rc_t hwm_write(hwm_t *self, const hwm_mark_t *mark, bool sync, acc_err_t *er
     acc_assert(len > 0 && (size_t)len < sizeof(text));
     int fd = open(self->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        return acc_err_set(err, ACC_ERR_IO, "could not write state file \"%s\": %s",
-                           self->tmp_path, strerror(errno));
+        return acc_err_set(err, ACC_ERR_IO, "could not write state file \"%s\": %s", self->tmp_path,
+                           strerror(errno));
     }
     bool ok = s_write_all(fd, text, (size_t)len) && (!sync || fsync(fd) == 0);
     ok = close(fd) == 0 && ok;

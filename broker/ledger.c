@@ -149,8 +149,8 @@ static acc_rc_t s_migrate(ledger_t *self, acc_err_t *err)
  * migration is reported rather than migrated. */
 static acc_rc_t s_check_schema(ledger_t *self, acc_err_t *err)
 {
-    acc_rc_t rc = s_exec(self, "SET default_transaction_read_only = on",
-                         "make the session read-only", err);
+    acc_rc_t rc =
+        s_exec(self, "SET default_transaction_read_only = on", "make the session read-only", err);
     int current = 0;
     if (rc == ACC_OK) {
         rc = acc_migrate_current(self->conn, &current, err);

@@ -77,12 +77,9 @@ static void s_install_signals(void)
 static int s_parse_args(int argc, char **argv, const char **config, broker_start_t *start)
 {
     static const struct option options[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "check", no_argument, NULL, 'k' },
-        { "accept-restore", no_argument, NULL, 'R' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
+        { "config", required_argument, NULL, 'c' },   { "check", no_argument, NULL, 'k' },
+        { "accept-restore", no_argument, NULL, 'R' }, { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },        { NULL, 0, NULL, 0 },
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {

@@ -43,8 +43,7 @@ static acc_rc_t s_refuse_behind(const hwm_t *mark, const restore_plan_t *plan, a
                        "records the cut in a signed `restored` row and continues after seq %lld "
                        "(README, \"Backup and restore\")",
                        (long long)(cut->lost_from - 1), (long long)cut->lost_to, hwm_path(mark),
-                       (long long)cut->lost_from, (long long)cut->lost_to,
-                       (long long)cut->lost_to);
+                       (long long)cut->lost_from, (long long)cut->lost_to, (long long)cut->lost_to);
 }
 
 acc_rc_t restore_check(ledger_t *ledger, const hwm_t *mark, bool accept, restore_plan_t *plan,
@@ -96,8 +95,8 @@ acc_rc_t restore_check(ledger_t *ledger, const hwm_t *mark, bool accept, restore
     return ACC_OK;
 }
 
-acc_rc_t restore_record(ledger_t *ledger, const restore_plan_t *plan,
-                        const uint8_t *agreement_hash, acc_err_t *err)
+acc_rc_t restore_record(ledger_t *ledger, const restore_plan_t *plan, const uint8_t *agreement_hash,
+                        acc_err_t *err)
 {
     int64_t seq = ledger_stage_restored(ledger, &plan->cut, agreement_hash);
     acc_rc_t rc = ledger_commit(ledger, err);

@@ -130,7 +130,7 @@ void acc_logrow_restored_message(uint8_t out[ACC_LOGROW_RESTORED_BYTES], int64_t
 
 #define CUT_PREFIX "lost seq "
 #define CUT_HASH   " (head hash "
-#define CUT_TAIL                                                                             \
+#define CUT_TAIL                                                                           \
     "): the database was behind the broker's high-water mark (restored from a backup, or " \
     "lost data) and the operator accepted it with accordd --accept-restore"
 
@@ -174,8 +174,9 @@ acc_rc_t acc_logrow_cut_parse(acc_logrow_cut_t *out, const char *reason, acc_err
     ok = ok && strcmp(p, CUT_TAIL) == 0 &&
          acc_hex_decode(out->lost_hash, ACC_LOGROW_HASH_BYTES, hex, err) == ACC_OK;
     if (!ok) {
-        return acc_err_set(err, ACC_ERR_INVALID, "a restored row's reason is not in the form "
-                                                 "\"lost seq A-B (head hash HEX): ...\"");
+        return acc_err_set(err, ACC_ERR_INVALID,
+                           "a restored row's reason is not in the form "
+                           "\"lost seq A-B (head hash HEX): ...\"");
     }
     return ACC_OK;
 }

@@ -119,7 +119,8 @@ Test(check, writes_nothing_to_a_fresh_database_and_no_state_file)
 
 Test(check, refuses_a_schema_older_than_the_build_and_migrates_nothing)
 {
-    th_pg_exec(world, "DROP INDEX accord_log_rule_ids; DELETE FROM accord_schema WHERE version >= 6");
+    th_pg_exec(world,
+               "DROP INDEX accord_log_rule_ids; DELETE FROM accord_schema WHERE version >= 6");
     char *before = s_census();
     cr_assert_eq(s_check(), 4);
     cr_assert(s_logged("the database is at schema version 5, older than this accordd's version"));
