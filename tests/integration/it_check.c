@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "accord/migrate.h"
 #include "harness.h"
 
 static th_world_t *world;
@@ -133,4 +134,90 @@ Test(check, refuses_a_schema_older_than_the_build_and_migrates_nothing)
     PQclear(res);
     free(after);
     free(before);
+}
+
+/* ---- accord migrate: who may run it, and the SQL it carries ---- */
+
+/* Runs a statement on the shared cluster's postgres database (CREATE/DROP
+ * DATABASE cannot run in the test database's transaction). */
+static void s_admin(const char *sql)
+{
+    char conninfo[700];
+    snprintf(conninfo, sizeof(conninfo), "%s dbname=postgres", world->conninfo);
+    PGconn *db = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(db), CONNECTION_OK, "%s", PQerrorMessage(db));
+    PGresult *res = PQexec(db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(db));
+    PQclear(res);
+    PQfinish(db);
+}
+
+Test(check, migrate_refuses_a_role_that_does_not_own_the_database_and_names_the_one_needed)
+{
+    char sql[300];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s_fresh", world->dbname);
+    s_admin(sql);
+    snprintf(sql, sizeof(sql), "CREATE ROLE %s_other LOGIN", world->dbname);
+    s_admin(sql);
+    char conninfo[900];
+    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s_fresh user=%s_other", world->conninfo,
+             world->dbname, world->dbname);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accord", world->bin_dir);
+    char migrate[] = "migrate";
+    char db[] = "--db";
+    char *argv[] = { exe, migrate, db, conninfo, NULL };
+    char log[600];
+    snprintf(log, sizeof(log), "%s/check.log", world->dir);
+    th_proc_t *p = th_proc_start_logged(argv, log);
+    int status = th_proc_wait(&p, 30000);
+    char *text = th_slurp(log);
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s_fresh", world->dbname);
+    s_admin(sql);
+    snprintf(sql, sizeof(sql), "DROP ROLE %s_other", world->dbname);
+    s_admin(sql);
+    cr_assert_eq(status, 3, "%s", text);
+    char expect[300];
+    snprintf(expect, sizeof(expect),
+             "the database is at schema version 0 and needs migrations to version %d, which "
+             "only the role that owns it may apply: connect as \"postgres\" (or a superuser), "
+             "not \"%s_other\"",
+             acc_migrate_latest(), world->dbname);
+    cr_assert(strstr(text, expect) != NULL, "%s", text);
+    free(text);
+}
+
+Test(check, migrate_sql_is_the_schema_accord_migrate_applies)
+{
+    char *sql = NULL;
+    cr_assert_eq(th_run(world, &sql, "accord", "migrate", "--sql", (char *)NULL), 0);
+    for (int v = 1; v <= acc_migrate_latest(); v++) {
+        char insert[80];
+        snprintf(insert, sizeof(insert), "INSERT INTO accord_schema (version) VALUES (%d);", v);
+        cr_assert(strstr(sql, insert) != NULL, "version %d missing", v);
+    }
+    cr_assert(strstr(sql, "-- ---- 0001_log.sql ----") != NULL);
+    /* run as printed on an empty database, it gives the schema migrate gives */
+    char admin[300];
+    snprintf(admin, sizeof(admin), "CREATE DATABASE %s_sql", world->dbname);
+    s_admin(admin);
+    char conninfo[900];
+    snprintf(conninfo, sizeof(conninfo), "%s dbname=%s_sql", world->conninfo, world->dbname);
+    PGconn *db = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(db), CONNECTION_OK, "%s", PQerrorMessage(db));
+    PGresult *res = PQexec(db, sql);
+    ExecStatusType st = PQresultStatus(res);
+    char *error = strdup(PQerrorMessage(db));
+    PQclear(res);
+    int version = 0;
+    acc_err_t err;
+    acc_rc_t rc = acc_migrate_current(db, &version, &err);
+    PQfinish(db);
+    snprintf(admin, sizeof(admin), "DROP DATABASE %s_sql", world->dbname);
+    s_admin(admin);
+    cr_assert_eq(st, PGRES_COMMAND_OK, "%s", error);
+    cr_assert_eq(rc, ACC_OK);
+    cr_assert_eq(version, acc_migrate_latest());
+    free(error);
+    free(sql);
 }
