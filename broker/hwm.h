@@ -28,13 +28,14 @@ void hwm_destroy(hwm_t **self_p);
 /* The file's path (borrowed, valid until hwm_destroy). */
 const char *hwm_path(const hwm_t *self);
 
-/* Reads the mark into out. *found is false when there is no file, or an empty
- * one (what a crash can leave of a file never synced). ACC_ERR_INVALID names a
- * file that is not in the broker's form. */
+/* Reads the newer intact slot's mark into out. *found is false when there is no
+ * file, or an empty one (what a crash can leave of a file never synced).
+ * ACC_ERR_INVALID names a file with no intact slot. */
 ACC_NODISCARD acc_rc_t hwm_read(const hwm_t *self, hwm_mark_t *out, bool *found, acc_err_t *err);
 
-/* Replaces the file with mark by write and rename; with sync, the file and the
- * directory are fsynced first, so the mark survives a power loss. */
+/* Writes mark over the older of the file's two slots (creating the file, mode
+ * 0600, on first use); with sync, fdatasync follows, so the mark survives a power
+ * loss. */
 ACC_NODISCARD acc_rc_t hwm_write(hwm_t *self, const hwm_mark_t *mark, bool sync, acc_err_t *err);
 
 #endif
