@@ -1562,6 +1562,11 @@ static long s_poll_timeout_ms(const broker_t *self)
     return left > 0 ? (long)left : 0;
 }
 
+bool broker_is_behind(const broker_t *self)
+{
+    return self->ledger != NULL && ledger_is_behind(self->ledger);
+}
+
 acc_rc_t broker_run(broker_t *self, acc_err_t *err)
 {
     acc_log_notice("broker", "listening on %s", self->endpoint);
@@ -1585,6 +1590,10 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         s_read_batch(self);
         s_read_disconnections(self); /* again: no answer to a connection that ended */
         s_commit_and_answer(self, false);
+        if (ledger_is_behind(self->ledger)) {
+            return acc_err_set(err, ACC_ERR_DB,
+                               "stopped: the database went back in time under the broker");
+        }
         s_pump_outbox(self);
         s_redeliver_due(self);
         s_forget_silent_peers(self);

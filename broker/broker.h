@@ -115,8 +115,12 @@ ACC_NODISCARD acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *co
                                    volatile sig_atomic_t *reload_requested, acc_err_t *err);
 void broker_destroy(broker_t **self_p);
 
-/* Runs until a stop is requested, then commits what is staged and returns. */
+/* Runs until a stop is requested, then commits what is staged and returns; or
+ * until the database is found gone back in time (broker_is_behind). */
 ACC_NODISCARD acc_rc_t broker_run(broker_t *self, acc_err_t *err);
+
+/* True when the broker stopped because the database went back in time. */
+bool broker_is_behind(const broker_t *self);
 
 /* Queues env (packed now) for rid. kind says when it may leave. */
 out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,

@@ -68,6 +68,7 @@ struct ledger_t {
     hwm_t *mark;             /* borrowed: the high-water mark kept outside the database */
     bool mark_failing;       /* the last write of the mark failed (logged once) */
     int64_t epoch_floor;     /* new epochs are numbered above this */
+    bool behind;             /* a reconnection found the database gone back: stop */
 };
 
 /* An epoch being started: nothing of it is used until it has committed. */
@@ -599,9 +600,41 @@ static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
 
 /* After a lost connection the last COMMIT may or may not have landed: the head
  * is read back from the database rather than trusted from memory. */
+/* After a reconnection the database must still hold the row this broker
+ * committed last: one that went back in time (restored under a running broker)
+ * would otherwise get the same seqs handed out again. The broker stops instead. */
+static acc_rc_t s_check_not_behind(ledger_t *self, int64_t seq, const uint8_t *hash, acc_err_t *err)
+{
+    uint8_t found_hash[ACC_LOGROW_HASH_BYTES];
+    bool found = false;
+    acc_rc_t rc = seq == 0 ? ACC_OK : ledger_row_hash(self, seq, found_hash, &found, err);
+    if (rc != ACC_OK || seq == 0 ||
+        (found && sodium_memcmp(found_hash, hash, sizeof(found_hash)) == 0)) {
+        return rc;
+    }
+    self->behind = true;
+    PQfinish(self->conn);
+    self->conn = NULL;
+    acc_err_t found_behind;
+    (void)acc_err_set(&found_behind, ACC_ERR_DB,
+                      "the database went back in time while the broker ran: it no longer "
+                      "holds the row this broker committed last (seq %lld; its log now ends at "
+                      "seq %lld), so it was restored or lost data. The broker stops rather "
+                      "than hand those seqs out again: start it again to see what to do",
+                      (long long)seq, (long long)self->head_seq);
+    acc_log_error("ledger", "%s", found_behind.msg); /* whichever caller met it, said here */
+    return acc_err_set(err, ACC_ERR_DB, "%s", found_behind.msg);
+}
+
 static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
 {
+    if (self->behind) {
+        return acc_err_set(err, ACC_ERR_DB, "the database went back in time; stopping");
+    }
     int64_t now = s_now_ms();
+    int64_t last_seq = self->head_seq;
+    uint8_t last_hash[ACC_LOGROW_HASH_BYTES];
+    memcpy(last_hash, self->head_hash, sizeof(last_hash));
     if (now < self->retry_at_ms) {
         return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable; next retry in %lld ms",
                            (long long)(self->retry_at_ms - now));
@@ -614,9 +647,18 @@ static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
         return rc;
     }
     self->backoff_ms = BACKOFF_MIN_MS;
+    rc = s_check_not_behind(self, last_seq, last_hash, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
     acc_log_notice("ledger", "reconnected to PostgreSQL; log head seq=%lld",
                    (long long)self->head_seq);
     return ACC_OK;
+}
+
+bool ledger_is_behind(const ledger_t *self)
+{
+    return self->behind;
 }
 
 /* Lookups happen between commits: with nothing staged, a lost connection can be

@@ -200,6 +200,10 @@ int64_t ledger_stage_restored(ledger_t *self, const acc_logrow_cut_t *cut,
  * with a signed row; the mark is written, synced, at once. */
 ACC_NODISCARD acc_rc_t ledger_keep_mark(ledger_t *self, hwm_t *mark, acc_err_t *err);
 
+/* True when a reconnection found the database no longer holding the last row
+ * this broker committed (restored under it): no more commits; the broker stops. */
+bool ledger_is_behind(const ledger_t *self);
+
 /* True when the database connection is usable right now. */
 bool ledger_is_up(const ledger_t *self);
 

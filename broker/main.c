@@ -58,8 +58,9 @@ static void s_usage(FILE *out)
                   "\n"
                   "Exit status: 0 stopped cleanly, 2 usage, 3 configuration invalid,\n"
                   "4 could not start (keys, database, socket), 5 failed while running,\n"
-                  "6 the database is behind the high-water mark (a restore, lost data): it\n"
-                  "refuses to run until the operator chooses (see --accept-restore).\n");
+                  "6 the database is behind the high-water mark (a restore, lost data), at\n"
+                  "start or found on reconnecting: it will not run until the operator\n"
+                  "chooses (see --accept-restore).\n");
 }
 
 static void s_install_signals(void)
@@ -125,7 +126,7 @@ static int s_serve(const acc_broker_config_t *config, broker_start_t *start)
                                  "nothing was written");
     } else if (broker_run(broker, &err) != ACC_OK) {
         acc_log_error("broker", "%s", err.msg);
-        status = EXIT_RUN;
+        status = broker_is_behind(broker) ? EXIT_BEHIND : EXIT_RUN;
     }
     broker_destroy(&broker);
     return status;

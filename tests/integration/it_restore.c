@@ -343,3 +343,26 @@ Test(restore, verify_refuses_a_gap_that_no_signed_restored_row_declares)
     cr_assert(strstr(out, expect) != NULL, "%s", out);
     free(out);
 }
+
+Test(restore, a_database_restored_under_a_running_broker_stops_it_before_any_seq_is_reused)
+{
+    /* with /metrics on, an idle broker looks at the database every second */
+    snprintf(world->broker_extra, sizeof(world->broker_extra),
+             "checkpoint_rows: 2\nmetrics: 127.0.0.1:0\n");
+    th_broker_start(world);
+    s_publish("hv-a0", 0);
+    s_backup();
+    long long backup_head = s_number("SELECT max(seq) FROM accord_log");
+    s_publish("hv-b0", 1);
+    s_publish("hv-b1", 2);
+    long long head = s_number("SELECT max(seq) FROM accord_log");
+    cr_assert_gt(head, backup_head);
+
+    s_restore();
+    /* it notices on reconnecting, at its next look at the database */
+    int status = th_proc_wait(&world->broker, 30000);
+    cr_assert_eq(status, 6, "accordd exited %d", status);
+    cr_assert(th_broker_logged(world, "the database went back in time while the broker ran", 1000));
+    cr_assert_eq(s_number("SELECT max(seq) FROM accord_log"), backup_head, "nothing written");
+    cr_assert_eq(th_broker_run_once(world, NULL), 6, "and it will not start until told");
+}
