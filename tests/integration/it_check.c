@@ -221,3 +221,156 @@ Test(check, migrate_sql_is_the_schema_accord_migrate_applies)
     free(error);
     free(sql);
 }
+
+/* ---- accord-audit verify --since/--until ---- */
+
+static char s_sign_pub[600];
+
+static void s_period_setup(void)
+{
+    setup();
+    snprintf(world->broker_extra, sizeof(world->broker_extra), "checkpoint_rows: 3\n");
+    snprintf(s_sign_pub, sizeof(s_sign_pub), "%s/broker.sign.pub", world->dir);
+    th_broker_start(world);
+    /* three batches, each its own commit, so each has its own times */
+    const char *ids[] = { "hv-a0", "hv-a1", "hv-a2", "hv-b0", "hv-b1",
+                          "hv-b2", "hv-c0", "hv-c1", "hv-c2" };
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        char *json = th_health_visit_json(ids[i], th_nhs(i));
+        cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                     ACCORD__V1__ERROR_CODE__OK);
+        free(json);
+    }
+    th_broker_stop(world);
+}
+
+TestSuite(verify_period, .init = s_period_setup, .fini = teardown, .timeout = 90);
+
+static char *s_text(const char *sql)
+{
+    PGresult *res = PQexec(world->db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(world->db));
+    char *out = strdup(PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return out;
+}
+
+/* The time of record_id's shared row, as ISO 8601 with microseconds. */
+static char *s_time_of(const char *record_id)
+{
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM "
+             "accord_log WHERE record_id = '%s' AND event = 'shared'",
+             record_id);
+    return s_text(sql);
+}
+
+static long s_seq(const char *sql)
+{
+    char *text = s_text(sql);
+    long n = strtol(text, NULL, 10);
+    free(text);
+    return n;
+}
+
+static int s_verify_period(char **out, const char *since, const char *until)
+{
+    if (since != NULL && until != NULL) {
+        return th_run(world, out, "accord-audit", "verify", "--db", world->conninfo, "--sign-key",
+                      s_sign_pub, "--since", since, "--until", until, (char *)NULL);
+    }
+    return th_run(world, out, "accord-audit", "verify", "--db", world->conninfo, "--sign-key",
+                  s_sign_pub, since != NULL ? "--since" : "--until", since != NULL ? since : until,
+                  (char *)NULL);
+}
+
+Test(verify_period, verifies_the_rows_of_the_period_from_the_checkpoints_around_it)
+{
+    char *since = s_time_of("hv-b0");
+    char *until = s_time_of("hv-c0");
+    char sql[400];
+    snprintf(sql, sizeof(sql), "SELECT min(seq) FROM accord_log WHERE at >= '%s'", since);
+    long first = s_seq(sql);
+    snprintf(sql, sizeof(sql), "SELECT max(seq) FROM accord_log WHERE at < '%s'", until);
+    long last = s_seq(sql);
+    snprintf(sql, sizeof(sql),
+             "SELECT max(seq) FROM accord_log WHERE event = 'checkpoint' AND seq <= %ld", first);
+    long anchor = s_seq(sql);
+    snprintf(sql, sizeof(sql),
+             "SELECT min(seq) FROM accord_log WHERE event = 'checkpoint' AND seq >= %ld", last);
+    long closing = s_seq(sql);
+    cr_assert(anchor > 1 && first > anchor && last > first && closing >= last, "%ld %ld %ld %ld",
+              anchor, first, last, closing);
+
+    char *out = NULL;
+    cr_assert_eq(s_verify_period(&out, since, until), 0, "%s", out);
+    char expect[400];
+    snprintf(expect, sizeof(expect),
+             "OK period [%s, %s): rows seq %ld-%ld verified; the chain was checked from the "
+             "signed checkpoint seq %ld to the signed checkpoint seq %ld: %ld rows",
+             since, until, first, last, anchor, closing, closing - anchor + 1);
+    cr_assert(strstr(out, expect) != NULL, "%s\nexpected: %s", out, expect);
+    free(out);
+
+    /* a row before the anchor is not the period's business; one inside it is */
+    snprintf(sql, sizeof(sql),
+             "ALTER TABLE accord_log DISABLE TRIGGER USER; UPDATE accord_log SET reason = 'x' "
+             "WHERE seq = %ld; ALTER TABLE accord_log ENABLE TRIGGER USER",
+             anchor - 1);
+    th_pg_exec(world, sql);
+    cr_assert_eq(s_verify_period(&out, since, until), 0, "%s", out);
+    free(out);
+    cr_assert_eq(s_verify_period(&out, NULL, until), 1, "from the start it fails: %s", out);
+    free(out);
+    snprintf(sql, sizeof(sql),
+             "ALTER TABLE accord_log DISABLE TRIGGER USER; UPDATE accord_log SET reason = 'x' "
+             "WHERE seq = %ld; ALTER TABLE accord_log ENABLE TRIGGER USER",
+             last);
+    th_pg_exec(world, sql);
+    cr_assert_eq(s_verify_period(&out, since, until), 1, "%s", out);
+    snprintf(expect, sizeof(expect), "FAIL seq %ld: hash mismatch", last);
+    cr_assert(strstr(out, expect) != NULL, "%s", out);
+    free(out);
+    free(until);
+    free(since);
+}
+
+Test(verify_period, each_bound_alone_reaches_the_end_of_the_log)
+{
+    char *since = s_time_of("hv-c0");
+    char *out = NULL;
+    cr_assert_eq(s_verify_period(&out, since, NULL), 0, "%s", out);
+    long head = s_seq("SELECT max(seq) FROM accord_log");
+    char expect[300];
+    snprintf(expect, sizeof(expect), "OK period [%s, end): rows seq ", since);
+    cr_assert(strstr(out, expect) != NULL, "%s", out);
+    snprintf(expect, sizeof(expect), "-%ld verified", head);
+    cr_assert(strstr(out, expect) != NULL, "%s", out);
+    free(out);
+
+    char *until = s_time_of("hv-a1");
+    cr_assert_eq(s_verify_period(&out, NULL, until), 0, "%s", out);
+    snprintf(expect, sizeof(expect),
+             "OK period [start, %s): rows seq 1-%ld verified; the chain was checked from the "
+             "start of the log, seq 1 to the signed checkpoint seq ",
+             until,
+             s_seq("SELECT max(seq) FROM accord_log WHERE at < (SELECT at FROM accord_log "
+                   "WHERE record_id = 'hv-a1' AND event = 'shared')"));
+    cr_assert(strstr(out, expect) != NULL, "%s\nexpected: %s", out, expect);
+    free(out);
+    free(until);
+    free(since);
+}
+
+Test(verify_period, refuses_a_bound_that_is_not_a_time_and_the_broker_route)
+{
+    char *out = NULL;
+    cr_assert_eq(s_verify_period(&out, "yesterday-ish", NULL), 2, "%s", out);
+    free(out);
+    const char *config = th_agent_config(world, "ig-officer", NULL);
+    cr_assert_eq(th_run(world, &out, "accord-audit", "verify", "--config", config, "--sign-key",
+                        s_sign_pub, "--since", "2026-01-01", (char *)NULL),
+                 2, "%s", out);
+    free(out);
+}
