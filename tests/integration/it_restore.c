@@ -305,6 +305,23 @@ Test(restore, refuses_then_accepts_and_hands_out_no_seq_or_share_twice_and_verif
     cr_assert(strstr(out, expect) != NULL, "%s", out);
     cr_assert(strstr(out, "OK ") != NULL, "%s", out);
     free(out);
+
+    /* a child's subject-access report says that rows may be missing, and why */
+    th_broker_start(world);
+    const char *auditor = th_agent_config(world, "ig-officer", NULL);
+    char *key = acc_xasprintf("%s/ig-officer.box.secret", world->dir);
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "--key", key,
+                        "subject-access", th_nhs(0), (char *)NULL),
+                 0, "%s", out);
+    snprintf(expect, sizeof(expect), "restored: lost seq %lld-%lld (head hash ", backup_head + 1,
+             mark);
+    cr_assert(strstr(out, expect) != NULL, "%s", out);
+    cr_assert(strstr(out, "anything about this child in the lost rows is not in this report") !=
+                  NULL,
+              "%s", out);
+    cr_assert(strstr(out, "hv-a0") != NULL, "%s", out);
+    free(out);
+    free(key);
 }
 
 Test(restore, verify_refuses_a_gap_that_no_signed_restored_row_declares)
