@@ -498,8 +498,7 @@ static void s_format_time(char out[32], int64_t at_us)
  * before is the auditor's to act on: rows it saw are gone. */
 static void s_report_cuts(const s_chain_t *chain)
 {
-    size_t shown = chain->cut_count < CUTS_MAX ? chain->cut_count : CUTS_MAX;
-    for (size_t i = 0; i < shown; i++) {
+    for (size_t i = 0; i < chain->cut_count && i < CUTS_MAX; i++) {
         const acc_logrow_cut_t *cut = &chain->cuts[i];
         char at[32];
         s_format_time(at, chain->cut_at_us[i]);
@@ -508,14 +507,16 @@ static void s_report_cuts(const s_chain_t *chain)
                      "backup (or lost data), declared by the signed restored row seq %lld "
                      "written %s%s\n",
                      witnessed ? "CUT" : "RESTORED", (long long)cut->lost_from,
-                     (long long)cut->lost_to, (long long)(cut->lost_to - cut->lost_from + 1),
+                     (long long)cut->lost_to,
+                     (long long)cut->lost_to - (long long)cut->lost_from + 1,
                      (long long)chain->cut_rows[i], at,
                      witnessed ? "; the checkpoint this auditor verified before (its witness) "
                                  "was among them: rows it verified are no longer in the log"
                                : "");
     }
-    if (chain->cut_count > shown) {
-        (void)printf("RESTORED: %zu more restored row(s) not listed\n", chain->cut_count - shown);
+    if (chain->cut_count > CUTS_MAX) {
+        (void)printf("RESTORED: %zu more restored row(s) not listed\n",
+                     chain->cut_count - CUTS_MAX);
     }
 }
 

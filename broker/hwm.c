@@ -16,6 +16,8 @@
 #define HWM_SLOT_BYTES 192 /* one mark, a line of text padded with spaces */
 #define HWM_SLOTS      2   /* written in turn: a torn write spoils only the newer */
 #define HWM_SUM_BYTES  16
+#define HWM_SUM_HEX    ((size_t)2 * HWM_SUM_BYTES)
+#define HWM_HASH_HEX   ((size_t)2 * ACC_LOGROW_HASH_BYTES)
 #define HWM_PREFIX     "accordd-hwm v1 seq="
 
 /* The file holds two fixed-size slots, written alternately in place with pwrite:
@@ -109,11 +111,11 @@ static int64_t s_number(const char **p)
 }
 
 /* The checksum of a slot's text up to " sum=", as hex. */
-static void s_sum(char out[2 * HWM_SUM_BYTES + 1], const char *text, size_t len)
+static void s_sum(char out[HWM_SUM_HEX + 1], const char *text, size_t len)
 {
     uint8_t sum[HWM_SUM_BYTES];
     (void)crypto_generichash(sum, sizeof(sum), (const uint8_t *)text, len, NULL, 0);
-    acc_hex_encode(out, 2 * HWM_SUM_BYTES + 1, sum, sizeof(sum));
+    acc_hex_encode(out, HWM_SUM_HEX + 1, sum, sizeof(sum));
 }
 
 /* Formats mark into one slot: the text, " sum=HEX", spaces, and a newline. */
@@ -125,7 +127,7 @@ static void s_format(char slot[HWM_SLOT_BYTES], const hwm_mark_t *mark)
     int len = snprintf(text, sizeof(text), HWM_PREFIX "%lld epoch=%lld hash=%s",
                        (long long)mark->seq, (long long)mark->epoch, hex);
     acc_assert(len > 0 && (size_t)len < sizeof(text));
-    char sum[2 * HWM_SUM_BYTES + 1];
+    char sum[HWM_SUM_HEX + 1];
     s_sum(sum, text, (size_t)len);
     memset(slot, ' ', HWM_SLOT_BYTES);
     int all = snprintf(slot, HWM_SLOT_BYTES, "%s sum=%s", text, sum);
@@ -145,9 +147,9 @@ static bool s_parse_slot(hwm_mark_t *out, const char *slot)
         text[HWM_SLOT_BYTES - 1] != '\n') {
         return false;
     }
-    char want[2 * HWM_SUM_BYTES + 1];
+    char want[HWM_SUM_HEX + 1];
     s_sum(want, text, (size_t)(sum_at - text));
-    if (strncmp(sum_at + 5, want, 2 * HWM_SUM_BYTES) != 0) {
+    if (strncmp(sum_at + 5, want, HWM_SUM_HEX) != 0) {
         return false;
     }
     const char *p = text + strlen(HWM_PREFIX);
@@ -155,10 +157,10 @@ static bool s_parse_slot(hwm_mark_t *out, const char *slot)
     bool ok = out->seq >= 0 && strncmp(p, " epoch=", 7) == 0;
     p += ok ? 7 : 0;
     out->epoch = ok ? s_number(&p) : -1;
-    ok = ok && out->epoch >= 0 && strncmp(p, " hash=", 6) == 0 && p + 6 + 64 == sum_at;
-    char hex[2 * ACC_LOGROW_HASH_BYTES + 1] = "";
+    ok = ok && out->epoch >= 0 && strncmp(p, " hash=", 6) == 0 && p + 6 + HWM_HASH_HEX == sum_at;
+    char hex[HWM_HASH_HEX + 1] = "";
     if (ok) {
-        memcpy(hex, p + 6, 2 * ACC_LOGROW_HASH_BYTES);
+        memcpy(hex, p + 6, HWM_HASH_HEX);
     }
     acc_err_t ignored;
     return ok && acc_hex_decode(out->hash, sizeof(out->hash), hex, &ignored) == ACC_OK;

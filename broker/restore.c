@@ -46,6 +46,19 @@ static acc_rc_t s_refuse_behind(const hwm_t *mark, const restore_plan_t *plan, a
                        (long long)cut->lost_from, (long long)cut->lost_to, (long long)cut->lost_to);
 }
 
+/* A new machine, or a lost state directory: nothing to compare with. */
+static void s_warn_no_mark(const hwm_t *mark, int64_t head)
+{
+    if (head == 0) {
+        return;
+    }
+    acc_log_warn("broker",
+                 "no high-water mark %s%s while the log holds rows up to seq %lld: a new "
+                 "machine, or the state directory was lost; it is written now, and a restore of "
+                 "the database to a point before now cannot be noticed",
+                 mark != NULL ? "in " : "yet", mark != NULL ? hwm_path(mark) : "", (long long)head);
+}
+
 acc_rc_t restore_check(ledger_t *ledger, const hwm_t *mark, bool accept, restore_plan_t *plan,
                        acc_err_t *err)
 {
@@ -59,14 +72,7 @@ acc_rc_t restore_check(ledger_t *ledger, const hwm_t *mark, bool accept, restore
         return rc;
     }
     if (!found) {
-        if (head > 0) {
-            acc_log_warn("broker",
-                         "no high-water mark %s%s while the log holds rows up to seq %lld: a "
-                         "new machine, or the state directory was lost; it is written now, and "
-                         "a restore of the database to a point before now cannot be noticed",
-                         mark != NULL ? "in " : "yet", mark != NULL ? hwm_path(mark) : "",
-                         (long long)head);
-        }
+        s_warn_no_mark(mark, head);
         return ACC_OK;
     }
     plan->epoch_floor = m.epoch;

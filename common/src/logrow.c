@@ -166,10 +166,11 @@ acc_rc_t acc_logrow_cut_parse(acc_logrow_cut_t *out, const char *reason, acc_err
     out->lost_to = ok ? s_parse_seq(&p) : 0;
     ok = ok && out->lost_to >= out->lost_from && strncmp(p, CUT_HASH, strlen(CUT_HASH)) == 0;
     p += ok ? strlen(CUT_HASH) : 0;
-    char hex[2 * ACC_LOGROW_HASH_BYTES + 1] = "";
-    if (ok && strlen(p) > 2 * ACC_LOGROW_HASH_BYTES) {
-        memcpy(hex, p, 2 * ACC_LOGROW_HASH_BYTES);
-        p += 2 * ACC_LOGROW_HASH_BYTES;
+    const size_t hex_len = (size_t)2 * ACC_LOGROW_HASH_BYTES;
+    char hex[(size_t)2 * ACC_LOGROW_HASH_BYTES + 1] = "";
+    if (ok && strlen(p) > hex_len) {
+        memcpy(hex, p, hex_len);
+        p += hex_len;
     }
     ok = ok && strcmp(p, CUT_TAIL) == 0 &&
          acc_hex_decode(out->lost_hash, ACC_LOGROW_HASH_BYTES, hex, err) == ACC_OK;
