@@ -118,3 +118,27 @@ Test(seen, an_unwritable_journal_is_an_error_naming_the_file)
     cr_assert(strstr(err.msg, "/nonexistent-dir/seen") != NULL, "%s", err.msg);
     cr_assert_null(s);
 }
+
+Test(seen, an_id_added_after_a_torn_last_line_survives_the_next_restart)
+{
+    char *path = s_temp_path();
+    seen_t *s = NULL;
+    acc_err_t err;
+    uint8_t id[ACC_LOGROW_SHARE_BYTES];
+    cr_assert_eq(seen_open(&s, path, 100, &err), ACC_OK, "%s", err.msg);
+    s_id(id, 1);
+    cr_assert_eq(seen_add(s, id, &err), ACC_OK, "%s", err.msg);
+    seen_destroy(&s);
+    FILE *f = fopen(path, "a");
+    fputs("3f0c2a", f); /* a crash in the middle of a write */
+    fclose(f);
+    cr_assert_eq(seen_open(&s, path, 100, &err), ACC_OK, "%s", err.msg);
+    s_id(id, 2);
+    cr_assert_eq(seen_add(s, id, &err), ACC_OK, "%s", err.msg);
+    seen_destroy(&s);
+    cr_assert_eq(seen_open(&s, path, 100, &err), ACC_OK, "%s", err.msg);
+    cr_assert(seen_has(s, id), "the id appended after the torn line was lost");
+    seen_destroy(&s);
+    unlink(path);
+    free(path);
+}
