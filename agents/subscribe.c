@@ -192,14 +192,14 @@ static int s_run_exec(subscriber_t *sub, char *path, const Accord__V1__Deliver *
 {
     size_t kept = 0;
     char **envp = s_exec_env(path, d, repeat, &kept);
-    char sh[] = "sh";
-    char dash_c[] = "-c";
-    char name[] = "accord-exec";
     char *command = acc_xstrdup(sub->exec);
-    char *argv[] = { sh, dash_c, command, name, path, NULL };
     int fd_limit = s_fd_limit();
     pid_t pid = fork();
     if (pid == 0) {
+        char sh[] = "sh";
+        char dash_c[] = "-c";
+        char name[] = "accord-exec";
+        char *argv[] = { sh, dash_c, command, name, path, NULL };
         s_exec_child(argv, envp, fd_limit);
     }
     s_exec_env_free(envp, kept);
@@ -270,7 +270,10 @@ static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const uin
     int rc = 0;
     acc_err_t err;
     if (s_exists(path)) {
-        rc = seen_start(sub->seen, id, &err) == ACC_OK ? 0 : -1; /* the hook may yet run */
+        if (seen_start(sub->seen, id, &err) != ACC_OK) { /* the hook may yet run */
+            acc_log_error("subscribe", "%s", err.msg);
+            rc = -1;
+        }
     } else if (repeat && sub->exec == NULL && !s_exists(tmp)) {
         acc_log_notice("subscribe",
                        "share %s was placed in incoming/ and taken before a crash; "
@@ -278,9 +281,6 @@ static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const uin
                        d->share_id);
     } else {
         rc = s_place_file(sub, d, id, text, path);
-    }
-    if (rc < 0) {
-        acc_log_error("subscribe", "%s", err.msg);
     }
     if (rc == 0 && sub->exec != NULL) {
         int code = s_run_exec(sub, path, d, repeat);
@@ -352,25 +352,10 @@ static bool s_is_repeat_delivery(subscriber_t *sub, const Accord__V1__Deliver *d
     return true;
 }
 
-/* 1: handed over and acknowledged; 0: not a delivery, or to be retried;
+/* 1: handed over and acknowledged; 0: acknowledged again, or to be retried;
  * -1: the output cannot be written (stop). */
-static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
+static int s_deliver(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id)
 {
-    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
-        acc_log_warn("subscribe", "broker error: %s (%s)", env->error->message,
-                     acc_pb_code_name(env->error->code));
-        return 0;
-    }
-    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_DELIVER) {
-        return 0;
-    }
-    const Accord__V1__Deliver *d = env->deliver;
-    uint8_t id[ACC_LOGROW_SHARE_BYTES];
-    acc_err_t err;
-    if (acc_uuid_parse(id, d->share_id, &err) != ACC_OK) {
-        acc_log_error("subscribe", "the broker sent a delivery whose share id is not a uuid");
-        return 0;
-    }
     uint8_t record[SEEN_RECORD_BYTES];
     bool has_record = d->record != NULL && d->record->record_id[0] != '\0';
     if (has_record) {
@@ -390,6 +375,7 @@ static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
             return rc < 0 ? -1 : 0;
         }
     }
+    acc_err_t err;
     if (s_ack(sub->client, d->share_id, &err) != ACC_OK) {
         acc_log_warn("subscribe", "%s", err.msg);
     }
@@ -398,6 +384,27 @@ static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
     }
     acc_log_info("subscribe", "received share %s from %s", d->share_id, d->from_agency);
     return 1;
+}
+
+/* 1: handed over and acknowledged; 0: not a delivery, or to be retried;
+ * -1: the output cannot be written (stop). */
+static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
+{
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+        acc_log_warn("subscribe", "broker error: %s (%s)", env->error->message,
+                     acc_pb_code_name(env->error->code));
+        return 0;
+    }
+    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_DELIVER) {
+        return 0;
+    }
+    uint8_t id[ACC_LOGROW_SHARE_BYTES];
+    acc_err_t err;
+    if (acc_uuid_parse(id, env->deliver->share_id, &err) != ACC_OK) {
+        acc_log_error("subscribe", "the broker sent a delivery whose share id is not a uuid");
+        return 0;
+    }
+    return s_deliver(sub, env->deliver, id);
 }
 
 static int s_open_spool(subscriber_t *sub, const char *dir, const char *seen_path)

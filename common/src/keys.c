@@ -93,10 +93,25 @@ static acc_rc_t s_read_fd_text(char *buf, size_t buf_len, int fd, const char *wh
 
 typedef enum { KEY_Z85, KEY_HEX } s_encoding_t;
 
+typedef struct {
+    size_t len;            /* bytes of key */
+    bool secret;           /* refused if group or others may read or write it */
+    s_encoding_t encoding; /* of the text */
+} s_kind_t;
+
+static const s_kind_t s_curve_secret = { ACC_CURVE_KEY_BYTES, true, KEY_Z85 };
+static const s_kind_t s_box_secret = { ACC_BOX_SECRET_BYTES, true, KEY_HEX };
+static const s_kind_t s_sign_secret = { ACC_SIGN_SECRET_BYTES, true, KEY_HEX };
+static const s_kind_t s_curve_public = { ACC_CURVE_KEY_BYTES, false, KEY_Z85 };
+static const s_kind_t s_hex_public = { 32, false, KEY_HEX };
+
 /* Reads the key from path, or from fd when path is NULL. */
-static acc_rc_t s_read_key(uint8_t *out, size_t out_len, const char *path, int fd, bool secret,
-                           s_encoding_t encoding, acc_err_t *err)
+static acc_rc_t s_read_key(uint8_t *out, const s_kind_t *kind, const char *path, int fd,
+                           acc_err_t *err)
 {
+    size_t out_len = kind->len;
+    bool secret = kind->secret;
+    s_encoding_t encoding = kind->encoding;
     char what[PATH_TEXT_MAX];
     if (path != NULL) {
         (void)snprintf(what, sizeof(what), "key file \"%s\"", path);
@@ -132,35 +147,35 @@ static acc_rc_t s_read_key(uint8_t *out, size_t out_len, const char *path, int f
 acc_rc_t acc_keys_read_curve_secret(uint8_t out[ACC_CURVE_KEY_BYTES], const char *path,
                                     acc_err_t *err)
 {
-    return s_read_key(out, ACC_CURVE_KEY_BYTES, path, -1, true, KEY_Z85, err);
+    return s_read_key(out, &s_curve_secret, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_curve_secret_fd(uint8_t out[ACC_CURVE_KEY_BYTES], int fd, acc_err_t *err)
 {
-    return s_read_key(out, ACC_CURVE_KEY_BYTES, NULL, fd, true, KEY_Z85, err);
+    return s_read_key(out, &s_curve_secret, NULL, fd, err);
 }
 
 acc_rc_t acc_keys_read_box_secret(uint8_t out[ACC_BOX_SECRET_BYTES], const char *path,
                                   acc_err_t *err)
 {
-    return s_read_key(out, ACC_BOX_SECRET_BYTES, path, -1, true, KEY_HEX, err);
+    return s_read_key(out, &s_box_secret, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_sign_secret(uint8_t out[ACC_SIGN_SECRET_BYTES], const char *path,
                                    acc_err_t *err)
 {
-    return s_read_key(out, ACC_SIGN_SECRET_BYTES, path, -1, true, KEY_HEX, err);
+    return s_read_key(out, &s_sign_secret, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_curve_public(uint8_t out[ACC_CURVE_KEY_BYTES], const char *path,
                                     acc_err_t *err)
 {
-    return s_read_key(out, ACC_CURVE_KEY_BYTES, path, -1, false, KEY_Z85, err);
+    return s_read_key(out, &s_curve_public, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_hex_public(uint8_t out[32], const char *path, acc_err_t *err)
 {
-    return s_read_key(out, 32, path, -1, false, KEY_HEX, err);
+    return s_read_key(out, &s_hex_public, path, -1, err);
 }
 
 /* ---- generating ---- */
