@@ -56,6 +56,7 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
         acc_log_error("agent", "%s", err.msg);
         return EXIT_CONFIG;
     }
+    client_set_refusals_final(*out, AGENT_REFUSALS_FINAL);
     int64_t backoff = AGENT_RETRY_MIN_MS;
     while (!agent_stop) {
         acc_rc_t rc = client_hello(*out, HELLO_TIMEOUT_MS, &err);

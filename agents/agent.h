@@ -20,6 +20,8 @@
 
 #define EXEC_TIMEOUT_MAX_S 86400 /* as exec_timeout_s in agent.yaml */
 
+#define AGENT_REFUSALS_FINAL 3 /* refused handshakes in a row that stop the agent (77) */
+
 #define AGENT_RETRY_MIN_MS 200
 #define AGENT_RETRY_MAX_MS 10000
 

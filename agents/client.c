@@ -16,7 +16,6 @@
 #define HELLO_CORRELATION UINT64_MAX       /* reserved: never used for requests */
 #define BEAT_CORRELATION  (UINT64_MAX - 1) /* reserved: our own Heartbeats */
 #define REHELLO_GAP_MS    1000             /* at most one unprompted Hello a second */
-#define AUTH_FAILURES_MAX 3 /* refused handshakes in a row that mean the key is not wanted */
 
 struct client_t {
     void *ctx;
@@ -25,10 +24,12 @@ struct client_t {
     const acc_agent_config_t *config;
     bool subscribe;
     bool welcomed_once;
-    unsigned auth_failures; /* handshakes refused in a row (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) */
-    int64_t auth_failed_ms; /* when the last one was refused */
-    bool not_permitted;     /* the broker answered NOT_PERMITTED outside any request */
-    char refusal[160];      /* the broker's reason for not_permitted */
+    unsigned auth_failures;  /* handshakes refused in a row (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) */
+    unsigned refusals_final; /* so many in a row are the broker's word */
+    bool refusal_seen;       /* not_permitted's Error was handed to the caller */
+    int64_t auth_failed_ms;  /* when the last one was refused */
+    bool not_permitted;      /* the broker answered NOT_PERMITTED outside any request */
+    char refusal[160];       /* the broker's reason for not_permitted */
     uint64_t handshakes;
     int64_t last_sent_ms;  /* for Heartbeats when idle */
     int64_t last_hello_ms; /* for Hello again after HELLO_REQUIRED */
@@ -152,6 +153,7 @@ acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subs
     self->config = config;
     self->subscribe = subscribe;
     self->beat_ms = config->heartbeat_ms;
+    self->refusals_final = 1;
     self->ctx = zmq_ctx_new();
     acc_assert(self->ctx != NULL);
     acc_rc_t rc = s_open_socket(self, err);
@@ -248,15 +250,15 @@ void client_tick(client_t *self)
 }
 
 /* libzmq need not try again after a refused handshake: a fresh socket a second
- * later asks once more, until the refusals make AUTH_FAILURES_MAX in a row. */
+ * later asks once more, until the refusals make self->refusals_final in a row. */
 static void s_retry_refused(client_t *self)
 {
-    if (self->auth_failures == 0 || self->auth_failures >= AUTH_FAILURES_MAX ||
+    if (self->auth_failures == 0 || self->auth_failures >= self->refusals_final ||
         s_now_ms() - self->auth_failed_ms < REHELLO_GAP_MS) {
         return;
     }
     acc_log_warn("client", "the broker refused this agent's key (%u of %d); asking again",
-                 self->auth_failures, AUTH_FAILURES_MAX);
+                 self->auth_failures, self->refusals_final);
     self->auth_failed_ms = INT64_MAX / 2; /* until the new socket's answer */
     s_close_socket(self);
     acc_err_t err;
@@ -385,21 +387,20 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
     for (;;) {
         s_read_monitor(self);
-        if (self->auth_failures >= AUTH_FAILURES_MAX) {
+        if (self->auth_failures >= self->refusals_final) {
             return acc_err_set(err, ACC_ERR_PERMISSION,
-                               "agency \"%s\" is not permitted: the broker refused its key %u "
-                               "times in a row (the key is not in the agreement in force)",
+                               "agency \"%s\" is not permitted: the broker refused its key in %u "
+                               "handshake(s) in a row (the key is not in the agreement in force)",
                                self->config->agency, self->auth_failures);
         }
-        acc_rc_t rc = s_read_frame(self, out, err);
-        if (rc == ACC_OK && self->not_permitted) {
-            if (*out != NULL) {
-                accord__v1__envelope__free_unpacked(*out, acc_pb_wiping_allocator());
-                *out = NULL;
-            }
+        if (self->not_permitted && self->refusal_seen) {
             return acc_err_set(err, ACC_ERR_PERMISSION,
                                "agency \"%s\" is not permitted: the broker says \"%s\"",
                                self->config->agency, self->refusal);
+        }
+        acc_rc_t rc = s_read_frame(self, out, err);
+        if (self->not_permitted && *out != NULL) {
+            self->refusal_seen = true; /* the caller sees the Error itself first */
         }
         if (rc != ACC_OK || *out != NULL) {
             return rc;
@@ -444,10 +445,21 @@ acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
             rc = acc_err_set(err, config ? ACC_ERR_INVALID : ACC_ERR_NET,
                              "the broker refused Hello from \"%s\": %s (%s)", self->config->agency,
                              env->error->message, acc_pb_code_name(env->error->code));
+            if (self->not_permitted) {
+                rc = acc_err_set(err, ACC_ERR_PERMISSION,
+                                 "agency \"%s\" is not permitted: the broker says \"%s\"",
+                                 self->config->agency, self->refusal);
+            }
         }
         accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
     return rc;
+}
+
+void client_set_refusals_final(client_t *self, unsigned refusals)
+{
+    acc_assert(refusals > 0);
+    self->refusals_final = refusals;
 }
 
 uint64_t client_reconnects(const client_t *self)

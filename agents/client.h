@@ -39,15 +39,21 @@ ACC_NODISCARD acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t
  * automatic re-Hello is consumed here. ACC_ERR_TIMEOUT when nothing came.
  * ACC_ERR_PERMISSION, final, when the broker definitely refuses this agency:
  * it answered NOT_PERMITTED to no request in particular (its key was removed
- * from the agreement) or refused the CURVE handshake three times in a row
- * (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH); err names the agency. A broker that is
- * down, restarting or unreachable is never reported so: that is retried. */
+ * from the agreement; that Error is returned as an Envelope first, then every
+ * later call fails so), or refused the CURVE handshake client_set_refusals_final
+ * times in a row (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH); err names the agency. A
+ * broker that is down, restarting or unreachable is never reported so. */
 ACC_NODISCARD acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
                                    acc_err_t *err);
 
 /* Sends a Heartbeat if nothing was sent for heartbeat_ms, so the broker keeps
  * this connection. client_recv does this itself; call it while busy elsewhere. */
 void client_tick(client_t *self);
+
+/* How many refused handshakes in a row are final (default 1: the first). With
+ * more, a fresh socket asks again a second after each refusal, so one refusal
+ * from a broker in the middle of a restart does not stop a service. */
+void client_set_refusals_final(client_t *self, unsigned refusals);
 
 /* How many times the connection was re-established since open. */
 uint64_t client_reconnects(const client_t *self);
