@@ -2,6 +2,7 @@
  * directory, each handed to the agency's system once and acknowledged after */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,7 @@ static int s_fd_limit(void)
 static void s_exec_child(char *const argv[], char *const envp[], int fd_limit)
 {
     (void)setpgid(0, 0);
+    (void)signal(SIGPIPE, SIG_DFL); /* ignored by the agent, and an ignore survives execve */
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
         _exit(127);

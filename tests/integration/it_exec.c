@@ -162,6 +162,7 @@ Test(exec, an_agent_with_its_key_on_stdin_delivers_and_its_hook_reaches_no_secre
         "if cat '%s' >/dev/null 2>&1; then echo keyfile=open; else echo keyfile=refused; fi\n"
         "echo \"stdin=$(readlink /proc/self/fd/0) bytes=$(wc -c)\"\n"
         "echo \"inherited=$(ls -l /proc/self/fd | grep -c -e socket: -e anon_inode -e seen)\"\n"
+        "grep SigIgn /proc/self/status\n"
         "} > \"$out.tmp\" 2>&1\n"
         "mv \"$out.tmp\" \"$out\"\n",
         key);
@@ -185,6 +186,7 @@ Test(exec, an_agent_with_its_key_on_stdin_delivers_and_its_hook_reaches_no_secre
     cr_assert(strstr(seen, "keyfile=refused") != NULL, "%s", seen);
     cr_assert(strstr(seen, "stdin=/dev/null bytes=0") != NULL, "%s", seen);
     cr_assert(strstr(seen, "inherited=0") != NULL, "the hook inherited descriptors: %s", seen);
+    cr_assert(strstr(seen, "SigIgn:\t0000000000000000") != NULL, "signals stay ignored: %s", seen);
     cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1);
     struct stat st;
     cr_assert_eq(stat(spool, &st), 0);
