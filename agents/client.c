@@ -29,6 +29,7 @@ struct client_t {
     bool refusal_seen;       /* not_permitted's Error was handed to the caller */
     int64_t auth_failed_ms;  /* when the last one was refused */
     bool not_permitted;      /* the broker answered NOT_PERMITTED outside any request */
+    bool protocol_warned;    /* a failed handshake was logged since the last good one */
     char refusal[160];       /* the broker's reason for not_permitted */
     uint64_t handshakes;
     int64_t last_sent_ms;  /* for Heartbeats when idle */
@@ -257,7 +258,7 @@ static void s_retry_refused(client_t *self)
         s_now_ms() - self->auth_failed_ms < REHELLO_GAP_MS) {
         return;
     }
-    acc_log_warn("client", "the broker refused this agent's key (%u of %d); asking again",
+    acc_log_warn("client", "the broker refused this agent's key (%u of %u); asking again",
                  self->auth_failures, self->refusals_final);
     self->auth_failed_ms = INT64_MAX / 2; /* until the new socket's answer */
     s_close_socket(self);
@@ -287,11 +288,13 @@ static void s_read_monitor(client_t *self)
         if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             self->auth_failures++;
             self->auth_failed_ms = s_now_ms();
-        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && !self->protocol_warned) {
             acc_log_warn("client", "the CURVE handshake with the broker failed (is broker_key "
                                    "right?); retrying");
+            self->protocol_warned = true;
         } else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             self->auth_failures = 0;
+            self->protocol_warned = false;
             self->handshakes++;
             if (self->handshakes > 1 && self->welcomed_once) {
                 acc_err_t ignored;
