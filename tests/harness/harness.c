@@ -872,4 +872,59 @@ int th_broker_run_once(th_world_t *w, const char *arg)
     th_proc_t *p = th_proc_start_logged(argv, log);
     free(extra);
     return th_proc_wait(&p, 30000);
+
+/* ---- branch subexec: agents started the way their systemd unit starts them ---- */
+
+th_proc_t *th_agent_start_keyed(th_world_t *w, const char *config, const char *command,
+                                const char *key_path, const char *user, const char *const extra[])
+{
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accord-agent", w->bin_dir);
+    char log[600];
+    snprintf(log, sizeof(log), "%s.%s.log", config, command);
+    char *argv[24];
+    size_t n = 0;
+    if (user != NULL) {
+        argv[n++] = strdup("setpriv");
+        argv[n++] = acc_xasprintf("--reuid=%s", user);
+        argv[n++] = acc_xasprintf("--regid=%s", user);
+        argv[n++] = strdup("--clear-groups");
+        argv[n++] = strdup("--");
+    }
+    argv[n++] = strdup(exe);
+    argv[n++] = strdup(command);
+    argv[n++] = strdup("--config");
+    argv[n++] = strdup(config);
+    for (size_t i = 0; extra[i] != NULL && n < 23; i++) {
+        argv[n++] = strdup(extra[i]);
+    }
+    argv[n] = NULL;
+    int key_fd =
+        open(key_path, O_RDONLY | O_CLOEXEC); /* as systemd does, before the user changes */
+    cr_assert(key_fd >= 0, "could not open %s: %s", key_path, strerror(errno));
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        dup2(key_fd, 0);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        close(fd);
+        int out = open("/dev/null", O_WRONLY);
+        dup2(out, 1);
+        close(out);
+        execvp(argv[0], argv);
+        fprintf(stderr, "could not run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(key_fd);
+    for (size_t i = 0; i < n; i++) {
+        free(argv[i]);
+    }
+    th_proc_t *proc = calloc(1, sizeof(*proc));
+    proc->pid = pid;
+    int pipe_fds[2];
+    cr_assert_eq(pipe(pipe_fds), 0); /* a stdout that stays empty, for th_proc_wait */
+    proc->out_fd = pipe_fds[0];
+    proc->in_fd = pipe_fds[1]; /* closed with the rest by th_proc_wait */
+    return proc;
 }

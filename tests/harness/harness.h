@@ -192,4 +192,13 @@ void th_broker_start_arg(th_world_t *world, const char *arg);
  * appended to DIR/accordd.log, and returns its exit status (SIGKILL after 30 s). */
 int th_broker_run_once(th_world_t *world, const char *arg);
 
+/* ---- branch subexec ---- */
+
+/* Starts accord-agent COMMAND --config CONFIG EXTRA... with the file at key_path
+ * opened (by us, as root) as its standard input, the way systemd's
+ * StandardInput=file: does, and stdout to /dev/null; as user (a name or uid for
+ * setpriv) when not NULL. Its stderr is appended to CONFIG.COMMAND.log. */
+th_proc_t *th_agent_start_keyed(th_world_t *world, const char *config, const char *command,
+                                const char *key_path, const char *user, const char *const extra[]);
+
 #endif
