@@ -872,6 +872,7 @@ int th_broker_run_once(th_world_t *w, const char *arg)
     th_proc_t *p = th_proc_start_logged(argv, log);
     free(extra);
     return th_proc_wait(&p, 30000);
+}
 
 /* ---- branch subexec: agents started the way their systemd unit starts them ---- */
 
