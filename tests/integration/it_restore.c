@@ -392,3 +392,54 @@ Test(restore, a_database_restored_under_a_running_broker_stops_it_before_any_seq
     cr_assert_eq(s_number("SELECT max(seq) FROM accord_log"), backup_head, "nothing written");
     cr_assert_eq(th_broker_run_once(world, NULL), 6, "and it will not start until told");
 }
+
+/* Flips one byte of the state file at offset. */
+static void s_damage_state(long offset)
+{
+    char *path = acc_xasprintf("%s/state-private/accordd.state", world->dir);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, offset, SEEK_SET), 0);
+    int c = fgetc(f);
+    cr_assert_eq(fseek(f, offset, SEEK_SET), 0);
+    fputc(c ^ 0x01, f);
+    fclose(f);
+    free(path);
+}
+
+Test(restore, a_torn_state_slot_falls_back_to_the_other_a_lost_file_is_written_again)
+{
+    th_broker_start(world);
+    s_publish("hv-a0", 0);
+    th_broker_stop(world);
+    char *path = acc_xasprintf("%s/state-private/accordd.state", world->dir);
+    char *text = th_slurp(path);
+    cr_assert_eq(strlen(text), 384, "two slots of 192 bytes: %s", text);
+    long long seq0 = strtoll(strstr(text, "seq=") + 4, NULL, 10);
+    long long seq1 = strtoll(strstr(text + 192, "seq=") + 4, NULL, 10);
+    long long head = s_number("SELECT max(seq) FROM accord_log");
+    cr_assert_eq(seq0 > seq1 ? seq0 : seq1, head, "%s", text);
+    free(text);
+
+    /* the newer slot torn, as a crash mid-write leaves it: the older one serves */
+    s_damage_state(seq0 > seq1 ? 40 : 192 + 40);
+    th_broker_start(world);
+    s_publish("hv-a1", 1);
+    th_broker_stop(world);
+
+    /* both slots damaged: refused, naming the file */
+    s_damage_state(40);
+    s_damage_state(192 + 40);
+    cr_assert_eq(th_broker_run_once(world, NULL), 4);
+    cr_assert(th_broker_logged(world, "holds no intact high-water mark", 1000));
+
+    /* no file at all with a log that has rows: a new machine; warned, written, run */
+    cr_assert_eq(unlink(path), 0);
+    th_broker_start(world);
+    cr_assert(th_broker_logged(world, "no high-water mark in ", 5000));
+    th_broker_stop(world);
+    text = th_slurp(path);
+    cr_assert(strstr(text, "accordd-hwm v1 seq=") != NULL, "%s", text);
+    free(text);
+    free(path);
+}
