@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +54,9 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
     acc_err_t err;
     if (client_open(out, config, subscribe, &err) != ACC_OK) {
         acc_log_error("agent", "%s", err.msg);
-        return EXIT_CONNECT;
+        return EXIT_CONFIG;
     }
+    client_set_refusals_final(*out, AGENT_REFUSALS_FINAL);
     int64_t backoff = AGENT_RETRY_MIN_MS;
     while (!agent_stop) {
         acc_rc_t rc = client_hello(*out, HELLO_TIMEOUT_MS, &err);
@@ -62,15 +64,27 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
             acc_log_info("agent", "connected to %s as \"%s\"", config->broker, client_agency(*out));
             return EXIT_SUCCESS;
         }
-        if (rc == ACC_ERR_PERMISSION) {
-            acc_log_error("agent", "%s", err.msg);
-            return EXIT_CONNECT;
+        if (rc == ACC_ERR_PERMISSION || rc == ACC_ERR_INVALID) {
+            return agent_stop_refused(rc, &err);
         }
         acc_log_warn("agent", "%s; retrying", err.msg);
         agent_sleep_ms(backoff);
         backoff = backoff * 2 > AGENT_RETRY_MAX_MS ? AGENT_RETRY_MAX_MS : backoff * 2;
     }
     return EXIT_CONNECT;
+}
+
+int agent_stop_refused(acc_rc_t rc, const acc_err_t *err)
+{
+    if (rc == ACC_ERR_PERMISSION) {
+        acc_log_error("agent",
+                      "%s; stopping (exit %d): an operator must restore the agency to "
+                      "the agreement or remove this agent",
+                      err->msg, EXIT_NOPERM);
+        return EXIT_NOPERM;
+    }
+    acc_log_error("agent", "%s; stopping (exit %d)", err->msg, EXIT_CONFIG);
+    return EXIT_CONFIG;
 }
 
 acc_rc_t agent_sync_dir(const char *dir, acc_err_t *err)
@@ -171,8 +185,8 @@ static void s_usage(FILE *out)
     (void)fprintf(
         out,
         "usage: accord-agent publish --config FILE [--input FILE|- | --spool DIR [--once]]\n"
-        "       accord-agent subscribe --config FILE [--spool DIR [--exec CMD]] [--seen FILE]\n"
-        "                              [--count N]\n"
+        "       accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
+        "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
         "\n"
         "publish    sends child records, one JSON object a line (NDJSON; see README.md), to\n"
         "           the broker and gives each exactly one result: accepted (with recipients\n"
@@ -199,29 +213,59 @@ static void s_usage(FILE *out)
         "           late, duplicate and unknown answers are ignored and counted in the\n"
         "           summary lines.\n"
         "           While the broker is unreachable or answers UNAVAILABLE it waits and\n"
-        "           retries; it never gives up silently.\n"
+        "           retries; it never gives up silently.\n");
+    (void)fputs(
         "subscribe  receives the records shared with this agency, with their provenance\n"
         "           (share id, from, rules, purpose, lawful basis), and acknowledges each\n"
         "           only after it is handed over:\n"
         "           to stdout: printed and flushed;\n"
         "           with --spool DIR (or subscribe_spool): written to DIR/.tmp, fsync'd and\n"
-        "           renamed to DIR/incoming/SHARE_ID.json; with --exec CMD (or exec) the\n"
-        "           command is then run as `sh -c CMD accord-exec FILE` (also ACCORD_FILE,\n"
-        "           ACCORD_SHARE_ID, ACCORD_FROM, ACCORD_RECORD_TYPE in its environment)\n"
-        "           and the delivery is acknowledged only if it exits 0.\n"
-        "           Share ids already handed over are acknowledged again without being\n"
-        "           handed over twice: remembered in DIR/.seen with --spool, in --seen FILE\n"
-        "           (or seen_file) for stdout, otherwise for the life of the process.\n"
+        "           renamed to DIR/incoming/SHARE_ID.json (a file already there is the same\n"
+        "           delivery and is not written again);\n"
+        "           with --exec CMD (or exec) the command is then run as\n"
+        "           `sh -c CMD accord-exec FILE`, in its own process group, with stdin\n"
+        "           /dev/null, no other descriptor of the agent, and in its environment\n"
+        "           ACCORD_FILE, ACCORD_SHARE_ID, ACCORD_FROM_AGENCY (also ACCORD_FROM),\n"
+        "           ACCORD_RECORD_TYPE and ACCORD_REPEAT; the delivery is acknowledged only\n"
+        "           if it exits 0. A command still running after --exec-timeout SECONDS\n"
+        "           (or exec_timeout_s, default 60) is sent SIGTERM, then SIGKILL, with its\n"
+        "           process group, and the delivery is left for the broker to send again.\n"
+        "           Each hand-over is journalled (in DIR/.seen with --spool, in --seen FILE\n"
+        "           or seen_file for stdout, otherwise in memory): an intent, fsync'd\n"
+        "           before, and done, fsync'd before the acknowledgement. A share id already\n"
+        "           done is acknowledged again without being handed over twice, and so is a\n"
+        "           record (the same from agency and record id) already handed over under\n"
+        "           another share id, as after a restore of the broker's database.\n"
+        "           What can repeat: only a hand-over whose intent is journalled with no\n"
+        "           done, because the agent crashed or was stopped during it, or the\n"
+        "           command failed or timed out. The command then runs again with the same\n"
+        "           ACCORD_SHARE_ID and ACCORD_REPEAT=1 (0 otherwise); on stdout the line\n"
+        "           is printed again with \"repeat\":true. A case system dedupes on the\n"
+        "           share id. The spool file itself is never written twice.\n"
         "           --count N stops after N deliveries.\n"
         "\n"
-        "  -c, --config FILE  agent configuration (YAML); see README.md\n"
+        "  -c, --config FILE  agent configuration (YAML); see README.md. With\n"
+        "                     curve_secret_key: stdin the secret key is read from standard\n"
+        "                     input, which must be a regular file (systemd's\n"
+        "                     StandardInput=file:...) with no group or other permissions;\n"
+        "                     standard input is then /dev/null (publish needs --input or a\n"
+        "                     spool)\n"
         "  -h, --help         show this help\n"
         "  -V, --version      show the version\n"
         "\n"
-        "Logs go to stderr, one line each. Exit status: 0 success (publish from a stream:\n"
-        "every record accepted), 1 some record refused, 2 usage, 3 configuration invalid,\n"
-        "4 could not connect or the broker refused this agent's key, 5 output could not be\n"
-        "written.\n");
+        "Logs go to stderr, one line each. Exit status (sysexits):\n"
+        "   0  done (publish from a stream: every record accepted)\n"
+        "   1  publish from a stream: some record was refused\n"
+        "  64  usage\n"
+        "  69  stopped before the broker answered every record\n"
+        "  74  results or deliveries could not be written\n"
+        "  77  the broker refuses this agency: it answered NOT_PERMITTED or refused the\n"
+        "      key's handshake 3 times in a row (its key is not in the agreement in\n"
+        "      force); the agent stops instead of retrying. A broker that is down or\n"
+        "      unreachable is waited for, never a reason to stop\n"
+        "  78  configuration or key unusable (also: the broker says agency is not the\n"
+        "      key's own)\n",
+        out);
 }
 
 typedef struct {
@@ -230,48 +274,87 @@ typedef struct {
     agent_args_t run;
 } s_args_t;
 
+/* A whole decimal number in [min, max], or -1. */
+static long s_parse_long(const char *text, long min, long max)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    return v;
+}
+
+static int s_parse_option(int opt, s_args_t *args)
+{
+    switch (opt) {
+    case 'c':
+        args->config = optarg;
+        break;
+    case 'i':
+        args->run.input = optarg;
+        break;
+    case 'n':
+        args->run.count = s_parse_long(optarg, 1, LONG_MAX);
+        if (args->run.count < 0) {
+            (void)fprintf(stderr, "accord-agent: --count must be a whole number of 1 or more\n");
+            return EXIT_USAGE;
+        }
+        break;
+    case 't':
+        args->run.exec_timeout_s = s_parse_long(optarg, 1, EXEC_TIMEOUT_MAX_S);
+        if (args->run.exec_timeout_s < 0) {
+            (void)fprintf(stderr, "accord-agent: --exec-timeout must be whole seconds, 1 to %d\n",
+                          EXEC_TIMEOUT_MAX_S);
+            return EXIT_USAGE;
+        }
+        break;
+    case 's':
+        args->run.spool = optarg;
+        break;
+    case 'e':
+        args->run.exec = optarg;
+        break;
+    case 'S':
+        args->run.seen = optarg;
+        break;
+    case 'o':
+        args->run.once = true;
+        break;
+    case 'h':
+        s_usage(stdout);
+        return EXIT_SUCCESS;
+    case 'V':
+        (void)printf("accord-agent %s\n", ACCORD_VERSION);
+        return EXIT_SUCCESS;
+    default:
+        s_usage(stderr);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
 static int s_parse_args(int argc, char **argv, s_args_t *args)
 {
     static const struct option options[] = {
-        { "config", required_argument, NULL, 'c' }, { "input", required_argument, NULL, 'i' },
-        { "count", required_argument, NULL, 'n' },  { "spool", required_argument, NULL, 's' },
-        { "exec", required_argument, NULL, 'e' },   { "seen", required_argument, NULL, 'S' },
-        { "once", no_argument, NULL, 'o' },         { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
+        { "config", required_argument, NULL, 'c' },
+        { "input", required_argument, NULL, 'i' },
+        { "count", required_argument, NULL, 'n' },
+        { "spool", required_argument, NULL, 's' },
+        { "exec", required_argument, NULL, 'e' },
+        { "seen", required_argument, NULL, 'S' },
+        { "once", no_argument, NULL, 'o' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { "exec-timeout", required_argument, NULL, 't' },
+        { NULL, 0, NULL, 0 },
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "c:i:n:s:e:S:ohV", options, NULL)) != -1) {
-        switch (opt) {
-        case 'c':
-            args->config = optarg;
-            break;
-        case 'i':
-            args->run.input = optarg;
-            break;
-        case 'n':
-            args->run.count = strtol(optarg, NULL, 10);
-            break;
-        case 's':
-            args->run.spool = optarg;
-            break;
-        case 'e':
-            args->run.exec = optarg;
-            break;
-        case 'S':
-            args->run.seen = optarg;
-            break;
-        case 'o':
-            args->run.once = true;
-            break;
-        case 'h':
-            s_usage(stdout);
-            return EXIT_SUCCESS;
-        case 'V':
-            (void)printf("accord-agent %s\n", ACCORD_VERSION);
-            return EXIT_SUCCESS;
-        default:
-            s_usage(stderr);
-            return EXIT_USAGE;
+        int status = s_parse_option(opt, args);
+        if (status >= 0) {
+            return status;
         }
     }
     args->command = optind + 1 == argc ? argv[optind] : NULL;
@@ -282,6 +365,27 @@ static int s_parse_args(int argc, char **argv, s_args_t *args)
         return EXIT_USAGE;
     }
     return -1;
+}
+
+/* The secret key is read once, here, before any connection or exec hook: from
+ * standard input (then /dev/null) with curve_secret_key: stdin. */
+static int s_load_key(acc_agent_config_t *config, const s_args_t *args)
+{
+    bool records_on_stdin = strcmp(args->command, "publish") == 0 && args->run.input == NULL &&
+                            args->run.spool == NULL && config->publish_spool[0] == '\0';
+    if (acc_agent_config_key_on_stdin(config) && records_on_stdin) {
+        acc_log_error("agent",
+                      "%s: curve_secret_key: stdin takes standard input for the key; "
+                      "give records with --input FILE or --spool DIR",
+                      args->config);
+        return EXIT_USAGE;
+    }
+    acc_err_t err;
+    if (acc_agent_config_read_key(config, &err) != ACC_OK) {
+        acc_log_error("agent", "%s: %s", args->config, err.msg);
+        return EXIT_CONFIG;
+    }
+    return EXIT_SUCCESS;
 }
 
 int main(int argc, char **argv)
@@ -314,6 +418,11 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     acc_log_setup(level);
+    status = s_load_key(&config, &args);
+    if (status != EXIT_SUCCESS) {
+        acc_agent_config_clear(&config);
+        return status;
+    }
     struct sigaction sa = { .sa_handler = s_on_signal };
     (void)sigaction(SIGTERM, &sa, NULL);
     (void)sigaction(SIGINT, &sa, NULL);

@@ -10,22 +10,29 @@
 #include "accord/config.h"
 #include "client.h"
 
-#define EXIT_REFUSED 1
-#define EXIT_USAGE   2
-#define EXIT_CONFIG  3
-#define EXIT_CONNECT 4
-#define EXIT_OUTPUT  5
+/* sysexits(3) codes, so a unit can say RestartPreventExitStatus=64 77 78. */
+#define EXIT_REFUSED 1  /* publish from a stream: some record was refused */
+#define EXIT_USAGE   64 /* EX_USAGE: bad arguments */
+#define EXIT_CONNECT 69 /* EX_UNAVAILABLE: stopped before the broker answered everything */
+#define EXIT_OUTPUT  74 /* EX_IOERR: results or deliveries could not be written */
+#define EXIT_NOPERM  77 /* EX_NOPERM: the broker definitely refuses this agency (revoked) */
+#define EXIT_CONFIG  78 /* EX_CONFIG: the configuration or the key is unusable */
+
+#define EXEC_TIMEOUT_MAX_S 86400 /* as exec_timeout_s in agent.yaml */
+
+#define AGENT_REFUSALS_FINAL 3 /* refused handshakes in a row that stop the agent (77) */
 
 #define AGENT_RETRY_MIN_MS 200
 #define AGENT_RETRY_MAX_MS 10000
 
 typedef struct {
-    const char *input; /* publish: a file instead of stdin */
-    const char *spool; /* publish or subscribe: the spool directory */
-    const char *exec;  /* subscribe: run per delivered file */
-    const char *seen;  /* subscribe: the dedupe journal */
-    bool once;         /* publish --spool: stop when incoming/ is empty */
-    long count;        /* subscribe: stop after this many deliveries */
+    const char *input;   /* publish: a file instead of stdin */
+    const char *spool;   /* publish or subscribe: the spool directory */
+    const char *exec;    /* subscribe: run per delivered file */
+    const char *seen;    /* subscribe: the dedupe journal */
+    bool once;           /* publish --spool: stop when incoming/ is empty */
+    long count;          /* subscribe: stop after this many deliveries */
+    long exec_timeout_s; /* subscribe: --exec-timeout, 0 = the config's exec_timeout_s */
 } agent_args_t;
 
 /* Set by SIGTERM and SIGINT. */
@@ -37,9 +44,15 @@ void agent_sleep_ms(int64_t ms);
 /* Writes obj as one line on stdout and flushes it; takes the reference. */
 int agent_print_json(json_t *obj);
 
-/* Connects and says Hello, waiting as long as it takes for a broker that is down;
- * a refused key is final (EXIT_CONNECT). */
+/* Connects and says Hello, waiting as long as it takes for a broker that is down.
+ * Final: a key the broker definitely refuses (EXIT_NOPERM), a configuration it
+ * cannot use or the broker calls wrong (EXIT_CONFIG). */
 int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscribe);
+
+/* Logs why the broker will not have this agent (rc from client_recv or
+ * client_hello: ACC_ERR_PERMISSION or ACC_ERR_INVALID) and returns the exit
+ * status for it: EXIT_NOPERM or EXIT_CONFIG. */
+int agent_stop_refused(acc_rc_t rc, const acc_err_t *err);
 
 /* Writes len bytes to path through a new temporary file in the same directory
  * (an unpredictable dot name, created O_EXCL|O_NOFOLLOW), fsync'd and renamed into

@@ -415,6 +415,13 @@ static void s_report_row(void *ctx, json_t *row)
         json_decref(row);
         return;
     }
+    if (strcmp(event, "restored") == 0) {
+        (void)printf(": %s\n    note:          anything about this child in the lost rows is "
+                     "not in this report\n",
+                     s_get(row, "reason"));
+        json_decref(row);
+        return;
+    }
     (void)printf(" - %s record %s from %s", s_get(row, "record_type"), s_get(row, "record_id"),
                  s_get(row, "from"));
     if (s_get(row, "to")[0] != '\0') {

@@ -24,7 +24,13 @@ struct client_t {
     const acc_agent_config_t *config;
     bool subscribe;
     bool welcomed_once;
-    bool auth_failed;
+    unsigned auth_failures;  /* handshakes refused in a row (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) */
+    unsigned refusals_final; /* so many in a row are the broker's word */
+    bool refusal_seen;       /* not_permitted's Error was handed to the caller */
+    int64_t auth_failed_ms;  /* when the last one was refused */
+    bool not_permitted;      /* the broker answered NOT_PERMITTED outside any request */
+    bool protocol_warned;    /* a failed handshake was logged since the last good one */
+    char refusal[160];       /* the broker's reason for not_permitted */
     uint64_t handshakes;
     int64_t last_sent_ms;  /* for Heartbeats when idle */
     int64_t last_hello_ms; /* for Hello again after HELLO_REQUIRED */
@@ -108,7 +114,7 @@ static void s_close_socket(client_t *self)
     }
 }
 
-/* A fresh socket to the broker; the secret key is read again each time. */
+/* A fresh socket to the broker; a key file is read again each time. */
 static acc_rc_t s_open_socket(client_t *self, acc_err_t *err)
 {
     self->generation++;
@@ -116,7 +122,16 @@ static acc_rc_t s_open_socket(client_t *self, acc_err_t *err)
     acc_assert(self->socket != NULL);
     uint8_t *secret = sodium_malloc(ACC_CURVE_KEY_BYTES);
     acc_assert(secret != NULL);
-    acc_rc_t rc = acc_keys_read_curve_secret(secret, self->config->curve_secret_key, err);
+    acc_rc_t rc = ACC_OK;
+    if (self->config->curve_secret != NULL) {
+        memcpy(secret, self->config->curve_secret, ACC_CURVE_KEY_BYTES);
+    } else if (acc_agent_config_key_on_stdin(self->config)) {
+        rc = acc_err_set(err, ACC_ERR_INVALID,
+                         "curve_secret_key: stdin is read only by accord-agent at startup; give "
+                         "this program a key file");
+    } else {
+        rc = acc_keys_read_curve_secret(secret, self->config->curve_secret_key, err);
+    }
     if (rc == ACC_OK) {
         rc = s_configure(self, secret, err);
     }
@@ -139,6 +154,7 @@ acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subs
     self->config = config;
     self->subscribe = subscribe;
     self->beat_ms = config->heartbeat_ms;
+    self->refusals_final = 1;
     self->ctx = zmq_ctx_new();
     acc_assert(self->ctx != NULL);
     acc_rc_t rc = s_open_socket(self, err);
@@ -234,6 +250,24 @@ void client_tick(client_t *self)
     }
 }
 
+/* libzmq need not try again after a refused handshake: a fresh socket a second
+ * later asks once more, until the refusals make self->refusals_final in a row. */
+static void s_retry_refused(client_t *self)
+{
+    if (self->auth_failures == 0 || self->auth_failures >= self->refusals_final ||
+        s_now_ms() - self->auth_failed_ms < REHELLO_GAP_MS) {
+        return;
+    }
+    acc_log_warn("client", "the broker refused this agent's key (%u of %u); asking again",
+                 self->auth_failures, self->refusals_final);
+    self->auth_failed_ms = INT64_MAX / 2; /* until the new socket's answer */
+    s_close_socket(self);
+    acc_err_t err;
+    if (s_open_socket(self, &err) != ACC_OK) {
+        acc_log_warn("client", "%s", err.msg);
+    }
+}
+
 /* The broker forgets a connection when it restarts: every handshake after the
  * first is followed by a new Hello, so the agent carries on unattended. */
 static void s_read_monitor(client_t *self)
@@ -248,10 +282,19 @@ static void s_read_monitor(client_t *self)
         (void)zmq_recv(self->monitor, address, sizeof(address), 0);
         uint16_t id = 0;
         memcpy(&id, event, sizeof(id));
-        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-            self->auth_failed = true;
+        /* One refused handshake may be a broker mid-restart; only several in a row
+         * are taken as the broker's word. A protocol failure (a wrong broker_key, a
+         * broken connection) is retried like any other outage. */
+        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            self->auth_failures++;
+            self->auth_failed_ms = s_now_ms();
+        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && !self->protocol_warned) {
+            acc_log_warn("client", "the CURVE handshake with the broker failed (is broker_key "
+                                   "right?); retrying");
+            self->protocol_warned = true;
         } else if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            self->auth_failed = false;
+            self->auth_failures = 0;
+            self->protocol_warned = false;
             self->handshakes++;
             if (self->handshakes > 1 && self->welcomed_once) {
                 acc_err_t ignored;
@@ -299,6 +342,20 @@ static void s_rehello_if_forgotten(client_t *self, const Accord__V1__Envelope *e
     }
 }
 
+/* NOT_PERMITTED that answers no request of ours (correlation 0, or our Hello)
+ * is the broker saying this key may not speak at all: its agency was removed
+ * from the agreement, or the broker refuses it more connections. */
+static void s_note_not_permitted(client_t *self, const Accord__V1__Envelope *env)
+{
+    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_ERROR ||
+        env->error->code != ACCORD__V1__ERROR_CODE__NOT_PERMITTED ||
+        (env->correlation_id != 0 && env->correlation_id != HELLO_CORRELATION)) {
+        return;
+    }
+    self->not_permitted = true;
+    (void)snprintf(self->refusal, sizeof(self->refusal), "%s", env->error->message);
+}
+
 /* Reads one frame if one is waiting: ACC_OK with *out set, or with *out NULL. */
 static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err_t *err)
 {
@@ -318,6 +375,7 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
         return acc_err_set(err, ACC_ERR_INVALID, "the broker sent a frame that is not an Envelope");
     }
     s_rehello_if_forgotten(self, env);
+    s_note_not_permitted(self, env);
     if (s_is_own_answer(self, env)) {
         s_note_welcome(self, env);
         accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
@@ -332,17 +390,27 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
     for (;;) {
         s_read_monitor(self);
-        if (self->auth_failed) {
+        if (self->auth_failures >= self->refusals_final) {
             return acc_err_set(err, ACC_ERR_PERMISSION,
-                               "the broker refused this agent's key: it is not in the agreement, "
-                               "or broker_key is wrong");
+                               "agency \"%s\" is not permitted: the broker refused its key in %u "
+                               "handshake(s) in a row (the key is not in the agreement in force)",
+                               self->config->agency, self->auth_failures);
+        }
+        if (self->not_permitted && self->refusal_seen) {
+            return acc_err_set(err, ACC_ERR_PERMISSION,
+                               "agency \"%s\" is not permitted: the broker says \"%s\"",
+                               self->config->agency, self->refusal);
         }
         acc_rc_t rc = s_read_frame(self, out, err);
+        if (self->not_permitted && *out != NULL) {
+            self->refusal_seen = true; /* the caller sees the Error itself first */
+        }
         if (rc != ACC_OK || *out != NULL) {
             return rc;
         }
         client_tick(self);
         s_reconnect_if_silent(self);
+        s_retry_refused(self);
         int64_t left = deadline - s_now_ms();
         if (left <= 0) {
             return acc_err_set(err, ACC_ERR_TIMEOUT, "no answer from the broker at \"%s\"",
@@ -373,12 +441,28 @@ acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
             return ACC_OK;
         }
         if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
-            rc = acc_err_set(err, ACC_ERR_PERMISSION, "the broker refused Hello: %s (%s)",
+            /* A wrong agency or protocol version is the configuration's fault and
+             * will not mend itself; anything else is retried. */
+            bool config = env->error->code == ACCORD__V1__ERROR_CODE__SPOOFED ||
+                          env->error->code == ACCORD__V1__ERROR_CODE__UNSUPPORTED_VERSION;
+            rc = acc_err_set(err, config ? ACC_ERR_INVALID : ACC_ERR_NET,
+                             "the broker refused Hello from \"%s\": %s (%s)", self->config->agency,
                              env->error->message, acc_pb_code_name(env->error->code));
+            if (self->not_permitted) {
+                rc = acc_err_set(err, ACC_ERR_PERMISSION,
+                                 "agency \"%s\" is not permitted: the broker says \"%s\"",
+                                 self->config->agency, self->refusal);
+            }
         }
         accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
     return rc;
+}
+
+void client_set_refusals_final(client_t *self, unsigned refusals)
+{
+    acc_assert(refusals > 0);
+    self->refusals_final = refusals;
 }
 
 uint64_t client_reconnects(const client_t *self)

@@ -12,15 +12,19 @@
 
 typedef struct client_t client_t;
 
-/* Reads the agent's secret key (refused unless mode 0600) and connects to the
- * broker named in config. subscribe asks for deliveries on this connection. The
+/* Takes the agent's secret key from config->curve_secret when set (read from
+ * standard input at startup), otherwise reads the curve_secret_key file
+ * (refused unless mode 0600) at every connect, and connects to the broker
+ * named in config. subscribe asks for deliveries on this connection. The
  * connection is asynchronous: nothing has been exchanged when this returns. */
 ACC_NODISCARD acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subscribe,
                                    acc_err_t *err);
 void client_destroy(client_t **self_p);
 
-/* Sends Hello and waits up to timeout_ms for Welcome. ACC_ERR_PERMISSION when
- * the broker refuses this key or identity, ACC_ERR_TIMEOUT when it does not answer. */
+/* Sends Hello and waits up to timeout_ms for Welcome. ACC_ERR_PERMISSION as
+ * client_recv; ACC_ERR_INVALID when the broker refuses the Hello itself (agency
+ * is not the key's, or the protocol version), which retrying will not mend;
+ * ACC_ERR_TIMEOUT when it does not answer, ACC_ERR_NET for other refusals. */
 ACC_NODISCARD acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err);
 
 /* Packs and sends env. */
@@ -32,14 +36,24 @@ ACC_NODISCARD acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t
 
 /* Waits up to timeout_ms (-1: forever) for the next Envelope, which the caller
  * frees with accord__v1__envelope__free_unpacked. A Welcome answering an
- * automatic re-Hello is consumed here. ACC_ERR_TIMEOUT when nothing came,
- * ACC_ERR_PERMISSION when the broker refused the handshake. */
+ * automatic re-Hello is consumed here. ACC_ERR_TIMEOUT when nothing came.
+ * ACC_ERR_PERMISSION, final, when the broker definitely refuses this agency:
+ * it answered NOT_PERMITTED to no request in particular (its key was removed
+ * from the agreement; that Error is returned as an Envelope first, then every
+ * later call fails so), or refused the CURVE handshake client_set_refusals_final
+ * times in a row (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH); err names the agency. A
+ * broker that is down, restarting or unreachable is never reported so. */
 ACC_NODISCARD acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
                                    acc_err_t *err);
 
 /* Sends a Heartbeat if nothing was sent for heartbeat_ms, so the broker keeps
  * this connection. client_recv does this itself; call it while busy elsewhere. */
 void client_tick(client_t *self);
+
+/* How many refused handshakes in a row are final (default 1: the first). With
+ * more, a fresh socket asks again a second after each refusal, so one refusal
+ * from a broker in the middle of a restart does not stop a service. */
+void client_set_refusals_final(client_t *self, unsigned refusals);
 
 /* How many times the connection was re-established since open. */
 uint64_t client_reconnects(const client_t *self);

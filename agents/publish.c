@@ -447,8 +447,7 @@ static int s_publish_loop(publisher_t *pub, bool *complete)
         Accord__V1__Envelope *env = NULL;
         acc_rc_t rc = client_recv(pub->client, &env, 200, &err);
         if (rc == ACC_ERR_PERMISSION) {
-            acc_log_error("publish", "%s", err.msg);
-            return EXIT_CONNECT;
+            return agent_stop_refused(rc, &err);
         }
         if (rc == ACC_OK) {
             s_on_answer(pub, env);
@@ -873,15 +872,18 @@ static int s_spool_file(publisher_t *pub, spool_t *spool, const char *name)
     return status;
 }
 
-/* Waits for new files while keeping the connection alive. */
-static void s_idle(publisher_t *pub, int64_t ms)
+/* Waits for new files while keeping the connection alive; EXIT_NOPERM when the
+ * broker refuses this agency meanwhile. */
+static int s_idle(publisher_t *pub, int64_t ms)
 {
     Accord__V1__Envelope *env = NULL;
     acc_err_t err;
-    if (client_recv(pub->client, &env, (int)ms, &err) == ACC_OK) {
+    acc_rc_t rc = client_recv(pub->client, &env, (int)ms, &err);
+    if (rc == ACC_OK) {
         s_on_answer(pub, env); /* a late answer: nothing is pending, so it is counted */
         accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
+    return rc == ACC_ERR_PERMISSION ? agent_stop_refused(rc, &err) : EXIT_SUCCESS;
 }
 
 static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_bytes, bool once)
@@ -914,7 +916,7 @@ static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_b
             break;
         }
         if (count == 0 && status == EXIT_SUCCESS && !agent_stop) {
-            s_idle(pub, SPOOL_SCAN_MS);
+            status = s_idle(pub, SPOOL_SCAN_MS);
         }
     }
     acc_log_notice("publish", "spool stopped; answers ignored: %zu late or duplicate, %zu unknown",

@@ -2,9 +2,12 @@
  * directory, each handed to the agency's system once and acknowledged after */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,17 +18,23 @@
 #include "agent.h"
 #include "seen.h"
 
-#define EXEC_POLL_MS 100
+#define EXEC_POLL_MS       100
+#define EXEC_KILL_GRACE_MS 5000  /* after SIGTERM, before SIGKILL */
+#define EXEC_FD_SCAN_MAX   65536 /* descriptors closed in the hook, at most */
+#define EXEC_ENV_OWN       6     /* the ACCORD_* variables set for the hook */
 
 typedef struct {
     client_t *client;
     seen_t *seen;
-    const char *exec; /* NULL: none */
-    char *incoming;   /* spool: DIR/incoming, NULL for stdout */
-    char *tmp;        /* spool: DIR/.tmp, same file system as incoming */
+    const char *exec;        /* NULL: none */
+    int64_t exec_timeout_ms; /* a hook running longer is stopped */
+    char *incoming;          /* spool: DIR/incoming, NULL for stdout */
+    char *tmp;               /* spool: DIR/.tmp, same file system as incoming */
 } subscriber_t;
 
-static json_t *s_delivery_json(const Accord__V1__Deliver *d)
+extern char **environ;
+
+static json_t *s_delivery_json(const Accord__V1__Deliver *d, bool repeat)
 {
     json_t *rules = json_array();
     for (size_t i = 0; i < d->n_rule_ids; i++) {
@@ -38,6 +47,9 @@ static json_t *s_delivery_json(const Accord__V1__Deliver *d)
     if (d->safeguarding_justification[0] != '\0') {
         json_object_set_new(obj, "safeguarding_justification",
                             json_string(d->safeguarding_justification));
+    }
+    if (repeat) {
+        json_object_set_new(obj, "repeat", json_true());
     }
     return obj;
 }
@@ -52,71 +64,228 @@ static acc_rc_t s_ack(client_t *client, const char *share_id, acc_err_t *err)
     return client_send(client, &env, err);
 }
 
-/* Runs CMD through the shell with the delivered file as $1, keeping the broker
- * connection alive while it runs. Its stdout goes to our stderr: stdout is ours. */
-static int s_run_exec(subscriber_t *sub, const char *path, const Accord__V1__Deliver *d)
+/* ---- the exec hook ---- */
+
+static bool s_is_own_variable(const char *entry)
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        acc_log_error("subscribe", "could not start --exec: %s", strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            (void)dup2(devnull, STDIN_FILENO);
+    static const char *const own[EXEC_ENV_OWN] = { "ACCORD_FILE=",        "ACCORD_SHARE_ID=",
+                                                   "ACCORD_FROM_AGENCY=", "ACCORD_FROM=",
+                                                   "ACCORD_RECORD_TYPE=", "ACCORD_REPEAT=" };
+    for (size_t i = 0; i < EXEC_ENV_OWN; i++) {
+        if (strncmp(entry, own[i], strlen(own[i])) == 0) {
+            return true;
         }
-        (void)dup2(STDERR_FILENO, STDOUT_FILENO);
-        (void)setenv("ACCORD_FILE", path, 1);
-        (void)setenv("ACCORD_SHARE_ID", d->share_id, 1);
-        (void)setenv("ACCORD_FROM", d->from_agency, 1);
-        (void)setenv("ACCORD_RECORD_TYPE", d->record != NULL ? d->record->record_type : "", 1);
-        execl("/bin/sh", "sh", "-c", sub->exec, "accord-exec", path, (char *)NULL);
+    }
+    return false;
+}
+
+/* The hook's environment, built before fork (the agent has ZeroMQ's threads, so
+ * the child may only call async-signal-safe functions): ours, without any
+ * ACCORD_* variable we set, then ours. The share id is the idempotency key a
+ * case system dedupes on. The record id is not passed: it is in the file, and
+ * the environment is copied into every process the hook starts. The last
+ * EXEC_ENV_OWN entries are allocated here; *kept is where they start. */
+static char **s_exec_env(const char *path, const Accord__V1__Deliver *d, bool repeat, size_t *kept)
+{
+    size_t n = 0;
+    while (environ[n] != NULL) {
+        n++;
+    }
+    char **envp = acc_xcalloc(n + EXEC_ENV_OWN + 1, sizeof(*envp));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!s_is_own_variable(environ[i])) {
+            envp[k++] = environ[i];
+        }
+    }
+    *kept = k;
+    envp[k++] = acc_xasprintf("ACCORD_FILE=%s", path);
+    envp[k++] = acc_xasprintf("ACCORD_SHARE_ID=%s", d->share_id);
+    envp[k++] = acc_xasprintf("ACCORD_FROM_AGENCY=%s", d->from_agency);
+    envp[k++] = acc_xasprintf("ACCORD_FROM=%s", d->from_agency);
+    envp[k++] =
+        acc_xasprintf("ACCORD_RECORD_TYPE=%s", d->record != NULL ? d->record->record_type : "");
+    envp[k++] = acc_xasprintf("ACCORD_REPEAT=%d", repeat ? 1 : 0);
+    return envp;
+}
+
+static void s_exec_env_free(char **envp, size_t kept)
+{
+    for (size_t i = kept; envp[i] != NULL; i++) {
+        free(envp[i]);
+    }
+    free(envp);
+}
+
+static int s_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > EXEC_FD_SCAN_MAX) {
+        return EXEC_FD_SCAN_MAX;
+    }
+    return (int)rl.rlim_cur;
+}
+
+/* In the child: async-signal-safe calls only. Its own process group, so a
+ * timeout stops everything it started; stdin /dev/null; stdout to our stderr
+ * (stdout is ours); no other descriptor of the agent. */
+static void s_exec_child(char *const argv[], char *const envp[], int fd_limit)
+{
+    (void)setpgid(0, 0);
+    (void)signal(SIGPIPE, SIG_DFL); /* ignored by the agent, and an ignore survives execve */
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
         _exit(127);
     }
-    int status = 0;
+    for (int fd = STDERR_FILENO + 1; fd < fd_limit; fd++) {
+        (void)close(fd);
+    }
+    (void)execve("/bin/sh", argv, envp);
+    _exit(127);
+}
+
+/* Waits for the hook, keeping the broker connection alive; past the deadline
+ * its process group gets SIGTERM, then SIGKILL. -1 when it could not be
+ * waited for; otherwise its wait status in *status. */
+static int s_exec_wait(subscriber_t *sub, pid_t pid, const char *share_id, int *status,
+                       bool *timed_out)
+{
+    int64_t deadline = agent_now_ms() + sub->exec_timeout_ms;
+    int64_t kill_at = 0;
+    *timed_out = false;
     for (;;) {
-        pid_t done = waitpid(pid, &status, WNOHANG);
+        pid_t done = waitpid(pid, status, WNOHANG);
         if (done == pid) {
             break;
         }
         if (done < 0 && errno != EINTR) {
             acc_log_error("subscribe", "lost track of --exec: %s", strerror(errno));
+            (void)kill(-pid, SIGKILL);
             return -1;
+        }
+        int64_t now = agent_now_ms();
+        if (!*timed_out && now >= deadline) {
+            acc_log_warn("subscribe",
+                         "--exec for share %s ran longer than %lld s; stopping it and its "
+                         "process group (SIGTERM)",
+                         share_id, (long long)(sub->exec_timeout_ms / 1000));
+            (void)kill(-pid, SIGTERM);
+            *timed_out = true;
+            kill_at = now + EXEC_KILL_GRACE_MS;
+        } else if (kill_at != 0 && now >= kill_at) {
+            acc_log_warn("subscribe", "--exec for share %s ignored SIGTERM; sending SIGKILL",
+                         share_id);
+            (void)kill(-pid, SIGKILL);
+            kill_at = 0;
         }
         client_tick(sub->client);
         agent_sleep_ms(EXEC_POLL_MS);
     }
+    if (*timed_out) {
+        (void)kill(-pid, SIGKILL); /* whatever of the group outlived its shell */
+    }
+    return 0;
+}
+
+/* Runs CMD through the shell with the delivered file as $1: 0 when it exited 0,
+ * its exit status (or 128 + signal) otherwise, -1 when it could not run. */
+static int s_run_exec(subscriber_t *sub, char *path, const Accord__V1__Deliver *d, bool repeat)
+{
+    size_t kept = 0;
+    char **envp = s_exec_env(path, d, repeat, &kept);
+    char *command = acc_xstrdup(sub->exec);
+    int fd_limit = s_fd_limit();
+    pid_t pid = fork();
+    if (pid == 0) {
+        char sh[] = "sh";
+        char dash_c[] = "-c";
+        char name[] = "accord-exec";
+        char *argv[] = { sh, dash_c, command, name, path, NULL };
+        s_exec_child(argv, envp, fd_limit);
+    }
+    s_exec_env_free(envp, kept);
+    free(command);
+    if (pid < 0) {
+        acc_log_error("subscribe", "could not start --exec: %s", strerror(errno));
+        return -1;
+    }
+    (void)setpgid(pid, pid); /* also here: a timeout may come before the child runs */
+    int status = 0;
+    bool timed_out = false;
+    if (s_exec_wait(sub, pid, d->share_id, &status, &timed_out) != 0) {
+        return -1;
+    }
+    if (timed_out) {
+        acc_log_warn("subscribe", "--exec for share %s timed out", d->share_id);
+        return 124;
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* Written, fsync'd and renamed into incoming/ before anything else; a file
- * already there from an earlier attempt is the same delivery and is kept. */
-static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const char *text)
+/* ---- the hand-over ---- */
+
+static bool s_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* Puts the delivery in incoming/ as SHARE_ID.json: written to .tmp/ and fsync'd,
+ * the intent journalled, renamed into place. So an intent with neither file
+ * means the file reached incoming/ and the agency's system has taken it. */
+static int s_place_file(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
+                        const char *text, const char *path)
+{
+    char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, d->share_id);
+    char *line = acc_xasprintf("%s\n", text);
+    acc_err_t err;
+    acc_rc_t rc = agent_write_durably(tmp, line, strlen(line), &err);
+    if (rc == ACC_OK) {
+        rc = agent_sync_dir(sub->tmp, &err);
+    }
+    if (rc == ACC_OK) {
+        rc = seen_start(sub->seen, id, &err);
+    }
+    if (rc == ACC_OK && rename(tmp, path) != 0) {
+        rc = acc_err_set(&err, ACC_ERR_IO, "could not move a delivery into \"%s\": %s",
+                         sub->incoming, strerror(errno));
+    }
+    if (rc == ACC_OK) {
+        rc = agent_sync_dir(sub->incoming, &err);
+    }
+    if (rc != ACC_OK) {
+        acc_log_error("subscribe", "%s", err.msg);
+    }
+    free(line);
+    free(tmp);
+    return rc == ACC_OK ? 0 : -1;
+}
+
+/* Into the spool, then the hook if there is one: 0 done, 1 to be retried (the
+ * hook failed), -1 the output cannot be written. */
+static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
+                      const char *text, bool repeat)
 {
     char *path = acc_xasprintf("%s/%s.json", sub->incoming, d->share_id);
+    char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, d->share_id);
     int rc = 0;
-    if (access(path, F_OK) != 0) {
-        char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, d->share_id);
-        size_t len = strlen(text);
-        char *line = acc_xasprintf("%s\n", text);
-        acc_err_t err;
-        rc = agent_write_durably(tmp, line, len + 1, &err) == ACC_OK ? 0 : -1;
-        if (rc != 0) {
-            acc_log_error("subscribe", "%s", err.msg);
-        } else if (rename(tmp, path) != 0) {
-            acc_log_error("subscribe", "could not move a delivery into \"%s\": %s", sub->incoming,
-                          strerror(errno));
-            rc = -1;
-        } else if (agent_sync_dir(sub->incoming, &err) != ACC_OK) {
+    acc_err_t err;
+    if (s_exists(path)) {
+        if (seen_start(sub->seen, id, &err) != ACC_OK) { /* the hook may yet run */
             acc_log_error("subscribe", "%s", err.msg);
             rc = -1;
         }
-        free(line);
-        free(tmp);
+    } else if (repeat && sub->exec == NULL && !s_exists(tmp)) {
+        acc_log_notice("subscribe",
+                       "share %s was placed in incoming/ and taken before a crash; "
+                       "not placed again",
+                       d->share_id);
+    } else {
+        rc = s_place_file(sub, d, id, text, path);
     }
     if (rc == 0 && sub->exec != NULL) {
-        int code = s_run_exec(sub, path, d);
+        int code = s_run_exec(sub, path, d, repeat);
         if (code != 0) {
             acc_log_warn("subscribe",
                          "--exec exited %d for share %s; not acknowledged, the broker will "
@@ -125,31 +294,98 @@ static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const cha
             rc = 1;
         }
     }
+    free(tmp);
     free(path);
     return rc;
 }
 
-/* Hands d to the agency (stdout or the spool) and remembers it: 0 done, 1 to
- * be retried (--exec failed), -1 the output cannot be written. */
-static int s_hand_over(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id)
+/* Hands d to the agency (stdout or the spool) between an intent and a done in
+ * the journal: 0 done, 1 to be retried (the hook failed), -1 the output cannot
+ * be written. */
+static int s_hand_over(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
+                       const uint8_t *record, bool repeat)
 {
-    json_t *obj = s_delivery_json(d);
+    json_t *obj = s_delivery_json(d, repeat);
     int rc = 0;
+    acc_err_t err;
     if (sub->incoming != NULL) {
         char *text = json_dumps(obj, JSON_COMPACT);
         json_decref(obj);
-        rc = text != NULL ? s_to_spool(sub, d, text) : -1;
-        free(text);
+        rc = text != NULL ? s_to_spool(sub, d, id, text, repeat) : -1;
+        acc_pb_free_wiped(text); /* a child's record */
+    } else if (seen_start(sub->seen, id, &err) != ACC_OK) {
+        json_decref(obj);
+        acc_log_error("subscribe", "%s", err.msg);
+        rc = -1;
     } else if (agent_print_json(obj) != 0) {
         acc_log_error("subscribe", "could not write a delivery to stdout: %s", strerror(errno));
         rc = -1;
     }
-    acc_err_t err;
-    if (rc == 0 && seen_add(sub->seen, id, &err) != ACC_OK) {
+    if (rc == 0 && seen_add(sub->seen, id, record, &err) != ACC_OK) {
         acc_log_error("subscribe", "%s", err.msg);
         rc = -1;
     }
     return rc;
+}
+
+/* Already handed over: this share id, or (after a restore of the broker's
+ * database) the same record under a new share id. Journalled and acknowledged,
+ * not handed over. */
+static bool s_is_repeat_delivery(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
+                                 const uint8_t *record)
+{
+    if (seen_has(sub->seen, id)) {
+        acc_log_info("subscribe", "share %s was already handed over; acknowledged again",
+                     d->share_id);
+        return true;
+    }
+    if (record == NULL || !seen_has_record(sub->seen, record)) {
+        return false;
+    }
+    acc_log_notice("subscribe",
+                   "share %s from %s carries a record already handed over under another share "
+                   "id (as after a restore of the broker's database); acknowledged, not handed "
+                   "over again",
+                   d->share_id, d->from_agency);
+    acc_err_t err;
+    if (seen_add(sub->seen, id, record, &err) != ACC_OK) {
+        acc_log_warn("subscribe", "%s", err.msg);
+    }
+    return true;
+}
+
+/* 1: handed over and acknowledged; 0: acknowledged again, or to be retried;
+ * -1: the output cannot be written (stop). */
+static int s_deliver(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id)
+{
+    uint8_t record[SEEN_RECORD_BYTES];
+    bool has_record = d->record != NULL && d->record->record_id[0] != '\0';
+    if (has_record) {
+        seen_record_hash(record, d->from_agency, d->record->record_id);
+    }
+    bool again = s_is_repeat_delivery(sub, d, id, has_record ? record : NULL);
+    if (!again) {
+        bool repeat = seen_is_started(sub->seen, id);
+        if (repeat) {
+            acc_log_notice("subscribe",
+                           "share %s: an earlier hand-over began and did not finish; handing it "
+                           "over again (ACCORD_REPEAT=1)",
+                           d->share_id);
+        }
+        int rc = s_hand_over(sub, d, id, has_record ? record : NULL, repeat);
+        if (rc != 0) {
+            return rc < 0 ? -1 : 0;
+        }
+    }
+    acc_err_t err;
+    if (s_ack(sub->client, d->share_id, &err) != ACC_OK) {
+        acc_log_warn("subscribe", "%s", err.msg);
+    }
+    if (again) {
+        return 0;
+    }
+    acc_log_info("subscribe", "received share %s from %s", d->share_id, d->from_agency);
+    return 1;
 }
 
 /* 1: handed over and acknowledged; 0: not a delivery, or to be retried;
@@ -164,30 +400,13 @@ static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
     if (env->body_case != ACCORD__V1__ENVELOPE__BODY_DELIVER) {
         return 0;
     }
-    const Accord__V1__Deliver *d = env->deliver;
     uint8_t id[ACC_LOGROW_SHARE_BYTES];
     acc_err_t err;
-    if (acc_uuid_parse(id, d->share_id, &err) != ACC_OK) {
+    if (acc_uuid_parse(id, env->deliver->share_id, &err) != ACC_OK) {
         acc_log_error("subscribe", "the broker sent a delivery whose share id is not a uuid");
         return 0;
     }
-    bool again = seen_has(sub->seen, id);
-    if (!again) {
-        int rc = s_hand_over(sub, d, id);
-        if (rc != 0) {
-            return rc < 0 ? -1 : 0;
-        }
-    }
-    if (s_ack(sub->client, d->share_id, &err) != ACC_OK) {
-        acc_log_warn("subscribe", "%s", err.msg);
-    }
-    if (again) {
-        acc_log_info("subscribe", "share %s was already handed over; acknowledged again",
-                     d->share_id);
-        return 0;
-    }
-    acc_log_info("subscribe", "received share %s from %s", d->share_id, d->from_agency);
-    return 1;
+    return s_deliver(sub, env->deliver, id);
 }
 
 static int s_open_spool(subscriber_t *sub, const char *dir, const char *seen_path)
@@ -224,8 +443,7 @@ static int s_subscribe_loop(subscriber_t *sub, long count)
         acc_err_t err;
         acc_rc_t rc = client_recv(sub->client, &env, 1000, &err);
         if (rc == ACC_ERR_PERMISSION) {
-            acc_log_error("subscribe", "%s", err.msg);
-            status = EXIT_CONNECT;
+            status = agent_stop_refused(rc, &err);
         } else if (rc == ACC_OK) {
             int got = s_on_delivery(sub, env);
             accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
@@ -243,6 +461,8 @@ int subscribe_run(const acc_agent_config_t *config, const agent_args_t *args)
     const char *exec = args->exec != NULL ? args->exec : config->exec;
     const char *seen = args->seen != NULL ? args->seen : config->seen_file;
     sub.exec = exec[0] != '\0' ? exec : NULL;
+    sub.exec_timeout_ms =
+        1000 * (args->exec_timeout_s > 0 ? args->exec_timeout_s : config->exec_timeout_s);
     if (sub.exec != NULL && spool[0] == '\0') {
         acc_log_error("subscribe", "--exec needs --spool: the command is given a file");
         return EXIT_USAGE;

@@ -27,6 +27,7 @@ static void s_usage(FILE *out)
              "       accord agreement check FILE\n"
              "       accord agreement explain FILE --from AGENCY --type TYPE [--record FILE.json]\n"
              "       accord migrate --db CONNINFO\n"
+             "       accord migrate --sql\n"
              "\n"
              "keygen           writes DIR/NAME.curve.{pub,secret} (CURVE, Z85),\n"
              "                 DIR/NAME.box.{pub,secret} (X25519, hex) and\n"
@@ -43,6 +44,12 @@ static void s_usage(FILE *out)
              "                 accord-agent publish) today, and why.\n"
              "migrate          applies the schema migrations this build carries to the\n"
              "                 PostgreSQL database named by CONNINFO (a libpq string).\n"
+             "                 It must connect as the role that owns the database (on\n"
+             "                 Debian: sudo -u postgres accord migrate --db dbname=accord)\n"
+             "                 or a superuser; any other role is refused with the name of\n"
+             "                 the one needed. accordd applies pending migrations itself\n"
+             "                 only if its own role may. --sql prints the embedded SQL\n"
+             "                 instead (what migrate runs on an empty database), to review.\n"
              "\n"
              "Exit status: 0 success, 1 the agreement has errors, 2 usage, 3 failed\n"
              "(file exists, permission, database unreachable...).\n");
@@ -207,6 +214,10 @@ static int s_explain(int argc, char **argv)
 
 static int s_migrate(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--sql") == 0) {
+        acc_migrate_write_sql(stdout);
+        return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILED;
+    }
     if (argc != 3 || strcmp(argv[1], "--db") != 0) {
         s_usage(stderr);
         return EXIT_USAGE;

@@ -140,7 +140,10 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
         size_t len = strlen(q->sql);
         (void)snprintf(q->sql + len, sizeof(q->sql) - len,
                        " UNION SELECT seq FROM accord_log WHERE share_id IN (SELECT share_id "
-                       "FROM accord_log WHERE subject_tag = $%d::bytea AND event = 'shared')))",
+                       "FROM accord_log WHERE subject_tag = $%d::bytea AND event = 'shared')"
+                       /* a restore may have taken rows about this child with it: the
+                        * answer says so rather than look complete */
+                       " UNION SELECT seq FROM accord_log WHERE event = 'restored'))",
                        q->n);
         /* the summary names the tag, not the number */
         char *at = strstr(q->summary, "child=");

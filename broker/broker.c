@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "accord/keys.h"
@@ -14,6 +15,7 @@
 #include "accord/migrate.h"
 #include "accord/pbwipe.h"
 #include "accord/validate.h"
+#include "restore.h"
 
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
@@ -159,7 +161,69 @@ static acc_rc_t s_load_policy(broker_t *self, acc_err_t *err)
     return rc;
 }
 
-static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, acc_err_t *err)
+static acc_rc_t s_open_ledger(broker_t *self, bool read_only, acc_err_t *err)
+{
+    uint8_t *sign_secret = sodium_malloc(ACC_SIGN_SECRET_BYTES);
+    uint8_t *outbox_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(sign_secret != NULL && outbox_key != NULL);
+    /* The outbox must outlive restarts, so its key comes from a persistent secret. */
+    (void)crypto_generichash(outbox_key, ACC_LOGROW_KEY_BYTES, (const uint8_t *)"accord.outbox.v1",
+                             16, self->subject_key, 32);
+    acc_rc_t rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
+    if (rc == ACC_OK) {
+        const ledger_limits_t limits = {
+            .conninfo = self->config->database,
+            .connect_timeout_s = self->config->database_connect_timeout_s,
+            .statement_timeout_ms = self->config->database_statement_timeout_ms,
+            .query_timeout_ms = self->config->database_query_timeout_ms,
+            .read_only = read_only,
+        };
+        rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, err);
+    }
+    sodium_free(outbox_key);
+    sodium_free(sign_secret);
+    return rc;
+}
+
+/* --check reads the mark if the state directory exists, and creates nothing. */
+static acc_rc_t s_open_mark(broker_t *self, bool check_only, acc_err_t *err)
+{
+    const char *dir = self->config->state_directory;
+    if (check_only && access(dir, F_OK) != 0) {
+        acc_log_notice("broker", "state directory \"%s\" does not exist yet; accordd creates it",
+                       dir);
+        return ACC_OK;
+    }
+    return hwm_open(&self->mark, dir, !check_only, err);
+}
+
+/* The database is compared with the high-water mark before any epoch or row is
+ * written, so a database that went back in time hands out no seq twice. */
+static acc_rc_t s_guard_and_start(broker_t *self, broker_start_t *start, acc_err_t *err)
+{
+    restore_plan_t plan = { 0 };
+    acc_rc_t rc = s_open_mark(self, start->check_only, err);
+    if (rc == ACC_OK) {
+        rc = restore_check(self->ledger, self->mark, start->accept_restore && !start->check_only,
+                           &plan, err);
+        start->behind = rc != ACC_OK && plan.behind;
+    }
+    if (rc != ACC_OK || start->check_only) {
+        return rc;
+    }
+    ledger_set_epoch_floor(self->ledger, plan.epoch_floor);
+    rc = ledger_start_epoch(self->ledger, self->policy, err);
+    if (rc == ACC_OK && plan.accepted) {
+        rc = restore_record(self->ledger, &plan, acc_policy_hash(self->policy), err);
+    }
+    if (rc == ACC_OK) {
+        rc = ledger_keep_mark(self->ledger, self->mark, err);
+    }
+    return rc;
+}
+
+static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, broker_start_t *start,
+                                       acc_err_t *err)
 {
     acc_rc_t rc = acc_keys_read_curve_secret(curve_secret, self->config->curve_secret_key, err);
     if (rc != ACC_OK) {
@@ -168,29 +232,11 @@ static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, ac
     self->subject_key = sodium_malloc(32);
     acc_assert(self->subject_key != NULL);
     rc = acc_keys_read_box_secret(self->subject_key, self->config->subject_key, err);
-    if (rc != ACC_OK) {
-        return rc;
-    }
-    uint8_t *sign_secret = sodium_malloc(ACC_SIGN_SECRET_BYTES);
-    uint8_t *outbox_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
-    acc_assert(sign_secret != NULL && outbox_key != NULL);
-    /* The outbox must outlive restarts, so its key comes from a persistent secret. */
-    (void)crypto_generichash(outbox_key, ACC_LOGROW_KEY_BYTES, (const uint8_t *)"accord.outbox.v1",
-                             16, self->subject_key, 32);
-    rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
     if (rc == ACC_OK) {
-        const ledger_limits_t limits = {
-            .conninfo = self->config->database,
-            .connect_timeout_s = self->config->database_connect_timeout_s,
-            .statement_timeout_ms = self->config->database_statement_timeout_ms,
-            .query_timeout_ms = self->config->database_query_timeout_ms,
-        };
-        rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, err);
+        rc = s_open_ledger(self, start->check_only, err);
     }
-    sodium_free(outbox_key);
-    sodium_free(sign_secret);
     if (rc == ACC_OK) {
-        rc = ledger_start_epoch(self->ledger, self->policy, err);
+        rc = s_guard_and_start(self, start, err);
     }
     return rc;
 }
@@ -200,7 +246,7 @@ static void s_observe_row(void *ctx, const acc_logrow_t *row)
     metrics_stage_row(ctx, row);
 }
 
-acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
+acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_start_t *start,
                      const volatile sig_atomic_t *stop_requested,
                      volatile sig_atomic_t *reload_requested, acc_err_t *err)
 {
@@ -216,19 +262,19 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
     acc_rc_t rc = s_load_policy(self, err);
     if (rc == ACC_OK) {
         s_restart_all_deliveries(self);
-        rc = s_open_keys_and_ledger(self, curve_secret, err);
+        rc = s_open_keys_and_ledger(self, curve_secret, start, err);
     }
-    if (rc == ACC_OK) {
+    if (rc == ACC_OK && !start->check_only) {
         /* ZAP must be bound before a CURVE server binds, or handshakes skip it. */
         rc = zap_open(&self->zap, self->ctx, err);
     }
-    if (rc == ACC_OK) {
+    if (rc == ACC_OK && !start->check_only) {
         rc = s_open_router(self, curve_secret, err);
     }
-    if (rc == ACC_OK) {
+    if (rc == ACC_OK && !start->check_only) {
         rc = s_open_monitor(self, err);
     }
-    if (rc == ACC_OK && config->metrics[0] != '\0') {
+    if (rc == ACC_OK && !start->check_only && config->metrics[0] != '\0') {
         rc = metrics_open(&self->metrics, config->metrics, err);
         ledger_set_observer(self->ledger, s_observe_row, self->metrics);
     }
@@ -295,6 +341,7 @@ void broker_destroy(broker_t **self_p)
     }
     metrics_destroy(&self->metrics);
     ledger_destroy(&self->ledger);
+    hwm_destroy(&self->mark); /* after the ledger, which borrows it */
     acc_policy_destroy(&self->policy);
     sodium_free(self->subject_key);
     free(self);
@@ -1515,6 +1562,11 @@ static long s_poll_timeout_ms(const broker_t *self)
     return left > 0 ? (long)left : 0;
 }
 
+bool broker_is_behind(const broker_t *self)
+{
+    return self->ledger != NULL && ledger_is_behind(self->ledger);
+}
+
 acc_rc_t broker_run(broker_t *self, acc_err_t *err)
 {
     acc_log_notice("broker", "listening on %s", self->endpoint);
@@ -1538,6 +1590,10 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         s_read_batch(self);
         s_read_disconnections(self); /* again: no answer to a connection that ended */
         s_commit_and_answer(self, false);
+        if (ledger_is_behind(self->ledger)) {
+            return acc_err_set(err, ACC_ERR_DB,
+                               "stopped: the database went back in time under the broker");
+        }
         s_pump_outbox(self);
         s_redeliver_due(self);
         s_forget_silent_peers(self);

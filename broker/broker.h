@@ -11,6 +11,7 @@
 #include "accord/logrow.h"
 #include "accord/pb.h"
 #include "accord/policy.h"
+#include "hwm.h"
 #include "ledger.h"
 #include "metrics.h"
 #include "peers.h"
@@ -65,6 +66,7 @@ typedef struct {
     void *router;
     zap_t *zap;
     ledger_t *ledger;
+    hwm_t *mark; /* the high-water mark in state_directory; NULL under --check */
     acc_policy_t *policy;
     uint8_t *subject_key; /* sodium_malloc, 32 bytes */
     peers_t *peers;
@@ -98,14 +100,27 @@ typedef struct {
     int64_t acks_waiting_since_ms; /* a batch of acknowledgements alone waits from then */
 } broker_t;
 
-/* Opens sockets, the ledger and the agreement named in config. */
+/* How accordd was asked to start, and what stopped it. */
+typedef struct {
+    bool check_only;     /* --check: read and check everything, write nothing, bind nothing */
+    bool accept_restore; /* --accept-restore: continue after the database went back */
+    bool behind;         /* out: refused, the database is behind the high-water mark */
+} broker_start_t;
+
+/* Opens sockets, the ledger and the agreement named in config (under --check
+ * only the ledger, read-only, and the agreement). */
 ACC_NODISCARD acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config,
+                                   broker_start_t *start,
                                    const volatile sig_atomic_t *stop_requested,
                                    volatile sig_atomic_t *reload_requested, acc_err_t *err);
 void broker_destroy(broker_t **self_p);
 
-/* Runs until a stop is requested, then commits what is staged and returns. */
+/* Runs until a stop is requested, then commits what is staged and returns; or
+ * until the database is found gone back in time (broker_is_behind). */
 ACC_NODISCARD acc_rc_t broker_run(broker_t *self, acc_err_t *err);
+
+/* True when the broker stopped because the database went back in time. */
+bool broker_is_behind(const broker_t *self);
 
 /* Queues env (packed now) for rid. kind says when it may leave. */
 out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,

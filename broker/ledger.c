@@ -65,6 +65,10 @@ struct ledger_t {
     int64_t epoch_retry_at_ms; /* after a failed rotation, none before this */
     int64_t backoff_ms;
     char failed_sqlstate[6]; /* SQLSTATE of the last commit's failure; "" if none */
+    hwm_t *mark;             /* borrowed: the high-water mark kept outside the database */
+    bool mark_failing;       /* the last write of the mark failed (logged once) */
+    int64_t epoch_floor;     /* new epochs are numbered above this */
+    bool behind;             /* a reconnection found the database gone back: stop */
 };
 
 /* An epoch being started: nothing of it is used until it has committed. */
@@ -73,6 +77,8 @@ typedef struct {
     uint8_t nonce_prefix[NONCE_PREFIX_BYTES];
     int64_t epoch;
 } s_epoch_t;
+
+static acc_rc_t s_write_mark(ledger_t *self, bool sync);
 
 static int64_t s_now_ms(void)
 {
@@ -128,6 +134,38 @@ static acc_rc_t s_read_head(ledger_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
+static acc_rc_t s_migrate(ledger_t *self, acc_err_t *err)
+{
+    int applied = 0;
+    acc_rc_t rc = acc_migrate_apply(self->conn, &applied, err);
+    if (rc == ACC_OK && applied > 0) {
+        acc_log_notice("ledger", "applied %d schema migration(s); schema version %d", applied,
+                       acc_migrate_latest());
+    }
+    return rc;
+}
+
+/* Read-only (accordd --check): the session refuses every write, so nothing
+ * later in the check can change the database, and a schema that needs a
+ * migration is reported rather than migrated. */
+static acc_rc_t s_check_schema(ledger_t *self, acc_err_t *err)
+{
+    acc_rc_t rc =
+        s_exec(self, "SET default_transaction_read_only = on", "make the session read-only", err);
+    int current = 0;
+    if (rc == ACC_OK) {
+        rc = acc_migrate_current(self->conn, &current, err);
+    }
+    if (rc == ACC_OK && current < acc_migrate_latest()) {
+        rc = acc_err_set(err, ACC_ERR_DB,
+                         "the database is at schema version %d, older than this accordd's "
+                         "version %d: run `accord migrate` as the database owner (accordd "
+                         "applies it itself when it starts with a role that may)",
+                         current, acc_migrate_latest());
+    }
+    return rc;
+}
+
 /* The operator's conninfo comes last, so a connect_timeout it names wins over
  * ours: without one, libpq would wait for an unanswering server for as long as
  * TCP does, with the loop (and every agency) waiting behind it. */
@@ -152,14 +190,9 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
         return acc_err_set(err, ACC_ERR_DB, "could not connect to PostgreSQL: %s",
                            PQerrorMessage(self->conn));
     }
-    int applied = 0;
-    acc_rc_t rc = acc_migrate_apply(self->conn, &applied, err);
+    acc_rc_t rc = self->limits.read_only ? s_check_schema(self, err) : s_migrate(self, err);
     if (rc != ACC_OK) {
         return rc;
-    }
-    if (applied > 0) {
-        acc_log_notice("ledger", "applied %d schema migration(s); schema version %d", applied,
-                       acc_migrate_latest());
     }
     /* after the migrations, which may build an index over the whole log: from here
      * on no statement holds the loop longer than this */
@@ -252,14 +285,16 @@ static acc_rc_t s_insert_epoch(ledger_t *self, s_epoch_t *next, acc_err_t *err)
 {
     uint8_t sign_public[crypto_sign_PUBLICKEYBYTES];
     (void)crypto_sign_ed25519_sk_to_pk(sign_public, self->sign_secret);
-    const char *values[2] = { (const char *)sign_public, (const char *)next->nonce_prefix };
-    int lengths[2] = { (int)sizeof(sign_public), NONCE_PREFIX_BYTES };
-    int formats[2] = { 1, 1 };
+    char floor[32];
+    (void)snprintf(floor, sizeof(floor), "%lld", (long long)self->epoch_floor);
+    const char *values[3] = { (const char *)sign_public, (const char *)next->nonce_prefix, floor };
+    int lengths[3] = { (int)sizeof(sign_public), NONCE_PREFIX_BYTES, 0 };
+    int formats[3] = { 1, 1, 0 };
     PGresult *res = PQexecParams(self->conn,
                                  "INSERT INTO accord_epoch (epoch, broker_key, nonce_prefix) "
-                                 "SELECT coalesce(max(epoch), 0) + 1, $1, $2 FROM accord_epoch "
-                                 "RETURNING epoch",
-                                 2, NULL, values, lengths, formats, 0);
+                                 "SELECT greatest(coalesce(max(epoch), 0), $3::bigint) + 1, $1, $2 "
+                                 "FROM accord_epoch RETURNING epoch",
+                                 3, NULL, values, lengths, formats, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not start a key epoch: %s",
                                   PQerrorMessage(self->conn));
@@ -319,7 +354,31 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
     self->epoch_retry_at_ms = 0;
     acc_log_notice("ledger", "key epoch %lld started, sealed to %zu auditor(s)",
                    (long long)self->epoch, acc_policy_auditor_count(policy));
+    (void)s_write_mark(self, false);
     return ACC_OK;
+}
+
+/* The mark follows every commit; it is synced when the batch ended with a signed
+ * row (a checkpoint, the final one at shutdown, a restored row), so at most the
+ * rows since the last checkpoint depend on the page cache. A mark that cannot be
+ * written is an error for the operator, not a reason to stop sharing. */
+static acc_rc_t s_write_mark(ledger_t *self, bool sync)
+{
+    if (self->mark == NULL) {
+        return ACC_OK;
+    }
+    hwm_mark_t m = { .seq = self->head_seq, .epoch = self->epoch };
+    memcpy(m.hash, self->head_hash, sizeof(m.hash));
+    acc_err_t err;
+    acc_rc_t rc = hwm_write(self->mark, &m, sync, &err);
+    if (rc != ACC_OK && !self->mark_failing) {
+        acc_log_error("ledger", "%s: a restore of the database could then go unnoticed", err.msg);
+    } else if (rc == ACC_OK && self->mark_failing) {
+        acc_log_notice("ledger", "high-water mark written again: seq=%lld",
+                       (long long)self->head_seq);
+    }
+    self->mark_failing = rc != ACC_OK;
+    return rc;
 }
 
 static void s_encode_row(copybuf_t *b, const acc_logrow_t *row, const uint8_t *prev_hash,
@@ -541,9 +600,41 @@ static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
 
 /* After a lost connection the last COMMIT may or may not have landed: the head
  * is read back from the database rather than trusted from memory. */
+/* After a reconnection the database must still hold the row this broker
+ * committed last: one that went back in time (restored under a running broker)
+ * would otherwise get the same seqs handed out again. The broker stops instead. */
+static acc_rc_t s_check_not_behind(ledger_t *self, int64_t seq, const uint8_t *hash, acc_err_t *err)
+{
+    uint8_t found_hash[ACC_LOGROW_HASH_BYTES];
+    bool found = false;
+    acc_rc_t rc = seq == 0 ? ACC_OK : ledger_row_hash(self, seq, found_hash, &found, err);
+    if (rc != ACC_OK || seq == 0 ||
+        (found && sodium_memcmp(found_hash, hash, sizeof(found_hash)) == 0)) {
+        return rc;
+    }
+    self->behind = true;
+    PQfinish(self->conn);
+    self->conn = NULL;
+    acc_err_t found_behind;
+    (void)acc_err_set(&found_behind, ACC_ERR_DB,
+                      "the database went back in time while the broker ran: it no longer "
+                      "holds the row this broker committed last (seq %lld; its log now ends at "
+                      "seq %lld), so it was restored or lost data. The broker stops rather "
+                      "than hand those seqs out again: start it again to see what to do",
+                      (long long)seq, (long long)self->head_seq);
+    acc_log_error("ledger", "%s", found_behind.msg); /* whichever caller met it, said here */
+    return acc_err_set(err, ACC_ERR_DB, "%s", found_behind.msg);
+}
+
 static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
 {
+    if (self->behind) {
+        return acc_err_set(err, ACC_ERR_DB, "the database went back in time; stopping");
+    }
     int64_t now = s_now_ms();
+    int64_t last_seq = self->head_seq;
+    uint8_t last_hash[ACC_LOGROW_HASH_BYTES];
+    memcpy(last_hash, self->head_hash, sizeof(last_hash));
     if (now < self->retry_at_ms) {
         return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable; next retry in %lld ms",
                            (long long)(self->retry_at_ms - now));
@@ -556,9 +647,18 @@ static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
         return rc;
     }
     self->backoff_ms = BACKOFF_MIN_MS;
+    rc = s_check_not_behind(self, last_seq, last_hash, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
     acc_log_notice("ledger", "reconnected to PostgreSQL; log head seq=%lld",
                    (long long)self->head_seq);
     return ACC_OK;
+}
+
+bool ledger_is_behind(const ledger_t *self)
+{
+    return self->behind;
 }
 
 /* Lookups happen between commits: with nothing staged, a lost connection can be
@@ -612,6 +712,7 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     copybuf_reset(&self->outbox_rows);
     self->delivered_count = 0;
     copybuf_reset(&self->log_rows);
+    (void)s_write_mark(self, self->committed_unsigned == 0);
     return ACC_OK;
 }
 
@@ -1000,4 +1101,75 @@ PGresult *ledger_first_result(ledger_t *self, const char *from, const char *reco
         return NULL;
     }
     return res;
+}
+
+/* ---- the high-water mark and restores ---- */
+
+int64_t ledger_head(const ledger_t *self, uint8_t hash[ACC_LOGROW_HASH_BYTES])
+{
+    memcpy(hash, self->head_hash, ACC_LOGROW_HASH_BYTES);
+    return self->head_seq;
+}
+
+int64_t ledger_epoch(const ledger_t *self)
+{
+    return self->epoch;
+}
+
+acc_rc_t ledger_row_hash(ledger_t *self, int64_t seq, uint8_t hash[ACC_LOGROW_HASH_BYTES],
+                         bool *found, acc_err_t *err)
+{
+    *found = false;
+    char seq_text[32];
+    (void)snprintf(seq_text, sizeof(seq_text), "%lld", (long long)seq);
+    const char *values[1] = { seq_text };
+    PGresult *res = PQexecParams(self->conn, "SELECT entry_hash FROM accord_log WHERE seq = $1", 1,
+                                 NULL, values, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read log row %lld: %s",
+                                  (long long)seq, PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == ACC_LOGROW_HASH_BYTES) {
+        memcpy(hash, PQgetvalue(res, 0, 0), ACC_LOGROW_HASH_BYTES);
+        *found = true;
+    }
+    PQclear(res);
+    return ACC_OK;
+}
+
+void ledger_set_epoch_floor(ledger_t *self, int64_t floor)
+{
+    self->epoch_floor = floor;
+}
+
+int64_t ledger_stage_restored(ledger_t *self, const acc_logrow_cut_t *cut,
+                              const uint8_t *agreement_hash)
+{
+    acc_assert(self->staged == 0 && cut->lost_from == self->head_seq + 1 &&
+               cut->lost_to >= cut->lost_from);
+    char reason[ACC_LOGROW_CUT_TEXT_MAX];
+    acc_logrow_cut_format(reason, sizeof(reason), cut);
+    acc_logrow_t row = { 0 };
+    acc_uuid_random(row.share_id);
+    row.event = ACC_LOGROW_EVENT_RESTORED;
+    row.from_agency = LEDGER_BROKER_ID;
+    row.reason = reason;
+    row.agreement_hash = agreement_hash;
+    uint8_t message[ACC_LOGROW_RESTORED_BYTES];
+    acc_logrow_restored_message(message, cut->lost_to + 1, self->head_hash, cut);
+    uint8_t signature[ACC_LOGROW_SIG_BYTES];
+    (void)crypto_sign_detached(signature, NULL, message, sizeof(message), self->sign_secret);
+    row.signature = signature;
+    self->staged_seq = cut->lost_to; /* the seqs of the lost rows are never handed out again */
+    return ledger_stage(self, &row, NULL, 0);
+}
+
+acc_rc_t ledger_keep_mark(ledger_t *self, hwm_t *mark, acc_err_t *err)
+{
+    self->mark = mark;
+    hwm_mark_t m = { .seq = self->head_seq, .epoch = self->epoch };
+    memcpy(m.hash, self->head_hash, sizeof(m.hash));
+    return hwm_write(self->mark, &m, true, err);
 }

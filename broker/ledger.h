@@ -11,6 +11,7 @@
 #include "accord/logrow.h"
 #include "accord/policy.h"
 #include "accord/rc.h"
+#include "hwm.h"
 
 typedef struct ledger_t ledger_t;
 
@@ -20,11 +21,13 @@ typedef struct {
     int64_t connect_timeout_s;    /* libpq connect_timeout when conninfo names none */
     int64_t statement_timeout_ms; /* every statement on the connection */
     int64_t query_timeout_ms;     /* ledger_read and ledger_schema_version */
+    bool read_only; /* accordd --check: no migration, and the session refuses every write */
 } ledger_limits_t;
 
 /* Connects to PostgreSQL (bounded by limits->connect_timeout_s unless the conninfo
- * sets connect_timeout), applies pending migrations, then sets the statement
- * timeout and reads the chain head. sign_secret (64 bytes) and outbox_key (32
+ * sets connect_timeout), applies pending migrations (read_only: refuses a schema
+ * older than this build instead, and makes the session read-only), then sets the
+ * statement timeout and reads the chain head. sign_secret (64 bytes) and outbox_key (32
  * bytes) are copied into locked memory. */
 ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits,
                                    const uint8_t *sign_secret, const uint8_t *outbox_key,
@@ -170,6 +173,36 @@ size_t ledger_unsigned_rows(const ledger_t *self);
 /* True when the current epoch has carried max_rows rows or lasted max_seconds
  * (and no failed rotation is waiting out its pause). */
 bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds);
+
+/* The last committed row: its seq (0 for an empty log) and entry hash. */
+int64_t ledger_head(const ledger_t *self, uint8_t hash[ACC_LOGROW_HASH_BYTES]);
+
+/* The current key epoch (0 before the first). */
+int64_t ledger_epoch(const ledger_t *self);
+
+/* Reads the entry hash of the row at seq; *found is false when there is none. */
+ACC_NODISCARD acc_rc_t ledger_row_hash(ledger_t *self, int64_t seq,
+                                       uint8_t hash[ACC_LOGROW_HASH_BYTES], bool *found,
+                                       acc_err_t *err);
+
+/* Epochs started from now on are numbered above floor as well as above every
+ * epoch the database holds: after a restore, no epoch number is used twice. */
+void ledger_set_epoch_floor(ledger_t *self, int64_t floor);
+
+/* Stages a signed `restored` row declaring cut (rows cut->lost_from..lost_to
+ * lost) at seq cut->lost_to + 1, chained to the committed head, which must be
+ * cut->lost_from - 1, with nothing else staged. Returns its seq. */
+int64_t ledger_stage_restored(ledger_t *self, const acc_logrow_cut_t *cut,
+                              const uint8_t *agreement_hash);
+
+/* From now on, every commit replaces the high-water mark in mark (borrowed for
+ * the ledger's life) with the new head and epoch, synced when the commit ended
+ * with a signed row; the mark is written, synced, at once. */
+ACC_NODISCARD acc_rc_t ledger_keep_mark(ledger_t *self, hwm_t *mark, acc_err_t *err);
+
+/* True when a reconnection found the database no longer holding the last row
+ * this broker committed (restored under it): no more commits; the broker stops. */
+bool ledger_is_behind(const ledger_t *self);
 
 /* True when the database connection is usable right now. */
 bool ledger_is_up(const ledger_t *self);

@@ -15,6 +15,7 @@
 #define EXIT_CONFIG 3
 #define EXIT_START  4
 #define EXIT_RUN    5
+#define EXIT_BEHIND 6
 
 static volatile sig_atomic_t s_stop;
 static volatile sig_atomic_t s_reload;
@@ -31,22 +32,35 @@ static void s_on_signal(int sig)
 static void s_usage(FILE *out)
 {
     (void)fprintf(out,
-                  "usage: accordd --config FILE [--check]\n"
+                  "usage: accordd --config FILE [--check | --accept-restore]\n"
                   "\n"
                   "The accord broker: admits agencies named in the data-sharing agreement,\n"
                   "checks every record against it, logs every decision to PostgreSQL and\n"
                   "delivers each recipient only the fields it may see.\n"
                   "\n"
                   "  -c, --config FILE  broker configuration (YAML); see README.md\n"
-                  "      --check        load the configuration, keys and agreement, then exit\n"
+                  "      --check        check the configuration, keys, agreement, the database\n"
+                  "                     (reachable, schema current, not behind the high-water\n"
+                  "                     mark) and exit, writing nothing and binding no socket\n"
+                  "      --accept-restore\n"
+                  "                     the database went back in time (restored from a backup,\n"
+                  "                     or lost data): record the lost rows in a signed\n"
+                  "                     `restored` log row, continue after the highest seq\n"
+                  "                     ever used, and run; without a loss it just runs\n"
                   "  -h, --help         show this help\n"
                   "  -V, --version      show the version\n"
                   "\n"
                   "Prints \"ready endpoint=...\" on stdout when it accepts connections.\n"
                   "Signals: SIGHUP reloads the agreement; SIGTERM or SIGINT drains and stops.\n"
                   "\n"
+                  "The high-water mark (the last row committed) is kept in state_directory\n"
+                  "(default /var/lib/accord), outside the database, to notice a restore.\n"
+                  "\n"
                   "Exit status: 0 stopped cleanly, 2 usage, 3 configuration invalid,\n"
-                  "4 could not start (keys, database, socket), 5 failed while running.\n");
+                  "4 could not start (keys, database, socket), 5 failed while running,\n"
+                  "6 the database is behind the high-water mark (a restore, lost data), at\n"
+                  "start or found on reconnecting: it will not run until the operator\n"
+                  "chooses (see --accept-restore).\n");
 }
 
 static void s_install_signals(void)
@@ -61,14 +75,12 @@ static void s_install_signals(void)
     (void)signal(SIGPIPE, SIG_IGN);
 }
 
-static int s_parse_args(int argc, char **argv, const char **config, bool *check_only)
+static int s_parse_args(int argc, char **argv, const char **config, broker_start_t *start)
 {
     static const struct option options[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "check", no_argument, NULL, 'k' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
+        { "config", required_argument, NULL, 'c' },   { "check", no_argument, NULL, 'k' },
+        { "accept-restore", no_argument, NULL, 'R' }, { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },        { NULL, 0, NULL, 0 },
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "c:hV", options, NULL)) != -1) {
@@ -77,7 +89,10 @@ static int s_parse_args(int argc, char **argv, const char **config, bool *check_
             *config = optarg;
             break;
         case 'k':
-            *check_only = true;
+            start->check_only = true;
+            break;
+        case 'R':
+            start->accept_restore = true;
             break;
         case 'h':
             s_usage(stdout);
@@ -90,27 +105,28 @@ static int s_parse_args(int argc, char **argv, const char **config, bool *check_
             return EXIT_USAGE;
         }
     }
-    if (*config == NULL || optind != argc) {
+    if (*config == NULL || optind != argc || (start->check_only && start->accept_restore)) {
         s_usage(stderr);
         return EXIT_USAGE;
     }
     return -1;
 }
 
-static int s_serve(const acc_broker_config_t *config, bool check_only)
+static int s_serve(const acc_broker_config_t *config, broker_start_t *start)
 {
     acc_err_t err;
     broker_t *broker = NULL;
-    if (broker_open(&broker, config, &s_stop, &s_reload, &err) != ACC_OK) {
+    if (broker_open(&broker, config, start, &s_stop, &s_reload, &err) != ACC_OK) {
         acc_log_error("broker", "%s", err.msg);
-        return EXIT_START;
+        return start->behind ? EXIT_BEHIND : EXIT_START;
     }
     int status = EXIT_SUCCESS;
-    if (check_only) {
-        acc_log_notice("broker", "configuration, keys, database and agreement are in order");
+    if (start->check_only) {
+        acc_log_notice("broker", "configuration, keys, database and agreement are in order; "
+                                 "nothing was written");
     } else if (broker_run(broker, &err) != ACC_OK) {
         acc_log_error("broker", "%s", err.msg);
-        status = EXIT_RUN;
+        status = broker_is_behind(broker) ? EXIT_BEHIND : EXIT_RUN;
     }
     broker_destroy(&broker);
     return status;
@@ -119,8 +135,8 @@ static int s_serve(const acc_broker_config_t *config, bool check_only)
 int main(int argc, char **argv)
 {
     const char *config_path = NULL;
-    bool check_only = false;
-    int status = s_parse_args(argc, argv, &config_path, &check_only);
+    broker_start_t start = { 0 };
+    int status = s_parse_args(argc, argv, &config_path, &start);
     if (status >= 0) {
         return status;
     }
@@ -147,7 +163,7 @@ int main(int argc, char **argv)
     }
     acc_log_setup(level);
     s_install_signals();
-    status = s_serve(&config, check_only);
+    status = s_serve(&config, &start);
     acc_broker_config_clear(&config);
     return status;
 }

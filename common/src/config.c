@@ -1,10 +1,16 @@
 /* config.c - broker.yaml and agent.yaml, read through tables of typed entries */
 #include "accord/config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "accord/keys.h"
 
 #define KIB INT64_C(1024)
 #define MIB (KIB * KIB)
@@ -43,6 +49,8 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       offsetof(acc_broker_config_t, database_statement_timeout_ms), "10000", 100, 3600000 },
     { "database_query_timeout_ms", ACC_YT_INT, false,
       offsetof(acc_broker_config_t, database_query_timeout_ms), "2000", 100, 3600000 },
+    { "state_directory", ACC_YT_STRING, false, offsetof(acc_broker_config_t, state_directory),
+      "/var/lib/accord", 0, 0 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {
@@ -67,6 +75,8 @@ static const acc_yaml_entry_t s_agent_entries[] = {
       "268435456", 1, 64 * GIB },
     { "exec", ACC_YT_STRING, false, offsetof(acc_agent_config_t, exec), "", 0, 0 },
     { "seen_file", ACC_YT_STRING, false, offsetof(acc_agent_config_t, seen_file), "", 0, 0 },
+    { "exec_timeout_s", ACC_YT_INT, false, offsetof(acc_agent_config_t, exec_timeout_s), "60", 1,
+      86400 },
 };
 
 #define N_ENTRIES(t) (sizeof(t) / sizeof((t)[0]))
@@ -130,6 +140,7 @@ acc_rc_t acc_broker_config_load(acc_broker_config_t *out, const char *path, acc_
     s_resolve(&out->curve_secret_key, path);
     s_resolve(&out->signing_key, path);
     s_resolve(&out->subject_key, path);
+    s_resolve(&out->state_directory, path);
     return ACC_OK;
 }
 
@@ -147,7 +158,9 @@ acc_rc_t acc_agent_config_load(acc_agent_config_t *out, const char *path, acc_di
     if (rc != ACC_OK) {
         return rc;
     }
-    s_resolve(&out->curve_secret_key, path);
+    if (!acc_agent_config_key_on_stdin(out)) {
+        s_resolve(&out->curve_secret_key, path);
+    }
     s_resolve(&out->publish_spool, path);
     s_resolve(&out->subscribe_spool, path);
     s_resolve(&out->seen_file, path);
@@ -156,6 +169,48 @@ acc_rc_t acc_agent_config_load(acc_agent_config_t *out, const char *path, acc_di
 
 void acc_agent_config_clear(acc_agent_config_t *cfg)
 {
+    sodium_free(cfg->curve_secret);
     acc_yaml_free_map(s_agent_entries, N_ENTRIES(s_agent_entries), cfg);
     memset(cfg, 0, sizeof(*cfg));
+}
+
+bool acc_agent_config_key_on_stdin(const acc_agent_config_t *cfg)
+{
+    return cfg->curve_secret_key != NULL && strcmp(cfg->curve_secret_key, ACC_KEY_STDIN) == 0;
+}
+
+/* Nothing the agent starts later (an exec hook) may inherit the key's file. */
+static acc_rc_t s_close_stdin(acc_err_t *err)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || dup2(fd, STDIN_FILENO) < 0) {
+        int saved = errno;
+        if (fd >= 0) {
+            (void)close(fd);
+        }
+        return acc_err_set(err, ACC_ERR_IO, "could not replace standard input by /dev/null: %s",
+                           strerror(saved));
+    }
+    (void)close(fd);
+    return ACC_OK;
+}
+
+acc_rc_t acc_agent_config_read_key(acc_agent_config_t *cfg, acc_err_t *err)
+{
+    uint8_t *key = sodium_malloc(ACC_CURVE_KEY_BYTES);
+    acc_assert(key != NULL);
+    bool on_stdin = acc_agent_config_key_on_stdin(cfg);
+    acc_rc_t rc = on_stdin ? acc_keys_read_curve_secret_fd(key, STDIN_FILENO, err)
+                           : acc_keys_read_curve_secret(key, cfg->curve_secret_key, err);
+    if (on_stdin) {
+        acc_rc_t closed = s_close_stdin(rc == ACC_OK ? err : NULL);
+        rc = rc == ACC_OK ? closed : rc;
+    }
+    if (rc != ACC_OK || !on_stdin) {
+        sodium_free(key);
+        return rc;
+    }
+    sodium_free(cfg->curve_secret);
+    cfg->curve_secret = key;
+    return ACC_OK;
 }

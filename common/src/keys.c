@@ -11,8 +11,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define KEY_FILE_MAX 256 /* bytes read from any key file */
-#define NAME_MAX_LEN 64
+#define KEY_FILE_MAX  256 /* bytes read from any key file */
+#define NAME_MAX_LEN  64
+#define PATH_TEXT_MAX 1100 /* a path in a message, quoted */
+#define STDIN_WHAT    "the key on standard input"
 
 void acc_hex_encode(char *out, size_t out_len, const uint8_t *bytes, size_t len)
 {
@@ -53,34 +55,35 @@ void acc_keys_fingerprint(char out[17], const uint8_t key[32])
 
 /* ---- reading ---- */
 
-static acc_rc_t s_read_text(char *buf, size_t buf_len, const char *path, bool secret,
-                            acc_err_t *err)
+/* Checks and reads the open key fd; what names it in messages ("key file \"PATH\"",
+ * "the key on standard input"). */
+static acc_rc_t s_read_fd_text(char *buf, size_t buf_len, int fd, const char *what, bool secret,
+                               acc_err_t *err)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        return acc_err_set(err, ACC_ERR_IO, "could not open key file \"%s\": %s", path,
-                           strerror(errno));
-    }
     struct stat st;
-    acc_rc_t rc = ACC_OK;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = acc_err_set(err, ACC_ERR_INVALID, "key file \"%s\" is not a regular file", path);
-    } else if (secret && (st.st_mode & 077) != 0) {
-        rc = acc_err_set(err, ACC_ERR_PERMISSION,
-                         "refusing key file \"%s\": readable or writable by group or others "
-                         "(mode %04o); run chmod 600",
-                         path, (unsigned)(st.st_mode & 07777));
+        return acc_err_set(err, ACC_ERR_INVALID, "%s is not a regular file", what);
     }
-    ssize_t n = rc == ACC_OK ? read(fd, buf, buf_len - 1) : 0;
-    if (rc == ACC_OK && n < 0) {
-        rc = acc_err_set(err, ACC_ERR_IO, "could not read key file \"%s\": %s", path,
-                         strerror(errno));
+    if (secret && (st.st_mode & 077) != 0) {
+        return acc_err_set(err, ACC_ERR_PERMISSION,
+                           "refusing %s: readable or writable by group or others (mode %04o); run "
+                           "chmod 600",
+                           what, (unsigned)(st.st_mode & 07777));
     }
-    (void)close(fd);
-    if (rc != ACC_OK) {
-        return rc;
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, buf_len - 1 - len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return acc_err_set(err, ACC_ERR_IO, "could not read %s: %s", what, strerror(errno));
+        }
+        len += (size_t)n;
+        if (n == 0 || len == buf_len - 1) {
+            break;
+        }
     }
-    size_t len = (size_t)n;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ')) {
         len--;
     }
@@ -90,17 +93,46 @@ static acc_rc_t s_read_text(char *buf, size_t buf_len, const char *path, bool se
 
 typedef enum { KEY_Z85, KEY_HEX } s_encoding_t;
 
-static acc_rc_t s_read_key(uint8_t *out, size_t out_len, const char *path, bool secret,
-                           s_encoding_t encoding, acc_err_t *err)
+typedef struct {
+    size_t len;            /* bytes of key */
+    bool secret;           /* refused if group or others may read or write it */
+    s_encoding_t encoding; /* of the text */
+} s_kind_t;
+
+static const s_kind_t s_curve_secret = { ACC_CURVE_KEY_BYTES, true, KEY_Z85 };
+static const s_kind_t s_box_secret = { ACC_BOX_SECRET_BYTES, true, KEY_HEX };
+static const s_kind_t s_sign_secret = { ACC_SIGN_SECRET_BYTES, true, KEY_HEX };
+static const s_kind_t s_curve_public = { ACC_CURVE_KEY_BYTES, false, KEY_Z85 };
+static const s_kind_t s_hex_public = { 32, false, KEY_HEX };
+
+/* Reads the key from path, or from fd when path is NULL. */
+static acc_rc_t s_read_key(uint8_t *out, const s_kind_t *kind, const char *path, int fd,
+                           acc_err_t *err)
 {
+    size_t out_len = kind->len;
+    bool secret = kind->secret;
+    s_encoding_t encoding = kind->encoding;
+    char what[PATH_TEXT_MAX];
+    if (path != NULL) {
+        (void)snprintf(what, sizeof(what), "key file \"%s\"", path);
+    } else {
+        (void)snprintf(what, sizeof(what), "%s", STDIN_WHAT);
+    }
+    int own_fd = path != NULL ? open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : fd;
+    if (own_fd < 0) {
+        return acc_err_set(err, ACC_ERR_IO, "could not open %s: %s", what, strerror(errno));
+    }
     char buf[KEY_FILE_MAX];
     uint8_t key[ACC_SIGN_SECRET_BYTES];
-    acc_rc_t rc = s_read_text(buf, sizeof(buf), path, secret, err);
+    acc_rc_t rc = s_read_fd_text(buf, sizeof(buf), own_fd, what, secret, err);
+    if (path != NULL) {
+        (void)close(own_fd);
+    }
     if (rc == ACC_OK) {
         rc = encoding == KEY_Z85 ? acc_keys_decode_z85(key, buf, err)
                                  : acc_hex_decode(key, out_len, buf, err);
         if (rc != ACC_OK) {
-            rc = acc_err_set(err, ACC_ERR_INVALID, "key file \"%s\" is malformed: %s", path,
+            rc = acc_err_set(err, ACC_ERR_INVALID, "%s is malformed: %s", what,
                              err != NULL ? err->msg : "");
         }
     }
@@ -115,30 +147,35 @@ static acc_rc_t s_read_key(uint8_t *out, size_t out_len, const char *path, bool 
 acc_rc_t acc_keys_read_curve_secret(uint8_t out[ACC_CURVE_KEY_BYTES], const char *path,
                                     acc_err_t *err)
 {
-    return s_read_key(out, ACC_CURVE_KEY_BYTES, path, true, KEY_Z85, err);
+    return s_read_key(out, &s_curve_secret, path, -1, err);
+}
+
+acc_rc_t acc_keys_read_curve_secret_fd(uint8_t out[ACC_CURVE_KEY_BYTES], int fd, acc_err_t *err)
+{
+    return s_read_key(out, &s_curve_secret, NULL, fd, err);
 }
 
 acc_rc_t acc_keys_read_box_secret(uint8_t out[ACC_BOX_SECRET_BYTES], const char *path,
                                   acc_err_t *err)
 {
-    return s_read_key(out, ACC_BOX_SECRET_BYTES, path, true, KEY_HEX, err);
+    return s_read_key(out, &s_box_secret, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_sign_secret(uint8_t out[ACC_SIGN_SECRET_BYTES], const char *path,
                                    acc_err_t *err)
 {
-    return s_read_key(out, ACC_SIGN_SECRET_BYTES, path, true, KEY_HEX, err);
+    return s_read_key(out, &s_sign_secret, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_curve_public(uint8_t out[ACC_CURVE_KEY_BYTES], const char *path,
                                     acc_err_t *err)
 {
-    return s_read_key(out, ACC_CURVE_KEY_BYTES, path, false, KEY_Z85, err);
+    return s_read_key(out, &s_curve_public, path, -1, err);
 }
 
 acc_rc_t acc_keys_read_hex_public(uint8_t out[32], const char *path, acc_err_t *err)
 {
-    return s_read_key(out, 32, path, false, KEY_HEX, err);
+    return s_read_key(out, &s_hex_public, path, -1, err);
 }
 
 /* ---- generating ---- */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accord/keys.h"
+
 #define NULL_LEN 0xffffffffU
 
 /* A streaming sink: a BLAKE2b state or a bounded buffer. Bytes past the
@@ -109,6 +111,75 @@ void acc_logrow_checkpoint_message(uint8_t out[ACC_LOGROW_CHECKPOINT_BYTES], int
     s_put_i64(&sink, seq);
     s_put(&sink, prev, ACC_LOGROW_HASH_BYTES);
     acc_assert(sink.len == ACC_LOGROW_CHECKPOINT_BYTES);
+}
+
+/* NOLINTNEXTLINE(readability-non-const-parameter): out is written through the sink */
+void acc_logrow_restored_message(uint8_t out[ACC_LOGROW_RESTORED_BYTES], int64_t seq,
+                                 const uint8_t prev[ACC_LOGROW_HASH_BYTES],
+                                 const acc_logrow_cut_t *cut)
+{
+    s_sink_t sink = { .buf = out, .cap = ACC_LOGROW_RESTORED_BYTES };
+    s_put(&sink, "accord.restored.v1", 18);
+    s_put_i64(&sink, seq);
+    s_put(&sink, prev, ACC_LOGROW_HASH_BYTES);
+    s_put_i64(&sink, cut->lost_from);
+    s_put_i64(&sink, cut->lost_to);
+    s_put(&sink, cut->lost_hash, ACC_LOGROW_HASH_BYTES);
+    acc_assert(sink.len == ACC_LOGROW_RESTORED_BYTES);
+}
+
+#define CUT_PREFIX "lost seq "
+#define CUT_HASH   " (head hash "
+#define CUT_TAIL                                                                           \
+    "): the database was behind the broker's high-water mark (restored from a backup, or " \
+    "lost data) and the operator accepted it with accordd --accept-restore"
+
+void acc_logrow_cut_format(char *out, size_t out_len, const acc_logrow_cut_t *cut)
+{
+    char hex[2 * ACC_LOGROW_HASH_BYTES + 1];
+    acc_hex_encode(hex, sizeof(hex), cut->lost_hash, ACC_LOGROW_HASH_BYTES);
+    (void)snprintf(out, out_len, CUT_PREFIX "%lld-%lld" CUT_HASH "%s" CUT_TAIL,
+                   (long long)cut->lost_from, (long long)cut->lost_to, hex);
+}
+
+/* A decimal number > 0 at *p, which is moved past it; 0 if there is none. */
+static int64_t s_parse_seq(const char **p)
+{
+    int64_t v = 0;
+    const char *c = *p;
+    for (; *c >= '0' && *c <= '9' && v < INT64_MAX / 10 - 9; c++) {
+        v = v * 10 + (*c - '0');
+    }
+    *p = c;
+    return v;
+}
+
+acc_rc_t acc_logrow_cut_parse(acc_logrow_cut_t *out, const char *reason, acc_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p = reason != NULL ? reason : "";
+    bool ok = strncmp(p, CUT_PREFIX, strlen(CUT_PREFIX)) == 0;
+    p += ok ? strlen(CUT_PREFIX) : 0;
+    out->lost_from = ok ? s_parse_seq(&p) : 0;
+    ok = ok && out->lost_from > 0 && *p == '-';
+    p += ok ? 1 : 0;
+    out->lost_to = ok ? s_parse_seq(&p) : 0;
+    ok = ok && out->lost_to >= out->lost_from && strncmp(p, CUT_HASH, strlen(CUT_HASH)) == 0;
+    p += ok ? strlen(CUT_HASH) : 0;
+    const size_t hex_len = (size_t)2 * ACC_LOGROW_HASH_BYTES;
+    char hex[(size_t)2 * ACC_LOGROW_HASH_BYTES + 1] = "";
+    if (ok && strlen(p) > hex_len) {
+        memcpy(hex, p, hex_len);
+        p += hex_len;
+    }
+    ok = ok && strcmp(p, CUT_TAIL) == 0 &&
+         acc_hex_decode(out->lost_hash, ACC_LOGROW_HASH_BYTES, hex, err) == ACC_OK;
+    if (!ok) {
+        return acc_err_set(err, ACC_ERR_INVALID,
+                           "a restored row's reason is not in the form "
+                           "\"lost seq A-B (head hash HEX): ...\"");
+    }
+    return ACC_OK;
 }
 
 /* NOLINTNEXTLINE(readability-non-const-parameter): out is written through the sink */

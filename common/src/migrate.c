@@ -15,6 +15,10 @@ struct acc_migration {
 extern const struct acc_migration acc_migrations[];
 extern const size_t acc_migration_count;
 
+static const char s_schema_table_sql[] = "CREATE TABLE IF NOT EXISTS accord_schema ("
+                                         " version integer PRIMARY KEY,"
+                                         " applied_at timestamptz NOT NULL DEFAULT now())";
+
 /* An arbitrary constant shared by every accord program: "accord" in ASCII. */
 #define MIGRATE_LOCK_KEY "97990099111114100"
 
@@ -77,11 +81,7 @@ static acc_rc_t s_apply_one(PGconn *conn, const struct acc_migration *m, acc_err
 
 static acc_rc_t s_apply_locked(PGconn *conn, int *applied, acc_err_t *err)
 {
-    acc_rc_t rc = s_exec(conn,
-                         "CREATE TABLE IF NOT EXISTS accord_schema ("
-                         " version integer PRIMARY KEY,"
-                         " applied_at timestamptz NOT NULL DEFAULT now())",
-                         "create the schema version table", err);
+    acc_rc_t rc = s_exec(conn, s_schema_table_sql, "create the schema version table", err);
     int current = 0;
     if (rc == ACC_OK) {
         rc = acc_migrate_current(conn, &current, err);
@@ -95,6 +95,54 @@ static acc_rc_t s_apply_locked(PGconn *conn, int *applied, acc_err_t *err)
     return rc;
 }
 
+/* Migrations create and alter tables, roles and grants: only the role that owns
+ * the schema (the database's owner before there is one) or a superuser may apply
+ * them. Said up front, by name, rather than as whichever statement fails first. */
+static acc_rc_t s_check_owner(PGconn *conn, int current, acc_err_t *err)
+{
+    PGresult *res = PQexec(
+        conn, "SELECT current_user, coalesce((SELECT tableowner FROM pg_tables WHERE tablename = "
+              "'accord_schema' AND schemaname = current_schema()), (SELECT "
+              "pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database())), "
+              "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read who owns the schema: %s",
+                                  PQresultErrorMessage(res));
+        PQclear(res);
+        return rc;
+    }
+    const char *user = PQgetvalue(res, 0, 0);
+    const char *owner = PQgetvalue(res, 0, 1);
+    bool superuser = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+    acc_rc_t rc = ACC_OK;
+    if (!superuser && strcmp(user, owner) != 0) {
+        rc = acc_err_set(err, ACC_ERR_PERMISSION,
+                         "the database is at schema version %d and needs migrations to version "
+                         "%d, which only the role that owns it may apply: connect as \"%s\" "
+                         "(or a superuser), not \"%s\" (e.g. sudo -u %s accord migrate --db "
+                         "\"dbname=%s\")",
+                         current, acc_migrate_latest(), owner, user, owner, PQdb(conn));
+    }
+    PQclear(res);
+    return rc;
+}
+
+void acc_migrate_write_sql(FILE *out)
+{
+    (void)fprintf(out,
+                  "-- accord schema migrations 1 to %d, embedded in this build: exactly what "
+                  "`accord migrate`\n-- applies to an empty database, each in its own "
+                  "transaction, as the role that owns it.\n\n%s;\n",
+                  acc_migrate_latest(), s_schema_table_sql);
+    for (size_t i = 0; i < acc_migration_count; i++) {
+        const struct acc_migration *m = &acc_migrations[i];
+        (void)fprintf(out,
+                      "\n-- ---- %s ----\nBEGIN;\n%s\nINSERT INTO accord_schema (version) "
+                      "VALUES (%d);\nCOMMIT;\n",
+                      m->name, m->sql, m->version);
+    }
+}
+
 acc_rc_t acc_migrate_apply(PGconn *conn, int *applied, acc_err_t *err)
 {
     *applied = 0;
@@ -105,7 +153,10 @@ acc_rc_t acc_migrate_apply(PGconn *conn, int *applied, acc_err_t *err)
     if (rc != ACC_OK || current >= acc_migrate_latest()) {
         return rc;
     }
-    rc = s_exec(conn, "SET client_min_messages = warning", "set message level", err);
+    rc = s_check_owner(conn, current, err);
+    if (rc == ACC_OK) {
+        rc = s_exec(conn, "SET client_min_messages = warning", "set message level", err);
+    }
     if (rc == ACC_OK) {
         rc = s_exec(conn, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
                     "take the migration lock", err);

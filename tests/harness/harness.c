@@ -383,8 +383,11 @@ void th_broker_config(th_world_t *w)
     fprintf(f,
             "listen: %s\ndatabase: \"%s\"\nagreement: agreement.yaml\n"
             "curve_secret_key: broker.curve.secret\nsigning_key: broker.sign.secret\n"
-            "subject_key: broker.subject.secret\nlog_level: info\n%s",
-            w->listen[0] != '\0' ? w->listen : "tcp://127.0.0.1:*", w->conninfo, w->broker_extra);
+            "subject_key: broker.subject.secret\nlog_level: info\n"
+            /* one high-water mark per database: a private cluster is another log */
+            "state_directory: %s\n%s",
+            w->listen[0] != '\0' ? w->listen : "tcp://127.0.0.1:*", w->conninfo,
+            w->private_pg ? "state-private" : "state", w->broker_extra);
     fclose(f);
 }
 
@@ -832,4 +835,105 @@ size_t th_assert_broker_log_names_no_child(th_world_t *world, const char *const 
     free(log);
     cr_assert_gt(lines, 0, "the broker's log is empty");
     return lines;
+}
+
+/* ---- branch restore: accordd with one more argument, and its exit alone ---- */
+
+void th_broker_start_arg(th_world_t *w, const char *arg)
+{
+    th_broker_config(w);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
+    char opt[] = "--config";
+    char *extra = strdup(arg);
+    char *argv[] = { exe, opt, path, extra, NULL };
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", w->dir);
+    w->broker = th_proc_start_logged(argv, log);
+    free(extra);
+    if (th_proc_wait_lines(w->broker, 1, 30000) < 1) {
+        char cmd[700];
+        snprintf(cmd, sizeof(cmd), "tail -n 40 '%s' >&2", log);
+        (void)system(cmd);
+        cr_assert_fail("accordd %s printed no ready line", arg);
+    }
+    char *line = th_proc_line(w->broker, 0);
+    cr_assert(line != NULL && strncmp(line, "ready endpoint=", 15) == 0, "unexpected: %s", line);
+    snprintf(w->endpoint, sizeof(w->endpoint), "%s", line + 15);
+    free(line);
+}
+
+int th_broker_run_once(th_world_t *w, const char *arg)
+{
+    th_broker_config(w);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
+    char opt[] = "--config";
+    char *extra = arg != NULL ? strdup(arg) : NULL;
+    char *argv[] = { exe, opt, path, extra, NULL };
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", w->dir);
+    th_proc_t *p = th_proc_start_logged(argv, log);
+    free(extra);
+    return th_proc_wait(&p, 30000);
+}
+
+/* ---- branch subexec: agents started the way their systemd unit starts them ---- */
+
+th_proc_t *th_agent_start_keyed(th_world_t *w, const char *config, const char *command,
+                                const char *key_path, const char *user, const char *const extra[])
+{
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s/accord-agent", w->bin_dir);
+    char log[600];
+    snprintf(log, sizeof(log), "%s.%s.log", config, command);
+    char *argv[24];
+    size_t n = 0;
+    if (user != NULL) {
+        argv[n++] = strdup("setpriv");
+        argv[n++] = acc_xasprintf("--reuid=%s", user);
+        argv[n++] = acc_xasprintf("--regid=%s", user);
+        argv[n++] = strdup("--clear-groups");
+        argv[n++] = strdup("--");
+    }
+    argv[n++] = strdup(exe);
+    argv[n++] = strdup(command);
+    argv[n++] = strdup("--config");
+    argv[n++] = strdup(config);
+    for (size_t i = 0; extra[i] != NULL && n < 23; i++) {
+        argv[n++] = strdup(extra[i]);
+    }
+    argv[n] = NULL;
+    int key_fd =
+        open(key_path, O_RDONLY | O_CLOEXEC); /* as systemd does, before the user changes */
+    cr_assert(key_fd >= 0, "could not open %s: %s", key_path, strerror(errno));
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        dup2(key_fd, 0);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        close(fd);
+        int out = open("/dev/null", O_WRONLY);
+        dup2(out, 1);
+        close(out);
+        execvp(argv[0], argv);
+        fprintf(stderr, "could not run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(key_fd);
+    for (size_t i = 0; i < n; i++) {
+        free(argv[i]);
+    }
+    th_proc_t *proc = calloc(1, sizeof(*proc));
+    proc->pid = pid;
+    int pipe_fds[2];
+    cr_assert_eq(pipe(pipe_fds), 0); /* a stdout that stays empty, for th_proc_wait */
+    proc->out_fd = pipe_fds[0];
+    proc->in_fd = pipe_fds[1]; /* closed with the rest by th_proc_wait */
+    return proc;
 }

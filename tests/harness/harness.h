@@ -185,4 +185,20 @@ size_t th_assert_names_no_child(const char *text, const char *where, const char 
 /* The same for the broker's stderr, DIR/accordd.log. */
 size_t th_assert_broker_log_names_no_child(th_world_t *world, const char *const words[]);
 
+/* ---- branch restore ---- */
+/* th_broker_start with one more argument to accordd (e.g. "--accept-restore"). */
+void th_broker_start_arg(th_world_t *world, const char *arg);
+/* Runs accordd with the world's config and arg (NULL: none) to its end, stderr
+ * appended to DIR/accordd.log, and returns its exit status (SIGKILL after 30 s). */
+int th_broker_run_once(th_world_t *world, const char *arg);
+
+/* ---- branch subexec ---- */
+
+/* Starts accord-agent COMMAND --config CONFIG EXTRA... with the file at key_path
+ * opened (by us, as root) as its standard input, the way systemd's
+ * StandardInput=file: does, and stdout to /dev/null; as user (a name or uid for
+ * setpriv) when not NULL. Its stderr is appended to CONFIG.COMMAND.log. */
+th_proc_t *th_agent_start_keyed(th_world_t *world, const char *config, const char *command,
+                                const char *key_path, const char *user, const char *const extra[]);
+
 #endif

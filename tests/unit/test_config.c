@@ -139,3 +139,27 @@ Test(config, reads_files_of_any_size_up_to_the_limit_and_refuses_larger)
     cr_assert(strstr(err.msg, "larger than") != NULL, "%s", err.msg);
     cr_assert_null(doc);
 }
+
+/* ---- branch subexec ---- */
+
+Test(config, agent_key_on_stdin_is_not_a_path_and_exec_timeout_is_bounded)
+{
+    const char *path = s_write("agent.yaml", "broker: tcp://127.0.0.1:7400\n"
+                                             "broker_key: \"k\"\nagency: a\n"
+                                             "curve_secret_key: stdin\n");
+    acc_agent_config_t cfg;
+    acc_err_t err;
+    cr_assert_eq(acc_agent_config_load(&cfg, path, NULL, &err), ACC_OK, "%s", err.msg);
+    cr_assert_str_eq(cfg.curve_secret_key, "stdin", "not resolved against the file's directory");
+    cr_assert(acc_agent_config_key_on_stdin(&cfg));
+    cr_assert_eq(cfg.exec_timeout_s, 60);
+    cr_assert_null(cfg.curve_secret);
+    acc_agent_config_clear(&cfg);
+
+    path = s_write("agent.yaml", "broker: tcp://127.0.0.1:7400\n"
+                                 "broker_key: \"k\"\nagency: a\n"
+                                 "curve_secret_key: a.curve.secret\nexec_timeout_s: 0\n");
+    cr_assert_neq(acc_agent_config_load(&cfg, path, NULL, &err), ACC_OK);
+    cr_assert(strstr(err.msg, "agent.yaml:5:") != NULL, "%s", err.msg);
+    cr_assert(strstr(err.msg, "exec_timeout_s") != NULL, "%s", err.msg);
+}

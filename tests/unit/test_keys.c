@@ -1,5 +1,6 @@
 /* test_keys.c - key pairs on disk: created 0600, refused when others can read them */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,4 +111,34 @@ Test(keys, refuses_symlinks_bad_names_and_malformed_content)
     cr_assert_eq(chmod(s_path("bad.box.secret"), 0600), 0);
     cr_assert_eq(acc_keys_read_box_secret(key, s_path("bad.box.secret"), &err), ACC_ERR_INVALID);
     cr_assert(strstr(err.msg, "not hex") == NULL, "key content leaked: %s", err.msg);
+}
+
+/* ---- branch subexec ---- */
+
+Test(keys, reads_a_curve_secret_from_a_private_descriptor_and_refuses_any_other)
+{
+    acc_err_t err;
+    cr_assert_eq(acc_keys_generate(s_dir, "agent", &err), ACC_OK, "%s", err.msg);
+    const char *path = s_path("agent.curve.secret");
+    uint8_t from_path[ACC_CURVE_KEY_BYTES];
+    uint8_t from_fd[ACC_CURVE_KEY_BYTES];
+    cr_assert_eq(acc_keys_read_curve_secret(from_path, path, &err), ACC_OK, "%s", err.msg);
+    int fd = open(path, O_RDONLY);
+    cr_assert_eq(acc_keys_read_curve_secret_fd(from_fd, fd, &err), ACC_OK, "%s", err.msg);
+    close(fd);
+    cr_assert_eq(memcmp(from_path, from_fd, sizeof(from_fd)), 0);
+
+    cr_assert_eq(chmod(path, 0640), 0);
+    fd = open(path, O_RDONLY);
+    cr_assert_eq(acc_keys_read_curve_secret_fd(from_fd, fd, &err), ACC_ERR_PERMISSION);
+    close(fd);
+    cr_assert_str_eq(err.msg, "refusing the key on standard input: readable or writable by "
+                              "group or others (mode 0640); run chmod 600");
+
+    int pipe_fds[2];
+    cr_assert_eq(pipe(pipe_fds), 0);
+    cr_assert_eq(acc_keys_read_curve_secret_fd(from_fd, pipe_fds[0], &err), ACC_ERR_INVALID);
+    cr_assert_str_eq(err.msg, "the key on standard input is not a regular file");
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
 }

@@ -25,6 +25,12 @@ ACC_NODISCARD acc_rc_t acc_keys_generate(const char *dir, const char *name, acc_
  * copies are wiped. */
 ACC_NODISCARD acc_rc_t acc_keys_read_curve_secret(uint8_t out[ACC_CURVE_KEY_BYTES],
                                                   const char *path, acc_err_t *err);
+/* The same for a CURVE secret on an open descriptor (the agent's standard input,
+ * opened by systemd as root): fstat must show a regular file with no group or
+ * other permission bits. Messages call it "the key on standard input"; fd is
+ * left open. */
+ACC_NODISCARD acc_rc_t acc_keys_read_curve_secret_fd(uint8_t out[ACC_CURVE_KEY_BYTES], int fd,
+                                                     acc_err_t *err);
 ACC_NODISCARD acc_rc_t acc_keys_read_box_secret(uint8_t out[ACC_BOX_SECRET_BYTES], const char *path,
                                                 acc_err_t *err);
 ACC_NODISCARD acc_rc_t acc_keys_read_sign_secret(uint8_t out[ACC_SIGN_SECRET_BYTES],

@@ -52,6 +52,29 @@ typedef struct {
 void acc_logrow_checkpoint_message(uint8_t out[ACC_LOGROW_CHECKPOINT_BYTES], int64_t seq,
                                    const uint8_t prev[ACC_LOGROW_HASH_BYTES]);
 
+/* What a `restored` row declares: the rows lost_from..lost_to (inclusive) were
+ * written once and are gone (the database was restored from a backup or lost
+ * data), and the last of them had entry hash lost_hash. The broker writes it as
+ * the row's reason, in a fixed form, and signs it with the row's seq and prev hash. */
+#define ACC_LOGROW_EVENT_RESTORED "restored"
+typedef struct {
+    int64_t lost_from;
+    int64_t lost_to;
+    uint8_t lost_hash[ACC_LOGROW_HASH_BYTES];
+} acc_logrow_cut_t;
+
+#define ACC_LOGROW_RESTORED_BYTES (18 + 8 + ACC_LOGROW_HASH_BYTES + 8 + 8 + ACC_LOGROW_HASH_BYTES)
+void acc_logrow_restored_message(uint8_t out[ACC_LOGROW_RESTORED_BYTES], int64_t seq,
+                                 const uint8_t prev[ACC_LOGROW_HASH_BYTES],
+                                 const acc_logrow_cut_t *cut);
+
+/* The reason text of a restored row (out: at least ACC_LOGROW_CUT_TEXT_MAX bytes). */
+#define ACC_LOGROW_CUT_TEXT_MAX 256
+void acc_logrow_cut_format(char *out, size_t out_len, const acc_logrow_cut_t *cut);
+/* Parses that text back; ACC_ERR_INVALID if it is not in the broker's form. */
+ACC_NODISCARD acc_rc_t acc_logrow_cut_parse(acc_logrow_cut_t *out, const char *reason,
+                                            acc_err_t *err);
+
 /* entry = BLAKE2b-256(prev || canonical(row)). The canonical form is every
  * column in table order, each length-prefixed (big-endian u32; NULL is 0xffffffff),
  * integers as big-endian 64-bit, so no two different rows encode alike. */
