@@ -264,17 +264,19 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_s
         s_restart_all_deliveries(self);
         rc = s_open_keys_and_ledger(self, curve_secret, start, err);
     }
-    if (rc == ACC_OK && !start->check_only) {
+    /* --check and --accept-restore serve nothing: they bind no socket. */
+    bool serve = !start->check_only && !start->accept_restore;
+    if (rc == ACC_OK && serve) {
         /* ZAP must be bound before a CURVE server binds, or handshakes skip it. */
         rc = zap_open(&self->zap, self->ctx, err);
     }
-    if (rc == ACC_OK && !start->check_only) {
+    if (rc == ACC_OK && serve) {
         rc = s_open_router(self, curve_secret, err);
     }
-    if (rc == ACC_OK && !start->check_only) {
+    if (rc == ACC_OK && serve) {
         rc = s_open_monitor(self, err);
     }
-    if (rc == ACC_OK && !start->check_only && config->metrics[0] != '\0') {
+    if (rc == ACC_OK && serve && config->metrics[0] != '\0') {
         rc = metrics_open(&self->metrics, config->metrics, err);
         ledger_set_observer(self->ledger, s_observe_row, self->metrics);
     }

@@ -45,8 +45,10 @@ static void s_usage(FILE *out)
                   "      --accept-restore\n"
                   "                     the database went back in time (restored from a backup,\n"
                   "                     or lost data): record the lost rows in a signed\n"
-                  "                     `restored` log row, continue after the highest seq\n"
-                  "                     ever used, and run; without a loss it just runs\n"
+                  "                     `restored` log row so that the broker continues\n"
+                  "                     after the highest seq ever used, then exit 0 without\n"
+                  "                     serving (start it normally next); without a loss it\n"
+                  "                     writes nothing but a key epoch and exits 0\n"
                   "  -h, --help         show this help\n"
                   "  -V, --version      show the version\n"
                   "\n"
@@ -124,6 +126,10 @@ static int s_serve(const acc_broker_config_t *config, broker_start_t *start)
     if (start->check_only) {
         acc_log_notice("broker", "configuration, keys, database and agreement are in order; "
                                  "nothing was written");
+    } else if (start->accept_restore) {
+        acc_log_notice("broker", "--accept-restore: the log is in order for this broker to run "
+                                 "(any loss is recorded in a signed restored row); start it "
+                                 "normally now");
     } else if (broker_run(broker, &err) != ACC_OK) {
         acc_log_error("broker", "%s", err.msg);
         status = broker_is_behind(broker) ? EXIT_BEHIND : EXIT_RUN;

@@ -839,32 +839,6 @@ size_t th_assert_broker_log_names_no_child(th_world_t *world, const char *const 
 
 /* ---- branch restore: accordd with one more argument, and its exit alone ---- */
 
-void th_broker_start_arg(th_world_t *w, const char *arg)
-{
-    th_broker_config(w);
-    char path[512];
-    snprintf(path, sizeof(path), "%s/broker.yaml", w->dir);
-    char exe[600];
-    snprintf(exe, sizeof(exe), "%s/accordd", w->bin_dir);
-    char opt[] = "--config";
-    char *extra = strdup(arg);
-    char *argv[] = { exe, opt, path, extra, NULL };
-    char log[600];
-    snprintf(log, sizeof(log), "%s/accordd.log", w->dir);
-    w->broker = th_proc_start_logged(argv, log);
-    free(extra);
-    if (th_proc_wait_lines(w->broker, 1, 30000) < 1) {
-        char cmd[700];
-        snprintf(cmd, sizeof(cmd), "tail -n 40 '%s' >&2", log);
-        (void)system(cmd);
-        cr_assert_fail("accordd %s printed no ready line", arg);
-    }
-    char *line = th_proc_line(w->broker, 0);
-    cr_assert(line != NULL && strncmp(line, "ready endpoint=", 15) == 0, "unexpected: %s", line);
-    snprintf(w->endpoint, sizeof(w->endpoint), "%s", line + 15);
-    free(line);
-}
-
 int th_broker_run_once(th_world_t *w, const char *arg)
 {
     th_broker_config(w);

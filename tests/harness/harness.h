@@ -186,8 +186,6 @@ size_t th_assert_names_no_child(const char *text, const char *where, const char 
 size_t th_assert_broker_log_names_no_child(th_world_t *world, const char *const words[]);
 
 /* ---- branch restore ---- */
-/* th_broker_start with one more argument to accordd (e.g. "--accept-restore"). */
-void th_broker_start_arg(th_world_t *world, const char *arg);
 /* Runs accordd with the world's config and arg (NULL: none) to its end, stderr
  * appended to DIR/accordd.log, and returns its exit status (SIGKILL after 30 s). */
 int th_broker_run_once(th_world_t *world, const char *arg);
