@@ -1097,6 +1097,8 @@ static bool s_frame_key(zmq_msg_t *body, uint8_t key[PEERS_KEY_BYTES])
 
 /* One key may hold only so many connections: the answer goes to the surplus
  * one, which gets no entry. */
+/* UNAVAILABLE, not NOT_PERMITTED: the key is admitted, only not this many times at
+ * once, and an agent stops for good (exit 77) on NOT_PERMITTED. */
 static void s_refuse_connection(broker_t *self, const peers_frame_t *frame)
 {
     peer_t *surplus = acc_xcalloc(1, sizeof(*surplus));
@@ -1110,7 +1112,7 @@ static void s_refuse_connection(broker_t *self, const peers_frame_t *frame)
     char message[96];
     (void)snprintf(message, sizeof(message), "too many connections for this key (limit %d)",
                    PEERS_PER_KEY_MAX);
-    broker_reply_error(self, surplus, 0, ACCORD__V1__ERROR_CODE__NOT_PERMITTED, message);
+    broker_reply_error(self, surplus, 0, ACCORD__V1__ERROR_CODE__UNAVAILABLE, message);
     free(surplus);
 }
 
