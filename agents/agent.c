@@ -267,7 +267,8 @@ static void s_usage(FILE *out)
         "      force); the agent stops instead of retrying. A broker that is down or\n"
         "      unreachable is waited for, never a reason to stop\n"
         "  78  configuration or key unusable (also: the broker says agency is not the\n"
-        "      key's own)\n",
+        "      key's own; a subscriber with no spool whose standard output is the\n"
+        "      systemd journal, where it would print children's records)\n",
         out);
 }
 

@@ -454,6 +454,21 @@ static int s_subscribe_loop(subscriber_t *sub, long count)
     return status;
 }
 
+/* True when standard output is the systemd journal: systemd names the stream it
+ * connects in $JOURNAL_STREAM as "device:inode". */
+static bool s_stdout_is_journal(void)
+{
+    const char *stream = getenv("JOURNAL_STREAM");
+    struct stat st;
+    if (stream == NULL || fstat(STDOUT_FILENO, &st) != 0) {
+        return false;
+    }
+    char mine[64];
+    (void)snprintf(mine, sizeof(mine), "%llu:%llu", (unsigned long long)st.st_dev,
+                   (unsigned long long)st.st_ino);
+    return strcmp(stream, mine) == 0;
+}
+
 int subscribe_run(const acc_agent_config_t *config, const agent_args_t *args)
 {
     subscriber_t sub = { 0 };
@@ -466,6 +481,12 @@ int subscribe_run(const acc_agent_config_t *config, const agent_args_t *args)
     if (sub.exec != NULL && spool[0] == '\0') {
         acc_log_error("subscribe", "--exec needs --spool: the command is given a file");
         return EXIT_USAGE;
+    }
+    if (spool[0] == '\0' && s_stdout_is_journal()) {
+        acc_log_error("subscribe",
+                      "no spool: this agent would print the records it receives into the "
+                      "journal (standard output is the journal); set subscribe_spool");
+        return EXIT_CONFIG;
     }
     int status = s_open_spool(&sub, spool[0] != '\0' ? spool : NULL, seen[0] != '\0' ? seen : NULL);
     if (status == EXIT_SUCCESS) {

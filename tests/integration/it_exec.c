@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -388,4 +389,44 @@ Test(exec, a_publisher_with_its_key_on_stdin_needs_its_records_from_elsewhere)
     free(log_path);
     free(key);
     free(config);
+}
+
+/* Under systemd with no spool, standard output is the journal ($JOURNAL_STREAM names
+ * it): records printed there would sit in the system log, so the agent refuses. */
+Test(exec, a_subscriber_whose_output_is_the_journal_needs_a_spool)
+{
+    const char *config = th_agent_config(world, CC, NULL);
+    char *out = s_path("journal.out");
+    char *err = s_path("journal.err");
+    s_publish("hv-journal-1");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        FILE *o = freopen(out, "w", stdout);
+        FILE *e = freopen(err, "w", stderr);
+        struct stat st;
+        if (o == NULL || e == NULL || fstat(STDOUT_FILENO, &st) != 0) {
+            _exit(120);
+        }
+        char stream[64];
+        snprintf(stream, sizeof(stream), "%llu:%llu", (unsigned long long)st.st_dev,
+                 (unsigned long long)st.st_ino);
+        setenv("JOURNAL_STREAM", stream, 1);
+        char *exe = acc_xasprintf("%s/accord-agent", world->bin_dir);
+        execl(exe, exe, "subscribe", "--config", config, (char *)NULL);
+        _exit(121);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status));
+    cr_assert_eq(WEXITSTATUS(status), 78);
+    char *log = th_slurp(err);
+    cr_assert(strstr(log, "would print the records it receives into the journal") != NULL, "%s",
+              log);
+    char *printed = th_slurp(out);
+    cr_assert(strstr(printed, "hv-journal-1") == NULL, "a record reached the journal");
+    free(printed);
+    free(log);
+    free(err);
+    free(out);
 }
