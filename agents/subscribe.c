@@ -257,7 +257,7 @@ static int s_place_file(subscriber_t *sub, const Accord__V1__Deliver *d, const u
     if (rc != ACC_OK) {
         acc_log_error("subscribe", "%s", err.msg);
     }
-    free(line);
+    acc_pb_free_wiped(line); /* a child's record */
     free(tmp);
     return rc == ACC_OK ? 0 : -1;
 }

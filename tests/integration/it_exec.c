@@ -371,3 +371,21 @@ Test(exec, a_record_delivered_again_under_a_new_share_id_reaches_the_spool_once)
     free(log_path);
     free(spool);
 }
+
+Test(exec, a_publisher_with_its_key_on_stdin_needs_its_records_from_elsewhere)
+{
+    char *config = s_stdin_config();
+    char *key = s_key_path();
+    const char *extra[] = { NULL };
+    th_proc_t *agent = th_agent_start_keyed(world, config, "publish", key, NULL, extra);
+    cr_assert_eq(th_proc_wait(&agent, 20000), 64);
+    char *log_path = acc_xasprintf("%s.publish.log", config);
+    char *log = th_slurp(log_path);
+    cr_assert(strstr(log, "curve_secret_key: stdin takes standard input for the key; give records "
+                          "with --input FILE or --spool DIR") != NULL,
+              "%s", log);
+    free(log);
+    free(log_path);
+    free(key);
+    free(config);
+}
