@@ -180,40 +180,43 @@ acc_rc_t agent_write_durably(const char *path, const char *bytes, size_t len, ac
     return rc;
 }
 
-static void s_usage(FILE *out)
+static void s_usage_publish(FILE *out)
 {
     (void)fprintf(
-        out,
-        "usage: accord-agent publish --config FILE [--input FILE|- | --spool DIR [--once]]\n"
-        "       accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
-        "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
-        "\n"
-        "publish    sends child records, one JSON object a line (NDJSON; see README.md), to\n"
-        "           the broker and gives each exactly one result: accepted (with recipients\n"
-        "           and share ids) or refused (with code and reason).\n"
-        "           From stdin or --input FILE: results are printed on stdout. With no\n"
-        "           spool and no --input, a stdin that is /dev/null, closed or the key\n"
-        "           (curve_secret_key: stdin) is refused: exit 78 (nothing to read).\n"
-        "           With --spool DIR (or publish_spool in the config): watches DIR/incoming\n"
-        "           for files (write them under a name starting with '.' or ending in .tmp,\n"
-        "           then rename), sends each, and when every record has its result moves\n"
-        "           it to DIR/done, with its results in DIR/done/NAME.results and refused\n"
-        "           lines in DIR/rejected/NAME (a record as the agent re-encodes it; a line\n"
-        "           that does not parse only as its length and SHA-256). Only regular\n"
-        "           files with one link, of at most max_spool_file_bytes (default\n"
-        "           256 MiB), owned by the agent's user or by its group (and then not\n"
-        "           writable by others) are read; anything else (a link, a FIFO,\n"
-        "           another user's file, a file too large, a name over 200\n"
-        "           bytes) is moved unread to DIR/rejected/NAME.unread and the reason\n"
-        "           logged. A file interrupted by a crash is sent again in full after a\n"
-        "           restart; the broker answers records it already accepted with their\n"
-        "           first result, so nothing is shared twice. --once stops when incoming/\n"
-        "           is empty.\n"
-        "           Each record is settled only by the answer to its own correlation id;\n"
-        "           late, duplicate and unknown answers are ignored and counted in the\n"
-        "           summary lines.\n"
-        "           While the broker is unreachable or answers UNAVAILABLE it waits and\n"
-        "           retries; it never gives up silently.\n");
+        out, "usage: accord-agent publish --config FILE [--input FILE|- | --spool DIR [--once]]\n"
+             "       accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
+             "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
+             "\n"
+             "publish    sends child records, one JSON object a line (NDJSON; see README.md), to\n"
+             "           the broker and gives each exactly one result: accepted (with recipients\n"
+             "           and share ids) or refused (with code and reason).\n"
+             "           From stdin or --input FILE: results are printed on stdout. With no\n"
+             "           spool and no --input, a stdin that is /dev/null, closed or the key\n"
+             "           (curve_secret_key: stdin) is refused: exit 78 (nothing to read).\n"
+             "           With --spool DIR (or publish_spool in the config): watches DIR/incoming\n"
+             "           for files (write them under a name starting with '.' or ending in .tmp,\n"
+             "           then rename), sends each, and when every record has its result moves\n"
+             "           it to DIR/done, with its results in DIR/done/NAME.results and refused\n"
+             "           lines in DIR/rejected/NAME (a record as the agent re-encodes it; a line\n"
+             "           that does not parse only as its length and SHA-256). Only regular\n"
+             "           files with one link, of at most max_spool_file_bytes (default\n"
+             "           256 MiB), owned by the agent's user or by its group (and then not\n"
+             "           writable by others) are read; anything else (a link, a FIFO,\n"
+             "           another user's file, a file too large, a name over 200\n"
+             "           bytes) is moved unread to DIR/rejected/NAME.unread and the reason\n"
+             "           logged. A file interrupted by a crash is sent again in full after a\n"
+             "           restart; the broker answers records it already accepted with their\n"
+             "           first result, so nothing is shared twice. --once stops when incoming/\n"
+             "           is empty.\n"
+             "           Each record is settled only by the answer to its own correlation id;\n"
+             "           late, duplicate and unknown answers are ignored and counted in the\n"
+             "           summary lines.\n"
+             "           While the broker is unreachable or answers UNAVAILABLE it waits and\n"
+             "           retries; it never gives up silently.\n");
+}
+
+static void s_usage_subscribe(FILE *out)
+{
     (void)fputs(
         "subscribe  receives the records shared with this agency, with their provenance\n"
         "           (share id, from, rules, purpose, lawful basis), and acknowledges each\n"
@@ -245,7 +248,15 @@ static void s_usage(FILE *out)
         "           it, a repeat places the file again if the command had moved it).\n"
         "           On stdout without --seen the journal is in memory only: after a\n"
         "           restart, what was printed and not acknowledged is printed again.\n"
-        "           --count N stops after N deliveries.\n"
+        "           --count N stops after N deliveries.\n",
+        out);
+}
+
+static void s_usage(FILE *out)
+{
+    s_usage_publish(out);
+    s_usage_subscribe(out);
+    (void)fputs(
         "\n"
         "  -c, --config FILE  agent configuration (YAML); see README.md. With\n"
         "                     curve_secret_key: stdin the secret key is read from standard\n"

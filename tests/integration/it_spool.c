@@ -316,10 +316,10 @@ Test(spool, file_owned_by_another_user_is_set_aside_unread)
     cr_assert_eq(chown(theirs, nobody->pw_uid, nobody->pw_gid), 0);
     s_put_records("good.ndjson", "hv", 2);
     cr_assert_eq(s_publish_once(), 0);
-    char *reason = acc_xasprintf("it is owned by uid %u and gid %u, neither the agent's user "
-                                 "(uid 0) nor its group (gid %u",
-                                 (unsigned)nobody->pw_uid, (unsigned)nobody->pw_gid,
-                                 (unsigned)getegid());
+    char *reason =
+        acc_xasprintf("it is owned by uid %u and gid %u, neither the agent's user "
+                      "(uid 0) nor its group (gid %u",
+                      (unsigned)nobody->pw_uid, (unsigned)nobody->pw_gid, (unsigned)getegid());
     s_assert_set_aside("theirs.ndjson", S_IFREG, reason);
     cr_assert_eq(th_pg_count(world, "record_id LIKE 'theirs-%'"), 0, "their records were sent");
     free(reason);
@@ -349,11 +349,11 @@ Test(spool, file_of_the_agents_group_from_a_case_system_user_is_read)
     cr_assert_eq(chown(open_path, nobody->pw_uid, getegid()), 0);
     cr_assert_eq(chmod(open_path, 0666), 0);
     cr_assert_eq(s_publish_once(), 0);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'shared' AND record_id LIKE 'casesys-%'", 2,
-                                  10000),
-                 2,
-                 "the case system's records were not sent");
-    cr_assert_eq(th_pg_count(world, "record_id LIKE 'open-%'"), 0, "a world-writable file was read");
+    cr_assert_eq(
+        th_pg_wait_count(world, "event = 'shared' AND record_id LIKE 'casesys-%'", 2, 10000), 2,
+        "the case system's records were not sent");
+    cr_assert_eq(th_pg_count(world, "record_id LIKE 'open-%'"), 0,
+                 "a world-writable file was read");
     free(open_path);
     free(path);
 }

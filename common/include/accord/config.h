@@ -42,14 +42,14 @@ typedef struct {
     char *log_level;
     int64_t window; /* publishes in flight */
     int64_t max_message_bytes;
-    int64_t heartbeat_ms;   /* a Heartbeat when nothing else was sent for this long */
-    char *publish_spool;    /* publish --spool default: DIR/incoming -> DIR/done, "" = none */
-    char *subscribe_spool;  /* subscribe --spool default: deliveries into DIR/incoming */
-    char *exec;             /* subscribe --exec default: run per delivered file */
-    char *seen_file;        /* subscribe: share ids already handed over, across restarts */
-    int64_t exec_timeout_s; /* subscribe: an exec hook running longer is killed */
-    uint8_t *curve_secret;  /* not from the file: the key read by acc_agent_config_read_key
-                               (sodium_malloc'd, freed by clear); NULL: read at each connect */
+    int64_t heartbeat_ms;         /* a Heartbeat when nothing else was sent for this long */
+    char *publish_spool;          /* publish --spool default: DIR/incoming -> DIR/done, "" = none */
+    char *subscribe_spool;        /* subscribe --spool default: deliveries into DIR/incoming */
+    char *exec;                   /* subscribe --exec default: run per delivered file */
+    char *seen_file;              /* subscribe: share ids already handed over, across restarts */
+    int64_t exec_timeout_s;       /* subscribe: an exec hook running longer is killed */
+    uint8_t *curve_secret;        /* not from the file: the key read by acc_agent_config_read_key
+                                     (sodium_malloc'd, freed by clear); NULL: read at each connect */
     int64_t max_spool_file_bytes; /* publish: a larger file in incoming/ is set aside unread */
 } acc_agent_config_t;
 
