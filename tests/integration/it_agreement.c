@@ -229,8 +229,8 @@ Test(agreement, explain_shows_recipients_fields_rules_and_reasons)
         "      rule ed-to-hv: consent not required",
         "  -> rmbc-childrens-social-care (Rotherham MBC children's social care (MASH front door))",
         "      fields:  attended_at, concern_raised, injury_type, presenting_complaint",
-        "      rule ed-injury-to-csc: with consent given, or without it on a safeguarding "
-        "justification",
+        ("      rule ed-injury-to-csc: with consent given, or without it on a safeguarding "
+         "justification"), /* one line, cut for width */
     };
     for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
         bool found = false;

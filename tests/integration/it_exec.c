@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,7 +179,7 @@ Test(exec, an_agent_with_its_key_on_stdin_delivers_and_its_hook_reaches_no_secre
     char *probe = acc_xasprintf("%s/probe", spool);
     cr_assert(s_wait_exists(probe, WAIT_MS), "the hook did not run");
     char *seen = th_slurp(probe);
-    char name[128] = "";
+    char name[NAME_MAX + 1] = "";
     cr_assert_eq(s_incoming(spool, name, sizeof(name)), 1);
     char *expect = acc_xasprintf("share=%.36s repeat=0 from=rft-health-visiting", name);
     cr_assert(strstr(seen, expect) != NULL, "%s", seen);
@@ -279,7 +280,7 @@ Test(exec, a_hook_that_hangs_is_stopped_left_unacknowledged_and_run_again_once_i
     s_write(behave, "", 0644);
     cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1,
                  "redelivered and handed over once the hook behaves");
-    char name[128] = "";
+    char name[NAME_MAX + 1] = "";
     cr_assert_eq(s_incoming(spool, name, sizeof(name)), 1);
     char *handed_path = acc_xasprintf("%s/handed", spool);
     char *handed = th_slurp(handed_path);
@@ -324,7 +325,7 @@ Test(exec, a_hook_cut_by_kill_9_runs_once_more_with_the_same_share_id_and_accord
 
     agent = th_agent_start_argv(world, "subscribe", CC, extra);
     cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1);
-    char name[128] = "";
+    char name[NAME_MAX + 1] = "";
     cr_assert_eq(s_incoming(spool, name, sizeof(name)), 1, "exactly one file in the spool");
     char *runs_path = acc_xasprintf("%s/runs", spool);
     char *runs = th_slurp(runs_path);
