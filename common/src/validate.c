@@ -133,14 +133,17 @@ static bool s_skip(s_walk_t *w, const uint8_t *end, unsigned wt, const uint8_t *
     case 5:
         w->p += left >= 4 ? 4 : 0;
         return left >= 4;
-    case 2:
-        if (!s_varint(w, end, &v) || v > (uint64_t)(end - w->p)) {
+    case 2: {
+        /* protobuf-c reads a length in at most 5 bytes (an overlong 0 is refused) */
+        const uint8_t *start = w->p;
+        if (!s_varint(w, end, &v) || w->p - start > 5 || v > (uint64_t)(end - w->p)) {
             return false;
         }
         *body = w->p;
         *body_len = (size_t)v;
         w->p += v;
         return true;
+    }
     default:
         return false; /* groups (3, 4) and 6, 7 */
     }

@@ -434,6 +434,16 @@ Test(validate, frame_walk_refuses_bad_wire_types_truncation_groups_and_nul)
                                            0xff, 0xff, 0xff, 0xff, 0xff, 0x01 };
     cr_assert_eq(acc_validate_frame(long_varint, sizeof(long_varint), 1024, &reason),
                  ACCORD__V1__ERROR_CODE__MALFORMED);
+    /* found by fuzz_envelope: an unknown length-delimited field whose length is an
+     * overlong 0 in 10 bytes; protobuf-c reads a length in at most 5 */
+    static const uint8_t long_length[] = { 0x62, 0x05, 0x12, 0x03, 0x0a, 0x01, 0xf0, 0x82, 0x0d,
+                                           0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00 };
+    cr_assert_null(accord__v1__envelope__unpack(NULL, sizeof(long_length), long_length));
+    cr_assert_eq(acc_validate_frame(long_length, sizeof(long_length), 1024, &reason),
+                 ACCORD__V1__ERROR_CODE__MALFORMED);
+    static const uint8_t five_byte_length[] = { 0x82, 0x0d, 0x80, 0x80, 0x80, 0x80, 0x00 };
+    cr_assert_eq(acc_validate_frame(five_byte_length, sizeof(five_byte_length), 1024, &reason),
+                 ACCORD__V1__ERROR_CODE__OK, "%s", reason.msg);
 }
 
 Test(validate, frame_walk_bounds_repeated_fields_and_unknown_fields)
