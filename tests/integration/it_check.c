@@ -26,29 +26,18 @@ static void teardown(void)
 
 TestSuite(check, .init = setup, .fini = teardown, .timeout = 90);
 
-/* Runs accordd --check with stderr to DIR/check.log; returns its exit status. */
+/* Runs accordd --check, stderr to a fresh DIR/accordd.log; returns its exit status. */
 static int s_check(void)
 {
-    char config[512];
-    snprintf(config, sizeof(config), "%s/broker.yaml", world->dir);
-    th_broker_config(world);
-    char exe[600];
-    snprintf(exe, sizeof(exe), "%s/accordd", world->bin_dir);
-    char opt[] = "--config";
-    char check[] = "--check";
-    char *argv[] = { exe, opt, config, check, NULL };
     char log[600];
-    snprintf(log, sizeof(log), "%s/check.log", world->dir);
+    snprintf(log, sizeof(log), "%s/accordd.log", world->dir);
     (void)unlink(log);
-    th_proc_t *p = th_proc_start_logged(argv, log);
-    return th_proc_wait(&p, 30000);
+    return th_broker_run_once(world, "--check");
 }
 
 static bool s_logged(const char *needle)
 {
-    char log[600];
-    snprintf(log, sizeof(log), "%s/check.log", world->dir);
-    return th_file_wait(log, needle, 1000);
+    return th_broker_logged(world, needle, 1000);
 }
 
 /* Every accord table's row count, and the tables themselves, as one line of text. */
