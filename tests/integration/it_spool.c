@@ -298,17 +298,28 @@ Test(spool, file_over_max_spool_file_bytes_is_set_aside_unread)
     free(big);
 }
 
-Test(spool, file_owned_by_another_user_is_set_aside_unread)
+/* User nobody, to own a file the test makes; NULL (and says why) when not root,
+ * which cannot give a file to another user: CI runs as root. */
+static const struct passwd *s_nobody_if_root(const char *what)
 {
     if (geteuid() != 0) {
         fprintf(stderr,
-                "spool: the file-owned-by-another-user case needs root to create such "
-                "a file (CI runs as root); not exercised as uid %u\n",
-                (unsigned)geteuid());
-        return;
+                "spool: the %s case needs root to create a file owned by another user "
+                "(CI runs as root); not exercised as uid %u\n",
+                what, (unsigned)geteuid());
+        return NULL;
     }
     const struct passwd *nobody = getpwnam("nobody");
     cr_assert_not_null(nobody, "no user nobody to own the file");
+    return nobody;
+}
+
+Test(spool, file_owned_by_another_user_is_set_aside_unread)
+{
+    const struct passwd *nobody = s_nobody_if_root("file-owned-by-another-user");
+    if (nobody == NULL) {
+        return;
+    }
     s_put_records("theirs.ndjson", "theirs", 2);
     char *theirs = s_path(incoming, "theirs.ndjson");
     /* nobody's group is not the agent's, so the group rule does not admit it either */
@@ -328,15 +339,10 @@ Test(spool, file_owned_by_another_user_is_set_aside_unread)
 
 Test(spool, file_of_the_agents_group_from_a_case_system_user_is_read)
 {
-    if (geteuid() != 0) {
-        fprintf(stderr,
-                "spool: the case-system-user case needs root to create a file owned by "
-                "another user (CI runs as root); not exercised as uid %u\n",
-                (unsigned)geteuid());
+    const struct passwd *nobody = s_nobody_if_root("case-system-user");
+    if (nobody == NULL) {
         return;
     }
-    const struct passwd *nobody = getpwnam("nobody");
-    cr_assert_not_null(nobody, "no user nobody to own the file");
     /* the case system's user writes into the agency's setgid spool: its file is
      * owned by that user and by the agent's group */
     s_put_records("casesys.ndjson", "casesys", 2);
