@@ -290,6 +290,7 @@ typedef struct {
     long long rows;   /* accord_log max(seq); -1 unknown */
     double wal_bytes; /* cluster-wide pg_stat_wal.wal_bytes; -1 unknown */
     double wal_fpi;   /* full-page images written to WAL; -1 unknown */
+    double row_ops;   /* rows inserted, updated and deleted in the database; -1 unknown */
 } snapshot_t;
 
 static double s_proc_cpu_s(int pid)
@@ -375,6 +376,27 @@ static void s_wal(PGconn *db, double *bytes, double *fpi)
     PQclear(res);
 }
 
+/* Row operations in every table of this database (inserts, updates, deletes), as
+ * pg_stat_user_tables counts them. Backends publish their counts at most once a
+ * second, so both ends of a run lag about equally and the difference is the
+ * run's steady state. */
+static double s_row_ops(PGconn *db)
+{
+    if (db == NULL) {
+        return -1;
+    }
+    PGresult *res = PQexec(db, "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+                               "FROM pg_stat_user_tables");
+    double ops = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        ops = strtod(PQgetvalue(res, 0, 0), NULL);
+    } else {
+        (void)fprintf(stderr, "bench: could not read pg_stat_user_tables: %s", PQerrorMessage(db));
+    }
+    PQclear(res);
+    return ops;
+}
+
 typedef struct {
     run_t run;
     bench_pub_t *pubs;
@@ -395,6 +417,7 @@ static snapshot_t s_snapshot(const world_t *w)
     s.cpu_s = s_proc_cpu_s(w->run.opts->server_pid);
     s.rows = s_log_rows(w->db);
     s_wal(w->db, &s.wal_bytes, &s.wal_fpi);
+    s.row_ops = s_row_ops(w->db);
     return s;
 }
 
@@ -439,9 +462,12 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b)
     bool wal_known = a->wal_bytes >= 0 && b->wal_bytes >= 0 && accepted > 0;
     double wal_kib = wal_known ? (b->wal_bytes - a->wal_bytes) / 1024.0 / accepted : -1;
     double wal_fpi = wal_known ? (b->wal_fpi - a->wal_fpi) / accepted : -1;
+    double row_ops = a->row_ops >= 0 && b->row_ops >= 0 && accepted > 0
+                         ? (b->row_ops - a->row_ops) / accepted
+                         : -1;
     json_t *obj = json_pack(
         "{s:s, s:s, s:i, s:i, s:i, s:I, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:o, s:o, s:o, "
-        "s:o, s:o, s:o, s:o}",
+        "s:o, s:o, s:o, s:o, s:o}",
         "scenario", o->scenario, "transport", w->run.transport->name, "publishers", o->publishers,
         "subscribers", o->subscribers, "recipients", o->recipients, "size", (json_int_t)o->size,
         "window", o->window, "rate_offered", o->rate, "seconds", secs, "accepted_per_s",
@@ -452,7 +478,8 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b)
         s_number_or_null(cpu_us), "peak_rss_mib",
         s_number_or_null(s_proc_peak_rss_mib(o->server_pid)), "pg_rows_per_s",
         s_number_or_null(rows), "wal_kib_per_record", s_number_or_null(wal_kib),
-        "wal_fpi_per_record", s_number_or_null(wal_fpi));
+        "wal_fpi_per_record", s_number_or_null(wal_fpi), "row_ops_per_record",
+        s_number_or_null(row_ops));
     char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(6));
     (void)printf("%s\n", text);
     free(text);

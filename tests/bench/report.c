@@ -52,6 +52,7 @@ static void s_row(const json_t *r)
     s_cell(s_num(r, "pg_rows_per_s"), 0, 9);
     s_cell(s_num(r, "wal_kib_per_record"), 2, 7);
     s_cell(s_num(r, "wal_fpi_per_record"), 2, 7);
+    s_cell(s_num(r, "row_ops_per_record"), 2, 7);
     if (s_num(r, "restart_ms") >= 0) {
         (void)printf("  restart to ready %.0f ms, RSS %.1f MiB", s_num(r, "restart_ms"),
                      s_num(r, "rss_mib"));
@@ -182,12 +183,12 @@ static json_t *s_read_results(const char *path)
 
 static void s_table(const json_t *results)
 {
-    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s\n", "", "accepted",
-                 "delivered", "result", "", "", "", "deliver", "", "CPU", "peak", "PG", "WAL",
-                 "WAL");
-    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s\n", "scenario",
+    (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s %7s\n", "",
+                 "accepted", "delivered", "result", "", "", "", "deliver", "", "CPU", "peak", "PG",
+                 "WAL", "WAL", "row ops");
+    (void)printf("%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s %7s\n", "scenario",
                  "rec/s", "rec/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "p50 ms", "p99 ms",
-                 "us/rec", "RSS MiB", "rows/s", "KiB/rec", "FPI/rec");
+                 "us/rec", "RSS MiB", "rows/s", "KiB/rec", "FPI/rec", "/rec");
     size_t i;
     const json_t *r;
     json_array_foreach(results, i, r)
