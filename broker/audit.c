@@ -294,7 +294,7 @@ static void s_log_queried(broker_t *self, const peer_t *peer, const s_query_t *q
     (void)snprintf(reason, sizeof(reason), "%s; after seq %s; %d row(s)%s", q->summary, q->after,
                    rows, more ? ", more follow" : "");
     acc_logrow_t row = { 0 };
-    acc_uuid_random(row.share_id);
+    acc_uuid_time_ordered(row.share_id);
     row.event = "queried";
     row.from_agency = peer->id;
     row.subject_tag = q->has_tag ? q->tag : NULL;

@@ -719,7 +719,7 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
 int64_t ledger_checkpoint(ledger_t *self, const uint8_t *agreement_hash)
 {
     acc_logrow_t row = { 0 };
-    acc_uuid_random(row.share_id);
+    acc_uuid_time_ordered(row.share_id);
     row.event = "checkpoint";
     row.from_agency = LEDGER_BROKER_ID;
     row.agreement_hash = agreement_hash;
@@ -1152,7 +1152,7 @@ int64_t ledger_stage_restored(ledger_t *self, const acc_logrow_cut_t *cut,
     char reason[ACC_LOGROW_CUT_TEXT_MAX];
     acc_logrow_cut_format(reason, sizeof(reason), cut);
     acc_logrow_t row = { 0 };
-    acc_uuid_random(row.share_id);
+    acc_uuid_time_ordered(row.share_id);
     row.event = ACC_LOGROW_EVENT_RESTORED;
     row.from_agency = LEDGER_BROKER_ID;
     row.reason = reason;

@@ -85,7 +85,7 @@ static void s_row_init(const broker_t *self, const s_publish_t *p, acc_logrow_t 
                        const char *event)
 {
     memset(row, 0, sizeof(*row));
-    acc_uuid_random(row->share_id);
+    acc_uuid_time_ordered(row->share_id);
     row->event = event;
     row->from_agency = p->peer->id;
     row->record_type = s_record_type(p->rec);

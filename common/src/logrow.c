@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "accord/keys.h"
 
@@ -297,6 +298,23 @@ acc_rc_t acc_uuid_parse(uint8_t out[ACC_LOGROW_SHARE_BYTES], const char *text, a
     }
     memcpy(out, id, sizeof(id));
     return ACC_OK;
+}
+
+void acc_uuid_v7(uint8_t out[ACC_LOGROW_SHARE_BYTES], uint64_t unix_ms)
+{
+    randombytes_buf(out, ACC_LOGROW_SHARE_BYTES);
+    for (int i = 0; i < 6; i++) { /* 48-bit big-endian milliseconds, then the version */
+        out[i] = (uint8_t)(unix_ms >> (40 - 8 * i));
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x70);
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
+}
+
+void acc_uuid_time_ordered(uint8_t out[ACC_LOGROW_SHARE_BYTES])
+{
+    struct timespec now;
+    (void)clock_gettime(CLOCK_REALTIME, &now);
+    acc_uuid_v7(out, (uint64_t)now.tv_sec * 1000U + (uint64_t)now.tv_nsec / 1000000U);
 }
 
 void acc_uuid_random(uint8_t out[ACC_LOGROW_SHARE_BYTES])

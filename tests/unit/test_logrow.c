@@ -128,6 +128,32 @@ Test(logrow, seals_and_opens_a_row_whose_strings_outgrow_the_ad_buffer)
     free(type);
 }
 
+Test(logrow, uuid_v7_carries_its_millisecond_and_sorts_by_it)
+{
+    const uint64_t ms = 1764633600123ULL; /* 2025-12-02T00:00:00.123Z */
+    uint8_t a[ACC_LOGROW_SHARE_BYTES];
+    uint8_t b[ACC_LOGROW_SHARE_BYTES];
+    uint8_t c[ACC_LOGROW_SHARE_BYTES];
+    acc_uuid_v7(a, ms);
+    acc_uuid_v7(b, ms);
+    acc_uuid_v7(c, ms + 1);
+    uint64_t back = 0;
+    for (int i = 0; i < 6; i++) {
+        back = back << 8 | a[i];
+    }
+    cr_assert_eq(back, ms);
+    char text[37];
+    acc_uuid_format(text, a);
+    cr_assert_eq(text[14], '7', "version 7: %s", text);
+    cr_assert(strchr("89ab", text[19]) != NULL, "RFC 9562 variant: %s", text);
+    cr_assert_neq(memcmp(a, b, sizeof(a)), 0, "74 random bits tell ids of one ms apart");
+    cr_assert_lt(memcmp(a, c, sizeof(a)), 0, "a later millisecond sorts after");
+    cr_assert_lt(memcmp(b, c, sizeof(b)), 0, "a later millisecond sorts after");
+    uint8_t now[ACC_LOGROW_SHARE_BYTES];
+    acc_uuid_time_ordered(now);
+    cr_assert_lt(memcmp(c, now, sizeof(c)), 0, "now is after the test's fixed time");
+}
+
 Test(logrow, uuid_round_trips_and_rejects_malformed_text)
 {
     uint8_t id[ACC_LOGROW_SHARE_BYTES];

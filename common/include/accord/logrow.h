@@ -107,5 +107,13 @@ ACC_NODISCARD acc_rc_t acc_uuid_parse(uint8_t out[ACC_LOGROW_SHARE_BYTES], const
                                       acc_err_t *err);
 /* A random version-4 UUID. */
 void acc_uuid_random(uint8_t out[ACC_LOGROW_SHARE_BYTES]);
+/* A version-7 UUID (RFC 9562): unix_ms in its first 48 bits, big-endian, then 74
+ * random bits. Ids made in later milliseconds sort after earlier ones, so an index
+ * on share ids grows at its right edge like the log; within one millisecond the
+ * order is random, which is all the index needs. It says when it was made, to the
+ * millisecond: no more than the row's own time beside it. */
+void acc_uuid_v7(uint8_t out[ACC_LOGROW_SHARE_BYTES], uint64_t unix_ms);
+/* acc_uuid_v7 at the current time: every share id the broker hands out. */
+void acc_uuid_time_ordered(uint8_t out[ACC_LOGROW_SHARE_BYTES]);
 
 #endif
