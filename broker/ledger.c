@@ -362,15 +362,21 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
  * row (a checkpoint, the final one at shutdown, a restored row), so at most the
  * rows since the last checkpoint depend on the page cache. A mark that cannot be
  * written is an error for the operator, not a reason to stop sharing. */
+/* The head as it stands, written to the mark. */
+static acc_rc_t s_put_mark(ledger_t *self, bool sync, acc_err_t *err)
+{
+    hwm_mark_t m = { .seq = self->head_seq, .epoch = self->epoch };
+    memcpy(m.hash, self->head_hash, sizeof(m.hash));
+    return hwm_write(self->mark, &m, sync, err);
+}
+
 static acc_rc_t s_write_mark(ledger_t *self, bool sync)
 {
     if (self->mark == NULL) {
         return ACC_OK;
     }
-    hwm_mark_t m = { .seq = self->head_seq, .epoch = self->epoch };
-    memcpy(m.hash, self->head_hash, sizeof(m.hash));
     acc_err_t err;
-    acc_rc_t rc = hwm_write(self->mark, &m, sync, &err);
+    acc_rc_t rc = s_put_mark(self, sync, &err);
     if (rc != ACC_OK && !self->mark_failing) {
         acc_log_error("ledger", "%s: a restore of the database could then go unnoticed", err.msg);
     } else if (rc == ACC_OK && self->mark_failing) {
@@ -598,18 +604,14 @@ static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
     return rc;
 }
 
-/* After a lost connection the last COMMIT may or may not have landed: the head
- * is read back from the database rather than trusted from memory. */
 /* After a reconnection the database must still hold the row this broker
  * committed last: one that went back in time (restored under a running broker)
  * would otherwise get the same seqs handed out again. The broker stops instead. */
 static acc_rc_t s_check_not_behind(ledger_t *self, int64_t seq, const uint8_t *hash, acc_err_t *err)
 {
-    uint8_t found_hash[ACC_LOGROW_HASH_BYTES];
-    bool found = false;
-    acc_rc_t rc = seq == 0 ? ACC_OK : ledger_row_hash(self, seq, found_hash, &found, err);
-    if (rc != ACC_OK || seq == 0 ||
-        (found && sodium_memcmp(found_hash, hash, sizeof(found_hash)) == 0)) {
+    bool holds = seq == 0;
+    acc_rc_t rc = seq == 0 ? ACC_OK : ledger_holds_row(self, seq, hash, &holds, err);
+    if (rc != ACC_OK || holds) {
         return rc;
     }
     self->behind = true;
@@ -626,6 +628,8 @@ static acc_rc_t s_check_not_behind(ledger_t *self, int64_t seq, const uint8_t *h
     return acc_err_set(err, ACC_ERR_DB, "%s", found_behind.msg);
 }
 
+/* After a lost connection the last COMMIT may or may not have landed: the head
+ * is read back from the database rather than trusted from memory. */
 static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
 {
     if (self->behind) {
@@ -1116,10 +1120,10 @@ int64_t ledger_epoch(const ledger_t *self)
     return self->epoch;
 }
 
-acc_rc_t ledger_row_hash(ledger_t *self, int64_t seq, uint8_t hash[ACC_LOGROW_HASH_BYTES],
-                         bool *found, acc_err_t *err)
+acc_rc_t ledger_holds_row(ledger_t *self, int64_t seq, const uint8_t hash[ACC_LOGROW_HASH_BYTES],
+                          bool *holds, acc_err_t *err)
 {
-    *found = false;
+    *holds = false;
     char seq_text[32];
     (void)snprintf(seq_text, sizeof(seq_text), "%lld", (long long)seq);
     const char *values[1] = { seq_text };
@@ -1131,10 +1135,8 @@ acc_rc_t ledger_row_hash(ledger_t *self, int64_t seq, uint8_t hash[ACC_LOGROW_HA
         PQclear(res);
         return rc;
     }
-    if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == ACC_LOGROW_HASH_BYTES) {
-        memcpy(hash, PQgetvalue(res, 0, 0), ACC_LOGROW_HASH_BYTES);
-        *found = true;
-    }
+    *holds = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == ACC_LOGROW_HASH_BYTES &&
+             sodium_memcmp(PQgetvalue(res, 0, 0), hash, ACC_LOGROW_HASH_BYTES) == 0;
     PQclear(res);
     return ACC_OK;
 }
@@ -1169,7 +1171,5 @@ int64_t ledger_stage_restored(ledger_t *self, const acc_logrow_cut_t *cut,
 acc_rc_t ledger_keep_mark(ledger_t *self, hwm_t *mark, acc_err_t *err)
 {
     self->mark = mark;
-    hwm_mark_t m = { .seq = self->head_seq, .epoch = self->epoch };
-    memcpy(m.hash, self->head_hash, sizeof(m.hash));
-    return hwm_write(self->mark, &m, true, err);
+    return s_put_mark(self, true, err);
 }

@@ -180,10 +180,11 @@ int64_t ledger_head(const ledger_t *self, uint8_t hash[ACC_LOGROW_HASH_BYTES]);
 /* The current key epoch (0 before the first). */
 int64_t ledger_epoch(const ledger_t *self);
 
-/* Reads the entry hash of the row at seq; *found is false when there is none. */
-ACC_NODISCARD acc_rc_t ledger_row_hash(ledger_t *self, int64_t seq,
-                                       uint8_t hash[ACC_LOGROW_HASH_BYTES], bool *found,
-                                       acc_err_t *err);
+/* *holds: the database's log row at seq exists and has this entry hash (the row
+ * this broker committed there, by its high-water mark). */
+ACC_NODISCARD acc_rc_t ledger_holds_row(ledger_t *self, int64_t seq,
+                                        const uint8_t hash[ACC_LOGROW_HASH_BYTES], bool *holds,
+                                        acc_err_t *err);
 
 /* Epochs started from now on are numbered above floor as well as above every
  * epoch the database holds: after a restore, no epoch number is used twice. */

@@ -2,7 +2,6 @@
  * `restored` row that records a cut the operator accepted */
 #include "restore.h"
 
-#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,22 +12,20 @@
 static acc_rc_t s_check_same_row(ledger_t *ledger, const hwm_t *mark, const hwm_mark_t *m,
                                  restore_plan_t *plan, acc_err_t *err)
 {
-    uint8_t hash[ACC_LOGROW_HASH_BYTES];
-    bool found = false;
-    acc_rc_t rc = ledger_row_hash(ledger, m->seq, hash, &found, err);
-    if (rc != ACC_OK || (found && sodium_memcmp(hash, m->hash, sizeof(hash)) == 0)) {
+    bool holds = false;
+    acc_rc_t rc = ledger_holds_row(ledger, m->seq, m->hash, &holds, err);
+    if (rc != ACC_OK || holds) {
         return rc;
     }
     plan->behind = true;
     return acc_err_set(err, ACC_ERR_INVALID,
-                       "the database's log row at seq %lld is %s, not the one this broker "
+                       "the database's log row at seq %lld is not the one this broker "
                        "committed (high-water mark in \"%s\"): the database was replaced or "
                        "rewritten and other rows now stand where this broker's were. "
                        "--accept-restore cannot declare that; find out what happened to the "
                        "database, and only if it is the one to keep, move \"%s\" aside and "
                        "start again",
-                       (long long)m->seq, found ? "different" : "missing", hwm_path(mark),
-                       hwm_path(mark));
+                       (long long)m->seq, hwm_path(mark), hwm_path(mark));
 }
 
 static acc_rc_t s_refuse_behind(const hwm_t *mark, const restore_plan_t *plan, acc_err_t *err)
