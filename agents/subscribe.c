@@ -15,6 +15,7 @@
 #include "accord/logrow.h"
 #include "accord/pbwipe.h"
 #include "accord/record.h"
+#include "accord/validate.h"
 #include "agent.h"
 #include "seen.h"
 
@@ -406,7 +407,19 @@ static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
         acc_log_error("subscribe", "the broker sent a delivery whose share id is not a uuid");
         return 0;
     }
-    return s_deliver(sub, env->deliver, id);
+    /* what reaches the hook's environment, the seen journal and this log is
+     * checked first, as the broker checks what agencies send it */
+    const Accord__V1__Deliver *d = env->deliver;
+    if (!acc_validate_is_agency_id(d->from_agency) || d->record == NULL ||
+        !acc_validate_is_record_id(d->record->record_id) ||
+        !acc_validate_is_record_type(d->record->record_type)) {
+        acc_log_error("subscribe",
+                      "share %s: the broker sent a delivery whose sender, record id or record "
+                      "type is missing or not valid; not handed over, not acknowledged",
+                      d->share_id);
+        return 0;
+    }
+    return s_deliver(sub, d, id);
 }
 
 static int s_open_spool(subscriber_t *sub, const char *dir, const char *seen_path)

@@ -335,6 +335,12 @@ bool acc_validate_is_record_id(const char *id)
     return len > 0 && len <= ACC_VALIDATE_RECORD_ID_MAX && strspn(id, RECORD_ID_CHARS) == len;
 }
 
+bool acc_validate_is_agency_id(const char *id)
+{
+    size_t len = strnlen(id, ACC_VALIDATE_AGENCY_ID_MAX + 1);
+    return len > 0 && len <= ACC_VALIDATE_AGENCY_ID_MAX && strspn(id, RECORD_ID_CHARS) == len;
+}
+
 bool acc_validate_is_record_type(const char *type)
 {
     size_t len = strnlen(type, ACC_VALIDATE_RECORD_TYPE_MAX + 1);

@@ -198,6 +198,15 @@ Test(validate, applies_the_charsets_of_record_id_type_and_field_names)
     cr_assert(acc_validate_is_record_id("hv:1.a_b-c"));
     cr_assert_not(acc_validate_is_record_id(""));
     cr_assert_not(acc_validate_is_record_type("caf\xc3\xa9"));
+    cr_assert(acc_validate_is_agency_id("rft-health-visiting"));
+    cr_assert_not(acc_validate_is_agency_id(""));
+    cr_assert_not(acc_validate_is_agency_id("rft\nforged log line"));
+    char long_id[ACC_VALIDATE_AGENCY_ID_MAX + 2];
+    memset(long_id, 'a', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    cr_assert_not(acc_validate_is_agency_id(long_id));
+    long_id[ACC_VALIDATE_AGENCY_ID_MAX] = '\0';
+    cr_assert(acc_validate_is_agency_id(long_id));
     acc_record_free(&rec);
 }
 

@@ -97,6 +97,9 @@ Accord__V1__ErrorCode acc_validate_publish(const Accord__V1__Envelope *env, size
 
 /* True when id may be written to the log and echoed: 1-128 bytes of A-Z a-z 0-9 . _ : - */
 bool acc_validate_is_record_id(const char *id);
+/* True when id may name an agency in a delivery: 1-128 bytes of A-Z a-z 0-9 . _ : -
+ * (agreement ids are a subset: a-z 0-9 . _ -) */
+bool acc_validate_is_agency_id(const char *id);
 /* True when type may be written to the log: 1-64 bytes of A-Z a-z 0-9 . _ : - */
 bool acc_validate_is_record_type(const char *type);
 
