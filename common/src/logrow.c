@@ -100,6 +100,15 @@ void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_
     s_put_blob(&sink, row->nonce, row->nonce == NULL ? 0 : ACC_LOGROW_NONCE_BYTES);
     s_put_blob(&sink, row->payload, row->payload_len);
     s_put_blob(&sink, row->signature, row->signature == NULL ? 0 : ACC_LOGROW_SIG_BYTES);
+    if (row->content_hash != NULL || row->acked_count > 0) {
+        s_put(&sink, "accord.log.0008", 15);
+        s_put_blob(&sink, row->content_hash, row->content_hash == NULL ? 0 : ACC_LOGROW_HASH_BYTES);
+        acc_assert(row->acked_count < NULL_LEN);
+        s_put_u32(&sink, (uint32_t)row->acked_count);
+        for (size_t i = 0; i < row->acked_count; i++) {
+            s_put_i64(&sink, row->acked_seqs[i]);
+        }
+    }
     (void)crypto_generichash_final(&st, out, ACC_LOGROW_HASH_BYTES);
 }
 

@@ -42,6 +42,12 @@ typedef struct {
     const uint8_t *payload;        /* ciphertext with MAC, or NULL */
     size_t payload_len;
     const uint8_t *signature; /* checkpoints: ACC_LOGROW_SIG_BYTES, else NULL */
+    /* From schema 0008. A publish's first row: BLAKE2b-256 of the record as
+     * published (ACC_LOGROW_HASH_BYTES), else NULL. */
+    const uint8_t *content_hash;
+    /* An `acknowledged` row from schema 0008: the share seqs it acknowledges. */
+    size_t acked_count;
+    const int64_t *acked_seqs;
 } acc_logrow_t;
 
 #define ACC_LOGROW_SIG_BYTES 64
@@ -77,7 +83,9 @@ ACC_NODISCARD acc_rc_t acc_logrow_cut_parse(acc_logrow_cut_t *out, const char *r
 
 /* entry = BLAKE2b-256(prev || canonical(row)). The canonical form is every
  * column in table order, each length-prefixed (big-endian u32; NULL is 0xffffffff),
- * integers as big-endian 64-bit, so no two different rows encode alike. */
+ * integers as big-endian 64-bit, so no two different rows encode alike. The
+ * columns schema 0008 added (content_hash, acked_seqs) follow the signature, and
+ * only in rows that have either, so rows written before encode as they did. */
 void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_LOGROW_HASH_BYTES],
                      const acc_logrow_t *row);
 
