@@ -29,7 +29,7 @@ ALTER TABLE accord_log ADD CONSTRAINT accord_log_acked_seqs_check
 
 -- Acknowledgement rows of one agency in sequence order: "when was share S to X
 -- acknowledged" is the first of them after S that lists S.
-CREATE INDEX accord_log_acks ON accord_log (to_agency, seq) WHERE event = 'acknowledged';
+CREATE INDEX accord_log_ack_rows ON accord_log (to_agency, seq) WHERE event = 'acknowledged';
 
 CREATE TABLE accord_cursor (
     to_agency   text     NOT NULL,
