@@ -38,7 +38,7 @@ static int64_t s_now_ms(void)
 }
 
 static void s_on_retire(void *ctx, peer_t *p, const char *why);
-static void s_restart_all_deliveries(broker_t *self);
+static void s_resize_agency_counts(broker_t *self);
 
 /* ---- opening ---- */
 
@@ -165,9 +165,13 @@ static acc_rc_t s_open_ledger(broker_t *self, bool read_only, acc_err_t *err)
 {
     uint8_t *sign_secret = sodium_malloc(ACC_SIGN_SECRET_BYTES);
     uint8_t *outbox_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
-    acc_assert(sign_secret != NULL && outbox_key != NULL);
-    /* The outbox must outlive restarts, so its key comes from a persistent secret. */
+    uint8_t *keep_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(sign_secret != NULL && outbox_key != NULL && keep_key != NULL);
+    /* Both must outlive restarts, so they come from a persistent secret: the
+     * pre-0008 outbox's key, and the key sealing the broker's copies of epoch keys. */
     (void)crypto_generichash(outbox_key, ACC_LOGROW_KEY_BYTES, (const uint8_t *)"accord.outbox.v1",
+                             16, self->subject_key, 32);
+    (void)crypto_generichash(keep_key, ACC_LOGROW_KEY_BYTES, (const uint8_t *)"accord.epochs.v1",
                              16, self->subject_key, 32);
     acc_rc_t rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
     if (rc == ACC_OK) {
@@ -178,8 +182,9 @@ static acc_rc_t s_open_ledger(broker_t *self, bool read_only, acc_err_t *err)
             .query_timeout_ms = self->config->database_query_timeout_ms,
             .read_only = read_only,
         };
-        rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, err);
+        rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, keep_key, err);
     }
+    sodium_free(keep_key);
     sodium_free(outbox_key);
     sodium_free(sign_secret);
     return rc;
@@ -238,6 +243,9 @@ static acc_rc_t s_open_keys_and_ledger(broker_t *self, uint8_t *curve_secret, br
     if (rc == ACC_OK) {
         rc = s_guard_and_start(self, start, err);
     }
+    if (rc == ACC_OK && !start->check_only) {
+        rc = delivery_load(self, err);
+    }
     return rc;
 }
 
@@ -253,6 +261,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_s
     broker_t *self = acc_xcalloc(1, sizeof(*self));
     self->config = config;
     self->peers = peers_new(s_on_retire, self);
+    self->delivery = delivery_new();
     self->stop_requested = stop_requested;
     self->reload_requested = reload_requested;
     self->ctx = zmq_ctx_new();
@@ -261,7 +270,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_s
     acc_assert(curve_secret != NULL);
     acc_rc_t rc = s_load_policy(self, err);
     if (rc == ACC_OK) {
-        s_restart_all_deliveries(self);
+        s_resize_agency_counts(self);
         rc = s_open_keys_and_ledger(self, curve_secret, start, err);
     }
     /* --check and --accept-restore serve nothing: they bind no socket. */
@@ -300,14 +309,6 @@ static void s_out_free(out_t *o)
     memset(o, 0, sizeof(*o));
 }
 
-static void s_inflight_free(inflight_t *f)
-{
-    free(f->from_agency);
-    free(f->record_type);
-    free(f->record_id);
-    memset(f, 0, sizeof(*f));
-}
-
 static void s_release_held(broker_t *self);
 static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before);
 
@@ -321,11 +322,8 @@ void broker_destroy(broker_t **self_p)
         s_out_free(&self->out[i]);
     }
     free(self->out);
-    for (size_t i = 0; i < self->inflight_count; i++) {
-        s_inflight_free(&self->inflight[i]);
-    }
-    free(self->inflight);
     peers_destroy(&self->peers);
+    delivery_destroy(&self->delivery);
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
     free(self->inbox);
@@ -352,19 +350,17 @@ void broker_destroy(broker_t **self_p)
 
 /* ---- peers ---- */
 
-static void s_inflight_drop_agency(broker_t *self, size_t agency);
-
 /* A connection that ends, or whose routing id another connection takes, leaves
- * nothing behind: what it had in flight goes back to the outbox for its
- * agency's next subscribing connection. */
+ * nothing behind: what it had in flight is pending again for its agency's next
+ * subscribing connection. */
 static void s_on_retire(void *ctx, peer_t *p, const char *why)
 {
     broker_t *self = ctx;
     if (p->subscriber && p->known && !p->who.auditor) {
-        s_inflight_drop_agency(self, p->who.index);
+        delivery_forget_connection(self, p->who.index);
         acc_log_notice("router",
-                       "connection of %s forgotten (%s): its unacknowledged deliveries return to "
-                       "the outbox",
+                       "connection of %s forgotten (%s): its unacknowledged deliveries are "
+                       "pending again",
                        p->id, why);
     } else {
         acc_log_info("router", "connection of %s forgotten (%s)", p->id, why);
@@ -409,31 +405,23 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
     acc_log_info("router", "answered %s with %s: %s", peer->id, acc_pb_code_name(code), message);
 }
 
-/* Sends one frame; a peer that has gone or stopped reading is marked closing. */
-typedef enum {
-    SEND_OK,
-    SEND_FULL, /* the peer is not reading: its queue is at the high-water mark */
-    SEND_GONE, /* the peer has disconnected */
-} s_send_rc_t;
-
-/* Never blocks: one peer that stops reading must not stall everyone else. */
-static s_send_rc_t s_send(broker_t *self, const uint8_t *rid, size_t rid_len, const uint8_t *frame,
-                          size_t len)
+broker_send_rc_t broker_send(broker_t *self, const uint8_t *rid, size_t rid_len,
+                             const uint8_t *frame, size_t len)
 {
     if (zmq_send(self->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
         /* The first frame passed the high-water mark: the rest of the message follows. */
         (void)zmq_send(self->router, frame, len, ZMQ_DONTWAIT);
-        return SEND_OK;
+        return BROKER_SEND_OK;
     }
     int e = zmq_errno();
     if (e == EAGAIN) {
-        return SEND_FULL;
+        return BROKER_SEND_FULL;
     }
     peer_t *p = peers_find(self->peers, rid, rid_len);
     if (p != NULL) {
         peers_retire(self->peers, p, zmq_strerror(e));
     }
-    return SEND_GONE;
+    return BROKER_SEND_GONE;
 }
 
 /* An answer nobody is reading is dropped: the publisher's retry gets the first
@@ -445,7 +433,7 @@ static void s_reply(broker_t *self, const out_t *o, const uint8_t *frame, size_t
          * else's now */
         return;
     }
-    if (s_send(self, o->rid, o->rid_len, frame, len) == SEND_FULL) {
+    if (broker_send(self, o->rid, o->rid_len, frame, len) == BROKER_SEND_FULL) {
         peer_t *p = peers_find(self->peers, o->rid, o->rid_len);
         acc_log_warn("router", "%s is not reading its answers; one dropped",
                      p != NULL ? p->id : "a peer");
@@ -470,116 +458,6 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
     }
 }
 
-static bool s_wants(const peer_t *p, size_t agency, const char *record_type)
-{
-    if (!p->known || p->who.auditor || p->who.index != agency || !p->welcomed || !p->subscriber ||
-        p->closing || p->gone) {
-        return false;
-    }
-    if (p->subscriptions.count == 0) {
-        return true;
-    }
-    for (size_t i = 0; i < p->subscriptions.count; i++) {
-        if (strcmp(p->subscriptions.items[i], record_type) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static void s_inflight_add(broker_t *self, const out_t *o, const char *from)
-{
-    if (self->inflight_count == self->inflight_cap) {
-        self->inflight_cap = self->inflight_cap == 0 ? 64 : self->inflight_cap * 2;
-        self->inflight = acc_xrealloc(self->inflight, self->inflight_cap * sizeof(*self->inflight));
-    }
-    inflight_t *f = &self->inflight[self->inflight_count++];
-    memcpy(f->share_id, o->share_id, sizeof(f->share_id));
-    f->to_agency = o->to_agency;
-    f->from_agency = acc_xstrdup(from);
-    f->record_type = acc_xstrdup(o->record_type);
-    f->record_id = acc_xstrdup(o->record_id);
-    f->frame_len = o->frame_len;
-    f->seq = o->seq;
-    f->sent_at_ms = s_now_ms();
-    f->ack_staged = false;
-    if (o->to_agency < self->agency_slots) {
-        self->agency_inflight[o->to_agency]++;
-        self->agency_inflight_bytes[o->to_agency] += o->frame_len;
-    }
-}
-
-/* Forgets inflight entry i (the last one takes its place). */
-static void s_inflight_remove(broker_t *self, size_t i)
-{
-    inflight_t *f = &self->inflight[i];
-    size_t agency = f->to_agency;
-    /* counters restart with each agreement; entries from before may outlive them */
-    if (agency < self->agency_slots && self->agency_inflight[agency] > 0) {
-        self->agency_inflight[agency]--;
-        self->agency_inflight_bytes[agency] -= f->frame_len < self->agency_inflight_bytes[agency]
-                                                   ? f->frame_len
-                                                   : self->agency_inflight_bytes[agency];
-    }
-    s_inflight_free(f);
-    self->inflight[i] = self->inflight[--self->inflight_count];
-}
-
-/* A subscriber holding this many deliveries, or bytes, unacknowledged is sent no
- * more until it acknowledges some: the rest wait in the outbox, not in memory. */
-#define INFLIGHT_MAX       1000
-#define INFLIGHT_BYTES_MAX ((size_t)16 * 1024 * 1024)
-
-/* ...and none while this much it was sent sits unread in its TCP send queue: a
- * redelivery to a subscriber that stopped reading would only queue the same
- * deliveries again behind the ones it never read. */
-#define SUBSCRIBER_UNREAD_MAX ((size_t)1024 * 1024)
-
-static bool s_can_take_more(const broker_t *self, const peer_t *p)
-{
-    size_t agency = p->who.index;
-    bool full =
-        agency < self->agency_slots && (self->agency_inflight[agency] >= INFLIGHT_MAX ||
-                                        self->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
-    return !full && peers_unread_bytes(p) <= SUBSCRIBER_UNREAD_MAX;
-}
-
-/* Sends a committed share to the newest connection of its recipient that wants it.
- * Otherwise it waits in the outbox for the recipient's next Hello. */
-static bool s_deliver(broker_t *self, const out_t *o)
-{
-    for (size_t i = peers_count(self->peers); i-- > 0;) {
-        peer_t *p = peers_at(self->peers, i);
-        if (!s_wants(p, o->to_agency, o->record_type)) {
-            continue;
-        }
-        if (p->backlog) {
-            return false; /* it arrives in log order through the outbox */
-        }
-        if (!s_can_take_more(self, p)) {
-            acc_log_info("outbox",
-                         "%s holds too much unacknowledged or unread; its deliveries wait in "
-                         "the outbox",
-                         p->id);
-            p->backlog = true;
-            return false;
-        }
-        s_send_rc_t sent = s_send(self, p->rid, p->rid_len, o->frame, o->frame_len);
-        if (sent == SEND_OK) {
-            p->cursor = o->seq > p->cursor ? o->seq : p->cursor;
-            return true;
-        }
-        if (sent == SEND_FULL) {
-            /* it waits in the outbox until the subscriber catches up */
-            acc_log_info("outbox", "%s is not keeping up; its deliveries wait in the outbox",
-                         p->id);
-            p->backlog = true;
-            return false;
-        }
-    }
-    return false;
-}
-
 static void s_flush(broker_t *self, bool committed, const char *why)
 {
     for (size_t i = 0; i < self->out_count; i++) {
@@ -596,8 +474,8 @@ static void s_flush(broker_t *self, bool committed, const char *why)
             }
             break;
         case OUT_DELIVER:
-            if (committed && s_deliver(self, o)) {
-                s_inflight_add(self, o, acc_policy_agency_id(self->policy, o->from_agency));
+            if (committed) {
+                delivery_send_committed(self, o);
             }
             break;
         }
@@ -624,19 +502,6 @@ static void s_flush_held_out(broker_t *self)
 }
 
 static void s_replay_held(broker_t *self);
-
-static void s_settle_acks(broker_t *self, bool committed)
-{
-    for (size_t i = 0; i < self->inflight_count;) {
-        inflight_t *f = &self->inflight[i];
-        if (f->ack_staged && committed) {
-            s_inflight_remove(self, i);
-            continue;
-        }
-        f->ack_staged = false;
-        i++;
-    }
-}
 
 /* A checkpoint rides in the batch that reaches the configured number of rows. */
 static void s_checkpoint_if_due(broker_t *self, bool force)
@@ -673,7 +538,7 @@ static void s_rotate_epoch_if_due(broker_t *self)
  * delivery is sent again, which subscribers recognise. */
 static bool s_commit_can_wait(broker_t *self, bool final)
 {
-    size_t staged = ledger_staged(self->ledger);
+    size_t staged = ledger_staged(self->ledger) + delivery_acks_waiting(self);
     if (final || staged == 0 || self->out_count > 0 ||
         staged >= (size_t)self->config->batch_max_rows) {
         return false;
@@ -694,6 +559,7 @@ static void s_commit_and_answer(broker_t *self, bool final)
     bool committed = true;
     acc_err_t err;
     acc_err_clear(&err);
+    delivery_stage_acks(self);
     s_checkpoint_if_due(self, final);
     size_t rows = ledger_staged(self->ledger);
     int64_t started_us = s_now_us();
@@ -712,7 +578,7 @@ static void s_commit_and_answer(broker_t *self, bool final)
         }
     }
     metrics_commit(self->metrics, committed, rows, (double)(s_now_us() - started_us) / 1e6);
-    s_settle_acks(self, committed);
+    delivery_settle(self, committed);
     if (!committed && ledger_failed_on_data(self->ledger) && self->held_count > 0) {
         s_flush_held_out(self);
         s_replay_held(self);
@@ -722,135 +588,6 @@ static void s_commit_and_answer(broker_t *self, bool final)
     s_release_held(self);
     if (committed && rows > 0 && !final) {
         s_rotate_epoch_if_due(self);
-    }
-}
-
-/* ---- the outbox ---- */
-
-#define OUTBOX_PAGE       500                       /* deliveries fetched at a time */
-#define OUTBOX_PAGE_BYTES ((size_t)4 * 1024 * 1024) /* ...or frames' bytes at a time */
-#define OUTBOX_LOW_WATER  100 /* fetch more when fewer than this are unacknowledged */
-
-static void s_inflight_drop_agency(broker_t *self, size_t agency)
-{
-    for (size_t i = 0; i < self->inflight_count;) {
-        inflight_t *f = &self->inflight[i];
-        if (f->to_agency == agency && !f->ack_staged) {
-            s_inflight_remove(self, i);
-            continue;
-        }
-        i++;
-    }
-}
-
-/* A subscriber's Hello starts its deliveries again from the oldest pending one:
- * what was in flight on an earlier connection is sent again, in log order. */
-static void s_restart_deliveries(broker_t *self, peer_t *peer)
-{
-    for (size_t i = 0; i < peers_count(self->peers); i++) {
-        peer_t *other = peers_at(self->peers, i);
-        if (other != peer && other->known && !other->who.auditor &&
-            other->who.index == peer->who.index && other->subscriber) {
-            other->subscriber = false; /* the newest connection receives */
-        }
-    }
-    s_inflight_drop_agency(self, peer->who.index);
-    peer->cursor = 0;
-    peer->backlog = true;
-    peer->last_ack_ms = s_now_ms();
-}
-
-static size_t s_inflight_for(const broker_t *self, size_t agency)
-{
-    return agency < self->agency_slots ? self->agency_inflight[agency] : 0;
-}
-
-typedef struct {
-    broker_t *broker;
-    peer_t *peer;
-    bool full; /* the subscriber stopped taking deliveries: the rest waits */
-} s_page_t;
-
-static void s_send_pending(void *ctx, const ledger_delivery_t *d)
-{
-    s_page_t *page = ctx;
-    peer_t *peer = page->peer;
-    if (page->full) {
-        return;
-    }
-    if (!s_wants(peer, peer->who.index, d->record_type)) {
-        peer->cursor = d->seq; /* narrowed away by its subscriptions: stays pending */
-        return;
-    }
-    if (!s_can_take_more(page->broker, peer)) {
-        page->full = true;
-        return;
-    }
-    s_send_rc_t sent = s_send(page->broker, peer->rid, peer->rid_len, d->frame, d->frame_len);
-    page->full = sent == SEND_FULL;
-    if (sent != SEND_OK) {
-        return;
-    }
-    peer->cursor = d->seq;
-    out_t o = { .to_agency = peer->who.index, .seq = d->seq, .frame_len = d->frame_len };
-    memcpy(o.share_id, d->share_id, sizeof(o.share_id));
-    o.record_type = acc_pb_str(d->record_type);
-    o.record_id = acc_pb_str(d->record_id != NULL ? d->record_id : "");
-    s_inflight_add(page->broker, &o, d->from_agency);
-}
-
-/* Feeds each subscriber with a backlog from the outbox, a page at a time, so an
- * agency offline for a week never fills the broker's memory. */
-static void s_pump_outbox(broker_t *self)
-{
-    if (ledger_staged(self->ledger) > 0) {
-        return; /* acknowledgements still waiting: their shares are in the outbox */
-    }
-    for (size_t i = 0; i < peers_count(self->peers); i++) {
-        peer_t *p = peers_at(self->peers, i);
-        /* one that has not read what it was sent is not asked the database for
-         * more, every loop turn, only to have it all wait again */
-        if (!p->backlog || !p->subscriber || p->closing ||
-            s_inflight_for(self, p->who.index) >= OUTBOX_LOW_WATER || !s_can_take_more(self, p)) {
-            continue;
-        }
-        s_page_t target = { .broker = self, .peer = p };
-        ledger_page_t page = { .agency = p->id,
-                               .after_seq = p->cursor,
-                               .limit = OUTBOX_PAGE,
-                               .max_bytes = OUTBOX_PAGE_BYTES,
-                               .fn = s_send_pending,
-                               .ctx = &target };
-        acc_err_t err;
-        if (ledger_pending(self->ledger, &page, &err) != ACC_OK) {
-            acc_log_warn("outbox", "pending deliveries for %s not read: %s", p->id, err.msg);
-            return;
-        }
-        p->backlog = page.count == OUTBOX_PAGE || page.cut || target.full;
-    }
-}
-
-/* Deliveries unacknowledged for too long go back to the outbox's order: the
- * recipient's connection restarts from its oldest pending share. */
-static void s_redeliver_due(broker_t *self)
-{
-    int64_t now = s_now_ms();
-    for (size_t i = 0; i < self->inflight_count; i++) {
-        const inflight_t *f = &self->inflight[i];
-        if (f->ack_staged || now - f->sent_at_ms < self->config->redeliver_after_ms) {
-            continue;
-        }
-        for (size_t k = peers_count(self->peers); k-- > 0;) {
-            peer_t *p = peers_at(self->peers, k);
-            /* a subscriber still acknowledging is slow, not stuck: sending
-             * everything again would only slow it further */
-            if (p->subscriber && p->known && !p->who.auditor && p->who.index == f->to_agency &&
-                now - p->last_ack_ms >= self->config->redeliver_after_ms) {
-                acc_log_info("outbox", "redelivering to %s from its oldest pending share", p->id);
-                s_restart_deliveries(self, p);
-                return; /* the inflight table changed under us */
-            }
-        }
     }
 }
 
@@ -879,7 +616,7 @@ static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope 
     peer->welcomed = true;
     peer->subscriber = hello->subscribe && !peer->who.auditor && !peer->gone;
     if (peer->subscriber) {
-        s_restart_deliveries(self, peer);
+        delivery_subscribe(self, peer);
     }
     Accord__V1__Welcome welcome = ACCORD__V1__WELCOME__INIT;
     welcome.protocol_version = BROKER_PROTOCOL_VERSION;
@@ -910,77 +647,9 @@ static void s_on_heartbeat(broker_t *self, peer_t *peer, const Accord__V1__Envel
     (void)broker_queue(self, OUT_REPLY, peer, &reply);
 }
 
-static inflight_t *s_inflight_find(broker_t *self, const uint8_t *share_id)
-{
-    for (size_t i = 0; i < self->inflight_count; i++) {
-        if (memcmp(self->inflight[i].share_id, share_id, ACC_LOGROW_SHARE_BYTES) == 0) {
-            return &self->inflight[i];
-        }
-    }
-    return NULL;
-}
-
-/* The delivery as the broker tracks it: in memory if it was sent on this run and
- * not handed back to the outbox since, else from the outbox itself. NULL when
- * the share is not waiting for this peer. */
-static inflight_t *s_ack_target(broker_t *self, const peer_t *peer, const uint8_t *share_id,
-                                bool *db_failed)
-{
-    inflight_t *f = s_inflight_find(self, share_id);
-    if (f != NULL) {
-        return f->to_agency == peer->who.index ? f : NULL;
-    }
-    ledger_outbox_row_t row;
-    acc_err_t err;
-    if (ledger_find_outbox(self->ledger, share_id, peer->id, &row, &err) != ACC_OK) {
-        acc_log_warn("outbox", "acknowledgement from %s not recorded yet: %s", peer->id, err.msg);
-        *db_failed = true;
-        return NULL;
-    }
-    if (!row.found) {
-        return NULL;
-    }
-    out_t o = { .to_agency = peer->who.index, .seq = row.seq };
-    memcpy(o.share_id, share_id, sizeof(o.share_id));
-    o.record_type = row.record_type;
-    o.record_id = row.record_id;
-    s_inflight_add(self, &o, row.from_agency);
-    return &self->inflight[self->inflight_count - 1];
-}
-
 static void s_on_deliver_ack(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
 {
-    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
-    acc_err_t err;
-    bool db_failed = false;
-    inflight_t *f = NULL;
-    if (!peer->who.auditor &&
-        acc_uuid_parse(share_id, env->deliver_ack->share_id, &err) == ACC_OK) {
-        f = s_ack_target(self, peer, share_id, &db_failed);
-    }
-    if (db_failed) {
-        return; /* still pending: delivered again later, and acknowledged then */
-    }
-    if (f != NULL && f->ack_staged) {
-        return; /* the same acknowledgement twice in one batch */
-    }
-    if (f == NULL) {
-        broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE,
-                           "no delivery awaiting acknowledgement has this share id");
-        return;
-    }
-    acc_logrow_t row = { 0 };
-    memcpy(row.share_id, share_id, sizeof(share_id));
-    row.event = "acknowledged";
-    row.from_agency = f->from_agency;
-    row.to_agency = peer->id;
-    row.record_type = f->record_type;
-    row.record_id = f->record_id;
-    row.agreement_hash = acc_policy_hash(self->policy);
-    (void)ledger_stage(self->ledger, &row, NULL, 0);
-    ledger_stage_delivered(self->ledger, share_id);
-    f->ack_staged = true;
-    peer->last_ack_ms = s_now_ms();
+    delivery_on_ack(self, peer, env->correlation_id, env->deliver_ack->share_id);
 }
 
 static handler_fn *const s_handlers[] = {
@@ -1342,7 +1011,7 @@ static void s_read_batch(broker_t *self)
 
 /* Agents send a Heartbeat whenever they have sent nothing else for a while, so a
  * peer silent for peer_timeout_ms is dead: what it had in flight goes back to
- * the outbox and reaches its next connection. */
+ * pending again and reaches its next connection. */
 static void s_forget_silent_peers(broker_t *self)
 {
     int64_t now = s_now_ms();
@@ -1380,31 +1049,23 @@ static void s_read_disconnections(broker_t *self)
     }
 }
 
-/* Indices into the agreement change with it, so every delivery in flight goes
- * back to the outbox and each subscriber starts again from its oldest pending
- * share; acknowledgements already staged stand. */
-static void s_restart_all_deliveries(broker_t *self)
+/* Deliveries in flight counted per agency, by index into the agreement in force. */
+static void s_resize_agency_counts(broker_t *self)
 {
-    for (size_t i = 0; i < self->inflight_count;) {
-        inflight_t *f = &self->inflight[i];
-        if (!f->ack_staged) {
-            s_inflight_remove(self, i);
-            continue;
-        }
-        i++;
-    }
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
     self->agency_slots = acc_policy_agency_count(self->policy);
     self->agency_inflight = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
     self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
-    for (size_t i = 0; i < peers_count(self->peers); i++) {
-        peer_t *p = peers_at(self->peers, i);
-        if (p->subscriber && !p->closing) {
-            p->cursor = 0;
-            p->backlog = true;
-        }
-    }
+}
+
+/* Indices into the agreement change with it, so every delivery in flight is
+ * pending again and each subscriber starts again from its oldest pending share;
+ * acknowledgements already received stand. */
+static void s_restart_all_deliveries(broker_t *self)
+{
+    delivery_agreement_changed(self);
+    s_resize_agency_counts(self);
 }
 
 static bool s_has_box_key(const acc_policy_t *policy, const uint8_t *box_key)
@@ -1498,30 +1159,27 @@ static void s_update_schema(broker_t *self)
     metrics_set_schema(self->metrics, version, acc_migrate_latest());
 }
 
-/* Each agency's deliveries waiting in the outbox, under the query timeout: a
- * locked or huge outbox costs the loop at most that, and the figures stay as
+/* Each agency's deliveries waiting, under the query timeout: a locked or huge
+ * log costs the loop at most that, and the figures stay as
  * they were. */
+static void s_set_pending(void *ctx, const char *agency, int64_t count)
+{
+    metrics_set_pending(ctx, agency, count);
+}
+
 static void s_update_pending(broker_t *self)
 {
-    acc_err_t err;
-    PGresult *res = ledger_read(
-        self->ledger, "SELECT to_agency, count(*) FROM accord_outbox GROUP BY 1", 0, NULL, &err);
-    if (res == NULL) {
-        acc_log_warn("metrics", "outbox figures not refreshed: %s", err.msg);
-        return;
-    }
     for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
         metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
     }
-    for (int i = 0; i < PQntuples(res); i++) {
-        metrics_set_pending(self->metrics, PQgetvalue(res, i, 0),
-                            strtoll(PQgetvalue(res, i, 1), NULL, 10));
+    acc_err_t err;
+    if (ledger_count_pending(self->ledger, s_set_pending, self->metrics, &err) != ACC_OK) {
+        acc_log_warn("metrics", "pending deliveries not counted: %s", err.msg);
     }
-    PQclear(res);
 }
 
 /* The figures /metrics and /healthz show that the loop owns: refreshed once a
- * second (the schema version a cheap query); the outbox per agency every ten. */
+ * second (the schema version a cheap query); the pending per agency every ten. */
 static void s_update_metrics(broker_t *self)
 {
     int64_t now = s_now_ms();
@@ -1598,8 +1256,9 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
             return acc_err_set(err, ACC_ERR_DB,
                                "stopped: the database went back in time under the broker");
         }
-        s_pump_outbox(self);
-        s_redeliver_due(self);
+        delivery_pump(self);
+        delivery_redeliver_due(self);
+        delivery_erase_done_epochs(self);
         s_forget_silent_peers(self);
         peers_reap(self->peers);
         s_update_metrics(self);
@@ -1610,6 +1269,6 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
     }
     s_commit_and_answer(self, true); /* with a final signed checkpoint */
     acc_log_notice("broker", "stopped; %zu deliveries were awaiting acknowledgement",
-                   self->inflight_count);
+                   delivery_inflight(self));
     return ACC_OK;
 }

@@ -11,6 +11,7 @@
 #include "accord/logrow.h"
 #include "accord/pb.h"
 #include "accord/policy.h"
+#include "delivery.h"
 #include "hwm.h"
 #include "ledger.h"
 #include "metrics.h"
@@ -27,7 +28,7 @@ typedef enum {
 } out_kind_t;
 
 /* A frame waiting for the end of the batch. */
-typedef struct {
+typedef struct out_t {
     out_kind_t kind;
     uint8_t rid[BROKER_RID_MAX];
     size_t rid_len;
@@ -44,23 +45,10 @@ typedef struct {
     int64_t seq; /* OUT_DELIVER: the share's log sequence */
 } out_t;
 
-/* A delivery sent and not yet acknowledged. */
-typedef struct {
-    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
-    size_t to_agency;
-    char *from_agency;
-    char *record_type;
-    char *record_id;
-    size_t frame_len;   /* bytes of the Deliver sent, counted against the recipient */
-    int64_t seq;        /* the share's log sequence */
-    int64_t sent_at_ms; /* for redelivery after redeliver_after_ms */
-    bool ack_staged;
-} inflight_t;
-
 /* A message taken off the router socket (defined in broker.c). */
 typedef struct inmsg_t inmsg_t;
 
-typedef struct {
+typedef struct broker_t {
     const acc_broker_config_t *config;
     void *ctx;
     void *router;
@@ -80,9 +68,7 @@ typedef struct {
     out_t *out;
     size_t out_count;
     size_t out_cap;
-    inflight_t *inflight;
-    size_t inflight_count;
-    size_t inflight_cap;
+    delivery_t *delivery;          /* cursors, deliveries in flight, acknowledgements */
     size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
     size_t agency_slots;           /* entries in those two arrays */
@@ -96,7 +82,7 @@ typedef struct {
     uint64_t turn;                 /* loop turns since start (from 1) */
     bool epoch_needed;             /* the auditors changed and their new epoch is not started yet */
     int64_t state_at_ms;           /* last time the metrics' view of the state was refreshed */
-    int64_t pending_at_ms;         /* ...and of the outbox per agency */
+    int64_t pending_at_ms;         /* ...and of the pending deliveries per agency */
     int64_t acks_waiting_since_ms; /* a batch of acknowledgements alone waits from then */
 } broker_t;
 
@@ -125,6 +111,16 @@ bool broker_is_behind(const broker_t *self);
 /* Queues env (packed now) for rid. kind says when it may leave. */
 out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
                     const Accord__V1__Envelope *env);
+
+/* Sends one frame to rid now, never blocking: one peer that stops reading must
+ * not stall everyone else. A peer that has gone is retired. */
+typedef enum {
+    BROKER_SEND_OK,
+    BROKER_SEND_FULL, /* the peer is not reading: its queue is at the high-water mark */
+    BROKER_SEND_GONE, /* the peer has disconnected */
+} broker_send_rc_t;
+broker_send_rc_t broker_send(broker_t *self, const uint8_t *rid, size_t rid_len,
+                             const uint8_t *frame, size_t len);
 
 /* Queues an Error reply naming code and message. */
 void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation_id,

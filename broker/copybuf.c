@@ -119,6 +119,22 @@ void copybuf_text_array(copybuf_t *b, const char *const *items, size_t count)
     s_char(b, '}');
 }
 
+void copybuf_int_array(copybuf_t *b, const int64_t *items, size_t count)
+{
+    if (items == NULL) {
+        copybuf_raw(b, "\\N", 2);
+        return;
+    }
+    s_char(b, '{');
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0) {
+            s_char(b, ',');
+        }
+        copybuf_int(b, items[i]);
+    }
+    s_char(b, '}');
+}
+
 void copybuf_next(copybuf_t *b)
 {
     s_char(b, '\t');

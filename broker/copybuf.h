@@ -18,6 +18,8 @@ void copybuf_bytea(copybuf_t *b, const uint8_t *bytes, size_t len);
 void copybuf_int(copybuf_t *b, int64_t v);
 void copybuf_timestamp(copybuf_t *b, int64_t at_us); /* microseconds since the epoch, UTC */
 void copybuf_text_array(copybuf_t *b, const char *const *items, size_t count);
+/* NULL items: SQL NULL; else a bigint[] of count values (possibly empty). */
+void copybuf_int_array(copybuf_t *b, const int64_t *items, size_t count);
 void copybuf_next(copybuf_t *b);
 /* Appends bytes as they are, unescaped. */
 void copybuf_raw(copybuf_t *b, const char *bytes, size_t len);

@@ -22,14 +22,15 @@
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
-    " key_epoch, nonce, payload, signature, prev_hash, entry_hash) FROM STDIN";
+    " key_epoch, nonce, payload, signature, prev_hash, entry_hash, content_hash, acked_seqs)"
+    " FROM STDIN";
 
-static const char s_outbox_sql[] =
-    "COPY accord_outbox (share_id, seq, to_agency, from_agency, record_type, record_id, nonce,"
-    " frame) FROM STDIN";
-
-static const char s_publish_sql[] =
-    "COPY accord_publish (from_agency, record_id, content_hash, seq) FROM STDIN";
+/* An epoch key the broker holds: the current one, and older ones while they may
+ * still have unacknowledged shares. */
+typedef struct {
+    int64_t epoch;
+    uint8_t *key; /* sodium_malloc, ACC_LOGROW_KEY_BYTES */
+} s_kept_t;
 
 struct ledger_t {
     PGconn *conn;
@@ -47,11 +48,14 @@ struct ledger_t {
     size_t staged;
     ledger_observer_fn *observer;
     void *observer_ctx;
-    copybuf_t log_rows;     /* COPY text of the staged log rows */
-    copybuf_t outbox_rows;  /* COPY text of the staged outbox rows */
-    copybuf_t publish_rows; /* COPY text of the staged accepted publishes */
-    pubset_t publishes;     /* those, and earlier publishes the batch looked up */
-    uint8_t *outbox_key;    /* sodium_malloc, 32 bytes */
+    copybuf_t log_rows;    /* COPY text of the staged log rows */
+    copybuf_t cursor_sql;  /* statements saving the staged cursors */
+    pubset_t publishes;    /* publishes accepted in this batch, and earlier ones it looked up */
+    uint8_t *outbox_key;   /* sodium_malloc, 32 bytes: opens the pre-0008 outbox */
+    uint8_t *keep_key;     /* sodium_malloc, 32 bytes: seals the broker's epoch keys */
+    s_kept_t *kept;        /* epoch keys held, ascending */
+    size_t kept_count;
+    bool legacy_outbox;    /* accord_outbox still holds pre-0008 deliveries */
     uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
     size_t delivered_count;
     size_t delivered_cap;
@@ -134,6 +138,144 @@ static acc_rc_t s_read_head(ledger_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
+/* ---- the epoch keys the broker keeps ---- */
+
+/* A kept key is sealed bound to its epoch number: moved to another epoch's row,
+ * it does not open. */
+static void s_kept_ad(uint8_t ad[8], int64_t epoch)
+{
+    for (size_t i = 0; i < 8; i++) {
+        ad[i] = (uint8_t)((uint64_t)epoch >> (56 - 8 * i));
+    }
+}
+
+static const uint8_t *s_kept_key(const ledger_t *self, int64_t epoch)
+{
+    for (size_t i = 0; i < self->kept_count; i++) {
+        if (self->kept[i].epoch == epoch) {
+            return self->kept[i].key;
+        }
+    }
+    return NULL;
+}
+
+static void s_kept_add(ledger_t *self, int64_t epoch, const uint8_t *key)
+{
+    if (s_kept_key(self, epoch) != NULL) {
+        return;
+    }
+    self->kept = acc_xrealloc(self->kept, (self->kept_count + 1) * sizeof(*self->kept));
+    s_kept_t *k = &self->kept[self->kept_count++];
+    k->epoch = epoch;
+    k->key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(k->key != NULL);
+    memcpy(k->key, key, ACC_LOGROW_KEY_BYTES);
+}
+
+/* Wipes and forgets every kept key of an epoch below epoch, except current. */
+static size_t s_kept_erase_below(ledger_t *self, int64_t epoch)
+{
+    size_t kept = 0;
+    size_t erased = 0;
+    for (size_t i = 0; i < self->kept_count; i++) {
+        if (self->kept[i].epoch < epoch && self->kept[i].epoch != self->epoch) {
+            sodium_free(self->kept[i].key); /* wipes, then frees */
+            erased++;
+            continue;
+        }
+        self->kept[kept++] = self->kept[i];
+    }
+    self->kept_count = kept;
+    return erased;
+}
+
+static void s_kept_clear(ledger_t *self)
+{
+    for (size_t i = 0; i < self->kept_count; i++) {
+        sodium_free(self->kept[i].key);
+    }
+    free(self->kept);
+    self->kept = NULL;
+    self->kept_count = 0;
+}
+
+size_t ledger_kept_epochs(const ledger_t *self)
+{
+    return self->kept_count;
+}
+
+static int64_t s_be64(const char *p)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++) {
+        v = v << 8 | (uint8_t)p[i];
+    }
+    return (int64_t)v;
+}
+
+/* Opens row i (epoch, nonce, sealed key) of accord_epoch_broker into the keys kept. */
+static bool s_open_kept_row(ledger_t *self, PGresult *res, int i)
+{
+    if (PQgetlength(res, i, 0) != 8 || PQgetlength(res, i, 1) != ACC_LOGROW_NONCE_BYTES ||
+        PQgetlength(res, i, 2) != ACC_LOGROW_KEY_BYTES + ACC_LOGROW_MAC_BYTES) {
+        return false;
+    }
+    int64_t epoch = s_be64(PQgetvalue(res, i, 0));
+    uint8_t ad[8];
+    s_kept_ad(ad, epoch);
+    uint8_t *key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(key != NULL);
+    bool ok = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                  key, NULL, NULL, (const uint8_t *)PQgetvalue(res, i, 2),
+                  (unsigned long long)PQgetlength(res, i, 2), ad, sizeof(ad),
+                  (const uint8_t *)PQgetvalue(res, i, 1), self->keep_key) == 0;
+    if (ok) {
+        s_kept_add(self, epoch, key);
+    }
+    sodium_free(key);
+    return ok;
+}
+
+/* The epoch keys kept in the database, and whether the pre-0008 outbox still
+ * holds deliveries. */
+static acc_rc_t s_load_queue_state(ledger_t *self, acc_err_t *err)
+{
+    s_kept_clear(self);
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT epoch, nonce, sealed_key FROM accord_epoch_broker "
+                                 "ORDER BY epoch",
+                                 0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read the broker's epoch keys: %s",
+                                  PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (!s_open_kept_row(self, res, i)) {
+            acc_log_error("ledger",
+                          "a kept epoch key does not open with this broker's key; shares of "
+                          "that epoch cannot be delivered again");
+        }
+    }
+    PQclear(res);
+    res = PQexec(self->conn, "SELECT EXISTS (SELECT 1 FROM accord_outbox)");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read the pre-0008 outbox: %s",
+                                  PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    self->legacy_outbox = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return ACC_OK;
+}
+
+bool ledger_has_legacy_outbox(const ledger_t *self)
+{
+    return self->legacy_outbox;
+}
+
 static acc_rc_t s_migrate(ledger_t *self, acc_err_t *err)
 {
     int applied = 0;
@@ -200,6 +342,9 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
     (void)snprintf(set, sizeof(set), "SET statement_timeout = %lld",
                    (long long)self->limits.statement_timeout_ms);
     rc = s_exec(self, set, "set the statement timeout", err);
+    if (rc == ACC_OK && !self->limits.read_only) {
+        rc = s_load_queue_state(self, err);
+    }
     if (rc != ACC_OK) {
         return rc;
     }
@@ -207,7 +352,7 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
 }
 
 acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits, const uint8_t *sign_secret,
-                     const uint8_t *outbox_key, acc_err_t *err)
+                     const uint8_t *outbox_key, const uint8_t *keep_key, acc_err_t *err)
 {
     ledger_t *self = acc_xcalloc(1, sizeof(*self));
     self->conninfo = acc_xstrdup(limits->conninfo);
@@ -219,6 +364,9 @@ acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits, const uint8_
     self->outbox_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
     acc_assert(self->outbox_key != NULL);
     memcpy(self->outbox_key, outbox_key, ACC_LOGROW_KEY_BYTES);
+    self->keep_key = sodium_malloc(ACC_LOGROW_KEY_BYTES);
+    acc_assert(self->keep_key != NULL);
+    memcpy(self->keep_key, keep_key, ACC_LOGROW_KEY_BYTES);
     self->backoff_ms = BACKOFF_MIN_MS;
     pubset_init(&self->publishes);
     acc_rc_t rc = s_connect(self, err);
@@ -242,8 +390,9 @@ void ledger_destroy(ledger_t **self_p)
     sodium_free(self->sign_secret); /* wipes, then frees */
     sodium_free(self->epoch_key);
     sodium_free(self->outbox_key);
-    copybuf_free(&self->outbox_rows);
-    copybuf_free(&self->publish_rows);
+    sodium_free(self->keep_key);
+    s_kept_clear(self);
+    copybuf_free(&self->cursor_sql);
     pubset_free(&self->publishes);
     free(self->delivered);
     free(self->conninfo);
@@ -306,6 +455,35 @@ static acc_rc_t s_insert_epoch(ledger_t *self, s_epoch_t *next, acc_err_t *err)
     return ACC_OK;
 }
 
+/* The broker's own copy of the key, for reading its shares back until they are
+ * all acknowledged. */
+static acc_rc_t s_insert_kept(ledger_t *self, const s_epoch_t *next, acc_err_t *err)
+{
+    uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
+    randombytes_buf(nonce, sizeof(nonce));
+    uint8_t ad[8];
+    s_kept_ad(ad, next->epoch);
+    uint8_t sealed[ACC_LOGROW_KEY_BYTES + ACC_LOGROW_MAC_BYTES];
+    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(sealed, NULL, next->key, ACC_LOGROW_KEY_BYTES,
+                                                     ad, sizeof(ad), NULL, nonce, self->keep_key);
+    char epoch[32];
+    (void)snprintf(epoch, sizeof(epoch), "%lld", (long long)next->epoch);
+    const char *values[3] = { epoch, (const char *)nonce, (const char *)sealed };
+    int lengths[3] = { 0, (int)sizeof(nonce), (int)sizeof(sealed) };
+    int formats[3] = { 0, 1, 1 };
+    PGresult *res = PQexecParams(self->conn,
+                                 "INSERT INTO accord_epoch_broker (epoch, nonce, sealed_key) "
+                                 "VALUES ($1, $2, $3)",
+                                 3, NULL, values, lengths, formats, 0);
+    acc_rc_t rc = ACC_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not keep the epoch key: %s",
+                         PQerrorMessage(self->conn));
+    }
+    PQclear(res);
+    return rc;
+}
+
 /* The next epoch is committed before anything of the current one changes: if
  * any step fails, the current key, nonce prefix and counter stay in force. */
 static acc_rc_t s_commit_epoch(ledger_t *self, const acc_policy_t *policy, s_epoch_t *next,
@@ -317,6 +495,9 @@ static acc_rc_t s_commit_epoch(ledger_t *self, const acc_policy_t *policy, s_epo
     }
     for (size_t i = 0; rc == ACC_OK && i < acc_policy_auditor_count(policy); i++) {
         rc = s_insert_seal(self, policy, i, next, err);
+    }
+    if (rc == ACC_OK) {
+        rc = s_insert_kept(self, next, err);
     }
     if (rc == ACC_OK) {
         rc = s_exec(self, "COMMIT", "commit a key epoch", err);
@@ -344,6 +525,7 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
         self->epoch_retry_at_ms = s_now_ms() + EPOCH_RETRY_MS;
         return rc;
     }
+    s_kept_add(self, next.epoch, next.key);
     sodium_free(self->epoch_key);
     self->epoch_key = next.key;
     self->epoch = next.epoch;
@@ -427,6 +609,10 @@ static void s_encode_row(copybuf_t *b, const acc_logrow_t *row, const uint8_t *p
     copybuf_bytea(b, prev_hash, ACC_LOGROW_HASH_BYTES);
     copybuf_next(b);
     copybuf_bytea(b, entry_hash, ACC_LOGROW_HASH_BYTES);
+    copybuf_next(b);
+    copybuf_bytea(b, row->content_hash, ACC_LOGROW_HASH_BYTES);
+    copybuf_next(b);
+    copybuf_int_array(b, row->acked_count > 0 ? row->acked_seqs : NULL, row->acked_count);
     copybuf_end_row(b);
 }
 
@@ -491,7 +677,7 @@ size_t ledger_staged(const ledger_t *self)
 
 size_t ledger_staged_bytes(const ledger_t *self)
 {
-    return self->log_rows.len + self->outbox_rows.len + self->publish_rows.len;
+    return self->log_rows.len + self->cursor_sql.len;
 }
 
 bool ledger_is_up(const ledger_t *self)
@@ -499,16 +685,10 @@ bool ledger_is_up(const ledger_t *self)
     return self->conn != NULL && PQstatus(self->conn) == CONNECTION_OK;
 }
 
-static void s_forget_publishes(ledger_t *self)
-{
-    copybuf_reset(&self->publish_rows);
-    pubset_clear(&self->publishes);
-}
-
 static void s_drop_staged(ledger_t *self)
 {
-    s_forget_publishes(self);
-    copybuf_reset(&self->outbox_rows);
+    pubset_clear(&self->publishes);
+    copybuf_reset(&self->cursor_sql);
     self->delivered_count = 0;
     self->staged_unsigned = self->committed_unsigned;
     self->staged = 0;
@@ -536,27 +716,20 @@ static void s_append_delete(copybuf_t *sql, const ledger_t *self)
 
 /* The batch's transaction as one query string, and the COPY rows it will ask for
  * in order. */
-static size_t s_batch_sql(const ledger_t *self, copybuf_t *sql, const copybuf_t *copies[3])
+static size_t s_batch_sql(const ledger_t *self, copybuf_t *sql, const copybuf_t *copies[1])
 {
     size_t n = 0;
     copybuf_raw(sql, "BEGIN;", 6);
-    const struct {
-        const char *sql;
-        const copybuf_t *rows;
-    } tables[] = {
-        { s_copy_sql, &self->log_rows },
-        { s_outbox_sql, &self->outbox_rows },
-        { s_publish_sql, &self->publish_rows },
-    };
-    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
-        if (tables[i].rows->len > 0) {
-            copybuf_raw(sql, tables[i].sql, strlen(tables[i].sql));
-            copybuf_raw(sql, ";", 1);
-            copies[n++] = tables[i].rows;
-        }
+    if (self->log_rows.len > 0) {
+        copybuf_raw(sql, s_copy_sql, strlen(s_copy_sql));
+        copybuf_raw(sql, ";", 1);
+        copies[n++] = &self->log_rows;
     }
     if (self->delivered_count > 0) {
         s_append_delete(sql, self);
+    }
+    if (self->cursor_sql.len > 0) {
+        copybuf_raw(sql, self->cursor_sql.data, self->cursor_sql.len);
     }
     copybuf_raw(sql, "COMMIT", 7); /* with its terminating NUL */
     return n;
@@ -569,7 +742,7 @@ static size_t s_batch_sql(const ledger_t *self, copybuf_t *sql, const copybuf_t 
 static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
 {
     copybuf_t sql = { 0 };
-    const copybuf_t *copies[3] = { NULL };
+    const copybuf_t *copies[1] = { NULL };
     size_t copy_count = s_batch_sql(self, &sql, copies);
     if (PQsendQuery(self->conn, sql.data) != 1) {
         copybuf_free(&sql);
@@ -712,8 +885,8 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
     self->epoch_rows += self->staged;
     self->committed_unsigned = self->staged_unsigned;
     self->staged = 0;
-    s_forget_publishes(self);
-    copybuf_reset(&self->outbox_rows);
+    pubset_clear(&self->publishes);
+    copybuf_reset(&self->cursor_sql);
     self->delivered_count = 0;
     copybuf_reset(&self->log_rows);
     (void)s_write_mark(self, self->committed_unsigned == 0);
@@ -761,35 +934,6 @@ static void s_outbox_ad(uint8_t ad[ACC_LOGROW_HASH_BYTES], const uint8_t *share_
     (void)crypto_generichash_final(&st, ad, ACC_LOGROW_HASH_BYTES);
 }
 
-void ledger_stage_outbox(ledger_t *self, const ledger_delivery_t *d)
-{
-    uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
-    randombytes_buf(nonce, sizeof(nonce));
-    uint8_t ad[ACC_LOGROW_HASH_BYTES];
-    s_outbox_ad(ad, d->share_id, d->to_agency);
-    size_t sealed_len = d->frame_len + ACC_LOGROW_MAC_BYTES;
-    uint8_t *sealed = acc_xmalloc(sealed_len);
-    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(sealed, NULL, d->frame, d->frame_len, ad,
-                                                     sizeof(ad), NULL, nonce, self->outbox_key);
-    char uuid[37];
-    acc_uuid_format(uuid, d->share_id);
-    copybuf_t *b = &self->outbox_rows;
-    copybuf_text(b, uuid);
-    copybuf_next(b);
-    copybuf_int(b, d->seq);
-    const char *texts[] = { d->to_agency, d->from_agency, d->record_type, d->record_id };
-    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        copybuf_next(b);
-        copybuf_text(b, texts[i]);
-    }
-    copybuf_next(b);
-    copybuf_bytea(b, nonce, sizeof(nonce));
-    copybuf_next(b);
-    copybuf_bytea(b, sealed, sealed_len);
-    copybuf_end_row(b);
-    free(sealed);
-}
-
 void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES])
 {
     if (self->delivered_count == self->delivered_cap) {
@@ -800,50 +944,136 @@ void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SH
     memcpy(self->delivered[self->delivered_count++], share_id, ACC_LOGROW_SHARE_BYTES);
 }
 
-static int64_t s_be64(const char *p)
+/* The columns a pending page reads, in order. */
+enum {
+    PENDING_SHARE_ID,
+    PENDING_SEQ,
+    PENDING_FROM,
+    PENDING_TYPE,
+    PENDING_RECORD_ID,
+    PENDING_RULES,
+    PENDING_PURPOSE,
+    PENDING_BASIS,
+    PENDING_AGREEMENT,
+    PENDING_EPOCH,
+    PENDING_NONCE,
+    PENDING_PAYLOAD,
+    PENDING_TOTAL,
+    PENDING_OLD_NONCE, /* the pre-0008 outbox, while it holds deliveries */
+    PENDING_OLD_FRAME,
+};
+
+static const char *s_text_or_null(PGresult *res, int i, int col)
 {
-    uint64_t v = 0;
-    for (size_t i = 0; i < 8; i++) {
-        v = v << 8 | (uint8_t)p[i];
-    }
-    return (int64_t)v;
+    return PQgetisnull(res, i, col) ? NULL : PQgetvalue(res, i, col);
 }
 
-/* Opens row i of a pending page and hands it to fn; false if it does not open. */
-static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_page_t *page)
+/* A pre-0008 delivery: its Deliver frame, sealed with the outbox key. */
+static bool s_open_legacy(ledger_t *self, PGresult *res, int i, ledger_share_t *d,
+                          const ledger_page_t *page)
 {
-    const char *agency = page->agency;
-    ledger_delivery_t d = { .to_agency = agency };
-    if (PQgetlength(res, i, 0) != ACC_LOGROW_SHARE_BYTES || PQgetlength(res, i, 1) != 8 ||
-        PQgetlength(res, i, 5) != ACC_LOGROW_NONCE_BYTES ||
-        PQgetlength(res, i, 6) < ACC_LOGROW_MAC_BYTES) {
+    if (PQnfields(res) <= PENDING_OLD_FRAME || PQgetisnull(res, i, PENDING_OLD_FRAME) ||
+        PQgetlength(res, i, PENDING_OLD_NONCE) != ACC_LOGROW_NONCE_BYTES ||
+        PQgetlength(res, i, PENDING_OLD_FRAME) < ACC_LOGROW_MAC_BYTES) {
         return false;
     }
-    memcpy(d.share_id, PQgetvalue(res, i, 0), ACC_LOGROW_SHARE_BYTES);
-    d.seq = s_be64(PQgetvalue(res, i, 1));
-    d.from_agency = PQgetvalue(res, i, 2);
-    d.record_type = PQgetvalue(res, i, 3);
-    d.record_id = PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4);
     uint8_t ad[ACC_LOGROW_HASH_BYTES];
-    s_outbox_ad(ad, d.share_id, agency);
-    size_t sealed_len = (size_t)PQgetlength(res, i, 6);
+    s_outbox_ad(ad, d->share_id, page->agency);
+    size_t sealed_len = (size_t)PQgetlength(res, i, PENDING_OLD_FRAME);
     uint8_t *frame = acc_xmalloc(sealed_len);
     bool ok = crypto_aead_xchacha20poly1305_ietf_decrypt(
-                  frame, NULL, NULL, (const uint8_t *)PQgetvalue(res, i, 6), sealed_len, ad,
-                  sizeof(ad), (const uint8_t *)PQgetvalue(res, i, 5), self->outbox_key) == 0;
+                  frame, NULL, NULL, (const uint8_t *)PQgetvalue(res, i, PENDING_OLD_FRAME),
+                  sealed_len, ad, sizeof(ad),
+                  (const uint8_t *)PQgetvalue(res, i, PENDING_OLD_NONCE), self->outbox_key) == 0;
     if (ok) {
-        d.frame = frame;
-        d.frame_len = sealed_len - ACC_LOGROW_MAC_BYTES;
-        page->fn(page->ctx, &d);
+        d->frame = frame;
+        d->frame_len = sealed_len - ACC_LOGROW_MAC_BYTES;
+        page->fn(page->ctx, d);
     }
     sodium_memzero(frame, sealed_len);
     free(frame);
     return ok;
 }
 
+/* The payload opened with its epoch's kept key, bound to its row. */
+static bool s_open_share(ledger_t *self, PGresult *res, int i, ledger_share_t *d,
+                         const ledger_page_t *page)
+{
+    int64_t epoch = s_be64(PQgetvalue(res, i, PENDING_EPOCH));
+    const uint8_t *key = s_kept_key(self, epoch);
+    size_t sealed_len = (size_t)PQgetlength(res, i, PENDING_PAYLOAD);
+    if (key == NULL || PQgetlength(res, i, PENDING_NONCE) != ACC_LOGROW_NONCE_BYTES ||
+        sealed_len < ACC_LOGROW_MAC_BYTES) {
+        return false;
+    }
+    acc_logrow_t row = { .seq = d->seq,
+                         .event = "shared",
+                         .from_agency = d->from_agency,
+                         .to_agency = page->agency,
+                         .record_type = d->record_type,
+                         .record_id = d->record_id,
+                         .key_epoch = epoch,
+                         .nonce = (const uint8_t *)PQgetvalue(res, i, PENDING_NONCE),
+                         .payload = (const uint8_t *)PQgetvalue(res, i, PENDING_PAYLOAD),
+                         .payload_len = sealed_len };
+    memcpy(row.share_id, d->share_id, sizeof(row.share_id));
+    size_t len = sealed_len - ACC_LOGROW_MAC_BYTES;
+    uint8_t *plain = acc_xmalloc(len > 0 ? len : 1);
+    acc_err_t err;
+    bool ok = acc_logrow_open(plain, len, &row, key, &err) == ACC_OK;
+    if (ok) {
+        d->record = plain;
+        d->record_len = len;
+        page->fn(page->ctx, d);
+    }
+    sodium_memzero(plain, len);
+    free(plain);
+    return ok;
+}
+
+/* Opens row i of a pending page and hands it to fn; false if it does not open. */
+static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_page_t *page)
+{
+    if (PQgetlength(res, i, PENDING_SHARE_ID) != ACC_LOGROW_SHARE_BYTES ||
+        PQgetlength(res, i, PENDING_SEQ) != 8 || PQgetlength(res, i, PENDING_EPOCH) != 8 ||
+        PQgetlength(res, i, PENDING_AGREEMENT) != ACC_POLICY_HASH_BYTES) {
+        return false;
+    }
+    ledger_share_t d = {
+        .seq = s_be64(PQgetvalue(res, i, PENDING_SEQ)),
+        .from_agency = PQgetvalue(res, i, PENDING_FROM),
+        .record_type = PQgetvalue(res, i, PENDING_TYPE),
+        .record_id = s_text_or_null(res, i, PENDING_RECORD_ID),
+        .rule_ids = PQgetvalue(res, i, PENDING_RULES),
+        .purpose = s_text_or_null(res, i, PENDING_PURPOSE),
+        .lawful_basis = s_text_or_null(res, i, PENDING_BASIS),
+        .agreement_hash = (const uint8_t *)PQgetvalue(res, i, PENDING_AGREEMENT),
+    };
+    memcpy(d.share_id, PQgetvalue(res, i, PENDING_SHARE_ID), ACC_LOGROW_SHARE_BYTES);
+    if ((self->legacy_outbox && s_open_legacy(self, res, i, &d, page)) ||
+        s_open_share(self, res, i, &d, page)) {
+        return true;
+    }
+    page->fn(page->ctx, &d); /* neither record nor frame: the caller knows it is stuck */
+    return false;
+}
+
+/* A page stops at max_bytes of payloads (always at least one row), so a backlog
+ * of large records is never read into memory a whole page at a time. */
+#define PENDING_SELECT                                                                           \
+    "SELECT share_id, seq, from_agency, record_type, record_id, rules, purpose, lawful_basis, " \
+    "agreement_hash, key_epoch, nonce, payload, total%s FROM (SELECT l.*, sum(length(payload)) " \
+    "OVER (ORDER BY seq) - length(payload) AS before, count(*) OVER () AS total FROM (SELECT "   \
+    "share_id, seq, from_agency, record_type, record_id, array_to_string(rule_ids, ',') AS "     \
+    "rules, purpose, lawful_basis, agreement_hash, key_epoch, nonce, payload FROM accord_log "   \
+    "WHERE to_agency = $1 AND event = 'shared' AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "     \
+    "WHERE before < $4 ORDER BY seq"
+
 acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
 {
     page->count = 0;
+    page->last_seq = page->after_seq;
+    page->cut = false;
     acc_rc_t up = s_ensure_up(self, err);
     if (up != ACC_OK) {
         return up;
@@ -855,32 +1085,212 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
     (void)snprintf(lim, sizeof(lim), "%zu", page->limit);
     (void)snprintf(bytes, sizeof(bytes), "%zu", page->max_bytes);
     const char *values[4] = { page->agency, after, lim, bytes };
-    /* the page stops at max_bytes of frames (always at least one), so a backlog of
-     * large records is never read into memory a whole page at a time */
-    PGresult *res = PQexecParams(
-        self->conn,
-        "SELECT share_id, seq, from_agency, record_type, record_id, nonce, frame, total FROM ("
-        "SELECT l.*, sum(length(frame)) OVER (ORDER BY seq) - length(frame) AS before, "
-        "count(*) OVER () AS total FROM (SELECT share_id, seq, from_agency, record_type, "
-        "record_id, nonce, frame FROM accord_outbox WHERE to_agency = $1 AND seq > $2 "
-        "ORDER BY seq LIMIT $3) l) w WHERE before < $4 ORDER BY seq",
-        4, NULL, values, NULL, NULL, 1);
+    char sql[1024];
+    (void)snprintf(sql, sizeof(sql), PENDING_SELECT,
+                   self->legacy_outbox ? ", o.nonce, o.frame" : "",
+                   self->legacy_outbox ? " LEFT JOIN accord_outbox o USING (share_id)" : "");
+    PGresult *res = PQexecParams(self->conn, sql, 4, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read pending deliveries: %s",
                                   PQerrorMessage(self->conn));
         PQclear(res);
         return rc;
     }
-    page->cut = PQntuples(res) > 0 && PQgetlength(res, 0, 7) == 8 &&
-                s_be64(PQgetvalue(res, 0, 7)) > (int64_t)PQntuples(res);
-    page->count = (size_t)PQntuples(res);
-    for (int i = 0; i < PQntuples(res); i++) {
+    int rows = PQntuples(res);
+    page->cut = rows > 0 && PQgetlength(res, 0, PENDING_TOTAL) == 8 &&
+                s_be64(PQgetvalue(res, 0, PENDING_TOTAL)) > (int64_t)rows;
+    page->count = (size_t)rows;
+    for (int i = 0; i < rows; i++) {
+        if (PQgetlength(res, i, PENDING_SEQ) == 8) {
+            page->last_seq = s_be64(PQgetvalue(res, i, PENDING_SEQ));
+        }
         if (!s_open_pending(self, res, i, page)) {
             acc_log_error("ledger",
-                          "a pending delivery for %s does not open with this broker's outbox "
-                          "key; left in place",
-                          page->agency);
+                          "a share to %s at seq %lld does not open (its epoch key is no longer "
+                          "kept, or the row was altered); it is skipped",
+                          page->agency, (long long)page->last_seq);
         }
+    }
+    PQclear(res);
+    return ACC_OK;
+}
+
+acc_rc_t ledger_find_share(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
+                           const char *to_agency, ledger_share_ref_t *out, acc_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    char uuid[37];
+    acc_uuid_format(uuid, share_id);
+    const char *values[2] = { uuid, to_agency };
+    PGresult *res = PQexecParams(self->conn,
+                                 "SELECT seq, from_agency, record_type, coalesce(record_id, '') "
+                                 "FROM accord_log WHERE share_id = $1::uuid AND event = 'shared' "
+                                 "AND to_agency = $2",
+                                 2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s",
+                         PQerrorMessage(self->conn));
+    } else if (PQntuples(res) == 1) {
+        out->found = true;
+        out->seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        (void)snprintf(out->from_agency, sizeof(out->from_agency), "%s", PQgetvalue(res, 0, 1));
+        (void)snprintf(out->record_type, sizeof(out->record_type), "%s", PQgetvalue(res, 0, 2));
+        (void)snprintf(out->record_id, sizeof(out->record_id), "%s", PQgetvalue(res, 0, 3));
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* ---- cursors ---- */
+
+/* An agency id or record type as an SQL literal. Both passed validation (letters,
+ * digits and a few punctuation marks), and quotes are doubled all the same. */
+static void s_literal(copybuf_t *b, const char *text)
+{
+    copybuf_raw(b, "'", 1);
+    for (const char *c = text; *c != '\0'; c++) {
+        copybuf_raw(b, c, 1);
+        if (*c == '\'') {
+            copybuf_raw(b, "'", 1);
+        }
+    }
+    copybuf_raw(b, "'", 1);
+}
+
+static void s_int_literal(copybuf_t *b, int64_t v)
+{
+    char n[32];
+    int len = snprintf(n, sizeof(n), "%lld", (long long)v);
+    copybuf_raw(b, n, (size_t)len);
+}
+
+void ledger_stage_cursor(ledger_t *self, const ledger_cursor_t *cursor)
+{
+    copybuf_t *b = &self->cursor_sql;
+    static const char head[] =
+        "INSERT INTO accord_cursor (to_agency, record_type, acked_to, acked_above) VALUES (";
+    copybuf_raw(b, head, sizeof(head) - 1);
+    s_literal(b, cursor->agency);
+    copybuf_raw(b, ",", 1);
+    s_literal(b, cursor->record_type);
+    copybuf_raw(b, ",", 1);
+    s_int_literal(b, cursor->acked_to);
+    copybuf_raw(b, ",'{", 3);
+    for (size_t i = 0; i < cursor->above_count; i++) {
+        if (i > 0) {
+            copybuf_raw(b, ",", 1);
+        }
+        s_int_literal(b, cursor->above[i]);
+    }
+    static const char tail[] = "}') ON CONFLICT (to_agency, record_type) DO UPDATE SET "
+                               "acked_to = EXCLUDED.acked_to, acked_above = EXCLUDED.acked_above;";
+    copybuf_raw(b, tail, sizeof(tail) - 1);
+}
+
+/* Parses a bigint[] in text form ("{1,2,3}") into a new array. */
+static int64_t *s_parse_int_array(const char *text, size_t *count)
+{
+    *count = 0;
+    size_t cap = 1;
+    for (const char *c = text; *c != '\0'; c++) {
+        cap += *c == ',';
+    }
+    int64_t *items = acc_xcalloc(cap, sizeof(*items));
+    const char *c = text[0] == '{' ? text + 1 : text;
+    while (*c != '\0' && *c != '}' && *count < cap) {
+        char *end = NULL;
+        items[(*count)++] = strtoll(c, &end, 10);
+        if (end == c) {
+            break;
+        }
+        c = *end == ',' ? end + 1 : end;
+    }
+    return items;
+}
+
+acc_rc_t ledger_load_cursors(ledger_t *self, ledger_cursor_fn *fn, void *ctx, acc_err_t *err)
+{
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    PGresult *res = PQexec(self->conn, "SELECT to_agency, record_type, acked_to, acked_above "
+                                       "FROM accord_cursor");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not read the delivery cursors: %s",
+                         PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        ledger_cursor_t c = { .agency = PQgetvalue(res, i, 0),
+                              .record_type = PQgetvalue(res, i, 1),
+                              .acked_to = strtoll(PQgetvalue(res, i, 2), NULL, 10) };
+        int64_t *above = s_parse_int_array(PQgetvalue(res, i, 3), &c.above_count);
+        c.above = above;
+        fn(ctx, &c);
+        free(above);
+    }
+    PQclear(res);
+    return ACC_OK;
+}
+
+acc_rc_t ledger_erase_done_epochs(ledger_t *self, int64_t first_pending_seq, acc_err_t *err)
+{
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK || self->staged > 0) {
+        return rc; /* between commits only */
+    }
+    /* epochs only grow with seq: every row of an epoch below the one holding the
+     * first possibly pending share lies below that share */
+    char bound[32];
+    char current[32];
+    (void)snprintf(bound, sizeof(bound), "%lld", (long long)first_pending_seq);
+    (void)snprintf(current, sizeof(current), "%lld", (long long)self->epoch);
+    const char *values[2] = { bound, current };
+    PGresult *res = PQexecParams(
+        self->conn,
+        "WITH b AS (SELECT coalesce((SELECT key_epoch FROM accord_log WHERE seq >= $1 AND "
+        "key_epoch IS NOT NULL ORDER BY seq LIMIT 1), $2::bigint) AS epoch) "
+        "DELETE FROM accord_epoch_broker k USING b WHERE k.epoch < b.epoch AND k.epoch <> $2 "
+        "RETURNING b.epoch",
+        2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = acc_err_set(err, ACC_ERR_DB, "could not erase the keys of acknowledged epochs: %s",
+                         PQerrorMessage(self->conn));
+        PQclear(res);
+        return rc;
+    }
+    if (PQntuples(res) > 0) {
+        int64_t below = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        (void)s_kept_erase_below(self, below);
+        acc_log_notice("ledger",
+                       "erased the broker's copy of %d epoch key(s) below epoch %lld: every "
+                       "share of them is acknowledged (auditors keep theirs)",
+                       PQntuples(res), (long long)below);
+    }
+    PQclear(res);
+    return ACC_OK;
+}
+
+acc_rc_t ledger_count_pending(ledger_t *self, ledger_pending_count_fn *fn, void *ctx,
+                              acc_err_t *err)
+{
+    PGresult *res = ledger_read(
+        self,
+        "SELECT c.to_agency, sum((SELECT count(*) FROM accord_log l WHERE l.to_agency = "
+        "c.to_agency AND l.event = 'shared' AND l.seq > c.acked_to AND l.record_type = "
+        "c.record_type) - cardinality(c.acked_above)) FROM accord_cursor c GROUP BY 1",
+        0, NULL, err);
+    if (res == NULL) {
+        return ACC_ERR_DB;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        fn(ctx, PQgetvalue(res, i, 0), strtoll(PQgetvalue(res, i, 1), NULL, 10));
     }
     PQclear(res);
     return ACC_OK;
@@ -888,18 +1298,9 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
 
 /* ---- idempotent publish ---- */
 
-void ledger_stage_publish(ledger_t *self, const char *from, const char *record_id,
-                          const uint8_t hash[ACC_LOGROW_HASH_BYTES], int64_t seq)
+void ledger_note_publish(ledger_t *self, const char *from, const char *record_id,
+                         const uint8_t hash[ACC_LOGROW_HASH_BYTES])
 {
-    copybuf_t *b = &self->publish_rows;
-    copybuf_text(b, from);
-    copybuf_next(b);
-    copybuf_text(b, record_id);
-    copybuf_next(b);
-    copybuf_bytea(b, hash, ACC_LOGROW_HASH_BYTES);
-    copybuf_next(b);
-    copybuf_int(b, seq);
-    copybuf_end_row(b);
     pubset_entry_t *e = pubset_put(&self->publishes, from, record_id);
     e->found = true;
     e->staged = true;
@@ -960,10 +1361,12 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
     const char *values[2] = { froms.data, ids.data };
     /* text columns come back as their bytes in binary format */
     PGresult *res = PQexecParams(self->conn,
-                                 "SELECT p.from_agency, p.record_id, p.content_hash "
-                                 "FROM unnest($1::text[], $2::text[]) AS k(f, r) "
-                                 "JOIN accord_publish p ON p.from_agency = k.f "
-                                 "AND p.record_id = k.r",
+                                 "SELECT k.f, k.r, coalesce((SELECT l.content_hash FROM "
+                                 "accord_log l WHERE l.from_agency = k.f AND l.record_id = k.r "
+                                 "AND l.content_hash IS NOT NULL LIMIT 1), (SELECT p.content_hash "
+                                 "FROM accord_publish p WHERE p.from_agency = k.f AND "
+                                 "p.record_id = k.r)) FROM unnest($1::text[], $2::text[]) "
+                                 "AS k(f, r)",
                                  2, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up earlier publishes: %s",
@@ -994,8 +1397,10 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
     }
     const char *values[2] = { from, record_id };
     PGresult *res = PQexecParams(self->conn,
-                                 "SELECT content_hash FROM accord_publish WHERE from_agency = $1 "
-                                 "AND record_id = $2",
+                                 "SELECT coalesce((SELECT content_hash FROM accord_log WHERE "
+                                 "from_agency = $1 AND record_id = $2 AND content_hash IS NOT "
+                                 "NULL LIMIT 1), (SELECT content_hash FROM accord_publish WHERE "
+                                 "from_agency = $1 AND record_id = $2))",
                                  2, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up an earlier publish: %s",
@@ -1003,35 +1408,6 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
     } else if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == ACC_LOGROW_HASH_BYTES) {
         memcpy(out->hash, PQgetvalue(res, 0, 0), ACC_LOGROW_HASH_BYTES);
         out->found = true;
-    }
-    PQclear(res);
-    return rc;
-}
-
-acc_rc_t ledger_find_outbox(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
-                            const char *to_agency, ledger_outbox_row_t *out, acc_err_t *err)
-{
-    memset(out, 0, sizeof(*out));
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK) {
-        return rc;
-    }
-    char uuid[37];
-    acc_uuid_format(uuid, share_id);
-    const char *values[2] = { uuid, to_agency };
-    PGresult *res = PQexecParams(self->conn,
-                                 "SELECT seq, from_agency, record_type, coalesce(record_id, '') "
-                                 "FROM accord_outbox WHERE share_id = $1::uuid AND to_agency = $2",
-                                 2, NULL, values, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not look up a pending delivery: %s",
-                         PQerrorMessage(self->conn));
-    } else if (PQntuples(res) == 1) {
-        out->found = true;
-        out->seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        (void)snprintf(out->from_agency, sizeof(out->from_agency), "%s", PQgetvalue(res, 0, 1));
-        (void)snprintf(out->record_type, sizeof(out->record_type), "%s", PQgetvalue(res, 0, 2));
-        (void)snprintf(out->record_id, sizeof(out->record_id), "%s", PQgetvalue(res, 0, 3));
     }
     PQclear(res);
     return rc;
@@ -1088,23 +1464,37 @@ acc_rc_t ledger_schema_version(ledger_t *self, int *version, acc_err_t *err)
     return rc;
 }
 
-PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
-                              acc_err_t *err)
+acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *record_id,
+                             ledger_result_fn *fn, void *ctx, acc_err_t *err)
 {
+    acc_rc_t rc = s_ensure_up(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
     const char *values[2] = { from, record_id };
     PGresult *res = PQexecParams(self->conn,
                                  "SELECT event, to_agency, share_id::text, "
-                                 "array_to_string(rule_ids, ','), reason, seq FROM accord_log "
-                                 "WHERE from_agency = $1 AND record_id = $2 AND event IN "
-                                 "('shared', 'withheld') ORDER BY seq",
+                                 "array_to_string(rule_ids, ','), coalesce(reason, ''), seq "
+                                 "FROM accord_log WHERE from_agency = $1 AND record_id = $2 AND "
+                                 "event IN ('shared', 'withheld') ORDER BY seq",
                                  2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        (void)acc_err_set(err, ACC_ERR_DB, "could not read an earlier result: %s",
-                          PQerrorMessage(self->conn));
+        rc = acc_err_set(err, ACC_ERR_DB, "could not read an earlier result: %s",
+                         PQerrorMessage(self->conn));
         PQclear(res);
-        return NULL;
+        return rc;
     }
-    return res;
+    for (int i = 0; i < PQntuples(res); i++) {
+        ledger_result_row_t row = { .withheld = strcmp(PQgetvalue(res, i, 0), "withheld") == 0,
+                                    .to_agency = PQgetvalue(res, i, 1),
+                                    .share_id = PQgetvalue(res, i, 2),
+                                    .rule_ids = PQgetvalue(res, i, 3),
+                                    .reason = PQgetvalue(res, i, 4),
+                                    .seq = strtoll(PQgetvalue(res, i, 5), NULL, 10) };
+        fn(ctx, &row);
+    }
+    PQclear(res);
+    return ACC_OK;
 }
 
 /* ---- the high-water mark and restores ---- */

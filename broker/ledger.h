@@ -27,11 +27,13 @@ typedef struct {
 /* Connects to PostgreSQL (bounded by limits->connect_timeout_s unless the conninfo
  * sets connect_timeout), applies pending migrations (read_only: refuses a schema
  * older than this build instead, and makes the session read-only), then sets the
- * statement timeout and reads the chain head. sign_secret (64 bytes) and outbox_key (32
- * bytes) are copied into locked memory. */
+ * statement timeout, reads the chain head and opens the epoch keys the broker
+ * kept. sign_secret (64 bytes), outbox_key (32 bytes: the pre-0008 outbox) and
+ * keep_key (32 bytes: seals the broker's copies of epoch keys) are copied into
+ * locked memory. */
 ACC_NODISCARD acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits,
                                    const uint8_t *sign_secret, const uint8_t *outbox_key,
-                                   acc_err_t *err);
+                                   const uint8_t *keep_key, acc_err_t *err);
 /* Wipes the epoch key and closes the connection. Staged rows are discarded. */
 void ledger_destroy(ledger_t **self_p);
 
@@ -47,46 +49,112 @@ ACC_NODISCARD acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *po
  * points to is copied; nothing is borrowed after the call. Returns the seq. */
 int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, size_t plain_len);
 
-/* A delivery waiting for its recipient, as stored in the outbox. */
+/* ---- the log as the queue ----
+ *
+ * A `shared` row holds exactly what its recipient receives, encrypted under its
+ * epoch's key. What is pending for an agency is every shared row to it above its
+ * cursor (per record type) that the cursor does not list as acknowledged. The
+ * ledger keeps each epoch's key, sealed in accord_epoch_broker under a key only
+ * the broker holds, while that epoch may still have unacknowledged shares. */
+
+/* A share read back from the log for its recipient. Strings and bytes are valid
+ * only during the callback. */
 typedef struct {
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     int64_t seq;
-    const char *to_agency;
     const char *from_agency;
     const char *record_type;
-    const char *record_id;
-    const uint8_t *frame; /* the packed Deliver envelope */
+    const char *record_id; /* NULL when the row has none */
+    const char *rule_ids;  /* comma-separated */
+    const char *purpose;
+    const char *lawful_basis;
+    const uint8_t *agreement_hash; /* ACC_POLICY_HASH_BYTES */
+    const uint8_t *record;         /* the packed record as minimised for the recipient */
+    size_t record_len;
+    const uint8_t *frame; /* instead of record: a packed Deliver kept in the pre-0008
+                           * accord_outbox; NULL otherwise */
     size_t frame_len;
-} ledger_delivery_t;
+} ledger_share_t;
 
-/* Stages d into the outbox, sealed, in the same transaction as the staged rows. */
-void ledger_stage_outbox(ledger_t *self, const ledger_delivery_t *d);
+typedef void ledger_share_fn(void *ctx, const ledger_share_t *share);
 
-/* Stages the removal of a share from the outbox (it was acknowledged). */
-void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES]);
-
-typedef void ledger_delivery_fn(void *ctx, const ledger_delivery_t *d);
-
-/* One page of an agency's pending deliveries. */
+/* One page of shares to an agency above a sequence number, in log order. */
 typedef struct {
     const char *agency;
     int64_t after_seq; /* only shares logged after this sequence */
     size_t limit;
-    size_t max_bytes;       /* frames' bytes: the page stops past this (one row at least) */
-    ledger_delivery_fn *fn; /* called for each, frame opened */
+    size_t max_bytes;    /* payloads' bytes: the page stops past this (one row at least) */
+    ledger_share_fn *fn; /* called for each, payload opened */
     void *ctx;
-    size_t count; /* out: rows the page held */
-    bool cut;     /* out: max_bytes left rows of the limit out */
+    size_t count;     /* out: rows the page held */
+    int64_t last_seq; /* out: the last row's seq (after_seq when none) */
+    bool cut;         /* out: max_bytes left rows of the limit out */
 } ledger_page_t;
 
-/* Calls page->fn for up to page->limit deliveries waiting for page->agency, in log
- * order; a frame that does not open is skipped and logged. */
+/* Calls page->fn for up to page->limit shares to page->agency after
+ * page->after_seq, in log order, each opened with its epoch's key; one that does
+ * not open (its epoch key erased, or the row altered) is logged and handed over
+ * with neither record nor frame. The caller skips the ones its cursor says were
+ * acknowledged. */
 ACC_NODISCARD acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err);
 
-/* Records that agency from had record_id (content hash) accepted at seq, in the
- * same transaction as its rows. */
-void ledger_stage_publish(ledger_t *self, const char *from, const char *record_id,
-                          const uint8_t hash[ACC_LOGROW_HASH_BYTES], int64_t seq);
+/* A share as an acknowledgement names it. */
+typedef struct {
+    bool found;
+    int64_t seq;
+    char from_agency[128];
+    char record_type[128];
+    char record_id[256];
+} ledger_share_ref_t;
+
+/* Looks up the `shared` row share_id to to_agency: an acknowledgement may arrive
+ * after the broker stopped tracking the delivery (a restart, a redelivery). */
+ACC_NODISCARD acc_rc_t ledger_find_share(ledger_t *self,
+                                         const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
+                                         const char *to_agency, ledger_share_ref_t *out,
+                                         acc_err_t *err);
+
+/* True while accord_outbox (written before schema 0008) still holds deliveries;
+ * their acknowledgements must then be staged with ledger_stage_delivered. */
+bool ledger_has_legacy_outbox(const ledger_t *self);
+
+/* Stages the removal of a share from the pre-0008 outbox (it was acknowledged). */
+void ledger_stage_delivered(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES]);
+
+/* A recipient's cursor for one record type: every share to it of that type at or
+ * below acked_to is acknowledged, and so are those in above (ascending). */
+typedef struct {
+    const char *agency;
+    const char *record_type;
+    int64_t acked_to;
+    const int64_t *above;
+    size_t above_count;
+} ledger_cursor_t;
+
+typedef void ledger_cursor_fn(void *ctx, const ledger_cursor_t *cursor);
+
+/* Calls fn for every cursor the database holds. */
+ACC_NODISCARD acc_rc_t ledger_load_cursors(ledger_t *self, ledger_cursor_fn *fn, void *ctx,
+                                           acc_err_t *err);
+
+/* Stages cursor as the agency's state for its record type, in the same
+ * transaction as the staged rows. */
+void ledger_stage_cursor(ledger_t *self, const ledger_cursor_t *cursor);
+
+/* Erases the broker's copy of every epoch key whose rows all lie below
+ * first_pending_seq (no share of it is unacknowledged), except the current
+ * epoch's. Auditors' copies stay. */
+ACC_NODISCARD acc_rc_t ledger_erase_done_epochs(ledger_t *self, int64_t first_pending_seq,
+                                                acc_err_t *err);
+
+/* Epoch keys the broker holds (the current one included). */
+size_t ledger_kept_epochs(const ledger_t *self);
+
+/* Notes that agency from had record_id (content hash) accepted in this batch: the
+ * hash goes into the publish's first row (row.content_hash), and a repeat in the
+ * same batch is recognised. */
+void ledger_note_publish(ledger_t *self, const char *from, const char *record_id,
+                         const uint8_t hash[ACC_LOGROW_HASH_BYTES]);
 
 /* An earlier accepted publish of the same (agency, record_id). */
 typedef struct {
@@ -108,27 +176,29 @@ ACC_NODISCARD acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count,
 ACC_NODISCARD acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *record_id,
                                            ledger_publish_t *out, acc_err_t *err);
 
-/* The first result of an accepted (from, record_id), rebuilt from its log rows:
- * a PGresult of (event, to_agency, share_id, rule_ids, reason, seq) rows in log
- * order, for the caller to PQclear. NULL with err set on failure. */
-PGresult *ledger_first_result(ledger_t *self, const char *from, const char *record_id,
-                              acc_err_t *err);
-
-/* A share still waiting in the outbox. */
+/* One row of an accepted publish's first result. */
 typedef struct {
-    bool found;
+    bool withheld;
+    const char *to_agency;
+    const char *share_id; /* text UUID */
+    const char *rule_ids; /* comma-separated */
+    const char *reason;
     int64_t seq;
-    char from_agency[128];
-    char record_type[128];
-    char record_id[256];
-} ledger_outbox_row_t;
+} ledger_result_row_t;
 
-/* Looks up share_id in the outbox for to_agency: an acknowledgement may arrive
- * after the broker stopped tracking the delivery (a restart, a redelivery). */
-ACC_NODISCARD acc_rc_t ledger_find_outbox(ledger_t *self,
-                                          const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
-                                          const char *to_agency, ledger_outbox_row_t *out,
-                                          acc_err_t *err);
+typedef void ledger_result_fn(void *ctx, const ledger_result_row_t *row);
+
+/* The first result of an accepted (from, record_id), rebuilt from its log rows:
+ * fn is called for each shared or withheld row, in log order. */
+ACC_NODISCARD acc_rc_t ledger_first_result(ledger_t *self, const char *from,
+                                           const char *record_id, ledger_result_fn *fn, void *ctx,
+                                           acc_err_t *err);
+
+/* Each agency's count of shares not yet acknowledged, under the query timeout
+ * (from its cursors: shares above acked_to, less those listed above it). */
+typedef void ledger_pending_count_fn(void *ctx, const char *agency, int64_t count);
+ACC_NODISCARD acc_rc_t ledger_count_pending(ledger_t *self, ledger_pending_count_fn *fn, void *ctx,
+                                            acc_err_t *err);
 
 /* Runs a read-only query with text parameters on the log's connection
  * (reconnecting first if it was lost), in a read-only transaction cancelled after

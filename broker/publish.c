@@ -23,6 +23,7 @@ typedef struct {
     char nhs[ACC_NHS_DIGITS + 1]; /* normalised NHS number, "" if none; wiped after */
     uint8_t content_hash[ACC_LOGROW_HASH_BYTES]; /* of the record as published */
     int64_t first_seq;
+    bool accepting; /* its first row carries content_hash (idempotency) */
     Accord__V1__PublishResult result;
     Accord__V1__Recipient recipients[ACC_POLICY_MAX_RECIPIENTS];
     Accord__V1__Recipient *recipient_ptrs[ACC_POLICY_MAX_RECIPIENTS];
@@ -102,6 +103,9 @@ static int64_t s_stage(broker_t *self, s_publish_t *p, acc_logrow_t *row,
     size_t len = accord__v1__child_record__get_packed_size(plain);
     uint8_t *buf = acc_xmalloc(len);
     (void)accord__v1__child_record__pack(plain, buf);
+    if (p->accepting && p->first_seq == 0) {
+        row->content_hash = p->content_hash; /* a repeat is answered from this row */
+    }
     int64_t seq = ledger_stage(self->ledger, row, buf, len);
     sodium_memzero(buf, len);
     free(buf);
@@ -200,16 +204,9 @@ static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_
     o->record_id = acc_xstrdup(p->rec->record_id);
     o->seq = row->seq;
     memcpy(o->share_id, row->share_id, sizeof(o->share_id));
-    /* Pending until acknowledged, whether or not the recipient is connected now. */
-    ledger_delivery_t pending = { .seq = row->seq,
-                                  .to_agency = row->to_agency,
-                                  .from_agency = p->peer->id,
-                                  .record_type = p->rec->record_type,
-                                  .record_id = row->record_id,
-                                  .frame = o->frame,
-                                  .frame_len = o->frame_len };
-    memcpy(pending.share_id, row->share_id, sizeof(pending.share_id));
-    ledger_stage_outbox(self->ledger, &pending);
+    /* Pending until acknowledged, whether or not the recipient is connected now:
+     * the shared row itself is what is read back for it. */
+    delivery_note_share(self, row->to_agency, p->rec->record_type, row->seq);
 }
 
 /* One recipient: a withheld row, or a shared row and a delivery of the record
@@ -274,26 +271,46 @@ static void s_reply_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode
     (void)broker_queue(self, OUT_REPLY, p->peer, &env);
 }
 
-/* Fills one recipient or withheld entry of the first result from log row i. */
-static void s_first_row(s_publish_t *p, PGresult *res, int i, char **rules_copy)
+/* The first result as it is rebuilt, row by row. */
+typedef struct {
+    s_publish_t *p;
+    char *rules[ACC_POLICY_MAX_RECIPIENTS]; /* copies the rule ids point into */
+    char *texts[ACC_POLICY_MAX_RECIPIENTS][3]; /* agency, share id, reason */
+    size_t rows;
+} s_first_t;
+
+/* Fills one recipient or withheld entry of the first result from one log row. */
+static void s_first_row(void *ctx, const ledger_result_row_t *row)
 {
-    const char *agency = PQgetvalue(res, i, 1);
-    if (strcmp(PQgetvalue(res, i, 0), "withheld") == 0) {
+    s_first_t *f = ctx;
+    s_publish_t *p = f->p;
+    if (f->rows == ACC_POLICY_MAX_RECIPIENTS) {
+        return;
+    }
+    if (f->rows == 0) {
+        p->result.seq = (uint64_t)row->seq;
+    }
+    char **texts = f->texts[f->rows];
+    texts[0] = acc_xstrdup(row->to_agency);
+    texts[1] = acc_xstrdup(row->share_id);
+    texts[2] = acc_xstrdup(row->reason);
+    char **rules = &f->rules[f->rows++];
+    if (row->withheld) {
         Accord__V1__Withheld *w = &p->withheld[p->result.n_withheld];
         accord__v1__withheld__init(w);
-        w->agency_id = acc_pb_str(agency);
-        w->reason = acc_pb_str(PQgetvalue(res, i, 4));
+        w->agency_id = texts[0];
+        w->reason = texts[2];
         p->withheld_ptrs[p->result.n_withheld++] = w;
         return;
     }
     size_t slot = p->result.n_recipients;
     Accord__V1__Recipient *r = &p->recipients[slot];
     accord__v1__recipient__init(r);
-    r->agency_id = acc_pb_str(agency);
-    r->share_id = acc_pb_str(PQgetvalue(res, i, 2));
-    *rules_copy = acc_xstrdup(PQgetvalue(res, i, 3));
+    r->agency_id = texts[0];
+    r->share_id = texts[1];
+    *rules = acc_xstrdup(row->rule_ids);
     char *save = NULL;
-    for (char *id = strtok_r(*rules_copy, ",", &save);
+    for (char *id = strtok_r(*rules, ",", &save);
          id != NULL && r->n_rule_ids < ACC_POLICY_MAX_RULES_PER_RECIPIENT;
          id = strtok_r(NULL, ",", &save)) {
         p->rule_ptrs[slot][r->n_rule_ids++] = id;
@@ -306,29 +323,24 @@ static void s_first_row(s_publish_t *p, PGresult *res, int i, char **rules_copy)
 static void s_answer_first(broker_t *self, s_publish_t *p)
 {
     acc_err_t err;
-    PGresult *res = ledger_first_result(self->ledger, p->peer->id, p->rec->record_id, &err);
-    if (res == NULL) {
-        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE, err.msg);
-        return;
-    }
-    char *rules[ACC_POLICY_MAX_RECIPIENTS] = { 0 };
-    int rows = PQntuples(res);
-    if (rows > ACC_POLICY_MAX_RECIPIENTS) {
-        rows = ACC_POLICY_MAX_RECIPIENTS;
-    }
+    s_first_t first = { .p = p };
     p->result.recipients = p->recipient_ptrs;
     p->result.withheld = p->withheld_ptrs;
-    for (int i = 0; i < rows; i++) {
-        s_first_row(p, res, i, &rules[i]);
+    if (ledger_first_result(self->ledger, p->peer->id, p->rec->record_id, s_first_row, &first,
+                            &err) != ACC_OK) {
+        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE, err.msg);
+    } else {
+        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__OK,
+                       "already shared: this is the first result");
+        acc_log_info("publish", "repeated record from %s answered with its first result seq=%llu",
+                     p->peer->id, (unsigned long long)p->result.seq);
     }
-    p->result.seq = rows > 0 ? (uint64_t)strtoll(PQgetvalue(res, 0, 5), NULL, 10) : 0;
-    s_reply_result(self, p, ACCORD__V1__ERROR_CODE__OK, "already shared: this is the first result");
-    for (int i = 0; i < rows; i++) {
-        free(rules[i]);
+    for (size_t i = 0; i < first.rows; i++) {
+        free(first.rules[i]);
+        for (size_t k = 0; k < 3; k++) {
+            free(first.texts[i][k]);
+        }
     }
-    PQclear(res);
-    acc_log_info("publish", "repeated record from %s answered with its first result seq=%llu",
-                 p->peer->id, (unsigned long long)p->result.seq);
 }
 
 /* Decides what a record seen before gets: true when the answer is already queued,
@@ -371,13 +383,13 @@ static void s_share(broker_t *self, s_publish_t *p, const acc_decision_t *d)
 {
     p->result.recipients = p->recipient_ptrs;
     p->result.withheld = p->withheld_ptrs;
+    p->accepting = true;
     for (size_t i = 0; i < d->recipient_count; i++) {
         s_decide_recipient(self, p, d, &d->recipients[i]);
     }
     s_queue_result(self, p, ACCORD__V1__ERROR_CODE__OK,
                    p->result.n_recipients > 0 ? "shared" : "every recipient was withheld");
-    ledger_stage_publish(self->ledger, p->peer->id, p->rec->record_id, p->content_hash,
-                         p->first_seq);
+    ledger_note_publish(self->ledger, p->peer->id, p->rec->record_id, p->content_hash);
     acc_log_info("publish", "accepted record from %s type=%s shared=%zu withheld=%zu seq=%lld",
                  p->peer->id, p->rec->record_type, p->result.n_recipients, p->result.n_withheld,
                  (long long)p->first_seq);
