@@ -19,7 +19,6 @@
 
 #define POLL_IDLE_MS        1000
 #define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
-#define ACK_COMMIT_DELAY_MS 10   /* longest wait of a batch of acknowledgements alone */
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
@@ -530,24 +529,12 @@ static void s_rotate_epoch_if_due(broker_t *self)
     }
 }
 
-/* A batch holding only acknowledgements answers nobody, so it may wait a few
- * milliseconds for more rows: at a steady trickle, a record's two
- * acknowledgements then cost a share of one commit instead of two commits of
- * their own, and a publish waiting behind them is not kept waiting. An
- * acknowledgement is durable only once committed; a crash before that means the
- * delivery is sent again, which subscribers recognise. */
+/* Acknowledgements answer nobody, so they wait to be written together (see
+ * delivery.h): a turn holding only acknowledgements not yet due commits nothing. */
 static bool s_commit_can_wait(broker_t *self, bool final)
 {
-    size_t staged = ledger_staged(self->ledger) + delivery_acks_waiting(self);
-    if (final || staged == 0 || self->out_count > 0 ||
-        staged >= (size_t)self->config->batch_max_rows) {
-        return false;
-    }
-    int64_t now = s_now_ms();
-    if (self->acks_waiting_since_ms == 0) {
-        self->acks_waiting_since_ms = now;
-    }
-    return now - self->acks_waiting_since_ms < ACK_COMMIT_DELAY_MS;
+    return !final && ledger_staged(self->ledger) == 0 && self->out_count == 0 &&
+           delivery_acks_due_in_ms(self) > 0;
 }
 
 static void s_commit_and_answer(broker_t *self, bool final)
@@ -555,11 +542,10 @@ static void s_commit_and_answer(broker_t *self, bool final)
     if (s_commit_can_wait(self, final)) {
         return;
     }
-    self->acks_waiting_since_ms = 0;
     bool committed = true;
     acc_err_t err;
     acc_err_clear(&err);
-    delivery_stage_acks(self);
+    delivery_stage(self, final);
     s_checkpoint_if_due(self, final);
     size_t rows = ledger_staged(self->ledger);
     int64_t started_us = s_now_us();
@@ -578,7 +564,7 @@ static void s_commit_and_answer(broker_t *self, bool final)
         }
     }
     metrics_commit(self->metrics, committed, rows, (double)(s_now_us() - started_us) / 1e6);
-    delivery_settle(self, committed);
+    delivery_settle(self, committed, rows > 0);
     if (!committed && ledger_failed_on_data(self->ledger) && self->held_count > 0) {
         s_flush_held_out(self);
         s_replay_held(self);
@@ -1217,11 +1203,8 @@ static void s_update_metrics(broker_t *self)
  * are due. */
 static long s_poll_timeout_ms(const broker_t *self)
 {
-    if (self->acks_waiting_since_ms == 0) {
-        return POLL_IDLE_MS;
-    }
-    int64_t left = ACK_COMMIT_DELAY_MS - (s_now_ms() - self->acks_waiting_since_ms);
-    return left > 0 ? (long)left : 0;
+    int64_t due = delivery_acks_due_in_ms(self);
+    return due < 0 || due > POLL_IDLE_MS ? POLL_IDLE_MS : (long)due;
 }
 
 bool broker_is_behind(const broker_t *self)

@@ -83,7 +83,6 @@ typedef struct broker_t {
     bool epoch_needed;             /* the auditors changed and their new epoch is not started yet */
     int64_t state_at_ms;           /* last time the metrics' view of the state was refreshed */
     int64_t pending_at_ms;         /* ...and of the pending deliveries per agency */
-    int64_t acks_waiting_since_ms; /* a batch of acknowledgements alone waits from then */
 } broker_t;
 
 /* How accordd was asked to start, and what stopped it. */

@@ -27,6 +27,13 @@
 #define PAGE_LOW_WATER  100 /* read more when fewer than this are unacknowledged */
 #define ERASE_EVERY_MS  10000
 
+/* Acknowledgements are written together: one row per agency every ACK_DELAY_MS,
+ * or at ACK_BATCH_MAX of them, rather than one with every commit. Until then an
+ * acknowledgement is not durable: a crash means the share is delivered again,
+ * which subscribers recognise (share id, and record). */
+#define ACK_DELAY_MS  50
+#define ACK_BATCH_MAX 4096
+
 /* A delivery sent and not yet acknowledged. */
 typedef struct {
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
@@ -35,7 +42,6 @@ typedef struct {
     size_t frame_len; /* bytes of the Deliver sent, counted against the recipient */
     int64_t seq;      /* the share's log sequence */
     int64_t sent_at_ms;
-    bool ack_staged;
 } inflight_t;
 
 /* One recipient's cursor for one record type (see delivery.h). */
@@ -46,7 +52,7 @@ typedef struct {
     int64_t *above; /* ascending */
     size_t above_count;
     size_t above_cap;
-    bool dirty;    /* to be saved with the next commit */
+    bool dirty;    /* to be saved: with the next commit, or if touched with the acks */
     int64_t stuck; /* the lowest share of it that did not open this run; 0 if none */
     /* as it was before this batch's acknowledgements, to go back to on failure */
     bool touched;
@@ -69,10 +75,11 @@ struct delivery_t {
     cursor_t *cursors;
     size_t cursor_count;
     size_t cursor_cap;
-    ack_t *acks; /* received, in order */
+    ack_t *acks; /* received, not yet committed, in order */
     size_t ack_count;
     size_t ack_cap;
-    size_t acks_staged; /* the first acks_staged of them are in the commit under way */
+    int64_t acks_since_ms; /* when the first of them arrived */
+    bool acks_staged;      /* they are in the commit under way */
     int64_t erased_at_ms;
 };
 
@@ -255,7 +262,6 @@ static void s_inflight_add(broker_t *b, size_t agency, size_t cursor, const uint
     f->frame_len = frame_len;
     f->seq = seq;
     f->sent_at_ms = s_now_ms();
-    f->ack_staged = false;
     if (agency < b->agency_slots) {
         b->agency_inflight[agency]++;
         b->agency_inflight_bytes[agency] += frame_len;
@@ -298,7 +304,7 @@ void delivery_forget_connection(broker_t *b, size_t agency)
     delivery_t *self = b->delivery;
     for (size_t i = 0; i < self->inflight_count;) {
         inflight_t *f = &self->inflight[i];
-        if (f->to_agency == agency && !f->ack_staged) {
+        if (f->to_agency == agency) {
             s_inflight_remove(b, i);
             continue;
         }
@@ -398,12 +404,8 @@ void delivery_subscribe(broker_t *b, peer_t *peer)
 void delivery_agreement_changed(broker_t *b)
 {
     delivery_t *self = b->delivery;
-    for (size_t i = 0; i < self->inflight_count;) {
-        if (!self->inflight[i].ack_staged) {
-            s_inflight_remove(b, i);
-            continue;
-        }
-        i++;
+    while (self->inflight_count > 0) {
+        s_inflight_remove(b, self->inflight_count - 1);
     }
     for (size_t i = 0; i < peers_count(b->peers); i++) {
         peer_t *p = peers_at(b->peers, i);
@@ -564,8 +566,8 @@ static size_t s_inflight_for(const broker_t *b, size_t agency)
  * agency offline for a week never fills the broker's memory. */
 void delivery_pump(broker_t *b)
 {
-    if (ledger_staged(b->ledger) > 0 || b->delivery->ack_count > 0) {
-        return; /* acknowledgements still waiting for their commit */
+    if (ledger_staged(b->ledger) > 0) {
+        return; /* between commits only */
     }
     for (size_t i = 0; i < peers_count(b->peers); i++) {
         peer_t *p = peers_at(b->peers, i);
@@ -610,7 +612,7 @@ void delivery_redeliver_due(broker_t *b)
     int64_t now = s_now_ms();
     for (size_t i = 0; i < self->inflight_count; i++) {
         const inflight_t *f = &self->inflight[i];
-        if (f->ack_staged || now - f->sent_at_ms < b->config->redeliver_after_ms) {
+        if (now - f->sent_at_ms < b->config->redeliver_after_ms) {
             continue;
         }
         peer_t *p = s_subscriber(b, f->to_agency);
@@ -630,7 +632,20 @@ static void s_advance(broker_t *b, size_t cursor, const peer_t *acker);
 
 size_t delivery_acks_waiting(const broker_t *b)
 {
-    return b->delivery->ack_count - b->delivery->acks_staged;
+    return b->delivery->ack_count;
+}
+
+int64_t delivery_acks_due_in_ms(const broker_t *b)
+{
+    const delivery_t *self = b->delivery;
+    if (self->ack_count == 0) {
+        return -1;
+    }
+    if (self->ack_count >= ACK_BATCH_MAX) {
+        return 0;
+    }
+    int64_t left = ACK_DELAY_MS - (s_now_ms() - self->acks_since_ms);
+    return left > 0 ? left : 0;
 }
 
 /* The pending share the acknowledgement names, into *cursor and *seq; false when
@@ -641,12 +656,13 @@ static bool s_ack_target(broker_t *b, const peer_t *peer, const uint8_t *share_i
     delivery_t *self = b->delivery;
     inflight_t *f = s_inflight_find(self, share_id);
     if (f != NULL) {
-        if (f->to_agency != peer->who.index || f->ack_staged) {
+        if (f->to_agency != peer->who.index) {
             return false;
         }
-        f->ack_staged = true;
         *cursor = f->cursor;
         *seq = f->seq;
+        /* no longer in flight: the cursor holds it until its row is committed */
+        s_inflight_remove(b, (size_t)(f - self->inflight));
         return true;
     }
     ledger_share_ref_t ref;
@@ -691,6 +707,9 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
         self->ack_cap = self->ack_cap == 0 ? 64 : self->ack_cap * 2;
         self->acks = acc_xrealloc(self->acks, self->ack_cap * sizeof(*self->acks));
     }
+    if (self->ack_count == 0) {
+        self->acks_since_ms = s_now_ms();
+    }
     ack_t *a = &self->acks[self->ack_count++];
     a->cursor = cursor;
     a->seq = seq;
@@ -708,7 +727,7 @@ static int64_t s_lowest_unacked(const delivery_t *self, size_t cursor)
     int64_t lowest = INT64_MAX;
     for (size_t i = 0; i < self->inflight_count; i++) {
         const inflight_t *f = &self->inflight[i];
-        if (f->cursor == cursor && !f->ack_staged && f->seq < lowest) {
+        if (f->cursor == cursor && f->seq < lowest) {
             lowest = f->seq;
         }
     }
@@ -773,13 +792,12 @@ static void s_stage_ack_row(broker_t *b, const char *agency, size_t from)
     free(seqs);
 }
 
-void delivery_stage_acks(broker_t *b)
+void delivery_stage(broker_t *b, bool final)
 {
     delivery_t *self = b->delivery;
-    if (self->ack_count == 0) {
-        self->acks_staged = 0;
-    }
-    for (size_t i = 0; i < self->ack_count; i++) {
+    int64_t due = delivery_acks_due_in_ms(b);
+    self->acks_staged = due == 0 || (final && due > 0);
+    for (size_t i = 0; self->acks_staged && i < self->ack_count; i++) {
         const char *agency = self->cursors[self->acks[i].cursor].agency;
         bool first = true;
         for (size_t k = 0; k < i && first; k++) {
@@ -793,11 +811,13 @@ void delivery_stage_acks(broker_t *b)
         }
     }
     for (size_t i = 0; i < self->cursor_count; i++) {
-        if (self->cursors[i].touched) {
+        cursor_t *c = &self->cursors[i];
+        if (c->touched && self->acks_staged) {
             s_advance(b, i, NULL);
         }
-        cursor_t *c = &self->cursors[i];
-        if (c->dirty) {
+        /* a cursor holding acknowledgements not written yet is saved only with
+         * them; others ride with any commit that writes rows */
+        if (c->dirty && (c->touched ? self->acks_staged : ledger_staged(b->ledger) > 0)) {
             ledger_cursor_t lc = { .agency = c->agency,
                                    .record_type = c->record_type,
                                    .acked_to = c->acked_to,
@@ -806,39 +826,54 @@ void delivery_stage_acks(broker_t *b)
             ledger_stage_cursor(b->ledger, &lc);
         }
     }
-    self->acks_staged = self->ack_count;
 }
 
-void delivery_settle(broker_t *b, bool committed)
+/* The acknowledgements were not written: their shares are pending again, and
+ * their agencies' subscribers start again from the oldest. */
+static void s_undo_acks(broker_t *b)
 {
     delivery_t *self = b->delivery;
-    for (size_t i = 0; i < self->inflight_count;) {
-        inflight_t *f = &self->inflight[i];
-        if (f->ack_staged && committed) {
-            s_inflight_remove(b, i);
+    for (size_t i = 0; i < self->cursor_count; i++) {
+        cursor_t *c = &self->cursors[i];
+        if (!c->touched) {
             continue;
         }
-        f->ack_staged = false;
-        i++;
+        c->acked_to = c->was_acked_to;
+        c->above_count = 0;
+        for (size_t k = 0; k < c->was_count; k++) {
+            s_cursor_insert(c, c->was_above[k]);
+        }
+        size_t agency = 0;
+        peer_t *p = acc_policy_find_agency(b->policy, c->agency, &agency)
+                        ? s_subscriber(b, agency)
+                        : NULL;
+        if (p != NULL) {
+            delivery_subscribe(b, p);
+        }
+    }
+}
+
+void delivery_settle(broker_t *b, bool committed, bool rows_written)
+{
+    delivery_t *self = b->delivery;
+    if (self->acks_staged && !committed) {
+        s_undo_acks(b);
     }
     for (size_t i = 0; i < self->cursor_count; i++) {
         cursor_t *c = &self->cursors[i];
-        if (!committed && c->touched) {
-            c->acked_to = c->was_acked_to;
-            c->above_count = 0;
-            for (size_t k = 0; k < c->was_count; k++) {
-                s_cursor_insert(c, c->was_above[k]);
-            }
+        bool saved = committed && (c->touched ? self->acks_staged : rows_written);
+        c->dirty = c->dirty && !saved;
+        if (self->acks_staged) {
+            c->touched = false;
+            free(c->was_above);
+            c->was_above = NULL;
+            c->was_count = 0;
         }
-        /* a failed commit saved nothing: a new cursor is saved with the next one */
-        c->dirty = !committed && c->dirty;
-        c->touched = false;
-        free(c->was_above);
-        c->was_above = NULL;
-        c->was_count = 0;
     }
-    self->ack_count = 0;
-    self->acks_staged = 0;
+    if (self->acks_staged) {
+        self->ack_count = 0;
+        self->acks_staged = false;
+    }
 }
 
 /* ---- the broker's copies of epoch keys ---- */
@@ -848,7 +883,7 @@ void delivery_erase_done_epochs(broker_t *b)
     delivery_t *self = b->delivery;
     int64_t now = s_now_ms();
     if (now - self->erased_at_ms < ERASE_EVERY_MS || ledger_staged(b->ledger) > 0 ||
-        self->ack_count > 0 || !ledger_is_up(b->ledger)) {
+        !ledger_is_up(b->ledger)) {
         return;
     }
     self->erased_at_ms = now;

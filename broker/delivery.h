@@ -11,7 +11,7 @@
  * agency, listing the share seqs, and the cursors they move are saved in the
  * same transaction.
  *
- * Ordering: delivery_stage_acks runs just before a commit, delivery_settle just
+ * Ordering: delivery_stage runs just before a commit, delivery_settle just
  * after it (with its outcome), and delivery_send_committed for each share the
  * commit made; delivery_pump and delivery_redeliver_due only between commits. */
 #ifndef ACCORD_BROKER_DELIVERY_H
@@ -59,16 +59,21 @@ void delivery_subscribe(broker_t *b, peer_t *peer);
  * UNKNOWN_SHARE when nothing to peer's agency is pending under that id. */
 void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const char *share_id);
 
-/* Acknowledgements received since the last commit, not yet staged. */
+/* Acknowledgements received and not yet committed. */
 size_t delivery_acks_waiting(const broker_t *b);
 
-/* Stages, for the next commit, one `acknowledged` row per agency for the
- * acknowledgements received, and the cursors they move. */
-void delivery_stage_acks(broker_t *b);
+/* Milliseconds until the acknowledgements waiting are due to be written (0: now;
+ * -1: none waiting). They are written together, a few times a second. */
+int64_t delivery_acks_due_in_ms(const broker_t *b);
 
-/* After the commit: acknowledgements it held are final, or (failed) pending
- * again with the cursors as they were. */
-void delivery_settle(broker_t *b, bool committed);
+/* Stages what the next commit must hold: cursors new with its shares and, when
+ * they are due (or final), one `acknowledged` row per agency for the
+ * acknowledgements waiting, and the cursors they move. */
+void delivery_stage(broker_t *b, bool final);
+
+/* After the commit (rows_written: it wrote rows): what it held is final, or
+ * (failed) the acknowledgements it held are undone and their shares pending again. */
+void delivery_settle(broker_t *b, bool committed, bool rows_written);
 
 /* Feeds each subscriber that is behind from the log, a page at a time. */
 void delivery_pump(broker_t *b);
