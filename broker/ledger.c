@@ -33,7 +33,23 @@ typedef struct {
 } s_kept_t;
 
 struct ledger_t {
-    PGconn *conn;
+    PGconn *conn;  /* writes: batches, epochs (and the head, the migrations) */
+    PGconn *rconn; /* reads: lookups, pending pages, auditors' queries, figures */
+    int64_t rretry_at_ms;
+    int64_t rbackoff_ms;
+    /* the batch being committed, while the next is staged */
+    bool flight;
+    copybuf_t flight_sql;  /* its transaction as one query */
+    copybuf_t flight_rows; /* its COPY rows */
+    int64_t flight_seq;    /* its last row */
+    uint8_t flight_hash[ACC_LOGROW_HASH_BYTES];
+    size_t flight_count;
+    size_t flight_unsigned;
+    uint64_t flight_gen;
+    bool flight_copied; /* its rows were sent */
+    bool flight_error;
+    acc_err_t flight_err;
+    uint64_t gen; /* generation of the batch being staged, from 1 */
     char *conninfo;
     ledger_limits_t limits; /* its conninfo is the copy above */
     uint8_t *sign_secret;   /* sodium_malloc, 64 bytes */
@@ -98,16 +114,21 @@ static int64_t s_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static acc_rc_t s_exec(ledger_t *self, const char *sql, const char *what, acc_err_t *err)
+static acc_rc_t s_exec_on(PGconn *conn, const char *sql, const char *what, acc_err_t *err)
 {
-    PGresult *res = PQexec(self->conn, sql);
+    PGresult *res = PQexec(conn, sql);
     ExecStatusType st = PQresultStatus(res);
     acc_rc_t rc = ACC_OK;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not %s: %s", what, PQerrorMessage(self->conn));
+        rc = acc_err_set(err, ACC_ERR_DB, "could not %s: %s", what, PQerrorMessage(conn));
     }
     PQclear(res);
     return rc;
+}
+
+static acc_rc_t s_exec(ledger_t *self, const char *sql, const char *what, acc_err_t *err)
+{
+    return s_exec_on(self->conn, sql, what, err);
 }
 
 static acc_rc_t s_read_head(ledger_t *self, acc_err_t *err)
@@ -368,6 +389,8 @@ acc_rc_t ledger_open(ledger_t **out, const ledger_limits_t *limits, const uint8_
     acc_assert(self->keep_key != NULL);
     memcpy(self->keep_key, keep_key, ACC_LOGROW_KEY_BYTES);
     self->backoff_ms = BACKOFF_MIN_MS;
+    self->rbackoff_ms = BACKOFF_MIN_MS;
+    self->gen = 1;
     pubset_init(&self->publishes);
     acc_rc_t rc = s_connect(self, err);
     if (rc != ACC_OK) {
@@ -387,6 +410,11 @@ void ledger_destroy(ledger_t **self_p)
     if (self->conn != NULL) {
         PQfinish(self->conn);
     }
+    if (self->rconn != NULL) {
+        PQfinish(self->rconn);
+    }
+    copybuf_free(&self->flight_sql);
+    copybuf_free(&self->flight_rows);
     sodium_free(self->sign_secret); /* wipes, then frees */
     sodium_free(self->epoch_key);
     sodium_free(self->outbox_key);
@@ -511,6 +539,9 @@ static acc_rc_t s_commit_epoch(ledger_t *self, const acc_policy_t *policy, s_epo
 
 acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_t *err)
 {
+    if (self->flight) {
+        return acc_err_set(err, ACC_ERR_DB, "a commit is in flight");
+    }
     if (acc_policy_auditor_count(policy) == 0) {
         return acc_err_set(err, ACC_ERR_INVALID,
                            "the agreement names no auditor: log payloads could never be read");
@@ -735,48 +766,6 @@ static size_t s_batch_sql(const ledger_t *self, copybuf_t *sql, const copybuf_t 
     return n;
 }
 
-/* Everything staged, in one transaction sent as one query: PostgreSQL asks for
- * each COPY's rows in turn, so a batch costs a round trip per table written
- * rather than one per statement. On failure the transaction is left to be rolled
- * back by the caller (the statements after the failing one never ran). */
-static acc_rc_t s_write_staged(ledger_t *self, acc_err_t *err)
-{
-    copybuf_t sql = { 0 };
-    const copybuf_t *copies[1] = { NULL };
-    size_t copy_count = s_batch_sql(self, &sql, copies);
-    if (PQsendQuery(self->conn, sql.data) != 1) {
-        copybuf_free(&sql);
-        return acc_err_set(err, ACC_ERR_DB, "could not send a log batch: %s",
-                           PQerrorMessage(self->conn));
-    }
-    acc_rc_t rc = ACC_OK;
-    size_t next = 0;
-    PGresult *res;
-    while ((res = PQgetResult(self->conn)) != NULL) {
-        ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_COPY_IN) {
-            /* no rows for a COPY the batch did not expect: ending it with an error
-             * makes PostgreSQL abandon the transaction */
-            const copybuf_t *rows = next < copy_count ? copies[next++] : NULL;
-            int sent = rows != NULL ? PQputCopyData(self->conn, rows->data, (int)rows->len) : -1;
-            if (PQputCopyEnd(self->conn, sent == 1 ? NULL : "rows could not be sent") != 1 &&
-                rc == ACC_OK) {
-                rc = acc_err_set(err, ACC_ERR_DB, "could not send rows: %s",
-                                 PQerrorMessage(self->conn));
-            }
-        } else if (st != PGRES_COMMAND_OK && rc == ACC_OK) {
-            rc = acc_err_set(err, ACC_ERR_DB, "could not write a log batch: %s",
-                             PQresultErrorMessage(res));
-            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            (void)snprintf(self->failed_sqlstate, sizeof(self->failed_sqlstate), "%s",
-                           state != NULL ? state : "");
-        }
-        PQclear(res);
-    }
-    copybuf_free(&sql);
-    return rc;
-}
-
 /* After a reconnection the database must still hold the row this broker
  * committed last: one that went back in time (restored under a running broker)
  * would otherwise get the same seqs handed out again. The broker stops instead. */
@@ -838,17 +827,68 @@ bool ledger_is_behind(const ledger_t *self)
     return self->behind;
 }
 
-/* Lookups happen between commits: with nothing staged, a lost connection can be
- * re-established here without disturbing the chain head. */
-static acc_rc_t s_ensure_up(ledger_t *self, acc_err_t *err)
+/* The connection reads go on, so that they never wait for a commit in flight on
+ * the writing one; connected (with backoff) when needed. Under --check, the one
+ * read-only connection. */
+static PGconn *s_reader(ledger_t *self, acc_err_t *err)
+{
+    if (self->limits.read_only) {
+        if (!ledger_is_up(self)) {
+            (void)acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable");
+            return NULL;
+        }
+        return self->conn;
+    }
+    if (self->rconn != NULL && PQstatus(self->rconn) == CONNECTION_OK) {
+        return self->rconn;
+    }
+    int64_t now = s_now_ms();
+    if (now < self->rretry_at_ms) {
+        (void)acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable; next retry in %lld ms",
+                          (long long)(self->rretry_at_ms - now));
+        return NULL;
+    }
+    if (self->rconn != NULL) {
+        PQfinish(self->rconn);
+    }
+    self->rconn = s_connect_bounded(self);
+    char set[64];
+    (void)snprintf(set, sizeof(set), "SET statement_timeout = %lld",
+                   (long long)self->limits.statement_timeout_ms);
+    if (PQstatus(self->rconn) != CONNECTION_OK ||
+        s_exec_on(self->rconn, set, "set the statement timeout", err) != ACC_OK) {
+        (void)acc_err_set(err, ACC_ERR_DB, "could not connect to PostgreSQL: %s",
+                          PQerrorMessage(self->rconn));
+        PQfinish(self->rconn);
+        self->rconn = NULL;
+        self->rretry_at_ms = now + self->rbackoff_ms;
+        self->rbackoff_ms =
+            self->rbackoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->rbackoff_ms * 2;
+        return NULL;
+    }
+    self->rbackoff_ms = BACKOFF_MIN_MS;
+    return self->rconn;
+}
+
+/* Between commits, with nothing staged, a lost writing connection is
+ * re-established without disturbing the chain head. */
+static acc_rc_t s_ensure_writer(ledger_t *self, acc_err_t *err)
 {
     if (ledger_is_up(self)) {
         return ACC_OK;
     }
-    if (self->staged > 0) {
+    if (self->staged > 0 || self->flight) {
         return acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable");
     }
     return s_reconnect(self, err);
+}
+
+void ledger_tick(ledger_t *self)
+{
+    acc_err_t ignored;
+    if (!self->limits.read_only) {
+        (void)s_ensure_writer(self, &ignored);
+    }
 }
 
 bool ledger_failed_on_data(const ledger_t *self)
@@ -857,8 +897,16 @@ bool ledger_failed_on_data(const ledger_t *self)
            strncmp(self->failed_sqlstate, "23", 2) == 0;
 }
 
-acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
+/* ---- commits ----
+ *
+ * A batch is sent as one query (BEGIN; COPY ...; the cursors; COMMIT), and
+ * PostgreSQL asks for the COPY's rows in turn. The broker stages the next batch
+ * while one is in flight: its rows chain from the batch in flight, so if that
+ * one fails, the next is dropped with it. */
+
+acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err)
 {
+    acc_assert(!self->flight);
     self->failed_sqlstate[0] = '\0';
     if (self->staged == 0) {
         return ACC_OK;
@@ -867,30 +915,126 @@ acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
         s_drop_staged(self);
         return s_reconnect(self, err) == ACC_OK
                    ? acc_err_set(err, ACC_ERR_DB,
-                                 "PostgreSQL connection was re-established; "
-                                 "retry")
+                                 "PostgreSQL connection was re-established; retry")
                    : ACC_ERR_DB;
     }
-    acc_rc_t rc = s_write_staged(self, err);
-    if (rc != ACC_OK) {
-        acc_err_t ignored;
-        if (ledger_is_up(self)) {
-            (void)s_exec(self, "ROLLBACK", "roll back a log batch", &ignored);
-        }
-        s_drop_staged(self);
-        return rc;
-    }
-    self->head_seq = self->staged_seq;
-    memcpy(self->head_hash, self->staged_hash, sizeof(self->head_hash));
-    self->epoch_rows += self->staged;
-    self->committed_unsigned = self->staged_unsigned;
+    const copybuf_t *copies[1] = { NULL };
+    copybuf_reset(&self->flight_sql);
+    (void)s_batch_sql(self, &self->flight_sql, copies);
+    copybuf_t rows = self->flight_rows;
+    self->flight_rows = self->log_rows;
+    self->log_rows = rows;
+    copybuf_reset(&self->log_rows);
+    self->flight_seq = self->staged_seq;
+    memcpy(self->flight_hash, self->staged_hash, sizeof(self->flight_hash));
+    self->flight_count = self->staged;
+    self->flight_unsigned = self->staged_unsigned;
+    self->flight_gen = self->gen++;
     self->staged = 0;
-    pubset_clear(&self->publishes);
     copybuf_reset(&self->cursor_sql);
     self->delivered_count = 0;
-    copybuf_reset(&self->log_rows);
-    (void)s_write_mark(self, self->committed_unsigned == 0);
+    self->flight = true;
+    self->flight_copied = false;
+    self->flight_error = PQsendQuery(self->conn, self->flight_sql.data) != 1;
+    if (self->flight_error) {
+        (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not send a log batch: %s",
+                          PQerrorMessage(self->conn));
+    }
     return ACC_OK;
+}
+
+/* One result of the batch in flight: the COPY's rows when PostgreSQL asks for
+ * them, else the first failure is kept. */
+static void s_flight_result(ledger_t *self, PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COPY_IN) {
+        /* no rows for a COPY the batch did not expect: ending it with an error
+         * makes PostgreSQL abandon the transaction */
+        int sent = self->flight_copied ? -1
+                           : PQputCopyData(self->conn, self->flight_rows.data,
+                                           (int)self->flight_rows.len);
+        self->flight_copied = true;
+        if (PQputCopyEnd(self->conn, sent == 1 ? NULL : "rows could not be sent") != 1 &&
+            !self->flight_error) {
+            self->flight_error = true;
+            (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not send rows: %s",
+                              PQerrorMessage(self->conn));
+        }
+    } else if (st != PGRES_COMMAND_OK && !self->flight_error) {
+        self->flight_error = true;
+        (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not write a log batch: %s",
+                          PQresultErrorMessage(res));
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        (void)snprintf(self->failed_sqlstate, sizeof(self->failed_sqlstate), "%s",
+                       state != NULL ? state : "");
+    }
+}
+
+/* The batch in flight has ended: the head moves to it, or (failed) it and the
+ * batch staged on top of it are dropped. */
+static ledger_flight_t s_flight_end(ledger_t *self, acc_err_t *err)
+{
+    self->flight = false;
+    copybuf_reset(&self->flight_rows);
+    if (!self->flight_error) {
+        self->head_seq = self->flight_seq;
+        memcpy(self->head_hash, self->flight_hash, sizeof(self->head_hash));
+        self->epoch_rows += self->flight_count;
+        self->committed_unsigned = self->flight_unsigned;
+        pubset_keep_staged_after(&self->publishes, self->flight_gen);
+        (void)s_write_mark(self, self->committed_unsigned == 0);
+        return LEDGER_DONE;
+    }
+    acc_err_t ignored;
+    if (ledger_is_up(self)) {
+        (void)s_exec(self, "ROLLBACK", "roll back a log batch", &ignored);
+    }
+    s_drop_staged(self);
+    *err = self->flight_err;
+    return LEDGER_FAILED;
+}
+
+ledger_flight_t ledger_commit_poll(ledger_t *self, bool wait, acc_err_t *err)
+{
+    if (!self->flight) {
+        return LEDGER_IDLE;
+    }
+    while (!self->flight_error || ledger_is_up(self)) {
+        if (!wait && PQconsumeInput(self->conn) == 0) {
+            wait = true; /* the connection broke: what is left comes at once */
+        }
+        if (!wait && PQisBusy(self->conn)) {
+            return LEDGER_BUSY;
+        }
+        PGresult *res = PQgetResult(self->conn);
+        if (res == NULL) {
+            break;
+        }
+        s_flight_result(self, res);
+        PQclear(res);
+    }
+    return s_flight_end(self, err);
+}
+
+bool ledger_in_flight(const ledger_t *self)
+{
+    return self->flight;
+}
+
+int ledger_commit_fd(const ledger_t *self)
+{
+    return self->flight && self->conn != NULL ? PQsocket(self->conn) : -1;
+}
+
+acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err)
+{
+    acc_assert(!self->flight);
+    acc_rc_t rc = ledger_commit_start(self, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    return ledger_commit_poll(self, true, err) == LEDGER_FAILED ? ACC_ERR_DB : ACC_OK;
 }
 
 int64_t ledger_checkpoint(ledger_t *self, const uint8_t *agreement_hash)
@@ -1074,9 +1218,9 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
     page->count = 0;
     page->last_seq = page->after_seq;
     page->cut = false;
-    acc_rc_t up = s_ensure_up(self, err);
-    if (up != ACC_OK) {
-        return up;
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
     char after[32];
     char lim[32];
@@ -1089,10 +1233,10 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
     (void)snprintf(sql, sizeof(sql), PENDING_SELECT,
                    self->legacy_outbox ? ", o.nonce, o.frame" : "",
                    self->legacy_outbox ? " LEFT JOIN accord_outbox o USING (share_id)" : "");
-    PGresult *res = PQexecParams(self->conn, sql, 4, NULL, values, NULL, NULL, 1);
+    PGresult *res = PQexecParams(conn, sql, 4, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read pending deliveries: %s",
-                                  PQerrorMessage(self->conn));
+                                  PQerrorMessage(conn));
         PQclear(res);
         return rc;
     }
@@ -1119,21 +1263,22 @@ acc_rc_t ledger_find_share(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHA
                            const char *to_agency, ledger_share_ref_t *out, acc_err_t *err)
 {
     memset(out, 0, sizeof(*out));
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK) {
-        return rc;
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
+    acc_rc_t rc = ACC_OK;
     char uuid[37];
     acc_uuid_format(uuid, share_id);
     const char *values[2] = { uuid, to_agency };
-    PGresult *res = PQexecParams(self->conn,
+    PGresult *res = PQexecParams(conn,
                                  "SELECT seq, from_agency, record_type, coalesce(record_id, '') "
                                  "FROM accord_log WHERE share_id = $1::uuid AND event = 'shared' "
                                  "AND to_agency = $2",
                                  2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s",
-                         PQerrorMessage(self->conn));
+                         PQerrorMessage(conn));
     } else if (PQntuples(res) == 1) {
         out->found = true;
         out->seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1214,15 +1359,16 @@ static int64_t *s_parse_int_array(const char *text, size_t *count)
 
 acc_rc_t ledger_load_cursors(ledger_t *self, ledger_cursor_fn *fn, void *ctx, acc_err_t *err)
 {
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK) {
-        return rc;
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
-    PGresult *res = PQexec(self->conn, "SELECT to_agency, record_type, acked_to, acked_above "
+    acc_rc_t rc = ACC_OK;
+    PGresult *res = PQexec(conn, "SELECT to_agency, record_type, acked_to, acked_above "
                                        "FROM accord_cursor");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not read the delivery cursors: %s",
-                         PQerrorMessage(self->conn));
+                         PQerrorMessage(conn));
         PQclear(res);
         return rc;
     }
@@ -1241,9 +1387,12 @@ acc_rc_t ledger_load_cursors(ledger_t *self, ledger_cursor_fn *fn, void *ctx, ac
 
 acc_rc_t ledger_erase_done_epochs(ledger_t *self, int64_t first_pending_seq, acc_err_t *err)
 {
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK || self->staged > 0) {
-        return rc; /* between commits only */
+    if (self->flight || self->staged > 0) {
+        return ACC_OK; /* between commits only */
+    }
+    acc_rc_t rc = s_ensure_writer(self, err);
+    if (rc != ACC_OK) {
+        return rc;
     }
     /* epochs only grow with seq: every row of an epoch below the one holding the
      * first possibly pending share lies below that share */
@@ -1350,17 +1499,18 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
     if (count == 0) {
         return ACC_OK;
     }
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK) {
-        return rc;
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
+    acc_rc_t rc = ACC_OK;
     copybuf_t froms = { 0 };
     copybuf_t ids = { 0 };
     s_array_literal(&froms, from, count);
     s_array_literal(&ids, record_ids, count);
     const char *values[2] = { froms.data, ids.data };
     /* text columns come back as their bytes in binary format */
-    PGresult *res = PQexecParams(self->conn,
+    PGresult *res = PQexecParams(conn,
                                  "SELECT k.f, k.r, coalesce((SELECT l.content_hash FROM "
                                  "accord_log l WHERE l.from_agency = k.f AND l.record_id = k.r "
                                  "AND l.content_hash IS NOT NULL LIMIT 1), (SELECT p.content_hash "
@@ -1370,7 +1520,7 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
                                  2, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up earlier publishes: %s",
-                         PQerrorMessage(self->conn));
+                         PQerrorMessage(conn));
     } else {
         s_note_prefetched(self, count, from, record_ids, res);
     }
@@ -1391,12 +1541,13 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
         memcpy(out->hash, e->hash, sizeof(out->hash));
         return ACC_OK;
     }
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK) {
-        return rc;
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
+    acc_rc_t rc = ACC_OK;
     const char *values[2] = { from, record_id };
-    PGresult *res = PQexecParams(self->conn,
+    PGresult *res = PQexecParams(conn,
                                  "SELECT coalesce((SELECT content_hash FROM accord_log WHERE "
                                  "from_agency = $1 AND record_id = $2 AND content_hash IS NOT "
                                  "NULL LIMIT 1), (SELECT content_hash FROM accord_publish WHERE "
@@ -1404,7 +1555,7 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
                                  2, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up an earlier publish: %s",
-                         PQerrorMessage(self->conn));
+                         PQerrorMessage(conn));
     } else if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == ACC_LOGROW_HASH_BYTES) {
         memcpy(out->hash, PQgetvalue(res, 0, 0), ACC_LOGROW_HASH_BYTES);
         out->found = true;
@@ -1416,63 +1567,65 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
 /* Runs fn inside a read-only transaction whose statements are cancelled after
  * the query timeout: auditors' filters and the health figures must never hold
  * the loop for as long as the log's own writes may take. */
-static acc_rc_t s_begin_bounded(ledger_t *self, acc_err_t *err)
+static acc_rc_t s_begin_bounded(const ledger_t *self, PGconn *conn, acc_err_t *err)
 {
     char sql[96];
     (void)snprintf(sql, sizeof(sql), "BEGIN READ ONLY; SET LOCAL statement_timeout = %lld",
                    (long long)self->limits.query_timeout_ms);
-    return s_exec(self, sql, "begin a bounded read", err);
+    return s_exec_on(conn, sql, "begin a bounded read", err);
 }
 
-static void s_end_bounded(ledger_t *self)
+static void s_end_bounded(PGconn *conn)
 {
     acc_err_t ignored;
-    if (ledger_is_up(self)) {
-        (void)s_exec(self, "ROLLBACK", "end a bounded read", &ignored); /* nothing was written */
+    if (PQstatus(conn) == CONNECTION_OK) {
+        (void)s_exec_on(conn, "ROLLBACK", "end a bounded read", &ignored); /* nothing written */
     }
 }
 
 PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
                       acc_err_t *err)
 {
-    if (s_ensure_up(self, err) != ACC_OK || s_begin_bounded(self, err) != ACC_OK) {
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL || s_begin_bounded(self, conn, err) != ACC_OK) {
         return NULL;
     }
-    PGresult *res = PQexecParams(self->conn, sql, n, NULL, values, NULL, NULL, 0);
+    PGresult *res = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        (void)acc_err_set(err, ACC_ERR_DB, "could not read the log: %s",
-                          PQerrorMessage(self->conn));
+        (void)acc_err_set(err, ACC_ERR_DB, "could not read the log: %s", PQerrorMessage(conn));
         PQclear(res);
         res = NULL;
     }
-    s_end_bounded(self);
+    s_end_bounded(conn);
     return res;
 }
 
 acc_rc_t ledger_schema_version(ledger_t *self, int *version, acc_err_t *err)
 {
     *version = 0;
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc == ACC_OK) {
-        rc = s_begin_bounded(self, err);
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
+    acc_rc_t rc = s_begin_bounded(self, conn, err);
     if (rc != ACC_OK) {
         return rc;
     }
-    rc = acc_migrate_current(self->conn, version, err);
-    s_end_bounded(self);
+    rc = acc_migrate_current(conn, version, err);
+    s_end_bounded(conn);
     return rc;
 }
 
 acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *record_id,
                              ledger_result_fn *fn, void *ctx, acc_err_t *err)
 {
-    acc_rc_t rc = s_ensure_up(self, err);
-    if (rc != ACC_OK) {
-        return rc;
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
     }
+    acc_rc_t rc = ACC_OK;
     const char *values[2] = { from, record_id };
-    PGresult *res = PQexecParams(self->conn,
+    PGresult *res = PQexecParams(conn,
                                  "SELECT event, to_agency, share_id::text, "
                                  "array_to_string(rule_ids, ','), coalesce(reason, ''), seq "
                                  "FROM accord_log WHERE from_agency = $1 AND record_id = $2 AND "
@@ -1480,7 +1633,7 @@ acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *recor
                                  2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not read an earlier result: %s",
-                         PQerrorMessage(self->conn));
+                         PQerrorMessage(conn));
         PQclear(res);
         return rc;
     }

@@ -220,10 +220,38 @@ size_t ledger_staged(const ledger_t *self);
 /* Bytes of COPY text those rows take. */
 size_t ledger_staged_bytes(const ledger_t *self);
 
-/* Writes every staged row in one transaction. On failure nothing was written,
- * the chain head is back where it was, the staged rows are dropped, and
- * ACC_ERR_DB says why; the connection is re-established on the next call. */
+/* Sends every staged row as one transaction and returns without waiting: rows
+ * staged from now on chain from them and go in the next commit. Nothing staged:
+ * nothing sent. ACC_ERR_DB when it could not even be sent (the staged rows are
+ * dropped; the connection is re-established on the next call). */
+ACC_NODISCARD acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err);
+
+typedef enum {
+    LEDGER_IDLE,   /* no commit in flight */
+    LEDGER_BUSY,   /* still in flight */
+    LEDGER_DONE,   /* committed: the head moved to its last row */
+    LEDGER_FAILED, /* nothing of it was written, and the rows staged since were
+                    * dropped with it (they chained from it); err says why */
+} ledger_flight_t;
+
+/* Drives the commit in flight: without wait, only as far as PostgreSQL has
+ * answered. */
+ledger_flight_t ledger_commit_poll(ledger_t *self, bool wait, acc_err_t *err);
+
+/* True while a commit is in flight. */
+bool ledger_in_flight(const ledger_t *self);
+
+/* The descriptor to poll for the commit in flight's answer; -1 when none. */
+int ledger_commit_fd(const ledger_t *self);
+
+/* ledger_commit_start and waiting for it, with no commit in flight before. On
+ * failure nothing was written, the chain head is back where it was, the staged
+ * rows are dropped, and ACC_ERR_DB says why. */
 ACC_NODISCARD acc_rc_t ledger_commit(ledger_t *self, acc_err_t *err);
+
+/* Between commits: re-establishes a lost writing connection (with backoff), so
+ * an idle broker notices PostgreSQL is back. */
+void ledger_tick(ledger_t *self);
 
 /* True when the last ledger_commit failed because PostgreSQL refused a row's
  * data (SQLSTATE class 22, data exception, or 23, integrity constraint): trying

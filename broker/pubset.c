@@ -83,6 +83,26 @@ pubset_entry_t *pubset_put(pubset_t *set, const char *from, const char *record_i
     return e;
 }
 
+void pubset_keep_staged_after(pubset_t *set, uint64_t gen)
+{
+    if (set->count == 0) {
+        return;
+    }
+    pubset_t old = *set;
+    set->slots = acc_xcalloc(set->cap, sizeof(*set->slots));
+    set->count = 0;
+    for (size_t i = 0; i < old.cap; i++) {
+        pubset_entry_t *e = &old.slots[i];
+        if (e->key != NULL && e->staged && e->gen > gen) {
+            *s_probe(set, e->key) = *e;
+            set->count++;
+        } else {
+            free(e->key);
+        }
+    }
+    free(old.slots);
+}
+
 void pubset_clear(pubset_t *set)
 {
     if (set->count == 0) {

@@ -6,8 +6,8 @@
  * together with the records the batch itself has staged. Keys are hashed with
  * SipHash under a random key, so a publisher cannot choose colliding ids; agency
  * ids never hold the separator (the agreement allows a-z 0-9 . _ -), so no two
- * (agency, record_id) pairs share a key. The set
- * lives for one batch: it is cleared when the batch commits or is dropped. */
+ * (agency, record_id) pairs share a key. When a batch commits, only the
+ * entries of the batch staged after it stay; when one fails, none. */
 #ifndef ACCORD_BROKER_PUBSET_H
 #define ACCORD_BROKER_PUBSET_H
 
@@ -20,7 +20,8 @@
 typedef struct {
     char *key;                       /* owned "from<US>record_id"; NULL: empty slot */
     bool found;                      /* false: looked up, and never accepted before */
-    bool staged;                     /* accepted in this batch, not yet committed */
+    bool staged;                     /* accepted in a batch not yet committed */
+    uint64_t gen;                    /* staged: that batch's generation */
     uint8_t hash[PUBSET_HASH_BYTES]; /* the content hash, when found */
 } pubset_entry_t;
 
@@ -38,6 +39,9 @@ pubset_entry_t *pubset_find(const pubset_t *set, const char *from, const char *r
 pubset_entry_t *pubset_put(pubset_t *set, const char *from, const char *record_id);
 /* Forgets every entry, keeping the memory. */
 void pubset_clear(pubset_t *set);
+/* Forgets every entry except those staged in a batch of generation above gen
+ * (the batches after the one that just committed). */
+void pubset_keep_staged_after(pubset_t *set, uint64_t gen);
 void pubset_free(pubset_t *set);
 
 #endif
