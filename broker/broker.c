@@ -308,7 +308,7 @@ static void s_out_free(out_t *o)
     memset(o, 0, sizeof(*o));
 }
 
-static void s_release_held(broker_t *self);
+static void s_release_held(batch_t *batch);
 static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before);
 
 void broker_destroy(broker_t **self_p)
@@ -317,10 +317,15 @@ void broker_destroy(broker_t **self_p)
         return;
     }
     broker_t *self = *self_p;
-    for (size_t i = 0; i < self->out_count; i++) {
-        s_out_free(&self->out[i]);
+    batch_t *batches[2] = { &self->staging, &self->flight };
+    for (size_t b = 0; b < 2; b++) {
+        for (size_t i = 0; i < batches[b]->out_count; i++) {
+            s_out_free(&batches[b]->out[i]);
+        }
+        free(batches[b]->out);
+        s_release_held(batches[b]);
+        free(batches[b]->held);
     }
-    free(self->out);
     peers_destroy(&self->peers);
     delivery_destroy(&self->delivery);
     free(self->agency_inflight);
@@ -329,8 +334,6 @@ void broker_destroy(broker_t **self_p)
     if (self->monitor != NULL) {
         zmq_close(self->monitor);
     }
-    s_release_held(self);
-    free(self->held);
     if (self->router != NULL) {
         zmq_close(self->router);
     }
@@ -371,11 +374,11 @@ static void s_on_retire(void *ctx, peer_t *p, const char *why)
 out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
                     const Accord__V1__Envelope *env)
 {
-    if (self->out_count == self->out_cap) {
-        self->out_cap = self->out_cap == 0 ? 64 : self->out_cap * 2;
-        self->out = acc_xrealloc(self->out, self->out_cap * sizeof(*self->out));
+    if (self->staging.out_count == self->staging.out_cap) {
+        self->staging.out_cap = self->staging.out_cap == 0 ? 64 : self->staging.out_cap * 2;
+        self->staging.out = acc_xrealloc(self->staging.out, self->staging.out_cap * sizeof(*self->staging.out));
     }
-    out_t *o = &self->out[self->out_count++];
+    out_t *o = &self->staging.out[self->staging.out_count++];
     memset(o, 0, sizeof(*o));
     o->kind = kind;
     memcpy(o->rid, peer->rid, peer->rid_len);
@@ -457,10 +460,12 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
     }
 }
 
-static void s_flush(broker_t *self, bool committed, const char *why)
+#define WHY_UNAVAILABLE "the sharing log cannot be written just now; retry"
+
+static void s_flush(broker_t *self, batch_t *batch, bool committed, const char *why)
 {
-    for (size_t i = 0; i < self->out_count; i++) {
-        out_t *o = &self->out[i];
+    for (size_t i = 0; i < batch->out_count; i++) {
+        out_t *o = &batch->out[i];
         switch (o->kind) {
         case OUT_REPLY:
             s_reply(self, o, o->frame, o->frame_len);
@@ -480,27 +485,28 @@ static void s_flush(broker_t *self, bool committed, const char *why)
         }
         s_out_free(o);
     }
-    self->out_count = 0;
+    batch->out_count = 0;
 }
 
 /* After a data failure: answers that wrote no row still go; the held publishes'
  * results and deliveries are dropped unsent, to be made again by their replay;
  * anything else staged (an audit query) is answered UNAVAILABLE. */
-static void s_flush_held_out(broker_t *self)
+static void s_flush_held_out(broker_t *self, batch_t *batch)
 {
-    for (size_t i = 0; i < self->out_count; i++) {
-        out_t *o = &self->out[i];
+    for (size_t i = 0; i < batch->out_count; i++) {
+        out_t *o = &batch->out[i];
         if (o->kind == OUT_REPLY) {
             s_reply(self, o, o->frame, o->frame_len);
         } else if (o->kind == OUT_RESULT && o->record_id == NULL) {
-            s_send_unavailable(self, o, "the sharing log cannot be written just now; retry");
+            s_send_unavailable(self, o, WHY_UNAVAILABLE);
         }
         s_out_free(o);
     }
-    self->out_count = 0;
+    batch->out_count = 0;
 }
 
-static void s_replay_held(broker_t *self);
+static void s_replay_held(broker_t *self, batch_t *batch);
+static void s_release_held(batch_t *batch);
 
 /* A checkpoint rides in the batch that reaches the configured number of rows. */
 static void s_checkpoint_if_due(broker_t *self, bool force)
@@ -533,47 +539,88 @@ static void s_rotate_epoch_if_due(broker_t *self)
  * delivery.h): a turn holding only acknowledgements not yet due commits nothing. */
 static bool s_commit_can_wait(broker_t *self, bool final)
 {
-    return !final && ledger_staged(self->ledger) == 0 && self->out_count == 0 &&
+    return !final && ledger_staged(self->ledger) == 0 && self->staging.out_count == 0 &&
            delivery_acks_due_in_ms(self) > 0;
 }
 
-static void s_commit_and_answer(broker_t *self, bool final)
+static void s_batch_swap(batch_t *a, batch_t *b)
 {
-    if (s_commit_can_wait(self, final)) {
-        return;
+    batch_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* The batch in flight has ended: its answers go, or (failed) it and the batch
+ * staged on top of it are answered UNAVAILABLE, and a batch PostgreSQL refused
+ * for one row's data is committed again a publish at a time. */
+static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
+{
+    batch_t *f = &self->flight;
+    bool on_data = !committed && ledger_failed_on_data(self->ledger) && f->held_count > 0;
+    if (committed) {
+        acc_log_debug("ledger", "committed batch rows=%zu", f->rows);
+    } else if (on_data) {
+        acc_log_warn("ledger",
+                     "batch of %zu row(s) refused for its data (%s); committing its %zu "
+                     "publish(es) one at a time",
+                     f->rows, err->msg, f->held_count);
+    } else {
+        acc_log_warn("ledger", "batch of %zu row(s) not written, answering UNAVAILABLE: %s",
+                     f->rows, err->msg);
     }
-    bool committed = true;
+    metrics_commit(self->metrics, committed, f->rows, (double)(s_now_us() - f->started_us) / 1e6);
+    delivery_settle(self, committed);
+    if (!committed) {
+        /* the rows staged since chained from it: dropped with it */
+        s_flush(self, &self->staging, false, WHY_UNAVAILABLE);
+        s_release_held(&self->staging);
+    }
+    if (on_data) {
+        s_flush_held_out(self, f);
+        s_replay_held(self, f);
+    } else {
+        s_flush(self, f, committed, WHY_UNAVAILABLE);
+    }
+    s_release_held(f);
+    f->rows = 0;
+}
+
+/* Drives the commit in flight; with wait, until it has ended. */
+static void s_finish_flight(broker_t *self, bool wait)
+{
     acc_err_t err;
     acc_err_clear(&err);
+    ledger_flight_t state = ledger_commit_poll(self->ledger, wait, &err);
+    if (state == LEDGER_DONE || state == LEDGER_FAILED) {
+        s_end_flight(self, state == LEDGER_DONE, &err);
+        if (state == LEDGER_DONE && !*self->stop_requested) {
+            s_rotate_epoch_if_due(self);
+        }
+    }
+}
+
+/* Sends the staged batch's commit, unless one is in flight (it waits its turn)
+ * or it holds only acknowledgements not yet due. A batch that writes no row is
+ * answered at once. */
+static void s_start_commit(broker_t *self, bool final)
+{
+    if (ledger_in_flight(self->ledger) || s_commit_can_wait(self, final)) {
+        return;
+    }
     delivery_stage(self, final);
     s_checkpoint_if_due(self, final);
     size_t rows = ledger_staged(self->ledger);
-    int64_t started_us = s_now_us();
-    if (rows > 0) {
-        committed = ledger_commit(self->ledger, &err) == ACC_OK;
-        if (committed) {
-            acc_log_debug("ledger", "committed batch rows=%zu", rows);
-        } else if (ledger_failed_on_data(self->ledger) && self->held_count > 0) {
-            acc_log_warn("ledger",
-                         "batch of %zu row(s) refused for its data (%s); committing its %zu "
-                         "publish(es) one at a time",
-                         rows, err.msg, self->held_count);
-        } else {
-            acc_log_warn("ledger", "batch of %zu row(s) not written, answering UNAVAILABLE: %s",
-                         rows, err.msg);
-        }
+    s_batch_swap(&self->staging, &self->flight);
+    self->flight.rows = rows;
+    self->flight.started_us = s_now_us();
+    acc_err_t err;
+    acc_err_clear(&err);
+    if (rows == 0) {
+        s_end_flight(self, true, &err);
+        return;
     }
-    metrics_commit(self->metrics, committed, rows, (double)(s_now_us() - started_us) / 1e6);
-    delivery_settle(self, committed, rows > 0);
-    if (!committed && ledger_failed_on_data(self->ledger) && self->held_count > 0) {
-        s_flush_held_out(self);
-        s_replay_held(self);
-    } else {
-        s_flush(self, committed, "the sharing log cannot be written just now; retry");
-    }
-    s_release_held(self);
-    if (committed && rows > 0 && !final) {
-        s_rotate_epoch_if_due(self);
+    if (ledger_commit_start(self->ledger, &err) != ACC_OK) {
+        s_end_flight(self, false, &err);
     }
 }
 
@@ -826,11 +873,11 @@ static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before)
         ledger_staged(self->ledger) == staged_before) {
         return;
     }
-    if (self->held_count == self->held_cap) {
-        self->held_cap = self->held_cap == 0 ? 64 : self->held_cap * 2;
-        self->held = acc_xrealloc(self->held, self->held_cap * sizeof(*self->held));
+    if (self->staging.held_count == self->staging.held_cap) {
+        self->staging.held_cap = self->staging.held_cap == 0 ? 64 : self->staging.held_cap * 2;
+        self->staging.held = acc_xrealloc(self->staging.held, self->staging.held_cap * sizeof(*self->staging.held));
     }
-    inmsg_t *h = &self->held[self->held_count++];
+    inmsg_t *h = &self->staging.held[self->staging.held_count++];
     memset(h, 0, sizeof(*h));
     zmq_msg_init(&h->rid);
     zmq_msg_init(&h->body);
@@ -838,20 +885,21 @@ static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before)
     (void)zmq_msg_move(&h->body, &m->body);
     h->routable = true;
     h->one_frame = true;
-    self->held_bytes += zmq_msg_size(&h->body);
+    self->staging.held_bytes += zmq_msg_size(&h->body);
 }
 
-static void s_release_held(broker_t *self)
+static void s_release_held(batch_t *batch)
 {
-    for (size_t i = 0; i < self->held_count; i++) {
-        if (zmq_msg_size(&self->held[i].body) > 0) {
-            sodium_memzero(zmq_msg_data(&self->held[i].body), zmq_msg_size(&self->held[i].body));
+    for (size_t i = 0; i < batch->held_count; i++) {
+        inmsg_t *h = &batch->held[i];
+        if (zmq_msg_size(&h->body) > 0) {
+            sodium_memzero(zmq_msg_data(&h->body), zmq_msg_size(&h->body));
         }
-        zmq_msg_close(&self->held[i].body);
-        zmq_msg_close(&self->held[i].rid);
+        zmq_msg_close(&h->body);
+        zmq_msg_close(&h->rid);
     }
-    self->held_count = 0;
-    self->held_bytes = 0;
+    batch->held_count = 0;
+    batch->held_bytes = 0;
 }
 
 /* Acts on one message taken off the socket, and releases it. */
@@ -876,11 +924,13 @@ static void s_handle(broker_t *self, inmsg_t *m)
 static bool s_commit_one(broker_t *self)
 {
     acc_err_t err;
+    delivery_stage(self, false); /* a new cursor goes with its first share */
     bool committed = ledger_commit(self->ledger, &err) == ACC_OK;
+    delivery_settle(self, committed);
     if (!committed && ledger_failed_on_data(self->ledger)) {
         return false;
     }
-    s_flush(self, committed, "the sharing log cannot be written just now; retry");
+    s_flush(self, &self->staging, committed, WHY_UNAVAILABLE);
     return true;
 }
 
@@ -894,10 +944,10 @@ static void s_replay_one(broker_t *self, inmsg_t *m)
         peer->welcomed) {
         publish_on_publish(self, peer, m->env);
         if (!s_commit_one(self)) {
-            s_flush_held_out(self);
+            s_flush_held_out(self, &self->staging);
             publish_refuse_unwritable(self, peer, m->env);
             if (!s_commit_one(self)) {
-                s_flush(self, false, "the sharing log cannot be written just now; retry");
+                s_flush(self, &self->staging, false, WHY_UNAVAILABLE);
             }
         }
     }
@@ -907,11 +957,11 @@ static void s_replay_one(broker_t *self, inmsg_t *m)
     }
 }
 
-static void s_replay_held(broker_t *self)
+static void s_replay_held(broker_t *self, batch_t *batch)
 {
     self->replaying = true;
-    for (size_t i = 0; i < self->held_count; i++) {
-        s_replay_one(self, &self->held[i]);
+    for (size_t i = 0; i < batch->held_count; i++) {
+        s_replay_one(self, &batch->held[i]);
     }
     self->replaying = false;
 }
@@ -958,7 +1008,7 @@ static size_t s_pass_size(const broker_t *self, size_t taken)
 {
     size_t max_rows = (size_t)self->config->batch_max_rows;
     size_t staged = ledger_staged(self->ledger);
-    if (taken >= READ_BATCH_MAX || staged >= max_rows || self->held_bytes >= HELD_BYTES_MAX ||
+    if (taken >= READ_BATCH_MAX || staged >= max_rows || self->staging.held_bytes >= HELD_BYTES_MAX ||
         ledger_staged_bytes(self->ledger) >= BATCH_BYTES_MAX) {
         return 0;
     }
@@ -1082,6 +1132,7 @@ static bool s_auditors_changed(const acc_policy_t *old, const acc_policy_t *fres
 
 static void s_start_epoch_for_auditors(broker_t *self)
 {
+    s_finish_flight(self, true); /* an epoch is started between commits */
     acc_err_t err;
     if (ledger_start_epoch(self->ledger, self->policy, &err) != ACC_OK) {
         /* retried before the next row is staged: nothing is written under the
@@ -1177,8 +1228,9 @@ static void s_update_metrics(broker_t *self)
         /* an idle broker would otherwise notice PostgreSQL is back only when
          * traffic arrives, and a monitor gating traffic on /healthz would wait
          * forever; the ledger reconnects with its own backoff */
-        acc_err_t err;
-        PQclear(ledger_read(self->ledger, "SELECT 1", 0, NULL, &err));
+        if (!ledger_in_flight(self->ledger) && ledger_staged(self->ledger) == 0) {
+            ledger_tick(self->ledger);
+        }
     }
     metrics_state_t st = { .database_up = ledger_is_up(self->ledger),
                            .agreement_id = acc_policy_id(self->policy),
@@ -1207,6 +1259,25 @@ static long s_poll_timeout_ms(const broker_t *self)
     return due < 0 || due > POLL_IDLE_MS ? POLL_IDLE_MS : (long)due;
 }
 
+/* Waits for the router (unless the staged batch is full: it waits for the
+ * commit in flight), ZAP, and the answer to the commit in flight. */
+static acc_rc_t s_poll(broker_t *self)
+{
+    zmq_pollitem_t items[3] = { { .socket = zap_socket(self->zap), .events = ZMQ_POLLIN } };
+    int n = 1;
+    if (s_pass_size(self, 0) > 0) {
+        items[n++] = (zmq_pollitem_t){ .socket = self->router, .events = ZMQ_POLLIN };
+    }
+    int fd = ledger_commit_fd(self->ledger);
+    if (fd >= 0) {
+        items[n++] = (zmq_pollitem_t){ .socket = NULL, .fd = fd, .events = ZMQ_POLLIN };
+    }
+    if (zmq_poll(items, n, s_poll_timeout_ms(self)) < 0 && zmq_errno() != EINTR) {
+        return ACC_ERR_NET;
+    }
+    return ACC_OK;
+}
+
 bool broker_is_behind(const broker_t *self)
 {
     return self->ledger != NULL && ledger_is_behind(self->ledger);
@@ -1219,11 +1290,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
     (void)fflush(stdout);
     while (!*self->stop_requested) {
         self->turn++;
-        zmq_pollitem_t items[2] = {
-            { .socket = self->router, .events = ZMQ_POLLIN },
-            { .socket = zap_socket(self->zap), .events = ZMQ_POLLIN },
-        };
-        if (zmq_poll(items, 2, s_poll_timeout_ms(self)) < 0 && zmq_errno() != EINTR) {
+        if (s_poll(self) != ACC_OK) {
             return acc_err_set(err, ACC_ERR_NET, "could not poll sockets: %s",
                                zmq_strerror(zmq_errno()));
         }
@@ -1232,9 +1299,11 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
             s_start_epoch_for_auditors(self);
         }
         zap_handle(self->zap, self->policy);
+        s_finish_flight(self, false);
         s_read_batch(self);
         s_read_disconnections(self); /* again: no answer to a connection that ended */
-        s_commit_and_answer(self, false);
+        s_finish_flight(self, false);
+        s_start_commit(self, false);
         if (ledger_is_behind(self->ledger)) {
             return acc_err_set(err, ACC_ERR_DB,
                                "stopped: the database went back in time under the broker");
@@ -1250,7 +1319,9 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
             s_reload(self);
         }
     }
-    s_commit_and_answer(self, true); /* with a final signed checkpoint */
+    s_finish_flight(self, true);
+    s_start_commit(self, true); /* with a final signed checkpoint */
+    s_finish_flight(self, true);
     acc_log_notice("broker", "stopped; %zu deliveries were awaiting acknowledgement",
                    delivery_inflight(self));
     return ACC_OK;

@@ -48,6 +48,21 @@ typedef struct out_t {
 /* A message taken off the router socket (defined in broker.c). */
 typedef struct inmsg_t inmsg_t;
 
+/* What a batch answers once it has committed (or failed): its frames, and the
+ * publishes that staged its rows, kept for a replay should PostgreSQL refuse
+ * one row's data. */
+typedef struct {
+    out_t *out;
+    size_t out_count;
+    size_t out_cap;
+    inmsg_t *held;
+    size_t held_count;
+    size_t held_cap;
+    size_t held_bytes;
+    size_t rows;        /* rows it committed (flight) */
+    int64_t started_us; /* when its commit started (flight) */
+} batch_t;
+
 typedef struct broker_t {
     const acc_broker_config_t *config;
     void *ctx;
@@ -60,14 +75,9 @@ typedef struct broker_t {
     peers_t *peers;
     void *monitor;  /* PAIR socket: the router's disconnections, from libzmq */
     inmsg_t *inbox; /* one read pass of messages, allocated on first use */
-    inmsg_t *held;  /* this batch's publishes that staged rows, kept until it commits */
-    size_t held_count;
-    size_t held_cap;
-    size_t held_bytes;
-    bool replaying; /* committing held publishes one at a time after a data failure */
-    out_t *out;
-    size_t out_count;
-    size_t out_cap;
+    batch_t staging; /* the batch being read and staged */
+    batch_t flight;  /* the batch whose commit is in flight (ledger_in_flight) */
+    bool replaying;  /* committing held publishes one at a time after a data failure */
     delivery_t *delivery;          /* cursors, deliveries in flight, acknowledgements */
     size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */

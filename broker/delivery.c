@@ -44,21 +44,29 @@ typedef struct {
     int64_t sent_at_ms;
 } inflight_t;
 
-/* One recipient's cursor for one record type (see delivery.h). */
+/* A cursor's state: every share at or below acked_to is acknowledged, and so
+ * are those in above (ascending). */
+typedef struct {
+    int64_t acked_to;
+    int64_t *above;
+    size_t count;
+} cstate_t;
+
+/* One recipient's cursor for one record type (see delivery.h), three times over:
+ * as acknowledgements received make it (now), as the database holds it (saved),
+ * and as the commit in flight writes it (sending, while in_flight). */
 typedef struct {
     char *agency;
     char *record_type;
-    int64_t acked_to;
-    int64_t *above; /* ascending */
+    int64_t acked_to; /* now: what is received */
+    int64_t *above;
     size_t above_count;
     size_t above_cap;
-    bool dirty;    /* to be saved: with the next commit, or if touched with the acks */
+    cstate_t saved;
+    cstate_t sending;
+    bool in_flight;
+    bool unsaved;  /* new with a share not committed yet: its row is to be inserted */
     int64_t stuck; /* the lowest share of it that did not open this run; 0 if none */
-    /* as it was before this batch's acknowledgements, to go back to on failure */
-    bool touched;
-    int64_t was_acked_to;
-    int64_t *was_above;
-    size_t was_count;
 } cursor_t;
 
 /* An acknowledgement waiting for the next commit. */
@@ -78,8 +86,8 @@ struct delivery_t {
     ack_t *acks; /* received, not yet committed, in order */
     size_t ack_count;
     size_t ack_cap;
-    int64_t acks_since_ms; /* when the first of them arrived */
-    bool acks_staged;      /* they are in the commit under way */
+    int64_t acks_since_ms;  /* when the first of them arrived */
+    size_t acks_in_flight; /* the first this many are in the commit in flight */
     int64_t erased_at_ms;
 };
 
@@ -100,7 +108,8 @@ static void s_cursor_free(cursor_t *c)
     free(c->agency);
     free(c->record_type);
     free(c->above);
-    free(c->was_above);
+    free(c->saved.above);
+    free(c->sending.above);
 }
 
 void delivery_destroy(delivery_t **self_p)
@@ -168,20 +177,48 @@ static bool s_cursor_has(const cursor_t *c, int64_t seq)
     return false;
 }
 
-/* Remembers the cursor as it was before this batch, once per batch. */
-static void s_cursor_touch(cursor_t *c)
+/* dst = the cursor's current state. */
+static void s_state_take(const cursor_t *c, cstate_t *dst)
 {
-    if (c->touched) {
-        return;
-    }
-    c->touched = true;
-    c->was_acked_to = c->acked_to;
-    free(c->was_above);
-    c->was_above = NULL;
-    c->was_count = c->above_count;
+    dst->acked_to = c->acked_to;
+    free(dst->above);
+    dst->above = NULL;
+    dst->count = c->above_count;
     if (c->above_count > 0) {
-        c->was_above = acc_xmalloc(c->above_count * sizeof(*c->above));
-        memcpy(c->was_above, c->above, c->above_count * sizeof(*c->above));
+        dst->above = acc_xmalloc(c->above_count * sizeof(*c->above));
+        memcpy(dst->above, c->above, c->above_count * sizeof(*c->above));
+    }
+}
+
+static void s_state_copy(cstate_t *dst, const cstate_t *src)
+{
+    dst->acked_to = src->acked_to;
+    free(dst->above);
+    dst->above = NULL;
+    dst->count = src->count;
+    if (src->count > 0) {
+        dst->above = acc_xmalloc(src->count * sizeof(*src->above));
+        memcpy(dst->above, src->above, src->count * sizeof(*src->above));
+    }
+}
+
+/* True when the cursor has moved since the database last saved it. */
+static bool s_cursor_moved(const cursor_t *c)
+{
+    return c->acked_to != c->saved.acked_to || c->above_count != c->saved.count ||
+           (c->above_count > 0 &&
+            memcmp(c->above, c->saved.above, c->above_count * sizeof(*c->above)) != 0);
+}
+
+static void s_cursor_insert(cursor_t *c, int64_t seq);
+
+/* The cursor goes back to what the database holds. */
+static void s_cursor_restore(cursor_t *c)
+{
+    c->acked_to = c->saved.acked_to;
+    c->above_count = 0;
+    for (size_t k = 0; k < c->saved.count; k++) {
+        s_cursor_insert(c, c->saved.above[k]);
     }
 }
 
@@ -211,9 +248,10 @@ static void s_cursor_raise(cursor_t *c, int64_t to)
     while (drop < c->above_count && c->above[drop] <= to) {
         drop++;
     }
-    memmove(c->above, c->above + drop, (c->above_count - drop) * sizeof(*c->above));
-    c->above_count -= drop;
-    c->dirty = true;
+    if (drop > 0) {
+        memmove(c->above, c->above + drop, (c->above_count - drop) * sizeof(*c->above));
+        c->above_count -= drop;
+    }
 }
 
 static void s_load_one(void *ctx, const ledger_cursor_t *lc)
@@ -223,11 +261,13 @@ static void s_load_one(void *ctx, const ledger_cursor_t *lc)
         return;
     }
     size_t i = s_cursor_add(self, lc->agency, lc->record_type, lc->acked_to);
+    cursor_t *c = &self->cursors[i];
     for (size_t k = 0; k < lc->above_count; k++) {
-        if (lc->above[k] > lc->acked_to && !s_cursor_has(&self->cursors[i], lc->above[k])) {
-            s_cursor_insert(&self->cursors[i], lc->above[k]);
+        if (lc->above[k] > lc->acked_to && !s_cursor_has(c, lc->above[k])) {
+            s_cursor_insert(c, lc->above[k]);
         }
     }
+    s_state_take(c, &c->saved);
 }
 
 acc_rc_t delivery_load(broker_t *b, acc_err_t *err)
@@ -241,7 +281,9 @@ void delivery_note_share(broker_t *b, const char *to, const char *record_type, i
     if (s_cursor_find(self, to, record_type) == SIZE_MAX) {
         /* no share of this type went to this agency before: none is pending below */
         size_t i = s_cursor_add(self, to, record_type, seq - 1);
-        self->cursors[i].dirty = true;
+        cursor_t *c = &self->cursors[i];
+        s_state_take(c, &c->saved);
+        c->unsaved = true;
     }
 }
 
@@ -700,9 +742,7 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
     if (s_cursor_has(c, seq)) {
         return; /* the same acknowledgement twice in one batch */
     }
-    s_cursor_touch(c);
     s_cursor_insert(c, seq);
-    c->dirty = true;
     if (self->ack_count == self->ack_cap) {
         self->ack_cap = self->ack_cap == 0 ? 64 : self->ack_cap * 2;
         self->acks = acc_xrealloc(self->acks, self->ack_cap * sizeof(*self->acks));
@@ -792,12 +832,27 @@ static void s_stage_ack_row(broker_t *b, const char *agency, size_t from)
     free(seqs);
 }
 
+/* Stages the cursor's state st (its current one, or the one saved) for the
+ * next commit. */
+static void s_stage_cursor(broker_t *b, cursor_t *c, const cstate_t *st)
+{
+    s_state_copy(&c->sending, st);
+    c->in_flight = true;
+    ledger_cursor_t lc = { .agency = c->agency,
+                           .record_type = c->record_type,
+                           .acked_to = st->acked_to,
+                           .above = st->above,
+                           .above_count = st->count };
+    ledger_stage_cursor(b->ledger, &lc);
+}
+
 void delivery_stage(broker_t *b, bool final)
 {
     delivery_t *self = b->delivery;
     int64_t due = delivery_acks_due_in_ms(b);
-    self->acks_staged = due == 0 || (final && due > 0);
-    for (size_t i = 0; self->acks_staged && i < self->ack_count; i++) {
+    bool acks = due == 0 || (final && due > 0);
+    self->acks_in_flight = acks ? self->ack_count : 0;
+    for (size_t i = 0; i < self->acks_in_flight; i++) {
         const char *agency = self->cursors[self->acks[i].cursor].agency;
         bool first = true;
         for (size_t k = 0; k < i && first; k++) {
@@ -810,20 +865,20 @@ void delivery_stage(broker_t *b, bool final)
             ledger_stage_delivered(b->ledger, self->acks[i].share_id);
         }
     }
+    bool rows = ledger_staged(b->ledger) > 0;
     for (size_t i = 0; i < self->cursor_count; i++) {
         cursor_t *c = &self->cursors[i];
-        if (c->touched && self->acks_staged) {
+        c->in_flight = false;
+        if (acks) {
             s_advance(b, i, NULL);
         }
-        /* a cursor holding acknowledgements not written yet is saved only with
-         * them; others ride with any commit that writes rows */
-        if (c->dirty && (c->touched ? self->acks_staged : ledger_staged(b->ledger) > 0)) {
-            ledger_cursor_t lc = { .agency = c->agency,
-                                   .record_type = c->record_type,
-                                   .acked_to = c->acked_to,
-                                   .above = c->above,
-                                   .above_count = c->above_count };
-            ledger_stage_cursor(b->ledger, &lc);
+        /* the cursors as acknowledgements moved them go only with their rows; a
+         * new one goes with its first share, as it was made */
+        if (acks && (c->unsaved || s_cursor_moved(c))) {
+            cstate_t now = { .acked_to = c->acked_to, .above = c->above, .count = c->above_count };
+            s_stage_cursor(b, c, &now);
+        } else if (c->unsaved && rows) {
+            s_stage_cursor(b, c, &c->saved);
         }
     }
 }
@@ -835,14 +890,10 @@ static void s_undo_acks(broker_t *b)
     delivery_t *self = b->delivery;
     for (size_t i = 0; i < self->cursor_count; i++) {
         cursor_t *c = &self->cursors[i];
-        if (!c->touched) {
+        if (!s_cursor_moved(c)) {
             continue;
         }
-        c->acked_to = c->was_acked_to;
-        c->above_count = 0;
-        for (size_t k = 0; k < c->was_count; k++) {
-            s_cursor_insert(c, c->was_above[k]);
-        }
+        s_cursor_restore(c);
         size_t agency = 0;
         peer_t *p = acc_policy_find_agency(b->policy, c->agency, &agency)
                         ? s_subscriber(b, agency)
@@ -851,29 +902,33 @@ static void s_undo_acks(broker_t *b)
             delivery_subscribe(b, p);
         }
     }
+    self->ack_count = 0;
 }
 
-void delivery_settle(broker_t *b, bool committed, bool rows_written)
+void delivery_settle(broker_t *b, bool committed)
 {
     delivery_t *self = b->delivery;
-    if (self->acks_staged && !committed) {
-        s_undo_acks(b);
-    }
     for (size_t i = 0; i < self->cursor_count; i++) {
         cursor_t *c = &self->cursors[i];
-        bool saved = committed && (c->touched ? self->acks_staged : rows_written);
-        c->dirty = c->dirty && !saved;
-        if (self->acks_staged) {
-            c->touched = false;
-            free(c->was_above);
-            c->was_above = NULL;
-            c->was_count = 0;
+        if (committed && c->in_flight) {
+            s_state_copy(&c->saved, &c->sending);
+            c->unsaved = false;
         }
+        c->in_flight = false;
     }
-    if (self->acks_staged) {
-        self->ack_count = 0;
-        self->acks_staged = false;
+    if (committed) {
+        size_t n = self->acks_in_flight;
+        if (n > 0) {
+            memmove(self->acks, self->acks + n, (self->ack_count - n) * sizeof(*self->acks));
+            self->ack_count -= n;
+        }
+        if (n > 0 && self->ack_count > 0) {
+            self->acks_since_ms = s_now_ms(); /* those received while it was in flight */
+        }
+    } else if (self->acks_in_flight > 0) {
+        s_undo_acks(b);
     }
+    self->acks_in_flight = 0;
 }
 
 /* ---- the broker's copies of epoch keys ---- */

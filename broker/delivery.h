@@ -71,9 +71,9 @@ int64_t delivery_acks_due_in_ms(const broker_t *b);
  * acknowledgements waiting, and the cursors they move. */
 void delivery_stage(broker_t *b, bool final);
 
-/* After the commit (rows_written: it wrote rows): what it held is final, or
- * (failed) the acknowledgements it held are undone and their shares pending again. */
-void delivery_settle(broker_t *b, bool committed, bool rows_written);
+/* After the commit: what it held is final, or (failed) the acknowledgements it
+ * held, and those received since, are undone and their shares pending again. */
+void delivery_settle(broker_t *b, bool committed);
 
 /* Feeds each subscriber that is behind from the log, a page at a time. */
 void delivery_pump(broker_t *b);
