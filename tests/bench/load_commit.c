@@ -9,10 +9,12 @@
  * broker and no encryption: accord cannot be faster than this.
  *
  * A commit is one simple query, "BEGIN; COPY ...; INSERT ... ON CONFLICT ... (one
- * per recipient); COMMIT", sent at once: the rows follow as soon as the server
- * asks for them, and the only wait is for the commit. Several connections (commit
- * x4) each keep their own cursor rows (record type bench-record-N), so they do not
- * queue behind each other's row locks; the broker has one writer. */
+ * per recipient); COMMIT": the rows follow as soon as the server asks for them
+ * (libpq sends COPY data only after the server's CopyInResponse, one loopback
+ * exchange), then the upserts and the commit run without another message from
+ * here. Several connections (commit x4) each keep their own cursor rows (record
+ * type bench-record-N), so they do not queue behind each other's row locks; the
+ * broker has one writer. */
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>

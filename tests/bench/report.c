@@ -226,6 +226,11 @@ static void s_prefill(const json_t *all, const json_t *results)
         const json_t *q;
         json_object_foreach(audit, question, q)
         {
+            if (s_num(q, "pages") <= 0) {
+                (void)printf("  %-8s no page answered (%.0f refused or failed)\n", question,
+                             s_num(q, "errors"));
+                continue;
+            }
             (void)printf("  %-8s p50 %7.3f  p90 %7.3f  max %7.3f ms  %3.0f pages, %5.1f rows/page%s",
                          question, s_num(q, "p50"), s_num(q, "p90"), s_num(q, "max"),
                          s_num(q, "pages"), s_num(q, "rows_per_page"),
@@ -381,6 +386,9 @@ static double s_t_prefill(const json_t *run, const char *unused)
                : -1;
 }
 
+/* A figure for a target whose scenario ran and failed to give one. */
+#define FAILED 1e12
+
 static double s_t_audit(const json_t *run, const char *question)
 {
     size_t i;
@@ -389,10 +397,24 @@ static double s_t_audit(const json_t *run, const char *question)
     {
         const json_t *q = json_object_get(json_object_get(r, "audit"), question);
         if (q != NULL) {
-            return s_num(q, "p50");
+            return s_num(q, "p50") >= 0 ? s_num(q, "p50") : FAILED;
+        }
+        if (strncmp(s_name(r), "audit ", 6) == 0 && json_object_get(r, "error") != NULL) {
+            return FAILED;
         }
     }
     return -1;
+}
+
+static void s_figure(double v)
+{
+    if (v >= FAILED) {
+        (void)printf(" failed");
+    } else if (v >= 0) {
+        (void)printf(" %.2f", v);
+    } else {
+        (void)printf(" -");
+    }
 }
 
 typedef struct {
@@ -416,8 +438,9 @@ static const target_t s_targets[] = {
 };
 
 /* Each target's figure in every run (each from that run's own scenarios), and
- * whether the median over the runs meets it. Targets no run has a figure for
- * (a scenario not run) are left out. */
+ * whether the median over the runs meets it. A target no run has a figure for
+ * (a scenario not run, or one that could not start) says n/a when accord ran and
+ * is left out otherwise (--only commit has no targets). */
 static json_t *s_target_lines(const json_t *all, int runs)
 {
     json_t *out = json_object();
@@ -438,7 +461,8 @@ static json_t *s_target_lines(const json_t *all, int runs)
             json_decref(run);
         }
         double m[3];
-        if (!s_spread(v, runs, m)) {
+        bool known = s_spread(v, runs, m);
+        if (!known && s_find(all, "accord") == NULL) {
             json_decref(per_run);
             continue;
         }
@@ -448,17 +472,24 @@ static json_t *s_target_lines(const json_t *all, int runs)
                          runs, runs == 1 ? "" : "s");
             header = true;
         }
+        (void)printf("  %-46s %s %4.1f:", target->label, target->at_least ? ">=" : "<=",
+                     target->limit);
+        if (!known) {
+            (void)printf("      n/a  (its scenarios did not run)\n");
+            json_object_set_new(out, target->label, json_null());
+            json_decref(per_run);
+            continue;
+        }
         bool met = target->at_least ? m[1] >= target->limit : m[1] <= target->limit;
-        (void)printf("  %-46s %s %4.1f: %8.2f  %-7s", target->label, target->at_least ? ">=" : "<=",
-                     target->limit, m[1], met ? "met" : "not met");
+        if (m[1] >= FAILED) {
+            (void)printf("   failed  %-7s", "not met");
+        } else {
+            (void)printf(" %8.2f  %-7s", m[1], met ? "met" : "not met");
+        }
         if (runs > 1) {
             (void)printf(" (runs:");
             for (int k = 0; k < runs; k++) {
-                if (shown[k] >= 0) {
-                    (void)printf(" %.2f", shown[k]);
-                } else {
-                    (void)printf(" -");
-                }
+                s_figure(shown[k]);
             }
             (void)printf(")");
         }
