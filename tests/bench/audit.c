@@ -134,8 +134,7 @@ static uint64_t s_head(const char *conninfo)
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         head = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     } else {
-        (void)fprintf(stderr, "bench-audit: could not read the log's head: %s",
-                      PQerrorMessage(db));
+        (void)fprintf(stderr, "bench-audit: could not read the log's head: %s", PQerrorMessage(db));
     }
     PQclear(res);
     PQfinish(db);
@@ -144,10 +143,11 @@ static uint64_t s_head(const char *conninfo)
 
 static void s_usage(FILE *out)
 {
-    (void)fprintf(out, "usage: bench-audit --config DIR --db CONNINFO --child NHS_NUMBER\n"
-                       "                   [--scenario NAME] [--pages N] [--agency ID] [--rule ID]\n"
-                       "Connects as auditor " AUDITOR " (DIR/" AUDITOR ".yaml) and prints one JSON "
-                       "line.\nExit: 0 done, 1 failed, 2 usage.\n");
+    (void)fprintf(out,
+                  "usage: bench-audit --config DIR --db CONNINFO --child NHS_NUMBER\n"
+                  "                   [--scenario NAME] [--pages N] [--agency ID] [--rule ID]\n"
+                  "Connects as auditor " AUDITOR " (DIR/" AUDITOR ".yaml) and prints one JSON "
+                  "line.\nExit: 0 done, 1 failed, 2 usage.\n");
 }
 
 int main(int argc, char **argv)

@@ -177,10 +177,10 @@ int main(int argc, char **argv)
     }
     double rows_per_record = (double)recipients * (BATCH_RECORDS + 1) / BATCH_RECORDS;
     json_t *obj = json_pack("{s:s, s:s, s:I, s:I, s:i, s:f, s:f, s:f, s:f, s:n, s:n}", "scenario",
-                            scenario, "transport", "copy", "size", (json_int_t)size,
-                            "rows_per_txn", (json_int_t)ROWS_PER_TXN, "recipients", recipients,
-                            "rows_per_record", rows_per_record, "seconds", secs, "pg_rows_per_s",
-                            (double)rows / secs, "cpu_us_per_record",
+                            scenario, "transport", "copy", "size", (json_int_t)size, "rows_per_txn",
+                            (json_int_t)ROWS_PER_TXN, "recipients", recipients, "rows_per_record",
+                            rows_per_record, "seconds", secs, "pg_rows_per_s", (double)rows / secs,
+                            "cpu_us_per_record",
                             cpu0 >= 0 && cpu1 >= 0 ? (cpu1 - cpu0) * 1e6 / (double)rows : -1.0,
                             "accepted_per_s", "delivered_per_s");
     char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(6));

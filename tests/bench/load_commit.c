@@ -75,8 +75,8 @@ static int s_pub_open(void **out, const bench_opts_t *opts, int index)
     if (c == NULL) {
         abort();
     }
-    c->recipients = opts->recipients < PGROWS_RECIPIENTS_MAX ? opts->recipients
-                                                              : PGROWS_RECIPIENTS_MAX;
+    c->recipients =
+        opts->recipients < PGROWS_RECIPIENTS_MAX ? opts->recipients : PGROWS_RECIPIENTS_MAX;
     if (index == 0) {
         (void)snprintf(c->cursor_type, sizeof(c->cursor_type), "bench-record");
     } else {

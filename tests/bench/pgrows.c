@@ -300,11 +300,11 @@ int pgrows_acks(pgrows_buf_t *b, pgrows_t *r, int recipients, int64_t at_us)
         s_null(b);         /* record_id */
         s_null(b);         /* subject_tag */
         s_rule_ids(b, NULL);
-        s_null(b); /* purpose */
-        s_null(b); /* lawful_basis */
-        s_null(b); /* consent */
-        s_null(b); /* error_code */
-        s_null(b); /* reason */
+        s_null(b);                        /* purpose */
+        s_null(b);                        /* lawful_basis */
+        s_null(b);                        /* consent */
+        s_null(b);                        /* error_code */
+        s_null(b);                        /* reason */
         s_random_field(b, r, HASH_BYTES); /* agreement_hash */
         s_int8(b, 1);                     /* key_epoch */
         s_null(b);                        /* nonce */
@@ -350,8 +350,7 @@ int pgrows_insert_epoch(PGconn *db)
     return rc;
 }
 
-void pgrows_cursor_sql(char *out, size_t out_len, int i, const char *record_type,
-                       int64_t acked_to)
+void pgrows_cursor_sql(char *out, size_t out_len, int i, const char *record_type, int64_t acked_to)
 {
     (void)snprintf(out, out_len,
                    "INSERT INTO accord_cursor (to_agency, record_type, acked_to) "

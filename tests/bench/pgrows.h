@@ -82,7 +82,6 @@ int pgrows_insert_epoch(PGconn *db);
 
 /* The SQL that moves recipient i's (0-based) cursor for record_type to acked_to,
  * as the broker does once per recipient per commit, into out. */
-void pgrows_cursor_sql(char *out, size_t out_len, int i, const char *record_type,
-                       int64_t acked_to);
+void pgrows_cursor_sql(char *out, size_t out_len, int i, const char *record_type, int64_t acked_to);
 
 #endif

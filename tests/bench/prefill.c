@@ -31,15 +31,15 @@
 #include "bench.h"
 #include "pgrows.h"
 
-#define BATCH_RECORDS  100
-#define REFUSED_EVERY  100
-#define ROWS_PER_COPY  200000
-#define SPAN_DAYS      365
-#define CHILD_RECORDS  100
-#define US_PER_DAY     (86400LL * 1000000LL)
-#define INDEXES_MAX    32
-#define SQL_MAX        1024
-#define RULES          10
+#define BATCH_RECORDS 100
+#define REFUSED_EVERY 100
+#define ROWS_PER_COPY 200000
+#define SPAN_DAYS     365
+#define CHILD_RECORDS 100
+#define US_PER_DAY    (86400LL * 1000000LL)
+#define INDEXES_MAX   32
+#define SQL_MAX       1024
+#define RULES         10
 
 static int s_exec(PGconn *db, const char *sql)
 {
@@ -86,8 +86,8 @@ static int s_index_defs(PGconn *db, char ***names, char ***defs, int *count)
 
 /* One COPY of about ROWS_PER_COPY rows, in whole batches, ending at or before
  * total; advances *at_us by step_us per batch. Returns rows written, -1 on failure. */
-static long long s_copy(PGconn *db, pgrows_t *r, pgrows_buf_t *b, int recipients,
-                        long long left, int64_t *at_us, int64_t step_us, int64_t end_us)
+static long long s_copy(PGconn *db, pgrows_t *r, pgrows_buf_t *b, int recipients, long long left,
+                        int64_t *at_us, int64_t step_us, int64_t end_us)
 {
     long long batch_rows = (long long)BATCH_RECORDS * recipients + recipients;
     long long rows = 0;

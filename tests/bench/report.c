@@ -1,8 +1,8 @@
 /* report.c - bench-report: the benchmark's table and ratios from the load
  * generators' JSON lines, and the same as one JSON document for comparison between commits */
 #include <getopt.h>
-#include <stdbool.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,8 +208,8 @@ static void s_prefill(const json_t *all, const json_t *results)
     if (p != NULL) {
         (void)printf("\nprefill: %.0f log rows (%.0f records) in %.1f s (COPY %.1f s, indexes "
                      "%.1f s, vacuum %.1f s)\n",
-                     s_num(p, "rows"), s_num(p, "records"), s_num(p, "seconds"),
-                     s_num(p, "copy_s"), s_num(p, "index_s"), s_num(p, "vacuum_s"));
+                     s_num(p, "rows"), s_num(p, "records"), s_num(p, "seconds"), s_num(p, "copy_s"),
+                     s_num(p, "index_s"), s_num(p, "vacuum_s"));
     }
     size_t i;
     const json_t *r;
@@ -231,10 +231,11 @@ static void s_prefill(const json_t *all, const json_t *results)
                              s_num(q, "errors"));
                 continue;
             }
-            (void)printf("  %-8s p50 %7.3f  p90 %7.3f  max %7.3f ms  %3.0f pages, %5.1f rows/page%s",
-                         question, s_num(q, "p50"), s_num(q, "p90"), s_num(q, "max"),
-                         s_num(q, "pages"), s_num(q, "rows_per_page"),
-                         json_is_true(json_object_get(q, "payloads")) ? ", with payloads" : "");
+            (void)printf(
+                "  %-8s p50 %7.3f  p90 %7.3f  max %7.3f ms  %3.0f pages, %5.1f rows/page%s",
+                question, s_num(q, "p50"), s_num(q, "p90"), s_num(q, "max"), s_num(q, "pages"),
+                s_num(q, "rows_per_page"),
+                json_is_true(json_object_get(q, "payloads")) ? ", with payloads" : "");
             if (s_num(q, "errors") > 0) {
                 (void)printf(", %.0f refused or failed", s_num(q, "errors"));
             }
@@ -279,8 +280,8 @@ static void s_spread_cell(double *v, int n, int decimals, json_t *into, const ch
         return;
     }
     (void)printf("  %8.*f %8.*f %8.*f", decimals, m[0], decimals, m[1], decimals, m[2]);
-    json_object_set_new(into, key, json_pack("{s:f, s:f, s:f}", "min", m[0], "median", m[1], "max",
-                                             m[2]));
+    json_object_set_new(into, key,
+                        json_pack("{s:f, s:f, s:f}", "min", m[0], "median", m[1], "max", m[2]));
 }
 
 /* Every scenario's accepted rec/s and result p50/p99 over the runs. */
@@ -381,9 +382,8 @@ static double s_t_prefill(const json_t *run, const char *unused)
     (void)unused;
     const json_t *a = s_find(run, "accord");
     const json_t *p = s_find_prefill(run);
-    return a != NULL && p != NULL
-               ? s_over(s_num(p, "accepted_per_s"), s_num(a, "accepted_per_s"))
-               : -1;
+    return a != NULL && p != NULL ? s_over(s_num(p, "accepted_per_s"), s_num(a, "accepted_per_s"))
+                                  : -1;
 }
 
 /* A figure for a target whose scenario ran and failed to give one. */
@@ -472,8 +472,8 @@ static json_t *s_target_lines(const json_t *all, int runs)
                          runs, runs == 1 ? "" : "s");
             header = true;
         }
-        (void)printf("  %-46s %s %4.1f:", target->label, target->at_least ? ">=" : "<=",
-                     target->limit);
+        (void)printf("  %-46s %s %4.1f:", target->label,
+                     target->at_least ? ">=" : "<=", target->limit);
         if (!known) {
             (void)printf("      n/a  (its scenarios did not run)\n");
             json_object_set_new(out, target->label, json_null());
@@ -653,10 +653,10 @@ int main(int argc, char **argv)
         time_t now = time(NULL);
         struct tm tm;
         (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-        json_t *doc = json_pack("{s:s, s:s, s:I, s:i, s:O, s:O, s:O, s:O}", "commit", commit, "at",
-                                when, "cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "runs",
-                                runs, "results", all, "ratios", ratios, "spread", spread,
-                                "targets", targets);
+        json_t *doc =
+            json_pack("{s:s, s:s, s:I, s:i, s:O, s:O, s:O, s:O}", "commit", commit, "at", when,
+                      "cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "runs", runs, "results",
+                      all, "ratios", ratios, "spread", spread, "targets", targets);
         if (json_dump_file(doc, json_path, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0) {
             (void)fprintf(stderr, "bench-report: could not write \"%s\"\n", json_path);
             rc = 1;
