@@ -1,10 +1,20 @@
 /* load_commit.c - bench-load-commit: the floor under accord's latency and the
  * ceiling over its throughput, from the log alone. Each publisher is a PostgreSQL
- * connection that, for every record, writes the rows the broker writes to the log
- * for it (a "shared" and an "acknowledged" row per recipient) and answers the
- * record once they are committed. Records arriving while a commit is in flight go
- * into the next one, as the broker batches them. There is no network hop, no
- * broker, no outbox and no encryption: accord cannot be faster than this. */
+ * connection that writes exactly the rows the broker writes (schema 0008): per
+ * record, a `shared` row per recipient (the first with the record's content_hash);
+ * per commit, one `acknowledged` row per recipient listing its shares in the
+ * batch (acked_seqs) and one upsert of its accord_cursor row. It answers the
+ * records once they are committed. Records arriving while a commit is in flight
+ * go into the next one, as the broker batches them. There is no network hop, no
+ * broker and no encryption: accord cannot be faster than this.
+ *
+ * A commit is one simple query, "BEGIN; COPY ...; INSERT ... ON CONFLICT ... (one
+ * per recipient); COMMIT": the rows follow as soon as the server asks for them
+ * (libpq sends COPY data only after the server's CopyInResponse, one loopback
+ * exchange), then the upserts and the commit run without another message from
+ * here. Several connections (commit x4) each keep their own cursor rows (record
+ * type bench-record-N), so they do not queue behind each other's row locks; the
+ * broker has one writer. */
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -14,8 +24,7 @@
 #include "bench.h"
 #include "pgrows.h"
 
-/* One simple query, as the broker sends its batch: one round trip for the rows. */
-static const char s_batch_sql[] = "BEGIN;COPY accord_log FROM STDIN (FORMAT binary);COMMIT";
+#define SQL_MAX 4096
 
 typedef struct {
     uint64_t *items;
@@ -28,6 +37,8 @@ typedef struct {
     pgrows_t rows;
     pgrows_buf_t buf;
     int recipients;
+    char cursor_type[32]; /* record type of this connection's cursor rows */
+    char sql[SQL_MAX];
     tokens_t waiting;    /* records sent, for the next commit */
     tokens_t committing; /* records in the commit in flight */
     bool busy;
@@ -64,7 +75,13 @@ static int s_pub_open(void **out, const bench_opts_t *opts, int index)
     if (c == NULL) {
         abort();
     }
-    c->recipients = opts->recipients;
+    c->recipients =
+        opts->recipients < PGROWS_RECIPIENTS_MAX ? opts->recipients : PGROWS_RECIPIENTS_MAX;
+    if (index == 0) {
+        (void)snprintf(c->cursor_type, sizeof(c->cursor_type), "bench-record");
+    } else {
+        (void)snprintf(c->cursor_type, sizeof(c->cursor_type), "bench-record-%d", index);
+    }
     pgrows_init(&c->rows, opts->size);
     /* publishers take turns in the sequence: no two rows collide on the log's
      * primary key, and its maximum still counts the rows written */
@@ -98,15 +115,20 @@ static int s_start(conn_t *c)
     pgrows_begin(&c->buf);
     int64_t at_us = pgrows_now_us();
     for (size_t i = 0; i < c->committing.count; i++) {
-        for (int r = 0; r < c->recipients; r++) {
-            pgrows_row(&c->buf, &c->rows, "shared", at_us);
-        }
-        for (int r = 0; r < c->recipients; r++) {
-            pgrows_row(&c->buf, &c->rows, "acknowledged", at_us);
-        }
+        (void)pgrows_record(&c->buf, &c->rows, c->recipients, at_us);
     }
+    (void)pgrows_acks(&c->buf, &c->rows, c->recipients, at_us);
     pgrows_end(&c->buf);
-    if (PQsendQuery(c->db, s_batch_sql) != 1) {
+    size_t len = (size_t)snprintf(c->sql, sizeof(c->sql),
+                                  "BEGIN;COPY accord_log FROM STDIN (FORMAT binary)");
+    for (int r = 0; r < c->recipients; r++) {
+        len += (size_t)snprintf(c->sql + len, sizeof(c->sql) - len, ";");
+        pgrows_cursor_sql(c->sql + len, sizeof(c->sql) - len, r, c->cursor_type,
+                          pgrows_acked_to(&c->rows, r));
+        len += strlen(c->sql + len);
+    }
+    (void)snprintf(c->sql + len, sizeof(c->sql) - len, ";COMMIT");
+    if (PQsendQuery(c->db, c->sql) != 1) {
         (void)fprintf(stderr, "bench: could not send a commit: %s", PQerrorMessage(c->db));
         return -1;
     }

@@ -2,6 +2,7 @@
  * generators' JSON lines, and the same as one JSON document for comparison between commits */
 #include <getopt.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,14 +65,72 @@ static void s_row(const json_t *r)
     (void)printf("\n");
 }
 
+/* The run a result line belongs to (1 when it says none). */
+static int s_run_of(const json_t *r)
+{
+    const json_t *v = json_object_get(r, "run");
+    return json_is_integer(v) ? (int)json_integer_value(v) : 1;
+}
+
+static const char *s_name(const json_t *r)
+{
+    const char *name = json_string_value(json_object_get(r, "scenario"));
+    return name != NULL ? name : "?";
+}
+
+/* The results of one run. */
+static json_t *s_of_run(const json_t *results, int run)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        if (s_run_of(r) == run && strcmp(s_name(r), "prefill") != 0) {
+            json_array_append(out, r);
+        }
+    }
+    return out;
+}
+
 static const json_t *s_find(const json_t *results, const char *scenario)
 {
     size_t i;
     const json_t *r;
     json_array_foreach(results, i, r)
     {
-        const char *name = json_string_value(json_object_get(r, "scenario"));
-        if (name != NULL && strcmp(name, scenario) == 0 && json_object_get(r, "error") == NULL) {
+        if (strcmp(s_name(r), scenario) == 0 && json_object_get(r, "error") == NULL) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* The first scenario whose name starts with prefix, e.g. "accord @", and is not
+ * one run on the prefilled log. */
+static const json_t *s_find_prefix(const json_t *results, const char *prefix)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        const char *name = s_name(r);
+        if (strncmp(name, prefix, strlen(prefix)) == 0 && strstr(name, "prefill=") == NULL &&
+            json_object_get(r, "error") == NULL) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* The prefilled log's throughput scenario: "accord prefill=N". */
+static const json_t *s_find_prefill(const json_t *results)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        if (strncmp(s_name(r), "accord prefill=", 15) == 0 && json_object_get(r, "error") == NULL) {
             return r;
         }
     }
@@ -98,41 +157,25 @@ static void s_ratio(json_t *ratios, const json_t *results, const char *label, co
     json_object_set_new(ratios, label, json_real(top / bottom));
 }
 
-/* What the log alone allows: every record writes a shared and an acknowledged
- * row per recipient, so no broker can accept more records per second than binary
- * COPY can write those rows into the same PostgreSQL. */
+/* What the log alone allows: no broker can accept more records per second than
+ * binary COPY can write their log rows (copy's rows_per_record: a shared row per
+ * recipient and a share of a batch's acknowledgement rows) into the same PostgreSQL. */
 static void s_ceiling(json_t *ratios, const json_t *results)
 {
     const json_t *a = s_find(results, "accord");
     const json_t *c = s_find(results, "copy");
-    double recipients = a != NULL ? s_num(a, "recipients") : -1;
+    double per_record = c != NULL ? s_num(c, "rows_per_record") : -1;
     double rows_per_s = c != NULL ? s_num(c, "pg_rows_per_s") : -1;
-    if (recipients <= 0 || rows_per_s <= 0) {
+    if (a == NULL || per_record <= 0 || rows_per_s <= 0) {
         return;
     }
-    double ceiling = rows_per_s / (2 * recipients);
+    double ceiling = rows_per_s / per_record;
     double accepted = s_num(a, "accepted_per_s");
-    (void)printf("\nthe log's ceiling: %.0f log rows/s by binary COPY / %.0f rows per record "
+    (void)printf("\nthe log's ceiling: %.0f log rows/s by binary COPY / %.2f rows per record "
                  "= %.0f records/s;\n  accord reaches %.2f of it (%.0f records/s)\n",
-                 rows_per_s, 2 * recipients, ceiling, accepted / ceiling, accepted);
+                 rows_per_s, per_record, ceiling, accepted / ceiling, accepted);
     json_object_set_new(ratios, "log ceiling (records/s)", json_real(ceiling));
     json_object_set_new(ratios, "accord / log ceiling", json_real(accepted / ceiling));
-}
-
-/* The first scenario whose name starts with prefix, e.g. "accord @". */
-static const json_t *s_find_prefix(const json_t *results, const char *prefix)
-{
-    size_t i;
-    const json_t *r;
-    json_array_foreach(results, i, r)
-    {
-        const char *name = json_string_value(json_object_get(r, "scenario"));
-        if (name != NULL && strncmp(name, prefix, strlen(prefix)) == 0 &&
-            json_object_get(r, "error") == NULL) {
-            return r;
-        }
-    }
-    return NULL;
 }
 
 /* At the fixed offered rate, what the two things every record needs cost on their
@@ -158,6 +201,343 @@ static void s_floor(json_t *ratios, const json_t *results)
     json_object_set_new(ratios, "commit floor p99 ms", json_real(s_ms(c, "result_ms", "p99")));
 }
 
+/* --prefill: how the log was filled, and what an auditor's page took on it. */
+static void s_prefill(const json_t *all, const json_t *results)
+{
+    const json_t *p = s_find(all, "prefill");
+    if (p != NULL) {
+        (void)printf("\nprefill: %.0f log rows (%.0f records) in %.1f s (COPY %.1f s, indexes "
+                     "%.1f s, vacuum %.1f s)\n",
+                     s_num(p, "rows"), s_num(p, "records"), s_num(p, "seconds"), s_num(p, "copy_s"),
+                     s_num(p, "index_s"), s_num(p, "vacuum_s"));
+    }
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        json_t *audit = json_object_get(r, "audit");
+        if (audit == NULL) {
+            continue;
+        }
+        (void)printf("\nan auditor's page (%.0f rows at most) through the broker, %s, on a log "
+                     "of %.0f rows:\n",
+                     s_num(r, "page_rows"), s_name(r), s_num(r, "log_rows"));
+        const char *question;
+        const json_t *q;
+        json_object_foreach(audit, question, q)
+        {
+            if (s_num(q, "pages") <= 0) {
+                (void)printf("  %-8s no page answered (%.0f refused or failed)\n", question,
+                             s_num(q, "errors"));
+                continue;
+            }
+            (void)printf(
+                "  %-8s p50 %7.3f  p90 %7.3f  max %7.3f ms  %3.0f pages, %5.1f rows/page%s",
+                question, s_num(q, "p50"), s_num(q, "p90"), s_num(q, "max"), s_num(q, "pages"),
+                s_num(q, "rows_per_page"),
+                json_is_true(json_object_get(q, "payloads")) ? ", with payloads" : "");
+            if (s_num(q, "errors") > 0) {
+                (void)printf(", %.0f refused or failed", s_num(q, "errors"));
+            }
+            (void)printf("\n");
+        }
+    }
+}
+
+/* ---- several runs ---- */
+
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* min, median, max of the n values >= 0 in v (sorted in place); false if none. */
+static bool s_spread(double *v, int n, double out[3])
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (v[i] >= 0) {
+            v[k++] = v[i];
+        }
+    }
+    if (k == 0) {
+        return false;
+    }
+    qsort(v, (size_t)k, sizeof(double), s_cmp_double);
+    out[0] = v[0];
+    out[1] = k % 2 == 1 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+    out[2] = v[k - 1];
+    return true;
+}
+
+static void s_spread_cell(double *v, int n, int decimals, json_t *into, const char *key)
+{
+    double m[3];
+    if (!s_spread(v, n, m)) {
+        (void)printf("  %26s", "-");
+        return;
+    }
+    (void)printf("  %8.*f %8.*f %8.*f", decimals, m[0], decimals, m[1], decimals, m[2]);
+    json_object_set_new(into, key,
+                        json_pack("{s:f, s:f, s:f}", "min", m[0], "median", m[1], "max", m[2]));
+}
+
+/* Every scenario's accepted rec/s and result p50/p99 over the runs. */
+static json_t *s_spread_table(const json_t *all, int runs)
+{
+    json_t *spread = json_object();
+    (void)printf("\nspread over %d runs (min / median / max):\n%-26s  %26s  %26s  %26s\n", runs,
+                 "scenario", "accepted rec/s", "result p50 ms", "result p99 ms");
+    size_t i;
+    const json_t *r;
+    double *rate = calloc((size_t)runs + 1, sizeof(double));
+    double *p50 = calloc((size_t)runs + 1, sizeof(double));
+    double *p99 = calloc((size_t)runs + 1, sizeof(double));
+    if (rate == NULL || p50 == NULL || p99 == NULL) {
+        abort();
+    }
+    json_array_foreach(all, i, r)
+    {
+        const char *name = s_name(r);
+        if (json_object_get(spread, name) != NULL || json_object_get(r, "error") != NULL ||
+            s_num(r, "accepted_per_s") < 0) {
+            continue; /* each name once; lines without records/s have no spread */
+        }
+        int n = 0;
+        size_t j;
+        const json_t *o;
+        json_array_foreach(all, j, o)
+        {
+            if (strcmp(s_name(o), name) == 0 && json_object_get(o, "error") == NULL && n < runs) {
+                rate[n] = s_num(o, "accepted_per_s");
+                p50[n] = s_ms(o, "result_ms", "p50");
+                p99[n] = s_ms(o, "result_ms", "p99");
+                n++;
+            }
+        }
+        json_t *entry = json_object();
+        (void)printf("%-26s", name);
+        s_spread_cell(rate, n, 0, entry, "accepted_per_s");
+        s_spread_cell(p50, n, 3, entry, "result_p50_ms");
+        s_spread_cell(p99, n, 3, entry, "result_p99_ms");
+        (void)printf("\n");
+        json_object_set_new(spread, name, entry);
+    }
+    free(rate);
+    free(p50);
+    free(p99);
+    return spread;
+}
+
+/* ---- the issue's targets ---- */
+
+typedef double target_fn(const json_t *run, const char *arg);
+
+static double s_over(double top, double bottom)
+{
+    return top >= 0 && bottom > 0 ? top / bottom : -1;
+}
+
+static double s_t_records(const json_t *run, const char *ref)
+{
+    const json_t *a = s_find(run, "accord");
+    const json_t *b = s_find(run, ref);
+    return a != NULL && b != NULL ? s_over(s_num(a, "accepted_per_s"), s_num(b, "accepted_per_s"))
+                                  : -1;
+}
+
+static double s_t_p50(const json_t *run, const char *unused)
+{
+    (void)unused;
+    const json_t *a = s_find_prefix(run, "accord @");
+    const json_t *c = s_find_prefix(run, "commit @");
+    const json_t *r = s_find_prefix(run, "relay @");
+    if (a == NULL || c == NULL || r == NULL) {
+        return -1;
+    }
+    return s_over(s_ms(a, "result_ms", "p50"),
+                  s_ms(c, "result_ms", "p50") + s_ms(r, "result_ms", "p50"));
+}
+
+static double s_t_p99(const json_t *run, const char *unused)
+{
+    (void)unused;
+    const json_t *a = s_find_prefix(run, "accord @");
+    const json_t *c = s_find_prefix(run, "commit @");
+    return a != NULL && c != NULL ? s_over(s_ms(a, "result_ms", "p99"), s_ms(c, "result_ms", "p99"))
+                                  : -1;
+}
+
+static double s_t_rows(const json_t *run, const char *unused)
+{
+    (void)unused;
+    const json_t *a = s_find(run, "accord");
+    return a != NULL ? s_num(a, "row_ops_per_record") : -1;
+}
+
+static double s_t_prefill(const json_t *run, const char *unused)
+{
+    (void)unused;
+    const json_t *a = s_find(run, "accord");
+    const json_t *p = s_find_prefill(run);
+    return a != NULL && p != NULL ? s_over(s_num(p, "accepted_per_s"), s_num(a, "accepted_per_s"))
+                                  : -1;
+}
+
+/* A figure for a target whose scenario ran and failed to give one. */
+#define FAILED 1e12
+
+static double s_t_audit(const json_t *run, const char *question)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(run, i, r)
+    {
+        const json_t *q = json_object_get(json_object_get(r, "audit"), question);
+        if (q != NULL) {
+            return s_num(q, "p50") >= 0 ? s_num(q, "p50") : FAILED;
+        }
+        if (strncmp(s_name(r), "audit ", 6) == 0 && json_object_get(r, "error") != NULL) {
+            return FAILED;
+        }
+    }
+    return -1;
+}
+
+static void s_figure(double v)
+{
+    if (v >= FAILED) {
+        (void)printf(" failed");
+    } else if (v >= 0) {
+        (void)printf(" %.2f", v);
+    } else {
+        (void)printf(" -");
+    }
+}
+
+typedef struct {
+    const char *label;
+    target_fn *fn;
+    const char *arg;
+    double limit;
+    bool at_least; /* met when the figure is >= limit; otherwise <= */
+} target_t;
+
+static const target_t s_targets[] = {
+    { "accord / rabbitmq records/s", s_t_records, "rabbitmq", 2.0, true },
+    { "accord / commit records/s", s_t_records, "commit", 0.8, true },
+    { "accord p50 @rate / (commit p50 + relay p50)", s_t_p50, NULL, 1.5, false },
+    { "accord p99 @rate / commit p99 @rate", s_t_p99, NULL, 2.0, false },
+    { "row ops per record (accord)", s_t_rows, NULL, 2.2, false },
+    { "accord prefill / empty log records/s", s_t_prefill, NULL, 0.8, true },
+    { "auditor's page p50 ms: agency", s_t_audit, "agency", 10.0, false },
+    { "auditor's page p50 ms: subject", s_t_audit, "subject", 10.0, false },
+    { "auditor's page p50 ms: rule", s_t_audit, "rule", 10.0, false },
+};
+
+/* Each target's figure in every run (each from that run's own scenarios), and
+ * whether the median over the runs meets it. A target no run has a figure for
+ * (a scenario not run, or one that could not start) says n/a when accord ran and
+ * is left out otherwise (--only commit has no targets). */
+static json_t *s_target_lines(const json_t *all, int runs)
+{
+    json_t *out = json_object();
+    bool header = false;
+    double *v = calloc((size_t)runs + 1, sizeof(double));
+    double *shown = calloc((size_t)runs + 1, sizeof(double));
+    if (v == NULL || shown == NULL) {
+        abort();
+    }
+    for (size_t t = 0; t < sizeof(s_targets) / sizeof(s_targets[0]); t++) {
+        const target_t *target = &s_targets[t];
+        json_t *per_run = json_array();
+        for (int k = 1; k <= runs; k++) {
+            json_t *run = s_of_run(all, k);
+            v[k - 1] = target->fn(run, target->arg);
+            shown[k - 1] = v[k - 1];
+            json_array_append_new(per_run, v[k - 1] >= 0 ? json_real(v[k - 1]) : json_null());
+            json_decref(run);
+        }
+        double m[3];
+        bool known = s_spread(v, runs, m);
+        if (!known && s_find(all, "accord") == NULL) {
+            json_decref(per_run);
+            continue;
+        }
+        if (!header) {
+            (void)printf("\nthe issue's targets (the median over %d run%s; each run's figure "
+                         "from its own scenarios):\n",
+                         runs, runs == 1 ? "" : "s");
+            header = true;
+        }
+        (void)printf("  %-46s %s %4.1f:", target->label,
+                     target->at_least ? ">=" : "<=", target->limit);
+        if (!known) {
+            (void)printf("      n/a  (its scenarios did not run)\n");
+            json_object_set_new(out, target->label, json_null());
+            json_decref(per_run);
+            continue;
+        }
+        bool met = target->at_least ? m[1] >= target->limit : m[1] <= target->limit;
+        if (m[1] >= FAILED) {
+            (void)printf("   failed  %-7s", "not met");
+        } else {
+            (void)printf(" %8.2f  %-7s", m[1], met ? "met" : "not met");
+        }
+        if (runs > 1) {
+            (void)printf(" (runs:");
+            for (int k = 0; k < runs; k++) {
+                s_figure(shown[k]);
+            }
+            (void)printf(")");
+        }
+        (void)printf("\n");
+        json_object_set_new(out, target->label,
+                            json_pack("{s:f, s:f, s:b, s:b, s:o}", "median", m[1], "limit",
+                                      target->limit, "at_least", target->at_least, "met", met,
+                                      "runs", per_run));
+    }
+    free(v);
+    free(shown);
+    return out;
+}
+
+/* The run script's "row_ops_after" lines (read once the scenario's server had
+ * exited) go into their scenario's line: row operations per record over the
+ * whole run, every record accepted in it counted. */
+static json_t *s_merge_row_ops(json_t *lines)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(lines, i, r)
+    {
+        json_t *after = json_object_get(r, "row_ops_after");
+        if (after == NULL || json_object_get(r, "transport") != NULL) {
+            json_array_append(out, r);
+            continue;
+        }
+        for (size_t k = json_array_size(out); k-- > 0;) {
+            json_t *o = json_array_get(out, k);
+            if (s_run_of(o) != s_run_of(r) || strcmp(s_name(o), s_name(r)) != 0) {
+                continue;
+            }
+            double before = s_num(o, "row_ops_before");
+            double accepted = s_num(o, "accepted_total");
+            if (before >= 0 && accepted > 0) {
+                json_object_set(o, "row_ops_after", after);
+                json_object_set_new(o, "row_ops_per_record",
+                                    json_real((json_number_value(after) - before) / accepted));
+            }
+            break;
+        }
+    }
+    json_decref(lines);
+    return out;
+}
+
 static json_t *s_read_results(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -178,11 +558,14 @@ static json_t *s_read_results(const char *path)
     }
     free(line);
     (void)fclose(f);
-    return results;
+    return s_merge_row_ops(results);
 }
 
-static void s_table(const json_t *results)
+static void s_table(const json_t *results, int run, int runs)
 {
+    if (runs > 1) {
+        (void)printf("\nrun %d of %d:", run, runs);
+    }
     (void)printf("\n%-26s %10s %10s %7s %7s %7s %7s %7s %7s %7s %7s %9s %7s %7s %7s\n", "",
                  "accepted", "delivered", "result", "", "", "", "deliver", "", "CPU", "peak", "PG",
                  "WAL", "WAL", "row ops");
@@ -193,9 +576,13 @@ static void s_table(const json_t *results)
     const json_t *r;
     json_array_foreach(results, i, r)
     {
-        s_row(r);
+        if (json_object_get(r, "audit") == NULL) {
+            s_row(r);
+        }
     }
 }
+
+#define USAGE "usage: bench-report --results FILE [--runs K] [--json OUT] [--commit ID]\n"
 
 int main(int argc, char **argv)
 {
@@ -203,11 +590,13 @@ int main(int argc, char **argv)
         { "results", required_argument, NULL, 'r' },
         { "json", required_argument, NULL, 'j' },
         { "commit", required_argument, NULL, 'c' },
+        { "runs", required_argument, NULL, 'k' },
         { NULL, 0, NULL, 0 },
     };
     const char *results_path = NULL;
     const char *json_path = NULL;
     const char *commit = "unknown";
+    int runs = 1;
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
@@ -220,21 +609,25 @@ int main(int argc, char **argv)
         case 'c':
             commit = optarg;
             break;
+        case 'k':
+            runs = atoi(optarg);
+            break;
         default:
-            (void)fprintf(stderr,
-                          "usage: bench-report --results FILE [--json OUT] [--commit ID]\n");
+            (void)fprintf(stderr, USAGE);
             return 2;
         }
     }
-    if (results_path == NULL) {
-        (void)fprintf(stderr, "usage: bench-report --results FILE [--json OUT] [--commit ID]\n");
+    if (results_path == NULL || runs < 1) {
+        (void)fprintf(stderr, USAGE);
         return 2;
     }
-    json_t *results = s_read_results(results_path);
-    if (results == NULL) {
+    json_t *all = s_read_results(results_path);
+    if (all == NULL) {
         return 1;
     }
-    s_table(results);
+    /* the table, ratios and floors are the last run's: each from one run */
+    json_t *results = s_of_run(all, runs);
+    s_table(results, runs, runs);
     json_t *ratios = json_object();
     if (s_find(results, "accord") != NULL) {
         (void)printf("\nratios (accord throughput scenario over the reference's):\n");
@@ -251,15 +644,19 @@ int main(int argc, char **argv)
         s_ceiling(ratios, results);
         s_floor(ratios, results);
     }
+    s_prefill(all, results);
+    json_t *spread = runs > 1 ? s_spread_table(all, runs) : json_object();
+    json_t *targets = s_target_lines(all, runs);
     int rc = 0;
     if (json_path != NULL) {
         char when[32];
         time_t now = time(NULL);
         struct tm tm;
         (void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-        json_t *doc = json_pack("{s:s, s:s, s:I, s:O, s:O}", "commit", commit, "at", when, "cpus",
-                                (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "results", results,
-                                "ratios", ratios);
+        json_t *doc =
+            json_pack("{s:s, s:s, s:I, s:i, s:O, s:O, s:O, s:O}", "commit", commit, "at", when,
+                      "cpus", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "runs", runs, "results",
+                      all, "ratios", ratios, "spread", spread, "targets", targets);
         if (json_dump_file(doc, json_path, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) != 0) {
             (void)fprintf(stderr, "bench-report: could not write \"%s\"\n", json_path);
             rc = 1;
@@ -268,7 +665,10 @@ int main(int argc, char **argv)
         }
         json_decref(doc);
     }
+    json_decref(targets);
+    json_decref(spread);
     json_decref(ratios);
     json_decref(results);
+    json_decref(all);
     return rc;
 }
