@@ -283,6 +283,9 @@ void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
     out->payload = r->payload.len > ACC_LOGROW_MAC_BYTES ? r->payload.data : NULL;
     out->payload_len = out->payload != NULL ? r->payload.len : 0;
     out->signature = r->signature.len == ACC_LOGROW_SIG_BYTES ? r->signature.data : NULL;
+    out->content_hash = r->content_hash.len == ACC_LOGROW_HASH_BYTES ? r->content_hash.data : NULL;
+    out->acked_count = r->n_acked_seqs;
+    out->acked_seqs = r->acked_seqs;
 }
 
 typedef struct {
