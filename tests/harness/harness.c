@@ -946,8 +946,8 @@ static void s_head(th_world_t *world, int64_t *seq, uint8_t prev[ACC_LOGROW_HASH
                    uint8_t agreement[32])
 {
     PGresult *res = PQexecParams(world->db,
-                                 "SELECT seq::text, entry_hash, agreement_hash FROM accord_log "
-                                 "ORDER BY seq DESC LIMIT 1",
+                                 "SELECT seq::text AS head, entry_hash, agreement_hash FROM "
+                                 "accord_log ORDER BY seq DESC LIMIT 1",
                                  0, NULL, NULL, NULL, NULL, 1);
     cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
     cr_assert_eq(PQntuples(res), 1, "the log is empty: nothing to chain to");
