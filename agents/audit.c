@@ -830,6 +830,7 @@ static json_t *s_row_json(const acc_logrow_t *r)
                             "record_id", r->record_id, "rules", rules, "purpose", r->purpose,
                             "lawful_basis", r->lawful_basis, "consent", r->consent, "reason",
                             r->reason, "key_epoch", (json_int_t)r->key_epoch);
+    audit_json_0008(obj, r->content_hash, r->acked_seqs, r->acked_count);
     return obj;
 }
 

@@ -15,16 +15,67 @@
 #include "accord/record.h"
 #include "client.h"
 
-#define EXIT_TAMPERED 1
-#define EXIT_USAGE    2
-#define EXIT_CONNECT  3
-#define HELLO_MS      10000
-#define ANSWER_MS     60000
-#define TABLE_MAX     100000 /* rows a table is built from; use --csv or --json for more */
+#define EXIT_TAMPERED    1
+#define EXIT_USAGE       2
+#define EXIT_CONNECT     3
+#define HELLO_MS         10000
+#define ANSWER_MS        60000
+#define TABLE_MAX        100000 /* rows a table is built from; use --csv or --json for more */
+#define TABLE_RANGES_MAX 8      /* runs of acknowledged seqs a table or CSV cell lists */
 
 static const char *const s_headers[] = { "seq",  "at",        "event", "from",  "to",
                                          "type", "record_id", "rules", "reason" };
 enum { N_COLS = sizeof(s_headers) / sizeof(s_headers[0]) };
+
+char *audit_seq_ranges(const int64_t *seqs, size_t n, size_t max_ranges)
+{
+    size_t cap = 64;
+    char *out = acc_xcalloc(cap, 1);
+    size_t len = 0;
+    size_t ranges = 0;
+    for (size_t i = 0; i < n; ranges++) {
+        size_t j = i;
+        while (j + 1 < n && seqs[j + 1] == seqs[j] + 1) {
+            j++;
+        }
+        if (max_ranges > 0 && ranges == max_ranges) {
+            char *more = acc_xasprintf("%s,... (%zu in all)", out, n);
+            free(out);
+            return more;
+        }
+        if (len + 48 > cap) {
+            cap = 2 * cap + 48;
+            out = acc_xrealloc(out, cap);
+        }
+        len += j > i ? (size_t)snprintf(out + len, cap - len, "%s%lld-%lld", i > 0 ? "," : "",
+                                        (long long)seqs[i], (long long)seqs[j])
+                     : (size_t)snprintf(out + len, cap - len, "%s%lld", i > 0 ? "," : "",
+                                        (long long)seqs[i]);
+        i = j + 1;
+    }
+    return out;
+}
+
+void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *acked_seqs,
+                     size_t acked_count)
+{
+    if (content_hash != NULL) {
+        char hex[2 * ACC_LOGROW_HASH_BYTES + 1];
+        acc_hex_encode(hex, sizeof(hex), content_hash, ACC_LOGROW_HASH_BYTES);
+        json_object_set_new(obj, "content_hash", json_string(hex));
+    }
+    if (acked_count > 0) {
+        json_t *seqs = json_array();
+        for (size_t i = 0; i < acked_count; i++) {
+            json_array_append_new(seqs, json_integer((json_int_t)acked_seqs[i]));
+        }
+        char *ranges = audit_seq_ranges(acked_seqs, acked_count, 0);
+        json_object_set_new(obj, "acked_count", json_integer((json_int_t)acked_count));
+        json_object_set_new(obj, "acked_ranges", json_string(ranges));
+        json_object_set_new(obj, "acked_seqs", seqs);
+        free(ranges);
+    }
+}
 
 static json_t *s_row_json(const Accord__V1__AuditRow *r)
 {
@@ -38,6 +89,8 @@ static json_t *s_row_json(const Accord__V1__AuditRow *r)
         r->from_agency, "to", r->to_agency, "record_type", r->record_type, "record_id",
         r->record_id, "rules", rules, "purpose", r->purpose, "lawful_basis", r->lawful_basis,
         "consent", r->consent, "error_code", r->error_code, "reason", r->reason);
+    audit_json_0008(obj, r->content_hash.len == ACC_LOGROW_HASH_BYTES ? r->content_hash.data : NULL,
+                    r->acked_seqs, r->n_acked_seqs);
     return obj;
 }
 
@@ -62,7 +115,13 @@ static void s_cells(char *cells[N_COLS], const Accord__V1__AuditRow *r)
     cells[5] = acc_xstrdup(r->record_type);
     cells[6] = acc_xstrdup(r->record_id);
     cells[7] = rules;
-    cells[8] = acc_xstrdup(r->reason[0] != '\0' ? r->reason : r->error_code);
+    if (r->reason[0] == '\0' && r->error_code[0] == '\0' && r->n_acked_seqs > 0) {
+        char *ranges = audit_seq_ranges(r->acked_seqs, r->n_acked_seqs, TABLE_RANGES_MAX);
+        cells[8] = acc_xasprintf("acknowledges seq %s", ranges);
+        free(ranges);
+    } else {
+        cells[8] = acc_xstrdup(r->reason[0] != '\0' ? r->reason : r->error_code);
+    }
 }
 
 static void s_csv_cell(const char *text, bool last)
@@ -382,6 +441,67 @@ static void s_collect(void *ctx, json_t *row)
     json_array_append_new(ctx, row);
 }
 
+static const char *s_get(json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v != NULL ? v : "";
+}
+
+static json_int_t s_seq(json_t *row)
+{
+    return json_integer_value(json_object_get(row, "seq"));
+}
+
+/* Whether row ack acknowledges the shared row share: a row of its own naming the
+ * share's id (before schema 0008), or a batched row to the share's recipient
+ * listing its seq. */
+static bool s_acknowledges(json_t *ack, json_t *share)
+{
+    if (strcmp(s_get(ack, "event"), "acknowledged") != 0 || s_seq(ack) <= s_seq(share)) {
+        return false;
+    }
+    json_t *seqs = json_object_get(ack, "acked_seqs");
+    if (seqs == NULL) {
+        return strcmp(s_get(ack, "share_id"), s_get(share, "share_id")) == 0;
+    }
+    if (strcmp(s_get(ack, "to"), s_get(share, "to")) != 0) {
+        return false;
+    }
+    for (size_t i = 0; i < json_array_size(seqs); i++) {
+        if (json_integer_value(json_array_get(seqs, i)) == s_seq(share)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Gives each shared row among rows (in seq order) when it was acknowledged,
+ * "acknowledged_at" and "acknowledged_seq" (null while it is not), from the first
+ * later row that acknowledges it; with drop_batches, then removes the batched rows,
+ * which speak of other shares too. */
+static void s_fold_acks(json_t *rows, bool drop_batches)
+{
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *share = json_array_get(rows, i);
+        if (strcmp(s_get(share, "event"), "shared") != 0) {
+            continue;
+        }
+        json_t *ack = NULL;
+        for (size_t j = i + 1; j < json_array_size(rows) && ack == NULL; j++) {
+            ack = s_acknowledges(json_array_get(rows, j), share) ? json_array_get(rows, j) : NULL;
+        }
+        json_object_set_new(share, "acknowledged_at",
+                            ack != NULL ? json_string(s_get(ack, "at")) : json_null());
+        json_object_set_new(share, "acknowledged_seq",
+                            ack != NULL ? json_integer(s_seq(ack)) : json_null());
+    }
+    for (size_t i = json_array_size(rows); drop_batches && i > 0; i--) {
+        if (json_object_get(json_array_get(rows, i - 1), "acked_seqs") != NULL) {
+            (void)json_array_remove(rows, i - 1);
+        }
+    }
+}
+
 int audit_show(const acc_agent_config_t *config, const char *share_id, const char *key_path)
 {
     Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
@@ -392,18 +512,13 @@ int audit_show(const acc_agent_config_t *config, const char *share_id, const cha
         (void)fprintf(stderr, "accord-audit: no log row has share id %s\n", share_id);
         status = EXIT_USAGE;
     }
+    s_fold_acks(rows, false);
     if (json_array_size(rows) > 0) {
         (void)json_dumpf(rows, stdout, JSON_INDENT(2));
         (void)putchar('\n');
     }
     json_decref(rows);
     return status;
-}
-
-static const char *s_get(json_t *obj, const char *key)
-{
-    const char *v = json_string_value(json_object_get(obj, key));
-    return v != NULL ? v : "";
 }
 
 /* One event of a subject-access report, for a reader rather than a program. */
@@ -451,6 +566,15 @@ static void s_report_row(void *ctx, json_t *row)
         (void)printf("    as received:   %s\n", text != NULL ? text : "");
         free(text);
     }
+    if (strcmp(event, "shared") == 0) {
+        json_t *seq = json_object_get(row, "acknowledged_seq");
+        if (json_is_integer(seq)) {
+            (void)printf("    acknowledged:  %s (log row %lld)\n", s_get(row, "acknowledged_at"),
+                         (long long)json_integer_value(seq));
+        } else {
+            (void)printf("    acknowledged:  not yet\n");
+        }
+    }
     json_decref(row);
 }
 
@@ -462,6 +586,7 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
     if (format == AUDIT_JSON) {
         json_t *rows = json_array();
         int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
+        s_fold_acks(rows, true);
         (void)json_dumpf(rows, stdout, JSON_INDENT(2));
         (void)putchar('\n');
         json_decref(rows);
@@ -470,9 +595,15 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
     (void)printf("Subject access report: everything the sharing log holds about one child\n"
                  "(shared, withheld, refused, acknowledged, and every time the log was\n"
                  "queried about them), oldest first. Records are shown exactly as each\n"
-                 "recipient received them.\n\n");
+                 "recipient received them, with when the recipient acknowledged them.\n\n");
+    json_t *rows = json_array();
+    int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
+    s_fold_acks(rows, true);
     size_t n = 0;
-    int status = s_fetch_decrypted(config, &query, key_path, s_report_row, &n);
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        s_report_row(&n, json_incref(json_array_get(rows, i)));
+    }
+    json_decref(rows);
     (void)printf("\n%zu event(s)\n", n);
     return status;
 }
