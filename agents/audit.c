@@ -72,45 +72,8 @@ typedef struct {
     bool acked_empty; /* '{}': hashed like NULL, but not the same to accord_log_acks */
 } s_fetched_t;
 
-static void s_usage(FILE *out)
+static void s_usage_verify(FILE *out)
 {
-    (void)fprintf(
-        out, "usage: accord-audit log --config AUDITOR.yaml [FILTERS] [--csv | --json]\n"
-             "       accord-audit show SHARE_ID --config AUDITOR.yaml --key AUDITOR.box.secret\n"
-             "       accord-audit subject-access NHS_NUMBER --config AUDITOR.yaml\n"
-             "                    --key AUDITOR.box.secret [--json]\n"
-             "       accord-audit verify --config AUDITOR.yaml --sign-key BROKER.sign.pub\n"
-             "                    [--sign-key OLD.sign.pub] [--witness FILE]\n"
-             "       accord-audit verify --db CONNINFO --sign-key BROKER.sign.pub\n"
-             "                    [--sign-key OLD.sign.pub] [--witness FILE]\n"
-             "       accord-audit verify --db CONNINFO --sign-key BROKER.sign.pub\n"
-             "                    [--since TIME] [--until TIME]\n"
-             "       accord-audit verify (--config AUDITOR.yaml | --db CONNINFO) --unpinned\n"
-             "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
-             "\n"
-             "log     asks the broker, with the auditor's key from AUDITOR.yaml (the\n"
-             "        agent.yaml format, agency: the auditor's id), for the log rows that\n"
-             "        match every filter given, in sequence order. The broker records\n"
-             "        each question as a `queried` row. Filters: --child NHS_NUMBER (found\n"
-             "        through the keyed subject tag; the log never holds the number),\n"
-             "        --agency ID (either side), --from ID, --to ID, --type TYPE,\n"
-             "        --event EVENT, --rule RULE, --since TIME, --until TIME (ISO 8601;\n"
-             "        since inclusive, until exclusive), --share SHARE_ID, --limit N.\n"
-             "        Output: an aligned table (default), --csv, or --json (an array).\n"
-             "        --share also finds the row that acknowledged the share, a row of\n"
-             "        its own or a batch: a batch's acknowledged share seqs are\n"
-             "        acked_seqs (and acked_count, acked_ranges) in --json, and\n"
-             "        \"acknowledges seq A-B,...\" in the table's and CSV's last column.\n"
-             "show SHARE_ID (with --config) fetches that share's rows through the\n"
-             "        broker and decrypts the record here, exactly as the recipient\n"
-             "        received it, with its rule, purpose, lawful basis and consent,\n"
-             "        and when it was acknowledged (acknowledged_at, acknowledged_seq).\n"
-             "subject-access  everything shared, withheld or refused about one child,\n"
-             "        and every query about them, oldest first, decrypted here, each\n"
-             "        share with when its recipient acknowledged it: a readable report,\n"
-             "        or --json. Batched acknowledgements, which list other children's\n"
-             "        shares too, are not listed; their time is on each share.\n"
-             "\n");
     (void)fprintf(out,
                   "verify  walks the whole sharing log in sequence order (through the broker\n"
                   "        with --config, or from PostgreSQL with --db), recomputes every\n"
@@ -156,6 +119,48 @@ static void s_usage(FILE *out)
                   "no broker signing key was pinned (--sign-key), so nothing was verified,\n"
                   "5 the log verifies but rows this auditor verified earlier (--witness) were\n"
                   "lost in a declared restore (the witness moves past the cut).\n");
+}
+
+static void s_usage(FILE *out)
+{
+    (void)fprintf(
+        out, "usage: accord-audit log --config AUDITOR.yaml [FILTERS] [--csv | --json]\n"
+             "       accord-audit show SHARE_ID --config AUDITOR.yaml --key AUDITOR.box.secret\n"
+             "       accord-audit subject-access NHS_NUMBER --config AUDITOR.yaml\n"
+             "                    --key AUDITOR.box.secret [--json]\n"
+             "       accord-audit verify --config AUDITOR.yaml --sign-key BROKER.sign.pub\n"
+             "                    [--sign-key OLD.sign.pub] [--witness FILE]\n"
+             "       accord-audit verify --db CONNINFO --sign-key BROKER.sign.pub\n"
+             "                    [--sign-key OLD.sign.pub] [--witness FILE]\n"
+             "       accord-audit verify --db CONNINFO --sign-key BROKER.sign.pub\n"
+             "                    [--since TIME] [--until TIME]\n"
+             "       accord-audit verify (--config AUDITOR.yaml | --db CONNINFO) --unpinned\n"
+             "       accord-audit show SEQ --db CONNINFO --key AUDITOR.box.secret\n"
+             "\n"
+             "log     asks the broker, with the auditor's key from AUDITOR.yaml (the\n"
+             "        agent.yaml format, agency: the auditor's id), for the log rows that\n"
+             "        match every filter given, in sequence order. The broker records\n"
+             "        each question as a `queried` row. Filters: --child NHS_NUMBER (found\n"
+             "        through the keyed subject tag; the log never holds the number),\n"
+             "        --agency ID (either side), --from ID, --to ID, --type TYPE,\n"
+             "        --event EVENT, --rule RULE, --since TIME, --until TIME (ISO 8601;\n"
+             "        since inclusive, until exclusive), --share SHARE_ID, --limit N.\n"
+             "        Output: an aligned table (default), --csv, or --json (an array).\n"
+             "        --share also finds the row that acknowledged the share, a row of\n"
+             "        its own or a batch: a batch's acknowledged share seqs are\n"
+             "        acked_seqs (and acked_count, acked_ranges) in --json, and\n"
+             "        \"acknowledges seq A-B,...\" in the table's and CSV's last column.\n"
+             "show SHARE_ID (with --config) fetches that share's rows through the\n"
+             "        broker and decrypts the record here, exactly as the recipient\n"
+             "        received it, with its rule, purpose, lawful basis and consent,\n"
+             "        and when it was acknowledged (acknowledged_at, acknowledged_seq).\n"
+             "subject-access  everything shared, withheld or refused about one child,\n"
+             "        and every query about them, oldest first, decrypted here, each\n"
+             "        share with when its recipient acknowledged it: a readable report,\n"
+             "        or --json. Batched acknowledgements, which list other children's\n"
+             "        shares too, are not listed; their time is on each share.\n"
+             "\n");
+    s_usage_verify(out);
 }
 
 static const char *s_text(PGresult *res, int row, int col)
