@@ -58,13 +58,19 @@ enum {
  * `shares` selects: the first `acknowledged` row to the same agency after the share
  * that lists its seq, found through the index on (to_agency, seq) of those rows. A
  * share acknowledged in a row of its own (before 0008) is not looked for: that
- * row is found by its share id, and the walk would pass every later row. */
-#define AUDIT_BATCH_ACK(shares)                                                          \
-    "SELECT (SELECT a.seq FROM accord_log a WHERE a.event = 'acknowledged' AND "         \
-    "a.to_agency = s.to_agency AND a.seq > s.seq AND s.seq = ANY (a.acked_seqs) "        \
-    "ORDER BY a.seq LIMIT 1) FROM accord_log s WHERE " shares " AND s.event = 'shared' " \
-    "AND NOT EXISTS (SELECT 1 FROM accord_log p WHERE p.share_id = s.share_id AND "      \
-    "p.event = 'acknowledged')"
+ * row is found by its share id, and the walk would pass every later row. Nor is
+ * one its recipient's cursor holds pending (above acked_to, not in acked_above),
+ * which the walk would pass every later acknowledgement for: 2.5 s for a share
+ * early in a log of 10 million rows, 1 ms with the cursor (the cursor is written
+ * in the commit that writes the acknowledgement; verify checks the log alone). */
+#define AUDIT_BATCH_ACK(shares)                                                           \
+    "SELECT (SELECT a.seq FROM accord_log a WHERE a.event = 'acknowledged' AND "          \
+    "a.to_agency = s.to_agency AND a.seq > s.seq AND s.seq = ANY (a.acked_seqs) "         \
+    "ORDER BY a.seq LIMIT 1) FROM accord_log s WHERE " shares " AND s.event = 'shared' "  \
+    "AND NOT EXISTS (SELECT 1 FROM accord_log p WHERE p.share_id = s.share_id AND "       \
+    "p.event = 'acknowledged') AND NOT EXISTS (SELECT 1 FROM accord_cursor c WHERE "      \
+    "c.to_agency = s.to_agency AND c.record_type = s.record_type AND s.seq > c.acked_to " \
+    "AND NOT s.seq = ANY (c.acked_above))"
 
 /* The string columns whose NULL the hash chain distinguishes from "". */
 static const int s_nullable[] = { C_TO,      C_TYPE, C_RECORD, C_PURPOSE, C_BASIS,
