@@ -61,8 +61,9 @@ enum {
  * row is found by its share id, and the walk would pass every later row. Nor is
  * one its recipient's cursor holds pending (above acked_to, not in acked_above),
  * which the walk would pass every later acknowledgement for: 2.5 s for a share
- * early in a log of 10 million rows, 1 ms with the cursor (the cursor is written
- * in the commit that writes the acknowledgement; verify checks the log alone). */
+ * early in a log of 10 million rows, a few ms with the cursor. The broker moves
+ * the cursor in the commit that writes the acknowledgement; verify, which
+ * trusts no broker state, checks the log alone. */
 #define AUDIT_BATCH_ACK(shares)                                                           \
     "SELECT (SELECT a.seq FROM accord_log a WHERE a.event = 'acknowledged' AND "          \
     "a.to_agency = s.to_agency AND a.seq > s.seq AND s.seq = ANY (a.acked_seqs) "         \
