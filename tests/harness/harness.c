@@ -1038,3 +1038,36 @@ int64_t th_pg_append_logrow(th_world_t *world, acc_logrow_t *row)
     free(rules);
     return row->seq;
 }
+
+int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id)
+{
+    const char *values[1] = { record_id };
+    PGresult *res = PQexecParams(world->db,
+                                 "SELECT share_id::text, seq::text AS share_seq, from_agency, "
+                                 "to_agency, record_type FROM accord_log WHERE event = 'shared' "
+                                 "AND record_id = $1",
+                                 1, NULL, values, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_eq(PQntuples(res), 1, "one shared row has record id %s", record_id);
+    acc_logrow_t row = { 0 };
+    acc_err_t err;
+    cr_assert_eq(acc_uuid_parse(row.share_id, PQgetvalue(res, 0, 0), &err), ACC_OK);
+    row.event = "acknowledged";
+    row.from_agency = PQgetvalue(res, 0, 2);
+    row.to_agency = PQgetvalue(res, 0, 3);
+    row.record_type = PQgetvalue(res, 0, 4);
+    row.record_id = record_id;
+    int64_t seq = th_pg_append_logrow(world, &row);
+    const char *cursor[3] = { PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 1) };
+    PGresult *up = PQexecParams(world->db,
+                                "INSERT INTO accord_cursor (to_agency, record_type, acked_to, "
+                                "acked_above) VALUES ($1, $2, 0, ARRAY[$3::bigint]) "
+                                "ON CONFLICT (to_agency, record_type) DO UPDATE SET acked_above "
+                                "= accord_cursor.acked_above || $3::bigint "
+                                "WHERE accord_cursor.acked_to < $3::bigint",
+                                3, NULL, cursor, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(up), PGRES_COMMAND_OK, "%s", PQerrorMessage(world->db));
+    PQclear(up);
+    PQclear(res);
+    return seq;
+}

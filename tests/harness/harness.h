@@ -208,5 +208,10 @@ th_proc_t *th_agent_start_keyed(th_world_t *world, const char *config, const cha
  * For rows the broker under test cannot write yet (batched acknowledgements) and
  * forged ones. Returns the row's seq. */
 int64_t th_pg_append_logrow(th_world_t *world, acc_logrow_t *row);
+/* Appends the `acknowledged` row the broker wrote before schema 0008 for the
+ * shared row with record_id (one row naming the share by its share id), and marks
+ * the share acknowledged in its recipient's cursor as the 0008 migration would.
+ * Returns the row's seq. */
+int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id);
 
 #endif

@@ -238,7 +238,9 @@ Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_a
     th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=5");
     cr_assert_eq(th_proc_wait_lines(sub, 5, 20000), 5);
     cr_assert_eq(th_proc_wait(&sub, 20000), 0);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 5, 10000), 5);
+    cr_assert_eq(
+        th_pg_wait_count(world, "seq = 1 AND (SELECT count(*) FROM accord_log_acks) = 5", 1, 10000),
+        1, "the five shares acknowledged");
     char *key = s_key_path();
     char *out = NULL;
     int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
@@ -256,8 +258,8 @@ Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_a
         if (strcmp(event, "shared") == 0) {
             shared++;
             cr_assert(json_is_object(json_object_get(r, "record")), "not decrypted");
+            acknowledged += json_is_integer(json_object_get(r, "acknowledged_seq"));
         }
-        acknowledged += strcmp(event, "acknowledged") == 0;
     }
     cr_assert_eq(shared, 3);
     cr_assert_eq(acknowledged, 3, "when each recipient confirmed receipt is part of the record");
@@ -375,8 +377,8 @@ static char *s_share_id(const char *record_id)
     return id;
 }
 
-/* A batched acknowledgement as the broker writes them from schema 0008, appended
- * while the broker is stopped (the broker under test cannot write one yet). */
+/* A batched acknowledgement in the form the broker writes from schema 0008,
+ * forged: appended (chained and hashed) while the broker is stopped. */
 static int64_t s_append_batch(const int64_t *seqs, size_t n)
 {
     th_broker_stop(world);
@@ -394,20 +396,33 @@ static int64_t s_append_batch(const int64_t *seqs, size_t n)
     return seq;
 }
 
-/* hv-a-1 and hv-b-1 acknowledged through the broker under test, a row each (the
- * form before 0008); hv-a-2 and hv-b-2 in one batched row; hv-a-3 not at all.
- * Returns the batched row's seq. */
-static int64_t s_mixed_acks(void)
+/* hv-a-1 and hv-b-1 acknowledged the way the broker did before schema 0008 (a row
+ * each, appended by the test: the broker under test no longer writes them);
+ * hv-a-2 and hv-b-2 by the broker under test (batched); hv-a-3 not at all. */
+static void s_mixed_acks(void)
 {
+    th_broker_stop(world);
+    (void)th_pg_append_old_ack(world, "hv-a-1");
+    (void)th_pg_append_old_ack(world, "hv-b-1");
+    th_broker_start(world);
+    snprintf(auditor_config, sizeof(auditor_config), "%s",
+             th_agent_config(world, "ig-officer", NULL)); /* the broker's new port */
     th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=2");
     cr_assert_eq(th_proc_wait_lines(sub, 2, 20000), 2);
     cr_assert_eq(th_proc_wait(&sub, 20000), 0);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 2, 10000), 2);
-    cr_assert_eq(th_pg_count(world, "event = 'acknowledged' AND record_id IN ('hv-a-1', "
-                                    "'hv-b-1')"),
-                 2);
-    const int64_t batch[2] = { s_shared_seq("hv-a-2"), s_shared_seq("hv-b-2") };
-    return s_append_batch(batch, 2);
+    cr_assert_eq(
+        th_pg_wait_count(world, "seq = 1 AND (SELECT count(*) FROM accord_log_acks) = 4", 1, 10000),
+        1, "four shares acknowledged");
+    cr_assert_eq(th_pg_count(world, "event = 'acknowledged' AND acked_seqs IS NULL"), 2);
+}
+
+/* The row that acknowledged the shared row with record_id. */
+static int64_t s_ack_of(const char *record_id)
+{
+    char where[160];
+    snprintf(where, sizeof(where),
+             "seq = (SELECT ack_seq FROM accord_log_acks WHERE record_id = '%s')", record_id);
+    return s_seq_where(where);
 }
 
 static int s_verify_wire(char **out)
@@ -421,7 +436,7 @@ static int s_verify_wire(char **out)
 
 Test(audit, verify_through_the_broker_follows_batched_acknowledgements_and_names_a_repeated_one)
 {
-    (void)s_mixed_acks();
+    s_mixed_acks();
     char *out = NULL;
     int status = s_verify_wire(&out);
     cr_assert_eq(status, 0, "%s", out);
@@ -459,9 +474,9 @@ static json_int_t s_int(json_t *row, const char *key)
 
 Test(audit, log_share_shows_when_the_share_was_acknowledged_in_either_form)
 {
-    int64_t batch = s_mixed_acks();
+    s_mixed_acks();
+    int64_t batch = s_ack_of("hv-a-2");
     int64_t a2 = s_shared_seq("hv-a-2");
-    int64_t b2 = s_shared_seq("hv-b-2");
     char *share = s_share_id("hv-a-2");
     json_t *rows = s_log_json("--share", share, NULL, NULL);
     cr_assert_eq(json_array_size(rows), 2, "the share and its batched acknowledgement");
@@ -470,20 +485,26 @@ Test(audit, log_share_shows_when_the_share_was_acknowledged_in_either_form)
     cr_assert_str_eq(s_str(ack, "event"), "acknowledged");
     cr_assert_eq(s_int(ack, "seq"), batch);
     cr_assert_str_eq(s_str(ack, "to"), "rmbc-childrens-centres");
-    cr_assert_eq(s_int(ack, "acked_count"), 2);
+    /* the broker's batch: hv-a-2, perhaps with hv-b-2 */
     json_t *seqs = json_object_get(ack, "acked_seqs");
-    cr_assert_eq(json_array_size(seqs), 2);
+    size_t n = json_array_size(seqs);
+    cr_assert(n == 1 || n == 2, "%zu seqs", n);
+    cr_assert_eq(s_int(ack, "acked_count"), (json_int_t)n);
     cr_assert_eq(json_integer_value(json_array_get(seqs, 0)), a2);
-    cr_assert_eq(json_integer_value(json_array_get(seqs, 1)), b2);
+    int64_t last = json_integer_value(json_array_get(seqs, n - 1));
     json_decref(rows);
     /* the table says which shares the row acknowledges */
     int status = 0;
     char *table = s_log(&status, "--share", share, NULL, NULL, NULL);
     cr_assert_eq(status, 0, "%s", table);
     char expect[96];
-    snprintf(expect, sizeof(expect),
-             b2 == a2 + 1 ? "acknowledges seq %lld-%lld" : "acknowledges seq %lld,%lld",
-             (long long)a2, (long long)b2);
+    if (n == 1) {
+        snprintf(expect, sizeof(expect), "acknowledges seq %lld", (long long)a2);
+    } else {
+        snprintf(expect, sizeof(expect),
+                 last == a2 + 1 ? "acknowledges seq %lld-%lld" : "acknowledges seq %lld,%lld",
+                 (long long)a2, (long long)last);
+    }
     cr_assert(strstr(table, expect) != NULL, "expected \"%s\" in:\n%s", expect, table);
     free(table);
     free(share);
@@ -505,7 +526,8 @@ Test(audit, log_share_shows_when_the_share_was_acknowledged_in_either_form)
 
 Test(audit, subject_access_and_show_say_when_each_share_was_acknowledged)
 {
-    int64_t batch = s_mixed_acks();
+    s_mixed_acks();
+    int64_t batch = s_ack_of("hv-a-2");
     int64_t own = s_seq_where("event = 'acknowledged' AND record_id = 'hv-a-1'");
     char *key = s_key_path();
     char *out = NULL;
@@ -561,7 +583,7 @@ Test(audit, subject_access_and_show_say_when_each_share_was_acknowledged)
     cr_assert_eq(json_array_size(rows), 2, "%s", out);
     cr_assert_eq(s_int(s_row_at(rows, 0), "acknowledged_seq"), batch);
     cr_assert(json_is_object(json_object_get(s_row_at(rows, 0), "record")), "decrypted");
-    cr_assert_eq(s_int(s_row_at(rows, 1), "acked_count"), 2);
+    cr_assert_geq(s_int(s_row_at(rows, 1), "acked_count"), 1);
     cr_assert(strlen(s_str(s_row_at(rows, 1), "acked_ranges")) > 0, "%s", out);
     json_decref(rows);
     free(out);
