@@ -4,6 +4,7 @@
 
 #include <sodium.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +213,10 @@ static acc_rc_t s_ack_seq(audit_acks_t *self, const acc_logrow_t *row, int64_t s
         return acc_err_set(err, ACC_ERR_INVALID, "acknowledges seq %lld, which is not before it",
                            (long long)seq);
     }
+    if (seq < 1) {
+        return acc_err_set(err, ACC_ERR_INVALID, "acknowledges seq %lld, which is not a shared row",
+                           (long long)seq);
+    }
     uint16_t *slot = s_slot(self, seq);
     if (slot == NULL || *slot == SLOT_UNKNOWN) {
         return ACC_OK; /* before the rows walked, or lost: nothing to check it against */
@@ -302,4 +307,33 @@ acc_rc_t audit_acks_check(audit_acks_t *self, const acc_logrow_t *row, acc_err_t
         return ACC_OK;
     }
     return row->acked_count > 0 ? s_check_batch(self, row, err) : s_check_single(self, row, err);
+}
+
+char *audit_acks_ranges(const int64_t *seqs, size_t n, size_t max_ranges)
+{
+    size_t cap = 64;
+    char *out = acc_xcalloc(cap, 1);
+    size_t len = 0;
+    size_t ranges = 0;
+    for (size_t i = 0; i < n; ranges++) {
+        size_t j = i;
+        while (j + 1 < n && seqs[j] < INT64_MAX && seqs[j + 1] == seqs[j] + 1) {
+            j++;
+        }
+        if (max_ranges > 0 && ranges == max_ranges) {
+            char *more = acc_xasprintf("%s,... (%zu in all)", out, n);
+            free(out);
+            return more;
+        }
+        if (len + 48 > cap) {
+            cap = 2 * cap + 48;
+            out = acc_xrealloc(out, cap);
+        }
+        len += j > i ? (size_t)snprintf(out + len, cap - len, "%s%lld-%lld", i > 0 ? "," : "",
+                                        (long long)seqs[i], (long long)seqs[j])
+                     : (size_t)snprintf(out + len, cap - len, "%s%lld", i > 0 ? "," : "",
+                                        (long long)seqs[i]);
+        i = j + 1;
+    }
+    return out;
 }

@@ -35,4 +35,8 @@ ACC_NODISCARD acc_rc_t audit_acks_check(audit_acks_t *self, const acc_logrow_t *
 /* Bytes the check holds now. */
 size_t audit_acks_bytes(const audit_acks_t *self);
 
+/* Acknowledged seqs (ascending) as runs of consecutive values, "3-5,9"; after
+ * max_ranges runs (0: no limit) it stops with ",... (N in all)". Yours to free. */
+char *audit_acks_ranges(const int64_t *seqs, size_t n, size_t max_ranges);
+
 #endif

@@ -13,6 +13,7 @@
 #include "accord/logrow.h"
 #include "accord/pbwipe.h"
 #include "accord/record.h"
+#include "audit_acks.h"
 #include "client.h"
 
 #define EXIT_TAMPERED    1
@@ -27,35 +28,6 @@ static const char *const s_headers[] = { "seq",  "at",        "event", "from",  
                                          "type", "record_id", "rules", "reason" };
 enum { N_COLS = sizeof(s_headers) / sizeof(s_headers[0]) };
 
-char *audit_seq_ranges(const int64_t *seqs, size_t n, size_t max_ranges)
-{
-    size_t cap = 64;
-    char *out = acc_xcalloc(cap, 1);
-    size_t len = 0;
-    size_t ranges = 0;
-    for (size_t i = 0; i < n; ranges++) {
-        size_t j = i;
-        while (j + 1 < n && seqs[j + 1] == seqs[j] + 1) {
-            j++;
-        }
-        if (max_ranges > 0 && ranges == max_ranges) {
-            char *more = acc_xasprintf("%s,... (%zu in all)", out, n);
-            free(out);
-            return more;
-        }
-        if (len + 48 > cap) {
-            cap = 2 * cap + 48;
-            out = acc_xrealloc(out, cap);
-        }
-        len += j > i ? (size_t)snprintf(out + len, cap - len, "%s%lld-%lld", i > 0 ? "," : "",
-                                        (long long)seqs[i], (long long)seqs[j])
-                     : (size_t)snprintf(out + len, cap - len, "%s%lld", i > 0 ? "," : "",
-                                        (long long)seqs[i]);
-        i = j + 1;
-    }
-    return out;
-}
-
 void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *acked_seqs,
                      size_t acked_count)
 {
@@ -69,7 +41,7 @@ void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *ac
         for (size_t i = 0; i < acked_count; i++) {
             json_array_append_new(seqs, json_integer((json_int_t)acked_seqs[i]));
         }
-        char *ranges = audit_seq_ranges(acked_seqs, acked_count, 0);
+        char *ranges = audit_acks_ranges(acked_seqs, acked_count, 0);
         json_object_set_new(obj, "acked_count", json_integer((json_int_t)acked_count));
         json_object_set_new(obj, "acked_ranges", json_string(ranges));
         json_object_set_new(obj, "acked_seqs", seqs);
@@ -116,7 +88,7 @@ static void s_cells(char *cells[N_COLS], const Accord__V1__AuditRow *r)
     cells[6] = acc_xstrdup(r->record_id);
     cells[7] = rules;
     if (r->reason[0] == '\0' && r->error_code[0] == '\0' && r->n_acked_seqs > 0) {
-        char *ranges = audit_seq_ranges(r->acked_seqs, r->n_acked_seqs, TABLE_RANGES_MAX);
+        char *ranges = audit_acks_ranges(r->acked_seqs, r->n_acked_seqs, TABLE_RANGES_MAX);
         cells[8] = acc_xasprintf("acknowledges seq %s", ranges);
         free(ranges);
     } else {

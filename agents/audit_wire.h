@@ -42,13 +42,9 @@ typedef bool audit_row_fn(void *ctx, const Accord__V1__AuditResult *page,
 int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
                    audit_row_fn *fn, void *ctx);
 
-/* seqs (ascending) as runs of consecutive values, "3-5,9"; after max_ranges runs
- * (0: no limit) it stops with ",... (N in all)". Yours to free. */
-char *audit_seq_ranges(const int64_t *seqs, size_t n, size_t max_ranges);
-
 /* Adds the columns schema 0008 added, where a row has them, to its JSON:
  * content_hash (hex; NULL: none), and acked_count, acked_ranges (as
- * audit_seq_ranges) and acked_seqs (every seq). */
+ * audit_acks_ranges) and acked_seqs (every seq). */
 void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *acked_seqs,
                      size_t acked_count);
 

@@ -212,3 +212,36 @@ Test(audit_acks, ten_million_rows_in_two_bytes_a_row_and_the_pending_shares, .ti
     cr_assert_leq(peak, bound, "peak %zu bytes, bound %zu", peak, bound);
     audit_acks_destroy(&acks);
 }
+
+Test(audit_acks, refuses_a_seq_that_no_row_can_have)
+{
+    acc_logrow_t shares[4];
+    audit_acks_t *acks = s_start(shares);
+    const int64_t zero[2] = { 0, 2 };
+    acc_logrow_t batch = s_batch(6, CC, zero, 2);
+    s_refused(acks, &batch, "acknowledges seq 0, which is not a shared row");
+    audit_acks_destroy(&acks);
+    acks = s_start(shares);
+    const int64_t negative[1] = { INT64_MIN };
+    batch = s_batch(6, CC, negative, 1);
+    s_refused(acks, &batch, "acknowledges seq -9223372036854775808, which is not a shared row");
+    audit_acks_destroy(&acks);
+}
+
+Test(audit_acks, writes_seqs_as_runs)
+{
+    const int64_t seqs[] = { 3, 4, 5, 9, 11, 12, INT64_MAX - 1, INT64_MAX };
+    char *text = audit_acks_ranges(seqs, 8, 0);
+    cr_assert_str_eq(text, "3-5,9,11-12,9223372036854775806-9223372036854775807");
+    free(text);
+    text = audit_acks_ranges(seqs, 8, 2);
+    cr_assert_str_eq(text, "3-5,9,... (8 in all)");
+    free(text);
+    text = audit_acks_ranges(seqs, 0, 0);
+    cr_assert_str_eq(text, "");
+    free(text);
+    const int64_t edge[] = { INT64_MAX, INT64_MIN };
+    text = audit_acks_ranges(edge, 2, 0);
+    cr_assert_str_eq(text, "9223372036854775807,-9223372036854775808");
+    free(text);
+}
