@@ -16,6 +16,7 @@
 #include "accord/pb.h"
 #include "accord/pbwipe.h"
 #include "accord/record.h"
+#include "audit_acks.h"
 #include "audit_wire.h"
 
 #define EXIT_TAMPERED 1
@@ -30,7 +31,7 @@ static const char s_row_columns[] =
     "seq, share_id::text, (extract(epoch FROM at) * 1000000)::bigint, event, from_agency,"
     " to_agency, record_type, record_id, subject_tag, to_json(rule_ids)::text, purpose,"
     " lawful_basis, consent, error_code, reason, agreement_hash, coalesce(key_epoch, 0), nonce,"
-    " payload, prev_hash, entry_hash, signature";
+    " payload, prev_hash, entry_hash, signature, content_hash, acked_seqs::text";
 
 enum {
     C_SEQ,
@@ -54,18 +55,71 @@ enum {
     C_PAYLOAD,
     C_PREV,
     C_ENTRY,
-    C_SIG
+    C_SIG,
+    C_CONTENT,
+    C_ACKED
 };
 
 /* One fetched row and the memory its pointers refer to. */
 typedef struct {
     acc_logrow_t row;
     json_t *rules;
-    unsigned char *blobs[7]; /* PQunescapeBytea output, freed with PQfreemem */
-    size_t blob_len[7];
+    unsigned char *blobs[8]; /* PQunescapeBytea output, freed with PQfreemem */
+    size_t blob_len[8];
     const uint8_t *prev_hash;
     const uint8_t *entry_hash;
+    int64_t *acked;   /* row.acked_seqs */
+    bool acked_empty; /* '{}': hashed like NULL, but not the same to accord_log_acks */
 } s_fetched_t;
+
+static void s_usage_verify(FILE *out)
+{
+    (void)fprintf(out,
+                  "verify  walks the whole sharing log in sequence order (through the broker\n"
+                  "        with --config, or from PostgreSQL with --db), recomputes every\n"
+                  "        row's hash from its content and the previous row's hash, checks\n"
+                  "        every checkpoint's signature against the broker signing public\n"
+                  "        key the auditor pins from outside the database (--sign-key FILE,\n"
+                  "        the hex key file `accord keygen` wrote, e.g. broker.sign.pub;\n"
+                  "        repeat it, up to 8 times, for a log spanning a key rotation), and\n"
+                  "        names the first row that does not verify. It checks every\n"
+                  "        acknowledgement too, of either form (a row per share, or a batch\n"
+                  "        listing share seqs): only earlier shares to the acknowledging\n"
+                  "        agency, ascending, none acknowledged twice; this holds 2 bytes\n"
+                  "        per row (20 MB for 10 million). The key the database\n"
+                  "        records for each epoch is only a hint: one that is not pinned is\n"
+                  "        reported as a WARNING and the signatures decide. Without\n"
+                  "        --sign-key the run is UNPINNED: only the chain's internal\n"
+                  "        consistency is checked, which anyone who can write the database\n"
+                  "        can forge, and it exits 4 unless --unpinned is given. --witness\n"
+                  "        FILE keeps the last checkpoint verified (written by pinned runs), so a\n"
+                  "        later run notices a log cut back behind it or rewritten.\n"
+                  "        A gap in the sequence is accepted only where a `restored` row,\n"
+                  "        signed by the broker key, declares exactly those rows lost (the\n"
+                  "        database was restored and the operator ran accordd\n"
+                  "        --accept-restore); each is reported as RESTORED seq A-B, or as\n"
+                  "        CUT seq A-B (exit 5) when the witness's checkpoint was among\n"
+                  "        the lost rows.\n"
+                  "        --since/--until TIME (ISO 8601; with --db, not with --witness)\n"
+                  "        verify one period: the rows whose time is in [since, until),\n"
+                  "        walking the chain from the last signed checkpoint at or before\n"
+                  "        the first of them to the first signed checkpoint at or after the\n"
+                  "        last, and saying which rows and checkpoints those were.\n"
+                  "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
+                  "        key, on this machine, and prints the row and the record as JSON\n"
+                  "        (with content_hash and acked_seqs where the row has them).\n"
+                  "\n"
+                  "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
+                  "which sees ciphertext and metadata and can change nothing.\n"
+                  "\n"
+                  "Exit status: 0 verified against a pinned key (or, with --unpinned, the\n"
+                  "chain is consistent) / shown / answered, 1 the log does not verify or the\n"
+                  "payload does not decrypt, 2 usage, 3 could not read the database or key,\n"
+                  "or the broker refused or could not answer, 4 the chain is consistent but\n"
+                  "no broker signing key was pinned (--sign-key), so nothing was verified,\n"
+                  "5 the log verifies but rows this auditor verified earlier (--witness) were\n"
+                  "lost in a declared restore (the witness moves past the cut).\n");
+}
 
 static void s_usage(FILE *out)
 {
@@ -92,53 +146,21 @@ static void s_usage(FILE *out)
              "        --event EVENT, --rule RULE, --since TIME, --until TIME (ISO 8601;\n"
              "        since inclusive, until exclusive), --share SHARE_ID, --limit N.\n"
              "        Output: an aligned table (default), --csv, or --json (an array).\n"
+             "        --share also finds the row that acknowledged the share, a row of\n"
+             "        its own or a batch: a batch's acknowledged share seqs are\n"
+             "        acked_seqs (and acked_count, acked_ranges) in --json, and\n"
+             "        \"acknowledges seq A-B,...\" in the table's and CSV's last column.\n"
              "show SHARE_ID (with --config) fetches that share's rows through the\n"
              "        broker and decrypts the record here, exactly as the recipient\n"
-             "        received it, with its rule, purpose, lawful basis and consent.\n"
+             "        received it, with its rule, purpose, lawful basis and consent,\n"
+             "        and when it was acknowledged (acknowledged_at, acknowledged_seq).\n"
              "subject-access  everything shared, withheld or refused about one child,\n"
-             "        and every query about them, oldest first, decrypted here: a\n"
-             "        readable report, or --json.\n"
+             "        and every query about them, oldest first, decrypted here, each\n"
+             "        share with when its recipient acknowledged it: a readable report,\n"
+             "        or --json. Batched acknowledgements, which list other children's\n"
+             "        shares too, are not listed; their time is on each share.\n"
              "\n");
-    (void)fprintf(out,
-                  "verify  walks the whole sharing log in sequence order (through the broker\n"
-                  "        with --config, or from PostgreSQL with --db), recomputes every\n"
-                  "        row's hash from its content and the previous row's hash, checks\n"
-                  "        every checkpoint's signature against the broker signing public\n"
-                  "        key the auditor pins from outside the database (--sign-key FILE,\n"
-                  "        the hex key file `accord keygen` wrote, e.g. broker.sign.pub;\n"
-                  "        repeat it, up to 8 times, for a log spanning a key rotation), and\n"
-                  "        names the first row that does not verify. The key the database\n"
-                  "        records for each epoch is only a hint: one that is not pinned is\n"
-                  "        reported as a WARNING and the signatures decide. Without\n"
-                  "        --sign-key the run is UNPINNED: only the chain's internal\n"
-                  "        consistency is checked, which anyone who can write the database\n"
-                  "        can forge, and it exits 4 unless --unpinned is given. --witness\n"
-                  "        FILE keeps the last checkpoint verified (written by pinned runs), so a\n"
-                  "        later run notices a log cut back behind it or rewritten.\n"
-                  "        A gap in the sequence is accepted only where a `restored` row,\n"
-                  "        signed by the broker key, declares exactly those rows lost (the\n"
-                  "        database was restored and the operator ran accordd\n"
-                  "        --accept-restore); each is reported as RESTORED seq A-B, or as\n"
-                  "        CUT seq A-B (exit 5) when the witness's checkpoint was among\n"
-                  "        the lost rows.\n"
-                  "        --since/--until TIME (ISO 8601; with --db, not with --witness)\n"
-                  "        verify one period: the rows whose time is in [since, until),\n"
-                  "        walking the chain from the last signed checkpoint at or before\n"
-                  "        the first of them to the first signed checkpoint at or after the\n"
-                  "        last, and saying which rows and checkpoints those were.\n"
-                  "show    decrypts the payload of log row SEQ with the auditor's secret box\n"
-                  "        key, on this machine, and prints the row and the record as JSON.\n"
-                  "\n"
-                  "CONNINFO is a libpq connection string; the role needs only accord_reader,\n"
-                  "which sees ciphertext and metadata and can change nothing.\n"
-                  "\n"
-                  "Exit status: 0 verified against a pinned key (or, with --unpinned, the\n"
-                  "chain is consistent) / shown / answered, 1 the log does not verify or the\n"
-                  "payload does not decrypt, 2 usage, 3 could not read the database or key,\n"
-                  "or the broker refused or could not answer, 4 the chain is consistent but\n"
-                  "no broker signing key was pinned (--sign-key), so nothing was verified,\n"
-                  "5 the log verifies but rows this auditor verified earlier (--witness) were\n"
-                  "lost in a declared restore (the witness moves past the cut).\n");
+    s_usage_verify(out);
 }
 
 static const char *s_text(PGresult *res, int row, int col)
@@ -162,7 +184,41 @@ static void s_fetched_clear(s_fetched_t *f)
         PQfreemem(f->blobs[i]);
     }
     json_decref(f->rules);
+    free(f->acked);
     memset(f, 0, sizeof(*f));
+}
+
+/* acked_seqs as PostgreSQL prints a bigint[] ({1,2,3}, {} or NULL); false for
+ * anything else (a NULL element, more dimensions), which no row can hash. */
+static bool s_parse_acked(s_fetched_t *f, const char *text)
+{
+    if (text == NULL) {
+        return true;
+    }
+    size_t len = strlen(text);
+    if (len < 2 || text[0] != '{' || text[len - 1] != '}') {
+        return false;
+    }
+    size_t n = len > 2 ? 1 : 0;
+    for (const char *c = text; *c != '\0'; c++) {
+        n += *c == ',';
+    }
+    f->acked = acc_xcalloc(n + 1, sizeof(int64_t));
+    const char *p = text + 1;
+    for (size_t i = 0; i < n; i++) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno != 0 || (*end != ',' && *end != '}') || *p < '0' || *p > '9') {
+            return false;
+        }
+        f->acked[i] = v;
+        p = end + 1;
+    }
+    f->row.acked_seqs = f->acked;
+    f->row.acked_count = n;
+    f->acked_empty = n == 0;
+    return n == 0 || p == text + len;
 }
 
 /* Fills f from one result row; false if a column has an impossible shape. */
@@ -201,6 +257,9 @@ static bool s_fetch(s_fetched_t *f, PGresult *res, int i)
     f->entry_hash = s_blob(f, 5, res, i, C_ENTRY);
     r->signature = s_blob(f, 6, res, i, C_SIG);
     ok = ok && (r->signature == NULL || f->blob_len[6] == ACC_LOGROW_SIG_BYTES);
+    r->content_hash = s_blob(f, 7, res, i, C_CONTENT);
+    ok = ok && (r->content_hash == NULL || f->blob_len[7] == ACC_LOGROW_HASH_BYTES);
+    ok = ok && s_parse_acked(f, s_text(res, i, C_ACKED));
     return ok && f->blob_len[1] == 32 &&
            (r->nonce == NULL || f->blob_len[2] == ACC_LOGROW_NONCE_BYTES) &&
            f->blob_len[4] == ACC_LOGROW_HASH_BYTES && f->blob_len[5] == ACC_LOGROW_HASH_BYTES;
@@ -230,6 +289,7 @@ typedef struct {
     bool witness_cut;      /* the checkpoint of an earlier run lies in a declared cut */
     PGresult *broker_keys; /* --db: epoch, broker_key as the database records them */
     const s_pins_t *pins;
+    audit_acks_t *acks; /* who acknowledged what, so far */
 } s_chain_t;
 
 /* The signing key the database names for an epoch: whoever can write the database
@@ -314,6 +374,7 @@ static void s_note_cut(s_chain_t *chain, const acc_logrow_t *row, const acc_logr
         chain->cut_at_us[chain->cut_count] = row->at_us;
     }
     chain->cut_count++;
+    audit_acks_note_lost(chain->acks, cut->lost_from, cut->lost_to);
 }
 
 /* A restored row may follow a gap only if it declares exactly that gap and the
@@ -391,6 +452,11 @@ static bool s_verify_row(s_chain_t *chain, const acc_logrow_t *row, const uint8_
             return false;
         }
         chain->witness_seen = true;
+    }
+    acc_err_t err;
+    if (audit_acks_check(chain->acks, row, &err) != ACC_OK) {
+        (void)printf("FAIL seq %lld: %s\n", (long long)seq, err.msg);
+        return false;
     }
     if (checkpoint) {
         memcpy(chain->last_checkpoint_hash, entry, sizeof(entry));
@@ -696,12 +762,19 @@ static int s_verify_fetched(s_chain_t *chain, PGresult *res, const s_period_t *p
     }
     int status = shaped && s_verify_row(chain, &f.row, f.prev_hash, f.entry_hash) ? EXIT_SUCCESS
                                                                                   : EXIT_TAMPERED;
+    if (status == EXIT_SUCCESS && f.acked_empty) {
+        (void)printf("FAIL seq %lld: an acknowledged row with an empty acked_seqs ({}, not NULL): "
+                     "the hash chain cannot tell the two apart, but accord_log_acks no longer "
+                     "counts the share it names as acknowledged\n",
+                     (long long)f.row.seq);
+        status = EXIT_TAMPERED;
+    }
     s_fetched_clear(&f);
     return status;
 }
 
 /* Streams rows one at a time (single-row mode): a log of any length is verified
- * in constant memory. */
+ * holding no rows, only the acknowledgement check's 2 bytes a row (audit_acks.h). */
 static int s_stream(PGconn *conn, s_chain_t *chain, const s_period_t *period)
 {
     char *sql = period != NULL
@@ -747,7 +820,9 @@ static int s_verify(const char *conninfo, const s_pins_t *pins, const char *witn
         status = s_plan_period(conn, period);
     }
     if (status == EXIT_SUCCESS && (period == NULL || period->first > 0)) {
+        chain.acks = audit_acks_new(period != NULL ? period->from : 1);
         status = s_stream(conn, &chain, period);
+        audit_acks_destroy(&chain.acks);
     }
     PQclear(chain.broker_keys);
     PQfinish(conn);
@@ -772,6 +847,7 @@ static json_t *s_row_json(const acc_logrow_t *r)
                             "record_id", r->record_id, "rules", rules, "purpose", r->purpose,
                             "lawful_basis", r->lawful_basis, "consent", r->consent, "reason",
                             r->reason, "key_epoch", (json_int_t)r->key_epoch);
+    audit_json_0008(obj, r->content_hash, r->acked_seqs, r->acked_count);
     return obj;
 }
 
@@ -886,6 +962,9 @@ static bool s_wire_row(void *ctx, const Accord__V1__AuditResult *page,
     if (r->prev_hash.len != ACC_LOGROW_HASH_BYTES || r->entry_hash.len != ACC_LOGROW_HASH_BYTES) {
         (void)printf("FAIL seq %lld: the row has no hash link\n", (long long)row.seq);
         v->ok = false;
+    } else if (r->content_hash.len != 0 && r->content_hash.len != ACC_LOGROW_HASH_BYTES) {
+        (void)printf("FAIL seq %lld: a column has an impossible value\n", (long long)row.seq);
+        v->ok = false;
     } else {
         v->ok = s_verify_row(&v->chain, &row, r->prev_hash.data, r->entry_hash.data);
     }
@@ -908,7 +987,9 @@ static int s_verify_wire(const char *config_path, const s_pins_t *pins, const ch
     int status = s_read_witness(&v.chain, witness) ? EXIT_SUCCESS : EXIT_FAILED;
     if (status == EXIT_SUCCESS) {
         Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
+        v.chain.acks = audit_acks_new(1);
         status = audit_each_row(&config, &query, s_wire_row, &v);
+        audit_acks_destroy(&v.chain.acks);
         status = status != EXIT_SUCCESS ? EXIT_FAILED
                  : v.ok                 ? s_finish_verify(&v.chain, witness)
                                         : EXIT_TAMPERED;

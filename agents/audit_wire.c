@@ -13,18 +13,41 @@
 #include "accord/logrow.h"
 #include "accord/pbwipe.h"
 #include "accord/record.h"
+#include "audit_acks.h"
 #include "client.h"
 
-#define EXIT_TAMPERED 1
-#define EXIT_USAGE    2
-#define EXIT_CONNECT  3
-#define HELLO_MS      10000
-#define ANSWER_MS     60000
-#define TABLE_MAX     100000 /* rows a table is built from; use --csv or --json for more */
+#define EXIT_TAMPERED    1
+#define EXIT_USAGE       2
+#define EXIT_CONNECT     3
+#define HELLO_MS         10000
+#define ANSWER_MS        60000
+#define TABLE_MAX        100000 /* rows a table is built from; use --csv or --json for more */
+#define TABLE_RANGES_MAX 8      /* runs of acknowledged seqs a table or CSV cell lists */
 
 static const char *const s_headers[] = { "seq",  "at",        "event", "from",  "to",
                                          "type", "record_id", "rules", "reason" };
 enum { N_COLS = sizeof(s_headers) / sizeof(s_headers[0]) };
+
+void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *acked_seqs,
+                     size_t acked_count)
+{
+    if (content_hash != NULL) {
+        char hex[2 * ACC_LOGROW_HASH_BYTES + 1];
+        acc_hex_encode(hex, sizeof(hex), content_hash, ACC_LOGROW_HASH_BYTES);
+        json_object_set_new(obj, "content_hash", json_string(hex));
+    }
+    if (acked_count > 0) {
+        json_t *seqs = json_array();
+        for (size_t i = 0; i < acked_count; i++) {
+            json_array_append_new(seqs, json_integer((json_int_t)acked_seqs[i]));
+        }
+        char *ranges = audit_acks_ranges(acked_seqs, acked_count, 0);
+        json_object_set_new(obj, "acked_count", json_integer((json_int_t)acked_count));
+        json_object_set_new(obj, "acked_ranges", json_string(ranges));
+        json_object_set_new(obj, "acked_seqs", seqs);
+        free(ranges);
+    }
+}
 
 static json_t *s_row_json(const Accord__V1__AuditRow *r)
 {
@@ -38,6 +61,8 @@ static json_t *s_row_json(const Accord__V1__AuditRow *r)
         r->from_agency, "to", r->to_agency, "record_type", r->record_type, "record_id",
         r->record_id, "rules", rules, "purpose", r->purpose, "lawful_basis", r->lawful_basis,
         "consent", r->consent, "error_code", r->error_code, "reason", r->reason);
+    audit_json_0008(obj, r->content_hash.len == ACC_LOGROW_HASH_BYTES ? r->content_hash.data : NULL,
+                    r->acked_seqs, r->n_acked_seqs);
     return obj;
 }
 
@@ -62,7 +87,13 @@ static void s_cells(char *cells[N_COLS], const Accord__V1__AuditRow *r)
     cells[5] = acc_xstrdup(r->record_type);
     cells[6] = acc_xstrdup(r->record_id);
     cells[7] = rules;
-    cells[8] = acc_xstrdup(r->reason[0] != '\0' ? r->reason : r->error_code);
+    if (r->reason[0] == '\0' && r->error_code[0] == '\0' && r->n_acked_seqs > 0) {
+        char *ranges = audit_acks_ranges(r->acked_seqs, r->n_acked_seqs, TABLE_RANGES_MAX);
+        cells[8] = acc_xasprintf("acknowledges seq %s", ranges);
+        free(ranges);
+    } else {
+        cells[8] = acc_xstrdup(r->reason[0] != '\0' ? r->reason : r->error_code);
+    }
 }
 
 static void s_csv_cell(const char *text, bool last)
@@ -283,6 +314,9 @@ void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
     out->payload = r->payload.len > ACC_LOGROW_MAC_BYTES ? r->payload.data : NULL;
     out->payload_len = out->payload != NULL ? r->payload.len : 0;
     out->signature = r->signature.len == ACC_LOGROW_SIG_BYTES ? r->signature.data : NULL;
+    out->content_hash = r->content_hash.len == ACC_LOGROW_HASH_BYTES ? r->content_hash.data : NULL;
+    out->acked_count = r->n_acked_seqs;
+    out->acked_seqs = r->acked_seqs;
 }
 
 typedef struct {
@@ -379,6 +413,67 @@ static void s_collect(void *ctx, json_t *row)
     json_array_append_new(ctx, row);
 }
 
+static const char *s_get(json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v != NULL ? v : "";
+}
+
+static json_int_t s_seq(json_t *row)
+{
+    return json_integer_value(json_object_get(row, "seq"));
+}
+
+/* Whether row ack acknowledges the shared row share: a row of its own naming the
+ * share's id (before schema 0008), or a batched row to the share's recipient
+ * listing its seq. */
+static bool s_acknowledges(json_t *ack, json_t *share)
+{
+    if (strcmp(s_get(ack, "event"), "acknowledged") != 0 || s_seq(ack) <= s_seq(share)) {
+        return false;
+    }
+    json_t *seqs = json_object_get(ack, "acked_seqs");
+    if (seqs == NULL) {
+        return strcmp(s_get(ack, "share_id"), s_get(share, "share_id")) == 0;
+    }
+    if (strcmp(s_get(ack, "to"), s_get(share, "to")) != 0) {
+        return false;
+    }
+    for (size_t i = 0; i < json_array_size(seqs); i++) {
+        if (json_integer_value(json_array_get(seqs, i)) == s_seq(share)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Gives each shared row among rows (in seq order) when it was acknowledged,
+ * "acknowledged_at" and "acknowledged_seq" (null while it is not), from the first
+ * later row that acknowledges it; with drop_batches, then removes the batched rows,
+ * which speak of other shares too. */
+static void s_fold_acks(json_t *rows, bool drop_batches)
+{
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *share = json_array_get(rows, i);
+        if (strcmp(s_get(share, "event"), "shared") != 0) {
+            continue;
+        }
+        json_t *ack = NULL;
+        for (size_t j = i + 1; j < json_array_size(rows) && ack == NULL; j++) {
+            ack = s_acknowledges(json_array_get(rows, j), share) ? json_array_get(rows, j) : NULL;
+        }
+        json_object_set_new(share, "acknowledged_at",
+                            ack != NULL ? json_string(s_get(ack, "at")) : json_null());
+        json_object_set_new(share, "acknowledged_seq",
+                            ack != NULL ? json_integer(s_seq(ack)) : json_null());
+    }
+    for (size_t i = json_array_size(rows); drop_batches && i > 0; i--) {
+        if (json_object_get(json_array_get(rows, i - 1), "acked_seqs") != NULL) {
+            (void)json_array_remove(rows, i - 1);
+        }
+    }
+}
+
 int audit_show(const acc_agent_config_t *config, const char *share_id, const char *key_path)
 {
     Accord__V1__AuditQuery query = ACCORD__V1__AUDIT_QUERY__INIT;
@@ -389,18 +484,13 @@ int audit_show(const acc_agent_config_t *config, const char *share_id, const cha
         (void)fprintf(stderr, "accord-audit: no log row has share id %s\n", share_id);
         status = EXIT_USAGE;
     }
+    s_fold_acks(rows, false);
     if (json_array_size(rows) > 0) {
         (void)json_dumpf(rows, stdout, JSON_INDENT(2));
         (void)putchar('\n');
     }
     json_decref(rows);
     return status;
-}
-
-static const char *s_get(json_t *obj, const char *key)
-{
-    const char *v = json_string_value(json_object_get(obj, key));
-    return v != NULL ? v : "";
 }
 
 /* One event of a subject-access report, for a reader rather than a program. */
@@ -448,6 +538,15 @@ static void s_report_row(void *ctx, json_t *row)
         (void)printf("    as received:   %s\n", text != NULL ? text : "");
         free(text);
     }
+    if (strcmp(event, "shared") == 0) {
+        json_t *seq = json_object_get(row, "acknowledged_seq");
+        if (json_is_integer(seq)) {
+            (void)printf("    acknowledged:  %s (log row %lld)\n", s_get(row, "acknowledged_at"),
+                         (long long)json_integer_value(seq));
+        } else {
+            (void)printf("    acknowledged:  not yet\n");
+        }
+    }
     json_decref(row);
 }
 
@@ -459,6 +558,7 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
     if (format == AUDIT_JSON) {
         json_t *rows = json_array();
         int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
+        s_fold_acks(rows, true);
         (void)json_dumpf(rows, stdout, JSON_INDENT(2));
         (void)putchar('\n');
         json_decref(rows);
@@ -467,9 +567,15 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
     (void)printf("Subject access report: everything the sharing log holds about one child\n"
                  "(shared, withheld, refused, acknowledged, and every time the log was\n"
                  "queried about them), oldest first. Records are shown exactly as each\n"
-                 "recipient received them.\n\n");
+                 "recipient received them, with when the recipient acknowledged them.\n\n");
+    json_t *rows = json_array();
+    int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
+    s_fold_acks(rows, true);
     size_t n = 0;
-    int status = s_fetch_decrypted(config, &query, key_path, s_report_row, &n);
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        s_report_row(&n, json_incref(json_array_get(rows, i)));
+    }
+    json_decref(rows);
     (void)printf("\n%zu event(s)\n", n);
     return status;
 }

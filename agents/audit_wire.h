@@ -3,7 +3,9 @@
 #ifndef ACCORD_AGENTS_AUDIT_WIRE_H
 #define ACCORD_AGENTS_AUDIT_WIRE_H
 
+#include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "accord/config.h"
 #include "accord/logrow.h"
@@ -39,6 +41,12 @@ typedef bool audit_row_fn(void *ctx, const Accord__V1__AuditResult *page,
                           const Accord__V1__AuditRow *row);
 int audit_each_row(const acc_agent_config_t *config, Accord__V1__AuditQuery *query,
                    audit_row_fn *fn, void *ctx);
+
+/* Adds the columns schema 0008 added, where a row has them, to its JSON:
+ * content_hash (hex; NULL: none), and acked_count, acked_ranges (as
+ * audit_acks_ranges) and acked_seqs (every seq). */
+void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *acked_seqs,
+                     size_t acked_count);
 
 /* A wire row as the log row the hash chain and the payload's associated data
  * cover; borrows from r. */

@@ -911,3 +911,163 @@ th_proc_t *th_agent_start_keyed(th_world_t *w, const char *config, const char *c
     proc->in_fd = pipe_fds[1]; /* closed with the rest by th_proc_wait */
     return proc;
 }
+
+/* ---- branch audit16 ---- */
+
+static char *s_hex_param(const uint8_t *bytes, size_t len)
+{
+    if (bytes == NULL) {
+        return NULL;
+    }
+    char *out = acc_xmalloc(2 * len + 3);
+    out[0] = '\\';
+    out[1] = 'x';
+    acc_hex_encode(out + 2, 2 * len + 1, bytes, len);
+    return out;
+}
+
+/* {a,b} for a text[] or bigint[] parameter. */
+static char *s_array_param(const char *const *texts, const int64_t *ints, size_t n)
+{
+    size_t cap = 3 + n * 70;
+    char *out = acc_xcalloc(cap, 1);
+    size_t len = (size_t)snprintf(out, cap, "{");
+    for (size_t i = 0; i < n; i++) {
+        len += texts != NULL
+                   ? (size_t)snprintf(out + len, cap - len, "%s\"%s\"", i > 0 ? "," : "", texts[i])
+                   : (size_t)snprintf(out + len, cap - len, "%s%lld", i > 0 ? "," : "",
+                                      (long long)ints[i]);
+    }
+    (void)snprintf(out + len, cap - len, "}");
+    return out;
+}
+
+static void s_head(th_world_t *world, int64_t *seq, uint8_t prev[ACC_LOGROW_HASH_BYTES],
+                   uint8_t agreement[32])
+{
+    PGresult *res = PQexecParams(world->db,
+                                 "SELECT seq::text AS head, entry_hash, agreement_hash FROM "
+                                 "accord_log ORDER BY seq DESC LIMIT 1",
+                                 0, NULL, NULL, NULL, NULL, 1);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_eq(PQntuples(res), 1, "the log is empty: nothing to chain to");
+    cr_assert_eq(PQgetlength(res, 0, 1), ACC_LOGROW_HASH_BYTES);
+    cr_assert_eq(PQgetlength(res, 0, 2), 32);
+    char text[32];
+    snprintf(text, sizeof(text), "%.*s", PQgetlength(res, 0, 0), PQgetvalue(res, 0, 0));
+    *seq = strtoll(text, NULL, 10);
+    memcpy(prev, PQgetvalue(res, 0, 1), ACC_LOGROW_HASH_BYTES);
+    memcpy(agreement, PQgetvalue(res, 0, 2), 32);
+    PQclear(res);
+}
+
+int64_t th_pg_append_logrow(th_world_t *world, acc_logrow_t *row)
+{
+    static uint8_t agreement[32]; /* row->agreement_hash may point here after the call */
+    uint8_t prev[ACC_LOGROW_HASH_BYTES];
+    int64_t head = 0;
+    s_head(world, &head, prev, agreement);
+    row->seq = head + 1;
+    row->agreement_hash = row->agreement_hash != NULL ? row->agreement_hash : agreement;
+    if (row->at_us == 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        row->at_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    }
+    uint8_t entry[ACC_LOGROW_HASH_BYTES];
+    acc_logrow_hash(entry, prev, row);
+    char seq[24];
+    char at[24];
+    char epoch[24];
+    char share[37];
+    snprintf(seq, sizeof(seq), "%lld", (long long)row->seq);
+    snprintf(at, sizeof(at), "%lld", (long long)row->at_us);
+    snprintf(epoch, sizeof(epoch), "%lld", (long long)row->key_epoch);
+    acc_uuid_format(share, row->share_id);
+    char *blobs[9] = {
+        s_hex_param(row->subject_tag, ACC_LOGROW_TAG_BYTES),
+        s_hex_param(row->agreement_hash, 32),
+        s_hex_param(row->nonce, ACC_LOGROW_NONCE_BYTES),
+        s_hex_param(row->payload, row->payload_len),
+        s_hex_param(row->signature, ACC_LOGROW_SIG_BYTES),
+        s_hex_param(prev, sizeof(prev)),
+        s_hex_param(entry, sizeof(entry)),
+        s_hex_param(row->content_hash, ACC_LOGROW_HASH_BYTES),
+        row->acked_count > 0 ? s_array_param(NULL, row->acked_seqs, row->acked_count) : NULL,
+    };
+    char *rules = s_array_param(row->rule_ids, NULL, row->rule_count);
+    const char *values[24] = { seq,
+                               share,
+                               at,
+                               row->event,
+                               row->from_agency,
+                               row->to_agency,
+                               row->record_type,
+                               row->record_id,
+                               blobs[0],
+                               rules,
+                               row->purpose,
+                               row->lawful_basis,
+                               row->consent,
+                               row->error_code,
+                               row->reason,
+                               blobs[1],
+                               row->key_epoch != 0 ? epoch : NULL,
+                               blobs[2],
+                               blobs[3],
+                               blobs[4],
+                               blobs[5],
+                               blobs[6],
+                               blobs[7],
+                               blobs[8] };
+    PGresult *res = PQexecParams(
+        world->db,
+        "INSERT INTO accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, "
+        "record_id, subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, "
+        "agreement_hash, key_epoch, nonce, payload, signature, prev_hash, entry_hash, "
+        "content_hash, acked_seqs) VALUES ($1, $2, to_timestamp(0) + $3::bigint * interval "
+        "'1 microsecond', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+        "$19, $20, $21, $22, $23, $24)",
+        24, NULL, values, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "appending seq %s: %s", seq,
+                 PQerrorMessage(world->db));
+    PQclear(res);
+    for (size_t i = 0; i < sizeof(blobs) / sizeof(blobs[0]); i++) {
+        free(blobs[i]);
+    }
+    free(rules);
+    return row->seq;
+}
+
+int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id)
+{
+    const char *values[1] = { record_id };
+    PGresult *res = PQexecParams(world->db,
+                                 "SELECT share_id::text, seq::text AS share_seq, from_agency, "
+                                 "to_agency, record_type FROM accord_log WHERE event = 'shared' "
+                                 "AND record_id = $1",
+                                 1, NULL, values, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_eq(PQntuples(res), 1, "one shared row has record id %s", record_id);
+    acc_logrow_t row = { 0 };
+    acc_err_t err;
+    cr_assert_eq(acc_uuid_parse(row.share_id, PQgetvalue(res, 0, 0), &err), ACC_OK);
+    row.event = "acknowledged";
+    row.from_agency = PQgetvalue(res, 0, 2);
+    row.to_agency = PQgetvalue(res, 0, 3);
+    row.record_type = PQgetvalue(res, 0, 4);
+    row.record_id = record_id;
+    int64_t seq = th_pg_append_logrow(world, &row);
+    const char *cursor[3] = { PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 1) };
+    PGresult *up = PQexecParams(world->db,
+                                "INSERT INTO accord_cursor (to_agency, record_type, acked_to, "
+                                "acked_above) VALUES ($1, $2, 0, ARRAY[$3::bigint]) "
+                                "ON CONFLICT (to_agency, record_type) DO UPDATE SET acked_above "
+                                "= accord_cursor.acked_above || $3::bigint "
+                                "WHERE accord_cursor.acked_to < $3::bigint",
+                                3, NULL, cursor, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(up), PGRES_COMMAND_OK, "%s", PQerrorMessage(world->db));
+    PQclear(up);
+    PQclear(res);
+    return seq;
+}

@@ -199,4 +199,19 @@ int th_broker_run_once(th_world_t *world, const char *arg);
 th_proc_t *th_agent_start_keyed(th_world_t *world, const char *config, const char *command,
                                 const char *key_path, const char *user, const char *const extra[]);
 
+/* ---- branch audit16 ---- */
+#include "accord/logrow.h"
+
+/* Appends row to accord_log the way the broker would: the next seq, chained to the
+ * head's entry hash, with the row's own entry hash; the head's agreement hash when
+ * row has none, the current time when row->at_us is 0 (both written back to row).
+ * For rows the broker under test cannot write yet (batched acknowledgements) and
+ * forged ones. Returns the row's seq. */
+int64_t th_pg_append_logrow(th_world_t *world, acc_logrow_t *row);
+/* Appends the `acknowledged` row the broker wrote before schema 0008 for the
+ * shared row with record_id (one row naming the share by its share id), and marks
+ * the share acknowledged in its recipient's cursor as the 0008 migration would.
+ * Returns the row's seq. */
+int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id);
+
 #endif

@@ -238,7 +238,9 @@ Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_a
     th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=5");
     cr_assert_eq(th_proc_wait_lines(sub, 5, 20000), 5);
     cr_assert_eq(th_proc_wait(&sub, 20000), 0);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 5, 10000), 5);
+    cr_assert_eq(
+        th_pg_wait_count(world, "seq = 1 AND (SELECT count(*) FROM accord_log_acks) = 5", 1, 10000),
+        1, "the five shares acknowledged");
     char *key = s_key_path();
     char *out = NULL;
     int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
@@ -256,8 +258,8 @@ Test(audit, subject_access_lists_every_event_about_one_child_and_nothing_about_a
         if (strcmp(event, "shared") == 0) {
             shared++;
             cr_assert(json_is_object(json_object_get(r, "record")), "not decrypted");
+            acknowledged += json_is_integer(json_object_get(r, "acknowledged_seq"));
         }
-        acknowledged += strcmp(event, "acknowledged") == 0;
     }
     cr_assert_eq(shared, 3);
     cr_assert_eq(acknowledged, 3, "when each recipient confirmed receipt is part of the record");
@@ -339,4 +341,252 @@ Test(audit, a_long_filter_is_cut_at_a_character_boundary_in_the_queried_row)
              0);
     cr_assert_eq(th_pg_wait_count(world, where, 1, 5000), 1,
                  "the filter is in the queried row, cut before the character that did not fit");
+}
+
+/* ---- acknowledgements in both forms (issue 16) ---- */
+
+static int64_t s_seq_where(const char *where)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT seq FROM accord_log WHERE %s", where);
+    PGresult *res = PQexec(world->db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_eq(PQntuples(res), 1, "%s: %d rows", where, PQntuples(res));
+    int64_t seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return seq;
+}
+
+static int64_t s_shared_seq(const char *record_id)
+{
+    char where[128];
+    snprintf(where, sizeof(where), "event = 'shared' AND record_id = '%s'", record_id);
+    return s_seq_where(where);
+}
+
+static char *s_share_id(const char *record_id)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT share_id FROM accord_log WHERE event = 'shared' AND record_id = '%s'",
+             record_id);
+    PGresult *res = PQexec(world->db, sql);
+    cr_assert_eq(PQntuples(res), 1, "%s", PQerrorMessage(world->db));
+    char *id = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return id;
+}
+
+/* A batched acknowledgement in the form the broker writes from schema 0008,
+ * forged: appended (chained and hashed) while the broker is stopped. */
+static int64_t s_append_batch(const int64_t *seqs, size_t n)
+{
+    th_broker_stop(world);
+    acc_logrow_t row = { 0 };
+    acc_uuid_time_ordered(row.share_id);
+    row.event = "acknowledged";
+    row.from_agency = "rmbc-childrens-centres";
+    row.to_agency = "rmbc-childrens-centres";
+    row.acked_seqs = seqs;
+    row.acked_count = n;
+    int64_t seq = th_pg_append_logrow(world, &row);
+    th_broker_start(world);
+    snprintf(auditor_config, sizeof(auditor_config), "%s",
+             th_agent_config(world, "ig-officer", NULL)); /* the broker's new port */
+    return seq;
+}
+
+/* hv-a-1 and hv-b-1 acknowledged the way the broker did before schema 0008 (a row
+ * each, appended by the test: the broker under test no longer writes them);
+ * hv-a-2 and hv-b-2 by the broker under test (batched); hv-a-3 not at all. */
+static void s_mixed_acks(void)
+{
+    th_broker_stop(world);
+    (void)th_pg_append_old_ack(world, "hv-a-1");
+    (void)th_pg_append_old_ack(world, "hv-b-1");
+    th_broker_start(world);
+    snprintf(auditor_config, sizeof(auditor_config), "%s",
+             th_agent_config(world, "ig-officer", NULL)); /* the broker's new port */
+    th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=2");
+    cr_assert_eq(th_proc_wait_lines(sub, 2, 20000), 2);
+    cr_assert_eq(th_proc_wait(&sub, 20000), 0);
+    cr_assert_eq(
+        th_pg_wait_count(world, "seq = 1 AND (SELECT count(*) FROM accord_log_acks) = 4", 1, 10000),
+        1, "four shares acknowledged");
+    cr_assert_eq(th_pg_count(world, "event = 'acknowledged' AND acked_seqs IS NULL"), 2);
+}
+
+/* The row that acknowledged the shared row with record_id. */
+static int64_t s_ack_of(const char *record_id)
+{
+    char where[160];
+    snprintf(where, sizeof(where),
+             "seq = (SELECT ack_seq FROM accord_log_acks WHERE record_id = '%s')", record_id);
+    return s_seq_where(where);
+}
+
+static int s_verify_wire(char **out)
+{
+    char *sign = acc_xasprintf("%s/broker.sign.pub", world->dir);
+    int status = th_run(world, out, "accord-audit", "--config", auditor_config, "--sign-key", sign,
+                        "verify", (char *)NULL);
+    free(sign);
+    return status;
+}
+
+Test(audit, verify_through_the_broker_follows_batched_acknowledgements_and_names_a_repeated_one)
+{
+    s_mixed_acks();
+    char *out = NULL;
+    int status = s_verify_wire(&out);
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strncmp(out, "OK ", 3) == 0, "%s", out);
+    free(out);
+    /* hv-a-2 acknowledged a second time, in a batch of its own */
+    const int64_t again[1] = { s_shared_seq("hv-a-2") };
+    int64_t forged = s_append_batch(again, 1);
+    char expect[256];
+    snprintf(expect, sizeof(expect), "FAIL seq %lld: acknowledges share seq %lld a second time",
+             (long long)forged, (long long)again[0]);
+    status = s_verify_wire(&out);
+    cr_assert_eq(status, 1, "%s", out);
+    cr_assert(strstr(out, expect) != NULL, "expected \"%s\" in: %s", expect, out);
+    free(out);
+}
+
+static json_t *s_row_at(json_t *rows, size_t i)
+{
+    cr_assert_lt(i, json_array_size(rows), "row %zu of %zu", i, json_array_size(rows));
+    return json_array_get(rows, i);
+}
+
+static const char *s_str(json_t *row, const char *key)
+{
+    const char *v = json_string_value(json_object_get(row, key));
+    return v != NULL ? v : "";
+}
+
+static json_int_t s_int(json_t *row, const char *key)
+{
+    cr_assert(json_is_integer(json_object_get(row, key)), "no integer %s", key);
+    return json_integer_value(json_object_get(row, key));
+}
+
+Test(audit, log_share_shows_when_the_share_was_acknowledged_in_either_form)
+{
+    s_mixed_acks();
+    int64_t batch = s_ack_of("hv-a-2");
+    int64_t a2 = s_shared_seq("hv-a-2");
+    char *share = s_share_id("hv-a-2");
+    json_t *rows = s_log_json("--share", share, NULL, NULL);
+    cr_assert_eq(json_array_size(rows), 2, "the share and its batched acknowledgement");
+    cr_assert_str_eq(s_str(s_row_at(rows, 0), "event"), "shared");
+    json_t *ack = s_row_at(rows, 1);
+    cr_assert_str_eq(s_str(ack, "event"), "acknowledged");
+    cr_assert_eq(s_int(ack, "seq"), batch);
+    cr_assert_str_eq(s_str(ack, "to"), "rmbc-childrens-centres");
+    /* the broker's batch: hv-a-2, perhaps with hv-b-2 */
+    json_t *seqs = json_object_get(ack, "acked_seqs");
+    size_t n = json_array_size(seqs);
+    cr_assert(n == 1 || n == 2, "%zu seqs", n);
+    cr_assert_eq(s_int(ack, "acked_count"), (json_int_t)n);
+    cr_assert_eq(json_integer_value(json_array_get(seqs, 0)), a2);
+    int64_t last = json_integer_value(json_array_get(seqs, n - 1));
+    json_decref(rows);
+    /* the table says which shares the row acknowledges */
+    int status = 0;
+    char *table = s_log(&status, "--share", share, NULL, NULL, NULL);
+    cr_assert_eq(status, 0, "%s", table);
+    char expect[96];
+    if (n == 1) {
+        snprintf(expect, sizeof(expect), "acknowledges seq %lld", (long long)a2);
+    } else {
+        snprintf(expect, sizeof(expect),
+                 last == a2 + 1 ? "acknowledges seq %lld-%lld" : "acknowledges seq %lld,%lld",
+                 (long long)a2, (long long)last);
+    }
+    cr_assert(strstr(table, expect) != NULL, "expected \"%s\" in:\n%s", expect, table);
+    free(table);
+    free(share);
+    /* a share acknowledged in a row of its own, as before */
+    share = s_share_id("hv-a-1");
+    rows = s_log_json("--share", share, NULL, NULL);
+    cr_assert_eq(json_array_size(rows), 2);
+    cr_assert_str_eq(s_str(s_row_at(rows, 1), "event"), "acknowledged");
+    cr_assert_str_eq(s_str(s_row_at(rows, 1), "record_id"), "hv-a-1");
+    json_decref(rows);
+    free(share);
+    /* and one not acknowledged: its row alone */
+    share = s_share_id("hv-a-3");
+    rows = s_log_json("--share", share, NULL, NULL);
+    cr_assert_eq(json_array_size(rows), 1);
+    json_decref(rows);
+    free(share);
+}
+
+Test(audit, subject_access_and_show_say_when_each_share_was_acknowledged)
+{
+    s_mixed_acks();
+    int64_t batch = s_ack_of("hv-a-2");
+    int64_t own = s_seq_where("event = 'acknowledged' AND record_id = 'hv-a-1'");
+    char *key = s_key_path();
+    char *out = NULL;
+    int status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
+                        "--json", "subject-access", CHILD_A, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    json_t *rows = json_loads(out, 0, NULL);
+    cr_assert(json_is_array(rows), "%s", out);
+    free(out);
+    const char *const ids[] = { "hv-a-1", "hv-a-2", "hv-a-3" };
+    const int64_t acked_by[] = { own, batch, 0 };
+    size_t shared = 0;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i);
+        cr_assert_null(json_object_get(r, "acked_seqs"),
+                       "a batched row speaks of other children's shares: not in the report");
+        cr_assert(strncmp(s_str(r, "record_id"), "hv-a-", 5) == 0, "row about another child");
+        if (strcmp(s_str(r, "event"), "shared") != 0) {
+            continue;
+        }
+        cr_assert_lt(shared, 3);
+        cr_assert_str_eq(s_str(r, "record_id"), ids[shared]);
+        json_t *seq = json_object_get(r, "acknowledged_seq");
+        if (acked_by[shared] == 0) {
+            cr_assert(json_is_null(seq), "%s is not acknowledged", ids[shared]);
+            cr_assert(json_is_null(json_object_get(r, "acknowledged_at")));
+        } else {
+            cr_assert_eq(json_integer_value(seq), acked_by[shared], "%s", ids[shared]);
+            cr_assert(strlen(s_str(r, "acknowledged_at")) > 0, "%s", ids[shared]);
+        }
+        shared++;
+    }
+    cr_assert_eq(shared, 3);
+    json_decref(rows);
+
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key,
+                    "subject-access", CHILD_A, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    char expect[64];
+    snprintf(expect, sizeof(expect), "(log row %lld)", (long long)batch);
+    cr_assert(strstr(out, expect) != NULL, "hv-a-2's batched acknowledgement: %s", out);
+    snprintf(expect, sizeof(expect), "(log row %lld)", (long long)own);
+    cr_assert(strstr(out, expect) != NULL, "hv-a-1's own acknowledgement: %s", out);
+    cr_assert(strstr(out, "acknowledged:  not yet") != NULL, "hv-a-3: %s", out);
+    free(out);
+
+    /* show: the share, and the batched row with the seqs it acknowledges */
+    char *share = s_share_id("hv-a-2");
+    status = th_run(world, &out, "accord-audit", "--config", auditor_config, "--key", key, "show",
+                    share, (char *)NULL);
+    cr_assert_eq(status, 0, "%s", out);
+    rows = json_loads(out, 0, NULL);
+    cr_assert_eq(json_array_size(rows), 2, "%s", out);
+    cr_assert_eq(s_int(s_row_at(rows, 0), "acknowledged_seq"), batch);
+    cr_assert(json_is_object(json_object_get(s_row_at(rows, 0), "record")), "decrypted");
+    cr_assert_geq(s_int(s_row_at(rows, 1), "acked_count"), 1);
+    cr_assert(strlen(s_str(s_row_at(rows, 1), "acked_ranges")) > 0, "%s", out);
+    json_decref(rows);
+    free(out);
+    free(share);
+    free(key);
 }

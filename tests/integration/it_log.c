@@ -362,3 +362,172 @@ Test(log, while_postgresql_is_down_publishes_are_unavailable_and_nothing_is_lost
     free(out);
     th_pg_private_remove(world);
 }
+
+/* ---- acknowledgements, in both forms (issue 16) ---- */
+
+static int64_t s_seq_of(const char *where)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT seq FROM accord_log WHERE %s", where);
+    PGresult *res = PQexec(world->db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_eq(PQntuples(res), 1, "%s: %d rows", where, PQntuples(res));
+    int64_t seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return seq;
+}
+
+/* A batched acknowledgement as the broker writes them from schema 0008, appended
+ * by the test (chained and hashed) to forge one. */
+static int64_t s_append_batch(const char *to, const int64_t *seqs, size_t n)
+{
+    acc_logrow_t row = { 0 };
+    acc_uuid_time_ordered(row.share_id);
+    row.event = "acknowledged";
+    row.from_agency = to;
+    row.to_agency = to;
+    row.acked_seqs = seqs;
+    row.acked_count = n;
+    return th_pg_append_logrow(world, &row);
+}
+
+/* Four shares to the children's centre: the first two acknowledged the way the
+ * broker did before schema 0008 (a row each, appended by the test: the broker
+ * under test no longer writes them), the third by the broker under test (a
+ * batched row), the fourth not at all. */
+static void s_mixed_log(int64_t shares[4])
+{
+    s_publish_n("hv-ack", 4);
+    th_broker_stop(world);
+    (void)th_pg_append_old_ack(world, "hv-ack-0");
+    (void)th_pg_append_old_ack(world, "hv-ack-1");
+    th_broker_start(world);
+    th_proc_t *sub = th_agent_start(world, "subscribe", "rmbc-childrens-centres", "--count=1");
+    cr_assert_eq(th_proc_wait_lines(sub, 1, 20000), 1);
+    cr_assert_eq(th_proc_wait(&sub, 20000), 0);
+    cr_assert_eq(
+        th_pg_wait_count(world, "seq = 1 AND (SELECT count(*) FROM accord_log_acks) = 3", 1, 10000),
+        1, "three shares acknowledged");
+    th_broker_stop(world);
+    for (int i = 0; i < 4; i++) {
+        char where[128];
+        snprintf(where, sizeof(where), "event = 'shared' AND record_id = 'hv-ack-%d'", i);
+        shares[i] = s_seq_of(where);
+    }
+    char where[160];
+    snprintf(where, sizeof(where), "event = 'acknowledged' AND acked_seqs = ARRAY[%lld::bigint]",
+             (long long)shares[2]);
+    cr_assert_eq(th_pg_count(world, where), 1, "the broker acknowledged hv-ack-2 in a batch");
+}
+
+Test(log, verify_follows_acknowledgements_in_both_forms)
+{
+    int64_t shares[4];
+    s_mixed_log(shares);
+    char *out = NULL;
+    cr_assert_eq(s_verify(&out, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "OK ") == out, "%s", out);
+    free(out);
+    /* the broker chains on from the batched row, and its next checkpoint covers it */
+    th_broker_start(world);
+    s_publish_n("hv-after-batch", 1);
+    th_broker_stop(world);
+    cr_assert_eq(s_verify(&out, NULL), 0, "%s", out);
+    cr_assert(strstr(out, "0 row(s) after the last checkpoint") != NULL, "%s", out);
+    free(out);
+}
+
+Test(log, verify_names_a_forged_or_repeated_acknowledgement)
+{
+    int64_t s[4];
+    s_mixed_log(s);
+    int64_t first_ack = s_seq_of("event = 'acknowledged' AND record_id = 'hv-ack-0'");
+    th_pg_exec(world, "CREATE TABLE pristine AS SELECT * FROM accord_log");
+    const char *cc = "rmbc-childrens-centres";
+    const long long next = (long long)s_seq_of("seq = (SELECT max(seq) FROM accord_log)") + 1;
+    struct {
+        const char *what;
+        int64_t seqs[2];
+        size_t n;
+        const char *to;
+        char expect[256];
+    } cases[6] = {
+        { "a share acknowledged again in a batch", { s[2] }, 1, cc, "" },
+        { "a share acknowledged in its own row, then in a batch", { s[0] }, 1, cc, "" },
+        { "the same seq twice in one batch", { s[3], s[3] }, 2, cc, "" },
+        { "seqs out of order", { s[3], s[1] }, 2, cc, "" },
+        { "a row that is not a share", { first_ack }, 1, cc, "" },
+        { "another agency's share", { s[3] }, 1, "rmbc-early-help", "" },
+    };
+    snprintf(cases[0].expect, sizeof(cases[0].expect),
+             "FAIL seq %lld: acknowledges share seq %lld a second time", next, (long long)s[2]);
+    snprintf(cases[1].expect, sizeof(cases[1].expect),
+             "FAIL seq %lld: acknowledges share seq %lld a second time", next, (long long)s[0]);
+    snprintf(cases[2].expect, sizeof(cases[2].expect),
+             "FAIL seq %lld: acked_seqs not in ascending order: seq %lld follows seq %lld", next,
+             (long long)s[3], (long long)s[3]);
+    snprintf(cases[3].expect, sizeof(cases[3].expect),
+             "FAIL seq %lld: acked_seqs not in ascending order: seq %lld follows seq %lld", next,
+             (long long)s[1], (long long)s[3]);
+    snprintf(cases[4].expect, sizeof(cases[4].expect),
+             "FAIL seq %lld: acknowledges seq %lld, which is not a shared row", next,
+             (long long)first_ack);
+    snprintf(cases[5].expect, sizeof(cases[5].expect),
+             "FAIL seq %lld: acknowledges share seq %lld, a share to rmbc-childrens-centres, not "
+             "to rmbc-early-help",
+             next, (long long)s[3]);
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER USER");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_assert_eq(s_append_batch(cases[i].to, cases[i].seqs, cases[i].n), next);
+        char *out = NULL;
+        cr_assert_eq(s_verify(&out, NULL), 1, "%s: verify passed:\n%s", cases[i].what, out);
+        cr_assert(strstr(out, cases[i].expect) != NULL, "%s: expected \"%s\" in:\n%s",
+                  cases[i].what, cases[i].expect, out);
+        free(out);
+        th_pg_exec(world, "DELETE FROM accord_log; INSERT INTO accord_log SELECT * FROM pristine");
+    }
+    char expect[512];
+    /* a seq after the row that lists it */
+    int64_t later[1] = { next + 5 };
+    int64_t forged = s_append_batch(cc, later, 1);
+    snprintf(expect, sizeof(expect), "FAIL seq %lld: acknowledges seq %lld, which is not before it",
+             (long long)forged, (long long)later[0]);
+    char *out = NULL;
+    cr_assert_eq(s_verify(&out, NULL), 1, "%s", out);
+    cr_assert(strstr(out, expect) != NULL, "expected \"%s\" in:\n%s", expect, out);
+    free(out);
+    th_pg_exec(world, "DELETE FROM accord_log; INSERT INTO accord_log SELECT * FROM pristine");
+    /* a per-share acknowledgement repeated in its own form */
+    acc_logrow_t again = { 0 };
+    PGresult *res = PQexec(world->db, "SELECT share_id FROM accord_log WHERE event = "
+                                      "'acknowledged' AND record_id = 'hv-ack-1'");
+    acc_err_t err;
+    cr_assert_eq(acc_uuid_parse(again.share_id, PQgetvalue(res, 0, 0), &err), ACC_OK);
+    snprintf(expect, sizeof(expect), "acknowledges share id %s, which is not",
+             PQgetvalue(res, 0, 0));
+    PQclear(res);
+    again.event = "acknowledged";
+    again.from_agency = "rft-health-visiting";
+    again.to_agency = cc;
+    again.record_type = "health-visit";
+    again.record_id = "hv-ack-1";
+    forged = th_pg_append_logrow(world, &again);
+    cr_assert_eq(s_verify(&out, NULL), 1, "%s", out);
+    cr_assert(strstr(out, expect) != NULL, "expected \"%s\" in:\n%s", expect, out);
+    free(out);
+    th_pg_exec(world, "DELETE FROM accord_log; INSERT INTO accord_log SELECT * FROM pristine");
+    /* an empty list where there was none: the chain cannot tell them apart, but the
+     * share the row names would drop out of accord_log_acks */
+    char sql[256];
+    snprintf(sql, sizeof(sql), "UPDATE accord_log SET acked_seqs = '{}' WHERE seq = %lld",
+             (long long)first_ack);
+    th_pg_exec(world, sql);
+    snprintf(expect, sizeof(expect), "FAIL seq %lld: an acknowledged row with an empty acked_seqs",
+             (long long)first_ack);
+    cr_assert_eq(s_verify(&out, NULL), 1, "%s", out);
+    cr_assert(strstr(out, expect) != NULL, "expected \"%s\" in:\n%s", expect, out);
+    free(out);
+    th_pg_exec(world, "DELETE FROM accord_log; INSERT INTO accord_log SELECT * FROM pristine");
+    cr_assert_eq(s_verify(&out, NULL), 0, "the pristine log verifies: %s", out);
+    free(out);
+}

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accord/keys.h"
 #include "accord/logrow.h"
 
 static const uint8_t s_agreement[32] = { 1, 2, 3 };
@@ -171,4 +172,116 @@ Test(logrow, uuid_round_trips_and_rejects_malformed_text)
                  ACC_ERR_INVALID);
     cr_assert_eq(acc_uuid_parse(back, "01234567-89ab-cdef-0123-456789abcdeg", &err),
                  ACC_ERR_INVALID);
+}
+
+/* Hashes computed by the code at 41fa853, before schema 0008 added content_hash
+ * and acked_seqs: a row that has neither must still hash exactly so, or every
+ * log written before the migration would stop verifying. */
+#define PIN_SHARED "762a38ed960493e8c8b9adc7a92e1c108f997b44e4565ff49e93108b59a10207"
+#define PIN_FULL   "976c7ecda57cb3b78187938d3fb3a14075cfb2747ae2fef741d7263e58c7ed0f"
+#define PIN_ACK    "5d81592c04a048c5cde1b474bba4ce530923dd3e9dfe616b462defe54eb4cfb6"
+
+static const uint8_t s_tag[ACC_LOGROW_TAG_BYTES] = { 7, 7, 7 };
+static const uint8_t s_payload[] = { 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9,
+                                     0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xd1 };
+
+/* A per-share acknowledgement as the broker wrote them before 0008. */
+static acc_logrow_t s_ack_row(void)
+{
+    acc_logrow_t ack = { 0 };
+    ack.seq = 43;
+    memset(ack.share_id, 0xab, sizeof(ack.share_id));
+    ack.at_us = 1763633700500000;
+    ack.event = "acknowledged";
+    ack.from_agency = "rft-health-visiting";
+    ack.to_agency = "rmbc-childrens-centres";
+    ack.record_type = "health-visit";
+    ack.record_id = "hv-1";
+    ack.agreement_hash = s_agreement;
+    return ack;
+}
+
+static void s_assert_hash(const acc_logrow_t *row, uint8_t prev_byte, const char *want)
+{
+    uint8_t prev[ACC_LOGROW_HASH_BYTES];
+    memset(prev, prev_byte, sizeof(prev));
+    uint8_t h[ACC_LOGROW_HASH_BYTES];
+    acc_logrow_hash(h, prev, row);
+    char hex[2 * ACC_LOGROW_HASH_BYTES + 1];
+    acc_hex_encode(hex, sizeof(hex), h, sizeof(h));
+    cr_assert_str_eq(hex, want, "row seq %lld (%s) no longer hashes as it did before 0008",
+                     (long long)row->seq, row->event);
+}
+
+Test(logrow, a_row_without_the_0008_columns_hashes_exactly_as_before_0008)
+{
+    acc_logrow_t row = s_row();
+    s_assert_hash(&row, 0x00, PIN_SHARED);
+    row.subject_tag = s_tag;
+    row.payload = s_payload;
+    row.payload_len = sizeof(s_payload);
+    row.purpose = "Best Start";
+    row.lawful_basis = "public task";
+    row.consent = "not required";
+    s_assert_hash(&row, 0x11, PIN_FULL);
+    acc_logrow_t ack = s_ack_row();
+    s_assert_hash(&ack, 0x11, PIN_ACK);
+    /* an empty acked list is not "has acked_seqs": the row still hashes as before */
+    static const int64_t none[1] = { 0 };
+    ack.acked_seqs = none;
+    ack.acked_count = 0;
+    s_assert_hash(&ack, 0x11, PIN_ACK);
+}
+
+static void s_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const acc_logrow_t *row)
+{
+    uint8_t prev[ACC_LOGROW_HASH_BYTES] = { 0 };
+    acc_logrow_hash(out, prev, row);
+}
+
+Test(logrow, content_hash_is_covered_by_the_hash)
+{
+    acc_logrow_t row = s_row();
+    uint8_t base[ACC_LOGROW_HASH_BYTES];
+    s_hash(base, &row);
+    uint8_t content[ACC_LOGROW_HASH_BYTES] = { 0x42 };
+    row.content_hash = content;
+    uint8_t with[ACC_LOGROW_HASH_BYTES];
+    s_hash(with, &row);
+    cr_assert_neq(memcmp(with, base, sizeof(base)), 0, "adding a content hash is not covered");
+    content[31] ^= 1;
+    uint8_t changed[ACC_LOGROW_HASH_BYTES];
+    s_hash(changed, &row);
+    cr_assert_neq(memcmp(changed, with, sizeof(with)), 0, "changing a content hash is not covered");
+}
+
+Test(logrow, acked_seqs_are_covered_by_the_hash_in_order_and_count)
+{
+    acc_logrow_t row = s_ack_row();
+    row.record_type = NULL;
+    row.record_id = NULL;
+    uint8_t base[ACC_LOGROW_HASH_BYTES];
+    s_hash(base, &row);
+    static const int64_t lists[][3] = {
+        { 5, 0, 0 }, { 6, 0, 0 }, { 5, 6, 0 }, { 6, 5, 0 }, { 5, 6, 7 }
+    };
+    static const size_t counts[] = { 1, 1, 2, 2, 3 };
+    uint8_t h[5][ACC_LOGROW_HASH_BYTES];
+    for (size_t i = 0; i < 5; i++) {
+        row.acked_seqs = lists[i];
+        row.acked_count = counts[i];
+        s_hash(h[i], &row);
+        cr_assert_neq(memcmp(h[i], base, sizeof(base)), 0, "list %zu hashes as no list", i);
+        for (size_t j = 0; j < i; j++) {
+            cr_assert_neq(memcmp(h[i], h[j], sizeof(base)), 0, "lists %zu and %zu hash alike", i,
+                          j);
+        }
+    }
+    /* the two new columns are told apart: a content hash is not an acked list */
+    acc_logrow_t both = row;
+    uint8_t content[ACC_LOGROW_HASH_BYTES] = { 5 };
+    both.content_hash = content;
+    uint8_t hb[ACC_LOGROW_HASH_BYTES];
+    s_hash(hb, &both);
+    cr_assert_neq(memcmp(hb, h[4], sizeof(hb)), 0);
 }
