@@ -1070,4 +1070,157 @@ int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id)
     PQclear(up);
     PQclear(res);
     return seq;
+/* ---- branch tests16 ---- */
+
+static long s_pg_long_on(PGconn *db, const char *sql, long *second)
+{
+    PGresult *res = PQexec(db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+    long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    if (second != NULL) {
+        *second = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+    }
+    PQclear(res);
+    return n;
+}
+
+long th_pg_acked_count_on(PGconn *db, const char *where)
+{
+    char sql[2048];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FILTER (WHERE %s), count(*) - count(DISTINCT share_seq) "
+             "FROM accord_log_acks",
+             where);
+    long twice = 0;
+    long n = s_pg_long_on(db, sql, &twice);
+    cr_assert_eq(twice, 0, "%ld acknowledgement(s) of a share already acknowledged", twice);
+    return n;
+}
+
+long th_pg_acked_count(th_world_t *world, const char *where)
+{
+    return th_pg_acked_count_on(world->db, where);
+}
+
+long th_pg_wait_acked_count(th_world_t *world, const char *where, long expected, int timeout_ms)
+{
+    long deadline = s_now_ms() + timeout_ms;
+    long n = th_pg_acked_count(world, where);
+    while (n != expected && s_now_ms() < deadline) {
+        th_sleep_ms(20);
+        n = th_pg_acked_count(world, where);
+    }
+    return n;
+}
+
+long th_pg_pending_count_on(PGconn *db, const char *where)
+{
+    char sql[2048];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM accord_log WHERE event = 'shared' AND NOT EXISTS (SELECT 1 "
+             "FROM accord_log_acks k WHERE k.share_seq = accord_log.seq) AND (%s)",
+             where);
+    return s_pg_long_on(db, sql, NULL);
+}
+
+long th_pg_pending_count(th_world_t *world, const char *where)
+{
+    return th_pg_pending_count_on(world->db, where);
+}
+
+long th_pg_wait_pending_count(th_world_t *world, const char *where, long expected, int timeout_ms)
+{
+    long deadline = s_now_ms() + timeout_ms;
+    long n = th_pg_pending_count(world, where);
+    while (n != expected && s_now_ms() < deadline) {
+        th_sleep_ms(20);
+        n = th_pg_pending_count(world, where);
+    }
+    return n;
+}
+
+/* s_admin, but a database another session is just leaving (a broker that has
+ * exited, whose server process is still ending) is waited for, up to 10 s. */
+static void s_admin_when_free(const char *pgdir, const char *sql)
+{
+    char conninfo[512];
+    snprintf(conninfo, sizeof(conninfo), "host=%s user=postgres dbname=postgres", pgdir);
+    PGconn *conn = PQconnectdb(conninfo);
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    long deadline = s_now_ms() + 10000;
+    for (;;) {
+        PGresult *res = PQexec(conn, sql);
+        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        bool busy = !ok && state != NULL && strcmp(state, "55006") == 0; /* object in use */
+        if (ok || !busy || s_now_ms() >= deadline) {
+            cr_assert(ok, "%s: %s", sql, PQerrorMessage(conn));
+            PQclear(res);
+            break;
+        }
+        PQclear(res);
+        th_sleep_ms(100);
+    }
+    PQfinish(conn);
+}
+
+static void s_world_reconnect(th_world_t *w)
+{
+    w->db = PQconnectdb(w->conninfo);
+    cr_assert_eq(PQstatus(w->db), CONNECTION_OK, "%s", PQerrorMessage(w->db));
+}
+
+void th_pg_snapshot(th_world_t *w)
+{
+    cr_assert(w->broker == NULL && !w->private_pg, "a snapshot needs the broker stopped");
+    char pgdir[256];
+    s_pg_dir(pgdir, sizeof(pgdir));
+    PQfinish(w->db);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s_snap TEMPLATE %s", w->dbname, w->dbname);
+    s_admin_when_free(pgdir, sql);
+    s_world_reconnect(w);
+}
+
+void th_pg_snapshot_restore(th_world_t *w)
+{
+    cr_assert(w->broker == NULL && !w->private_pg, "a restore needs the broker stopped");
+    char pgdir[256];
+    s_pg_dir(pgdir, sizeof(pgdir));
+    PQfinish(w->db);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", w->dbname);
+    s_admin(pgdir, sql);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE %s_snap", w->dbname, w->dbname);
+    s_admin_when_free(pgdir, sql);
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s_snap", w->dbname);
+    s_admin(pgdir, sql);
+    s_world_reconnect(w);
+}
+
+void th_pg_recreate(th_world_t *w, const char *accord_path)
+{
+    cr_assert(w->broker == NULL && !w->private_pg, "the database is recreated with no broker");
+    char pgdir[256];
+    s_pg_dir(pgdir, sizeof(pgdir));
+    PQfinish(w->db);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", w->dbname);
+    s_admin(pgdir, sql);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", w->dbname);
+    s_admin(pgdir, sql);
+    char exe[600];
+    snprintf(exe, sizeof(exe), "%s", accord_path);
+    char migrate[] = "migrate";
+    char db_opt[] = "--db";
+    char *argv[] = { exe, migrate, db_opt, w->conninfo, NULL };
+    th_proc_t *p = th_proc_start(argv);
+    th_proc_close_stdin(p);
+    th_proc_wait_lines(p, 1, 60000);
+    char *line = th_proc_line(p, 0);
+    int status = th_proc_wait(&p, 60000);
+    cr_assert_eq(status, 0, "%s migrate exited %d: %s", accord_path, status,
+                 line != NULL ? line : "(nothing printed)");
+    free(line);
+    s_world_reconnect(w);
 }

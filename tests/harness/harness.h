@@ -213,5 +213,35 @@ int64_t th_pg_append_logrow(th_world_t *world, acc_logrow_t *row);
  * the share acknowledged in its recipient's cursor as the 0008 migration would.
  * Returns the row's seq. */
 int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id);
+/* ---- branch tests16 ---- */
+
+/* Acknowledged shares, whichever form their acknowledgement took (a row of its
+ * own, as before schema 0008, or a seq in a batch's acked_seqs): rows of the view
+ * accord_log_acks matching where, SQL over its columns share_seq, share_id,
+ * from_agency, to_agency, record_type, record_id, ack_seq, acknowledged_at.
+ * Every call also asserts that no share of the whole log is acknowledged twice.
+ * The _on form asks over a connection of the caller's (a private cluster). */
+long th_pg_acked_count(th_world_t *world, const char *where);
+long th_pg_acked_count_on(PGconn *db, const char *where);
+/* Counts as th_pg_acked_count until the count is expected or timeout_ms pass;
+ * returns the last count. */
+long th_pg_wait_acked_count(th_world_t *world, const char *where, long expected, int timeout_ms);
+/* Pending deliveries: `shared` log rows matching where (SQL over accord_log's
+ * columns) that no acknowledgement in accord_log_acks covers. */
+long th_pg_pending_count(th_world_t *world, const char *where);
+long th_pg_pending_count_on(PGconn *db, const char *where);
+long th_pg_wait_pending_count(th_world_t *world, const char *where, long expected, int timeout_ms);
+
+/* What a restore from a backup does to the world's database, in miniature: the
+ * snapshot is a copy of the database as it is now (CREATE DATABASE ... TEMPLATE),
+ * and restoring puts that copy in its place. The broker must be stopped for both
+ * (no other session may hold the database); world->db is reconnected. */
+void th_pg_snapshot(th_world_t *world);
+void th_pg_snapshot_restore(th_world_t *world);
+
+/* Drops the world's database and creates it again empty, migrated by the accord
+ * program at accord_path (another release's, for an upgrade). The broker must be
+ * stopped; world->db is reconnected. */
+void th_pg_recreate(th_world_t *world, const char *accord_path);
 
 #endif

@@ -1,5 +1,5 @@
-/* it_delivery.c - every share waits in the outbox until its recipient acknowledges
- * it: recipients offline at publish time, broker restarts, lost acknowledgements */
+/* it_delivery.c - every share stays pending until its recipient acknowledges it:
+ * recipients offline at publish time, broker restarts, lost acknowledgements */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -42,13 +42,10 @@ static void s_publish_n(const char *prefix, int n)
     acc_agent_config_clear(&cfg);
 }
 
-static long s_outbox(void)
+/* Deliveries pending: shares no acknowledgement covers. */
+static long s_pending(void)
 {
-    PGresult *res = PQexec(world->db, "SELECT count(*) FROM accord_outbox");
-    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK);
-    long n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    return n;
+    return th_pg_pending_count(world, "true");
 }
 
 /* Starts a subscriber agent for n deliveries and checks they are the records
@@ -77,10 +74,11 @@ static void s_subscribe_expect(const char *prefix, int n)
 Test(delivery, a_recipient_offline_at_publish_gets_everything_in_order_when_it_connects)
 {
     s_publish_n("hv-offline", 30);
-    cr_assert_eq(s_outbox(), 30);
+    cr_assert_eq(s_pending(), 30);
+    cr_assert_eq(th_pg_acked_count(world, "true"), 0);
     s_subscribe_expect("hv-offline", 30);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 30, 10000), 30);
-    cr_assert_eq(s_outbox(), 0, "acknowledged deliveries leave the outbox");
+    cr_assert_eq(th_pg_wait_acked_count(world, "record_id LIKE 'hv-offline-%'", 30, 10000), 30);
+    cr_assert_eq(s_pending(), 0, "acknowledged deliveries are no longer pending");
 }
 
 Test(delivery, pending_deliveries_survive_a_broker_restart)
@@ -89,7 +87,8 @@ Test(delivery, pending_deliveries_survive_a_broker_restart)
     th_broker_stop(world);
     th_broker_start(world);
     s_subscribe_expect("hv-restart", 5);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 5, 10000), 5);
+    cr_assert_eq(th_pg_wait_acked_count(world, "record_id LIKE 'hv-restart-%'", 5, 10000), 5);
+    cr_assert_eq(s_pending(), 0);
 }
 
 Test(delivery, an_unacknowledged_delivery_is_sent_again)
@@ -115,7 +114,8 @@ Test(delivery, an_unacknowledged_delivery_is_sent_again)
     }
     client_destroy(&c);
     acc_agent_config_clear(&cfg);
-    cr_assert_eq(s_outbox(), 1, "still pending: never acknowledged");
+    cr_assert_eq(s_pending(), 1, "still pending: never acknowledged");
+    cr_assert_eq(th_pg_acked_count(world, "true"), 0);
 }
 
 static Accord__V1__Envelope *s_publish_once(const char *json)
@@ -146,7 +146,7 @@ Test(delivery, the_same_record_twice_is_shared_once_and_answered_alike)
     accord__v1__envelope__free_unpacked(first, NULL);
     accord__v1__envelope__free_unpacked(again, NULL);
     cr_assert_eq(th_pg_count(world, "record_id = 'hv-twice'"), 1, "nothing logged twice");
-    cr_assert_eq(s_outbox(), 1, "nothing queued twice");
+    cr_assert_eq(s_pending(), 1, "nothing queued twice");
 }
 
 Test(delivery, the_same_record_id_with_other_content_is_a_conflict)
@@ -240,8 +240,9 @@ Test(delivery, a_subscriber_that_reads_late_stalls_no_publisher_and_loses_nothin
     /* the connection stays open until the acknowledgements are in: closing it
      * (linger 0, as agents do) drops any still queued, and those shares would
      * rightly be delivered again on the next connection */
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", RECORDS, 20000), RECORDS);
-    cr_assert_eq(s_outbox(), 0);
+    cr_assert_eq(th_pg_wait_acked_count(world, "record_id LIKE 'hv-slow-%'", RECORDS, 20000),
+                 RECORDS);
+    cr_assert_eq(s_pending(), 0);
     client_destroy(&sub);
     acc_agent_config_clear(&cfg);
 }

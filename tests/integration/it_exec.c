@@ -99,6 +99,21 @@ static void s_publish(const char *record_id)
     free(json);
 }
 
+/* The share id of record_id's one `shared` row (yours to free). */
+static char *s_share_id(const char *record_id)
+{
+    char *sql = acc_xasprintf("SELECT share_id::text FROM accord_log WHERE event = 'shared' AND "
+                              "record_id = '%s'",
+                              record_id);
+    PGresult *res = PQexec(world->db, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+    cr_assert_eq(PQntuples(res), 1, "%s is shared %d times", record_id, PQntuples(res));
+    char *id = acc_xstrdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    free(sql);
+    return id;
+}
+
 static bool s_wait_exists(const char *path, int timeout_ms)
 {
     for (int waited = 0; waited < timeout_ms; waited += 50) {
@@ -189,7 +204,7 @@ Test(exec, an_agent_with_its_key_on_stdin_delivers_and_its_hook_reaches_no_secre
     cr_assert(strstr(seen, "stdin=/dev/null bytes=0") != NULL, "%s", seen);
     cr_assert(strstr(seen, "inherited=0") != NULL, "the hook inherited descriptors: %s", seen);
     cr_assert(strstr(seen, "SigIgn:\t0000000000000000") != NULL, "signals stay ignored: %s", seen);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1);
+    cr_assert_eq(th_pg_wait_acked_count(world, "true", 1, WAIT_MS), 1);
     struct stat st;
     cr_assert_eq(stat(spool, &st), 0);
     char *incoming = acc_xasprintf("%s/incoming", spool);
@@ -274,11 +289,11 @@ Test(exec, a_hook_that_hangs_is_stopped_left_unacknowledged_and_run_again_once_i
         th_sleep_ms(50);
     }
     cr_assert(s_is_gone(pid), "the hook's child outlived the timeout");
-    cr_assert_eq(th_pg_count(world, "event = 'acknowledged'"), 0, "a timed-out hook acknowledged");
+    cr_assert_eq(th_pg_acked_count(world, "true"), 0, "a timed-out hook acknowledged");
 
     char *behave = acc_xasprintf("%s/behave", spool);
     s_write(behave, "", 0644);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1,
+    cr_assert_eq(th_pg_wait_acked_count(world, "true", 1, WAIT_MS), 1,
                  "redelivered and handed over once the hook behaves");
     char name[NAME_MAX + 1] = "";
     cr_assert_eq(s_incoming(spool, name, sizeof(name)), 1);
@@ -321,10 +336,10 @@ Test(exec, a_hook_cut_by_kill_9_runs_once_more_with_the_same_share_id_and_accord
 
     cr_assert_eq(th_proc_stop(&agent, SIGKILL, 10000), 128 + SIGKILL);
     (void)kill(-hook_group, SIGKILL); /* the orphaned hook: it is ours to end */
-    cr_assert_eq(th_pg_count(world, "event = 'acknowledged'"), 0);
+    cr_assert_eq(th_pg_acked_count(world, "true"), 0);
 
     agent = th_agent_start_argv(world, "subscribe", CC, extra);
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1);
+    cr_assert_eq(th_pg_wait_acked_count(world, "true", 1, WAIT_MS), 1);
     char name[NAME_MAX + 1] = "";
     cr_assert_eq(s_incoming(spool, name, sizeof(name)), 1, "exactly one file in the spool");
     char *runs_path = acc_xasprintf("%s/runs", spool);
@@ -350,18 +365,27 @@ Test(exec, a_record_delivered_again_under_a_new_share_id_reaches_the_spool_once)
     const char *extra[] = { "--spool", spool, NULL };
     th_proc_t *agent = th_agent_start_argv(world, "subscribe", CC, extra);
     cr_assert(th_agent_wait_connected(world, CC, "subscribe"));
-    s_publish("hv-restored-1");
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 1, WAIT_MS), 1);
-    cr_assert_eq(s_incoming(spool, NULL, 0), 1);
-
-    /* What a restore to before this publish leaves: the broker has forgotten it. */
+    /* a backup taken before the publish */
     th_broker_stop(world);
-    th_pg_exec(world, "DELETE FROM accord_publish WHERE record_id = 'hv-restored-1'");
+    th_pg_snapshot(world);
     th_broker_start(world);
     s_publish("hv-restored-1");
-    cr_assert_eq(th_pg_count(world, "event = 'shared' AND record_id = 'hv-restored-1'"), 2,
-                 "the broker shared it again under a new share id");
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 2, WAIT_MS), 2);
+    cr_assert_eq(th_pg_wait_acked_count(world, "true", 1, WAIT_MS), 1);
+    cr_assert_eq(s_incoming(spool, NULL, 0), 1);
+    char *first_share = s_share_id("hv-restored-1");
+
+    /* The database restored from that backup: the broker has forgotten the
+     * publish, and the operator accepts the loss as after any restore. */
+    th_broker_stop(world);
+    th_pg_snapshot_restore(world);
+    cr_assert_eq(th_pg_count(world, "record_id = 'hv-restored-1'"), 0);
+    cr_assert_eq(th_broker_run_once(world, "--accept-restore"), 0);
+    th_broker_start(world);
+    s_publish("hv-restored-1");
+    char *second_share = s_share_id("hv-restored-1");
+    cr_assert_str_neq(second_share, first_share, "the broker shared it again under a new share id");
+    cr_assert_eq(th_pg_wait_acked_count(world, "true", 1, WAIT_MS), 1);
+    cr_assert_eq(th_pg_pending_count(world, "true"), 0);
     cr_assert_eq(s_incoming(spool, NULL, 0), 1, "the record reached the spool once");
     char *log_path = acc_xasprintf("%s/%s.subscribe.log", world->dir, CC);
     cr_assert(th_file_wait(log_path, "already handed over under another share id", 1000));
@@ -371,6 +395,8 @@ Test(exec, a_record_delivered_again_under_a_new_share_id_reaches_the_spool_once)
     th_assert_names_no_child(log, "the subscriber's log", NULL);
     free(log);
     free(log_path);
+    free(second_share);
+    free(first_share);
     free(spool);
 }
 

@@ -585,13 +585,15 @@ Test(hostile, a_subscriber_that_stops_reading_stalls_nobody_and_its_deliveries_w
                  STALL_RECORDS - STALL_RECORDS / 3);
 
     /* the agency's real agent connects, the stalled connection still open and
-     * beating: every record arrives exactly once, from the outbox */
+     * beating: every record arrives exactly once, from what is pending */
     agents[2] = s_start_subscriber("rmbc-childrens-centres", STALL_RECORDS);
     (void)s_wait_stalled(stalled, &beat_ms, 2, STALL_RECORDS, 120000);
     s_check_delivered_once(agents[2], "hv", STALL_RECORDS);
     cr_assert_eq(th_proc_wait(&agents[2], 30000), 0, "the well-behaved subscriber failed");
-    cr_assert_eq(th_pg_wait_count(world, "event = 'acknowledged'", 2L * STALL_RECORDS, 30000),
+    /* th_pg_wait_acked_count also asserts that no share is acknowledged twice */
+    cr_assert_eq(th_pg_wait_acked_count(world, "true", 2L * STALL_RECORDS, 30000),
                  2L * STALL_RECORDS, "every delivery acknowledged once");
+    cr_assert_eq(th_pg_pending_count(world, "true"), 0);
     zmq_close(stalled);
     cr_assert_eq(zmq_ctx_term(ctx), 0);
     fprintf(stderr,
@@ -653,7 +655,7 @@ Test(hostile, healthz_is_503_naming_the_database_while_postgresql_is_down_then_2
     cr_assert_eq(s_publish_one("hv-before"), ACCORD__V1__ERROR_CODE__OK);
 
     th_pg_private_ctl(world, "stop");
-    /* an idle broker notices at its next look at the outbox (every ten seconds) */
+    /* an idle broker notices at its next look at what is pending (every ten seconds) */
     body = s_wait_health(503, 30000, &status);
     cr_assert_eq(status, 503, "healthz still %d with PostgreSQL stopped: %s", status, body);
     cr_assert(strstr(body, "the sharing log's database is unreachable") != NULL, "%s", body);

@@ -66,7 +66,9 @@ Test(metrics, healthz_is_ok_and_metrics_count_what_happened_without_naming_a_chi
     const char *stranger = th_agent_config(world, "stranger", NULL);
     (void)th_run(world, &out, "accord-audit", "--config", stranger, "log", (char *)NULL);
     free(out);
-    th_sleep_ms(11000); /* the outbox figure is refreshed every ten seconds */
+    th_sleep_ms(11000); /* the pending figure is refreshed every ten seconds */
+    /* the one share to the children's centres, pending as the log has it */
+    cr_assert_eq(th_pg_pending_count(world, "to_agency = 'rmbc-childrens-centres'"), 1);
 
     char *m = th_http_get(port, "/metrics", NULL);
     const char *expect[] = {

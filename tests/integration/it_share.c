@@ -98,9 +98,13 @@ Test(share, subscriber_receives_exactly_the_allowed_fields)
     cr_assert_eq(th_proc_wait(&sub, 20000), 0);
     cr_assert_eq(th_pg_count(world, "event = 'shared' AND to_agency = 'rmbc-childrens-centres'"),
                  1);
-    /* The acknowledgement is logged after the subscriber sent it: wait for the row. */
-    cr_assert_eq(
-        th_pg_wait_count(world, "event = 'acknowledged' AND record_id = 'hv-000123'", 1, 10000), 1);
+    /* The acknowledgement is logged after the subscriber sent it: wait for it. */
+    cr_assert_eq(th_pg_wait_acked_count(world,
+                                        "record_id = 'hv-000123' AND "
+                                        "to_agency = 'rmbc-childrens-centres'",
+                                        1, 10000),
+                 1);
+    cr_assert_eq(th_pg_pending_count(world, "true"), 0);
 }
 
 Test(share, record_without_a_rule_is_refused_no_agreement_and_logged)
