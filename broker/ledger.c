@@ -1205,13 +1205,14 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_pa
 /* A page stops at max_bytes of payloads (always at least one row), so a backlog
  * of large records is never read into memory a whole page at a time. */
 #define PENDING_SELECT                                                                           \
-    "SELECT share_id, seq, from_agency, record_type, record_id, rules, purpose, lawful_basis, " \
-    "agreement_hash, key_epoch, nonce, payload, total%s FROM (SELECT l.*, sum(length(payload)) " \
+    "SELECT w.share_id, w.seq, w.from_agency, w.record_type, w.record_id, w.rules, w.purpose, " \
+    "w.lawful_basis, w.agreement_hash, w.key_epoch, w.nonce, w.payload, w.total%s FROM (SELECT " \
+    "l.*, sum(length(payload)) " \
     "OVER (ORDER BY seq) - length(payload) AS before, count(*) OVER () AS total FROM (SELECT "   \
     "share_id, seq, from_agency, record_type, record_id, array_to_string(rule_ids, ',') AS "     \
     "rules, purpose, lawful_basis, agreement_hash, key_epoch, nonce, payload FROM accord_log "   \
     "WHERE to_agency = $1 AND event = 'shared' AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "     \
-    "WHERE before < $4 ORDER BY seq"
+    "WHERE w.before < $4 ORDER BY w.seq"
 
 acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
 {

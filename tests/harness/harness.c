@@ -1070,6 +1070,8 @@ int64_t th_pg_append_old_ack(th_world_t *world, const char *record_id)
     PQclear(up);
     PQclear(res);
     return seq;
+}
+
 /* ---- branch tests16 ---- */
 
 static long s_pg_long_on(PGconn *db, const char *sql, long *second)
