@@ -21,10 +21,15 @@ static const char s_columns[] =
     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), (extract(epoch FROM at) * 1000000)::bigint, event, "
     "from_agency, to_agency, record_type, record_id, encode(subject_tag, 'hex'), "
     "array_to_string(rule_ids, chr(31)), purpose, lawful_basis, consent, error_code, reason, "
-    "encode(agreement_hash, 'hex'), coalesce(key_epoch, 0), encode(nonce, 'hex'), "
-    "encode(payload, 'hex'), encode(signature, 'hex'), encode(prev_hash, 'hex'), "
+    "encode(agreement_hash, 'hex'), coalesce(key_epoch, 0), encode(nonce, 'hex'), ";
+
+/* Then the payload, or NULL when the auditor did not ask for payloads. */
+static const char s_columns_tail[] =
+    ", encode(signature, 'hex'), encode(prev_hash, 'hex'), "
     "encode(entry_hash, 'hex'), encode(content_hash, 'hex'), array_to_string(acked_seqs, ',') "
-    "FROM accord_log WHERE seq > $1";
+    "FROM (SELECT *, sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY seq) - "
+    "coalesce(octet_length(payload), 0) AS bytes_before FROM (SELECT * FROM accord_log "
+    "WHERE seq > $1";
 
 enum {
     C_SEQ,
@@ -146,7 +151,8 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
                     acc_err_t *err)
 {
     memset(q, 0, sizeof(*q));
-    (void)snprintf(q->sql, sizeof(q->sql), "%s", s_columns);
+    (void)snprintf(q->sql, sizeof(q->sql), "%s%s%s", s_columns,
+                   a->payloads ? "encode(payload, 'hex')" : "NULL", s_columns_tail);
     (void)snprintf(q->after, sizeof(q->after), "%llu", (unsigned long long)a->after_seq);
     q->values[q->n++] = q->after;
     if (a->child[0] != '\0') {
@@ -210,7 +216,11 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     (void)snprintf(q->limit, sizeof(q->limit), "%u", limit + 1); /* one more: is there more? */
     q->values[q->n++] = q->limit;
     size_t len = strlen(q->sql);
-    (void)snprintf(q->sql + len, sizeof(q->sql) - len, " ORDER BY seq LIMIT $%d", q->n);
+    /* rows past the page's byte bound are not fetched: 200 large records would
+     * otherwise come back whole (and in hex) to make a page of a few */
+    (void)snprintf(q->sql + len, sizeof(q->sql) - len,
+                   " ORDER BY seq LIMIT $%d) l) w WHERE bytes_before <= %zu ORDER BY seq", q->n,
+                   AUDIT_PAGE_BYTES);
     if (q->summary[0] == '\0') {
         (void)snprintf(q->summary, sizeof(q->summary), "everything");
     }

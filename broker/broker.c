@@ -17,8 +17,8 @@
 #include "accord/validate.h"
 #include "restore.h"
 
-#define POLL_IDLE_MS        1000
-#define READ_BATCH_MAX      4096 /* frames read before a commit, whatever they are */
+#define POLL_IDLE_MS   1000
+#define READ_BATCH_MAX 4096 /* frames read before a commit, whatever they are */
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
@@ -376,7 +376,8 @@ out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
 {
     if (self->staging.out_count == self->staging.out_cap) {
         self->staging.out_cap = self->staging.out_cap == 0 ? 64 : self->staging.out_cap * 2;
-        self->staging.out = acc_xrealloc(self->staging.out, self->staging.out_cap * sizeof(*self->staging.out));
+        self->staging.out =
+            acc_xrealloc(self->staging.out, self->staging.out_cap * sizeof(*self->staging.out));
     }
     out_t *o = &self->staging.out[self->staging.out_count++];
     memset(o, 0, sizeof(*o));
@@ -506,7 +507,6 @@ static void s_flush_held_out(broker_t *self, batch_t *batch)
 }
 
 static void s_replay_held(broker_t *self, batch_t *batch);
-static void s_release_held(batch_t *batch);
 
 /* A checkpoint rides in the batch that reaches the configured number of rows. */
 static void s_checkpoint_if_due(broker_t *self, bool force)
@@ -583,6 +583,25 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
     }
     s_release_held(f);
     f->rows = 0;
+}
+
+/* Answers that wrote no row (a Welcome, an error, a first result again) leave at
+ * once rather than wait for a commit in flight: a subscriber's Welcome then comes
+ * before the deliveries its Hello started. */
+static void s_send_replies(broker_t *self)
+{
+    batch_t *b = &self->staging;
+    size_t kept = 0;
+    for (size_t i = 0; i < b->out_count; i++) {
+        out_t *o = &b->out[i];
+        if (o->kind == OUT_REPLY) {
+            s_reply(self, o, o->frame, o->frame_len);
+            s_out_free(o);
+            continue;
+        }
+        b->out[kept++] = *o;
+    }
+    b->out_count = kept;
 }
 
 /* Drives the commit in flight; with wait, until it has ended. */
@@ -875,7 +894,8 @@ static void s_hold_if_staged(broker_t *self, inmsg_t *m, size_t staged_before)
     }
     if (self->staging.held_count == self->staging.held_cap) {
         self->staging.held_cap = self->staging.held_cap == 0 ? 64 : self->staging.held_cap * 2;
-        self->staging.held = acc_xrealloc(self->staging.held, self->staging.held_cap * sizeof(*self->staging.held));
+        self->staging.held =
+            acc_xrealloc(self->staging.held, self->staging.held_cap * sizeof(*self->staging.held));
     }
     inmsg_t *h = &self->staging.held[self->staging.held_count++];
     memset(h, 0, sizeof(*h));
@@ -1008,7 +1028,8 @@ static size_t s_pass_size(const broker_t *self, size_t taken)
 {
     size_t max_rows = (size_t)self->config->batch_max_rows;
     size_t staged = ledger_staged(self->ledger);
-    if (taken >= READ_BATCH_MAX || staged >= max_rows || self->staging.held_bytes >= HELD_BYTES_MAX ||
+    if (taken >= READ_BATCH_MAX || staged >= max_rows ||
+        self->staging.held_bytes >= HELD_BYTES_MAX ||
         ledger_staged_bytes(self->ledger) >= BATCH_BYTES_MAX) {
         return 0;
     }
@@ -1302,6 +1323,7 @@ acc_rc_t broker_run(broker_t *self, acc_err_t *err)
         s_finish_flight(self, false);
         s_read_batch(self);
         s_read_disconnections(self); /* again: no answer to a connection that ended */
+        s_send_replies(self);
         s_finish_flight(self, false);
         s_start_commit(self, false);
         if (ledger_is_behind(self->ledger)) {

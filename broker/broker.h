@@ -73,13 +73,13 @@ typedef struct broker_t {
     acc_policy_t *policy;
     uint8_t *subject_key; /* sodium_malloc, 32 bytes */
     peers_t *peers;
-    void *monitor;  /* PAIR socket: the router's disconnections, from libzmq */
-    inmsg_t *inbox; /* one read pass of messages, allocated on first use */
-    batch_t staging; /* the batch being read and staged */
-    batch_t flight;  /* the batch whose commit is in flight (ledger_in_flight) */
-    bool replaying;  /* committing held publishes one at a time after a data failure */
-    delivery_t *delivery;          /* cursors, deliveries in flight, acknowledgements */
-    size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
+    void *monitor;           /* PAIR socket: the router's disconnections, from libzmq */
+    inmsg_t *inbox;          /* one read pass of messages, allocated on first use */
+    batch_t staging;         /* the batch being read and staged */
+    batch_t flight;          /* the batch whose commit is in flight (ledger_in_flight) */
+    bool replaying;          /* committing held publishes one at a time after a data failure */
+    delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
+    size_t *agency_inflight; /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
     size_t agency_slots;           /* entries in those two arrays */
     const volatile sig_atomic_t *stop_requested;
@@ -89,10 +89,10 @@ typedef struct broker_t {
     uint64_t reloads_ok;
     uint64_t reloads_refused;
     uint64_t epoch_rotations;
-    uint64_t turn;                 /* loop turns since start (from 1) */
-    bool epoch_needed;             /* the auditors changed and their new epoch is not started yet */
-    int64_t state_at_ms;           /* last time the metrics' view of the state was refreshed */
-    int64_t pending_at_ms;         /* ...and of the pending deliveries per agency */
+    uint64_t turn;         /* loop turns since start (from 1) */
+    bool epoch_needed;     /* the auditors changed and their new epoch is not started yet */
+    int64_t state_at_ms;   /* last time the metrics' view of the state was refreshed */
+    int64_t pending_at_ms; /* ...and of the pending deliveries per agency */
 } broker_t;
 
 /* How accordd was asked to start, and what stopped it. */

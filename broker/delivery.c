@@ -22,10 +22,10 @@
  * deliveries again behind the ones it never read. */
 #define SUBSCRIBER_UNREAD_MAX ((size_t)1024 * 1024)
 
-#define PAGE_ROWS       500                       /* shares read from the log at a time */
-#define PAGE_BYTES      ((size_t)4 * 1024 * 1024) /* ...or payload bytes at a time */
-#define PAGE_LOW_WATER  100 /* read more when fewer than this are unacknowledged */
-#define ERASE_EVERY_MS  10000
+#define PAGE_ROWS      500                       /* shares read from the log at a time */
+#define PAGE_BYTES     ((size_t)4 * 1024 * 1024) /* ...or payload bytes at a time */
+#define PAGE_LOW_WATER 100 /* read more when fewer than this are unacknowledged */
+#define ERASE_EVERY_MS 10000
 
 /* Acknowledgements are written together: one row per agency every ACK_DELAY_MS,
  * or at ACK_BATCH_MAX of them, rather than one with every commit. Until then an
@@ -38,7 +38,7 @@
 typedef struct {
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     size_t to_agency;
-    size_t cursor; /* its recipient's cursor for its record type */
+    size_t cursor;    /* its recipient's cursor for its record type */
     size_t frame_len; /* bytes of the Deliver sent, counted against the recipient */
     int64_t seq;      /* the share's log sequence */
     int64_t sent_at_ms;
@@ -86,7 +86,7 @@ struct delivery_t {
     ack_t *acks; /* received, not yet committed, in order */
     size_t ack_count;
     size_t ack_cap;
-    int64_t acks_since_ms;  /* when the first of them arrived */
+    int64_t acks_since_ms; /* when the first of them arrived */
     size_t acks_in_flight; /* the first this many are in the commit in flight */
     int64_t erased_at_ms;
 };
@@ -382,8 +382,9 @@ static bool s_wants(const peer_t *p, size_t agency, const char *record_type)
 static bool s_can_take_more(const broker_t *b, const peer_t *p)
 {
     size_t agency = p->who.index;
-    bool full = agency < b->agency_slots && (b->agency_inflight[agency] >= INFLIGHT_MAX ||
-                                             b->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
+    bool full =
+        agency < b->agency_slots && (b->agency_inflight[agency] >= INFLIGHT_MAX ||
+                                     b->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
     return !full && peers_unread_bytes(p) <= SUBSCRIBER_UNREAD_MAX;
 }
 
@@ -392,8 +393,8 @@ static peer_t *s_subscriber(broker_t *b, size_t agency)
 {
     for (size_t i = peers_count(b->peers); i-- > 0;) {
         peer_t *p = peers_at(b->peers, i);
-        if (p->known && !p->who.auditor && p->who.index == agency && p->welcomed &&
-            p->subscriber && !p->closing && !p->gone) {
+        if (p->known && !p->who.auditor && p->who.index == agency && p->welcomed && p->subscriber &&
+            !p->closing && !p->gone) {
             return p;
         }
     }
@@ -472,8 +473,8 @@ typedef struct {
  * when it was committed, rebuilt from its row. NULL if the record does not unpack. */
 static uint8_t *s_frame_from_log(const ledger_share_t *d, size_t *len)
 {
-    Accord__V1__ChildRecord *record = accord__v1__child_record__unpack(
-        acc_pb_wiping_allocator(), d->record_len, d->record);
+    Accord__V1__ChildRecord *record =
+        accord__v1__child_record__unpack(acc_pb_wiping_allocator(), d->record_len, d->record);
     if (record == NULL) {
         return NULL;
     }
@@ -627,8 +628,8 @@ void delivery_pump(broker_t *b)
         s_page_t target = { .b = b,
                             .peer = p,
                             .after_seq = after,
-                            .pending_seen = acc_xcalloc(b->delivery->cursor_count + 1,
-                                                        sizeof(bool)) };
+                            .pending_seen =
+                                acc_xcalloc(b->delivery->cursor_count + 1, sizeof(bool)) };
         ledger_page_t page = { .agency = p->id,
                                .after_seq = after,
                                .limit = PAGE_ROWS,
@@ -710,8 +711,7 @@ static bool s_ack_target(broker_t *b, const peer_t *peer, const uint8_t *share_i
     ledger_share_ref_t ref;
     acc_err_t err;
     if (ledger_find_share(b->ledger, share_id, peer->id, &ref, &err) != ACC_OK) {
-        acc_log_warn("delivery", "acknowledgement from %s not recorded yet: %s", peer->id,
-                     err.msg);
+        acc_log_warn("delivery", "acknowledgement from %s not recorded yet: %s", peer->id, err.msg);
         *db_failed = true;
         return false;
     }
@@ -720,7 +720,7 @@ static bool s_ack_target(broker_t *b, const peer_t *peer, const uint8_t *share_i
     return *cursor != SIZE_MAX && !s_cursor_has(&self->cursors[*cursor], ref.seq);
 }
 
-void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const char *text)
+void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const char *share_id_text)
 {
     delivery_t *self = b->delivery;
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
@@ -728,7 +728,7 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
     bool db_failed = false;
     size_t cursor = SIZE_MAX;
     int64_t seq = 0;
-    bool pending = !peer->who.auditor && acc_uuid_parse(share_id, text, &err) == ACC_OK &&
+    bool pending = !peer->who.auditor && acc_uuid_parse(share_id, share_id_text, &err) == ACC_OK &&
                    s_ack_target(b, peer, share_id, &cursor, &seq, &db_failed);
     if (db_failed) {
         return; /* still pending: delivered again later, and acknowledged then */
@@ -895,9 +895,8 @@ static void s_undo_acks(broker_t *b)
         }
         s_cursor_restore(c);
         size_t agency = 0;
-        peer_t *p = acc_policy_find_agency(b->policy, c->agency, &agency)
-                        ? s_subscriber(b, agency)
-                        : NULL;
+        peer_t *p =
+            acc_policy_find_agency(b->policy, c->agency, &agency) ? s_subscriber(b, agency) : NULL;
         if (p != NULL) {
             delivery_subscribe(b, p);
         }

@@ -57,7 +57,7 @@ void delivery_subscribe(broker_t *b, peer_t *peer);
 
 /* An acknowledgement from peer for share_id (text). Answers
  * UNKNOWN_SHARE when nothing to peer's agency is pending under that id. */
-void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const char *share_id);
+void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const char *share_id_text);
 
 /* Acknowledgements received and not yet committed. */
 size_t delivery_acks_waiting(const broker_t *b);

@@ -38,17 +38,12 @@ struct ledger_t {
     int64_t rretry_at_ms;
     int64_t rbackoff_ms;
     /* the batch being committed, while the next is staged */
-    bool flight;
     copybuf_t flight_sql;  /* its transaction as one query */
     copybuf_t flight_rows; /* its COPY rows */
     int64_t flight_seq;    /* its last row */
-    uint8_t flight_hash[ACC_LOGROW_HASH_BYTES];
     size_t flight_count;
     size_t flight_unsigned;
     uint64_t flight_gen;
-    bool flight_copied; /* its rows were sent */
-    bool flight_error;
-    acc_err_t flight_err;
     uint64_t gen; /* generation of the batch being staged, from 1 */
     char *conninfo;
     ledger_limits_t limits; /* its conninfo is the copy above */
@@ -64,14 +59,14 @@ struct ledger_t {
     size_t staged;
     ledger_observer_fn *observer;
     void *observer_ctx;
-    copybuf_t log_rows;    /* COPY text of the staged log rows */
-    copybuf_t cursor_sql;  /* statements saving the staged cursors */
-    pubset_t publishes;    /* publishes accepted in this batch, and earlier ones it looked up */
-    uint8_t *outbox_key;   /* sodium_malloc, 32 bytes: opens the pre-0008 outbox */
-    uint8_t *keep_key;     /* sodium_malloc, 32 bytes: seals the broker's epoch keys */
-    s_kept_t *kept;        /* epoch keys held, ascending */
+    copybuf_t log_rows;   /* COPY text of the staged log rows */
+    copybuf_t cursor_sql; /* statements saving the staged cursors */
+    pubset_t publishes;   /* publishes accepted in this batch, and earlier ones it looked up */
+    uint8_t *outbox_key;  /* sodium_malloc, 32 bytes: opens the pre-0008 outbox */
+    uint8_t *keep_key;    /* sodium_malloc, 32 bytes: seals the broker's epoch keys */
+    s_kept_t *kept;       /* epoch keys held, ascending */
     size_t kept_count;
-    bool legacy_outbox;    /* accord_outbox still holds pre-0008 deliveries */
+    bool legacy_outbox; /* accord_outbox still holds pre-0008 deliveries */
     uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
     size_t delivered_count;
     size_t delivered_cap;
@@ -89,6 +84,11 @@ struct ledger_t {
     bool mark_failing;       /* the last write of the mark failed (logged once) */
     int64_t epoch_floor;     /* new epochs are numbered above this */
     bool behind;             /* a reconnection found the database gone back: stop */
+    acc_err_t flight_err;
+    uint8_t flight_hash[ACC_LOGROW_HASH_BYTES];
+    bool flight;
+    bool flight_copied; /* its rows were sent */
+    bool flight_error;
 };
 
 /* An epoch being started: nothing of it is used until it has committed. */
@@ -914,8 +914,7 @@ acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err)
     if (!ledger_is_up(self)) {
         s_drop_staged(self);
         return s_reconnect(self, err) == ACC_OK
-                   ? acc_err_set(err, ACC_ERR_DB,
-                                 "PostgreSQL connection was re-established; retry")
+                   ? acc_err_set(err, ACC_ERR_DB, "PostgreSQL connection was re-established; retry")
                    : ACC_ERR_DB;
     }
     const copybuf_t *copies[1] = { NULL };
@@ -952,8 +951,8 @@ static void s_flight_result(ledger_t *self, PGresult *res)
         /* no rows for a COPY the batch did not expect: ending it with an error
          * makes PostgreSQL abandon the transaction */
         int sent = self->flight_copied ? -1
-                           : PQputCopyData(self->conn, self->flight_rows.data,
-                                           (int)self->flight_rows.len);
+                                       : PQputCopyData(self->conn, self->flight_rows.data,
+                                                       (int)self->flight_rows.len);
         self->flight_copied = true;
         if (PQputCopyEnd(self->conn, sent == 1 ? NULL : "rows could not be sent") != 1 &&
             !self->flight_error) {
@@ -1205,13 +1204,13 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_pa
 /* A page stops at max_bytes of payloads (always at least one row), so a backlog
  * of large records is never read into memory a whole page at a time. */
 #define PENDING_SELECT                                                                           \
-    "SELECT w.share_id, w.seq, w.from_agency, w.record_type, w.record_id, w.rules, w.purpose, " \
+    "SELECT w.share_id, w.seq, w.from_agency, w.record_type, w.record_id, w.rules, w.purpose, "  \
     "w.lawful_basis, w.agreement_hash, w.key_epoch, w.nonce, w.payload, w.total%s FROM (SELECT " \
-    "l.*, sum(length(payload)) " \
+    "l.*, sum(length(payload)) "                                                                 \
     "OVER (ORDER BY seq) - length(payload) AS before, count(*) OVER () AS total FROM (SELECT "   \
     "share_id, seq, from_agency, record_type, record_id, array_to_string(rule_ids, ',') AS "     \
     "rules, purpose, lawful_basis, agreement_hash, key_epoch, nonce, payload FROM accord_log "   \
-    "WHERE to_agency = $1 AND event = 'shared' AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "     \
+    "WHERE to_agency = $1 AND event = 'shared' AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "      \
     "WHERE w.before < $4 ORDER BY w.seq"
 
 acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
@@ -1278,8 +1277,7 @@ acc_rc_t ledger_find_share(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHA
                                  "AND to_agency = $2",
                                  2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s",
-                         PQerrorMessage(conn));
+        rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s", PQerrorMessage(conn));
     } else if (PQntuples(res) == 1) {
         out->found = true;
         out->seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -1364,12 +1362,11 @@ acc_rc_t ledger_load_cursors(ledger_t *self, ledger_cursor_fn *fn, void *ctx, ac
     if (conn == NULL) {
         return ACC_ERR_DB;
     }
-    acc_rc_t rc = ACC_OK;
     PGresult *res = PQexec(conn, "SELECT to_agency, record_type, acked_to, acked_above "
-                                       "FROM accord_cursor");
+                                 "FROM accord_cursor");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not read the delivery cursors: %s",
-                         PQerrorMessage(conn));
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read the delivery cursors: %s",
+                                  PQerrorMessage(conn));
         PQclear(res);
         return rc;
     }
@@ -1624,7 +1621,6 @@ acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *recor
     if (conn == NULL) {
         return ACC_ERR_DB;
     }
-    acc_rc_t rc = ACC_OK;
     const char *values[2] = { from, record_id };
     PGresult *res = PQexecParams(conn,
                                  "SELECT event, to_agency, share_id::text, "
@@ -1633,8 +1629,8 @@ acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *recor
                                  "event IN ('shared', 'withheld') ORDER BY seq",
                                  2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = acc_err_set(err, ACC_ERR_DB, "could not read an earlier result: %s",
-                         PQerrorMessage(conn));
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read an earlier result: %s",
+                                  PQerrorMessage(conn));
         PQclear(res);
         return rc;
     }

@@ -190,9 +190,8 @@ typedef void ledger_result_fn(void *ctx, const ledger_result_row_t *row);
 
 /* The first result of an accepted (from, record_id), rebuilt from its log rows:
  * fn is called for each shared or withheld row, in log order. */
-ACC_NODISCARD acc_rc_t ledger_first_result(ledger_t *self, const char *from,
-                                           const char *record_id, ledger_result_fn *fn, void *ctx,
-                                           acc_err_t *err);
+ACC_NODISCARD acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *record_id,
+                                           ledger_result_fn *fn, void *ctx, acc_err_t *err);
 
 /* Each agency's count of shares not yet acknowledged, under the query timeout
  * (from its cursors: shares above acked_to, less those listed above it). */

@@ -274,7 +274,7 @@ static void s_reply_result(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode
 /* The first result as it is rebuilt, row by row. */
 typedef struct {
     s_publish_t *p;
-    char *rules[ACC_POLICY_MAX_RECIPIENTS]; /* copies the rule ids point into */
+    char *rules[ACC_POLICY_MAX_RECIPIENTS];    /* copies the rule ids point into */
     char *texts[ACC_POLICY_MAX_RECIPIENTS][3]; /* agency, share id, reason */
     size_t rows;
 } s_first_t;

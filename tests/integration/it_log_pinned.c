@@ -81,13 +81,16 @@ typedef struct {
     uint8_t signature[ACC_LOGROW_SIG_BYTES];
     uint8_t *payload;
     json_t *rules;
+    uint8_t content_hash[ACC_LOGROW_HASH_BYTES];
+    int64_t *acked;
 } s_row_t;
 
 static const char s_select[] =
     "SELECT seq, share_id::text, (extract(epoch FROM at) * 1000000)::bigint, event, from_agency,"
     " to_agency, record_type, record_id, encode(subject_tag, 'hex'), to_json(rule_ids)::text,"
     " purpose, lawful_basis, consent, error_code, reason, encode(agreement_hash, 'hex'),"
-    " coalesce(key_epoch, 0), encode(nonce, 'hex'), encode(payload, 'hex')"
+    " coalesce(key_epoch, 0), encode(nonce, 'hex'), encode(payload, 'hex'),"
+    " encode(content_hash, 'hex'), cardinality(acked_seqs), array_to_string(acked_seqs, ',')"
     " FROM accord_log ORDER BY seq";
 
 static const char *s_text(PGresult *res, int i, int col)
@@ -139,11 +142,24 @@ static void s_row_load(s_row_t *r, PGresult *res, int i)
         r->payload = malloc(row->payload_len);
         row->payload = s_hex(r->payload, row->payload_len, res, i, 18);
     }
+    row->content_hash = s_hex(r->content_hash, sizeof(r->content_hash), res, i, 19);
+    if (!PQgetisnull(res, i, 20)) {
+        row->acked_count = (size_t)strtoll(PQgetvalue(res, i, 20), NULL, 10);
+        r->acked = calloc(row->acked_count + 1, sizeof(*r->acked));
+        cr_assert_not_null(r->acked);
+        char *p = PQgetvalue(res, i, 21);
+        for (size_t k = 0; k < row->acked_count; k++) {
+            r->acked[k] = strtoll(p, &p, 10);
+            p += *p == ',' ? 1 : 0;
+        }
+        row->acked_seqs = r->acked;
+    }
 }
 
 static void s_row_clear(s_row_t *r)
 {
     free(r->payload);
+    free(r->acked);
     json_decref(r->rules);
 }
 
