@@ -1,4 +1,28 @@
-/* broker.c - accordd's event loop: read a batch, commit it, then answer */
+/* broker.c - accordd's event loop: read a batch, commit it, then answer
+ *
+ * One thread. Each turn of broker_run() is a list of phases; the rules that
+ * order them:
+ *
+ * 1. Nothing that wrote a log row is answered, delivered or acknowledged before
+ *    the commit holding that row has ended well (s_end_flight). A Welcome, an
+ *    error, or a first result read from the log wrote nothing and leaves in the
+ *    turn it was made (s_send_replies), so a Welcome precedes any Deliver.
+ * 2. At most one commit is in flight (ledger_commit_start); the next batch is
+ *    staged on top of it and chained from its last row. If the flight fails,
+ *    the staged batch fails with it: both are answered UNAVAILABLE and the head
+ *    goes back to the last committed row.
+ * 3. Disconnections are read before and after a read pass, so nothing is
+ *    answered to, or delivered on, a connection that has ended.
+ * 4. A new key epoch starts between commits: for new auditors it waits for
+ *    the commit in flight; by age or rows, after a commit has ended well.
+ * 5. Deliveries are read from the log (delivery_pump) only between commits,
+ *    with nothing staged, so the cursors they move are the committed ones.
+ *
+ * Where it may block: zmq_poll (up to POLL_IDLE_MS, less when acknowledgements
+ * fall due); the reader connection's lookups (bounded by statement_timeout);
+ * the wait for the flight before a new auditors' epoch; and at stop, the final
+ * commit. It never blocks on a peer: sends are
+ * non-blocking and a peer that does not read is sent nothing more. */
 #include "broker.h"
 
 #include <errno.h>
