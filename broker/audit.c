@@ -11,10 +11,11 @@
 
 /* A page holds at most AUDIT_PAGE_MAX rows and AUDIT_PAGE_BYTES of them, so that
  * with payloads it still fits an auditor's default max_message_bytes (1 MiB). */
-#define AUDIT_PAGE_MAX   200
-#define AUDIT_PAGE_BYTES ((size_t)768 * 1024)
-#define AUDIT_PARAMS     12
-#define AUDIT_VALUE_MAX  64 /* bytes of one filter value the queried row keeps */
+#define AUDIT_PAGE_MAX       200
+#define AUDIT_PAGE_BYTES     ((size_t)768 * 1024)
+#define AUDIT_PAGE_BYTES_SQL "786432" /* AUDIT_PAGE_BYTES, as SQL text */
+#define AUDIT_PARAMS         12
+#define AUDIT_VALUE_MAX      64 /* bytes of one filter value the queried row keeps */
 
 static const char s_columns[] =
     "SELECT seq, share_id::text, to_char(at AT TIME ZONE 'UTC', "
@@ -23,7 +24,9 @@ static const char s_columns[] =
     "array_to_string(rule_ids, chr(31)), purpose, lawful_basis, consent, error_code, reason, "
     "encode(agreement_hash, 'hex'), coalesce(key_epoch, 0), encode(nonce, 'hex'), ";
 
-/* Then the payload, or NULL when the auditor did not ask for payloads. */
+/* What follows the payload column (the payload, or NULL when the auditor did not
+ * ask for payloads). bytes_before counts the payload bytes of the rows before
+ * each one in the page, so that a page with payloads is cut in SQL. */
 static const char s_columns_tail[] =
     ", encode(signature, 'hex'), encode(prev_hash, 'hex'), "
     "encode(entry_hash, 'hex'), encode(content_hash, 'hex'), array_to_string(acked_seqs, ',') "
@@ -216,11 +219,12 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     (void)snprintf(q->limit, sizeof(q->limit), "%u", limit + 1); /* one more: is there more? */
     q->values[q->n++] = q->limit;
     size_t len = strlen(q->sql);
-    /* rows past the page's byte bound are not fetched: 200 large records would
-     * otherwise come back whole (and in hex) to make a page of a few */
+    /* with payloads, rows past the page's byte bound are not fetched: 200 large
+     * records would otherwise come back whole (and in hex) to make a page of a
+     * few; without, a page is not cut for bytes it does not carry */
     (void)snprintf(q->sql + len, sizeof(q->sql) - len,
-                   " ORDER BY seq LIMIT $%d) l) w WHERE bytes_before <= %zu ORDER BY seq", q->n,
-                   AUDIT_PAGE_BYTES);
+                   " ORDER BY seq LIMIT $%d) l) w%s ORDER BY seq", q->n,
+                   a->payloads ? " WHERE bytes_before <= " AUDIT_PAGE_BYTES_SQL : "");
     if (q->summary[0] == '\0') {
         (void)snprintf(q->summary, sizeof(q->summary), "everything");
     }
