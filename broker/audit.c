@@ -11,11 +11,10 @@
 
 /* A page holds at most AUDIT_PAGE_MAX rows and AUDIT_PAGE_BYTES of them, so that
  * with payloads it still fits an auditor's default max_message_bytes (1 MiB). */
-#define AUDIT_PAGE_MAX       200
-#define AUDIT_PAGE_BYTES     ((size_t)768 * 1024)
-#define AUDIT_PAGE_BYTES_SQL "786432" /* AUDIT_PAGE_BYTES, as SQL text */
-#define AUDIT_PARAMS         12
-#define AUDIT_VALUE_MAX      64 /* bytes of one filter value the queried row keeps */
+#define AUDIT_PAGE_MAX   200
+#define AUDIT_PAGE_BYTES ((size_t)768 * 1024)
+#define AUDIT_PARAMS     12
+#define AUDIT_VALUE_MAX  64 /* bytes of one filter value the queried row keeps */
 
 static const char s_columns[] =
     "SELECT seq, share_id::text, to_char(at AT TIME ZONE 'UTC', "
@@ -222,9 +221,12 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     /* with payloads, rows past the page's byte bound are not fetched: 200 large
      * records would otherwise come back whole (and in hex) to make a page of a
      * few; without, a page is not cut for bytes it does not carry */
+    char cut[48] = "";
+    if (a->payloads) {
+        (void)snprintf(cut, sizeof(cut), " WHERE bytes_before <= %zu", AUDIT_PAGE_BYTES);
+    }
     (void)snprintf(q->sql + len, sizeof(q->sql) - len,
-                   " ORDER BY seq LIMIT $%d) l) w%s ORDER BY seq", q->n,
-                   a->payloads ? " WHERE bytes_before <= " AUDIT_PAGE_BYTES_SQL : "");
+                   " ORDER BY seq LIMIT $%d) l) w%s ORDER BY seq", q->n, cut);
     if (q->summary[0] == '\0') {
         (void)snprintf(q->summary, sizeof(q->summary), "everything");
     }
