@@ -575,8 +575,8 @@ static void s_batch_swap(batch_t *a, batch_t *b)
 }
 
 /* The batch in flight has ended: its answers go, or (failed) it and the batch
- * staged on top of it are answered UNAVAILABLE, and a batch PostgreSQL refused
- * for one row's data is committed again a publish at a time. */
+ * staged on top of it are answered UNAVAILABLE. When PostgreSQL refused it for
+ * one row's data, the publishes of both are committed again one at a time. */
 static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
 {
     batch_t *f = &self->flight;
@@ -594,16 +594,20 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
     }
     metrics_commit(self->metrics, committed, f->rows, (double)(s_now_us() - f->started_us) / 1e6);
     delivery_settle(self, committed);
-    if (!committed) {
-        /* the rows staged since chained from it: dropped with it */
+    if (on_data) {
+        /* the rows staged since chained from it and were dropped with it; their
+         * publishes are committed again after its own, in the order they came */
+        s_flush_held_out(self, f);
+        s_flush_held_out(self, &self->staging);
+        s_replay_held(self, f);
+        s_replay_held(self, &self->staging);
+        s_release_held(&self->staging);
+    } else if (!committed) {
+        s_flush(self, f, false, WHY_UNAVAILABLE);
         s_flush(self, &self->staging, false, WHY_UNAVAILABLE);
         s_release_held(&self->staging);
-    }
-    if (on_data) {
-        s_flush_held_out(self, f);
-        s_replay_held(self, f);
     } else {
-        s_flush(self, f, committed, WHY_UNAVAILABLE);
+        s_flush(self, f, true, WHY_UNAVAILABLE);
     }
     s_release_held(f);
     f->rows = 0;

@@ -409,14 +409,19 @@ static const char s_rules_both_ways[] =
     "rules:\n" S_RULE("hv-to-cc", "rft-health-visiting", "rmbc-childrens-centres")
         S_RULE("cc-to-hv", "rmbc-childrens-centres", "rft-health-visiting");
 
+#define S_GOOD_AROUND_POISON 300
+
 /* Validation should leave PostgreSQL nothing to refuse; this backstop is shown
- * with a trigger that raises a data exception (SQLSTATE 22023) for one record. */
+ * with a trigger that raises a data exception (SQLSTATE 22023) for one record,
+ * after a pause so that the records behind it are staged on top of its batch:
+ * they are committed again too, not answered UNAVAILABLE. */
 Test(validation, a_row_refused_for_its_data_fails_only_its_own_record)
 {
     th_world_agreement(world, s_rules_both_ways);
     th_broker_start(world);
     th_pg_exec(world, "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                      "IF NEW.record_id = 'poison-1' THEN RAISE EXCEPTION 'poisoned row' "
+                      "IF NEW.record_id = 'poison-1' THEN PERFORM pg_sleep(0.3); "
+                      "RAISE EXCEPTION 'poisoned row' "
                       "USING ERRCODE = '22023'; END IF; RETURN NEW; END $$");
     th_pg_exec(world, "CREATE TRIGGER poison BEFORE INSERT ON accord_log FOR EACH ROW "
                       "EXECUTE FUNCTION poison()");
@@ -425,7 +430,9 @@ Test(validation, a_row_refused_for_its_data_fails_only_its_own_record)
     client_t *hv = th_client(world, "rft-health-visiting", &cfg_hv);
     client_t *cc = th_client(world, "rmbc-childrens-centres", &cfg_cc);
     Accord__V1__ChildRecord *poison = s_record("poison-1");
-    for (int i = 0; i < 10; i++) {
+    /* the poisoned batch's commit is slowed so that those sent after it are
+     * staged on top of it while it is in flight */
+    for (int i = 0; i < S_GOOD_AROUND_POISON; i++) {
         char id[32];
         snprintf(id, sizeof(id), "cc-good-%d", i);
         Accord__V1__ChildRecord *good = s_record(id);
@@ -435,7 +442,7 @@ Test(validation, a_row_refused_for_its_data_fails_only_its_own_record)
             s_send(hv, poison, 99);
         }
     }
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < S_GOOD_AROUND_POISON; i++) {
         cr_assert_eq(s_result(cc, "a good record beside the poisoned one"),
                      ACCORD__V1__ERROR_CODE__OK);
     }
@@ -445,7 +452,8 @@ Test(validation, a_row_refused_for_its_data_fails_only_its_own_record)
     client_destroy(&cc);
     acc_agent_config_clear(&cfg_hv);
     acc_agent_config_clear(&cfg_cc);
-    cr_assert_eq(th_pg_count(world, "event = 'shared' AND record_id LIKE 'cc-good-%'"), 10);
+    cr_assert_eq(th_pg_count(world, "event = 'shared' AND record_id LIKE 'cc-good-%'"),
+                 S_GOOD_AROUND_POISON);
     cr_assert_eq(th_pg_count(world, "record_id = 'poison-1'"), 0);
     cr_assert_eq(th_pg_count(world, "event = 'refused' AND record_id IS NULL AND "
                                     "record_type IS NULL AND error_code = 'INVALID_RECORD' AND "
