@@ -360,27 +360,33 @@ static bool s_subject(const s_check_t *c, const Accord__V1__Subject *s)
             s_text(c, s->postcode, ACC_VALIDATE_POSTCODE_MAX, "subject.postcode"));
 }
 
-static bool s_fields(const s_check_t *c, const Accord__V1__ChildRecord *rec)
+/* Names and text values of a list of fields; what names the list in reasons. */
+static bool s_field_list(const s_check_t *c, Accord__V1__Field *const *fields, size_t n,
+                         size_t max, const char *what)
 {
-    if (rec->n_fields > ACC_VALIDATE_FIELDS_MAX) {
-        (void)acc_err_set(c->reason, ACC_ERR_INVALID, "fields: more than %d fields",
-                          ACC_VALIDATE_FIELDS_MAX);
+    if (n > max) {
+        (void)acc_err_set(c->reason, ACC_ERR_INVALID, "%s: more than %zu fields", what, max);
         return false;
     }
-    for (size_t i = 0; i < rec->n_fields; i++) {
-        const Accord__V1__Field *f = rec->fields[i];
-        char path[48];
-        (void)snprintf(path, sizeof(path), "fields[%zu].name", i);
+    for (size_t i = 0; i < n; i++) {
+        const Accord__V1__Field *f = fields[i];
+        char path[64];
+        (void)snprintf(path, sizeof(path), "%s[%zu].name", what, i);
         if (!s_charset(c, f->name, ACC_VALIDATE_FIELD_NAME_MAX, false, path)) {
             return false;
         }
-        (void)snprintf(path, sizeof(path), "fields[%zu].text", i);
+        (void)snprintf(path, sizeof(path), "%s[%zu].text", what, i);
         if (f->value_case == ACCORD__V1__FIELD__VALUE_TEXT &&
             !s_text(c, f->text, ACC_VALIDATE_TEXT_MAX, path)) {
             return false;
         }
     }
     return true;
+}
+
+static bool s_fields(const s_check_t *c, const Accord__V1__ChildRecord *rec)
+{
+    return s_field_list(c, rec->fields, rec->n_fields, ACC_VALIDATE_FIELDS_MAX, "fields");
 }
 
 /* Lengths, UTF-8 and charsets of the record's own strings. */
@@ -466,6 +472,20 @@ static bool s_audit_query(const s_check_t *c, const Accord__V1__AuditQuery *q)
            s_text(c, q->share_id, ACC_VALIDATE_SHARE_ID_MAX, "audit_query.share_id");
 }
 
+static bool s_outcome(const s_check_t *c, const Accord__V1__Outcome *o)
+{
+    return s_text(c, o->share_id, ACC_VALIDATE_SHARE_ID_MAX, "outcome.share_id") &&
+           s_charset(c, o->status, ACC_VALIDATE_STATUS_MAX, true, "outcome.status") &&
+           s_field_list(c, o->fields, o->n_fields, ACC_VALIDATE_OUTCOME_FIELDS_MAX,
+                        "outcome.fields");
+}
+
+static bool s_lookup(const s_check_t *c, const Accord__V1__Lookup *l)
+{
+    return s_text(c, l->purpose, ACC_VALIDATE_PURPOSE_MAX, "lookup.purpose") &&
+           s_subject(c, l->subject);
+}
+
 static bool s_body(const s_check_t *c, const Accord__V1__Envelope *env)
 {
     switch (env->body_case) {
@@ -479,6 +499,10 @@ static bool s_body(const s_check_t *c, const Accord__V1__Envelope *env)
                       "deliver_ack.share_id");
     case ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY:
         return s_audit_query(c, env->audit_query);
+    case ACCORD__V1__ENVELOPE__BODY_OUTCOME:
+        return s_outcome(c, env->outcome);
+    case ACCORD__V1__ENVELOPE__BODY_LOOKUP:
+        return s_lookup(c, env->lookup);
     case ACCORD__V1__ENVELOPE__BODY_HEARTBEAT:
     case ACCORD__V1__ENVELOPE__BODY__NOT_SET:
     case ACCORD__V1__ENVELOPE__BODY_WELCOME:
@@ -486,6 +510,10 @@ static bool s_body(const s_check_t *c, const Accord__V1__Envelope *env)
     case ACCORD__V1__ENVELOPE__BODY_DELIVER:
     case ACCORD__V1__ENVELOPE__BODY_ERROR:
     case ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT:
+    case ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT:
+    case ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE:
+    case ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT:
+    case ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE:
     case _ACCORD__V1__ENVELOPE__BODY__CASE_IS_INT_SIZE:
         break; /* nothing to check, or not accepted from a peer at all */
     }
