@@ -361,8 +361,8 @@ static bool s_subject(const s_check_t *c, const Accord__V1__Subject *s)
 }
 
 /* Names and text values of a list of fields; what names the list in reasons. */
-static bool s_field_list(const s_check_t *c, Accord__V1__Field *const *fields, size_t n,
-                         size_t max, const char *what)
+static bool s_field_list(const s_check_t *c, Accord__V1__Field *const *fields, size_t n, size_t max,
+                         const char *what)
 {
     if (n > max) {
         (void)acc_err_set(c->reason, ACC_ERR_INVALID, "%s: more than %zu fields", what, max);
