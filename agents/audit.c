@@ -31,7 +31,7 @@ static const char s_row_columns[] =
     "seq, share_id::text, (extract(epoch FROM at) * 1000000)::bigint, event, from_agency,"
     " to_agency, record_type, record_id, subject_tag, to_json(rule_ids)::text, purpose,"
     " lawful_basis, consent, error_code, reason, agreement_hash, coalesce(key_epoch, 0), nonce,"
-    " payload, prev_hash, entry_hash, signature, content_hash, acked_seqs::text";
+    " payload, prev_hash, entry_hash, signature, content_hash, acked_seqs::text, refers_to::text";
 
 enum {
     C_SEQ,
@@ -57,7 +57,8 @@ enum {
     C_ENTRY,
     C_SIG,
     C_CONTENT,
-    C_ACKED
+    C_ACKED,
+    C_REFERS
 };
 
 /* One fetched row and the memory its pointers refer to. */
@@ -68,7 +69,8 @@ typedef struct {
     size_t blob_len[8];
     const uint8_t *prev_hash;
     const uint8_t *entry_hash;
-    int64_t *acked;   /* row.acked_seqs */
+    int64_t *acked;                            /* row.acked_seqs */
+    uint8_t refers_to[ACC_LOGROW_SHARE_BYTES]; /* row.refers_to */
     bool acked_empty; /* '{}': hashed like NULL, but not the same to accord_log_acks */
 } s_fetched_t;
 
@@ -260,6 +262,11 @@ static bool s_fetch(s_fetched_t *f, PGresult *res, int i)
     r->content_hash = s_blob(f, 7, res, i, C_CONTENT);
     ok = ok && (r->content_hash == NULL || f->blob_len[7] == ACC_LOGROW_HASH_BYTES);
     ok = ok && s_parse_acked(f, s_text(res, i, C_ACKED));
+    const char *refers = s_text(res, i, C_REFERS);
+    if (refers != NULL) {
+        ok = ok && acc_uuid_parse(f->refers_to, refers, &err) == ACC_OK;
+        r->refers_to = f->refers_to;
+    }
     return ok && f->blob_len[1] == 32 &&
            (r->nonce == NULL || f->blob_len[2] == ACC_LOGROW_NONCE_BYTES) &&
            f->blob_len[4] == ACC_LOGROW_HASH_BYTES && f->blob_len[5] == ACC_LOGROW_HASH_BYTES;
@@ -958,7 +965,8 @@ static bool s_wire_row(void *ctx, const Accord__V1__AuditResult *page,
     (void)page;
     s_wire_verify_t *v = ctx;
     acc_logrow_t row;
-    audit_wire_logrow(&row, r);
+    uint8_t refers_to[ACC_LOGROW_SHARE_BYTES];
+    audit_wire_logrow(&row, refers_to, r);
     if (r->prev_hash.len != ACC_LOGROW_HASH_BYTES || r->entry_hash.len != ACC_LOGROW_HASH_BYTES) {
         (void)printf("FAIL seq %lld: the row has no hash link\n", (long long)row.seq);
         v->ok = false;

@@ -284,7 +284,8 @@ int audit_log(const acc_agent_config_t *config, const audit_log_args_t *args)
 /* ---- decrypted rows: show and subject access ---- */
 
 /* A wire row as the log row the chain and the payload's associated data cover. */
-void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
+void audit_wire_logrow(acc_logrow_t *out, uint8_t refers_to[ACC_LOGROW_SHARE_BYTES],
+                       const Accord__V1__AuditRow *r)
 {
     memset(out, 0, sizeof(*out));
     acc_err_t ignored;
@@ -317,6 +318,12 @@ void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r)
     out->content_hash = r->content_hash.len == ACC_LOGROW_HASH_BYTES ? r->content_hash.data : NULL;
     out->acked_count = r->n_acked_seqs;
     out->acked_seqs = r->acked_seqs;
+    if (r->refers_to[0] != '\0') {
+        if (acc_uuid_parse(refers_to, r->refers_to, &ignored) != ACC_OK) {
+            memset(refers_to, 0, ACC_LOGROW_SHARE_BYTES); /* its hash will not match */
+        }
+        out->refers_to = refers_to;
+    }
 }
 
 typedef struct {
@@ -332,7 +339,8 @@ static json_t *s_open_record(s_opener_t *op, const Accord__V1__AuditResult *res,
                              const Accord__V1__AuditRow *r)
 {
     acc_logrow_t row;
-    audit_wire_logrow(&row, r);
+    uint8_t refers_to[ACC_LOGROW_SHARE_BYTES];
+    audit_wire_logrow(&row, refers_to, r);
     if (row.payload == NULL) {
         return json_null();
     }

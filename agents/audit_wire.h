@@ -49,7 +49,8 @@ void audit_json_0008(json_t *obj, const uint8_t *content_hash, const int64_t *ac
                      size_t acked_count);
 
 /* A wire row as the log row the hash chain and the payload's associated data
- * cover; borrows from r. */
-void audit_wire_logrow(acc_logrow_t *out, const Accord__V1__AuditRow *r);
+ * cover; borrows from r, and keeps its refers_to (schema 0009) in refers_to. */
+void audit_wire_logrow(acc_logrow_t *out, uint8_t refers_to[ACC_LOGROW_SHARE_BYTES],
+                       const Accord__V1__AuditRow *r);
 
 #endif

@@ -28,7 +28,8 @@ static const char s_columns[] =
  * each one in the page, so that a page with payloads is cut in SQL. */
 static const char s_columns_tail[] =
     ", encode(signature, 'hex'), encode(prev_hash, 'hex'), "
-    "encode(entry_hash, 'hex'), encode(content_hash, 'hex'), array_to_string(acked_seqs, ',') "
+    "encode(entry_hash, 'hex'), encode(content_hash, 'hex'), array_to_string(acked_seqs, ','), "
+    "coalesce(refers_to::text, '') "
     "FROM (SELECT *, sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY seq) - "
     "coalesce(octet_length(payload), 0) AS bytes_before FROM (SELECT * FROM accord_log "
     "WHERE seq > $1";
@@ -59,6 +60,7 @@ enum {
     C_HASH,
     C_CONTENT,
     C_ACKED,
+    C_REFERS,
 };
 
 /* The first batched acknowledgement (schema 0008) of each share the condition
@@ -298,6 +300,7 @@ static void s_fill_row(Accord__V1__AuditRow *r, PGresult *res, int i, bool paylo
         r->payload = s_hex(res, i, C_PAYLOAD);
     }
     s_fill_acked(r, s_str(res, i, C_ACKED));
+    r->refers_to = s_str(res, i, C_REFERS);
     /* rule ids: split in place on the unit separator */
     char *rules = s_str(res, i, C_RULES);
     size_t count = rules[0] != '\0' ? 1 : 0;

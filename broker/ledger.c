@@ -22,7 +22,8 @@
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
-    " key_epoch, nonce, payload, signature, prev_hash, entry_hash, content_hash, acked_seqs)"
+    " key_epoch, nonce, payload, signature, prev_hash, entry_hash, content_hash, acked_seqs,"
+    " refers_to)"
     " FROM STDIN";
 
 /* An epoch key the broker holds: the current one, and older ones while they may
@@ -644,6 +645,11 @@ static void s_encode_row(copybuf_t *b, const acc_logrow_t *row, const uint8_t *p
     copybuf_bytea(b, row->content_hash, ACC_LOGROW_HASH_BYTES);
     copybuf_next(b);
     copybuf_int_array(b, row->acked_count > 0 ? row->acked_seqs : NULL, row->acked_count);
+    copybuf_next(b);
+    if (row->refers_to != NULL) {
+        acc_uuid_format(uuid, row->refers_to);
+    }
+    copybuf_text(b, row->refers_to != NULL ? uuid : NULL);
     copybuf_end_row(b);
 }
 

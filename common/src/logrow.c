@@ -109,6 +109,10 @@ void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_
             s_put_i64(&sink, row->acked_seqs[i]);
         }
     }
+    if (row->refers_to != NULL) {
+        s_put(&sink, "accord.log.0009", 15);
+        s_put(&sink, row->refers_to, ACC_LOGROW_SHARE_BYTES);
+    }
     (void)crypto_generichash_final(&st, out, ACC_LOGROW_HASH_BYTES);
 }
 

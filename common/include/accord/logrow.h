@@ -48,6 +48,9 @@ typedef struct {
     /* An `acknowledged` row from schema 0008: the share seqs it acknowledges. */
     size_t acked_count;
     const int64_t *acked_seqs;
+    /* From schema 0009: an `outcome` row's share, a `notified` row's lookup
+     * (ACC_LOGROW_SHARE_BYTES), else NULL. */
+    const uint8_t *refers_to;
 } acc_logrow_t;
 
 #define ACC_LOGROW_SIG_BYTES 64
@@ -85,7 +88,8 @@ ACC_NODISCARD acc_rc_t acc_logrow_cut_parse(acc_logrow_cut_t *out, const char *r
  * column in table order, each length-prefixed (big-endian u32; NULL is 0xffffffff),
  * integers as big-endian 64-bit, so no two different rows encode alike. The
  * columns schema 0008 added (content_hash, acked_seqs) follow the signature, and
- * only in rows that have either, so rows written before encode as they did. */
+ * only in rows that have either; then, only in rows that have it, the column
+ * schema 0009 added (refers_to). Rows written before encode as they did. */
 void acc_logrow_hash(uint8_t out[ACC_LOGROW_HASH_BYTES], const uint8_t prev[ACC_LOGROW_HASH_BYTES],
                      const acc_logrow_t *row);
 
