@@ -557,7 +557,7 @@ typedef struct {
     acc_consent_rule_t consent;
 } s_compiled_t;
 
-static bool policy_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+static bool s_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 {
     bool ok = s_is_list(c, e->to, "to");
     for (size_t i = 0; i < s_items(e->to); i++) {
@@ -583,7 +583,7 @@ static bool policy_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
     return ok;
 }
 
-static bool policy_rule_types(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+static bool s_rule_types(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
 {
     bool ok = s_is_list(c, e->record_types, "record_types");
     for (size_t i = 0; i < s_items(e->record_types) && r->type_count < TYPES_MAX; i++) {
@@ -755,8 +755,8 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
                       "rule \"%s\" is from unknown agency \"%s\"", e.id, e.from);
         ok = false;
     }
-    ok = policy_rule_to(c, &e, r) && ok;
-    ok = policy_rule_types(c, &e, r) && ok;
+    ok = s_rule_to(c, &e, r) && ok;
+    ok = s_rule_types(c, &e, r) && ok;
     ok = s_rule_fields(c, &e, r) && ok;
     ok = s_rule_subject(c, &e, r) && ok;
     ok = (e.consent == NULL || s_rule_consent(c, node, &e, r)) && ok;
