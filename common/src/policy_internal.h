@@ -60,6 +60,12 @@ typedef struct {
     bool notify;
 } policy_lookup_t;
 
+/* A rule's id and index, for finding rules by id. */
+typedef struct {
+    const char *id; /* borrowed from the rule */
+    size_t index;
+} policy_rule_key_t;
+
 /* One rule's contribution to one recipient of one (from, type). */
 typedef struct {
     size_t rule;
@@ -95,9 +101,9 @@ struct acc_policy_t {
     size_t type_count;
     policy_rule_t *rules; /* in file order */
     size_t rule_count;
-    size_t *rules_by_id;      /* rule indexes sorted by rule id */
-    policy_slot_t *slots;     /* [from * type_count + type] */
-    policy_lookup_t *lookups; /* in file order */
+    policy_rule_key_t *rules_by_id; /* [rule_count], sorted by id */
+    policy_slot_t *slots;           /* [from * type_count + type] */
+    policy_lookup_t *lookups;       /* in file order */
     size_t lookup_count;
 };
 
@@ -111,6 +117,9 @@ const policy_field_t *policy_find_field(const policy_field_t *fields, size_t cou
 
 /* The record type with this id, its index in *index (may be NULL); NULL if none. */
 const policy_type_t *policy_find_type(const acc_policy_t *p, const char *id, size_t *index);
+
+/* The index of the rule with this id; false if the agreement has none. */
+bool policy_find_rule(const acc_policy_t *p, const char *id, size_t *index);
 
 /* Why value does not suit field f (static text, never the value), or NULL when it does. */
 const char *policy_value_fault(const policy_field_t *f, const Accord__V1__Field *value);

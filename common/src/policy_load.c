@@ -27,6 +27,7 @@ typedef struct {
     acc_strlist_t party_ids; /* every agency and auditor id met, valid or not */
     acc_strlist_t type_ids;
     acc_strlist_t rule_ids;
+    acc_strlist_t lookup_ids;
 } s_ctx_t;
 
 /* True when id was met before in this namespace; records it otherwise. Ids of
@@ -367,13 +368,13 @@ static bool s_parse_kind(policy_field_t *f, const char *spec)
 
 /* Reads a mapping of field name to type into *fields (sorted by name), at most max of
  * them; owner names what has them in messages ("record type \"x\""). */
-static void s_load_field_map(s_ctx_t *c, const yaml_node_t *map, const char *owner, size_t max,
+static bool s_load_field_map(s_ctx_t *c, const yaml_node_t *map, const char *owner, size_t max,
                              policy_field_t **fields, size_t *count)
 {
     size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
     if (n > max) {
         acc_yaml_diag(c->diag, c->doc, map, "%s has more than %zu fields", owner, max);
-        return;
+        return false;
     }
     *fields = acc_xcalloc(n, sizeof(**fields));
     for (size_t i = 0; i < n; i++) {
@@ -400,6 +401,17 @@ static void s_load_field_map(s_ctx_t *c, const yaml_node_t *map, const char *own
         acc_strlist_clear(&f.values);
     }
     qsort(*fields, *count, sizeof(**fields), policy_field_cmp);
+    return *count == n;
+}
+
+static void s_free_fields(policy_field_t *fields, size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        free(fields[k].name);
+        free(fields[k].spec);
+        acc_strlist_clear(&fields[k].values);
+    }
+    free(fields);
 }
 
 static void s_load_fields(s_ctx_t *c, policy_type_t *t, const yaml_node_t *map)
@@ -412,7 +424,7 @@ static void s_load_fields(s_ctx_t *c, policy_type_t *t, const yaml_node_t *map)
         return;
     }
     char *owner = acc_xasprintf("record type \"%s\"", t->id);
-    s_load_field_map(c, map, owner, ACC_POLICY_MAX_FIELDS, &t->fields, &t->field_count);
+    (void)s_load_field_map(c, map, owner, ACC_POLICY_MAX_FIELDS, &t->fields, &t->field_count);
     free(owner);
 }
 
@@ -530,6 +542,7 @@ typedef struct {
     const yaml_node_t *record_types;
     const yaml_node_t *fields;
     const yaml_node_t *subject;
+    const yaml_node_t *outcomes;
 } s_rule_entry_t;
 
 static const acc_yaml_entry_t s_rule_entries[] = {
@@ -543,6 +556,7 @@ static const acc_yaml_entry_t s_rule_entries[] = {
     { "purpose", ACC_YT_STRING, true, offsetof(s_rule_entry_t, purpose), NULL, 0, 0 },
     { "lawful_basis", ACC_YT_STRING, true, offsetof(s_rule_entry_t, lawful_basis), NULL, 0, 0 },
     { "consent", ACC_YT_STRING, true, offsetof(s_rule_entry_t, consent), NULL, 0, 0 },
+    { "outcomes", ACC_YT_NODE, false, offsetof(s_rule_entry_t, outcomes), NULL, 0, 0 },
 };
 
 /* What one rule compiles to before it is spread over the slots. */
@@ -555,6 +569,10 @@ typedef struct {
     size_t type_count;
     unsigned subject_mask;
     acc_consent_rule_t consent;
+    unsigned outcome_statuses; /* 0: the rule takes no outcomes */
+    bool to_sender;
+    policy_field_t *outcome_fields; /* owned until moved into the rule */
+    size_t outcome_field_count;
 } s_compiled_t;
 
 static bool s_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
@@ -672,6 +690,95 @@ static bool s_rule_consent(s_ctx_t *c, const yaml_node_t *node, const s_rule_ent
     return true;
 }
 
+typedef struct {
+    const yaml_node_t *statuses;
+    const yaml_node_t *fields;
+    bool to_sender;
+} s_outcomes_entry_t;
+
+static const acc_yaml_entry_t s_outcomes_entries[] = {
+    { "statuses", ACC_YT_NODE, true, offsetof(s_outcomes_entry_t, statuses), NULL, 0, 0 },
+    { "fields", ACC_YT_NODE, false, offsetof(s_outcomes_entry_t, fields), NULL, 0, 0 },
+    { "to_sender", ACC_YT_BOOL, false, offsetof(s_outcomes_entry_t, to_sender), "false", 0, 0 },
+};
+
+static bool s_outcome_statuses(s_ctx_t *c, const char *rule, const yaml_node_t *list,
+                               unsigned *statuses)
+{
+    if (list == NULL || !s_is_list(c, list, "statuses")) {
+        return false;
+    }
+    if (s_items(list) == 0) {
+        acc_yaml_diag(c->diag, c->doc, list,
+                      "rule \"%s\": outcomes need at least one status (received, accepted, "
+                      "declined, closed)",
+                      rule);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < s_items(list); i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *name = acc_yaml_scalar(item);
+        unsigned bit = name != NULL ? acc_outcome_status_parse(name) : 0;
+        if (bit == 0) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "rule \"%s\": unknown outcome status \"%s\" (received, accepted, "
+                          "declined, closed)",
+                          rule, name != NULL ? name : "?");
+            ok = false;
+        } else if ((*statuses & bit) != 0) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "rule \"%s\": outcome status \"%s\" is listed twice", rule, name);
+            ok = false;
+        }
+        *statuses |= bit;
+    }
+    return ok;
+}
+
+static bool s_outcome_fields(s_ctx_t *c, const char *rule, const yaml_node_t *map, s_compiled_t *r)
+{
+    if (map == NULL) {
+        return true;
+    }
+    if (map->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, map,
+                      "rule \"%s\": outcome \"fields\" must be a mapping of field name to type",
+                      rule);
+        return false;
+    }
+    char *owner = acc_xasprintf("the outcomes of rule \"%s\"", rule);
+    bool ok = s_load_field_map(c, map, owner, ACC_POLICY_MAX_OUTCOME_FIELDS, &r->outcome_fields,
+                               &r->outcome_field_count);
+    free(owner);
+    return ok;
+}
+
+/* A rule's `outcomes:`, when it has one: the statuses a recipient may report on a
+ * share, the fields an outcome may carry, and whether it goes back to the sender. */
+static bool s_rule_outcomes(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+{
+    if (e->outcomes == NULL) {
+        return true;
+    }
+    if (e->outcomes->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, e->outcomes,
+                      "rule \"%s\": \"outcomes\" must be a mapping of statuses, fields and "
+                      "to_sender",
+                      e->id);
+        return false;
+    }
+    s_outcomes_entry_t o = { 0 };
+    bool ok = acc_yaml_read_map(c->doc, e->outcomes, s_outcomes_entries,
+                                POLICY_N_OF(s_outcomes_entries), &o, c->diag) == ACC_OK;
+    unsigned statuses = 0;
+    ok = s_outcome_statuses(c, e->id, o.statuses, &statuses) && ok;
+    ok = s_outcome_fields(c, e->id, o.fields, r) && ok;
+    r->outcome_statuses = ok ? statuses : 0;
+    r->to_sender = o.to_sender;
+    return ok;
+}
+
 /* Adds rule index's grant to every (from, type) slot it covers. */
 static bool s_spread(s_ctx_t *c, const yaml_node_t *node, size_t index, const s_compiled_t *r)
 {
@@ -712,8 +819,7 @@ static bool s_spread(s_ctx_t *c, const yaml_node_t *node, size_t index, const s_
     return true;
 }
 
-static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e,
-                       const s_compiled_t *r)
+static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e, s_compiled_t *r)
 {
     acc_policy_t *p = c->policy;
     size_t index = p->rule_count++;
@@ -722,6 +828,12 @@ static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e,
     rule->purpose = e->purpose;
     rule->lawful_basis = e->lawful_basis;
     rule->consent = r->consent;
+    rule->outcome_statuses = r->outcome_statuses;
+    rule->to_sender = r->to_sender;
+    rule->outcome_fields = r->outcome_fields;
+    rule->outcome_field_count = r->outcome_field_count;
+    r->outcome_fields = NULL;
+    r->outcome_field_count = 0;
     rule->withheld_reason = acc_xasprintf(
         r->consent == ACC_CONSENT_RULE_REQUIRED
             ? "consent not given: rule \"%s\" requires consent"
@@ -760,6 +872,7 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
     ok = s_rule_fields(c, &e, r) && ok;
     ok = s_rule_subject(c, &e, r) && ok;
     ok = (e.consent == NULL || s_rule_consent(c, node, &e, r)) && ok;
+    ok = s_rule_outcomes(c, &e, r) && ok;
     if (ok && (r->to_count == 0 || r->type_count == 0)) {
         acc_yaml_diag(c->diag, c->doc, node, "rule \"%s\" can never fire: it names no %s", e.id,
                       r->to_count == 0 ? "recipient" : "record type");
@@ -769,6 +882,7 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
         s_add_rule(c, node, &e, r);
     }
     acc_yaml_free_map(s_rule_entries, POLICY_N_OF(s_rule_entries), &e);
+    s_free_fields(r->outcome_fields, r->outcome_field_count);
     free(r);
 }
 
@@ -793,6 +907,216 @@ static void s_load_rules(s_ctx_t *c, const yaml_node_t *list)
     }
 }
 
+static int s_rule_key_cmp(const void *a, const void *b)
+{
+    return strcmp(((const policy_rule_key_t *)a)->id, ((const policy_rule_key_t *)b)->id);
+}
+
+/* Outcomes name the rules of a share by id: an index sorted by id finds each in
+ * log(rules) steps. Ids are unique once the agreement has loaded without errors. */
+static void s_index_rules(acc_policy_t *p)
+{
+    p->rules_by_id = acc_xcalloc(p->rule_count, sizeof(*p->rules_by_id));
+    for (size_t i = 0; i < p->rule_count; i++) {
+        p->rules_by_id[i] = (policy_rule_key_t){ .id = p->rules[i].id, .index = i };
+    }
+    qsort(p->rules_by_id, p->rule_count, sizeof(*p->rules_by_id), s_rule_key_cmp);
+}
+
+bool policy_find_rule(const acc_policy_t *p, const char *id, size_t *index)
+{
+    if (p->rule_count == 0) {
+        return false; /* bsearch must not be given a NULL array */
+    }
+    policy_rule_key_t key = { .id = id };
+    const policy_rule_key_t *found =
+        bsearch(&key, p->rules_by_id, p->rule_count, sizeof(*p->rules_by_id), s_rule_key_cmp);
+    if (found == NULL) {
+        return false;
+    }
+    *index = found->index;
+    return true;
+}
+
+/* ---- lookups ---- */
+
+static void s_free_lookup(policy_lookup_t *l)
+{
+    free(l->id);
+    free(l->by);
+    acc_strlist_clear(&l->purposes);
+}
+
+typedef struct {
+    char *id;
+    /* cppcheck-suppress unusedStructMember ; filled and freed through s_lookup_entries */
+    char *description;
+    const yaml_node_t *by;
+    const yaml_node_t *purposes;
+    char *window;
+    bool notify;
+} s_lookup_entry_t;
+
+static const acc_yaml_entry_t s_lookup_entries[] = {
+    { "id", ACC_YT_STRING, true, offsetof(s_lookup_entry_t, id), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_lookup_entry_t, description), NULL, 0, 0 },
+    { "by", ACC_YT_NODE, true, offsetof(s_lookup_entry_t, by), NULL, 0, 0 },
+    { "purposes", ACC_YT_NODE, true, offsetof(s_lookup_entry_t, purposes), NULL, 0, 0 },
+    { "window", ACC_YT_STRING, true, offsetof(s_lookup_entry_t, window), NULL, 0, 0 },
+    { "notify", ACC_YT_BOOL, false, offsetof(s_lookup_entry_t, notify), "false", 0, 0 },
+};
+
+static bool s_is_auditor(const acc_policy_t *p, const char *id)
+{
+    for (size_t i = 0; i < p->auditor_count; i++) {
+        if (strcmp(p->auditors[i].id, id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool s_lookup_by(s_ctx_t *c, const char *lookup, const yaml_node_t *list, policy_lookup_t *l)
+{
+    if (list == NULL || !s_is_list(c, list, "by")) {
+        return false;
+    }
+    if (s_items(list) == 0) {
+        acc_yaml_diag(c->diag, c->doc, list, "lookup \"%s\": \"by\" names no agency", lookup);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < s_items(list); i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *id = acc_yaml_scalar(item);
+        size_t a = 0;
+        if (id != NULL && s_find_agency(c->policy, id, &a)) {
+            l->by[a] = true;
+            continue;
+        }
+        ok = false;
+        if (id != NULL && s_is_auditor(c->policy, id)) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "lookup \"%s\": \"%s\" is an auditor; only agencies look up", lookup, id);
+        } else {
+            acc_yaml_diag(c->diag, c->doc, item, "lookup \"%s\" is made by unknown agency \"%s\"",
+                          lookup, id != NULL ? id : "?");
+        }
+    }
+    return ok;
+}
+
+static bool s_lookup_purposes(s_ctx_t *c, const char *lookup, const yaml_node_t *list,
+                              policy_lookup_t *l)
+{
+    if (list == NULL || !s_is_list(c, list, "purposes")) {
+        return false;
+    }
+    size_t n = s_items(list);
+    if (n == 0 || n > ACC_POLICY_MAX_LOOKUP_PURPOSES) {
+        acc_yaml_diag(c->diag, c->doc, list, "lookup \"%s\" needs 1 to %d purposes, not %zu",
+                      lookup, ACC_POLICY_MAX_LOOKUP_PURPOSES, n);
+        return false;
+    }
+    l->purposes.items = acc_xcalloc(n, sizeof(char *));
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *text = acc_yaml_scalar(item);
+        if (text == NULL || text[0] == '\0' || strlen(text) > ACC_POLICY_MAX_PURPOSE_BYTES) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "lookup \"%s\": each purpose must be text of 1 to %d bytes", lookup,
+                          ACC_POLICY_MAX_PURPOSE_BYTES);
+            ok = false;
+            continue;
+        }
+        l->purposes.items[l->purposes.count++] = acc_xstrdup(text);
+    }
+    return ok;
+}
+
+/* "N days|months|years" (or the singular), N 1..ACC_POLICY_MAX_WINDOW, into the
+ * canonical plural interval and an upper bound in days. */
+static bool s_parse_window(const char *text, policy_lookup_t *l)
+{
+    static const struct {
+        const char *singular;
+        const char *plural;
+        int64_t days;
+    } units[] = {
+        { "day", "days", 1 },
+        { "month", "months", 31 },
+        { "year", "years", 366 },
+    };
+    size_t digits = strspn(text, "0123456789");
+    if (digits == 0 || digits > 4 || text[0] == '0') {
+        return false;
+    }
+    long n = strtol(text, NULL, 10);
+    const char *unit = text + digits + strspn(text + digits, " ");
+    if (n > ACC_POLICY_MAX_WINDOW || unit == text + digits) {
+        return false;
+    }
+    for (size_t i = 0; i < POLICY_N_OF(units); i++) {
+        if (strcmp(unit, units[i].singular) == 0 || strcmp(unit, units[i].plural) == 0) {
+            (void)snprintf(l->window, sizeof(l->window), "%ld %s", n, units[i].plural);
+            l->window_days_max = (int64_t)n * units[i].days;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Every part of a lookup is checked even when another part is wrong, as for rules. */
+static void s_load_lookup(s_ctx_t *c, const yaml_node_t *node)
+{
+    acc_policy_t *p = c->policy;
+    s_lookup_entry_t e = { 0 };
+    policy_lookup_t l = { .by = acc_xcalloc(p->agency_count, sizeof(bool)) };
+    bool ok = acc_yaml_read_map(c->doc, node, s_lookup_entries, POLICY_N_OF(s_lookup_entries), &e,
+                                c->diag) == ACC_OK;
+    const char *id = e.id != NULL ? e.id : "?";
+    ok = s_check_id(c, node, e.id, "lookup") && ok && e.id != NULL;
+    if (e.id != NULL && s_seen(&c->lookup_ids, e.id)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"), "duplicate lookup id \"%s\"", id);
+        ok = false;
+    }
+    ok = s_lookup_by(c, id, e.by, &l) && ok;
+    ok = s_lookup_purposes(c, id, e.purposes, &l) && ok;
+    if (e.window != NULL && !s_parse_window(e.window, &l)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "window"),
+                      "lookup \"%s\": window \"%s\" must be N days, N months or N years, N "
+                      "from 1 to %d",
+                      id, e.window, ACC_POLICY_MAX_WINDOW);
+        ok = false;
+    }
+    if (ok) {
+        l.id = e.id;
+        e.id = NULL;
+        l.notify = e.notify;
+        p->lookups[p->lookup_count++] = l;
+    } else {
+        s_free_lookup(&l);
+    }
+    acc_yaml_free_map(s_lookup_entries, POLICY_N_OF(s_lookup_entries), &e);
+}
+
+static void s_load_lookups(s_ctx_t *c, const yaml_node_t *list)
+{
+    if (list == NULL || !s_is_list(c, list, "lookups")) {
+        return;
+    }
+    size_t n = s_items(list);
+    if (n > ACC_POLICY_MAX_LOOKUPS) {
+        acc_yaml_diag(c->diag, c->doc, list, "more than %d lookups", ACC_POLICY_MAX_LOOKUPS);
+        return;
+    }
+    c->policy->lookups = acc_xcalloc(n, sizeof(*c->policy->lookups));
+    for (size_t i = 0; i < n; i++) {
+        s_load_lookup(c, s_item(c, list, i));
+    }
+}
+
 /* ---- the whole file ---- */
 
 typedef struct {
@@ -801,6 +1125,7 @@ typedef struct {
     const yaml_node_t *auditors;
     const yaml_node_t *record_types;
     const yaml_node_t *rules;
+    const yaml_node_t *lookups;
 } s_top_t;
 
 static const acc_yaml_entry_t s_top_entries[] = {
@@ -809,6 +1134,7 @@ static const acc_yaml_entry_t s_top_entries[] = {
     { "auditors", ACC_YT_NODE, false, offsetof(s_top_t, auditors), NULL, 0, 0 },
     { "record_types", ACC_YT_NODE, false, offsetof(s_top_t, record_types), NULL, 0, 0 },
     { "rules", ACC_YT_NODE, false, offsetof(s_top_t, rules), NULL, 0, 0 },
+    { "lookups", ACC_YT_NODE, false, offsetof(s_top_t, lookups), NULL, 0, 0 },
 };
 
 static void s_load_all(s_ctx_t *c)
@@ -831,6 +1157,8 @@ static void s_load_all(s_ctx_t *c)
     s_load_parties(c, top.auditors, true);
     s_load_types(c, top.record_types);
     s_load_rules(c, top.rules);
+    s_index_rules(c->policy);
+    s_load_lookups(c, top.lookups);
 }
 
 static acc_rc_t s_from_doc(acc_policy_t **out, acc_yaml_doc_t *doc, acc_diag_t *diag,
@@ -849,6 +1177,7 @@ static acc_rc_t s_from_doc(acc_policy_t **out, acc_yaml_doc_t *doc, acc_diag_t *
     acc_strlist_clear(&c.party_ids);
     acc_strlist_clear(&c.type_ids);
     acc_strlist_clear(&c.rule_ids);
+    acc_strlist_clear(&c.lookup_ids);
     size_t found = d->count - before;
     acc_rc_t rc = ACC_OK;
     if (found > 0) {
@@ -891,6 +1220,18 @@ acc_rc_t acc_policy_load(acc_policy_t **out, const char *path, acc_diag_t *diag,
     return s_finish(out, rc, doc, diag, err);
 }
 
+static void s_free_rules(policy_rule_t *rules, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(rules[i].id);
+        free(rules[i].purpose);
+        free(rules[i].lawful_basis);
+        free(rules[i].withheld_reason);
+        s_free_fields(rules[i].outcome_fields, rules[i].outcome_field_count);
+    }
+    free(rules);
+}
+
 void acc_policy_destroy(acc_policy_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL) {
@@ -906,28 +1247,22 @@ void acc_policy_destroy(acc_policy_t **self_p)
         free(p->auditors[i].name);
     }
     for (size_t i = 0; i < p->type_count; i++) {
-        for (size_t k = 0; k < p->types[i].field_count; k++) {
-            free(p->types[i].fields[k].name);
-            free(p->types[i].fields[k].spec);
-            acc_strlist_clear(&p->types[i].fields[k].values);
-        }
-        free(p->types[i].fields);
+        s_free_fields(p->types[i].fields, p->types[i].field_count);
         free(p->types[i].id);
     }
-    for (size_t i = 0; i < p->rule_count; i++) {
-        free(p->rules[i].id);
-        free(p->rules[i].purpose);
-        free(p->rules[i].lawful_basis);
-        free(p->rules[i].withheld_reason);
-    }
+    s_free_rules(p->rules, p->rule_count);
     for (size_t i = 0; p->slots != NULL && i < p->agency_count * p->type_count; i++) {
         free(p->slots[i].grants);
     }
+    for (size_t i = 0; i < p->lookup_count; i++) {
+        s_free_lookup(&p->lookups[i]);
+    }
+    free(p->lookups);
+    free(p->rules_by_id);
     free(p->slots);
     free(p->agencies);
     free(p->auditors);
     free(p->types);
-    free(p->rules);
     free(p->path);
     free(p->id);
     free(p->title);
