@@ -77,13 +77,13 @@ TestSuite(outcomes, .init = setup, .fini = teardown, .timeout = 240);
 
 static char *s_ed_json(const char *record_id, const char *nhs)
 {
-    char *json = NULL;
-    cr_assert(asprintf(&json,
+    char *json = malloc(1024);
+    cr_assert(snprintf(json, 1024,
                        "{\"record_id\":\"%s\",\"record_type\":\"ed-attendance\","
                        "\"occurred_at\":\"2026-11-30T21:40:00Z\",\"subject\":{\"nhs_number\":"
                        "\"%s\",\"family_name\":\"Smith\"},\"fields\":{\"attendance_date\":"
                        "\"2026-11-30\",\"presenting_complaint\":\"fall from a height\"}}",
-                       record_id, nhs) > 0);
+                       record_id, nhs) < 1024);
     return json;
 }
 
@@ -117,14 +117,14 @@ static Accord__V1__ErrorCode s_report(client_t *c, const char *share, const char
     Accord__V1__Field *ptrs[4];
     for (size_t i = 0; i < n; i++) {
         accord__v1__field__init(&f[i]);
-        f[i].name = (char *)fields[i].name;
+        f[i].name = acc_pb_str(fields[i].name);
         f[i].value_case = ACCORD__V1__FIELD__VALUE_TEXT;
-        f[i].text = (char *)fields[i].text;
+        f[i].text = acc_pb_str(fields[i].text);
         ptrs[i] = &f[i];
     }
     Accord__V1__Outcome outcome = ACCORD__V1__OUTCOME__INIT;
-    outcome.share_id = (char *)share;
-    outcome.status = (char *)status;
+    outcome.share_id = acc_pb_str(share);
+    outcome.status = acc_pb_str(status);
     outcome.n_fields = n;
     outcome.fields = ptrs;
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
@@ -226,7 +226,7 @@ Test(outcomes, an_outcome_reaches_the_publisher_once_and_is_acknowledged)
                                   "accord_log_acks)",
                                   2, 10000),
                  2);
-    char where[256];
+    char where[512];
     snprintf(where, sizeof(where),
              "event = 'outcome' AND from_agency = '" MASH "' AND to_agency = '" ED "' AND "
              "refers_to = '%s' AND record_id = 'ed-att-1' AND subject_tag IS NOT NULL AND "
@@ -288,7 +288,7 @@ Test(outcomes, every_bad_outcome_is_refused_with_its_own_code_and_logged)
                             "INVALID_FIELD",      "STATUS_OUT_OF_ORDER", NULL };
     const long want[] = { 1, 2, 2, 3, 2 };
     for (size_t i = 0; codes[i] != NULL; i++) {
-        char where[256];
+        char where[512];
         snprintf(where, sizeof(where),
                  "event = 'refused' AND error_code = '%s' AND reason LIKE 'outcome %%refused: %%' "
                  "AND payload IS NULL",
@@ -355,12 +355,12 @@ static Accord__V1__Envelope *s_lookup(client_t *c, const char *nhs, const char *
                                       const char *dob, const char *purpose)
 {
     Accord__V1__Subject subject = ACCORD__V1__SUBJECT__INIT;
-    subject.nhs_number = (char *)nhs;
-    subject.local_id = (char *)local_id;
-    subject.date_of_birth = (char *)dob;
+    subject.nhs_number = acc_pb_str(nhs);
+    subject.local_id = acc_pb_str(local_id);
+    subject.date_of_birth = acc_pb_str(dob);
     Accord__V1__Lookup lookup = ACCORD__V1__LOOKUP__INIT;
     lookup.subject = &subject;
-    lookup.purpose = (char *)purpose;
+    lookup.purpose = acc_pb_str(purpose);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = 43;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP;
@@ -438,7 +438,7 @@ Test(outcomes, a_lookup_names_who_is_involved_logs_it_and_tells_them)
     char lookup_id[37];
     snprintf(lookup_id, sizeof(lookup_id), "%s", r->lookup_id);
     accord__v1__envelope__free_unpacked(reply, NULL);
-    char where[256];
+    char where[512];
     snprintf(where, sizeof(where),
              "event = 'looked-up' AND from_agency = '" MASH "' AND purpose = '" PURPOSE "' AND "
              "rule_ids = '{mash-involvement}' AND subject_tag IS NOT NULL AND share_id = '%s' AND "
