@@ -44,13 +44,78 @@ static void s_print_masks(FILE *out, const acc_policy_t *p, size_t type, const a
     (void)fprintf(out, "%s\n", sep[0] == '\0' ? "(none)" : "");
 }
 
-static void s_print_rules(FILE *out, const acc_policy_t *p, const acc_recipient_t *r)
+/* What a recipient may report back on a share under rule, if the rule takes outcomes. */
+static void s_print_outcomes(FILE *out, const acc_policy_t *p, size_t rule, size_t from)
+{
+    unsigned statuses = 0;
+    bool to_sender = false;
+    if (!acc_policy_rule_outcomes(p, rule, &statuses, &to_sender)) {
+        return;
+    }
+    (void)fprintf(out, "        outcomes: ");
+    const char *sep = "";
+    for (unsigned bit = ACC_OUTCOME_RECEIVED; bit <= ACC_OUTCOME_CLOSED; bit <<= 1U) {
+        if ((statuses & bit) != 0) {
+            (void)fprintf(out, "%s%s", sep, acc_outcome_status_name(bit));
+            sep = ", ";
+        }
+    }
+    (void)fprintf(out, "; %s %s\n        outcome fields: ",
+                  to_sender ? "each goes back to" : "not sent back to",
+                  acc_policy_agency_id(p, from));
+    size_t n = acc_policy_rule_outcome_field_count(p, rule);
+    for (size_t i = 0; i < n; i++) {
+        (void)fprintf(out, "%s%s (%s)", i > 0 ? ", " : "",
+                      acc_policy_rule_outcome_field_name(p, rule, i),
+                      acc_policy_rule_outcome_field_spec(p, rule, i));
+    }
+    (void)fprintf(out, "%s\n", n == 0 ? "(none)" : "");
+}
+
+static void s_print_rules(FILE *out, const acc_policy_t *p, size_t from, const acc_recipient_t *r)
 {
     for (size_t k = 0; k < r->rule_count; k++) {
         size_t rule = r->rules[k];
         (void)fprintf(out, "      rule %s: %s\n        purpose: %s\n        lawful basis: %s\n",
                       acc_policy_rule_id(p, rule), s_consent_text(acc_policy_rule_consent(p, rule)),
                       acc_policy_rule_purpose(p, rule), acc_policy_rule_lawful_basis(p, rule));
+        s_print_outcomes(out, p, rule, from);
+    }
+}
+
+/* The lookups agency from may make: who may ask, for which purposes, how far back. */
+static void s_print_lookups(FILE *out, const acc_policy_t *p, size_t from)
+{
+    size_t mine = 0;
+    for (size_t l = 0; l < acc_policy_lookup_count(p); l++) {
+        mine += acc_policy_lookup_allows(p, l, from) ? 1 : 0;
+    }
+    (void)fprintf(out, "lookups %s may make: ", acc_policy_agency_id(p, from));
+    if (mine == 0) {
+        (void)fprintf(out, "none\n");
+        return;
+    }
+    (void)fprintf(out, "%zu\n", mine);
+    for (size_t l = 0; l < acc_policy_lookup_count(p); l++) {
+        if (!acc_policy_lookup_allows(p, l, from)) {
+            continue;
+        }
+        (void)fprintf(out, "  lookup %s: asked by ", acc_policy_lookup_id(p, l));
+        const char *sep = "";
+        for (size_t a = 0; a < acc_policy_agency_count(p); a++) {
+            if (acc_policy_lookup_allows(p, l, a)) {
+                (void)fprintf(out, "%s%s", sep, acc_policy_agency_id(p, a));
+                sep = ", ";
+            }
+        }
+        (void)fprintf(out, "\n");
+        for (size_t i = 0; i < acc_policy_lookup_purpose_count(p, l); i++) {
+            (void)fprintf(out, "    purpose: %s\n", acc_policy_lookup_purpose(p, l, i));
+        }
+        (void)fprintf(out, "    window: %s\n    notify: %s\n", acc_policy_lookup_window(p, l),
+                      acc_policy_lookup_notifies(p, l)
+                          ? "yes, each agency named in an answer is told"
+                          : "no");
     }
 }
 
@@ -71,9 +136,10 @@ int explain_type(FILE *out, const acc_policy_t *policy, size_t from, const char 
         (void)fprintf(out, "  -> %s (%s)\n", acc_policy_agency_id(policy, r->agency),
                       acc_policy_agency_name(policy, r->agency));
         s_print_masks(out, policy, d->type, r);
-        s_print_rules(out, policy, r);
+        s_print_rules(out, policy, from, r);
     }
     free(d);
+    s_print_lookups(out, policy, from);
     return status;
 }
 
@@ -90,7 +156,7 @@ static char *s_read_file(const char *path, size_t *len)
     return text;
 }
 
-static int s_print_decision(FILE *out, const acc_policy_t *p, const acc_decision_t *d)
+static int s_print_decision(FILE *out, const acc_policy_t *p, size_t from, const acc_decision_t *d)
 {
     int shared = 0;
     for (size_t i = 0; i < d->recipient_count; i++) {
@@ -106,7 +172,7 @@ static int s_print_decision(FILE *out, const acc_policy_t *p, const acc_decision
                           ? " without consent, on the safeguarding justification given"
                           : "");
         s_print_masks(out, p, d->type, r);
-        s_print_rules(out, p, r);
+        s_print_rules(out, p, from, r);
     }
     return shared > 0 ? 0 : 1;
 }
@@ -148,7 +214,7 @@ int explain_record(FILE *out, const acc_policy_t *policy, size_t from, const cha
     } else {
         (void)fprintf(out, "record %s (consent: %s) would be:\n", rec->record_id,
                       acc_pb_consent_name(rec->consent));
-        status = s_print_decision(out, policy, d);
+        status = s_print_decision(out, policy, from, d);
     }
     free(d);
     acc_record_free(&rec);
