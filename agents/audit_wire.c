@@ -351,51 +351,70 @@ static json_t *s_part_json(Accord__V1__Field **fields, size_t n, Accord__V1__Sub
     return part;
 }
 
+static json_t *s_outcome_json(const uint8_t *plain, size_t len)
+{
+    Accord__V1__OutcomeNotice *n =
+        accord__v1__outcome_notice__unpack(acc_pb_wiping_allocator(), len, plain);
+    if (n == NULL) {
+        return NULL;
+    }
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "outcome_id", n->outcome_id, "share_id",
+                  n->share_id, "status", n->status, "reported_by", n->to_agency, "at", n->at,
+                  "fields", s_part_json(n->fields, n->n_fields, NULL, "fields"));
+    protobuf_c_message_free_unpacked(&n->base, acc_pb_wiping_allocator());
+    return out;
+}
+
+static json_t *s_lookup_notice_json(const uint8_t *plain, size_t len)
+{
+    Accord__V1__LookupNotice *n =
+        accord__v1__lookup_notice__unpack(acc_pb_wiping_allocator(), len, plain);
+    if (n == NULL) {
+        return NULL;
+    }
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "lookup_id", n->lookup_id, "by_agency",
+                  n->by_agency, "purpose", n->purpose, "lookup", n->lookup_rule, "at", n->at,
+                  "subject", s_part_json(NULL, 0, n->subject, "subject"));
+    protobuf_c_message_free_unpacked(&n->base, acc_pb_wiping_allocator());
+    return out;
+}
+
+static json_t *s_lookup_result_json(const uint8_t *plain, size_t len)
+{
+    Accord__V1__LookupResult *r =
+        accord__v1__lookup_result__unpack(acc_pb_wiping_allocator(), len, plain);
+    if (r == NULL) {
+        return NULL;
+    }
+    json_t *agencies = json_array();
+    for (size_t i = 0; i < r->n_agencies; i++) {
+        const Accord__V1__Involvement *v = r->agencies[i];
+        json_t *types = json_array();
+        for (size_t k = 0; k < v->n_record_types; k++) {
+            json_array_append_new(types, json_string(v->record_types[k]));
+        }
+        json_array_append_new(agencies,
+                              json_pack("{s:s, s:o, s:s, s:s, s:i}", "agency", v->agency_id,
+                                        "record_types", types, "first", v->first_at, "last",
+                                        v->last_at, "open_referrals", (int)v->open_referrals));
+    }
+    json_t *out = json_pack("{s:s, s:o}", "window_from", r->window_from, "agencies", agencies);
+    protobuf_c_message_free_unpacked(&r->base, acc_pb_wiping_allocator());
+    return out;
+}
+
 /* What an outcome, a lookup or a lookup's notification carries (schema 0009). */
 static json_t *s_notice_json(const char *event, const uint8_t *plain, size_t len)
 {
-    json_t *out = NULL;
     if (strcmp(event, "outcome") == 0) {
-        Accord__V1__OutcomeNotice *n =
-            accord__v1__outcome_notice__unpack(acc_pb_wiping_allocator(), len, plain);
-        if (n != NULL) {
-            out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "outcome_id", n->outcome_id,
-                            "share_id", n->share_id, "status", n->status, "reported_by",
-                            n->to_agency, "at", n->at, "fields",
-                            s_part_json(n->fields, n->n_fields, NULL, "fields"));
-            protobuf_c_message_free_unpacked(&n->base, acc_pb_wiping_allocator());
-        }
-    } else if (strcmp(event, "notified") == 0) {
-        Accord__V1__LookupNotice *n =
-            accord__v1__lookup_notice__unpack(acc_pb_wiping_allocator(), len, plain);
-        if (n != NULL) {
-            out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "lookup_id", n->lookup_id,
-                            "by_agency", n->by_agency, "purpose", n->purpose, "lookup",
-                            n->lookup_rule, "at", n->at, "subject",
-                            s_part_json(NULL, 0, n->subject, "subject"));
-            protobuf_c_message_free_unpacked(&n->base, acc_pb_wiping_allocator());
-        }
-    } else {
-        Accord__V1__LookupResult *r =
-            accord__v1__lookup_result__unpack(acc_pb_wiping_allocator(), len, plain);
-        if (r != NULL) {
-            json_t *agencies = json_array();
-            for (size_t i = 0; i < r->n_agencies; i++) {
-                const Accord__V1__Involvement *v = r->agencies[i];
-                json_t *types = json_array();
-                for (size_t k = 0; k < v->n_record_types; k++) {
-                    json_array_append_new(types, json_string(v->record_types[k]));
-                }
-                json_array_append_new(
-                    agencies, json_pack("{s:s, s:o, s:s, s:s, s:i}", "agency", v->agency_id,
-                                        "record_types", types, "first", v->first_at, "last",
-                                        v->last_at, "open_referrals", (int)v->open_referrals));
-            }
-            out = json_pack("{s:s, s:o}", "window_from", r->window_from, "agencies", agencies);
-            protobuf_c_message_free_unpacked(&r->base, acc_pb_wiping_allocator());
-        }
+        return s_outcome_json(plain, len);
     }
-    return out;
+    if (strcmp(event, "notified") == 0) {
+        return s_lookup_notice_json(plain, len);
+    }
+    return s_lookup_result_json(plain, len);
 }
 
 /* The record a row carries, opened with the epoch key sealed to this auditor;
@@ -578,8 +597,8 @@ static void s_report_notice(json_t *row, const char *event)
     if (strcmp(event, "outcome") == 0) {
         (void)printf(" - %s reported \"%s\" on the %s record %s from %s (share %s)\n",
                      s_get(row, "from"), s_get(row, "reason"), s_get(row, "record_type"),
-                     s_get(row, "record_id"), s_get(row, "to")[0] != '\0' ? s_get(row, "to")
-                                                                          : "its publisher",
+                     s_get(row, "record_id"),
+                     s_get(row, "to")[0] != '\0' ? s_get(row, "to") : "its publisher",
                      s_get(row, "refers_to"));
         (void)printf("    reported:      %s\n", text != NULL ? text : "");
     } else if (strcmp(event, "looked-up") == 0) {
@@ -588,8 +607,8 @@ static void s_report_notice(json_t *row, const char *event)
                      s_get(row, "reason"));
         (void)printf("    disclosed:     %s\n", text != NULL ? text : "");
     } else {
-        (void)printf(" - %s was told that %s looked this child up (lookup %s)\n",
-                     s_get(row, "to"), s_get(row, "from"), s_get(row, "refers_to"));
+        (void)printf(" - %s was told that %s looked this child up (lookup %s)\n", s_get(row, "to"),
+                     s_get(row, "from"), s_get(row, "refers_to"));
         (void)printf("    purpose:       %s\n", s_get(row, "purpose"));
     }
     free(text);

@@ -173,9 +173,23 @@ static void s_overdue(const broker_t *self, s_query_t *q, uint32_t days)
     (void)snprintf(q->overdue_days, sizeof(q->overdue_days), "%u", days);
     s_add(q, q->overdue_days, "event = 'shared' AND at < now() - interval '1 day' * ", "::int",
           "overdue_days");
-    s_add(q, q->outcome_rules, "rule_ids && ", "::text[] AND NOT EXISTS (SELECT 1 FROM "
+    s_add(q, q->outcome_rules, "rule_ids && ",
+          "::text[] AND NOT EXISTS (SELECT 1 FROM "
           "accord_log o WHERE o.refers_to = accord_log.share_id AND o.event = 'outcome')",
           "taking_outcomes");
+}
+
+/* The share's own rows, and its acknowledgement when that was batched. */
+static void s_add_share(s_query_t *q, const char *share_id)
+{
+    if (share_id[0] == '\0') {
+        return;
+    }
+    s_add(q, share_id, "seq = ANY (ARRAY(SELECT seq FROM accord_log WHERE share_id = ", "::uuid",
+          "share");
+    size_t len = strlen(q->sql);
+    (void)snprintf(q->sql + len, sizeof(q->sql) - len,
+                   " UNION " AUDIT_BATCH_ACK("s.share_id = $%d::uuid") "))", q->n);
 }
 
 static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQuery *a,
@@ -226,14 +240,7 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     s_add(q, a->rule, "rule_ids @> ARRAY[", "::text]", "rule");
     s_add(q, a->since, "at >= ", "::timestamptz", "since");
     s_add(q, a->until, "at < ", "::timestamptz", "until");
-    if (a->share_id[0] != '\0') {
-        /* the share's own rows, and its acknowledgement when that was batched */
-        s_add(q, a->share_id,
-              "seq = ANY (ARRAY(SELECT seq FROM accord_log WHERE share_id = ", "::uuid", "share");
-        size_t len = strlen(q->sql);
-        (void)snprintf(q->sql + len, sizeof(q->sql) - len,
-                       " UNION " AUDIT_BATCH_ACK("s.share_id = $%d::uuid") "))", q->n);
-    }
+    s_add_share(q, a->share_id);
     if (a->overdue_days > 0) {
         s_overdue(self, q, a->overdue_days);
     }

@@ -85,16 +85,16 @@ typedef struct broker_t {
     acc_policy_t *policy;
     uint8_t *subject_key; /* sodium_malloc, 32 bytes */
     peers_t *peers;
-    void *monitor;           /* PAIR socket: the router's disconnections, from libzmq */
-    inmsg_t *inbox;          /* one read pass of messages, allocated on first use */
-    batch_t staging;         /* the batch being read and staged */
-    batch_t flight;          /* the batch whose commit is in flight (ledger_in_flight) */
-    bool replaying;          /* committing held publishes one at a time after a data failure */
+    void *monitor;              /* PAIR socket: the router's disconnections, from libzmq */
+    inmsg_t *inbox;             /* one read pass of messages, allocated on first use */
+    batch_t staging;            /* the batch being read and staged */
+    batch_t flight;             /* the batch whose commit is in flight (ledger_in_flight) */
+    bool replaying;             /* committing held publishes one at a time after a data failure */
     staged_outcome_t *outcomes; /* staged or in flight (outcome.c) */
     size_t outcome_count;
     size_t outcome_cap;
-    delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
-    size_t *agency_inflight; /* per agency index: deliveries sent, unacknowledged */
+    delivery_t *delivery;          /* cursors, deliveries in flight, acknowledgements */
+    size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
     size_t agency_slots;           /* entries in those two arrays */
     const volatile sig_atomic_t *stop_requested;

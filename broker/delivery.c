@@ -482,13 +482,13 @@ static uint8_t *s_notice_from_log(const ledger_share_t *d, size_t *len)
     void *notice = NULL;
     if (strcmp(d->event, "outcome") == 0) {
         env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE;
-        env.outcome_notice = accord__v1__outcome_notice__unpack(acc_pb_wiping_allocator(),
-                                                                d->record_len, d->record);
+        env.outcome_notice =
+            accord__v1__outcome_notice__unpack(acc_pb_wiping_allocator(), d->record_len, d->record);
         notice = env.outcome_notice;
     } else {
         env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE;
-        env.lookup_notice = accord__v1__lookup_notice__unpack(acc_pb_wiping_allocator(),
-                                                              d->record_len, d->record);
+        env.lookup_notice =
+            accord__v1__lookup_notice__unpack(acc_pb_wiping_allocator(), d->record_len, d->record);
         notice = env.lookup_notice;
     }
     if (notice == NULL) {

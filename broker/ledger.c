@@ -1214,15 +1214,15 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_pa
 
 /* A page stops at max_bytes of payloads (always at least one row), so a backlog
  * of large records is never read into memory a whole page at a time. */
-#define PENDING_SELECT                                                                           \
-    "SELECT w.share_id, w.seq, w.from_agency, w.record_type, w.record_id, w.rules, w.purpose, "  \
-    "w.lawful_basis, w.agreement_hash, w.key_epoch, w.nonce, w.payload, w.event, w.stream, "     \
-    "w.total%s FROM (SELECT l.*, sum(length(payload)) "                                          \
-    "OVER (ORDER BY seq) - length(payload) AS before, count(*) OVER () AS total FROM (SELECT "   \
-    "share_id, seq, from_agency, record_type, " LEDGER_STREAM_SQL " AS stream, record_id, "      \
-    "array_to_string(rule_ids, ',') AS rules, purpose, lawful_basis, agreement_hash, "           \
-    "key_epoch, nonce, payload, event FROM accord_log WHERE to_agency = $1 AND event IN "        \
-    "('shared', 'outcome', 'notified') AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "              \
+#define PENDING_SELECT                                                                          \
+    "SELECT w.share_id, w.seq, w.from_agency, w.record_type, w.record_id, w.rules, w.purpose, " \
+    "w.lawful_basis, w.agreement_hash, w.key_epoch, w.nonce, w.payload, w.event, w.stream, "    \
+    "w.total%s FROM (SELECT l.*, sum(length(payload)) "                                         \
+    "OVER (ORDER BY seq) - length(payload) AS before, count(*) OVER () AS total FROM (SELECT "  \
+    "share_id, seq, from_agency, record_type, " LEDGER_STREAM_SQL " AS stream, record_id, "     \
+    "array_to_string(rule_ids, ',') AS rules, purpose, lawful_basis, agreement_hash, "          \
+    "key_epoch, nonce, payload, event FROM accord_log WHERE to_agency = $1 AND event IN "       \
+    "('shared', 'outcome', 'notified') AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "             \
     "WHERE w.before < $4 ORDER BY w.seq"
 
 acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
@@ -1328,15 +1328,16 @@ static void s_parse_outcomes(ledger_reported_t *out, const char *list)
     for (char *item = strtok_r(copy, ",", &save);
          item != NULL && out->outcome_count < LEDGER_OUTCOMES_MAX;
          item = strtok_r(NULL, ",", &save)) {
-        char status[32];
-        char id[40];
-        long long seq = 0;
+        char *inner = NULL;
+        const char *status = strtok_r(item, " ", &inner);
+        const char *id = strtok_r(NULL, " ", &inner);
+        const char *seq = strtok_r(NULL, " ", &inner);
         acc_err_t ignored;
-        if (sscanf(item, "%31s %39s %lld", status, id, &seq) == 3 &&
+        if (status != NULL && id != NULL && seq != NULL &&
             acc_uuid_parse(out->outcomes[out->outcome_count].id, id, &ignored) == ACC_OK) {
             (void)snprintf(out->outcomes[out->outcome_count].status,
                            sizeof(out->outcomes[0].status), "%s", status);
-            out->outcomes[out->outcome_count++].seq = seq;
+            out->outcomes[out->outcome_count++].seq = strtoll(seq, NULL, 10);
         }
     }
     free(copy);
@@ -1363,8 +1364,8 @@ acc_rc_t ledger_find_reported(ledger_t *self, const uint8_t share_id[ACC_LOGROW_
         "s.event = 'shared'",
         1, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s",
-                                  PQerrorMessage(conn));
+        acc_rc_t rc =
+            acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s", PQerrorMessage(conn));
         PQclear(res);
         return rc;
     }
@@ -1379,9 +1380,9 @@ acc_rc_t ledger_find_reported(ledger_t *self, const uint8_t share_id[ACC_LOGROW_
         out->lawful_basis = s_dup_or_null(res, 0, REP_BASIS);
         const char *tag = PQgetvalue(res, 0, REP_TAG);
         acc_err_t ignored;
-        out->has_tag = strlen(tag) == 2 * ACC_LOGROW_TAG_BYTES &&
-                       acc_hex_decode(out->subject_tag, sizeof(out->subject_tag), tag,
-                                      &ignored) == ACC_OK;
+        out->has_tag =
+            strlen(tag) == (size_t)2 * ACC_LOGROW_TAG_BYTES &&
+            acc_hex_decode(out->subject_tag, sizeof(out->subject_tag), tag, &ignored) == ACC_OK;
         out->rules = acc_xstrdup(PQgetvalue(res, 0, REP_RULES));
         char *save = NULL;
         for (char *id = strtok_r(out->rules, "\x1f", &save);
@@ -1427,18 +1428,15 @@ static char *s_text_array(const char *const *items, size_t count)
     return b.data;
 }
 
-acc_rc_t ledger_involvement(ledger_t *self, const uint8_t tag[ACC_LOGROW_TAG_BYTES],
-                            const char *window, const char *asker, const char *const *outcome_rules,
-                            size_t rule_count, char window_from[11], ledger_involved_fn *fn,
-                            void *ctx, acc_err_t *err)
+acc_rc_t ledger_involvement(ledger_t *self, ledger_lookup_t *q, acc_err_t *err)
 {
-    window_from[0] = '\0';
+    q->window_from[0] = '\0';
     PGconn *conn = s_reader(self, err);
     if (conn == NULL) {
         return ACC_ERR_DB;
     }
-    char *rules = s_text_array(outcome_rules, rule_count);
-    const char *values[4] = { (const char *)tag, window, asker, rules };
+    char *rules = s_text_array(q->outcome_rules, q->rule_count);
+    const char *values[4] = { (const char *)q->tag, q->window, q->asker, rules };
     int lengths[4] = { ACC_LOGROW_TAG_BYTES, 0, 0, 0 };
     int formats[4] = { 1, 0, 0, 0 };
     PGresult *res = PQexecParams(
@@ -1473,18 +1471,18 @@ acc_rc_t ledger_involvement(ledger_t *self, const uint8_t tag[ACC_LOGROW_TAG_BYT
             .open_referrals = strtoll(PQgetvalue(res, i, 4), NULL, 10),
         };
         if (i == 0) {
-            (void)snprintf(window_from, 11, "%s", PQgetvalue(res, i, 5));
+            (void)snprintf(q->window_from, sizeof(q->window_from), "%s", PQgetvalue(res, i, 5));
         }
-        fn(ctx, &inv);
+        q->fn(q->ctx, &inv);
     }
     PQclear(res);
-    if (window_from[0] == '\0') {
+    if (q->window_from[0] == '\0') {
         res = PQexecParams(conn,
                            "SELECT to_char((now() - $1::interval) AT TIME ZONE 'UTC', "
                            "'YYYY-MM-DD')",
-                           1, NULL, &window, NULL, NULL, 0);
+                           1, NULL, &q->window, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            (void)snprintf(window_from, 11, "%s", PQgetvalue(res, 0, 0));
+            (void)snprintf(q->window_from, sizeof(q->window_from), "%s", PQgetvalue(res, 0, 0));
         }
         PQclear(res);
     }

@@ -73,13 +73,13 @@ typedef struct {
     const char *stream; /* LEDGER_STREAM_SQL: the cursor it moves */
     const char *from_agency;
     const char *record_type; /* NULL when the row has none */
-    const char *record_id; /* NULL when the row has none */
-    const char *rule_ids;  /* comma-separated */
+    const char *record_id;   /* NULL when the row has none */
+    const char *rule_ids;    /* comma-separated */
     const char *purpose;
     const char *lawful_basis;
     const uint8_t *agreement_hash; /* ACC_POLICY_HASH_BYTES */
-    const uint8_t *record; /* the packed record as minimised for the recipient; for an
-                            * outcome or notified row, the packed OutcomeNotice or LookupNotice */
+    const uint8_t *record;         /* the packed record as minimised for the recipient; for an
+                                    * outcome or notified row, the packed OutcomeNotice or LookupNotice */
     size_t record_len;
     const uint8_t *frame; /* instead of record: a packed Deliver kept in the pre-0008
                            * accord_outbox; NULL otherwise */
@@ -167,17 +167,24 @@ typedef struct {
 } ledger_involved_t;
 typedef void ledger_involved_fn(void *ctx, const ledger_involved_t *inv);
 
-/* Every agency other than asker that shared, or was sent, a record about the
- * child with subject tag tag since window ago (a PostgreSQL interval such as "24
- * months"), earliest first: its record types, first and last day, and its open
- * referrals (shares from or to it under one of outcome_rules not yet
- * declined or closed). From the log's metadata alone: no payload is read. *window_from gets
- * the first day the answer covers (YYYY-MM-DD, 11 bytes). */
-ACC_NODISCARD acc_rc_t ledger_involvement(ledger_t *self, const uint8_t tag[ACC_LOGROW_TAG_BYTES],
-                                          const char *window, const char *asker,
-                                          const char *const *outcome_rules, size_t rule_count,
-                                          char window_from[11], ledger_involved_fn *fn, void *ctx,
-                                          acc_err_t *err);
+/* A lookup of who is involved with a child: every agency other than asker that
+ * shared, or was sent, a record about the child with subject tag tag since
+ * window ago (a PostgreSQL interval such as "24 months"), earliest first: its
+ * record types, first and last day, and its open referrals (shares from or to
+ * it under one of outcome_rules not yet declined or closed). */
+typedef struct {
+    const uint8_t *tag; /* ACC_LOGROW_TAG_BYTES */
+    const char *window;
+    const char *asker;
+    const char *const *outcome_rules;
+    size_t rule_count;
+    ledger_involved_fn *fn; /* called for each agency */
+    void *ctx;
+    char window_from[11]; /* out: the first day the answer covers, YYYY-MM-DD */
+} ledger_lookup_t;
+
+/* Answers q from the log's metadata alone: no payload is read. */
+ACC_NODISCARD acc_rc_t ledger_involvement(ledger_t *self, ledger_lookup_t *q, acc_err_t *err);
 
 /* The seq of the last row staged (the head when nothing is staged or in flight). */
 int64_t ledger_staged_head(const ledger_t *self);

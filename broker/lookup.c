@@ -112,7 +112,8 @@ static void s_on_involved(void *ctx, const ledger_involved_t *inv)
     }
     l->types[i] = acc_xcalloc(n + 1, sizeof(char *));
     char *save = NULL;
-    for (char *t = strtok_r(l->texts[i][2], ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+    for (char *t = strtok_r(l->texts[i][2], ",", &save); t != NULL;
+         t = strtok_r(NULL, ",", &save)) {
         l->types[i][v->n_record_types++] = t;
     }
     v->agency_id = l->texts[i][0];
@@ -213,13 +214,17 @@ static void s_answer(s_lookup_t *l)
 {
     broker_t *self = l->self;
     const char *outcome_rules[ACC_LOGROW_MAX_RULES * 16];
-    size_t rule_count =
-        s_outcome_rules(self->policy, outcome_rules, sizeof(outcome_rules) / sizeof(*outcome_rules));
-    char window_from[11];
+    size_t rule_count = s_outcome_rules(self->policy, outcome_rules,
+                                        sizeof(outcome_rules) / sizeof(*outcome_rules));
+    ledger_lookup_t q = { .tag = l->tag,
+                          .window = acc_policy_lookup_window(self->policy, l->lookup),
+                          .asker = l->peer->id,
+                          .outcome_rules = outcome_rules,
+                          .rule_count = rule_count,
+                          .fn = s_on_involved,
+                          .ctx = l };
     acc_err_t err;
-    if (ledger_involvement(self->ledger, l->tag, acc_policy_lookup_window(self->policy, l->lookup),
-                           l->peer->id, outcome_rules, rule_count, window_from, s_on_involved, l,
-                           &err) != ACC_OK) {
+    if (ledger_involvement(self->ledger, &q, &err) != ACC_OK) {
         acc_log_warn("lookup", "a lookup by %s not answered: %s", l->peer->id, err.msg);
         s_free_involved(l);
         Accord__V1__LookupResult result = ACCORD__V1__LOOKUP_RESULT__INIT;
@@ -237,7 +242,7 @@ static void s_answer(s_lookup_t *l)
     result.lookup_id = lookup_id;
     result.n_agencies = l->count;
     result.agencies = l->involved_ptrs;
-    result.window_from = window_from;
+    result.window_from = q.window_from;
     char reason[160];
     (void)snprintf(reason, sizeof(reason), "%zu agenc%s disclosed%s", l->count,
                    l->count == 1 ? "y" : "ies", l->cut ? " (the answer was cut)" : "");

@@ -265,8 +265,8 @@ static void s_decide(s_outcome_t *o)
     }
     acc_outcome_decision_t d;
     acc_policy_decide_outcome(self->policy, o->rep.rule_ids, o->rep.rule_count,
-                              acc_pb_str(o->req->status), last, o->req->fields,
-                              o->req->n_fields, &d);
+                              acc_pb_str(o->req->status), last, o->req->fields, o->req->n_fields,
+                              &d);
     if (d.code != ACCORD__V1__ERROR_CODE__OK) {
         s_refuse(o, d.code, d.reason);
         return;

@@ -284,8 +284,8 @@ Test(outcomes, every_bad_outcome_is_refused_with_its_own_code_and_logged)
     cr_assert_eq(s_report(mash, share, "declined", NULL, 0, NULL),
                  ACCORD__V1__ERROR_CODE__STATUS_OUT_OF_ORDER);
     cr_assert_eq(th_pg_count(world, "event = 'outcome'"), 1);
-    const char *codes[] = { "NOT_RECIPIENT",      "UNKNOWN_SHARE",       "STATUS_NOT_ALLOWED",
-                            "INVALID_FIELD",      "STATUS_OUT_OF_ORDER", NULL };
+    const char *codes[] = { "NOT_RECIPIENT", "UNKNOWN_SHARE",       "STATUS_NOT_ALLOWED",
+                            "INVALID_FIELD", "STATUS_OUT_OF_ORDER", NULL };
     const long want[] = { 1, 2, 2, 3, 2 };
     for (size_t i = 0; codes[i] != NULL; i++) {
         char where[512];
@@ -445,8 +445,10 @@ Test(outcomes, a_lookup_names_who_is_involved_logs_it_and_tells_them)
              "reason = '3 agencies disclosed'",
              lookup_id);
     cr_assert_eq(th_pg_count(world, where), 1);
-    snprintf(where, sizeof(where), "event = 'notified' AND from_agency = '" MASH "' AND "
-                                   "refers_to = '%s' AND payload IS NOT NULL", lookup_id);
+    snprintf(where, sizeof(where),
+             "event = 'notified' AND from_agency = '" MASH "' AND "
+             "refers_to = '%s' AND payload IS NOT NULL",
+             lookup_id);
     cr_assert_eq(th_pg_count(world, where), 3);
 
     /* each agency named is told, durably: health visiting connects later */
