@@ -228,7 +228,10 @@ static void s_usage_subscribe(FILE *out)
         "           with --exec CMD (or exec) the command is then run as\n"
         "           `sh -c CMD accord-exec FILE`, in its own process group, with stdin\n"
         "           /dev/null, no other descriptor of the agent, and in its environment\n"
-        "           ACCORD_FILE, ACCORD_SHARE_ID, ACCORD_FROM_AGENCY (also ACCORD_FROM),\n"
+        "           ACCORD_KIND (share, outcome or lookup-notice), ACCORD_FILE,\n"
+        "           ACCORD_SHARE_ID (the id to dedupe on: the share's, outcome's or notice's;\n"
+        "           the file's name), ACCORD_FROM_AGENCY (also ACCORD_FROM: the publisher,\n"
+        "           the agency reporting an outcome, or the agency that looked),\n"
         "           ACCORD_RECORD_TYPE and ACCORD_REPEAT; the delivery is acknowledged only\n"
         "           if it exits 0. A command still running after --exec-timeout SECONDS\n"
         "           (or exec_timeout_s, default 60) is sent SIGTERM, then SIGKILL, with its\n"
@@ -248,7 +251,18 @@ static void s_usage_subscribe(FILE *out)
         "           it, a repeat places the file again if the command had moved it).\n"
         "           On stdout without --seen the journal is in memory only: after a\n"
         "           restart, what was printed and not acknowledged is printed again.\n"
-        "           --count N stops after N deliveries.\n",
+        "           --count N stops after N deliveries.\n"
+        "           Besides records, the same connection receives, as NDJSON lines of their\n"
+        "           own and in the same way (one file each in incoming/, the same journal,\n"
+        "           --exec and acknowledgement), what concerns this agency:\n"
+        "           {\"kind\":\"outcome\",\"outcome_id\",\"share_id\",\"record_id\",\n"
+        "            \"record_type\",\"to_agency\",\"status\",\"fields\":{},\"at\",\"rules\"}\n"
+        "           when a recipient reports on a record this agency shared (if the rule\n"
+        "           sends outcomes back), and\n"
+        "           {\"kind\":\"lookup-notice\",\"notice_id\",\"lookup_id\",\"by_agency\",\n"
+        "            \"purpose\",\"at\",\"lookup\",\"subject\":{\"nhs_number\"}}\n"
+        "           when another agency's lookup named this one (if the lookup notifies).\n"
+        "           Record lines have no \"kind\". Agents before 0.2 are not sent these.\n",
         out);
 }
 
