@@ -128,6 +128,8 @@ static void s_usage(FILE *out)
     (void)fprintf(
         out, "usage: accord-audit log --config AUDITOR.yaml [FILTERS] [--csv | --json]\n"
              "       accord-audit show SHARE_ID --config AUDITOR.yaml --key AUDITOR.box.secret\n"
+             "       accord-audit overdue --config AUDITOR.yaml --days N [FILTERS]\n"
+             "                    [--csv | --json]\n"
              "       accord-audit subject-access NHS_NUMBER --config AUDITOR.yaml\n"
              "                    --key AUDITOR.box.secret [--json]\n"
              "       accord-audit verify --config AUDITOR.yaml --sign-key BROKER.sign.pub\n"
@@ -152,12 +154,22 @@ static void s_usage(FILE *out)
              "        its own or a batch: a batch's acknowledged share seqs are\n"
              "        acked_seqs (and acked_count, acked_ranges) in --json, and\n"
              "        \"acknowledges seq A-B,...\" in the table's and CSV's last column.\n"
+             "        --event outcome lists the outcomes recipients reported on shares\n"
+             "        (status in the reason column), looked-up the involvement lookups,\n"
+             "        notified the agencies told of them.\n"
+             "overdue lists referrals still waiting: shares under a rule that takes\n"
+             "        outcomes, logged more than N days ago, on which the recipient has\n"
+             "        reported nothing. The log's filters narrow it (--from, --to,\n"
+             "        --type, --rule, --since...), e.g. --from rft-emergency-department\n"
+             "        --to rmbc-childrens-social-care --days 3.\n"
              "show SHARE_ID (with --config) fetches that share's rows through the\n"
              "        broker and decrypts the record here, exactly as the recipient\n"
              "        received it, with its rule, purpose, lawful basis and consent,\n"
              "        and when it was acknowledged (acknowledged_at, acknowledged_seq).\n"
              "subject-access  everything shared, withheld or refused about one child,\n"
-             "        and every query about them, oldest first, decrypted here, each\n"
+             "        every outcome reported on those shares, every lookup of the child\n"
+             "        and who was told of it, and every query about them, oldest first,\n"
+             "        decrypted here, each\n"
              "        share with when its recipient acknowledged it: a readable report,\n"
              "        or --json. Batched acknowledgements, which list other children's\n"
              "        shares too, are not listed; their time is on each share.\n"
@@ -1055,6 +1067,16 @@ static bool s_filter_option(s_args_t *a, int opt)
     case 'l':
         q->limit = (uint32_t)strtoul(optarg, NULL, 10);
         return true;
+    case 'D': {
+        char *end = NULL;
+        unsigned long days = strtoul(optarg, &end, 10);
+        if (end == optarg || *end != '\0' || days == 0 || days > 3660) {
+            (void)fprintf(stderr, "accord-audit: --days is a whole number of days, 1 to 3660\n");
+            return false;
+        }
+        q->overdue_days = (uint32_t)days;
+        return true;
+    }
     case 'v':
         a->log.format = AUDIT_CSV;
         return true;
@@ -1125,7 +1147,12 @@ static int s_dispatch(s_args_t *a, int argc, char **argv)
 {
     const char *command = argv[0];
     a->command = command;
-    if (a->config != NULL && argc == 1 && strcmp(command, "log") == 0) {
+    if (a->config != NULL && argc == 1 && strcmp(command, "log") == 0 &&
+        a->log.query.overdue_days == 0) {
+        return s_run_log(a, NULL);
+    }
+    if (a->config != NULL && argc == 1 && strcmp(command, "overdue") == 0 &&
+        a->log.query.overdue_days > 0) {
         return s_run_log(a, NULL);
     }
     if (a->config != NULL && a->key != NULL && argc == 2 &&
@@ -1163,6 +1190,7 @@ int main(int argc, char **argv)
         { "until", required_argument, NULL, 'u' },
         { "share", required_argument, NULL, 'S' },
         { "limit", required_argument, NULL, 'l' },
+        { "days", required_argument, NULL, 'D' },
         { "csv", no_argument, NULL, 'v' },
         { "json", no_argument, NULL, 'j' },
         { "sign-key", required_argument, NULL, 'K' },

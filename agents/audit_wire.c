@@ -63,6 +63,9 @@ static json_t *s_row_json(const Accord__V1__AuditRow *r)
         "consent", r->consent, "error_code", r->error_code, "reason", r->reason);
     audit_json_0008(obj, r->content_hash.len == ACC_LOGROW_HASH_BYTES ? r->content_hash.data : NULL,
                     r->acked_seqs, r->n_acked_seqs);
+    if (r->refers_to[0] != '\0') {
+        json_object_set_new(obj, "refers_to", json_string(r->refers_to));
+    }
     return obj;
 }
 
@@ -332,6 +335,69 @@ typedef struct {
     size_t failures;
 } s_opener_t;
 
+/* Fields and a subject as the NDJSON shape shows them: a record holding just
+ * those, converted, and the one key taken. */
+static json_t *s_part_json(Accord__V1__Field **fields, size_t n, Accord__V1__Subject *subject,
+                           const char *key)
+{
+    Accord__V1__ChildRecord rec = ACCORD__V1__CHILD_RECORD__INIT;
+    rec.n_fields = n;
+    rec.fields = fields;
+    rec.subject = subject;
+    json_t *whole = acc_record_to_json(&rec);
+    json_t *part = json_object_get(whole, key);
+    part = part != NULL ? json_incref(part) : json_object();
+    json_decref(whole);
+    return part;
+}
+
+/* What an outcome, a lookup or a lookup's notification carries (schema 0009). */
+static json_t *s_notice_json(const char *event, const uint8_t *plain, size_t len)
+{
+    json_t *out = NULL;
+    if (strcmp(event, "outcome") == 0) {
+        Accord__V1__OutcomeNotice *n =
+            accord__v1__outcome_notice__unpack(acc_pb_wiping_allocator(), len, plain);
+        if (n != NULL) {
+            out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "outcome_id", n->outcome_id,
+                            "share_id", n->share_id, "status", n->status, "reported_by",
+                            n->to_agency, "at", n->at, "fields",
+                            s_part_json(n->fields, n->n_fields, NULL, "fields"));
+            protobuf_c_message_free_unpacked(&n->base, acc_pb_wiping_allocator());
+        }
+    } else if (strcmp(event, "notified") == 0) {
+        Accord__V1__LookupNotice *n =
+            accord__v1__lookup_notice__unpack(acc_pb_wiping_allocator(), len, plain);
+        if (n != NULL) {
+            out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "lookup_id", n->lookup_id,
+                            "by_agency", n->by_agency, "purpose", n->purpose, "lookup",
+                            n->lookup_rule, "at", n->at, "subject",
+                            s_part_json(NULL, 0, n->subject, "subject"));
+            protobuf_c_message_free_unpacked(&n->base, acc_pb_wiping_allocator());
+        }
+    } else {
+        Accord__V1__LookupResult *r =
+            accord__v1__lookup_result__unpack(acc_pb_wiping_allocator(), len, plain);
+        if (r != NULL) {
+            json_t *agencies = json_array();
+            for (size_t i = 0; i < r->n_agencies; i++) {
+                const Accord__V1__Involvement *v = r->agencies[i];
+                json_t *types = json_array();
+                for (size_t k = 0; k < v->n_record_types; k++) {
+                    json_array_append_new(types, json_string(v->record_types[k]));
+                }
+                json_array_append_new(
+                    agencies, json_pack("{s:s, s:o, s:s, s:s, s:i}", "agency", v->agency_id,
+                                        "record_types", types, "first", v->first_at, "last",
+                                        v->last_at, "open_referrals", (int)v->open_referrals));
+            }
+            out = json_pack("{s:s, s:o}", "window_from", r->window_from, "agencies", agencies);
+            protobuf_c_message_free_unpacked(&r->base, acc_pb_wiping_allocator());
+        }
+    }
+    return out;
+}
+
 /* The record a row carries, opened with the epoch key sealed to this auditor;
  * json null when the row carries none, NULL (after printing why) when it does
  * not open. */
@@ -363,6 +429,9 @@ static json_t *s_open_record(s_opener_t *op, const Accord__V1__AuditResult *res,
                       (unsigned long long)r->seq, (long long)r->key_epoch);
     } else if (acc_logrow_open(plain, len, &row, key, &err) != ACC_OK) {
         (void)fprintf(stderr, "accord-audit: seq %llu: %s\n", (unsigned long long)r->seq, err.msg);
+    } else if (strcmp(r->event, "outcome") == 0 || strcmp(r->event, "notified") == 0 ||
+               strcmp(r->event, "looked-up") == 0) {
+        out = s_notice_json(r->event, plain, len);
     } else {
         Accord__V1__ChildRecord *rec =
             accord__v1__child_record__unpack(acc_pb_wiping_allocator(), len, plain);
@@ -501,6 +570,31 @@ int audit_show(const acc_agent_config_t *config, const char *share_id, const cha
     return status;
 }
 
+/* An outcome, a lookup or a lookup's notification, in a subject-access report. */
+static void s_report_notice(json_t *row, const char *event)
+{
+    json_t *what = json_object_get(row, "record");
+    char *text = json_is_object(what) ? json_dumps(what, JSON_COMPACT) : NULL;
+    if (strcmp(event, "outcome") == 0) {
+        (void)printf(" - %s reported \"%s\" on the %s record %s from %s (share %s)\n",
+                     s_get(row, "from"), s_get(row, "reason"), s_get(row, "record_type"),
+                     s_get(row, "record_id"), s_get(row, "to")[0] != '\0' ? s_get(row, "to")
+                                                                          : "its publisher",
+                     s_get(row, "refers_to"));
+        (void)printf("    reported:      %s\n", text != NULL ? text : "");
+    } else if (strcmp(event, "looked-up") == 0) {
+        (void)printf(" - %s asked who is involved with this child\n", s_get(row, "from"));
+        (void)printf("    purpose:       %s\n    answer:        %s\n", s_get(row, "purpose"),
+                     s_get(row, "reason"));
+        (void)printf("    disclosed:     %s\n", text != NULL ? text : "");
+    } else {
+        (void)printf(" - %s was told that %s looked this child up (lookup %s)\n",
+                     s_get(row, "to"), s_get(row, "from"), s_get(row, "refers_to"));
+        (void)printf("    purpose:       %s\n", s_get(row, "purpose"));
+    }
+    free(text);
+}
+
 /* One event of a subject-access report, for a reader rather than a program. */
 static void s_report_row(void *ctx, json_t *row)
 {
@@ -517,6 +611,12 @@ static void s_report_row(void *ctx, json_t *row)
         (void)printf(": %s\n    note:          anything about this child in the lost rows is "
                      "not in this report\n",
                      s_get(row, "reason"));
+        json_decref(row);
+        return;
+    }
+    if (strcmp(event, "outcome") == 0 || strcmp(event, "looked-up") == 0 ||
+        strcmp(event, "notified") == 0) {
+        s_report_notice(row, event);
         json_decref(row);
         return;
     }

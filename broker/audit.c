@@ -7,13 +7,14 @@
 
 #include "accord/log.h"
 #include "accord/nhs.h"
+#include "accord/policy_outcome.h"
 #include "broker.h"
 
 /* A page holds at most AUDIT_PAGE_MAX rows and AUDIT_PAGE_BYTES of them, so that
  * with payloads it still fits an auditor's default max_message_bytes (1 MiB). */
 #define AUDIT_PAGE_MAX   200
 #define AUDIT_PAGE_BYTES ((size_t)768 * 1024)
-#define AUDIT_PARAMS     12
+#define AUDIT_PARAMS     16
 #define AUDIT_VALUE_MAX  64 /* bytes of one filter value the queried row keeps */
 
 static const char s_columns[] =
@@ -96,6 +97,8 @@ typedef struct {
     int n;
     uint8_t tag[ACC_LOGROW_TAG_BYTES];
     bool has_tag;
+    char overdue_days[16];
+    char outcome_rules[4096]; /* a text[] literal */
 } s_query_t;
 
 /* The length of the longest prefix of text of at most max bytes that ends on a
@@ -149,6 +152,30 @@ static bool s_child_tag(const broker_t *self, s_query_t *q, const char *child, a
     (void)sodium_bin2hex(q->tag_hex + 2, sizeof(q->tag_hex) - 2, q->tag, sizeof(q->tag));
     q->has_tag = true;
     return true;
+}
+
+/* Referrals waiting too long: shares under a rule of the agreement in force that
+ * takes outcomes, older than days, on which nothing has been reported. */
+static void s_overdue(const broker_t *self, s_query_t *q, uint32_t days)
+{
+    size_t used = 0;
+    q->outcome_rules[used++] = '{';
+    for (size_t r = 0; r < acc_policy_rule_count(self->policy); r++) {
+        const char *id = acc_policy_rule_id(self->policy, r);
+        if (acc_policy_rule_outcomes(self->policy, r, NULL, NULL) &&
+            used + strlen(id) + 4 < sizeof(q->outcome_rules)) {
+            used += (size_t)snprintf(q->outcome_rules + used, sizeof(q->outcome_rules) - used,
+                                     "%s\"%s\"", used > 1 ? "," : "", id);
+        }
+    }
+    q->outcome_rules[used++] = '}';
+    q->outcome_rules[used] = '\0';
+    (void)snprintf(q->overdue_days, sizeof(q->overdue_days), "%u", days);
+    s_add(q, q->overdue_days, "event = 'shared' AND at < now() - interval '1 day' * ", "::int",
+          "overdue_days");
+    s_add(q, q->outcome_rules, "rule_ids && ", "::text[] AND NOT EXISTS (SELECT 1 FROM "
+          "accord_log o WHERE o.refers_to = accord_log.share_id AND o.event = 'outcome')",
+          "taking_outcomes");
 }
 
 static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQuery *a,
@@ -206,6 +233,9 @@ static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
         size_t len = strlen(q->sql);
         (void)snprintf(q->sql + len, sizeof(q->sql) - len,
                        " UNION " AUDIT_BATCH_ACK("s.share_id = $%d::uuid") "))", q->n);
+    }
+    if (a->overdue_days > 0) {
+        s_overdue(self, q, a->overdue_days);
     }
     uint8_t share[ACC_LOGROW_SHARE_BYTES];
     if (a->share_id[0] != '\0' && acc_uuid_parse(share, a->share_id, err) != ACC_OK) {

@@ -329,6 +329,7 @@ static void s_out_free(out_t *o)
     free(o->frame);
     free(o->record_id);
     free(o->record_type);
+    free(o->status);
     memset(o, 0, sizeof(*o));
 }
 
@@ -341,6 +342,7 @@ void broker_destroy(broker_t **self_p)
         return;
     }
     broker_t *self = *self_p;
+    free(self->outcomes);
     batch_t *batches[2] = { &self->staging, &self->flight };
     for (size_t b = 0; b < 2; b++) {
         for (size_t i = 0; i < batches[b]->out_count; i++) {
@@ -411,6 +413,7 @@ out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
     memcpy(o->key, peer->key, sizeof(o->key));
     o->fd = peer->fd;
     o->correlation_id = env->correlation_id;
+    o->answer = (int)env->body_case;
     o->frame_len = accord__v1__envelope__get_packed_size(env);
     o->frame = acc_xmalloc(o->frame_len);
     (void)accord__v1__envelope__pack(env, o->frame);
@@ -467,16 +470,33 @@ static void s_reply(broker_t *self, const out_t *o, const uint8_t *frame, size_t
     }
 }
 
+/* An UNAVAILABLE answer of the kind o was going to be. */
 static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
 {
     Accord__V1__PublishResult result = ACCORD__V1__PUBLISH_RESULT__INIT;
     result.record_id = acc_pb_str(o->record_id);
     result.code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
     result.reason = acc_pb_str(why);
+    Accord__V1__OutcomeResult outcome = ACCORD__V1__OUTCOME_RESULT__INIT;
+    outcome.share_id = acc_pb_str(o->record_id);
+    outcome.status = acc_pb_str(o->status);
+    outcome.code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
+    outcome.reason = acc_pb_str(why);
+    Accord__V1__LookupResult lookup = ACCORD__V1__LOOKUP_RESULT__INIT;
+    lookup.code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
+    lookup.reason = acc_pb_str(why);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = o->correlation_id;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT;
-    env.publish_result = &result;
+    if (o->answer == ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT) {
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT;
+        env.outcome_result = &outcome;
+    } else if (o->answer == ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT) {
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT;
+        env.lookup_result = &lookup;
+    } else {
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT;
+        env.publish_result = &result;
+    }
     uint8_t buf[1024];
     size_t len = accord__v1__envelope__get_packed_size(&env);
     if (len <= sizeof(buf)) {
@@ -515,15 +535,18 @@ static void s_flush(broker_t *self, batch_t *batch, bool committed, const char *
 
 /* After a data failure: answers that wrote no row still go; the held publishes'
  * results and deliveries are dropped unsent, to be made again by their replay;
- * anything else staged (an audit query) is answered UNAVAILABLE. */
+ * anything else staged (an audit query, an outcome, a lookup) is answered
+ * UNAVAILABLE, and its sender tries again. */
 static void s_flush_held_out(broker_t *self, batch_t *batch)
 {
     for (size_t i = 0; i < batch->out_count; i++) {
         out_t *o = &batch->out[i];
         if (o->kind == OUT_REPLY) {
             s_reply(self, o, o->frame, o->frame_len);
-        } else if (o->kind == OUT_RESULT && o->record_id == NULL) {
-            s_send_unavailable(self, o, WHY_UNAVAILABLE);
+        } else if (o->kind == OUT_RESULT &&
+                   (o->record_id == NULL ||
+                    o->answer != ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT)) {
+            s_send_unavailable(self, o, WHY_UNAVAILABLE); /* not a held publish's */
         }
         s_out_free(o);
     }
@@ -611,6 +634,7 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
     }
     s_release_held(f);
     f->rows = 0;
+    outcome_settle(self);
 }
 
 /* Answers that wrote no row (a Welcome, an error, a first result again) leave at
@@ -695,6 +719,7 @@ static void s_on_hello(broker_t *self, peer_t *peer, const Accord__V1__Envelope 
     peer->subscriptions.count = hello->n_subscriptions;
     peer->welcomed = true;
     peer->subscriber = hello->subscribe && !peer->who.auditor && !peer->gone;
+    peer->notices = peer->subscriber && hello->notices;
     if (peer->subscriber) {
         delivery_subscribe(self, peer);
     }
@@ -738,6 +763,8 @@ static handler_fn *const s_handlers[] = {
     [ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK] = s_on_deliver_ack,
     [ACCORD__V1__ENVELOPE__BODY_HEARTBEAT] = s_on_heartbeat,
     [ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY] = audit_on_query,
+    [ACCORD__V1__ENVELOPE__BODY_OUTCOME] = outcome_on_outcome,
+    [ACCORD__V1__ENVELOPE__BODY_LOOKUP] = lookup_on_lookup,
 };
 
 /* Hands env (NULL when the frame was not an Envelope) to its handler. */
@@ -975,6 +1002,7 @@ static bool s_commit_one(broker_t *self)
     delivery_stage(self, false); /* a new cursor goes with its first share */
     bool committed = ledger_commit(self->ledger, &err) == ACC_OK;
     delivery_settle(self, committed);
+    outcome_settle(self);
     if (!committed && ledger_failed_on_data(self->ledger)) {
         return false;
     }

@@ -37,7 +37,10 @@ typedef struct out_t {
     uint64_t correlation_id;
     uint8_t *frame; /* packed Envelope, owned */
     size_t frame_len;
-    char *record_id;    /* OUT_RESULT: for an UNAVAILABLE answer */
+    int answer;         /* the Envelope body it carries (Accord__V1__Envelope__BodyCase) */
+    char *record_id;    /* OUT_RESULT: the id an UNAVAILABLE answer echoes (a publish's
+                         * record id, an outcome's share id) */
+    char *status;       /* OUT_RESULT of an outcome: its status, for that answer */
     size_t from_agency; /* OUT_DELIVER: publisher's agency index */
     size_t to_agency;   /* OUT_DELIVER: recipient's agency index */
     char *record_type;  /* OUT_DELIVER: for subscriptions */
@@ -63,6 +66,15 @@ typedef struct {
     int64_t started_us; /* when its commit started (flight) */
 } batch_t;
 
+/* An outcome staged and not yet known to be committed: a second report on the
+ * same share in the meantime is checked against it too. */
+typedef struct {
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    unsigned status; /* ACC_OUTCOME_* */
+    uint8_t outcome_id[ACC_LOGROW_SHARE_BYTES];
+    int64_t seq;
+} staged_outcome_t;
+
 typedef struct broker_t {
     const acc_broker_config_t *config;
     void *ctx;
@@ -78,6 +90,9 @@ typedef struct broker_t {
     batch_t staging;         /* the batch being read and staged */
     batch_t flight;          /* the batch whose commit is in flight (ledger_in_flight) */
     bool replaying;          /* committing held publishes one at a time after a data failure */
+    staged_outcome_t *outcomes; /* staged or in flight (outcome.c) */
+    size_t outcome_count;
+    size_t outcome_cap;
     delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
     size_t *agency_inflight; /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
@@ -138,6 +153,26 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
 /* publish.c: decides one Publish, stages its log rows and queues the result and
  * deliveries for the end of the batch. */
 void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
+/* publish.c: the keyed tag by which the log finds a child's rows: of the NHS
+ * number when subject has a valid one, else of agency's local id; false when
+ * it has neither. */
+bool broker_subject_tag(const broker_t *self, const char *agency,
+                        const Accord__V1__Subject *subject, uint8_t tag[ACC_LOGROW_TAG_BYTES]);
+
+/* lookup.c: answers one Lookup (who already knows this child) from the log,
+ * logs it as a `looked-up` row (or a refusal), and, when the agreement's lookup
+ * says notify, stages a `notified` row and notice for each agency named. */
+void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
+/* outcome.c: checks one Outcome against the share it reports on and the share's
+ * rules, stages its `outcome` row (or a refusal) and queues the result and, when
+ * the rule says so, the notice to the share's publisher. */
+void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
+
+/* outcome.c: after a commit ended (either way), forgets the outcomes staged in
+ * memory that the log now holds, or that were dropped with a failed batch. */
+void outcome_settle(broker_t *self);
 
 /* publish.c: the final answer to a Publish whose rows PostgreSQL refused for
  * their data: a refused row holding only broker-chosen text (no record_id or

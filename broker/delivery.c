@@ -356,9 +356,14 @@ void delivery_forget_connection(broker_t *b, size_t agency)
 
 /* ---- sending ---- */
 
-/* True when p's subscriptions take record_type. */
+/* True when p's subscriptions take stream: a record type it subscribed to (all,
+ * when it named none), or outcomes and notifications when its Hello said it
+ * reads them (older agents did not: theirs wait in the log). */
 static bool s_wants_type(const peer_t *p, const char *record_type)
 {
+    if (record_type[0] == '@') {
+        return p->notices;
+    }
     if (p->subscriptions.count == 0) {
         return true;
     }
@@ -469,10 +474,40 @@ typedef struct {
     bool full;          /* the subscriber stopped taking deliveries: the rest waits */
 } s_page_t;
 
+/* An outcome or a lookup's notification read back from the log: its payload is
+ * the notice as sent. NULL if it does not unpack. */
+static uint8_t *s_notice_from_log(const ledger_share_t *d, size_t *len)
+{
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    void *notice = NULL;
+    if (strcmp(d->event, "outcome") == 0) {
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE;
+        env.outcome_notice = accord__v1__outcome_notice__unpack(acc_pb_wiping_allocator(),
+                                                                d->record_len, d->record);
+        notice = env.outcome_notice;
+    } else {
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE;
+        env.lookup_notice = accord__v1__lookup_notice__unpack(acc_pb_wiping_allocator(),
+                                                              d->record_len, d->record);
+        notice = env.lookup_notice;
+    }
+    if (notice == NULL) {
+        return NULL;
+    }
+    *len = accord__v1__envelope__get_packed_size(&env);
+    uint8_t *frame = acc_xmalloc(*len);
+    (void)accord__v1__envelope__pack(&env, frame);
+    protobuf_c_message_free_unpacked(notice, acc_pb_wiping_allocator());
+    return frame;
+}
+
 /* The Deliver for a share read back from the log: what the recipient was sent
  * when it was committed, rebuilt from its row. NULL if the record does not unpack. */
 static uint8_t *s_frame_from_log(const ledger_share_t *d, size_t *len)
 {
+    if (strcmp(d->event, "shared") != 0) {
+        return s_notice_from_log(d, len);
+    }
     Accord__V1__ChildRecord *record =
         accord__v1__child_record__unpack(acc_pb_wiping_allocator(), d->record_len, d->record);
     if (record == NULL) {
@@ -533,7 +568,7 @@ static void s_send_pending(void *ctx, const ledger_share_t *d)
         return;
     }
     delivery_t *self = page->b->delivery;
-    size_t cursor = s_cursor_find(self, peer->id, d->record_type);
+    size_t cursor = s_cursor_find(self, peer->id, d->stream);
     if (cursor != SIZE_MAX && s_cursor_has(&self->cursors[cursor], d->seq)) {
         cursor_t *c = &self->cursors[cursor];
         /* read in log order from at or below the cursor, with every share of its
@@ -547,7 +582,7 @@ static void s_send_pending(void *ctx, const ledger_share_t *d)
     if (cursor != SIZE_MAX) {
         page->pending_seen[cursor] = true;
     }
-    if (cursor == SIZE_MAX || !s_wants(peer, peer->who.index, d->record_type)) {
+    if (cursor == SIZE_MAX || !s_wants(peer, peer->who.index, d->stream)) {
         peer->cursor = d->seq; /* narrowed away by its subscriptions */
         return;
     }

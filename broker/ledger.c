@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/migrate.h"
 #include "accord/yaml.h"
@@ -1107,6 +1108,8 @@ enum {
     PENDING_EPOCH,
     PENDING_NONCE,
     PENDING_PAYLOAD,
+    PENDING_EVENT,
+    PENDING_STREAM,
     PENDING_TOTAL,
     PENDING_OLD_NONCE, /* the pre-0008 outbox, while it holds deliveries */
     PENDING_OLD_FRAME,
@@ -1156,7 +1159,7 @@ static bool s_open_share(ledger_t *self, PGresult *res, int i, ledger_share_t *d
         return false;
     }
     acc_logrow_t row = { .seq = d->seq,
-                         .event = "shared",
+                         .event = d->event,
                          .from_agency = d->from_agency,
                          .to_agency = page->agency,
                          .record_type = d->record_type,
@@ -1191,7 +1194,9 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_pa
     ledger_share_t d = {
         .seq = s_be64(PQgetvalue(res, i, PENDING_SEQ)),
         .from_agency = PQgetvalue(res, i, PENDING_FROM),
-        .record_type = PQgetvalue(res, i, PENDING_TYPE),
+        .record_type = s_text_or_null(res, i, PENDING_TYPE),
+        .event = PQgetvalue(res, i, PENDING_EVENT),
+        .stream = PQgetvalue(res, i, PENDING_STREAM),
         .record_id = s_text_or_null(res, i, PENDING_RECORD_ID),
         .rule_ids = PQgetvalue(res, i, PENDING_RULES),
         .purpose = s_text_or_null(res, i, PENDING_PURPOSE),
@@ -1211,12 +1216,13 @@ static bool s_open_pending(ledger_t *self, PGresult *res, int i, const ledger_pa
  * of large records is never read into memory a whole page at a time. */
 #define PENDING_SELECT                                                                           \
     "SELECT w.share_id, w.seq, w.from_agency, w.record_type, w.record_id, w.rules, w.purpose, "  \
-    "w.lawful_basis, w.agreement_hash, w.key_epoch, w.nonce, w.payload, w.total%s FROM (SELECT " \
-    "l.*, sum(length(payload)) "                                                                 \
+    "w.lawful_basis, w.agreement_hash, w.key_epoch, w.nonce, w.payload, w.event, w.stream, "     \
+    "w.total%s FROM (SELECT l.*, sum(length(payload)) "                                          \
     "OVER (ORDER BY seq) - length(payload) AS before, count(*) OVER () AS total FROM (SELECT "   \
-    "share_id, seq, from_agency, record_type, record_id, array_to_string(rule_ids, ',') AS "     \
-    "rules, purpose, lawful_basis, agreement_hash, key_epoch, nonce, payload FROM accord_log "   \
-    "WHERE to_agency = $1 AND event = 'shared' AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "      \
+    "share_id, seq, from_agency, record_type, " LEDGER_STREAM_SQL " AS stream, record_id, "      \
+    "array_to_string(rule_ids, ',') AS rules, purpose, lawful_basis, agreement_hash, "           \
+    "key_epoch, nonce, payload, event FROM accord_log WHERE to_agency = $1 AND event IN "        \
+    "('shared', 'outcome', 'notified') AND seq > $2 ORDER BY seq LIMIT $3) l) w%s "              \
     "WHERE w.before < $4 ORDER BY w.seq"
 
 acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
@@ -1278,9 +1284,10 @@ acc_rc_t ledger_find_share(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHA
     acc_uuid_format(uuid, share_id);
     const char *values[2] = { uuid, to_agency };
     PGresult *res = PQexecParams(conn,
-                                 "SELECT seq, from_agency, record_type, coalesce(record_id, '') "
-                                 "FROM accord_log WHERE share_id = $1::uuid AND event = 'shared' "
-                                 "AND to_agency = $2",
+                                 "SELECT seq, from_agency, " LEDGER_STREAM_SQL
+                                 ", coalesce(record_id, '') FROM accord_log WHERE share_id = "
+                                 "$1::uuid AND event IN ('shared', 'outcome', 'notified') AND "
+                                 "to_agency = $2",
                                  2, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s", PQerrorMessage(conn));
@@ -1293,6 +1300,200 @@ acc_rc_t ledger_find_share(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHA
     }
     PQclear(res);
     return rc;
+}
+
+enum {
+    REP_SEQ,
+    REP_FROM,
+    REP_TO,
+    REP_TYPE,
+    REP_RECORD,
+    REP_TAG,
+    REP_RULES,
+    REP_PURPOSE,
+    REP_BASIS,
+    REP_OUTCOMES,
+};
+
+static char *s_dup_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : acc_xstrdup(PQgetvalue(res, row, col));
+}
+
+/* "status id seq,status id seq" as the query aggregates them. */
+static void s_parse_outcomes(ledger_reported_t *out, const char *list)
+{
+    char *copy = acc_xstrdup(list);
+    char *save = NULL;
+    for (char *item = strtok_r(copy, ",", &save);
+         item != NULL && out->outcome_count < LEDGER_OUTCOMES_MAX;
+         item = strtok_r(NULL, ",", &save)) {
+        char status[32];
+        char id[40];
+        long long seq = 0;
+        acc_err_t ignored;
+        if (sscanf(item, "%31s %39s %lld", status, id, &seq) == 3 &&
+            acc_uuid_parse(out->outcomes[out->outcome_count].id, id, &ignored) == ACC_OK) {
+            (void)snprintf(out->outcomes[out->outcome_count].status,
+                           sizeof(out->outcomes[0].status), "%s", status);
+            out->outcomes[out->outcome_count++].seq = seq;
+        }
+    }
+    free(copy);
+}
+
+acc_rc_t ledger_find_reported(ledger_t *self, const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
+                              ledger_reported_t *out, acc_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
+    }
+    char uuid[37];
+    acc_uuid_format(uuid, share_id);
+    const char *values[1] = { uuid };
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT s.seq, s.from_agency, s.to_agency, s.record_type, s.record_id, "
+        "encode(s.subject_tag, 'hex'), array_to_string(s.rule_ids, chr(31)), s.purpose, "
+        "s.lawful_basis, coalesce((SELECT string_agg(o.reason || ' ' || o.share_id::text || ' ' "
+        "|| o.seq::text, ',' ORDER BY o.seq) FROM accord_log o WHERE o.refers_to = s.share_id "
+        "AND o.event = 'outcome'), '') FROM accord_log s WHERE s.share_id = $1::uuid AND "
+        "s.event = 'shared'",
+        1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not look up a share: %s",
+                                  PQerrorMessage(conn));
+        PQclear(res);
+        return rc;
+    }
+    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, REP_TO) && !PQgetisnull(res, 0, REP_TYPE)) {
+        out->found = true;
+        out->seq = strtoll(PQgetvalue(res, 0, REP_SEQ), NULL, 10);
+        out->from_agency = acc_xstrdup(PQgetvalue(res, 0, REP_FROM));
+        out->to_agency = acc_xstrdup(PQgetvalue(res, 0, REP_TO));
+        out->record_type = acc_xstrdup(PQgetvalue(res, 0, REP_TYPE));
+        out->record_id = s_dup_or_null(res, 0, REP_RECORD);
+        out->purpose = s_dup_or_null(res, 0, REP_PURPOSE);
+        out->lawful_basis = s_dup_or_null(res, 0, REP_BASIS);
+        const char *tag = PQgetvalue(res, 0, REP_TAG);
+        acc_err_t ignored;
+        out->has_tag = strlen(tag) == 2 * ACC_LOGROW_TAG_BYTES &&
+                       acc_hex_decode(out->subject_tag, sizeof(out->subject_tag), tag,
+                                      &ignored) == ACC_OK;
+        out->rules = acc_xstrdup(PQgetvalue(res, 0, REP_RULES));
+        char *save = NULL;
+        for (char *id = strtok_r(out->rules, "\x1f", &save);
+             id != NULL && out->rule_count < ACC_LOGROW_MAX_RULES;
+             id = strtok_r(NULL, "\x1f", &save)) {
+            out->rule_ids[out->rule_count++] = id;
+        }
+        s_parse_outcomes(out, PQgetvalue(res, 0, REP_OUTCOMES));
+    }
+    PQclear(res);
+    return ACC_OK;
+}
+
+void ledger_reported_clear(ledger_reported_t *r)
+{
+    free(r->from_agency);
+    free(r->to_agency);
+    free(r->record_type);
+    free(r->record_id);
+    free(r->purpose);
+    free(r->lawful_basis);
+    free(r->rules);
+    memset(r, 0, sizeof(*r));
+}
+
+/* The rule ids as a PostgreSQL text[] literal; ids passed validation (no quotes,
+ * commas or braces), and are quoted all the same. */
+static char *s_text_array(const char *const *items, size_t count)
+{
+    copybuf_t b = { 0 };
+    copybuf_raw(&b, "{", 1);
+    bool first = true;
+    for (size_t i = 0; i < count; i++) {
+        if (strpbrk(items[i], "\"\\{},") != NULL) {
+            continue;
+        }
+        copybuf_raw(&b, first ? "\"" : ",\"", first ? 1 : 2);
+        copybuf_raw(&b, items[i], strlen(items[i]));
+        copybuf_raw(&b, "\"", 1);
+        first = false;
+    }
+    copybuf_raw(&b, "}", 2); /* and the terminating NUL */
+    return b.data;
+}
+
+acc_rc_t ledger_involvement(ledger_t *self, const uint8_t tag[ACC_LOGROW_TAG_BYTES],
+                            const char *window, const char *asker, const char *const *outcome_rules,
+                            size_t rule_count, char window_from[11], ledger_involved_fn *fn,
+                            void *ctx, acc_err_t *err)
+{
+    window_from[0] = '\0';
+    PGconn *conn = s_reader(self, err);
+    if (conn == NULL) {
+        return ACC_ERR_DB;
+    }
+    char *rules = s_text_array(outcome_rules, rule_count);
+    const char *values[4] = { (const char *)tag, window, asker, rules };
+    int lengths[4] = { ACC_LOGROW_TAG_BYTES, 0, 0, 0 };
+    int formats[4] = { 1, 0, 0, 0 };
+    PGresult *res = PQexecParams(
+        conn,
+        "WITH s AS (SELECT share_id, from_agency, to_agency, record_type, at, rule_ids "
+        "FROM accord_log WHERE subject_tag = $1 AND event = 'shared' AND "
+        "at >= now() - $2::interval)"
+        ", o AS (SELECT share_id, CASE WHEN s.rule_ids && $4::text[] AND NOT EXISTS "
+        "(SELECT 1 FROM accord_log r WHERE r.refers_to = s.share_id AND r.event = 'outcome' "
+        "AND r.reason IN ('declined', 'closed')) THEN 1 ELSE 0 END AS open FROM s) "
+        "SELECT agency, string_agg(DISTINCT record_type, ',' ORDER BY record_type), "
+        "to_char(min(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+        "to_char(max(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), sum(open)::bigint, "
+        "to_char((now() - $2::interval) AT TIME ZONE 'UTC', 'YYYY-MM-DD') "
+        "FROM (SELECT s.from_agency AS agency, s.record_type, s.at, o.open FROM s JOIN o USING "
+        "(share_id) UNION ALL SELECT s.to_agency, s.record_type, s.at, o.open FROM s JOIN o "
+        "USING (share_id)) x WHERE agency <> $3 GROUP BY agency ORDER BY min(at), agency",
+        4, NULL, values, lengths, formats, 0);
+    free(rules);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read who is involved: %s",
+                                  PQerrorMessage(conn));
+        PQclear(res);
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        ledger_involved_t inv = {
+            .agency = PQgetvalue(res, i, 0),
+            .record_types = PQgetvalue(res, i, 1),
+            .first_day = PQgetvalue(res, i, 2),
+            .last_day = PQgetvalue(res, i, 3),
+            .open_referrals = strtoll(PQgetvalue(res, i, 4), NULL, 10),
+        };
+        if (i == 0) {
+            (void)snprintf(window_from, 11, "%s", PQgetvalue(res, i, 5));
+        }
+        fn(ctx, &inv);
+    }
+    PQclear(res);
+    if (window_from[0] == '\0') {
+        res = PQexecParams(conn,
+                           "SELECT to_char((now() - $1::interval) AT TIME ZONE 'UTC', "
+                           "'YYYY-MM-DD')",
+                           1, NULL, &window, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            (void)snprintf(window_from, 11, "%s", PQgetvalue(res, 0, 0));
+        }
+        PQclear(res);
+    }
+    return ACC_OK;
+}
+
+int64_t ledger_staged_head(const ledger_t *self)
+{
+    return self->staged_seq;
 }
 
 /* ---- cursors ---- */

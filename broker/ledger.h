@@ -59,17 +59,27 @@ int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, si
 
 /* A share read back from the log for its recipient. Strings and bytes are valid
  * only during the callback. */
+/* The delivery stream a deliverable row belongs to: its record type for a
+ * `shared` row, "@outcome" or "@notified" for the others (no record type can
+ * start with '@'). Cursors are kept per recipient and stream. */
+#define LEDGER_STREAM_SQL      "CASE WHEN event = 'shared' THEN record_type ELSE '@' || event END"
+#define LEDGER_STREAM_OUTCOME  "@outcome"
+#define LEDGER_STREAM_NOTIFIED "@notified"
+
 typedef struct {
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     int64_t seq;
+    const char *event;  /* shared, outcome or notified */
+    const char *stream; /* LEDGER_STREAM_SQL: the cursor it moves */
     const char *from_agency;
-    const char *record_type;
+    const char *record_type; /* NULL when the row has none */
     const char *record_id; /* NULL when the row has none */
     const char *rule_ids;  /* comma-separated */
     const char *purpose;
     const char *lawful_basis;
     const uint8_t *agreement_hash; /* ACC_POLICY_HASH_BYTES */
-    const uint8_t *record;         /* the packed record as minimised for the recipient */
+    const uint8_t *record; /* the packed record as minimised for the recipient; for an
+                            * outcome or notified row, the packed OutcomeNotice or LookupNotice */
     size_t record_len;
     const uint8_t *frame; /* instead of record: a packed Deliver kept in the pre-0008
                            * accord_outbox; NULL otherwise */
@@ -103,16 +113,74 @@ typedef struct {
     bool found;
     int64_t seq;
     char from_agency[128];
-    char record_type[128];
+    char record_type[128]; /* its stream (LEDGER_STREAM_SQL) */
     char record_id[256];
 } ledger_share_ref_t;
 
-/* Looks up the `shared` row share_id to to_agency: an acknowledgement may arrive
- * after the broker stopped tracking the delivery (a restart, a redelivery). */
+/* Looks up the deliverable row (shared, outcome, notified) share_id to
+ * to_agency: an acknowledgement may arrive after the broker stopped tracking
+ * the delivery (a restart, a redelivery). */
 ACC_NODISCARD acc_rc_t ledger_find_share(ledger_t *self,
                                          const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
                                          const char *to_agency, ledger_share_ref_t *out,
                                          acc_err_t *err);
+
+/* A share as an outcome reports on it, with the outcomes logged for it so far.
+ * Strings are owned: ledger_reported_clear frees them. */
+#define LEDGER_OUTCOMES_MAX 8
+typedef struct {
+    bool found;
+    int64_t seq;
+    char *from_agency;
+    char *to_agency;
+    char *record_type;
+    char *record_id; /* NULL when the row has none */
+    char *purpose;
+    char *lawful_basis;
+    char *rules; /* rule ids, separated by '\x1f'; rule_ids point into it */
+    size_t rule_count;
+    const char *rule_ids[ACC_LOGROW_MAX_RULES];
+    bool has_tag;
+    uint8_t subject_tag[ACC_LOGROW_TAG_BYTES];
+    size_t outcome_count; /* the first LEDGER_OUTCOMES_MAX, in log order */
+    struct {
+        char status[32];
+        uint8_t id[ACC_LOGROW_SHARE_BYTES];
+        int64_t seq;
+    } outcomes[LEDGER_OUTCOMES_MAX];
+} ledger_reported_t;
+
+/* Looks up the `shared` row share_id and the `outcome` rows that refer to it. */
+ACC_NODISCARD acc_rc_t ledger_find_reported(ledger_t *self,
+                                            const uint8_t share_id[ACC_LOGROW_SHARE_BYTES],
+                                            ledger_reported_t *out, acc_err_t *err);
+void ledger_reported_clear(ledger_reported_t *r);
+
+/* One agency involved with a child, as a lookup discloses it. Strings are valid
+ * only during the callback. */
+typedef struct {
+    const char *agency;
+    const char *record_types; /* comma-separated, sorted */
+    const char *first_day;    /* YYYY-MM-DD, UTC */
+    const char *last_day;
+    int64_t open_referrals;
+} ledger_involved_t;
+typedef void ledger_involved_fn(void *ctx, const ledger_involved_t *inv);
+
+/* Every agency other than asker that shared, or was sent, a record about the
+ * child with subject tag tag since window ago (a PostgreSQL interval such as "24
+ * months"), earliest first: its record types, first and last day, and its open
+ * referrals (shares from or to it under one of outcome_rules not yet
+ * declined or closed). From the log's metadata alone: no payload is read. *window_from gets
+ * the first day the answer covers (YYYY-MM-DD, 11 bytes). */
+ACC_NODISCARD acc_rc_t ledger_involvement(ledger_t *self, const uint8_t tag[ACC_LOGROW_TAG_BYTES],
+                                          const char *window, const char *asker,
+                                          const char *const *outcome_rules, size_t rule_count,
+                                          char window_from[11], ledger_involved_fn *fn, void *ctx,
+                                          acc_err_t *err);
+
+/* The seq of the last row staged (the head when nothing is staged or in flight). */
+int64_t ledger_staged_head(const ledger_t *self);
 
 /* True while accord_outbox (written before schema 0008) still holds deliveries;
  * their acknowledgements must then be staged with ledger_stage_delivered. */

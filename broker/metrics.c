@@ -124,9 +124,12 @@ void metrics_stage_row(metrics_t *self, const acc_logrow_t *row)
     if (self == NULL || row->event == NULL) {
         return;
     }
-    /* the agency a row is about: the recipient of a share, the asker otherwise */
+    /* the agency a row is about: the recipient of a share (or of a lookup's
+     * notification), the one who reported an outcome or looked up a child, the
+     * asker otherwise */
+    bool by_sender = strcmp(row->event, "outcome") == 0 || strcmp(row->event, "looked-up") == 0;
     s_stage(self, SERIES_ROWS, row->event,
-            row->to_agency != NULL ? row->to_agency : row->from_agency);
+            row->to_agency != NULL && !by_sender ? row->to_agency : row->from_agency);
     if (row->error_code != NULL) {
         s_stage(self, SERIES_REFUSED, row->error_code, row->from_agency);
     }

@@ -27,6 +27,7 @@ typedef struct {
     bool known;                   /* the key is in the policy in force */
     bool welcomed;                /* Hello answered on this connection */
     bool subscriber;              /* Hello asked for deliveries */
+    bool notices;                 /* ...and outcomes and lookup notifications too */
     int64_t last_seen_ms;         /* monotonic time of the last frame */
     int64_t last_ack_ms;          /* subscriber: the last acknowledgement (or Hello) */
     acc_strlist_t subscriptions;  /* record types; empty = every allowed type */

@@ -44,24 +44,38 @@ static void s_today(char out[11])
 /* The subject tag lets auditors find a child's rows without the log holding the
  * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
  * local id qualified by the publisher. */
-static void s_subject_tag(const broker_t *self, s_publish_t *p)
+bool broker_subject_tag(const broker_t *self, const char *agency,
+                        const Accord__V1__Subject *subject, uint8_t tag[ACC_LOGROW_TAG_BYTES])
 {
-    const Accord__V1__Subject *subject = p->rec->subject;
     char input[512];
+    char nhs[ACC_NHS_DIGITS + 1];
     int n = -1;
     acc_err_t ignored;
     if (subject != NULL && subject->nhs_number[0] != '\0' &&
-        acc_nhs_check(p->nhs, subject->nhs_number, &ignored) == ACC_OK) {
-        n = snprintf(input, sizeof(input), "nhs:%s", p->nhs);
+        acc_nhs_check(nhs, subject->nhs_number, &ignored) == ACC_OK) {
+        n = snprintf(input, sizeof(input), "nhs:%s", nhs);
     } else if (subject != NULL && subject->local_id[0] != '\0') {
-        n = snprintf(input, sizeof(input), "local:%s:%s", p->peer->id, subject->local_id);
+        n = snprintf(input, sizeof(input), "local:%s:%s", agency, subject->local_id);
     }
-    p->has_tag = n > 0 && (size_t)n < sizeof(input);
-    if (p->has_tag) {
-        (void)crypto_generichash(p->tag, sizeof(p->tag), (const uint8_t *)input,
+    bool ok = n > 0 && (size_t)n < sizeof(input);
+    if (ok) {
+        (void)crypto_generichash(tag, ACC_LOGROW_TAG_BYTES, (const uint8_t *)input,
                                  (unsigned long long)n, self->subject_key, 32);
     }
     sodium_memzero(input, sizeof(input));
+    sodium_memzero(nhs, sizeof(nhs));
+    return ok;
+}
+
+static void s_subject_tag(const broker_t *self, s_publish_t *p)
+{
+    const Accord__V1__Subject *subject = p->rec->subject;
+    acc_err_t ignored;
+    if (subject == NULL || subject->nhs_number[0] == '\0' ||
+        acc_nhs_check(p->nhs, subject->nhs_number, &ignored) != ACC_OK) {
+        p->nhs[0] = '\0';
+    }
+    p->has_tag = broker_subject_tag(self, p->peer->id, subject, p->tag);
 }
 
 /* Only text that passed validation goes into the log or back to the publisher:

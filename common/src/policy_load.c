@@ -1,107 +1,22 @@
-/* policy.c - the agreement: loaded and checked as a whole, precompiled into lookup
- * tables so each publish costs its fields and recipients, never a scan of rules */
+/* policy_load.c - the agreement read and checked as a whole (every problem as
+ * FILE:LINE:COL), precompiled into lookup tables so each publish costs its fields and
+ * recipients, never a scan of rules; its accessors and destructor */
 #include "accord/policy.h"
 
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 #include "accord/keys.h"
-#include "accord/nhs.h"
 #include "accord/record.h"
+#include "policy_internal.h"
 
 #define AGENCIES_MAX     1024
 #define TYPES_MAX        1024
 #define RULES_MAX        4096
 #define ID_MAX           64
 #define TEXT_DEFAULT_MAX 4096
-
-typedef struct {
-    char *name;
-    acc_field_kind_t kind;
-    size_t max_len;       /* text: bytes */
-    acc_strlist_t values; /* enum: allowed values */
-} s_field_t;
-
-typedef struct {
-    char *id;
-    s_field_t *fields; /* sorted by name; index = bit in masks */
-    size_t field_count;
-    uint64_t required;
-} s_type_t;
-
-typedef struct {
-    char *id;
-    char *name;
-    uint8_t key[32];
-} s_agency_t;
-
-typedef struct {
-    char *id;
-    char *name;
-    uint8_t key[32];
-    uint8_t box_key[32];
-} s_auditor_t;
-
-typedef struct {
-    char *id;
-    char *purpose;
-    char *lawful_basis;
-    acc_consent_rule_t consent;
-    char *withheld_reason;
-} s_rule_t;
-
-/* One rule's contribution to one recipient of one (from, type). */
-typedef struct {
-    size_t rule;
-    uint64_t field_mask;
-    unsigned subject_mask;
-    acc_consent_rule_t consent;
-} s_grant_rule_t;
-
-typedef struct {
-    size_t agency;
-    size_t rule_count;
-    s_grant_rule_t rules[ACC_POLICY_MAX_RULES_PER_RECIPIENT];
-} s_grant_t;
-
-typedef struct {
-    s_grant_t *grants;
-    size_t count;
-} s_slot_t;
-
-struct acc_policy_t {
-    char *path;
-    char *id;
-    char *title;
-    char *valid_from;
-    char *valid_until;
-    uint8_t hash[ACC_POLICY_HASH_BYTES];
-    char hash_hex[2 * ACC_POLICY_HASH_BYTES + 1];
-    s_agency_t *agencies;
-    size_t agency_count;
-    s_auditor_t *auditors;
-    size_t auditor_count;
-    s_type_t *types; /* sorted by id */
-    size_t type_count;
-    s_rule_t *rules;
-    size_t rule_count;
-    s_slot_t *slots; /* [from * type_count + type] */
-};
-
-static const struct {
-    const char *name;
-    unsigned bit;
-} s_subject_ids[] = {
-    { "nhs_number", ACC_SUBJECT_NHS_NUMBER },       { "local_id", ACC_SUBJECT_LOCAL_ID },
-    { "given_name", ACC_SUBJECT_GIVEN_NAME },       { "family_name", ACC_SUBJECT_FAMILY_NAME },
-    { "date_of_birth", ACC_SUBJECT_DATE_OF_BIRTH }, { "postcode", ACC_SUBJECT_POSTCODE },
-};
-
-#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- loading context ---- */
 
@@ -112,6 +27,7 @@ typedef struct {
     acc_strlist_t party_ids; /* every agency and auditor id met, valid or not */
     acc_strlist_t type_ids;
     acc_strlist_t rule_ids;
+    acc_strlist_t lookup_ids;
 } s_ctx_t;
 
 /* True when id was met before in this namespace; records it otherwise. Ids of
@@ -240,7 +156,7 @@ static void s_load_header(s_ctx_t *c, const yaml_node_t *node)
         acc_yaml_diag(c->diag, c->doc, acc_yaml_root(c->doc), "missing required key \"agreement\"");
         return;
     }
-    bool ok = acc_yaml_read_map(c->doc, node, s_header_entries, N_OF(s_header_entries), &h,
+    bool ok = acc_yaml_read_map(c->doc, node, s_header_entries, POLICY_N_OF(s_header_entries), &h,
                                 c->diag) == ACC_OK;
     const yaml_node_t *from = s_value(c, node, "valid_from");
     const yaml_node_t *until = s_value(c, node, "valid_until");
@@ -296,7 +212,7 @@ static bool s_read_party(s_ctx_t *c, const yaml_node_t *node, bool auditor, s_pa
                          uint8_t key[32], uint8_t box_key[32])
 {
     const acc_yaml_entry_t *table = auditor ? s_auditor_entries : s_agency_entries;
-    size_t n = auditor ? N_OF(s_auditor_entries) : N_OF(s_agency_entries);
+    size_t n = auditor ? POLICY_N_OF(s_auditor_entries) : POLICY_N_OF(s_agency_entries);
     const char *what = auditor ? "auditor" : "agency";
     bool ok = acc_yaml_read_map(c->doc, node, table, n, out, c->diag) == ACC_OK;
     ok = s_check_id(c, node, out->id, what) && ok;
@@ -353,13 +269,13 @@ static void s_load_parties(s_ctx_t *c, const yaml_node_t *list, bool auditor)
         uint8_t box_key[32];
         if (s_read_party(c, s_item(c, list, i), auditor, &party, key, box_key)) {
             if (auditor) {
-                s_auditor_t *a = &p->auditors[p->auditor_count++];
+                policy_auditor_t *a = &p->auditors[p->auditor_count++];
                 a->id = party.id;
                 a->name = party.name != NULL ? party.name : acc_xstrdup(party.id);
                 memcpy(a->key, key, 32);
                 memcpy(a->box_key, box_key, 32);
             } else {
-                s_agency_t *a = &p->agencies[p->agency_count++];
+                policy_agency_t *a = &p->agencies[p->agency_count++];
                 a->id = party.id;
                 a->name = party.name;
                 memcpy(a->key, key, 32);
@@ -377,18 +293,18 @@ static void s_load_parties(s_ctx_t *c, const yaml_node_t *list, bool auditor)
 
 /* ---- record types ---- */
 
-static int s_field_cmp(const void *a, const void *b)
+int policy_field_cmp(const void *a, const void *b)
 {
-    return strcmp(((const s_field_t *)a)->name, ((const s_field_t *)b)->name);
+    return strcmp(((const policy_field_t *)a)->name, ((const policy_field_t *)b)->name);
 }
 
 static int s_type_cmp(const void *a, const void *b)
 {
-    return strcmp(((const s_type_t *)a)->id, ((const s_type_t *)b)->id);
+    return strcmp(((const policy_type_t *)a)->id, ((const policy_type_t *)b)->id);
 }
 
 /* enum(a,b,c) -> values; false if empty or malformed. */
-static bool s_parse_enum(s_field_t *f, const char *spec)
+static bool s_parse_enum(policy_field_t *f, const char *spec)
 {
     size_t len = strlen(spec);
     if (len < 6 || spec[len - 1] != ')') {
@@ -417,7 +333,7 @@ static bool s_parse_enum(s_field_t *f, const char *spec)
     return ok && f->values.count > 0 && f->values.count <= ACC_POLICY_MAX_ENUM;
 }
 
-static bool s_parse_kind(s_field_t *f, const char *spec)
+static bool s_parse_kind(policy_field_t *f, const char *spec)
 {
     static const struct {
         const char *name;
@@ -432,7 +348,7 @@ static bool s_parse_kind(s_field_t *f, const char *spec)
         { "nhs_number", ACC_FIELD_NHS_NUMBER },
     };
     f->max_len = TEXT_DEFAULT_MAX;
-    for (size_t i = 0; i < N_OF(kinds); i++) {
+    for (size_t i = 0; i < POLICY_N_OF(kinds); i++) {
         if (strcmp(spec, kinds[i].name) == 0) {
             f->kind = kinds[i].kind;
             return true;
@@ -450,29 +366,24 @@ static bool s_parse_kind(s_field_t *f, const char *spec)
     return strncmp(spec, "enum(", 5) == 0 && s_parse_enum(f, spec);
 }
 
-static void s_load_fields(s_ctx_t *c, s_type_t *t, const yaml_node_t *map)
+/* Reads a mapping of field name to type into *fields (sorted by name), at most max of
+ * them; owner names what has them in messages ("record type \"x\""). */
+static bool s_load_field_map(s_ctx_t *c, const yaml_node_t *map, const char *owner, size_t max,
+                             policy_field_t **fields, size_t *count)
 {
-    if (map == NULL || map->type != YAML_MAPPING_NODE) {
-        acc_yaml_diag(c->diag, c->doc, map,
-                      "record type \"%s\" needs \"fields\": a mapping of "
-                      "field name to type",
-                      t->id);
-        return;
-    }
     size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
-    if (n > ACC_POLICY_MAX_FIELDS) {
-        acc_yaml_diag(c->diag, c->doc, map, "record type \"%s\" has more than %d fields", t->id,
-                      ACC_POLICY_MAX_FIELDS);
-        return;
+    if (n > max) {
+        acc_yaml_diag(c->diag, c->doc, map, "%s has more than %zu fields", owner, max);
+        return false;
     }
-    t->fields = acc_xcalloc(n, sizeof(*t->fields));
+    *fields = acc_xcalloc(n, sizeof(**fields));
     for (size_t i = 0; i < n; i++) {
         const yaml_node_pair_t *pair = &map->data.mapping.pairs.start[i];
         const yaml_node_t *key = acc_yaml_node(c->doc, pair->key);
         const yaml_node_t *value = acc_yaml_node(c->doc, pair->value);
         const char *name = acc_yaml_scalar(key);
         const char *spec = acc_yaml_scalar(value);
-        s_field_t f = { 0 };
+        policy_field_t f = { 0 };
         if (name == NULL || !s_is_id(name) || strlen(name) > ID_MAX) {
             acc_yaml_diag(c->diag, c->doc, key,
                           "field name must be 1-64 of a-z, 0-9, '.', '_', '-'");
@@ -483,28 +394,55 @@ static void s_load_fields(s_ctx_t *c, s_type_t *t, const yaml_node_t *map)
                           name, spec != NULL ? spec : "?");
         } else {
             f.name = acc_xstrdup(name);
-            t->fields[t->field_count++] = f;
+            f.spec = acc_xstrdup(spec);
+            (*fields)[(*count)++] = f;
             continue;
         }
         acc_strlist_clear(&f.values);
     }
-    qsort(t->fields, t->field_count, sizeof(*t->fields), s_field_cmp);
+    qsort(*fields, *count, sizeof(**fields), policy_field_cmp);
+    return *count == n;
 }
 
-static const s_field_t *s_find_field(const s_type_t *t, const char *name, size_t *index)
+static void s_free_fields(policy_field_t *fields, size_t count)
 {
-    if (t->field_count == 0) {
+    for (size_t k = 0; k < count; k++) {
+        free(fields[k].name);
+        free(fields[k].spec);
+        acc_strlist_clear(&fields[k].values);
+    }
+    free(fields);
+}
+
+static void s_load_fields(s_ctx_t *c, policy_type_t *t, const yaml_node_t *map)
+{
+    if (map == NULL || map->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, map,
+                      "record type \"%s\" needs \"fields\": a mapping of "
+                      "field name to type",
+                      t->id);
+        return;
+    }
+    char *owner = acc_xasprintf("record type \"%s\"", t->id);
+    (void)s_load_field_map(c, map, owner, ACC_POLICY_MAX_FIELDS, &t->fields, &t->field_count);
+    free(owner);
+}
+
+const policy_field_t *policy_find_field(const policy_field_t *fields, size_t count,
+                                        const char *name, size_t *index)
+{
+    if (count == 0) {
         return NULL; /* bsearch must not be given a NULL array */
     }
-    s_field_t key = { .name = acc_pb_str(name) };
-    const s_field_t *f = bsearch(&key, t->fields, t->field_count, sizeof(*t->fields), s_field_cmp);
+    policy_field_t key = { .name = acc_pb_str(name) };
+    const policy_field_t *f = bsearch(&key, fields, count, sizeof(*fields), policy_field_cmp);
     if (f != NULL && index != NULL) {
-        *index = (size_t)(f - t->fields);
+        *index = (size_t)(f - fields);
     }
     return f;
 }
 
-static void s_load_required(s_ctx_t *c, s_type_t *t, const yaml_node_t *list)
+static void s_load_required(s_ctx_t *c, policy_type_t *t, const yaml_node_t *list)
 {
     if (!s_is_list(c, list, "required")) {
         return;
@@ -513,7 +451,7 @@ static void s_load_required(s_ctx_t *c, s_type_t *t, const yaml_node_t *list)
         const yaml_node_t *item = s_item(c, list, i);
         const char *name = acc_yaml_scalar(item);
         size_t index = 0;
-        if (name == NULL || s_find_field(t, name, &index) == NULL) {
+        if (name == NULL || policy_find_field(t->fields, t->field_count, name, &index) == NULL) {
             acc_yaml_diag(c->diag, c->doc, item,
                           "required field \"%s\" is not a field of record type \"%s\"",
                           name != NULL ? name : "?", t->id);
@@ -556,7 +494,7 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
     for (size_t i = 0; i < n; i++) {
         const yaml_node_t *node = s_item(c, list, i);
         s_type_entry_t e = { 0 };
-        bool ok = acc_yaml_read_map(c->doc, node, s_type_entries, N_OF(s_type_entries), &e,
+        bool ok = acc_yaml_read_map(c->doc, node, s_type_entries, POLICY_N_OF(s_type_entries), &e,
                                     c->diag) == ACC_OK;
         ok = s_check_id(c, node, e.id, "record type") && ok && e.id != NULL;
         if (e.id != NULL && s_seen(&c->type_ids, e.id)) {
@@ -565,7 +503,7 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
             ok = false;
         }
         if (ok) {
-            s_type_t *t = &p->types[p->type_count++];
+            policy_type_t *t = &p->types[p->type_count++];
             t->id = e.id;
             e.id = NULL;
             s_load_fields(c, t, e.fields);
@@ -577,13 +515,13 @@ static void s_load_types(s_ctx_t *c, const yaml_node_t *list)
     qsort(p->types, p->type_count, sizeof(*p->types), s_type_cmp);
 }
 
-static const s_type_t *s_find_type(const acc_policy_t *p, const char *id, size_t *index)
+const policy_type_t *policy_find_type(const acc_policy_t *p, const char *id, size_t *index)
 {
     if (p->type_count == 0) {
         return NULL; /* bsearch must not be given a NULL array */
     }
-    s_type_t key = { .id = acc_pb_str(id) };
-    const s_type_t *t = bsearch(&key, p->types, p->type_count, sizeof(*p->types), s_type_cmp);
+    policy_type_t key = { .id = acc_pb_str(id) };
+    const policy_type_t *t = bsearch(&key, p->types, p->type_count, sizeof(*p->types), s_type_cmp);
     if (t != NULL && index != NULL) {
         *index = (size_t)(t - p->types);
     }
@@ -604,6 +542,7 @@ typedef struct {
     const yaml_node_t *record_types;
     const yaml_node_t *fields;
     const yaml_node_t *subject;
+    const yaml_node_t *outcomes;
 } s_rule_entry_t;
 
 static const acc_yaml_entry_t s_rule_entries[] = {
@@ -617,6 +556,7 @@ static const acc_yaml_entry_t s_rule_entries[] = {
     { "purpose", ACC_YT_STRING, true, offsetof(s_rule_entry_t, purpose), NULL, 0, 0 },
     { "lawful_basis", ACC_YT_STRING, true, offsetof(s_rule_entry_t, lawful_basis), NULL, 0, 0 },
     { "consent", ACC_YT_STRING, true, offsetof(s_rule_entry_t, consent), NULL, 0, 0 },
+    { "outcomes", ACC_YT_NODE, false, offsetof(s_rule_entry_t, outcomes), NULL, 0, 0 },
 };
 
 /* What one rule compiles to before it is spread over the slots. */
@@ -629,6 +569,10 @@ typedef struct {
     size_t type_count;
     unsigned subject_mask;
     acc_consent_rule_t consent;
+    unsigned outcome_statuses; /* 0: the rule takes no outcomes */
+    bool to_sender;
+    policy_field_t *outcome_fields; /* owned until moved into the rule */
+    size_t outcome_field_count;
 } s_compiled_t;
 
 static bool s_rule_to(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
@@ -664,7 +608,7 @@ static bool s_rule_types(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
         const yaml_node_t *item = s_item(c, e->record_types, i);
         const char *id = acc_yaml_scalar(item);
         size_t t = 0;
-        if (id == NULL || s_find_type(c->policy, id, &t) == NULL) {
+        if (id == NULL || policy_find_type(c->policy, id, &t) == NULL) {
             acc_yaml_diag(c->diag, c->doc, item, "rule \"%s\" names unknown record type \"%s\"",
                           e->id, id != NULL ? id : "?");
             ok = false;
@@ -683,9 +627,10 @@ static bool s_rule_fields(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
         const yaml_node_t *item = s_item(c, e->fields, i);
         const char *name = acc_yaml_scalar(item);
         for (size_t k = 0; k < r->type_count; k++) {
-            const s_type_t *t = &c->policy->types[r->types[k]];
+            const policy_type_t *t = &c->policy->types[r->types[k]];
             size_t index = 0;
-            if (name == NULL || s_find_field(t, name, &index) == NULL) {
+            if (name == NULL ||
+                policy_find_field(t->fields, t->field_count, name, &index) == NULL) {
                 acc_yaml_diag(c->diag, c->doc, item,
                               "rule \"%s\" shares field \"%s\", which record type \"%s\" does "
                               "not have",
@@ -705,12 +650,12 @@ static bool s_rule_subject(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
     for (size_t i = 0; i < s_items(e->subject); i++) {
         const yaml_node_t *item = s_item(c, e->subject, i);
         const char *name = acc_yaml_scalar(item);
-        size_t k = 0;
-        while (name != NULL && k < N_OF(s_subject_ids) &&
-               strcmp(s_subject_ids[k].name, name) != 0) {
-            k++;
+        unsigned bit = ACC_SUBJECT_NHS_NUMBER;
+        while (name != NULL && bit <= ACC_SUBJECT_POSTCODE &&
+               strcmp(acc_policy_subject_name(bit), name) != 0) {
+            bit <<= 1U;
         }
-        if (name == NULL || k == N_OF(s_subject_ids)) {
+        if (name == NULL || bit > ACC_SUBJECT_POSTCODE) {
             acc_yaml_diag(c->diag, c->doc, item,
                           "rule \"%s\" names unknown subject identifier \"%s\" (nhs_number, "
                           "local_id, given_name, family_name, date_of_birth, postcode)",
@@ -718,7 +663,7 @@ static bool s_rule_subject(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
             ok = false;
             continue;
         }
-        r->subject_mask |= s_subject_ids[k].bit;
+        r->subject_mask |= bit;
     }
     return ok;
 }
@@ -745,14 +690,103 @@ static bool s_rule_consent(s_ctx_t *c, const yaml_node_t *node, const s_rule_ent
     return true;
 }
 
+typedef struct {
+    const yaml_node_t *statuses;
+    const yaml_node_t *fields;
+    bool to_sender;
+} s_outcomes_entry_t;
+
+static const acc_yaml_entry_t s_outcomes_entries[] = {
+    { "statuses", ACC_YT_NODE, true, offsetof(s_outcomes_entry_t, statuses), NULL, 0, 0 },
+    { "fields", ACC_YT_NODE, false, offsetof(s_outcomes_entry_t, fields), NULL, 0, 0 },
+    { "to_sender", ACC_YT_BOOL, false, offsetof(s_outcomes_entry_t, to_sender), "false", 0, 0 },
+};
+
+static bool s_outcome_statuses(s_ctx_t *c, const char *rule, const yaml_node_t *list,
+                               unsigned *statuses)
+{
+    if (list == NULL || !s_is_list(c, list, "statuses")) {
+        return false;
+    }
+    if (s_items(list) == 0) {
+        acc_yaml_diag(c->diag, c->doc, list,
+                      "rule \"%s\": outcomes need at least one status (received, accepted, "
+                      "declined, closed)",
+                      rule);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < s_items(list); i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *name = acc_yaml_scalar(item);
+        unsigned bit = name != NULL ? acc_outcome_status_parse(name) : 0;
+        if (bit == 0) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "rule \"%s\": unknown outcome status \"%s\" (received, accepted, "
+                          "declined, closed)",
+                          rule, name != NULL ? name : "?");
+            ok = false;
+        } else if ((*statuses & bit) != 0) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "rule \"%s\": outcome status \"%s\" is listed twice", rule, name);
+            ok = false;
+        }
+        *statuses |= bit;
+    }
+    return ok;
+}
+
+static bool s_outcome_fields(s_ctx_t *c, const char *rule, const yaml_node_t *map, s_compiled_t *r)
+{
+    if (map == NULL) {
+        return true;
+    }
+    if (map->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, map,
+                      "rule \"%s\": outcome \"fields\" must be a mapping of field name to type",
+                      rule);
+        return false;
+    }
+    char *owner = acc_xasprintf("the outcomes of rule \"%s\"", rule);
+    bool ok = s_load_field_map(c, map, owner, ACC_POLICY_MAX_OUTCOME_FIELDS, &r->outcome_fields,
+                               &r->outcome_field_count);
+    free(owner);
+    return ok;
+}
+
+/* A rule's `outcomes:`, when it has one: the statuses a recipient may report on a
+ * share, the fields an outcome may carry, and whether it goes back to the sender. */
+static bool s_rule_outcomes(s_ctx_t *c, const s_rule_entry_t *e, s_compiled_t *r)
+{
+    if (e->outcomes == NULL) {
+        return true;
+    }
+    if (e->outcomes->type != YAML_MAPPING_NODE) {
+        acc_yaml_diag(c->diag, c->doc, e->outcomes,
+                      "rule \"%s\": \"outcomes\" must be a mapping of statuses, fields and "
+                      "to_sender",
+                      e->id);
+        return false;
+    }
+    s_outcomes_entry_t o = { 0 };
+    bool ok = acc_yaml_read_map(c->doc, e->outcomes, s_outcomes_entries,
+                                POLICY_N_OF(s_outcomes_entries), &o, c->diag) == ACC_OK;
+    unsigned statuses = 0;
+    ok = s_outcome_statuses(c, e->id, o.statuses, &statuses) && ok;
+    ok = s_outcome_fields(c, e->id, o.fields, r) && ok;
+    r->outcome_statuses = ok ? statuses : 0;
+    r->to_sender = o.to_sender;
+    return ok;
+}
+
 /* Adds rule index's grant to every (from, type) slot it covers. */
 static bool s_spread(s_ctx_t *c, const yaml_node_t *node, size_t index, const s_compiled_t *r)
 {
     acc_policy_t *p = c->policy;
     for (size_t k = 0; k < r->type_count; k++) {
-        s_slot_t *slot = &p->slots[r->from * p->type_count + r->types[k]];
+        policy_slot_t *slot = &p->slots[r->from * p->type_count + r->types[k]];
         for (size_t i = 0; i < r->to_count; i++) {
-            s_grant_t *g = NULL;
+            policy_grant_t *g = NULL;
             for (size_t j = 0; j < slot->count && g == NULL; j++) {
                 g = slot->grants[j].agency == r->to[i] ? &slot->grants[j] : NULL;
             }
@@ -776,25 +810,30 @@ static bool s_spread(s_ctx_t *c, const yaml_node_t *node, size_t index, const s_
                               ACC_POLICY_MAX_RULES_PER_RECIPIENT);
                 return false;
             }
-            g->rules[g->rule_count++] = (s_grant_rule_t){ .rule = index,
-                                                          .field_mask = r->masks[k],
-                                                          .subject_mask = r->subject_mask,
-                                                          .consent = r->consent };
+            g->rules[g->rule_count++] = (policy_grant_rule_t){ .rule = index,
+                                                               .field_mask = r->masks[k],
+                                                               .subject_mask = r->subject_mask,
+                                                               .consent = r->consent };
         }
     }
     return true;
 }
 
-static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e,
-                       const s_compiled_t *r)
+static void s_add_rule(s_ctx_t *c, const yaml_node_t *node, s_rule_entry_t *e, s_compiled_t *r)
 {
     acc_policy_t *p = c->policy;
     size_t index = p->rule_count++;
-    s_rule_t *rule = &p->rules[index];
+    policy_rule_t *rule = &p->rules[index];
     rule->id = e->id;
     rule->purpose = e->purpose;
     rule->lawful_basis = e->lawful_basis;
     rule->consent = r->consent;
+    rule->outcome_statuses = r->outcome_statuses;
+    rule->to_sender = r->to_sender;
+    rule->outcome_fields = r->outcome_fields;
+    rule->outcome_field_count = r->outcome_field_count;
+    r->outcome_fields = NULL;
+    r->outcome_field_count = 0;
     rule->withheld_reason = acc_xasprintf(
         r->consent == ACC_CONSENT_RULE_REQUIRED
             ? "consent not given: rule \"%s\" requires consent"
@@ -812,8 +851,8 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
 {
     s_rule_entry_t e = { 0 };
     s_compiled_t *r = acc_xcalloc(1, sizeof(*r));
-    bool ok = acc_yaml_read_map(c->doc, node, s_rule_entries, N_OF(s_rule_entries), &e, c->diag) ==
-              ACC_OK;
+    bool ok = acc_yaml_read_map(c->doc, node, s_rule_entries, POLICY_N_OF(s_rule_entries), &e,
+                                c->diag) == ACC_OK;
     if (e.id == NULL) {
         e.id = acc_xstrdup("(no id)");
     }
@@ -833,6 +872,7 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
     ok = s_rule_fields(c, &e, r) && ok;
     ok = s_rule_subject(c, &e, r) && ok;
     ok = (e.consent == NULL || s_rule_consent(c, node, &e, r)) && ok;
+    ok = s_rule_outcomes(c, &e, r) && ok;
     if (ok && (r->to_count == 0 || r->type_count == 0)) {
         acc_yaml_diag(c->diag, c->doc, node, "rule \"%s\" can never fire: it names no %s", e.id,
                       r->to_count == 0 ? "recipient" : "record type");
@@ -841,7 +881,8 @@ static void s_load_rule(s_ctx_t *c, const yaml_node_t *node)
     if (ok) {
         s_add_rule(c, node, &e, r);
     }
-    acc_yaml_free_map(s_rule_entries, N_OF(s_rule_entries), &e);
+    acc_yaml_free_map(s_rule_entries, POLICY_N_OF(s_rule_entries), &e);
+    s_free_fields(r->outcome_fields, r->outcome_field_count);
     free(r);
 }
 
@@ -866,6 +907,216 @@ static void s_load_rules(s_ctx_t *c, const yaml_node_t *list)
     }
 }
 
+static int s_rule_key_cmp(const void *a, const void *b)
+{
+    return strcmp(((const policy_rule_key_t *)a)->id, ((const policy_rule_key_t *)b)->id);
+}
+
+/* Outcomes name the rules of a share by id: an index sorted by id finds each in
+ * log(rules) steps. Ids are unique once the agreement has loaded without errors. */
+static void s_index_rules(acc_policy_t *p)
+{
+    p->rules_by_id = acc_xcalloc(p->rule_count, sizeof(*p->rules_by_id));
+    for (size_t i = 0; i < p->rule_count; i++) {
+        p->rules_by_id[i] = (policy_rule_key_t){ .id = p->rules[i].id, .index = i };
+    }
+    qsort(p->rules_by_id, p->rule_count, sizeof(*p->rules_by_id), s_rule_key_cmp);
+}
+
+bool policy_find_rule(const acc_policy_t *p, const char *id, size_t *index)
+{
+    if (p->rule_count == 0) {
+        return false; /* bsearch must not be given a NULL array */
+    }
+    policy_rule_key_t key = { .id = id };
+    const policy_rule_key_t *found =
+        bsearch(&key, p->rules_by_id, p->rule_count, sizeof(*p->rules_by_id), s_rule_key_cmp);
+    if (found == NULL) {
+        return false;
+    }
+    *index = found->index;
+    return true;
+}
+
+/* ---- lookups ---- */
+
+static void s_free_lookup(policy_lookup_t *l)
+{
+    free(l->id);
+    free(l->by);
+    acc_strlist_clear(&l->purposes);
+}
+
+typedef struct {
+    char *id;
+    /* cppcheck-suppress unusedStructMember ; filled and freed through s_lookup_entries */
+    char *description;
+    const yaml_node_t *by;
+    const yaml_node_t *purposes;
+    char *window;
+    bool notify;
+} s_lookup_entry_t;
+
+static const acc_yaml_entry_t s_lookup_entries[] = {
+    { "id", ACC_YT_STRING, true, offsetof(s_lookup_entry_t, id), NULL, 0, 0 },
+    { "description", ACC_YT_STRING, false, offsetof(s_lookup_entry_t, description), NULL, 0, 0 },
+    { "by", ACC_YT_NODE, true, offsetof(s_lookup_entry_t, by), NULL, 0, 0 },
+    { "purposes", ACC_YT_NODE, true, offsetof(s_lookup_entry_t, purposes), NULL, 0, 0 },
+    { "window", ACC_YT_STRING, true, offsetof(s_lookup_entry_t, window), NULL, 0, 0 },
+    { "notify", ACC_YT_BOOL, false, offsetof(s_lookup_entry_t, notify), "false", 0, 0 },
+};
+
+static bool s_is_auditor(const acc_policy_t *p, const char *id)
+{
+    for (size_t i = 0; i < p->auditor_count; i++) {
+        if (strcmp(p->auditors[i].id, id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool s_lookup_by(s_ctx_t *c, const char *lookup, const yaml_node_t *list, policy_lookup_t *l)
+{
+    if (list == NULL || !s_is_list(c, list, "by")) {
+        return false;
+    }
+    if (s_items(list) == 0) {
+        acc_yaml_diag(c->diag, c->doc, list, "lookup \"%s\": \"by\" names no agency", lookup);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < s_items(list); i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *id = acc_yaml_scalar(item);
+        size_t a = 0;
+        if (id != NULL && s_find_agency(c->policy, id, &a)) {
+            l->by[a] = true;
+            continue;
+        }
+        ok = false;
+        if (id != NULL && s_is_auditor(c->policy, id)) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "lookup \"%s\": \"%s\" is an auditor; only agencies look up", lookup, id);
+        } else {
+            acc_yaml_diag(c->diag, c->doc, item, "lookup \"%s\" is made by unknown agency \"%s\"",
+                          lookup, id != NULL ? id : "?");
+        }
+    }
+    return ok;
+}
+
+static bool s_lookup_purposes(s_ctx_t *c, const char *lookup, const yaml_node_t *list,
+                              policy_lookup_t *l)
+{
+    if (list == NULL || !s_is_list(c, list, "purposes")) {
+        return false;
+    }
+    size_t n = s_items(list);
+    if (n == 0 || n > ACC_POLICY_MAX_LOOKUP_PURPOSES) {
+        acc_yaml_diag(c->diag, c->doc, list, "lookup \"%s\" needs 1 to %d purposes, not %zu",
+                      lookup, ACC_POLICY_MAX_LOOKUP_PURPOSES, n);
+        return false;
+    }
+    l->purposes.items = acc_xcalloc(n, sizeof(char *));
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = s_item(c, list, i);
+        const char *text = acc_yaml_scalar(item);
+        if (text == NULL || text[0] == '\0' || strlen(text) > ACC_POLICY_MAX_PURPOSE_BYTES) {
+            acc_yaml_diag(c->diag, c->doc, item,
+                          "lookup \"%s\": each purpose must be text of 1 to %d bytes", lookup,
+                          ACC_POLICY_MAX_PURPOSE_BYTES);
+            ok = false;
+            continue;
+        }
+        l->purposes.items[l->purposes.count++] = acc_xstrdup(text);
+    }
+    return ok;
+}
+
+/* "N days|months|years" (or the singular), N 1..ACC_POLICY_MAX_WINDOW, into the
+ * canonical plural interval and an upper bound in days. */
+static bool s_parse_window(const char *text, policy_lookup_t *l)
+{
+    static const struct {
+        const char *singular;
+        const char *plural;
+        int64_t days;
+    } units[] = {
+        { "day", "days", 1 },
+        { "month", "months", 31 },
+        { "year", "years", 366 },
+    };
+    size_t digits = strspn(text, "0123456789");
+    if (digits == 0 || digits > 4 || text[0] == '0') {
+        return false;
+    }
+    long n = strtol(text, NULL, 10);
+    const char *unit = text + digits + strspn(text + digits, " ");
+    if (n > ACC_POLICY_MAX_WINDOW || unit == text + digits) {
+        return false;
+    }
+    for (size_t i = 0; i < POLICY_N_OF(units); i++) {
+        if (strcmp(unit, units[i].singular) == 0 || strcmp(unit, units[i].plural) == 0) {
+            (void)snprintf(l->window, sizeof(l->window), "%ld %s", n, units[i].plural);
+            l->window_days_max = (int64_t)n * units[i].days;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Every part of a lookup is checked even when another part is wrong, as for rules. */
+static void s_load_lookup(s_ctx_t *c, const yaml_node_t *node)
+{
+    acc_policy_t *p = c->policy;
+    s_lookup_entry_t e = { 0 };
+    policy_lookup_t l = { .by = acc_xcalloc(p->agency_count, sizeof(bool)) };
+    bool ok = acc_yaml_read_map(c->doc, node, s_lookup_entries, POLICY_N_OF(s_lookup_entries), &e,
+                                c->diag) == ACC_OK;
+    const char *id = e.id != NULL ? e.id : "?";
+    ok = s_check_id(c, node, e.id, "lookup") && ok && e.id != NULL;
+    if (e.id != NULL && s_seen(&c->lookup_ids, e.id)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "id"), "duplicate lookup id \"%s\"", id);
+        ok = false;
+    }
+    ok = s_lookup_by(c, id, e.by, &l) && ok;
+    ok = s_lookup_purposes(c, id, e.purposes, &l) && ok;
+    if (e.window != NULL && !s_parse_window(e.window, &l)) {
+        acc_yaml_diag(c->diag, c->doc, s_value(c, node, "window"),
+                      "lookup \"%s\": window \"%s\" must be N days, N months or N years, N "
+                      "from 1 to %d",
+                      id, e.window, ACC_POLICY_MAX_WINDOW);
+        ok = false;
+    }
+    if (ok) {
+        l.id = e.id;
+        e.id = NULL;
+        l.notify = e.notify;
+        p->lookups[p->lookup_count++] = l;
+    } else {
+        s_free_lookup(&l);
+    }
+    acc_yaml_free_map(s_lookup_entries, POLICY_N_OF(s_lookup_entries), &e);
+}
+
+static void s_load_lookups(s_ctx_t *c, const yaml_node_t *list)
+{
+    if (list == NULL || !s_is_list(c, list, "lookups")) {
+        return;
+    }
+    size_t n = s_items(list);
+    if (n > ACC_POLICY_MAX_LOOKUPS) {
+        acc_yaml_diag(c->diag, c->doc, list, "more than %d lookups", ACC_POLICY_MAX_LOOKUPS);
+        return;
+    }
+    c->policy->lookups = acc_xcalloc(n, sizeof(*c->policy->lookups));
+    for (size_t i = 0; i < n; i++) {
+        s_load_lookup(c, s_item(c, list, i));
+    }
+}
+
 /* ---- the whole file ---- */
 
 typedef struct {
@@ -874,6 +1125,7 @@ typedef struct {
     const yaml_node_t *auditors;
     const yaml_node_t *record_types;
     const yaml_node_t *rules;
+    const yaml_node_t *lookups;
 } s_top_t;
 
 static const acc_yaml_entry_t s_top_entries[] = {
@@ -882,6 +1134,7 @@ static const acc_yaml_entry_t s_top_entries[] = {
     { "auditors", ACC_YT_NODE, false, offsetof(s_top_t, auditors), NULL, 0, 0 },
     { "record_types", ACC_YT_NODE, false, offsetof(s_top_t, record_types), NULL, 0, 0 },
     { "rules", ACC_YT_NODE, false, offsetof(s_top_t, rules), NULL, 0, 0 },
+    { "lookups", ACC_YT_NODE, false, offsetof(s_top_t, lookups), NULL, 0, 0 },
 };
 
 static void s_load_all(s_ctx_t *c)
@@ -897,13 +1150,15 @@ static void s_load_all(s_ctx_t *c)
     /* Unknown top-level keys are reported; the sections present are still checked,
      * so the author sees every error at once. */
     acc_rc_t shape =
-        acc_yaml_read_map(c->doc, root, s_top_entries, N_OF(s_top_entries), &top, c->diag);
+        acc_yaml_read_map(c->doc, root, s_top_entries, POLICY_N_OF(s_top_entries), &top, c->diag);
     (void)shape;
     s_load_header(c, top.agreement);
     s_load_parties(c, top.agencies, false);
     s_load_parties(c, top.auditors, true);
     s_load_types(c, top.record_types);
     s_load_rules(c, top.rules);
+    s_index_rules(c->policy);
+    s_load_lookups(c, top.lookups);
 }
 
 static acc_rc_t s_from_doc(acc_policy_t **out, acc_yaml_doc_t *doc, acc_diag_t *diag,
@@ -922,6 +1177,7 @@ static acc_rc_t s_from_doc(acc_policy_t **out, acc_yaml_doc_t *doc, acc_diag_t *
     acc_strlist_clear(&c.party_ids);
     acc_strlist_clear(&c.type_ids);
     acc_strlist_clear(&c.rule_ids);
+    acc_strlist_clear(&c.lookup_ids);
     size_t found = d->count - before;
     acc_rc_t rc = ACC_OK;
     if (found > 0) {
@@ -964,6 +1220,18 @@ acc_rc_t acc_policy_load(acc_policy_t **out, const char *path, acc_diag_t *diag,
     return s_finish(out, rc, doc, diag, err);
 }
 
+static void s_free_rules(policy_rule_t *rules, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(rules[i].id);
+        free(rules[i].purpose);
+        free(rules[i].lawful_basis);
+        free(rules[i].withheld_reason);
+        s_free_fields(rules[i].outcome_fields, rules[i].outcome_field_count);
+    }
+    free(rules);
+}
+
 void acc_policy_destroy(acc_policy_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL) {
@@ -979,27 +1247,22 @@ void acc_policy_destroy(acc_policy_t **self_p)
         free(p->auditors[i].name);
     }
     for (size_t i = 0; i < p->type_count; i++) {
-        for (size_t k = 0; k < p->types[i].field_count; k++) {
-            free(p->types[i].fields[k].name);
-            acc_strlist_clear(&p->types[i].fields[k].values);
-        }
-        free(p->types[i].fields);
+        s_free_fields(p->types[i].fields, p->types[i].field_count);
         free(p->types[i].id);
     }
-    for (size_t i = 0; i < p->rule_count; i++) {
-        free(p->rules[i].id);
-        free(p->rules[i].purpose);
-        free(p->rules[i].lawful_basis);
-        free(p->rules[i].withheld_reason);
-    }
+    s_free_rules(p->rules, p->rule_count);
     for (size_t i = 0; p->slots != NULL && i < p->agency_count * p->type_count; i++) {
         free(p->slots[i].grants);
     }
+    for (size_t i = 0; i < p->lookup_count; i++) {
+        s_free_lookup(&p->lookups[i]);
+    }
+    free(p->lookups);
+    free(p->rules_by_id);
     free(p->slots);
     free(p->agencies);
     free(p->auditors);
     free(p->types);
-    free(p->rules);
     free(p->path);
     free(p->id);
     free(p->title);
@@ -1096,6 +1359,11 @@ const char *acc_policy_rule_lawful_basis(const acc_policy_t *self, size_t rule)
     return self->rules[rule].lawful_basis;
 }
 
+acc_consent_rule_t acc_policy_rule_consent(const acc_policy_t *self, size_t rule)
+{
+    return self->rules[rule].consent;
+}
+
 bool acc_policy_find_key(const acc_policy_t *self, const uint8_t key[32], acc_principal_t *out)
 {
     for (size_t i = 0; i < self->agency_count; i++) {
@@ -1136,280 +1404,10 @@ bool acc_policy_find_agency(const acc_policy_t *self, const char *id, size_t *in
 
 bool acc_policy_has_type(const acc_policy_t *self, const char *type)
 {
-    return s_find_type(self, type, NULL) != NULL;
+    return policy_find_type(self, type, NULL) != NULL;
 }
 
 bool acc_policy_is_in_force(const acc_policy_t *self, const char *day)
 {
     return strcmp(day, self->valid_from) >= 0 && strcmp(day, self->valid_until) <= 0;
-}
-
-/* ---- decisions ---- */
-
-ACC_PRINTF(3, 4)
-static void s_refuse(acc_decision_t *out, Accord__V1__ErrorCode code, const char *fmt, ...)
-{
-    out->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    (void)vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
-    va_end(ap);
-}
-
-static const char *s_enum_fault(const s_field_t *f, const Accord__V1__Field *value)
-{
-    if (value->value_case == ACCORD__V1__FIELD__VALUE_TEXT) {
-        for (size_t i = 0; i < f->values.count; i++) {
-            if (strcmp(f->values.items[i], value->text) == 0) {
-                return NULL;
-            }
-        }
-    }
-    return "not one of the allowed values";
-}
-
-static const char *s_text_fault(const s_field_t *f, const Accord__V1__Field *value)
-{
-    bool text = value->value_case == ACCORD__V1__FIELD__VALUE_TEXT;
-    switch (f->kind) {
-    case ACC_FIELD_TEXT:
-        return !text                              ? "expected text"
-               : strlen(value->text) > f->max_len ? "text is too long"
-                                                  : NULL;
-    case ACC_FIELD_DATE:
-        return text && acc_is_date(value->text) ? NULL : "expected a date (YYYY-MM-DD)";
-    case ACC_FIELD_DATETIME:
-        return text && acc_is_datetime(value->text) ? NULL : "expected an RFC 3339 date-time";
-    case ACC_FIELD_NHS_NUMBER:
-        return text && acc_nhs_is_valid(value->text) ? NULL : "expected a valid NHS number";
-    case ACC_FIELD_ENUM:
-        return s_enum_fault(f, value);
-    case ACC_FIELD_INTEGER:
-    case ACC_FIELD_DECIMAL:
-    case ACC_FIELD_BOOLEAN:
-        break;
-    }
-    return "of an unknown kind";
-}
-
-/* Why value does not suit field f, or NULL when it does. */
-static const char *s_value_fault(const s_field_t *f, const Accord__V1__Field *value)
-{
-    Accord__V1__Field__ValueCase got = value->value_case;
-    switch (f->kind) {
-    case ACC_FIELD_INTEGER:
-        return got == ACCORD__V1__FIELD__VALUE_INTEGER ? NULL : "expected an integer";
-    case ACC_FIELD_DECIMAL:
-        return got == ACCORD__V1__FIELD__VALUE_DECIMAL || got == ACCORD__V1__FIELD__VALUE_INTEGER
-                   ? NULL
-                   : "expected a number";
-    case ACC_FIELD_BOOLEAN:
-        return got == ACCORD__V1__FIELD__VALUE_BOOLEAN ? NULL : "expected true or false";
-    case ACC_FIELD_TEXT:
-    case ACC_FIELD_DATE:
-    case ACC_FIELD_DATETIME:
-    case ACC_FIELD_NHS_NUMBER:
-    case ACC_FIELD_ENUM:
-        break;
-    }
-    return s_text_fault(f, value);
-}
-
-/* Checks every field of rec against type t; false with out refused on the first fault. */
-static bool s_check_fields(const s_type_t *t, const Accord__V1__ChildRecord *rec,
-                           acc_decision_t *out)
-{
-    uint64_t present = 0;
-    for (size_t i = 0; i < rec->n_fields; i++) {
-        size_t index = 0;
-        const s_field_t *f = s_find_field(t, rec->fields[i]->name, &index);
-        const char *fault = f == NULL                      ? "not a field of this record type"
-                            : (present >> index & 1U) != 0 ? "given twice"
-                                                           : s_value_fault(f, rec->fields[i]);
-        if (fault != NULL) {
-            s_refuse(out, ACCORD__V1__ERROR_CODE__INVALID_FIELD, "field \"%.64s\": %s",
-                     rec->fields[i]->name, fault);
-            return false;
-        }
-        present |= UINT64_C(1) << index;
-    }
-    uint64_t missing = t->required & ~present;
-    for (size_t i = 0; missing != 0 && i < t->field_count; i++) {
-        if ((missing >> i & 1U) != 0) {
-            s_refuse(out, ACCORD__V1__ERROR_CODE__MISSING_FIELD, "required field \"%s\" is missing",
-                     t->fields[i].name);
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool s_consent_allows(acc_consent_rule_t rule, const Accord__V1__ChildRecord *rec,
-                             bool *override)
-{
-    bool given = rec->consent == ACCORD__V1__CONSENT__CONSENT_GIVEN;
-    switch (rule) {
-    case ACC_CONSENT_RULE_NOT_REQUIRED:
-        return true;
-    case ACC_CONSENT_RULE_REQUIRED:
-        return given;
-    case ACC_CONSENT_RULE_UNLESS_SAFEGUARDING:
-        if (given) {
-            return true;
-        }
-        *override = rec->safeguarding && rec->safeguarding_justification[0] != '\0';
-        return *override;
-    }
-    return false;
-}
-
-/* The union of every rule that lets grant g's recipient see rec. */
-static void s_decide_grant(const acc_policy_t *p, const s_grant_t *g,
-                           const Accord__V1__ChildRecord *rec, acc_recipient_t *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->agency = g->agency;
-    bool given_path = false;
-    for (size_t i = 0; i < g->rule_count; i++) {
-        bool override = false;
-        if (!s_consent_allows(g->rules[i].consent, rec, &override)) {
-            continue;
-        }
-        given_path = given_path || !override;
-        r->field_mask |= g->rules[i].field_mask;
-        r->subject_mask |= g->rules[i].subject_mask;
-        r->rules[r->rule_count++] = g->rules[i].rule;
-    }
-    r->withheld = r->rule_count == 0;
-    r->withheld_reason = r->withheld ? p->rules[g->rules[0].rule].withheld_reason : NULL;
-    r->safeguarding_override = !r->withheld && !given_path;
-}
-
-void acc_policy_decide(const acc_policy_t *self, size_t from, const char *day,
-                       const Accord__V1__ChildRecord *rec, acc_decision_t *out)
-{
-    out->code = ACCORD__V1__ERROR_CODE__OK;
-    out->reason[0] = '\0';
-    out->recipient_count = 0;
-    if (!acc_policy_is_in_force(self, day)) {
-        s_refuse(out, ACCORD__V1__ERROR_CODE__AGREEMENT_NOT_IN_FORCE,
-                 "the agreement is in force from %s to %s", self->valid_from, self->valid_until);
-        return;
-    }
-    const s_type_t *t = s_find_type(self, rec->record_type, &out->type);
-    if (t == NULL) {
-        s_refuse(out, ACCORD__V1__ERROR_CODE__UNKNOWN_RECORD_TYPE,
-                 "record type \"%.64s\" is not in the agreement", rec->record_type);
-        return;
-    }
-    const s_slot_t *slot = &self->slots[from * self->type_count + out->type];
-    if (slot->count == 0) {
-        s_refuse(out, ACCORD__V1__ERROR_CODE__NO_AGREEMENT, "no rule lets %s share \"%s\" records",
-                 self->agencies[from].id, t->id);
-        return;
-    }
-    if (!s_check_fields(t, rec, out)) {
-        return;
-    }
-    for (size_t i = 0; i < slot->count; i++) {
-        s_decide_grant(self, &slot->grants[i], rec, &out->recipients[out->recipient_count++]);
-    }
-}
-
-void acc_policy_describe(const acc_policy_t *self, size_t from, const char *type,
-                         acc_decision_t *out)
-{
-    out->code = ACCORD__V1__ERROR_CODE__OK;
-    out->reason[0] = '\0';
-    out->recipient_count = 0;
-    const s_type_t *t = s_find_type(self, type, &out->type);
-    if (t == NULL) {
-        s_refuse(out, ACCORD__V1__ERROR_CODE__UNKNOWN_RECORD_TYPE,
-                 "record type \"%.64s\" is not in the agreement", type);
-        return;
-    }
-    const s_slot_t *slot = &self->slots[from * self->type_count + out->type];
-    if (slot->count == 0) {
-        s_refuse(out, ACCORD__V1__ERROR_CODE__NO_AGREEMENT, "no rule lets %s share \"%s\" records",
-                 self->agencies[from].id, t->id);
-        return;
-    }
-    for (size_t i = 0; i < slot->count; i++) {
-        const s_grant_t *g = &slot->grants[i];
-        acc_recipient_t *r = &out->recipients[out->recipient_count++];
-        memset(r, 0, sizeof(*r));
-        r->agency = g->agency;
-        for (size_t k = 0; k < g->rule_count; k++) {
-            r->field_mask |= g->rules[k].field_mask;
-            r->subject_mask |= g->rules[k].subject_mask;
-            r->rules[r->rule_count++] = g->rules[k].rule;
-        }
-    }
-}
-
-size_t acc_policy_field_count(const acc_policy_t *self, size_t type)
-{
-    return self->types[type].field_count;
-}
-
-const char *acc_policy_field_name(const acc_policy_t *self, size_t type, size_t field)
-{
-    return self->types[type].fields[field].name;
-}
-
-const char *acc_policy_subject_name(unsigned bit)
-{
-    for (size_t i = 0; i < N_OF(s_subject_ids); i++) {
-        if (s_subject_ids[i].bit == bit) {
-            return s_subject_ids[i].name;
-        }
-    }
-    return NULL;
-}
-
-acc_consent_rule_t acc_policy_rule_consent(const acc_policy_t *self, size_t rule)
-{
-    return self->rules[rule].consent;
-}
-
-static const char *s_keep(unsigned mask, unsigned bit, const char *value)
-{
-    return (mask & bit) != 0 ? value : protobuf_c_empty_string;
-}
-
-void acc_policy_project(const acc_policy_t *self, const acc_decision_t *decision,
-                        const acc_recipient_t *r, const Accord__V1__ChildRecord *rec,
-                        acc_projection_t *out)
-{
-    const s_type_t *t = &self->types[decision->type];
-    accord__v1__child_record__init(&out->record);
-    accord__v1__subject__init(&out->subject);
-    out->record.record_id = rec->record_id;
-    out->record.record_type = rec->record_type;
-    out->record.occurred_at = rec->occurred_at;
-    out->record.consent = rec->consent;
-    out->record.safeguarding = rec->safeguarding;
-    if (r->safeguarding_override) {
-        out->record.safeguarding_justification = rec->safeguarding_justification;
-    }
-    const Accord__V1__Subject *s = rec->subject;
-    if (s != NULL) {
-        unsigned m = r->subject_mask;
-        out->subject.nhs_number = acc_pb_str(s_keep(m, ACC_SUBJECT_NHS_NUMBER, s->nhs_number));
-        out->subject.local_id = acc_pb_str(s_keep(m, ACC_SUBJECT_LOCAL_ID, s->local_id));
-        out->subject.given_name = acc_pb_str(s_keep(m, ACC_SUBJECT_GIVEN_NAME, s->given_name));
-        out->subject.family_name = acc_pb_str(s_keep(m, ACC_SUBJECT_FAMILY_NAME, s->family_name));
-        out->subject.date_of_birth =
-            acc_pb_str(s_keep(m, ACC_SUBJECT_DATE_OF_BIRTH, s->date_of_birth));
-        out->subject.postcode = acc_pb_str(s_keep(m, ACC_SUBJECT_POSTCODE, s->postcode));
-    }
-    out->record.subject = &out->subject;
-    out->record.fields = out->field_ptrs;
-    for (size_t i = 0; i < rec->n_fields && out->record.n_fields < ACC_POLICY_MAX_FIELDS; i++) {
-        size_t index = 0;
-        if (s_find_field(t, rec->fields[i]->name, &index) != NULL &&
-            (r->field_mask >> index & 1U) != 0) {
-            out->field_ptrs[out->record.n_fields++] = rec->fields[i];
-        }
-    }
 }
