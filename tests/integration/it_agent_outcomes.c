@@ -281,6 +281,39 @@ Test(agent_outcomes, outcomes_reach_the_spool_and_the_hook_with_their_kind)
     free(json);
 }
 
+Test(agent_outcomes, a_share_keeps_its_line_and_its_hook_is_told_kind_share)
+{
+    char *json = s_ed_json("ed-att-6");
+    char *share = s_share(ED, json);
+    th_proc_t *sub = th_agent_start(world, "subscribe", MASH, NULL);
+    json_t *line = s_next_line(sub, 0);
+    cr_assert_null(json_object_get(line, "kind"), "share lines are as they were");
+    cr_assert_str_eq(s_str(line, "share_id"), share);
+    cr_assert_str_eq(s_str(line, "from"), ED);
+    json_decref(line);
+    cr_assert_eq(th_proc_stop(&sub, SIGTERM, 10000), 0);
+
+    char *second = s_ed_json("ed-att-7");
+    char *share2 = s_share(ED, second);
+    char spool[600];
+    snprintf(spool, sizeof(spool), "%s/mash-spool", world->dir);
+    char hook[1400];
+    snprintf(hook, sizeof(hook), "echo \"$ACCORD_KIND $ACCORD_SHARE_ID\" >> %s/mash-runs",
+             world->dir);
+    const char *extra[] = { "--spool", spool, "--exec", hook, NULL };
+    sub = th_agent_start_argv(world, "subscribe", MASH, extra);
+    char runs[700];
+    snprintf(runs, sizeof(runs), "%s/mash-runs", world->dir);
+    char expect[100];
+    snprintf(expect, sizeof(expect), "share %s", share2);
+    cr_assert(th_file_wait(runs, expect, 20000), "the hook ran with ACCORD_KIND=share");
+    cr_assert_eq(th_proc_stop(&sub, SIGTERM, 10000), 0);
+    free(share2);
+    free(second);
+    free(share);
+    free(json);
+}
+
 Test(agent_outcomes, a_refused_outcome_exits_1_with_its_code)
 {
     char *json = s_ed_json("ed-att-3");
