@@ -335,8 +335,6 @@ static void s_usage_publish(FILE *out)
 {
     (void)fprintf(
         out, "usage: accord-agent publish --config FILE [--input FILE|- | --spool DIR [--once]]\n"
-             "       accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
-             "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
              "\n"
              "publish    sends child records, one JSON object a line (NDJSON; see README.md), to\n"
              "           the broker and gives each exactly one result: accepted (with recipients\n"
@@ -369,6 +367,9 @@ static void s_usage_publish(FILE *out)
 static void s_usage_subscribe(FILE *out)
 {
     (void)fputs(
+        "usage: accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
+        "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
+        "\n"
         "subscribe  receives the records shared with this agency, with their provenance\n"
         "           (share id, from, rules, purpose, lawful basis), and acknowledges each\n"
         "           only after it is handed over:\n"
@@ -430,12 +431,15 @@ static void s_usage(FILE *out, const char *command)
         s_usage_publish(out);
     }
     if (all || strcmp(command, "subscribe") == 0) {
+        (void)fputs(all ? "\n" : "", out);
         s_usage_subscribe(out);
     }
     if (all || strcmp(command, "outcome") == 0) {
+        (void)fputs(all ? "\n" : "", out);
         outcome_usage(out);
     }
     if (all || strcmp(command, "lookup") == 0) {
+        (void)fputs(all ? "\n" : "", out);
         lookup_usage(out);
     }
     (void)fputs(
