@@ -16,8 +16,23 @@
 
 #include "accord/harden.h"
 #include "accord/log.h"
+#include "accord/pbwipe.h"
+#include "report.h"
 
-#define HELLO_TIMEOUT_MS 5000
+#define HELLO_TIMEOUT_MS      5000
+#define AGENT_RESEND_AFTER_MS 10000 /* an unanswered idempotent request is sent again */
+
+/* long-only options (outside the range of a short option's character) */
+enum {
+    OPT_TIMEOUT = 256,
+    OPT_SHARE,
+    OPT_STATUS,
+    OPT_FIELD,
+    OPT_PURPOSE,
+    OPT_LOCAL_ID,
+    OPT_DOB,
+    OPT_JSON,
+};
 
 volatile sig_atomic_t agent_stop;
 
@@ -49,7 +64,23 @@ int agent_print_json(json_t *obj)
     return rc;
 }
 
+static int64_t s_min(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int64_t s_max0(int64_t a)
+{
+    return a > 0 ? a : 0;
+}
+
 int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscribe)
+{
+    return agent_connect_until(out, config, subscribe, INT64_MAX);
+}
+
+int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool subscribe,
+                        int64_t deadline_ms)
 {
     acc_err_t err;
     if (client_open(out, config, subscribe, &err) != ACC_OK) {
@@ -58,8 +89,9 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
     }
     client_set_refusals_final(*out, AGENT_REFUSALS_FINAL);
     int64_t backoff = AGENT_RETRY_MIN_MS;
-    while (!agent_stop) {
-        acc_rc_t rc = client_hello(*out, HELLO_TIMEOUT_MS, &err);
+    int64_t left = deadline_ms - agent_now_ms();
+    while (!agent_stop && left > 0) {
+        acc_rc_t rc = client_hello(*out, (int)s_min(HELLO_TIMEOUT_MS, left), &err);
         if (rc == ACC_OK) {
             acc_log_info("agent", "connected to %s as \"%s\"", config->broker, client_agency(*out));
             return EXIT_SUCCESS;
@@ -68,8 +100,127 @@ int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscri
             return agent_stop_refused(rc, &err);
         }
         acc_log_warn("agent", "%s; retrying", err.msg);
-        agent_sleep_ms(backoff);
+        agent_sleep_ms(s_min(backoff, s_max0(deadline_ms - agent_now_ms())));
         backoff = backoff * 2 > AGENT_RETRY_MAX_MS ? AGENT_RETRY_MAX_MS : backoff * 2;
+        left = deadline_ms - agent_now_ms();
+    }
+    if (!agent_stop) {
+        acc_log_error("agent", "no answer from the broker at %s in time", config->broker);
+    }
+    return EXIT_CONNECT;
+}
+
+/* The code an answer carries: a result's, or an Error's. */
+static Accord__V1__ErrorCode s_answer_code(const Accord__V1__Envelope *env)
+{
+    switch (env->body_case) {
+    case ACCORD__V1__ENVELOPE__BODY_ERROR:
+        return env->error->code;
+    case ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT:
+        return env->outcome_result->code;
+    case ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT:
+        return env->lookup_result->code;
+    case ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT:
+        return env->publish_result->code;
+    default:
+        return ACCORD__V1__ERROR_CODE__OK;
+    }
+}
+
+/* True when the request is to be sent again: the broker could not take it now,
+ * or had forgotten this connection. */
+static bool s_is_retry(const Accord__V1__Envelope *env)
+{
+    Accord__V1__ErrorCode code = s_answer_code(env);
+    return code == ACCORD__V1__ERROR_CODE__UNAVAILABLE ||
+           code == ACCORD__V1__ERROR_CODE__HELLO_REQUIRED;
+}
+
+typedef struct {
+    int64_t resend_at_ms; /* 0: sent and waiting */
+    int64_t sent_at_ms;
+    int64_t backoff_ms;
+    uint64_t reconnects; /* the client's count when last sent */
+} s_asking_t;
+
+static void s_send_request(client_t *client, const Accord__V1__Envelope *env, s_asking_t *a,
+                           int64_t deadline_ms)
+{
+    acc_err_t err;
+    a->reconnects = client_reconnects(client);
+    a->sent_at_ms = agent_now_ms();
+    a->resend_at_ms = 0;
+    if (client_send(client, env, &err) != ACC_OK) {
+        acc_log_warn("agent", "%s; sending again in %lld ms", err.msg, (long long)a->backoff_ms);
+        a->resend_at_ms = s_min(a->sent_at_ms + a->backoff_ms, deadline_ms);
+        a->backoff_ms = s_min(a->backoff_ms * 2, AGENT_RETRY_MAX_MS);
+    }
+}
+
+static void s_send_later(s_asking_t *a, const char *why, int64_t deadline_ms)
+{
+    acc_log_warn("agent", "%s; asking again in %lld ms", why, (long long)a->backoff_ms);
+    a->resend_at_ms = s_min(agent_now_ms() + a->backoff_ms, deadline_ms);
+    a->backoff_ms = s_min(a->backoff_ms * 2, AGENT_RETRY_MAX_MS);
+}
+
+/* A request whose answer may have been lost is due again: the connection was
+ * made anew since it went, or (idempotent) it went unanswered too long. */
+static bool s_is_due(client_t *client, const s_asking_t *a, bool idempotent)
+{
+    int64_t now = agent_now_ms();
+    if (a->resend_at_ms != 0) {
+        return now >= a->resend_at_ms;
+    }
+    return client_reconnects(client) != a->reconnects ||
+           (idempotent && now - a->sent_at_ms >= AGENT_RESEND_AFTER_MS);
+}
+
+/* Whether env settles the request: its own answer, not one to try again. */
+static bool s_settles(const Accord__V1__Envelope *env, uint64_t correlation_id,
+                      Accord__V1__Envelope__BodyCase want, s_asking_t *a, int64_t deadline_ms)
+{
+    bool ours = env->correlation_id == correlation_id &&
+                (env->body_case == want || env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR);
+    if (!ours) {
+        acc_log_debug("agent", "ignored an answer for correlation id %llu",
+                      (unsigned long long)env->correlation_id);
+        return false;
+    }
+    if (s_is_retry(env)) {
+        s_send_later(a, acc_pb_code_name(s_answer_code(env)), deadline_ms);
+        return false;
+    }
+    return true;
+}
+
+int agent_ask(client_t *client, const Accord__V1__Envelope *env,
+              Accord__V1__Envelope__BodyCase want, bool idempotent, int64_t deadline_ms,
+              Accord__V1__Envelope **answer)
+{
+    s_asking_t a = { .backoff_ms = AGENT_RETRY_MIN_MS };
+    s_send_request(client, env, &a, deadline_ms);
+    while (!agent_stop && agent_now_ms() < deadline_ms) {
+        Accord__V1__Envelope *got = NULL;
+        acc_err_t err;
+        int64_t wait = s_max0(s_min(deadline_ms - agent_now_ms(), 200));
+        acc_rc_t rc = client_recv(client, &got, (int)wait, &err);
+        if (rc == ACC_ERR_PERMISSION) {
+            return agent_stop_refused(rc, &err);
+        }
+        if (rc == ACC_OK && s_settles(got, env->correlation_id, want, &a, deadline_ms)) {
+            *answer = got;
+            return EXIT_SUCCESS;
+        }
+        if (got != NULL) {
+            accord__v1__envelope__free_unpacked(got, acc_pb_wiping_allocator());
+        }
+        if (s_is_due(client, &a, idempotent)) {
+            s_send_request(client, env, &a, deadline_ms);
+        }
+    }
+    if (!agent_stop) {
+        acc_log_error("agent", "the broker did not answer in time");
     }
     return EXIT_CONNECT;
 }
@@ -184,8 +335,6 @@ static void s_usage_publish(FILE *out)
 {
     (void)fprintf(
         out, "usage: accord-agent publish --config FILE [--input FILE|- | --spool DIR [--once]]\n"
-             "       accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
-             "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
              "\n"
              "publish    sends child records, one JSON object a line (NDJSON; see README.md), to\n"
              "           the broker and gives each exactly one result: accepted (with recipients\n"
@@ -218,6 +367,9 @@ static void s_usage_publish(FILE *out)
 static void s_usage_subscribe(FILE *out)
 {
     (void)fputs(
+        "usage: accord-agent subscribe --config FILE [--spool DIR [--exec CMD]\n"
+        "                              [--exec-timeout SECONDS]] [--seen FILE] [--count N]\n"
+        "\n"
         "subscribe  receives the records shared with this agency, with their provenance\n"
         "           (share id, from, rules, purpose, lawful basis), and acknowledges each\n"
         "           only after it is handed over:\n"
@@ -228,7 +380,10 @@ static void s_usage_subscribe(FILE *out)
         "           with --exec CMD (or exec) the command is then run as\n"
         "           `sh -c CMD accord-exec FILE`, in its own process group, with stdin\n"
         "           /dev/null, no other descriptor of the agent, and in its environment\n"
-        "           ACCORD_FILE, ACCORD_SHARE_ID, ACCORD_FROM_AGENCY (also ACCORD_FROM),\n"
+        "           ACCORD_KIND (share, outcome or lookup-notice), ACCORD_FILE,\n"
+        "           ACCORD_SHARE_ID (the id to dedupe on: the share's, outcome's or notice's;\n"
+        "           the file's name), ACCORD_FROM_AGENCY (also ACCORD_FROM: the publisher,\n"
+        "           the agency reporting an outcome, or the agency that looked),\n"
         "           ACCORD_RECORD_TYPE and ACCORD_REPEAT; the delivery is acknowledged only\n"
         "           if it exits 0. A command still running after --exec-timeout SECONDS\n"
         "           (or exec_timeout_s, default 60) is sent SIGTERM, then SIGKILL, with its\n"
@@ -248,14 +403,45 @@ static void s_usage_subscribe(FILE *out)
         "           it, a repeat places the file again if the command had moved it).\n"
         "           On stdout without --seen the journal is in memory only: after a\n"
         "           restart, what was printed and not acknowledged is printed again.\n"
-        "           --count N stops after N deliveries.\n",
+        "           --count N stops after N deliveries.\n"
+        "           Besides records, the same connection receives, as NDJSON lines of their\n"
+        "           own and in the same way (one file each in incoming/, the same journal,\n"
+        "           --exec and acknowledgement), what concerns this agency:\n"
+        "           {\"kind\":\"outcome\",\"outcome_id\",\"share_id\",\"record_id\",\n"
+        "            \"record_type\",\"to_agency\",\"status\",\"fields\":{},\"at\",\"rules\"}\n"
+        "           when a recipient reports on a record this agency shared (if the rule\n"
+        "           sends outcomes back), and\n"
+        "           {\"kind\":\"lookup-notice\",\"notice_id\",\"lookup_id\",\"by_agency\",\n"
+        "            \"purpose\",\"at\",\"lookup\",\"subject\":{\"nhs_number\"}}\n"
+        "           when another agency's lookup named this one (if the lookup notifies).\n"
+        "           Record lines have no \"kind\". Agents before 0.2 are not sent these.\n",
         out);
 }
 
-static void s_usage(FILE *out)
+/* Every subcommand's help, or only command's when it is one. */
+static void s_usage(FILE *out, const char *command)
 {
-    s_usage_publish(out);
-    s_usage_subscribe(out);
+    bool all = command == NULL;
+    if (all) {
+        (void)fputs("usage: accord-agent publish|subscribe|outcome|lookup --config FILE ...\n"
+                    "       accord-agent COMMAND --help (one command's help)\n\n",
+                    out);
+    }
+    if (all || strcmp(command, "publish") == 0) {
+        s_usage_publish(out);
+    }
+    if (all || strcmp(command, "subscribe") == 0) {
+        (void)fputs(all ? "\n" : "", out);
+        s_usage_subscribe(out);
+    }
+    if (all || strcmp(command, "outcome") == 0) {
+        (void)fputs(all ? "\n" : "", out);
+        outcome_usage(out);
+    }
+    if (all || strcmp(command, "lookup") == 0) {
+        (void)fputs(all ? "\n" : "", out);
+        lookup_usage(out);
+    }
     (void)fputs(
         "\n"
         "  -c, --config FILE  agent configuration (YAML); see README.md. With\n"
@@ -264,14 +450,17 @@ static void s_usage(FILE *out)
         "                     StandardInput=file:...) with no group or other permissions;\n"
         "                     standard input is then /dev/null (publish needs --input or a\n"
         "                     spool)\n"
-        "  -h, --help         show this help\n"
+        "  -h, --help         show this help (after a command: that command's)\n"
         "  -V, --version      show the version\n"
         "\n"
         "Logs go to stderr, one line each. Exit status (sysexits):\n"
-        "   0  done (publish from a stream: every record accepted)\n"
-        "   1  publish from a stream: some record was refused\n"
+        "   0  done (publish from a stream: every record accepted; outcome: every\n"
+        "      outcome logged; lookup: answered)\n"
+        "   1  refused: publish from a stream, some record; outcome, some outcome;\n"
+        "      lookup, the lookup (its code and reason on stderr)\n"
         "  64  usage\n"
-        "  69  stopped before the broker answered every record\n"
+        "  69  stopped before the broker answered every record (outcome, lookup: the\n"
+        "      broker did not answer within --timeout, after retries)\n"
         "  74  results or deliveries could not be written\n"
         "  77  the broker refuses this agency: it answered NOT_PERMITTED or refused the\n"
         "      key's handshake 3 times in a row (its key is not in the agreement in\n"
@@ -286,6 +475,7 @@ static void s_usage(FILE *out)
 typedef struct {
     const char *command;
     const char *config;
+    bool help;
     agent_args_t run;
 } s_args_t;
 
@@ -299,6 +489,53 @@ static long s_parse_long(const char *text, long min, long max)
         return -1;
     }
     return v;
+}
+
+/* The options of outcome and lookup. */
+static int s_parse_ask_option(int opt, s_args_t *args)
+{
+    acc_err_t err;
+    switch (opt) {
+    case OPT_TIMEOUT:
+        args->run.timeout_s = s_parse_long(optarg, 1, AGENT_TIMEOUT_MAX_S);
+        if (args->run.timeout_s < 0) {
+            (void)fprintf(stderr, "accord-agent: --timeout must be whole seconds, 1 to %d\n",
+                          AGENT_TIMEOUT_MAX_S);
+            return EXIT_USAGE;
+        }
+        break;
+    case OPT_SHARE:
+        args->run.share = optarg;
+        break;
+    case OPT_STATUS:
+        args->run.status = optarg;
+        break;
+    case OPT_FIELD:
+        if (args->run.fields == NULL) {
+            args->run.fields = json_object();
+        }
+        if (report_field_arg(args->run.fields, optarg, &err) != ACC_OK) {
+            (void)fprintf(stderr, "accord-agent: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+        break;
+    case OPT_PURPOSE:
+        args->run.purpose = optarg;
+        break;
+    case OPT_LOCAL_ID:
+        args->run.local_id = optarg;
+        break;
+    case OPT_DOB:
+        args->run.dob = optarg;
+        break;
+    case OPT_JSON:
+        args->run.json = true;
+        break;
+    default:
+        s_usage(stderr, NULL);
+        return EXIT_USAGE;
+    }
+    return -1;
 }
 
 static int s_parse_option(int opt, s_args_t *args)
@@ -338,14 +575,60 @@ static int s_parse_option(int opt, s_args_t *args)
         args->run.once = true;
         break;
     case 'h':
-        s_usage(stdout);
-        return EXIT_SUCCESS;
+        args->help = true;
+        break;
     case 'V':
         (void)printf("accord-agent %s\n", ACCORD_VERSION);
         return EXIT_SUCCESS;
     default:
-        s_usage(stderr);
-        return EXIT_USAGE;
+        return s_parse_ask_option(opt, args);
+    }
+    return -1;
+}
+
+static bool s_is_command(const char *command)
+{
+    static const char *const commands[] = { "publish", "subscribe", "outcome", "lookup" };
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(command, commands[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int s_usage_error(const char *command, const char *why)
+{
+    (void)fprintf(stderr, "accord-agent %s: %s (see accord-agent %s --help)\n", command, why,
+                  command);
+    return EXIT_USAGE;
+}
+
+/* What each command needs besides --config; -1 when it is all there. */
+static int s_check_args(s_args_t *args, int rest, char **positional)
+{
+    const agent_args_t *run = &args->run;
+    bool lookup = strcmp(args->command, "lookup") == 0;
+    bool outcome = strcmp(args->command, "outcome") == 0;
+    if (lookup && rest == 1 && run->local_id == NULL) {
+        args->run.nhs = positional[0];
+    } else if (rest != 0 || (lookup && run->local_id == NULL)) {
+        return s_usage_error(args->command, lookup ? "give one NHS number or --local-id ID --dob "
+                                                     "YYYY-MM-DD"
+                                                   : "unexpected argument");
+    }
+    if (lookup && (run->purpose == NULL || run->purpose[0] == '\0')) {
+        return s_usage_error(args->command, "--purpose is required: one the agreement lists");
+    }
+    if (lookup && run->dob != NULL && run->local_id == NULL) {
+        return s_usage_error(args->command, "--dob goes with --local-id");
+    }
+    if (outcome && run->share == NULL && (run->status != NULL || run->fields != NULL)) {
+        return s_usage_error(args->command, "--status and --field go with --share (without it, "
+                                            "outcomes are read as NDJSON from stdin)");
+    }
+    if (outcome && run->share != NULL && run->status == NULL) {
+        return s_usage_error(args->command, "--share needs --status");
     }
     return -1;
 }
@@ -363,6 +646,14 @@ static int s_parse_args(int argc, char **argv, s_args_t *args)
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { "exec-timeout", required_argument, NULL, 't' },
+        { "timeout", required_argument, NULL, OPT_TIMEOUT },
+        { "share", required_argument, NULL, OPT_SHARE },
+        { "status", required_argument, NULL, OPT_STATUS },
+        { "field", required_argument, NULL, OPT_FIELD },
+        { "purpose", required_argument, NULL, OPT_PURPOSE },
+        { "local-id", required_argument, NULL, OPT_LOCAL_ID },
+        { "dob", required_argument, NULL, OPT_DOB },
+        { "json", no_argument, NULL, OPT_JSON },
         { NULL, 0, NULL, 0 },
     };
     int opt;
@@ -372,14 +663,17 @@ static int s_parse_args(int argc, char **argv, s_args_t *args)
             return status;
         }
     }
-    args->command = optind + 1 == argc ? argv[optind] : NULL;
-    bool known = args->command != NULL &&
-                 (strcmp(args->command, "publish") == 0 || strcmp(args->command, "subscribe") == 0);
+    args->command = optind < argc ? argv[optind] : NULL;
+    bool known = args->command != NULL && s_is_command(args->command);
+    if (args->help) {
+        s_usage(stdout, known ? args->command : NULL);
+        return EXIT_SUCCESS;
+    }
     if (!known || args->config == NULL) {
-        s_usage(stderr);
+        s_usage(stderr, NULL);
         return EXIT_USAGE;
     }
-    return -1;
+    return s_check_args(args, argc - optind - 1, argv + optind + 1);
 }
 
 /* The secret key is read once, here, before any connection or exec hook: from
@@ -388,11 +682,14 @@ static int s_load_key(acc_agent_config_t *config, const s_args_t *args)
 {
     bool records_on_stdin = strcmp(args->command, "publish") == 0 && args->run.input == NULL &&
                             args->run.spool == NULL && config->publish_spool[0] == '\0';
-    if (acc_agent_config_key_on_stdin(config) && records_on_stdin) {
+    bool outcomes_on_stdin = strcmp(args->command, "outcome") == 0 && args->run.share == NULL;
+    if (acc_agent_config_key_on_stdin(config) && (records_on_stdin || outcomes_on_stdin)) {
         acc_log_error("agent",
                       "%s: curve_secret_key: stdin takes standard input for the key; "
-                      "give records with --input FILE or --spool DIR",
-                      args->config);
+                      "give %s",
+                      args->config,
+                      records_on_stdin ? "records with --input FILE or --spool DIR"
+                                       : "one outcome with --share and --status");
         return EXIT_USAGE;
     }
     acc_err_t err;
@@ -403,13 +700,22 @@ static int s_load_key(acc_agent_config_t *config, const s_args_t *args)
     return EXIT_SUCCESS;
 }
 
-int main(int argc, char **argv)
+static int s_run(const acc_agent_config_t *config, const s_args_t *args)
 {
-    s_args_t args = { 0 };
-    int status = s_parse_args(argc, argv, &args);
-    if (status >= 0) {
-        return status;
+    if (strcmp(args->command, "publish") == 0) {
+        return publish_run(config, &args->run);
     }
+    if (strcmp(args->command, "subscribe") == 0) {
+        return subscribe_run(config, &args->run);
+    }
+    if (strcmp(args->command, "outcome") == 0) {
+        return outcome_run(config, &args->run);
+    }
+    return lookup_run(config, &args->run);
+}
+
+static int s_main(const s_args_t *args)
+{
     acc_err_t err;
     if (acc_process_harden(&err) != ACC_OK) { /* before any key or record is read */
         (void)fprintf(stderr, "accord-agent: %s\n", err.msg);
@@ -419,7 +725,7 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     acc_agent_config_t config;
-    if (acc_agent_config_load(&config, args.config, NULL, &err) != ACC_OK) {
+    if (acc_agent_config_load(&config, args->config, NULL, &err) != ACC_OK) {
         (void)fprintf(stderr, "accord-agent: %s\n", err.msg);
         return EXIT_CONFIG;
     }
@@ -428,12 +734,12 @@ int main(int argc, char **argv)
         (void)fprintf(stderr,
                       "accord-agent: %s: log_level must be error, warn, notice, info or "
                       "debug\n",
-                      args.config);
+                      args->config);
         acc_agent_config_clear(&config);
         return EXIT_CONFIG;
     }
     acc_log_setup(level);
-    status = s_load_key(&config, &args);
+    int status = s_load_key(&config, args);
     if (status != EXIT_SUCCESS) {
         acc_agent_config_clear(&config);
         return status;
@@ -442,8 +748,18 @@ int main(int argc, char **argv)
     (void)sigaction(SIGTERM, &sa, NULL);
     (void)sigaction(SIGINT, &sa, NULL);
     (void)signal(SIGPIPE, SIG_IGN);
-    status = strcmp(args.command, "publish") == 0 ? publish_run(&config, &args.run)
-                                                  : subscribe_run(&config, &args.run);
+    status = s_run(&config, args);
     acc_agent_config_clear(&config);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    s_args_t args = { 0 };
+    int status = s_parse_args(argc, argv, &args);
+    if (status < 0) {
+        status = s_main(&args);
+    }
+    json_decref(args.run.fields);
     return status;
 }

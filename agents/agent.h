@@ -6,12 +6,13 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "accord/config.h"
 #include "client.h"
 
 /* sysexits(3) codes, so a unit can say RestartPreventExitStatus=64 77 78. */
-#define EXIT_REFUSED 1  /* publish from a stream: some record was refused */
+#define EXIT_REFUSED 1  /* publish from a stream, outcome, lookup: something was refused */
 #define EXIT_USAGE   64 /* EX_USAGE: bad arguments */
 #define EXIT_CONNECT 69 /* EX_UNAVAILABLE: stopped before the broker answered everything */
 #define EXIT_OUTPUT  74 /* EX_IOERR: results or deliveries could not be written */
@@ -25,14 +26,26 @@
 #define AGENT_RETRY_MIN_MS 200
 #define AGENT_RETRY_MAX_MS 10000
 
+#define AGENT_TIMEOUT_DEFAULT_S 30 /* outcome, lookup: --timeout */
+#define AGENT_TIMEOUT_MAX_S     3600
+
 typedef struct {
-    const char *input;   /* publish: a file instead of stdin */
-    const char *spool;   /* publish or subscribe: the spool directory */
-    const char *exec;    /* subscribe: run per delivered file */
-    const char *seen;    /* subscribe: the dedupe journal */
-    bool once;           /* publish --spool: stop when incoming/ is empty */
-    long count;          /* subscribe: stop after this many deliveries */
-    long exec_timeout_s; /* subscribe: --exec-timeout, 0 = the config's exec_timeout_s */
+    const char *input;    /* publish: a file instead of stdin */
+    const char *spool;    /* publish or subscribe: the spool directory */
+    const char *exec;     /* subscribe: run per delivered file */
+    const char *seen;     /* subscribe: the dedupe journal */
+    bool once;            /* publish --spool: stop when incoming/ is empty */
+    long count;           /* subscribe: stop after this many deliveries */
+    long exec_timeout_s;  /* subscribe: --exec-timeout, 0 = the config's exec_timeout_s */
+    long timeout_s;       /* outcome, lookup: how long the broker has to answer */
+    const char *share;    /* outcome: --share, NULL to read NDJSON from stdin */
+    const char *status;   /* outcome: --status */
+    json_t *fields;       /* outcome: the --field arguments, NULL when none */
+    const char *nhs;      /* lookup: the child's NHS number (the argument) */
+    const char *local_id; /* lookup: --local-id */
+    const char *dob;      /* lookup: --dob, with --local-id */
+    const char *purpose;  /* lookup: --purpose */
+    bool json;            /* lookup: --json */
 } agent_args_t;
 
 /* Set by SIGTERM and SIGINT. */
@@ -48,6 +61,22 @@ int agent_print_json(json_t *obj);
  * Final: a key the broker definitely refuses (EXIT_NOPERM), a configuration it
  * cannot use or the broker calls wrong (EXIT_CONFIG). */
 int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscribe);
+
+/* As agent_connect, giving up at deadline_ms (agent_now_ms's clock): EXIT_CONNECT. */
+int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool subscribe,
+                        int64_t deadline_ms);
+
+/* Sends the request env (its correlation id set, not 0) and waits until
+ * deadline_ms for the Envelope answering it, whose body is want or an Error:
+ * EXIT_SUCCESS with *answer, the caller's to free (wiping allocator). An answer
+ * saying UNAVAILABLE, an Error HELLO_REQUIRED, a new connection and a failed
+ * send get the request sent again after a growing pause; with idempotent also
+ * silence for a while (the broker answers a repeat with its first answer).
+ * EXIT_CONNECT at the deadline or a stop, EXIT_NOPERM or EXIT_CONFIG when the
+ * broker refuses this agency (logged). */
+int agent_ask(client_t *client, const Accord__V1__Envelope *env,
+              Accord__V1__Envelope__BodyCase want, bool idempotent, int64_t deadline_ms,
+              Accord__V1__Envelope **answer);
 
 /* Logs why the broker will not have this agent (rc from client_recv or
  * client_hello: ACC_ERR_PERMISSION or ACC_ERR_INVALID) and returns the exit
@@ -70,5 +99,11 @@ ACC_NODISCARD acc_rc_t agent_make_dir(const char *dir, acc_err_t *err);
 
 int publish_run(const acc_agent_config_t *config, const agent_args_t *args);
 int subscribe_run(const acc_agent_config_t *config, const agent_args_t *args);
+int outcome_run(const acc_agent_config_t *config, const agent_args_t *args);
+int lookup_run(const acc_agent_config_t *config, const agent_args_t *args);
+
+/* Each command's section of --help. */
+void outcome_usage(FILE *out);
+void lookup_usage(FILE *out);
 
 #endif

@@ -224,7 +224,7 @@ static acc_rc_t s_send_hello(client_t *self, acc_err_t *err)
     hello.n_subscriptions = self->config->subscriptions.count;
     hello.subscriptions = self->config->subscriptions.items;
     hello.subscribe = self->subscribe;
-    hello.notices = self->subscribe;
+    hello.notices = self->subscribe; /* every subscribing connection reads outcomes and notices */
     hello.software = acc_pb_str("accord-agent " ACCORD_VERSION);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = HELLO_CORRELATION;

@@ -15,8 +15,9 @@ typedef struct client_t client_t;
 /* Takes the agent's secret key from config->curve_secret when set (read from
  * standard input at startup), otherwise reads the curve_secret_key file
  * (refused unless mode 0600) at every connect, and connects to the broker
- * named in config. subscribe asks for deliveries on this connection. The
- * connection is asynchronous: nothing has been exchanged when this returns. */
+ * named in config. subscribe asks for deliveries on this connection, outcome
+ * and lookup notices included (Hello.notices). The connection is asynchronous:
+ * nothing has been exchanged when this returns. */
 ACC_NODISCARD acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subscribe,
                                    acc_err_t *err);
 void client_destroy(client_t **self_p);

@@ -17,12 +17,13 @@
 #include "accord/record.h"
 #include "accord/validate.h"
 #include "agent.h"
+#include "notice.h"
 #include "seen.h"
 
 #define EXEC_POLL_MS       100
 #define EXEC_KILL_GRACE_MS 5000  /* after SIGTERM, before SIGKILL */
 #define EXEC_FD_SCAN_MAX   65536 /* descriptors closed in the hook, at most */
-#define EXEC_ENV_OWN       6     /* the ACCORD_* variables set for the hook */
+#define EXEC_ENV_OWN       7     /* the ACCORD_* variables set for the hook */
 
 typedef struct {
     client_t *client;
@@ -35,7 +36,21 @@ typedef struct {
 
 extern char **environ;
 
-static json_t *s_delivery_json(const Accord__V1__Deliver *d, bool repeat)
+/* What the hand-over needs of anything the broker delivers: a share, an outcome
+ * on a share this agency published, or a notice that a lookup named it. */
+typedef struct {
+    const char *kind;                    /* ACCORD_KIND: share, outcome or lookup-notice */
+    const char *id;                      /* share, outcome or notice id: the file's name, the
+                                            journal's key and what is acknowledged */
+    const char *from;                    /* the publisher, the reporting agency or the asker */
+    const char *record_type;             /* "" for a lookup notice */
+    uint8_t key[ACC_LOGROW_SHARE_BYTES]; /* id, parsed */
+    bool has_record;                     /* shares: record holds seen_record_hash */
+    uint8_t record[SEEN_RECORD_BYTES];
+    bool repeat; /* an earlier hand-over of it began and did not finish */
+} item_t;
+
+static json_t *s_delivery_json(const Accord__V1__Deliver *d)
 {
     json_t *rules = json_array();
     for (size_t i = 0; i < d->n_rule_ids; i++) {
@@ -49,16 +64,30 @@ static json_t *s_delivery_json(const Accord__V1__Deliver *d, bool repeat)
         json_object_set_new(obj, "safeguarding_justification",
                             json_string(d->safeguarding_justification));
     }
-    if (repeat) {
+    return obj;
+}
+
+/* The line handed over; shares keep the shape they always had (no "kind"). */
+static json_t *s_item_json(const Accord__V1__Envelope *env, const item_t *item)
+{
+    json_t *obj = NULL;
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE) {
+        obj = notice_outcome_json(env->outcome_notice);
+    } else if (env->body_case == ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE) {
+        obj = notice_lookup_json(env->lookup_notice);
+    } else {
+        obj = s_delivery_json(env->deliver);
+    }
+    if (obj != NULL && item->repeat) {
         json_object_set_new(obj, "repeat", json_true());
     }
     return obj;
 }
 
-static acc_rc_t s_ack(client_t *client, const char *share_id, acc_err_t *err)
+static acc_rc_t s_ack(client_t *client, const char *id, acc_err_t *err)
 {
     Accord__V1__DeliverAck ack = ACCORD__V1__DELIVER_ACK__INIT;
-    ack.share_id = acc_pb_str(share_id);
+    ack.share_id = acc_pb_str(id);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK;
     env.deliver_ack = &ack;
@@ -69,9 +98,10 @@ static acc_rc_t s_ack(client_t *client, const char *share_id, acc_err_t *err)
 
 static bool s_is_own_variable(const char *entry)
 {
-    static const char *const own[EXEC_ENV_OWN] = { "ACCORD_FILE=",        "ACCORD_SHARE_ID=",
-                                                   "ACCORD_FROM_AGENCY=", "ACCORD_FROM=",
-                                                   "ACCORD_RECORD_TYPE=", "ACCORD_REPEAT=" };
+    static const char *const own[EXEC_ENV_OWN] = {
+        "ACCORD_FILE=",        "ACCORD_SHARE_ID=", "ACCORD_FROM_AGENCY=", "ACCORD_FROM=",
+        "ACCORD_RECORD_TYPE=", "ACCORD_REPEAT=",   "ACCORD_KIND=",
+    };
     for (size_t i = 0; i < EXEC_ENV_OWN; i++) {
         if (strncmp(entry, own[i], strlen(own[i])) == 0) {
             return true;
@@ -82,11 +112,12 @@ static bool s_is_own_variable(const char *entry)
 
 /* The hook's environment, built before fork (the agent has ZeroMQ's threads, so
  * the child may only call async-signal-safe functions): ours, without any
- * ACCORD_* variable we set, then ours. The share id is the idempotency key a
- * case system dedupes on. The record id is not passed: it is in the file, and
- * the environment is copied into every process the hook starts. The last
- * EXEC_ENV_OWN entries are allocated here; *kept is where they start. */
-static char **s_exec_env(const char *path, const Accord__V1__Deliver *d, bool repeat, size_t *kept)
+ * ACCORD_* variable we set, then ours. ACCORD_SHARE_ID is the id a case system
+ * dedupes on, for every kind (the file's name too). Neither the record id nor a
+ * child's identifier is passed: they are in the file, and the environment is
+ * copied into every process the hook starts. The last EXEC_ENV_OWN entries are
+ * allocated here; *kept is where they start. */
+static char **s_exec_env(const char *path, const item_t *item, size_t *kept)
 {
     size_t n = 0;
     while (environ[n] != NULL) {
@@ -101,12 +132,12 @@ static char **s_exec_env(const char *path, const Accord__V1__Deliver *d, bool re
     }
     *kept = k;
     envp[k++] = acc_xasprintf("ACCORD_FILE=%s", path);
-    envp[k++] = acc_xasprintf("ACCORD_SHARE_ID=%s", d->share_id);
-    envp[k++] = acc_xasprintf("ACCORD_FROM_AGENCY=%s", d->from_agency);
-    envp[k++] = acc_xasprintf("ACCORD_FROM=%s", d->from_agency);
-    envp[k++] =
-        acc_xasprintf("ACCORD_RECORD_TYPE=%s", d->record != NULL ? d->record->record_type : "");
-    envp[k++] = acc_xasprintf("ACCORD_REPEAT=%d", repeat ? 1 : 0);
+    envp[k++] = acc_xasprintf("ACCORD_SHARE_ID=%s", item->id);
+    envp[k++] = acc_xasprintf("ACCORD_FROM_AGENCY=%s", item->from);
+    envp[k++] = acc_xasprintf("ACCORD_FROM=%s", item->from);
+    envp[k++] = acc_xasprintf("ACCORD_RECORD_TYPE=%s", item->record_type);
+    envp[k++] = acc_xasprintf("ACCORD_REPEAT=%d", item->repeat ? 1 : 0);
+    envp[k++] = acc_xasprintf("ACCORD_KIND=%s", item->kind);
     return envp;
 }
 
@@ -149,7 +180,7 @@ static void s_exec_child(char *const argv[], char *const envp[], int fd_limit)
 /* Waits for the hook, keeping the broker connection alive; past the deadline
  * its process group gets SIGTERM, then SIGKILL. -1 when it could not be
  * waited for; otherwise its wait status in *status. */
-static int s_exec_wait(subscriber_t *sub, pid_t pid, const char *share_id, int *status,
+static int s_exec_wait(subscriber_t *sub, pid_t pid, const item_t *item, int *status,
                        bool *timed_out)
 {
     int64_t deadline = agent_now_ms() + sub->exec_timeout_ms;
@@ -168,15 +199,15 @@ static int s_exec_wait(subscriber_t *sub, pid_t pid, const char *share_id, int *
         int64_t now = agent_now_ms();
         if (!*timed_out && now >= deadline) {
             acc_log_warn("subscribe",
-                         "--exec for share %s ran longer than %lld s; stopping it and its "
+                         "--exec for %s %s ran longer than %lld s; stopping it and its "
                          "process group (SIGTERM)",
-                         share_id, (long long)(sub->exec_timeout_ms / 1000));
+                         item->kind, item->id, (long long)(sub->exec_timeout_ms / 1000));
             (void)kill(-pid, SIGTERM);
             *timed_out = true;
             kill_at = now + EXEC_KILL_GRACE_MS;
         } else if (kill_at != 0 && now >= kill_at) {
-            acc_log_warn("subscribe", "--exec for share %s ignored SIGTERM; sending SIGKILL",
-                         share_id);
+            acc_log_warn("subscribe", "--exec for %s %s ignored SIGTERM; sending SIGKILL",
+                         item->kind, item->id);
             (void)kill(-pid, SIGKILL);
             kill_at = 0;
         }
@@ -191,10 +222,10 @@ static int s_exec_wait(subscriber_t *sub, pid_t pid, const char *share_id, int *
 
 /* Runs CMD through the shell with the delivered file as $1: 0 when it exited 0,
  * its exit status (or 128 + signal) otherwise, -1 when it could not run. */
-static int s_run_exec(subscriber_t *sub, char *path, const Accord__V1__Deliver *d, bool repeat)
+static int s_run_exec(subscriber_t *sub, char *path, const item_t *item)
 {
     size_t kept = 0;
-    char **envp = s_exec_env(path, d, repeat, &kept);
+    char **envp = s_exec_env(path, item, &kept);
     char *command = acc_xstrdup(sub->exec);
     int fd_limit = s_fd_limit();
     pid_t pid = fork();
@@ -214,11 +245,11 @@ static int s_run_exec(subscriber_t *sub, char *path, const Accord__V1__Deliver *
     (void)setpgid(pid, pid); /* also here: a timeout may come before the child runs */
     int status = 0;
     bool timed_out = false;
-    if (s_exec_wait(sub, pid, d->share_id, &status, &timed_out) != 0) {
+    if (s_exec_wait(sub, pid, item, &status, &timed_out) != 0) {
         return -1;
     }
     if (timed_out) {
-        acc_log_warn("subscribe", "--exec for share %s timed out", d->share_id);
+        acc_log_warn("subscribe", "--exec for %s %s timed out", item->kind, item->id);
         return 124;
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -232,13 +263,12 @@ static bool s_exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
-/* Puts the delivery in incoming/ as SHARE_ID.json: written to .tmp/ and fsync'd,
- * the intent journalled, renamed into place. So an intent with neither file
- * means the file reached incoming/ and the agency's system has taken it. */
-static int s_place_file(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
-                        const char *text, const char *path)
+/* Puts the delivery in incoming/ as ID.json: written to .tmp/ and fsync'd, the
+ * intent journalled, renamed into place. So an intent with neither file means
+ * the file reached incoming/ and the agency's system has taken it. */
+static int s_place_file(subscriber_t *sub, const item_t *item, const char *text, const char *path)
 {
-    char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, d->share_id);
+    char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, item->id);
     char *line = acc_xasprintf("%s\n", text);
     acc_err_t err;
     acc_rc_t rc = agent_write_durably(tmp, line, strlen(line), &err);
@@ -246,7 +276,7 @@ static int s_place_file(subscriber_t *sub, const Accord__V1__Deliver *d, const u
         rc = agent_sync_dir(sub->tmp, &err);
     }
     if (rc == ACC_OK) {
-        rc = seen_start(sub->seen, id, &err);
+        rc = seen_start(sub->seen, item->key, &err);
     }
     if (rc == ACC_OK && rename(tmp, path) != 0) {
         rc = acc_err_set(&err, ACC_ERR_IO, "could not move a delivery into \"%s\": %s",
@@ -265,33 +295,32 @@ static int s_place_file(subscriber_t *sub, const Accord__V1__Deliver *d, const u
 
 /* Into the spool, then the hook if there is one: 0 done, 1 to be retried (the
  * hook failed), -1 the output cannot be written. */
-static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
-                      const char *text, bool repeat)
+static int s_to_spool(subscriber_t *sub, const item_t *item, const char *text)
 {
-    char *path = acc_xasprintf("%s/%s.json", sub->incoming, d->share_id);
-    char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, d->share_id);
+    char *path = acc_xasprintf("%s/%s.json", sub->incoming, item->id);
+    char *tmp = acc_xasprintf("%s/%s.json", sub->tmp, item->id);
     int rc = 0;
     acc_err_t err;
     if (s_exists(path)) {
-        if (seen_start(sub->seen, id, &err) != ACC_OK) { /* the hook may yet run */
+        if (seen_start(sub->seen, item->key, &err) != ACC_OK) { /* the hook may yet run */
             acc_log_error("subscribe", "%s", err.msg);
             rc = -1;
         }
-    } else if (repeat && sub->exec == NULL && !s_exists(tmp)) {
+    } else if (item->repeat && sub->exec == NULL && !s_exists(tmp)) {
         acc_log_notice("subscribe",
-                       "share %s was placed in incoming/ and taken before a crash; "
+                       "%s %s was placed in incoming/ and taken before a crash; "
                        "not placed again",
-                       d->share_id);
+                       item->kind, item->id);
     } else {
-        rc = s_place_file(sub, d, id, text, path);
+        rc = s_place_file(sub, item, text, path);
     }
     if (rc == 0 && sub->exec != NULL) {
-        int code = s_run_exec(sub, path, d, repeat);
+        int code = s_run_exec(sub, path, item);
         if (code != 0) {
             acc_log_warn("subscribe",
-                         "--exec exited %d for share %s; not acknowledged, the broker will "
+                         "--exec exited %d for %s %s; not acknowledged, the broker will "
                          "deliver it again",
-                         code, d->share_id);
+                         code, item->kind, item->id);
             rc = 1;
         }
     }
@@ -300,21 +329,22 @@ static int s_to_spool(subscriber_t *sub, const Accord__V1__Deliver *d, const uin
     return rc;
 }
 
-/* Hands d to the agency (stdout or the spool) between an intent and a done in
- * the journal: 0 done, 1 to be retried (the hook failed), -1 the output cannot
- * be written. */
-static int s_hand_over(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
-                       const uint8_t *record, bool repeat)
+/* Hands obj (taken) to the agency (stdout or the spool) between an intent and a
+ * done in the journal: 0 done, 1 to be retried (the hook failed), -1 the output
+ * cannot be written. */
+static int s_hand_over(subscriber_t *sub, const item_t *item, json_t *obj)
 {
-    json_t *obj = s_delivery_json(d, repeat);
     int rc = 0;
     acc_err_t err;
-    if (sub->incoming != NULL) {
+    if (obj == NULL) {
+        acc_log_error("subscribe", "%s %s could not be written as JSON", item->kind, item->id);
+        rc = -1;
+    } else if (sub->incoming != NULL) {
         char *text = json_dumps(obj, JSON_COMPACT);
         json_decref(obj);
-        rc = text != NULL ? s_to_spool(sub, d, id, text, repeat) : -1;
+        rc = text != NULL ? s_to_spool(sub, item, text) : -1;
         acc_pb_free_wiped(text); /* a child's record */
-    } else if (seen_start(sub->seen, id, &err) != ACC_OK) {
+    } else if (seen_start(sub->seen, item->key, &err) != ACC_OK) {
         json_decref(obj);
         acc_log_error("subscribe", "%s", err.msg);
         rc = -1;
@@ -322,34 +352,34 @@ static int s_hand_over(subscriber_t *sub, const Accord__V1__Deliver *d, const ui
         acc_log_error("subscribe", "could not write a delivery to stdout: %s", strerror(errno));
         rc = -1;
     }
-    if (rc == 0 && seen_add(sub->seen, id, record, &err) != ACC_OK) {
+    const uint8_t *record = item->has_record ? item->record : NULL;
+    if (rc == 0 && seen_add(sub->seen, item->key, record, &err) != ACC_OK) {
         acc_log_error("subscribe", "%s", err.msg);
         rc = -1;
     }
     return rc;
 }
 
-/* Already handed over: this share id, or (after a restore of the broker's
+/* Already handed over: this id, or (a share, after a restore of the broker's
  * database) the same record under a new share id. Journalled and acknowledged,
  * not handed over. */
-static bool s_is_repeat_delivery(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id,
-                                 const uint8_t *record)
+static bool s_is_repeat_delivery(subscriber_t *sub, const item_t *item)
 {
-    if (seen_has(sub->seen, id)) {
-        acc_log_info("subscribe", "share %s was already handed over; acknowledged again",
-                     d->share_id);
+    if (seen_has(sub->seen, item->key)) {
+        acc_log_info("subscribe", "%s %s was already handed over; acknowledged again", item->kind,
+                     item->id);
         return true;
     }
-    if (record == NULL || !seen_has_record(sub->seen, record)) {
+    if (!item->has_record || !seen_has_record(sub->seen, item->record)) {
         return false;
     }
     acc_log_notice("subscribe",
                    "share %s from %s carries a record already handed over under another share "
                    "id (as after a restore of the broker's database); acknowledged, not handed "
                    "over again",
-                   d->share_id, d->from_agency);
+                   item->id, item->from);
     acc_err_t err;
-    if (seen_add(sub->seen, id, record, &err) != ACC_OK) {
+    if (seen_add(sub->seen, item->key, item->record, &err) != ACC_OK) {
         acc_log_warn("subscribe", "%s", err.msg);
     }
     return true;
@@ -357,36 +387,104 @@ static bool s_is_repeat_delivery(subscriber_t *sub, const Accord__V1__Deliver *d
 
 /* 1: handed over and acknowledged; 0: acknowledged again, or to be retried;
  * -1: the output cannot be written (stop). */
-static int s_deliver(subscriber_t *sub, const Accord__V1__Deliver *d, const uint8_t *id)
+static int s_deliver(subscriber_t *sub, const Accord__V1__Envelope *env, item_t *item)
 {
-    uint8_t record[SEEN_RECORD_BYTES];
-    bool has_record = d->record != NULL && d->record->record_id[0] != '\0';
-    if (has_record) {
-        seen_record_hash(record, d->from_agency, d->record->record_id);
-    }
-    bool again = s_is_repeat_delivery(sub, d, id, has_record ? record : NULL);
+    bool again = s_is_repeat_delivery(sub, item);
     if (!again) {
-        bool repeat = seen_is_started(sub->seen, id);
-        if (repeat) {
+        item->repeat = seen_is_started(sub->seen, item->key);
+        if (item->repeat) {
             acc_log_notice("subscribe",
-                           "share %s: an earlier hand-over began and did not finish; handing it "
+                           "%s %s: an earlier hand-over began and did not finish; handing it "
                            "over again (ACCORD_REPEAT=1)",
-                           d->share_id);
+                           item->kind, item->id);
         }
-        int rc = s_hand_over(sub, d, id, has_record ? record : NULL, repeat);
+        int rc = s_hand_over(sub, item, s_item_json(env, item));
         if (rc != 0) {
             return rc < 0 ? -1 : 0;
         }
     }
     acc_err_t err;
-    if (s_ack(sub->client, d->share_id, &err) != ACC_OK) {
+    if (s_ack(sub->client, item->id, &err) != ACC_OK) {
         acc_log_warn("subscribe", "%s", err.msg);
     }
     if (again) {
         return 0;
     }
-    acc_log_info("subscribe", "received share %s from %s", d->share_id, d->from_agency);
+    acc_log_info("subscribe", "received %s %s from %s", item->kind, item->id, item->from);
     return 1;
+}
+
+/* What reaches the hook's environment, the seen journal and this log is checked
+ * first, as the broker checks what agencies send it. A share: false when it is
+ * not one that can be handed over. */
+static bool s_share_item(const Accord__V1__Deliver *d, item_t *item)
+{
+    if (!acc_validate_is_agency_id(d->from_agency) || d->record == NULL ||
+        !acc_validate_is_record_id(d->record->record_id) ||
+        !acc_validate_is_record_type(d->record->record_type)) {
+        acc_log_error("subscribe",
+                      "share %s: the broker sent a delivery whose sender, record id or record "
+                      "type is missing or not valid; not handed over, not acknowledged",
+                      d->share_id);
+        return false;
+    }
+    item->kind = "share";
+    item->id = d->share_id;
+    item->from = d->from_agency;
+    item->record_type = d->record->record_type;
+    item->has_record = true;
+    seen_record_hash(item->record, d->from_agency, d->record->record_id);
+    return true;
+}
+
+static bool s_outcome_item(const Accord__V1__OutcomeNotice *n, item_t *item)
+{
+    acc_err_t err;
+    if (notice_outcome_check(n, &err) != ACC_OK) {
+        acc_log_error("subscribe",
+                      "outcome %s: the broker sent an outcome notice that is not valid (%s); "
+                      "not handed over, not acknowledged",
+                      n->outcome_id, err.msg);
+        return false;
+    }
+    item->kind = "outcome";
+    item->id = n->outcome_id;
+    item->from = n->to_agency;
+    item->record_type = n->record_type;
+    return true;
+}
+
+static bool s_lookup_item(const Accord__V1__LookupNotice *n, item_t *item)
+{
+    acc_err_t err;
+    if (notice_lookup_check(n, &err) != ACC_OK) {
+        acc_log_error("subscribe",
+                      "lookup-notice %s: the broker sent a lookup notice that is not valid "
+                      "(%s); not handed over, not acknowledged",
+                      n->notice_id, err.msg);
+        return false;
+    }
+    item->kind = "lookup-notice";
+    item->id = n->notice_id;
+    item->from = n->by_agency;
+    item->record_type = "";
+    return true;
+}
+
+/* The id that the item is filed, journalled and acknowledged under: a uuid, or
+ * nothing of it is used (not even in this log). */
+static const char *s_item_id(const Accord__V1__Envelope *env)
+{
+    switch (env->body_case) {
+    case ACCORD__V1__ENVELOPE__BODY_DELIVER:
+        return env->deliver->share_id;
+    case ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE:
+        return env->outcome_notice->outcome_id;
+    case ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE:
+        return env->lookup_notice->notice_id;
+    default:
+        return NULL;
+    }
 }
 
 /* 1: handed over and acknowledged; 0: not a delivery, or to be retried;
@@ -398,28 +496,25 @@ static int s_on_delivery(subscriber_t *sub, const Accord__V1__Envelope *env)
                      acc_pb_code_name(env->error->code));
         return 0;
     }
-    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_DELIVER) {
+    const char *id = s_item_id(env);
+    if (id == NULL) {
         return 0;
     }
-    uint8_t id[ACC_LOGROW_SHARE_BYTES];
+    item_t item = { 0 };
     acc_err_t err;
-    if (acc_uuid_parse(id, env->deliver->share_id, &err) != ACC_OK) {
-        acc_log_error("subscribe", "the broker sent a delivery whose share id is not a uuid");
+    if (acc_uuid_parse(item.key, id, &err) != ACC_OK) {
+        acc_log_error("subscribe", "the broker sent a delivery whose id is not a uuid");
         return 0;
     }
-    /* what reaches the hook's environment, the seen journal and this log is
-     * checked first, as the broker checks what agencies send it */
-    const Accord__V1__Deliver *d = env->deliver;
-    if (!acc_validate_is_agency_id(d->from_agency) || d->record == NULL ||
-        !acc_validate_is_record_id(d->record->record_id) ||
-        !acc_validate_is_record_type(d->record->record_type)) {
-        acc_log_error("subscribe",
-                      "share %s: the broker sent a delivery whose sender, record id or record "
-                      "type is missing or not valid; not handed over, not acknowledged",
-                      d->share_id);
-        return 0;
+    bool ok = false;
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE) {
+        ok = s_outcome_item(env->outcome_notice, &item);
+    } else if (env->body_case == ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE) {
+        ok = s_lookup_item(env->lookup_notice, &item);
+    } else {
+        ok = s_share_item(env->deliver, &item);
     }
-    return s_deliver(sub, d, id);
+    return ok ? s_deliver(sub, env, &item) : 0;
 }
 
 static int s_open_spool(subscriber_t *sub, const char *dir, const char *seen_path)
