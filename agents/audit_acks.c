@@ -293,7 +293,11 @@ acc_rc_t audit_acks_check(audit_acks_t *self, const acc_logrow_t *row, acc_err_t
         return ACC_OK; /* the verifier reports rows out of order before this is asked */
     }
     uint16_t slot = 0;
-    if (strcmp(event, "shared") == 0 && row->to_agency != NULL) {
+    /* what is delivered, and so acknowledged: shares, and (schema 0009) outcomes
+     * back to publishers and lookups' notifications */
+    bool delivered = strcmp(event, "shared") == 0 || strcmp(event, "outcome") == 0 ||
+                     strcmp(event, "notified") == 0;
+    if (delivered && row->to_agency != NULL) {
         slot = s_agency(self, row->to_agency);
         if (slot == 0) {
             return acc_err_set(err, ACC_ERR_LIMIT,

@@ -24,7 +24,8 @@ void audit_acks_note_lost(audit_acks_t *self, int64_t lost_from, int64_t lost_to
 
 /* Checks one row, in sequence order, after its hash and link verified; the row
  * is borrowed for the call. ACC_ERR_INVALID, with the reason in err, when it
- * acknowledges a seq that is not an earlier `shared` row to the same to_agency,
+ * acknowledges a seq that is not an earlier `shared` row (or `outcome` or
+ * `notified` row, schema 0009) to the same to_agency,
  * lists its seqs out of ascending order, acknowledges a share acknowledged
  * before (in either form), or carries acked_seqs on a row that is no
  * acknowledgement. Memory: 2 bytes per seq walked, plus a table of the share ids

@@ -692,9 +692,11 @@ int audit_subject_access(const acc_agent_config_t *config, const char *nhs, cons
         return status;
     }
     (void)printf("Subject access report: everything the sharing log holds about one child\n"
-                 "(shared, withheld, refused, acknowledged, and every time the log was\n"
-                 "queried about them), oldest first. Records are shown exactly as each\n"
-                 "recipient received them, with when the recipient acknowledged them.\n\n");
+                 "(shared, withheld, refused, acknowledged, the outcomes reported on\n"
+                 "referrals, every lookup of who is involved and who was told of it, and\n"
+                 "every time the log was queried about them), oldest first. Records are\n"
+                 "shown exactly as each recipient received them, with when the recipient\n"
+                 "acknowledged them.\n\n");
     json_t *rows = json_array();
     int status = s_fetch_decrypted(config, &query, key_path, s_collect, rows);
     s_fold_acks(rows, true);

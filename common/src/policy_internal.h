@@ -55,7 +55,7 @@ typedef struct {
     char *id;
     bool *by; /* [agency index]: the agency may make this lookup */
     acc_strlist_t purposes;
-    char window[24];         /* canonical PostgreSQL interval: "24 months" */
+    char window[32];         /* canonical PostgreSQL interval: "24 months" */
     int64_t window_days_max; /* months as 31 days, years as 366 */
     bool notify;
 } policy_lookup_t;

@@ -1059,7 +1059,7 @@ static bool s_parse_window(const char *text, policy_lookup_t *l)
     }
     for (size_t i = 0; i < POLICY_N_OF(units); i++) {
         if (strcmp(unit, units[i].singular) == 0 || strcmp(unit, units[i].plural) == 0) {
-            (void)snprintf(l->window, sizeof(l->window), "%ld %s", n, units[i].plural);
+            (void)snprintf(l->window, sizeof(l->window), "%d %s", (int)n, units[i].plural);
             l->window_days_max = (int64_t)n * units[i].days;
             return true;
         }

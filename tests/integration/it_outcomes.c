@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "accord/logrow.h"
 #include "accord/record.h"
 #include "harness.h"
@@ -518,4 +520,94 @@ Test(outcomes, lookups_outside_the_agreement_are_refused_and_logged)
     client_destroy(&hv);
     acc_agent_config_clear(&mcfg);
     acc_agent_config_clear(&hcfg);
+}
+
+/* ---- auditing ---- */
+
+static int s_verify(void)
+{
+    char *sign = acc_xasprintf("%s/broker.sign.pub", world->dir);
+    char *out = NULL;
+    int status = th_run(world, &out, "accord-audit", "--db", world->conninfo, "--sign-key", sign,
+                        "verify", (char *)NULL);
+    cr_log_info("verify: %s", out);
+    free(out);
+    free(sign);
+    return status;
+}
+
+Test(outcomes, auditors_see_outcomes_overdue_referrals_and_lookups_and_verify_the_chain)
+{
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER accord_log_append_only");
+    char *json = s_ed_json("ed-att-6", CHILD_NHS);
+    char *share = s_share(ED, json);
+    char *waiting_json = s_ed_json("ed-att-7", OTHER_NHS);
+    char *waiting = s_share(ED, waiting_json);
+    acc_agent_config_t mcfg;
+    client_t *mash = th_client(world, MASH, &mcfg);
+    s_field_t fields[] = { { "reason", "no-further-action" } };
+    cr_assert_eq(s_report(mash, share, "declined", fields, 1, NULL), ACCORD__V1__ERROR_CODE__OK);
+    Accord__V1__Envelope *reply = s_lookup(mash, CHILD_NHS, "", "", PURPOSE);
+    cr_assert_eq(reply->lookup_result->code, ACCORD__V1__ERROR_CODE__OK);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&mash);
+    acc_agent_config_clear(&mcfg);
+    const char *auditor = th_agent_config(world, "ig-officer", NULL);
+    char *key = acc_xasprintf("%s/ig-officer.box.secret", world->dir);
+
+    char *out = NULL;
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "log", "--event",
+                        "outcome", "--json", (char *)NULL),
+                 0);
+    json_t *rows = json_loads(out, 0, NULL);
+    cr_assert(json_is_array(rows), "%s", out);
+    cr_assert_eq(json_array_size(rows), 1);
+    json_t *row = json_array_get(rows, 0);
+    cr_assert_str_eq(json_string_value(json_object_get(row, "reason")), "declined");
+    cr_assert_str_eq(json_string_value(json_object_get(row, "refers_to")), share);
+    json_decref(rows);
+    free(out);
+
+    /* the second referral has had no outcome: overdue once it is old enough */
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "overdue", "--days", "2",
+                        "--json", (char *)NULL),
+                 0);
+    rows = json_loads(out, 0, NULL);
+    cr_assert_eq(json_array_size(rows), 0, "nothing is two days old yet: %s", out);
+    json_decref(rows);
+    free(out);
+    th_pg_exec(world, "UPDATE accord_log SET at = at - interval '3 days' WHERE event = 'shared'");
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "overdue", "--days", "2",
+                        "--from", ED, "--json", (char *)NULL),
+                 0);
+    rows = json_loads(out, 0, NULL);
+    cr_assert_eq(json_array_size(rows), 1, "%s", out);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "share_id")),
+                     waiting);
+    json_decref(rows);
+    free(out);
+
+    /* subject access: the referral, its outcome, the lookup and who was told */
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "--key", key,
+                        "subject-access", CHILD_NHS, (char *)NULL),
+                 0);
+    cr_assert(strstr(out, MASH " reported \"declined\"") != NULL, "%s", out);
+    cr_assert(strstr(out, "no-further-action") != NULL, "%s", out);
+    cr_assert(strstr(out, MASH " asked who is involved with this child") != NULL, "%s", out);
+    cr_assert(strstr(out, ED " was told that " MASH " looked this child up") != NULL, "%s", out);
+    cr_assert(strstr(out, "ed-att-7") == NULL, "another child's referral: %s", out);
+    free(out);
+    free(key);
+
+    /* the chain covers them: the time moved above breaks it, and so does a
+     * changed reference */
+    cr_assert_neq(s_verify(), 0);
+    th_pg_exec(world, "UPDATE accord_log SET at = at + interval '3 days' WHERE event = 'shared'");
+    cr_assert_eq(s_verify(), 0);
+    th_pg_exec(world, "UPDATE accord_log SET refers_to = share_id WHERE event = 'outcome'");
+    cr_assert_neq(s_verify(), 0);
+    free(share);
+    free(waiting);
+    free(json);
+    free(waiting_json);
 }

@@ -245,3 +245,36 @@ Test(audit_acks, writes_seqs_as_runs)
     cr_assert_str_eq(text, "9223372036854775807,-9223372036854775808");
     free(text);
 }
+
+/* Schema 0009: outcomes back to a publisher and lookups' notifications are
+ * delivered and acknowledged like shares, by their recipient, once; a lookup
+ * itself (looked-up) is delivered to nobody. */
+Test(audit_acks, outcomes_and_notifications_are_acknowledged_like_shares)
+{
+    audit_acks_t *acks = audit_acks_new(1);
+    acc_logrow_t outcome = s_share(1, "rft-health-visiting");
+    outcome.event = "outcome";
+    outcome.from_agency = CC;
+    acc_logrow_t notified = s_share(2, EH);
+    notified.event = "notified";
+    acc_logrow_t looked = s_share(3, NULL);
+    looked.event = "looked-up";
+    looked.to_agency = NULL;
+    s_ok(acks, &outcome);
+    s_ok(acks, &notified);
+    s_ok(acks, &looked);
+    const int64_t by_hv[] = { 1 };
+    const int64_t by_eh[] = { 2 };
+    const int64_t lookup[] = { 3 };
+    acc_logrow_t wrong = s_batch(4, EH, by_hv, 1);
+    s_refused(acks, &wrong, "acknowledges share seq 1, a share to rft-health-visiting, not to " EH);
+    acc_logrow_t not_delivered = s_batch(5, EH, lookup, 1);
+    s_refused(acks, &not_delivered, "acknowledges seq 3, which is not a shared row");
+    acc_logrow_t hv = s_batch(6, "rft-health-visiting", by_hv, 1);
+    s_ok(acks, &hv);
+    acc_logrow_t eh = s_batch(7, EH, by_eh, 1);
+    s_ok(acks, &eh);
+    acc_logrow_t again = s_batch(8, EH, by_eh, 1);
+    s_refused(acks, &again, "acknowledges share seq 2 a second time");
+    audit_acks_destroy(&acks);
+}
