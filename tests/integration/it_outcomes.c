@@ -30,6 +30,8 @@ static const char s_agreement[] =
     "    fields: {attendance_date: date, presenting_complaint: text(500)}\n"
     "  - id: health-visit\n"
     "    fields: {visit_date: date, visit_type: text, concerns: text}\n"
+    "  - id: cp-plan-status\n"
+    "    fields: {status: text}\n"
     "rules:\n"
     "  - id: ed-to-mash\n"
     "    from: " ED "\n"
@@ -51,6 +53,15 @@ static const char s_agreement[] =
     "    fields: [visit_date, visit_type]\n"
     "    subject: [nhs_number, family_name]\n"
     "    purpose: Best Start\n"
+    "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
+    "    consent: not-required\n"
+    "  - id: csc-cp-to-ed\n"
+    "    from: " MASH "\n"
+    "    to: [" ED "]\n"
+    "    record_types: [cp-plan-status]\n"
+    "    fields: [status]\n"
+    "    subject: [nhs_number]\n"
+    "    purpose: Child-protection information sharing with unscheduled care\n"
     "    lawful_basis: \"UK GDPR 6(1)(e)\"\n"
     "    consent: not-required\n"
     "lookups:\n"
@@ -610,4 +621,67 @@ Test(outcomes, auditors_see_outcomes_overdue_referrals_and_lookups_and_verify_th
     free(waiting);
     free(json);
     free(waiting_json);
+}
+
+/* An agent from before outcomes says Hello without notices: it keeps receiving
+ * shares, is sent no notice it would not understand, and the notice waits in
+ * the log for a connection that reads them. */
+Test(outcomes, an_older_subscriber_gets_shares_and_no_notices_which_wait_in_the_log)
+{
+    char *json = s_ed_json("ed-att-8", CHILD_NHS);
+    char *share = s_share(ED, json);
+    acc_agent_config_t mcfg;
+    client_t *mash = th_client(world, MASH, &mcfg);
+    char id[37];
+    cr_assert_eq(s_report(mash, share, "received", NULL, 0, id), ACCORD__V1__ERROR_CODE__OK);
+    acc_agent_config_t ecfg;
+    client_t *ed = th_client(world, ED, &ecfg);
+    Accord__V1__Hello hello = ACCORD__V1__HELLO__INIT;
+    hello.protocol_version = 1;
+    hello.subscribe = true; /* and no notices: as agents before 0.2 */
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = 5;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    acc_err_t err;
+    cr_assert_eq(client_send(ed, &env, &err), ACC_OK, "%s", err.msg);
+    Accord__V1__Envelope *reply = NULL;
+    cr_assert_eq(client_recv(ed, &reply, 10000, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_WELCOME);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    /* a share to the emergency department still arrives on it, and nothing else */
+    reply = th_publish(mash,
+                       "{\"record_id\":\"cp-1\",\"record_type\":\"cp-plan-status\","
+                       "\"occurred_at\":\"2026-12-01T10:00:00Z\",\"subject\":{\"nhs_number\":"
+                       "\"" CHILD_NHS "\"},\"fields\":{\"status\":\"active\"}}",
+                       "");
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK, "%s",
+                 reply->publish_result->reason);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    cr_assert_eq(client_recv(ed, &reply, 10000, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_DELIVER, "body %d", reply->body_case);
+    cr_assert_str_eq(reply->deliver->record->record_id, "cp-1");
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    Accord__V1__Envelope *extra = NULL;
+    cr_assert_eq(client_recv(ed, &extra, 1500, &err), ACC_ERR_TIMEOUT,
+                 "an older agent was sent body %d", extra != NULL ? (int)extra->body_case : -1);
+    client_destroy(&ed);
+    char where[160];
+    snprintf(where, sizeof(where),
+             "event = 'outcome' AND share_id = '%s' AND seq NOT IN (SELECT share_seq FROM "
+             "accord_log_acks)",
+             id);
+    cr_assert_eq(th_pg_count(world, where), 1, "still pending");
+    client_t *now = s_subscriber(ED, &ecfg);
+    char got[37];
+    char *status = s_notice(now, got, NULL, 0);
+    cr_assert_str_eq(status, "received");
+    cr_assert_str_eq(got, id);
+    free(status);
+    client_destroy(&now);
+    client_destroy(&mash);
+    acc_agent_config_clear(&ecfg);
+    acc_agent_config_clear(&mcfg);
+    free(share);
+    free(json);
 }
