@@ -204,6 +204,10 @@ static client_t *s_subscriber(const char *agency, acc_agent_config_t *cfg)
     return c;
 }
 
+static Accord__V1__Envelope *s_lookup(client_t *c, const char *nhs, const char *local_id,
+                                      const char *dob, const char *purpose);
+static void s_lookup_notice(client_t *c, const char *lookup_id);
+
 /* ---- outcomes ---- */
 
 Test(outcomes, an_outcome_reaches_the_publisher_once_and_is_acknowledged)
@@ -323,7 +327,7 @@ Test(outcomes, every_bad_outcome_is_refused_with_its_own_code_and_logged)
     free(hv_json);
 }
 
-Test(outcomes, an_outcome_in_the_log_survives_a_kill_of_the_broker_and_arrives_once)
+Test(outcomes, outcomes_and_notifications_in_the_log_survive_a_kill_of_the_broker_and_arrive_once)
 {
     char *json = s_ed_json("ed-att-3", CHILD_NHS);
     char *share = s_share(ED, json);
@@ -331,6 +335,11 @@ Test(outcomes, an_outcome_in_the_log_survives_a_kill_of_the_broker_and_arrives_o
     client_t *mash = th_client(world, MASH, &mcfg);
     char id[37];
     cr_assert_eq(s_report(mash, share, "received", NULL, 0, id), ACCORD__V1__ERROR_CODE__OK);
+    Accord__V1__Envelope *looked = s_lookup(mash, CHILD_NHS, "", "", PURPOSE);
+    cr_assert_eq(looked->lookup_result->code, ACCORD__V1__ERROR_CODE__OK);
+    char lookup_id[37];
+    snprintf(lookup_id, sizeof(lookup_id), "%s", looked->lookup_result->lookup_id);
+    accord__v1__envelope__free_unpacked(looked, NULL);
     client_destroy(&mash);
     acc_agent_config_clear(&mcfg);
     cr_assert_eq(th_proc_stop(&world->broker, SIGKILL, 5000), 128 + SIGKILL);
@@ -342,11 +351,12 @@ Test(outcomes, an_outcome_in_the_log_survives_a_kill_of_the_broker_and_arrives_o
     cr_assert_str_eq(status, "received");
     cr_assert_str_eq(got, id);
     free(status);
+    s_lookup_notice(ed, lookup_id);
     cr_assert_eq(th_pg_wait_count(world,
-                                  "event = 'outcome' AND seq IN (SELECT share_seq FROM "
-                                  "accord_log_acks)",
-                                  1, 10000),
-                 1);
+                                  "event IN ('outcome', 'notified') AND to_agency = '" ED
+                                  "' AND seq IN (SELECT share_seq FROM accord_log_acks)",
+                                  2, 10000),
+                 2);
     client_destroy(&ed);
     /* acknowledged: a restart does not send it again */
     cr_assert_eq(th_proc_stop(&world->broker, SIGKILL, 5000), 128 + SIGKILL);
