@@ -78,8 +78,8 @@ static void s_refuse(s_lookup_t *l, Accord__V1__ErrorCode code, const char *why)
     row.reason = reason;
     row.agreement_hash = acc_policy_hash(self->policy);
     int64_t seq = ledger_stage(self->ledger, &row, NULL, 0);
-    acc_log_info("lookup", "refused a lookup by %s: %s %s", l->peer->id, acc_pb_code_name(code),
-                 why);
+    /* the code only: the reason may quote the purpose the partner gave */
+    acc_log_info("lookup", "refused a lookup by %s: %s", l->peer->id, acc_pb_code_name(code));
     Accord__V1__LookupResult result = ACCORD__V1__LOOKUP_RESULT__INIT;
     result.code = code;
     result.reason = acc_pb_str(why);

@@ -92,8 +92,8 @@ static void s_refuse(s_outcome_t *o, Accord__V1__ErrorCode code, const char *why
     row.agreement_hash = acc_policy_hash(self->policy);
     row.refers_to = o->has_share_id ? o->share_id : NULL;
     int64_t seq = ledger_stage(self->ledger, &row, NULL, 0);
-    acc_log_info("outcome", "refused an outcome from %s: %s %s", o->peer->id,
-                 acc_pb_code_name(code), why);
+    /* the code only: the reason may quote what the partner sent */
+    acc_log_info("outcome", "refused an outcome from %s: %s", o->peer->id, acc_pb_code_name(code));
     s_queue_result(o, code, why, NULL, seq, OUT_RESULT);
 }
 

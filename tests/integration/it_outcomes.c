@@ -285,6 +285,9 @@ Test(outcomes, every_bad_outcome_is_refused_with_its_own_code_and_logged)
                  ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE);
     cr_assert_eq(s_report(mash, share, "escalated", NULL, 0, NULL),
                  ACCORD__V1__ERROR_CODE__STATUS_NOT_ALLOWED);
+    /* a partner's text never reaches the broker's own log */
+    cr_assert_eq(s_report(mash, share, CHILD_NHS, NULL, 0, NULL),
+                 ACCORD__V1__ERROR_CODE__STATUS_NOT_ALLOWED);
     cr_assert_eq(s_report(mash, share, "accepted", unknown, 1, NULL),
                  ACCORD__V1__ERROR_CODE__INVALID_FIELD);
     cr_assert_eq(s_report(mash, share, "accepted", bad_enum, 1, NULL),
@@ -303,7 +306,7 @@ Test(outcomes, every_bad_outcome_is_refused_with_its_own_code_and_logged)
     cr_assert_eq(th_pg_count(world, "event = 'outcome'"), 1);
     const char *codes[] = { "NOT_RECIPIENT", "UNKNOWN_SHARE",       "STATUS_NOT_ALLOWED",
                             "INVALID_FIELD", "STATUS_OUT_OF_ORDER", NULL };
-    const long want[] = { 1, 2, 2, 3, 2 };
+    const long want[] = { 1, 2, 3, 3, 2 };
     for (size_t i = 0; codes[i] != NULL; i++) {
         char where[512];
         snprintf(where, sizeof(where),
@@ -315,6 +318,8 @@ Test(outcomes, every_bad_outcome_is_refused_with_its_own_code_and_logged)
     /* the refusals name the share they were about, but no value */
     cr_assert_eq(th_pg_count(world, "event = 'refused' AND reason LIKE '%not-a-reason%'"), 0);
     cr_assert_eq(th_pg_count(world, "event = 'refused' AND reason LIKE '%yesterday%'"), 0);
+    const char *words[] = { CHILD_NHS, "Smith", "fall from a height", NULL };
+    (void)th_assert_broker_log_names_no_child(world, words);
     client_destroy(&mash);
     client_destroy(&hv);
     client_destroy(&eh);
@@ -516,6 +521,8 @@ Test(outcomes, lookups_outside_the_agreement_are_refused_and_logged)
     } cases[] = {
         { hv, CHILD_NHS, "", "", PURPOSE, ACCORD__V1__ERROR_CODE__NOT_PERMITTED },
         { mash, CHILD_NHS, "", "", "curiosity", ACCORD__V1__ERROR_CODE__PURPOSE_NOT_PERMITTED },
+        { mash, CHILD_NHS, "", "", "Smith " CHILD_NHS,
+          ACCORD__V1__ERROR_CODE__PURPOSE_NOT_PERMITTED },
         { mash, "9434765918", "", "", PURPOSE, ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER },
         { mash, "", "", "", PURPOSE, ACCORD__V1__ERROR_CODE__INVALID_SUBJECT },
         { mash, "", "case-17", "", PURPOSE, ACCORD__V1__ERROR_CODE__INVALID_SUBJECT },
@@ -527,7 +534,9 @@ Test(outcomes, lookups_outside_the_agreement_are_refused_and_logged)
                      acc_pb_code_name(reply->lookup_result->code));
         accord__v1__envelope__free_unpacked(reply, NULL);
     }
-    cr_assert_eq(th_pg_count(world, "event = 'refused' AND reason LIKE 'lookup refused: %'"), 5);
+    cr_assert_eq(th_pg_count(world, "event = 'refused' AND reason LIKE 'lookup refused: %'"), 6);
+    const char *words[] = { CHILD_NHS, "Smith", NULL };
+    (void)th_assert_broker_log_names_no_child(world, words);
     cr_assert_eq(th_pg_count(world, "event = 'refused' AND error_code = 'NOT_PERMITTED' AND "
                                     "from_agency = '" HV "' AND subject_tag IS NOT NULL"),
                  1);
