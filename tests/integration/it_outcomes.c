@@ -363,6 +363,7 @@ Test(outcomes, outcomes_and_notifications_in_the_log_survive_a_kill_of_the_broke
                                   2, 10000),
                  2);
     client_destroy(&ed);
+    acc_agent_config_clear(&ecfg);
     /* acknowledged: a restart does not send it again */
     cr_assert_eq(th_proc_stop(&world->broker, SIGKILL, 5000), 128 + SIGKILL);
     th_broker_start(world);
@@ -685,6 +686,7 @@ Test(outcomes, an_older_subscriber_gets_shares_and_no_notices_which_wait_in_the_
     cr_assert_eq(client_recv(ed, &extra, 1500, &err), ACC_ERR_TIMEOUT,
                  "an older agent was sent body %d", extra != NULL ? (int)extra->body_case : -1);
     client_destroy(&ed);
+    acc_agent_config_clear(&ecfg);
     char where[160];
     snprintf(where, sizeof(where),
              "event = 'outcome' AND share_id = '%s' AND seq NOT IN (SELECT share_seq FROM "
