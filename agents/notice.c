@@ -32,27 +32,10 @@ static bool s_is_text(const char *text, size_t min, size_t max)
     return len >= min && len <= max && acc_utf8_is_valid(text, len);
 }
 
-static bool s_is_field_name(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0 || len > ACC_VALIDATE_FIELD_NAME_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static acc_rc_t s_check_field(const Accord__V1__Field *const *fields, size_t i, acc_err_t *err)
 {
     const Accord__V1__Field *f = fields[i];
-    if (!s_is_field_name(f->name)) {
+    if (!acc_validate_is_field_name(f->name, strlen(f->name))) {
         return acc_err_set(err, ACC_ERR_INVALID, "fields[%zu].name is missing or not valid", i);
     }
     for (size_t j = 0; j < i; j++) {

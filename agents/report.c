@@ -15,22 +15,6 @@ struct report_t {
     Accord__V1__ChildRecord *holder; /* owns the fields, parsed as a record's */
 };
 
-static bool s_is_field_name(const char *name, size_t len)
-{
-    if (len == 0 || len > ACC_VALIDATE_FIELD_NAME_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static json_t *s_typed_value(const char *text)
 {
     json_t *value = json_loads(text, JSON_DECODE_ANY, NULL);
@@ -50,7 +34,7 @@ acc_rc_t report_field_arg(json_t *fields, const char *arg, acc_err_t *err)
     }
     bool typed = eq > arg && eq[-1] == ':';
     size_t name_len = (size_t)(eq - arg) - (typed ? 1U : 0U);
-    if (!s_is_field_name(arg, name_len)) {
+    if (!acc_validate_is_field_name(arg, name_len)) {
         return acc_err_set(err, ACC_ERR_INVALID,
                            "--field: a field name is 1-64 of A-Z a-z 0-9 . _ - before '='");
     }
@@ -91,7 +75,7 @@ static acc_rc_t s_parse_fields(Accord__V1__ChildRecord **holder, json_t *fields,
     json_t *value = NULL;
     json_object_foreach(fields, name, value)
     {
-        if (!s_is_field_name(name, strlen(name))) {
+        if (!acc_validate_is_field_name(name, strlen(name))) {
             return acc_err_set(err, ACC_ERR_INVALID,
                                "a field name is 1-64 of A-Z a-z 0-9 . _ - (\"fields\")");
         }

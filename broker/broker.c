@@ -60,6 +60,25 @@ static int64_t s_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void broker_today(char day[11])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    (void)gmtime_r(&now, &tm);
+    (void)strftime(day, 11, "%Y-%m-%d", &tm);
+}
+
+void broker_now_text(char out[BROKER_AT_TEXT_MAX])
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    (void)gmtime_r(&ts.tv_sec, &tm);
+    char second[24];
+    (void)strftime(second, sizeof(second), "%Y-%m-%dT%H:%M:%S", &tm);
+    (void)snprintf(out, BROKER_AT_TEXT_MAX, "%s.%06dZ", second, (int)(ts.tv_nsec / 1000) % 1000000);
+}
+
 static void s_on_retire(void *ctx, peer_t *p, const char *why);
 static void s_resize_agency_counts(broker_t *self);
 

@@ -154,6 +154,12 @@ void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation
  * deliveries for the end of the batch. */
 void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
+/* The day (YYYY-MM-DD, UTC) an agreement's validity is checked against, and the
+ * time now as RFC 3339 UTC with microseconds (what notices carry). */
+#define BROKER_AT_TEXT_MAX 40
+void broker_today(char day[11]);
+void broker_now_text(char out[BROKER_AT_TEXT_MAX]);
+
 /* publish.c: the keyed tag by which the log finds a child's rows: of the NHS
  * number when subject has a valid one, else of agency's local id; false when
  * it has neither. */

@@ -14,7 +14,6 @@
 #include "broker.h"
 
 #define INVOLVED_MAX 64 /* agencies one answer names, at most (an agreement has fewer) */
-#define AT_TEXT_MAX  40
 
 /* One Lookup while it is answered. */
 typedef struct {
@@ -32,25 +31,6 @@ typedef struct {
     size_t count;
     bool cut; /* more agencies than INVOLVED_MAX */
 } s_lookup_t;
-
-static void s_now_text(char out[AT_TEXT_MAX])
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    (void)gmtime_r(&ts.tv_sec, &tm);
-    char second[24];
-    (void)strftime(second, sizeof(second), "%Y-%m-%dT%H:%M:%S", &tm);
-    (void)snprintf(out, AT_TEXT_MAX, "%s.%06dZ", second, (int)(ts.tv_nsec / 1000) % 1000000);
-}
-
-static void s_today(char out[11])
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    (void)gmtime_r(&now, &tm);
-    (void)strftime(out, 11, "%Y-%m-%d", &tm);
-}
 
 static void s_queue_result(s_lookup_t *l, Accord__V1__LookupResult *result, out_kind_t kind)
 {
@@ -265,8 +245,8 @@ static void s_answer(s_lookup_t *l)
     result.seq = (uint64_t)seq;
     bool notify = acc_policy_lookup_notifies(self->policy, l->lookup);
     if (notify) {
-        char at[AT_TEXT_MAX];
-        s_now_text(at);
+        char at[BROKER_AT_TEXT_MAX];
+        broker_now_text(at);
         for (size_t i = 0; i < l->count; i++) {
             s_notify(l, &l->involved[i], id, at);
         }
@@ -294,7 +274,7 @@ void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *
     char nhs[ACC_NHS_DIGITS + 1];
     acc_err_t err;
     char today[11];
-    s_today(today);
+    broker_today(today);
     if (subject != NULL && subject->nhs_number[0] != '\0' &&
         acc_nhs_check(nhs, subject->nhs_number, &err) != ACC_OK) {
         s_refuse(l, ACCORD__V1__ERROR_CODE__INVALID_NHS_NUMBER,

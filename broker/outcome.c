@@ -23,27 +23,6 @@ typedef struct {
     ledger_reported_t rep;
 } s_outcome_t;
 
-#define AT_TEXT_MAX 40
-
-static void s_now_text(char out[AT_TEXT_MAX])
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    (void)gmtime_r(&ts.tv_sec, &tm);
-    char second[24];
-    (void)strftime(second, sizeof(second), "%Y-%m-%dT%H:%M:%S", &tm);
-    (void)snprintf(out, AT_TEXT_MAX, "%s.%06dZ", second, (int)(ts.tv_nsec / 1000) % 1000000);
-}
-
-static void s_today(char out[11])
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    (void)gmtime_r(&now, &tm);
-    (void)strftime(out, 11, "%Y-%m-%d", &tm);
-}
-
 /* The answer, sent once the batch holding its row commits. */
 static void s_queue_result(s_outcome_t *o, Accord__V1__ErrorCode code, const char *reason,
                            const uint8_t *outcome_id, int64_t seq, out_kind_t kind)
@@ -174,8 +153,8 @@ static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
     acc_uuid_time_ordered(row.share_id);
     char outcome_id[37];
     acc_uuid_format(outcome_id, row.share_id);
-    char at[AT_TEXT_MAX];
-    s_now_text(at);
+    char at[BROKER_AT_TEXT_MAX];
+    broker_now_text(at);
     char *rules[ACC_LOGROW_MAX_RULES];
     for (size_t i = 0; i < o->rep.rule_count; i++) {
         rules[i] = acc_pb_str(o->rep.rule_ids[i]);
@@ -240,7 +219,7 @@ static void s_decide(s_outcome_t *o)
 {
     broker_t *self = o->self;
     char today[11];
-    s_today(today);
+    broker_today(today);
     if (!acc_policy_is_in_force(self->policy, today)) {
         s_refuse(o, ACCORD__V1__ERROR_CODE__AGREEMENT_NOT_IN_FORCE,
                  "the agreement is not in force today");

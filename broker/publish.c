@@ -33,14 +33,6 @@ typedef struct {
     Accord__V1__Withheld *withheld_ptrs[ACC_POLICY_MAX_RECIPIENTS];
 } s_publish_t;
 
-static void s_today(char out[11])
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    (void)gmtime_r(&now, &tm);
-    (void)strftime(out, 11, "%Y-%m-%d", &tm);
-}
-
 /* The subject tag lets auditors find a child's rows without the log holding the
  * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
  * local id qualified by the publisher. */
@@ -446,7 +438,7 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
     acc_decision_t *d = acc_xmalloc(sizeof(*d));
     if (code == ACCORD__V1__ERROR_CODE__OK) {
         char today[11];
-        s_today(today);
+        broker_today(today);
         acc_policy_decide(self->policy, peer->who.index, today, p->rec, d);
         code = d->code;
         (void)acc_err_set(&reason, ACC_ERR_INVALID, "%s", d->reason);

@@ -347,6 +347,19 @@ bool acc_validate_is_record_type(const char *type)
     return len > 0 && len <= ACC_VALIDATE_RECORD_TYPE_MAX && strspn(type, RECORD_ID_CHARS) == len;
 }
 
+bool acc_validate_is_field_name(const char *name, size_t len)
+{
+    if (len == 0 || len > ACC_VALIDATE_FIELD_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (name[i] == '\0' || strchr(FIELD_NAME_CHARS, name[i]) == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* ---- records ---- */
 
 static bool s_subject(const s_check_t *c, const Accord__V1__Subject *s)

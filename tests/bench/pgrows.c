@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#define LOG_COLUMNS     24 /* accord_log's columns in table order, schema 0008 */
+#define LOG_COLUMNS     25 /* accord_log's columns in table order, schema 0009 */
 #define HASH_BYTES      32
 #define NONCE_BYTES     24
 #define AEAD_TAG_BYTES  16
@@ -249,6 +249,7 @@ int64_t pgrows_record(pgrows_buf_t *b, pgrows_t *r, int recipients, int64_t at_u
             s_null(b);
         }
         s_null(b); /* acked_seqs */
+        s_null(b); /* refers_to */
         s_seqs_push(&r->pending[i], seq);
     }
     return r->records;
@@ -282,6 +283,7 @@ void pgrows_refused(pgrows_buf_t *b, pgrows_t *r, int64_t at_us)
     s_random_field(b, r, HASH_BYTES); /* entry_hash */
     s_null(b);                        /* content_hash */
     s_null(b);                        /* acked_seqs */
+    s_null(b);                        /* refers_to */
 }
 
 int pgrows_acks(pgrows_buf_t *b, pgrows_t *r, int recipients, int64_t at_us)
@@ -314,6 +316,7 @@ int pgrows_acks(pgrows_buf_t *b, pgrows_t *r, int recipients, int64_t at_us)
         s_random_field(b, r, HASH_BYTES); /* entry_hash */
         s_null(b);                        /* content_hash */
         s_acked_seqs(b, pending);
+        s_null(b); /* refers_to */
         r->acked_to[i] = pending->seqs[pending->count - 1];
         pending->count = 0;
         rows++;

@@ -105,5 +105,7 @@ bool acc_validate_is_record_id(const char *id);
 bool acc_validate_is_agency_id(const char *id);
 /* True when type may be written to the log: 1-64 bytes of A-Z a-z 0-9 . _ : - */
 bool acc_validate_is_record_type(const char *type);
+/* True when name[0..len) may name a field: 1-64 bytes of A-Z a-z 0-9 . _ - */
+bool acc_validate_is_field_name(const char *name, size_t len);
 
 #endif
