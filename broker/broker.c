@@ -504,9 +504,16 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
     Accord__V1__LookupResult lookup = ACCORD__V1__LOOKUP_RESULT__INIT;
     lookup.code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
     lookup.reason = acc_pb_str(why);
+    Accord__V1__Error error = ACCORD__V1__ERROR__INIT;
+    error.code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
+    error.message = acc_pb_str(why);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = o->correlation_id;
-    if (o->answer == ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT) {
+    if (o->answer == ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT) {
+        /* an AuditResult has no code: the query is answered with an Error */
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_ERROR;
+        env.error = &error;
+    } else if (o->answer == ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT) {
         env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT;
         env.outcome_result = &outcome;
     } else if (o->answer == ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT) {

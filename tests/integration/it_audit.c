@@ -590,3 +590,95 @@ Test(audit, subject_access_and_show_say_when_each_share_was_acknowledged)
     free(share);
     free(key);
 }
+
+/* A page is cut at AUDIT_PAGE_BYTES of payloads only when payloads are asked for:
+ * without them, a page of large records still holds AUDIT_PAGE_MAX rows. */
+static size_t s_page_rows(client_t *c, bool payloads, bool *more, size_t *payload_bytes)
+{
+    Accord__V1__AuditQuery q = ACCORD__V1__AUDIT_QUERY__INIT;
+    q.event = acc_pb_str("shared");
+    q.payloads = payloads;
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = 9;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY;
+    env.audit_query = &q;
+    acc_err_t err;
+    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    Accord__V1__Envelope *reply = NULL;
+    cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT, "body %d",
+                 reply->body_case);
+    size_t rows = reply->audit_result->n_rows;
+    *more = reply->audit_result->more;
+    *payload_bytes = 0;
+    for (size_t i = 0; i < rows; i++) {
+        *payload_bytes += reply->audit_result->rows[i]->payload.len;
+    }
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    return rows;
+}
+
+Test(audit, a_page_without_payloads_of_large_records_still_holds_200_rows)
+{
+    static uint8_t payload[16 * 1024];
+    static uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
+    th_broker_stop(world); /* the rows are appended behind its back */
+    for (int i = 0; i < 250; i++) {
+        acc_logrow_t row = { 0 };
+        acc_uuid_random(row.share_id);
+        row.event = "shared";
+        row.from_agency = "rft-health-visiting";
+        row.to_agency = "rmbc-childrens-centres";
+        row.record_type = "health-visit";
+        row.record_id = "hv-large";
+        row.key_epoch = 1;
+        row.nonce = nonce;
+        row.payload = payload;
+        row.payload_len = sizeof(payload);
+        (void)th_pg_append_logrow(world, &row);
+    }
+    th_broker_start(world);
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "ig-officer", &cfg);
+    bool more = false;
+    size_t bytes = 0;
+    cr_assert_eq(s_page_rows(c, false, &more, &bytes), 200);
+    cr_assert(more);
+    cr_assert_eq(bytes, 0);
+    size_t rows = s_page_rows(c, true, &more, &bytes);
+    cr_log_info("with payloads: %zu rows, %zu payload bytes", rows, bytes);
+    cr_assert(rows > 0 && rows < 200, "%zu rows", rows);
+    cr_assert(more);
+    cr_assert_leq(bytes, (size_t)768 * 1024);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+}
+
+/* When the queried row cannot be written (the disk is full, say), the auditor is
+ * told UNAVAILABLE in an Error: an AuditResult has no code to say it with. */
+Test(audit, a_query_whose_row_cannot_be_written_is_answered_unavailable)
+{
+    th_pg_exec(world, "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "IF NEW.event = 'queried' THEN RAISE EXCEPTION 'disk full' USING ERRCODE "
+                      "= '53100'; END IF; RETURN NEW; END $$");
+    th_pg_exec(world, "CREATE TRIGGER disk_full BEFORE INSERT ON accord_log FOR EACH ROW "
+                      "EXECUTE FUNCTION disk_full()");
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "ig-officer", &cfg);
+    Accord__V1__AuditQuery q = ACCORD__V1__AUDIT_QUERY__INIT;
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = 12;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY;
+    env.audit_query = &q;
+    acc_err_t err;
+    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    Accord__V1__Envelope *reply = NULL;
+    cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(reply->correlation_id, 12);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_ERROR, "body %d", reply->body_case);
+    cr_assert_eq(reply->error->code, ACCORD__V1__ERROR_CODE__UNAVAILABLE);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    th_pg_exec(world, "DROP TRIGGER disk_full ON accord_log");
+}
