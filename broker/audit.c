@@ -179,7 +179,8 @@ static void s_overdue(const broker_t *self, s_query_t *q, uint32_t days)
           "taking_outcomes");
 }
 
-/* The share's own rows, and its acknowledgement when that was batched. */
+/* The share's own rows, its acknowledgement when that was batched, and the
+ * outcomes reported on it (or, given a lookup's id, the agencies told of it). */
 static void s_add_share(s_query_t *q, const char *share_id)
 {
     if (share_id[0] == '\0') {
@@ -189,7 +190,9 @@ static void s_add_share(s_query_t *q, const char *share_id)
           "share");
     size_t len = strlen(q->sql);
     (void)snprintf(q->sql + len, sizeof(q->sql) - len,
-                   " UNION " AUDIT_BATCH_ACK("s.share_id = $%d::uuid") "))", q->n);
+                   " UNION SELECT seq FROM accord_log WHERE refers_to = $%d::uuid"
+                   " UNION " AUDIT_BATCH_ACK("s.share_id = $%d::uuid") "))",
+                   q->n, q->n);
 }
 
 static bool s_build(const broker_t *self, s_query_t *q, const Accord__V1__AuditQuery *a,

@@ -618,6 +618,28 @@ Test(outcomes, auditors_see_outcomes_overdue_referrals_and_lookups_and_verify_th
     json_decref(rows);
     free(out);
 
+    /* show: the share as received, and the outcome reported on it, decrypted */
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "--key", key, "show",
+                        share, (char *)NULL),
+                 0);
+    rows = json_loads(out, 0, NULL);
+    cr_assert(json_is_array(rows), "%s", out);
+    bool shown = false;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i);
+        if (strcmp(json_string_value(json_object_get(r, "event")), "outcome") == 0) {
+            json_t *rec = json_object_get(r, "record");
+            cr_assert_str_eq(json_string_value(json_object_get(rec, "status")), "declined");
+            cr_assert_str_eq(
+                json_string_value(json_object_get(json_object_get(rec, "fields"), "reason")),
+                "no-further-action");
+            shown = true;
+        }
+    }
+    cr_assert(shown, "show has no outcome: %s", out);
+    json_decref(rows);
+    free(out);
+
     /* subject access: the referral, its outcome, the lookup and who was told */
     cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "--key", key,
                         "subject-access", CHILD_NHS, (char *)NULL),
