@@ -728,3 +728,48 @@ Test(outcomes, an_older_subscriber_gets_shares_and_no_notices_which_wait_in_the_
     free(share);
     free(json);
 }
+
+/* While PostgreSQL is down an outcome and a lookup are answered UNAVAILABLE and
+ * nothing is logged half; once it is back the same outcome is logged once. */
+Test(outcomes, while_postgresql_is_down_outcomes_and_lookups_are_unavailable_and_then_logged_once)
+{
+    th_broker_stop(world);
+    th_pg_private_start(world); /* stopping the shared cluster would disturb other tests */
+    th_broker_start(world);
+    char *json = s_ed_json("ed-att-9", CHILD_NHS);
+    char *share = s_share(ED, json);
+    acc_agent_config_t mcfg;
+    client_t *mash = th_client(world, MASH, &mcfg);
+    th_pg_private_ctl(world, "stop");
+    cr_assert_eq(s_report(mash, share, "accepted", NULL, 0, NULL),
+                 ACCORD__V1__ERROR_CODE__UNAVAILABLE);
+    Accord__V1__Envelope *reply = s_lookup(mash, CHILD_NHS, "", "", PURPOSE);
+    cr_assert_eq(reply->lookup_result->code, ACCORD__V1__ERROR_CODE__UNAVAILABLE);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    th_pg_private_ctl(world, "start");
+    Accord__V1__ErrorCode code = ACCORD__V1__ERROR_CODE__UNAVAILABLE;
+    char id[37] = "";
+    for (int attempt = 0; attempt < 100 && code == ACCORD__V1__ERROR_CODE__UNAVAILABLE; attempt++) {
+        code = s_report(mash, share, "accepted", NULL, 0, id);
+        if (code == ACCORD__V1__ERROR_CODE__UNAVAILABLE) {
+            th_sleep_ms(100);
+        }
+    }
+    cr_assert_eq(code, ACCORD__V1__ERROR_CODE__OK, "the broker did not recover");
+    cr_assert_eq(s_report(mash, share, "accepted", NULL, 0, NULL), ACCORD__V1__ERROR_CODE__OK);
+    client_destroy(&mash);
+    acc_agent_config_clear(&mcfg);
+    th_broker_stop(world);
+    PGconn *conn = PQconnectdb(world->conninfo);
+    PGresult *res = PQexec(conn, "SELECT count(*) FROM accord_log WHERE event = 'outcome'");
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "1", "logged once after the retries");
+    PQclear(res);
+    res = PQexec(conn, "SELECT count(*) FROM accord_log WHERE event IN ('looked-up', 'notified')");
+    cr_assert_str_eq(PQgetvalue(res, 0, 0), "0", "the lookup while down left no row");
+    PQclear(res);
+    PQfinish(conn);
+    cr_assert_eq(s_verify(), 0, "the chain is continuous");
+    free(share);
+    free(json);
+    th_pg_private_remove(world);
+}
