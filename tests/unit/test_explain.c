@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* explain.c is part of the accord tool, not of a library the unit tests link: it is
- * compiled into this test directly (tests/CMakeLists.txt is not this branch's). */
-#include "explain.c" /* NOLINT(bugprone-suspicious-include) */
+#include "accord/policy.h"
+#include "explain.h" /* agents/explain.c is linked into this test (tests/CMakeLists.txt) */
 
 static acc_policy_t *s_policy;
 
