@@ -1,8 +1,6 @@
 /* publish.c - accord-agent publish: NDJSON records from stdin, a file or a spool
  * directory to the broker, each answered by exactly one result */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +14,10 @@
 #include "accord/record.h"
 #include "accord/validate.h"
 #include "agent.h"
+#include "spool.h"
 
 #define RESEND_AFTER_MS 10000 /* an unanswered publish is sent again (idempotent) */
 #define SPOOL_SCAN_MS   500   /* how often an idle spool looks for new files */
-#define SPOOL_NAME_MAX  200   /* room left for done/.NAME.N.results.tmp within NAME_MAX */
 
 typedef struct {
     uint64_t id;   /* correlation id: unique for the life of the process */
@@ -499,329 +497,19 @@ static int s_publish_stream(publisher_t *pub, const char *input)
 
 /* ---- a spool directory ---- */
 
-/* A file in incoming/ that could not be set aside: skipped, logged once, until it
- * changes. */
-typedef struct {
-    dev_t dev;
-    ino_t ino;
-    struct timespec ctime;
-} kept_t;
-
-typedef struct {
-    char *incoming;
-    char *done;
-    char *rejected;
-    int64_t max_file_bytes; /* max_spool_file_bytes */
-    kept_t *kept;
-    size_t n_kept;
-} spool_t;
-
-/* The agency's system writes a file under another name (a leading dot or a .tmp
- * ending) and renames it into incoming/ when it is complete. */
-static bool s_is_ready(const char *name)
-{
-    size_t len = strlen(name);
-    return name[0] != '.' && !(len > 4 && strcmp(name + len - 4, ".tmp") == 0);
-}
-
-static int s_by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static bool s_is_kept(const spool_t *spool, const struct stat *st)
-{
-    for (size_t i = 0; i < spool->n_kept; i++) {
-        const kept_t *k = &spool->kept[i];
-        if (k->dev == st->st_dev && k->ino == st->st_ino && k->ctime.tv_sec == st->st_ctim.tv_sec &&
-            k->ctime.tv_nsec == st->st_ctim.tv_nsec) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* The ready names in incoming/, oldest name first; NULL-terminated. Whatever they
- * are is decided when each is opened (s_open_input), not here: a check by name
- * before the open would say nothing about what is opened. */
-static char **s_list_incoming(const spool_t *spool, size_t *count)
-{
-    *count = 0;
-    DIR *d = opendir(spool->incoming);
-    if (d == NULL) {
-        acc_log_error("publish", "could not read \"%s\": %s", spool->incoming, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 16;
-    char **names = acc_xcalloc(cap, sizeof(char *));
-    const struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        struct stat st;
-        if (!s_is_ready(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            s_is_kept(spool, &st)) {
-            continue;
-        }
-        if (*count + 1 >= cap) {
-            cap *= 2;
-            names = acc_xrealloc(names, cap * sizeof(char *));
-        }
-        names[(*count)++] = acc_xstrdup(e->d_name);
-    }
-    (void)closedir(d);
-    names[*count] = NULL;
-    qsort(names, *count, sizeof(char *), s_by_name);
-    return names;
-}
-
-static void s_free_names(char **names)
-{
-    for (size_t i = 0; names != NULL && names[i] != NULL; i++) {
-        free(names[i]);
-    }
-    free(names);
-}
-
-/* NAME+SUFFIX in dir if nothing (not even a dangling link) has it, else
- * NAME+SUFFIX.2, .3 ...: a file sent twice under one name keeps both. */
-static char *s_free_name(const char *dir, const char *name, const char *suffix)
-{
-    char *path = acc_xasprintf("%s/%s%s", dir, name, suffix);
-    struct stat st;
-    for (int n = 2; lstat(path, &st) == 0; n++) {
-        free(path);
-        path = acc_xasprintf("%s/%s%s.%d", dir, name, suffix, n);
-    }
-    char *base = acc_xstrdup(strrchr(path, '/') + 1);
-    free(path);
-    return base;
-}
-
-/* A temporary output file, created afresh: whatever is at path (a stale file from
- * a crash, or a link planted there) is removed, never opened, and O_EXCL with
- * O_NOFOLLOW refuses anything that appears there meanwhile. */
-static FILE *s_open_tmp(const char *path)
-{
-    FILE *f = NULL;
-    if (unlink(path) == 0 || errno == ENOENT) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-        f = fd >= 0 ? fdopen(fd, "w") : NULL;
-        if (f == NULL && fd >= 0) {
-            (void)close(fd);
-        }
-    }
-    if (f == NULL) {
-        acc_log_error("publish", "could not create \"%s\": %s", path, strerror(errno));
-    }
-    return f;
-}
-
-static bool s_close_synced(FILE *f)
-{
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    return fclose(f) == 0 && ok;
-}
-
-typedef struct {
-    char *in;          /* incoming/NAME */
-    char *done;        /* done/NAME (NAME.2, ... if taken) */
-    char *results;     /* done/NAME.results */
-    char *rejected;    /* rejected/NAME */
-    char *results_tmp; /* their temporary names while the file is in hand */
-    char *rejected_tmp;
-} s_paths_t;
-
-static void s_paths_init(s_paths_t *f, const spool_t *spool, const char *name)
-{
-    char *final = s_free_name(spool->done, name, "");
-    f->in = acc_xasprintf("%s/%s", spool->incoming, name);
-    f->done = acc_xasprintf("%s/%s", spool->done, final);
-    f->results = acc_xasprintf("%s/%s.results", spool->done, final);
-    f->rejected = acc_xasprintf("%s/%s", spool->rejected, final);
-    f->results_tmp = acc_xasprintf("%s/.%s.results.tmp", spool->done, final);
-    f->rejected_tmp = acc_xasprintf("%s/.%s.tmp", spool->rejected, final);
-    free(final);
-}
-
-static void s_paths_free(s_paths_t *f)
-{
-    (void)unlink(f->results_tmp);
-    (void)unlink(f->rejected_tmp);
-    free(f->in);
-    free(f->done);
-    free(f->results);
-    free(f->rejected);
-    free(f->results_tmp);
-    free(f->rejected_tmp);
-}
-
-static bool s_rename(const char *from, const char *to)
-{
-    if (rename(from, to) != 0) {
-        acc_log_error("publish", "could not move \"%s\" to \"%s\": %s", from, to, strerror(errno));
-        return false;
-    }
-    return true;
-}
-
-static bool s_sync(const char *dir)
-{
-    acc_err_t err;
-    if (agent_sync_dir(dir, &err) != ACC_OK) {
-        acc_log_error("publish", "%s", err.msg);
-        return false;
-    }
-    return true;
-}
-
-static const char *s_kind(mode_t mode)
-{
-    switch (mode & S_IFMT) {
-    case S_IFIFO:
-        return "FIFO";
-    case S_IFDIR:
-        return "directory";
-    case S_IFSOCK:
-        return "socket";
-    case S_IFCHR:
-        return "character device";
-    case S_IFBLK:
-        return "block device";
-    case S_IFLNK:
-        return "symbolic link";
-    default:
-        return "special file";
-    }
-}
-
-/* Only a regular file with one name, within the size limit, is read, and only if
- * it belongs to the agent: owned by its user, or by its group and writable by no
- * one outside it (a case system's user in group accord-NAME writing into the
- * spool, whose setgid directory gives new files that group); why says what else
- * it is. A link to anyone else's file (another agency's key) fails both. */
-static bool s_is_readable_input(const spool_t *spool, const struct stat *st, char *why,
-                                size_t why_len)
-{
-    if (!S_ISREG(st->st_mode)) {
-        (void)snprintf(why, why_len, "it is not a regular file but a %s", s_kind(st->st_mode));
-    } else if (st->st_uid != geteuid() &&
-               (st->st_gid != getegid() || (st->st_mode & S_IWOTH) != 0)) {
-        (void)snprintf(why, why_len,
-                       "it is owned by uid %u and gid %u, neither the agent's user (uid %u) nor "
-                       "its group (gid %u, and then not writable by others)",
-                       (unsigned)st->st_uid, (unsigned)st->st_gid, (unsigned)geteuid(),
-                       (unsigned)getegid());
-    } else if (st->st_nlink != 1) {
-        (void)snprintf(why, why_len, "it has %llu hard links", (unsigned long long)st->st_nlink);
-    } else if (st->st_size > spool->max_file_bytes) {
-        (void)snprintf(why, why_len, "it is %lld bytes, more than max_spool_file_bytes (%lld)",
-                       (long long)st->st_size, (long long)spool->max_file_bytes);
-    } else {
-        return true;
-    }
-    return false;
-}
-
-#define INPUT_GONE    (-1) /* it went away between listing and opening */
-#define INPUT_REFUSED (-2) /* why says why */
-
-/* Opens incoming/NAME the way an attacker could have left it: a link is not
- * followed, a FIFO does not block the open, and what was opened is checked with
- * fstat before a byte is read. Returns the descriptor, INPUT_GONE or INPUT_REFUSED. */
-static int s_open_input(const spool_t *spool, const char *name, char *why, size_t why_len)
-{
-    char *path = acc_xasprintf("%s/%s", spool->incoming, name);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    int saved = errno;
-    free(path);
-    if (fd < 0 && saved == ENOENT) {
-        return INPUT_GONE;
-    }
-    if (fd < 0 && saved == ELOOP) {
-        (void)snprintf(why, why_len, "it is a symbolic link");
-        return INPUT_REFUSED;
-    }
-    if (fd < 0) {
-        (void)snprintf(why, why_len, "it could not be opened: %s", strerror(saved));
-        return INPUT_REFUSED;
-    }
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0;
-    if (!ok) {
-        (void)snprintf(why, why_len, "it could not be examined: %s", strerror(errno));
-    }
-    ok = ok && s_is_readable_input(spool, &st, why, why_len);
-    if (ok && strlen(name) > SPOOL_NAME_MAX) {
-        (void)snprintf(why, why_len, "its name is longer than %d bytes", SPOOL_NAME_MAX);
-        ok = false;
-    }
-    int flags = ok ? fcntl(fd, F_GETFL) : -1;
-    if (ok && (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)) {
-        (void)snprintf(why, why_len, "it could not be read: %s", strerror(errno));
-        ok = false;
-    }
-    if (!ok) {
-        (void)close(fd);
-        return INPUT_REFUSED;
-    }
-    return fd;
-}
-
-/* A refused file is moved unread to rejected/NAME.unread (a rename moves a link or
- * a FIFO itself; nothing is opened through it), so incoming/ holds only work and
- * the agency's system sees what was refused. If it cannot be moved it stays where
- * it is and is skipped, logged once, until it changes. */
-static void s_set_aside(spool_t *spool, const char *name, const char *why)
-{
-    char *from = acc_xasprintf("%s/%s", spool->incoming, name);
-    char *base = s_free_name(spool->rejected, name, ".unread");
-    char *to = acc_xasprintf("%s/%s", spool->rejected, base);
-    struct stat st;
-    bool stat_ok = lstat(from, &st) == 0;
-    if (rename(from, to) == 0) {
-        acc_log_warn("publish", "refused incoming file \"%s\": %s; moved unread to rejected/%s",
-                     name, why, base);
-        (void)(s_sync(spool->rejected) && s_sync(spool->incoming));
-    } else if (errno != ENOENT) {
-        acc_log_error("publish",
-                      "refused incoming file \"%s\": %s; it could not be moved to rejected/ (%s), "
-                      "so it stays in incoming/ and is skipped until it changes",
-                      name, why, strerror(errno));
-        if (stat_ok) {
-            spool->kept = acc_xrealloc(spool->kept, (spool->n_kept + 1) * sizeof(*spool->kept));
-            spool->kept[spool->n_kept++] =
-                (kept_t){ .dev = st.st_dev, .ino = st.st_ino, .ctime = st.st_ctim };
-        }
-    }
-    free(to);
-    free(base);
-    free(from);
-}
-
-/* Results and rejections go into place first, durably; the input moves to done/
- * last. A crash anywhere before that leaves the input in incoming/, to be sent
- * again in full: the broker answers records it already accepted with their first
- * result, so nothing is shared twice. */
-static bool s_spool_commit(const spool_t *spool, const s_paths_t *f, bool any_rejected)
-{
-    return s_rename(f->results_tmp, f->results) &&
-           (!any_rejected || s_rename(f->rejected_tmp, f->rejected)) && s_sync(spool->rejected) &&
-           s_sync(spool->done) && s_rename(f->in, f->done) && s_sync(spool->done) &&
-           s_sync(spool->incoming);
-}
-
-/* Sends every record of in (incoming/NAME, open) and commits its results. */
-static int s_spool_send(publisher_t *pub, const spool_t *spool, const s_paths_t *f, FILE *in,
+/* Sends every record of file (incoming/NAME, in hand) and commits its results. */
+static int s_spool_send(publisher_t *pub, const spool_t *spool, spool_file_t *file,
                         const char *name)
 {
     acc_log_info("publish", "sending %s", name);
-    s_start_input(pub, in);
+    s_start_input(pub, file->in);
+    pub->results = file->results;
+    pub->rejected = file->rejected;
     bool complete = false;
     int status = s_publish_loop(pub, &complete);
-    bool closed = s_close_synced(pub->results);
-    closed = s_close_synced(pub->rejected) && closed;
     pub->results = pub->rejected = NULL;
     if (status == EXIT_SUCCESS && complete) {
-        status = closed && s_spool_commit(spool, f, pub->refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
+        status = spool_commit(spool, file, pub->refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
     }
     if (status == EXIT_SUCCESS && complete) {
         acc_log_notice("publish",
@@ -835,40 +523,14 @@ static int s_spool_send(publisher_t *pub, const spool_t *spool, const s_paths_t 
 
 static int s_spool_file(publisher_t *pub, spool_t *spool, const char *name)
 {
-    char why[256];
-    int fd = s_open_input(spool, name, why, sizeof(why));
-    if (fd == INPUT_GONE) {
-        return EXIT_SUCCESS;
+    spool_file_t file;
+    int taken = spool_take(spool, name, &file);
+    if (taken != SPOOL_TAKEN) {
+        return taken == SPOOL_SKIPPED ? EXIT_SUCCESS : EXIT_OUTPUT;
     }
-    if (fd == INPUT_REFUSED) {
-        s_set_aside(spool, name, why);
-        return EXIT_SUCCESS;
-    }
-    FILE *in = fdopen(fd, "r");
-    if (in == NULL) {
-        acc_log_error("publish", "could not read \"%s/%s\": %s", spool->incoming, name,
-                      strerror(errno));
-        (void)close(fd);
-        return EXIT_OUTPUT;
-    }
-    s_paths_t f;
-    s_paths_init(&f, spool, name);
-    int status = EXIT_OUTPUT;
-    pub->results = s_open_tmp(f.results_tmp);
-    pub->rejected = s_open_tmp(f.rejected_tmp);
-    if (pub->results != NULL && pub->rejected != NULL) {
-        status = s_spool_send(pub, spool, &f, in, name);
-    }
-    if (pub->results != NULL) {
-        (void)fclose(pub->results);
-    }
-    if (pub->rejected != NULL) {
-        (void)fclose(pub->rejected);
-    }
-    pub->results = pub->rejected = NULL;
-    (void)fclose(in);
+    int status = s_spool_send(pub, spool, &file, name);
+    spool_release(&file);
     s_release_all(pub);
-    s_paths_free(&f);
     return status;
 }
 
@@ -888,30 +550,25 @@ static int s_idle(publisher_t *pub, int64_t ms)
 
 static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_bytes, bool once)
 {
-    spool_t spool = { .incoming = acc_xasprintf("%s/incoming", dir),
-                      .done = acc_xasprintf("%s/done", dir),
-                      .rejected = acc_xasprintf("%s/rejected", dir),
-                      .max_file_bytes = max_file_bytes };
+    spool_t *spool = NULL;
     acc_err_t err;
-    int status = EXIT_SUCCESS;
-    if (agent_make_dir(dir, &err) != ACC_OK || agent_make_dir(spool.incoming, &err) != ACC_OK ||
-        agent_make_dir(spool.done, &err) != ACC_OK ||
-        agent_make_dir(spool.rejected, &err) != ACC_OK) {
+    if (spool_open(&spool, dir, max_file_bytes, "publish", &err) != ACC_OK) {
         acc_log_error("publish", "%s", err.msg);
-        status = EXIT_OUTPUT;
+        return EXIT_OUTPUT;
     }
-    acc_log_notice("publish", "watching %s", spool.incoming);
+    int status = EXIT_SUCCESS;
+    acc_log_notice("publish", "watching %s", spool_incoming(spool));
     while (status == EXIT_SUCCESS && !agent_stop) {
         size_t count = 0;
-        char **names = s_list_incoming(&spool, &count);
+        char **names = spool_list(spool, &count);
         if (names == NULL) {
             status = EXIT_OUTPUT;
             break;
         }
         for (size_t i = 0; i < count && status == EXIT_SUCCESS && !agent_stop; i++) {
-            status = s_spool_file(pub, &spool, names[i]);
+            status = s_spool_file(pub, spool, names[i]);
         }
-        s_free_names(names);
+        spool_free_names(names);
         if (count == 0 && once) {
             break;
         }
@@ -921,10 +578,7 @@ static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_b
     }
     acc_log_notice("publish", "spool stopped; answers ignored: %zu late or duplicate, %zu unknown",
                    pub->ignored_settled, pub->ignored_unknown);
-    free(spool.kept);
-    free(spool.incoming);
-    free(spool.done);
-    free(spool.rejected);
+    spool_destroy(&spool);
     return status;
 }
 
