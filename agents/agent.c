@@ -456,7 +456,8 @@ static void s_usage(FILE *out, const char *command)
         "Logs go to stderr, one line each. Exit status (sysexits):\n"
         "   0  done (publish from a stream: every record accepted; outcome: every\n"
         "      outcome logged; lookup: answered)\n"
-        "   1  refused: publish from a stream, some record; outcome, some outcome;\n"
+        "   1  refused: publish from a stream, some record; outcome (not from a\n"
+        "      spool), some outcome;\n"
         "      lookup, the lookup (its code and reason on stderr)\n"
         "  64  usage\n"
         "  69  stopped before the broker answered every record (outcome, lookup: the\n"
@@ -630,6 +631,12 @@ static int s_check_args(s_args_t *args, int rest, char **positional)
     if (outcome && run->share != NULL && run->status == NULL) {
         return s_usage_error(args->command, "--share needs --status");
     }
+    if (outcome && run->share != NULL && run->spool != NULL) {
+        return s_usage_error(args->command, "--spool and --share cannot be used together");
+    }
+    if (outcome && run->once && run->spool == NULL) {
+        return s_usage_error(args->command, "--once goes with --spool");
+    }
     return -1;
 }
 
@@ -682,14 +689,15 @@ static int s_load_key(acc_agent_config_t *config, const s_args_t *args)
 {
     bool records_on_stdin = strcmp(args->command, "publish") == 0 && args->run.input == NULL &&
                             args->run.spool == NULL && config->publish_spool[0] == '\0';
-    bool outcomes_on_stdin = strcmp(args->command, "outcome") == 0 && args->run.share == NULL;
+    bool outcomes_on_stdin =
+        strcmp(args->command, "outcome") == 0 && args->run.share == NULL && args->run.spool == NULL;
     if (acc_agent_config_key_on_stdin(config) && (records_on_stdin || outcomes_on_stdin)) {
         acc_log_error("agent",
                       "%s: curve_secret_key: stdin takes standard input for the key; "
                       "give %s",
                       args->config,
                       records_on_stdin ? "records with --input FILE or --spool DIR"
-                                       : "one outcome with --share and --status");
+                                       : "one outcome with --share and --status, or --spool DIR");
         return EXIT_USAGE;
     }
     acc_err_t err;

@@ -31,10 +31,10 @@
 
 typedef struct {
     const char *input;    /* publish: a file instead of stdin */
-    const char *spool;    /* publish or subscribe: the spool directory */
+    const char *spool;    /* publish, subscribe or outcome: the spool directory */
     const char *exec;     /* subscribe: run per delivered file */
     const char *seen;     /* subscribe: the dedupe journal */
-    bool once;            /* publish --spool: stop when incoming/ is empty */
+    bool once;            /* publish or outcome --spool: stop when incoming/ is empty */
     long count;           /* subscribe: stop after this many deliveries */
     long exec_timeout_s;  /* subscribe: --exec-timeout, 0 = the config's exec_timeout_s */
     long timeout_s;       /* outcome, lookup: how long the broker has to answer */

@@ -1,6 +1,6 @@
 /* outcome.c - accord-agent outcome: a recipient reports what became of a share
- * it received (one from the command line, or NDJSON lines from stdin) and
- * prints each result as one JSON line */
+ * it received (one from the command line, or NDJSON lines from stdin or a spool
+ * directory) and writes each result as one JSON line */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,9 @@
 #include "accord/pbwipe.h"
 #include "agent.h"
 #include "report.h"
+#include "spool.h"
+
+#define SPOOL_SCAN_MS 500 /* how often an idle spool looks for new files */
 
 typedef struct {
     const acc_agent_config_t *config;
@@ -121,27 +124,36 @@ static bool s_is_blank(const char *line, size_t len)
     return true;
 }
 
-/* One line of stdin: its result printed, or the exit status to stop with. */
-static int s_line(outcome_t *o, uint64_t line, const char *text, size_t len)
+/* One NDJSON line's result (yours), or NULL with *status the exit status to
+ * stop with. */
+static json_t *s_line_result(outcome_t *o, uint64_t line, const char *text, size_t len, int *status)
 {
     report_t *r = NULL;
     acc_err_t err;
     json_t *result = NULL;
-    int status = EXIT_SUCCESS;
+    *status = EXIT_SUCCESS;
     if (report_from_line(&r, text, len, &err) != ACC_OK) {
         result = json_pack("{s:s, s:s, s:s}", "result", "refused", "code", "INVALID_INPUT",
                            "reason", err.msg);
         o->refused = true;
     } else {
-        status = s_report(o, r, &result);
+        *status = s_report(o, r, &result);
         report_destroy(&r);
     }
-    if (status != EXIT_SUCCESS) {
+    if (*status != EXIT_SUCCESS) {
         acc_log_error("outcome", "line %llu has no result; stopping", (unsigned long long)line);
-        return status;
+        return NULL;
     }
     json_object_set_new(result, "line", json_integer((json_int_t)line));
-    return s_print(result);
+    return result;
+}
+
+/* One line of stdin: its result printed, or the exit status to stop with. */
+static int s_line(outcome_t *o, uint64_t line, const char *text, size_t len)
+{
+    int status = EXIT_SUCCESS;
+    json_t *result = s_line_result(o, line, text, len, &status);
+    return result != NULL ? s_print(result) : status;
 }
 
 static int s_stream(outcome_t *o)
@@ -169,11 +181,129 @@ static int s_stream(outcome_t *o)
     return status == EXIT_SUCCESS && agent_stop ? EXIT_CONNECT : status;
 }
 
+/* ---- a spool directory ---- */
+
+/* Writes obj (its reference taken) as one line of out; false if it could not. */
+static bool s_write_line(FILE *out, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    bool ok = text != NULL && fprintf(out, "%s\n", text) > 0 && fflush(out) == 0;
+    free(text);
+    return ok;
+}
+
+/* A result in done/.NAME.results.tmp and, when refused, where and why (never the
+ * line itself: it may be anything at all) in rejected/.NAME.tmp. */
+static bool s_spool_result(spool_file_t *file, json_t *result, size_t *refused)
+{
+    const char *verdict = json_string_value(json_object_get(result, "result"));
+    bool ok = true;
+    if (verdict == NULL || strcmp(verdict, "ok") != 0) {
+        (*refused)++;
+        ok = s_write_line(file->rejected,
+                          json_pack("{s:O?, s:O?, s:O?}", "line", json_object_get(result, "line"),
+                                    "code", json_object_get(result, "code"), "reason",
+                                    json_object_get(result, "reason")));
+    }
+    return s_write_line(file->results, result) && ok;
+}
+
+/* Reports every line of file->in: EXIT_SUCCESS with *complete when all have a
+ * result, EXIT_SUCCESS without it at a stop, else the exit status to stop with. */
+static int s_spool_lines(outcome_t *o, spool_file_t *file, size_t *refused, bool *complete)
+{
+    char *buf = NULL;
+    size_t cap = 0;
+    uint64_t line = 0;
+    int status = EXIT_SUCCESS;
+    ssize_t n = 0;
+    while (status == EXIT_SUCCESS && !agent_stop && (n = getline(&buf, &cap, file->in)) >= 0) {
+        line++;
+        if (s_is_blank(buf, (size_t)n)) {
+            continue;
+        }
+        json_t *result = s_line_result(o, line, buf, (size_t)n, &status);
+        if (result != NULL && !s_spool_result(file, result, refused)) {
+            acc_log_error("outcome", "could not write results: %s", strerror(errno));
+            status = EXIT_OUTPUT;
+        }
+    }
+    *complete = status == EXIT_SUCCESS && n < 0 && !ferror(file->in);
+    if (status == EXIT_SUCCESS && ferror(file->in)) {
+        acc_log_error("outcome", "could not read an incoming file: %s", strerror(errno));
+        status = EXIT_OUTPUT;
+    }
+    acc_pb_free_wiped(buf); /* the last line read, an outcome's fields */
+    return status;
+}
+
+static int s_spool_file(outcome_t *o, spool_t *spool, const char *name)
+{
+    spool_file_t file;
+    int taken = spool_take(spool, name, &file);
+    if (taken != SPOOL_TAKEN) {
+        return taken == SPOOL_SKIPPED ? EXIT_SUCCESS : EXIT_OUTPUT;
+    }
+    acc_log_info("outcome", "reporting %s", name);
+    size_t refused = 0;
+    bool complete = false;
+    int status = s_spool_lines(o, &file, &refused, &complete);
+    if (status == EXIT_SUCCESS && complete) {
+        status = spool_commit(spool, &file, refused > 0) ? EXIT_SUCCESS : EXIT_OUTPUT;
+        if (status == EXIT_SUCCESS) {
+            acc_log_notice("outcome", "%s done: %zu refused", name, refused);
+        }
+    }
+    spool_release(&file);
+    return status;
+}
+
+static int s_spool(outcome_t *o, const char *dir, bool once)
+{
+    spool_t *spool = NULL;
+    acc_err_t err;
+    if (spool_open(&spool, dir, o->config->max_spool_file_bytes, "outcome", &err) != ACC_OK) {
+        acc_log_error("outcome", "%s", err.msg);
+        return EXIT_OUTPUT;
+    }
+    int status = EXIT_SUCCESS;
+    acc_log_notice("outcome", "watching %s", spool_incoming(spool));
+    while (status == EXIT_SUCCESS && !agent_stop) {
+        size_t count = 0;
+        char **names = spool_list(spool, &count);
+        if (names == NULL) {
+            status = EXIT_OUTPUT;
+            break;
+        }
+        for (size_t i = 0; i < count && status == EXIT_SUCCESS && !agent_stop; i++) {
+            status = s_spool_file(o, spool, names[i]);
+        }
+        spool_free_names(names);
+        if (count == 0 && once) {
+            break;
+        }
+        if (count == 0 && status == EXIT_SUCCESS && !agent_stop) {
+            agent_sleep_ms(SPOOL_SCAN_MS);
+        }
+    }
+    acc_log_notice("outcome", "spool stopped");
+    spool_destroy(&spool);
+    return status;
+}
+
 int outcome_run(const acc_agent_config_t *config, const agent_args_t *args)
 {
     outcome_t o = { .config = config };
     o.timeout_ms = 1000 * (args->timeout_s > 0 ? args->timeout_s : AGENT_TIMEOUT_DEFAULT_S);
-    int status = args->share != NULL ? s_one(&o, args) : s_stream(&o);
+    int status = EXIT_SUCCESS;
+    if (args->spool != NULL) {
+        /* refusals are answered in DIR/rejected, as the publisher's are */
+        status = s_spool(&o, args->spool, args->once);
+        o.refused = false;
+    } else {
+        status = args->share != NULL ? s_one(&o, args) : s_stream(&o);
+    }
     client_destroy(&o.client);
     if (status == EXIT_SUCCESS && o.refused) {
         status = EXIT_REFUSED;
@@ -188,6 +318,7 @@ void outcome_usage(FILE *out)
         "                            [--field NAME=TEXT ...] [--field NAME:=VALUE ...]\n"
         "                            [--timeout SECONDS]\n"
         "       accord-agent outcome --config FILE [--timeout SECONDS] < outcomes.ndjson\n"
+        "       accord-agent outcome --config FILE --spool DIR [--once] [--timeout SECONDS]\n"
         "\n"
         "outcome    reports what became of a record shared with this agency (a referral's\n"
         "           outcome), when the agreement's rule for it takes outcomes. ID is the\n"
@@ -210,10 +341,22 @@ void outcome_usage(FILE *out)
         "           {\"share_id\":\"...\",\"status\":\"accepted\",\"fields\":{\"visits\":2}}\n"
         "           and prints one result line for each, with \"line\":N (a line that is\n"
         "           not an outcome: \"code\":\"INVALID_INPUT\"). Blank lines are skipped.\n"
+        "           With --spool DIR: watches DIR/incoming for files of such lines (write\n"
+        "           them under a name starting with '.' or ending in .tmp, then rename),\n"
+        "           reports every line, writes the result lines to DIR/done/NAME.results\n"
+        "           and the refused ones (line, code, reason; never the line itself) to\n"
+        "           DIR/rejected/NAME, then moves the file to DIR/done/NAME. Files are\n"
+        "           taken as publish --spool takes them (a link, a FIFO, another user's\n"
+        "           file or one over max_spool_file_bytes is moved unread to\n"
+        "           DIR/rejected/NAME.unread). A file interrupted by a crash or a stop\n"
+        "           stays in incoming/ and is reported again in full: a repeated outcome\n"
+        "           is answered ok with its first outcome_id. --once stops when\n"
+        "           incoming/ is empty. Refusals go to DIR/rejected, not the exit status.\n"
         "           While the broker is unreachable or answers UNAVAILABLE the same\n"
         "           outcome is sent again, for up to --timeout SECONDS (default 30) each;\n"
         "           then it stops with exit 69, and lines not yet printed were not\n"
         "           reported (or their answer was lost: sending them again is safe).\n"
-        "           Exit 0 when every outcome is logged, 1 when any was refused.\n",
+        "           Exit 0 when every outcome is logged (with --spool: every file\n"
+        "           done), 1 when any was refused (not with --spool).\n",
         out);
 }

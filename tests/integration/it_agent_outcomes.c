@@ -1,15 +1,19 @@
 /* it_agent_outcomes.c - the agent's side of referral outcomes and involvement
  * lookups, through the real accord-agent, accordd and PostgreSQL: `outcome`
  * reports (and is refused with its code), the publisher's subscriber hands both
- * outcomes over on stdout and in its spool, `lookup` prints a table or JSON and
- * the agencies it names are told */
+ * outcomes over on stdout and in its spool, `outcome --spool` reports the files
+ * dropped in its spool, `lookup` prints a table or JSON and the agencies it
+ * names are told */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -380,6 +384,126 @@ Test(agent_outcomes, outcomes_from_stdin_get_one_result_line_each)
     free(out);
     free(share);
     free(json);
+}
+
+/* Writes text to DIR/incoming/NAME as an agency's system does: a dot name, then rename. */
+static void s_drop(const char *dir, const char *name, const char *text)
+{
+    char *tmp = acc_xasprintf("%s/incoming/.%s.tmp", dir, name);
+    char *ready = acc_xasprintf("%s/incoming/%s", dir, name);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    cr_assert_geq(fputs(text, f), 0);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(rename(tmp, ready), 0);
+    free(tmp);
+    free(ready);
+}
+
+/* DIR/REL's lines, each parsed, as a JSON array (yours). */
+static json_t *s_lines(const char *dir, const char *rel)
+{
+    char *path = acc_xasprintf("%s/%s", dir, rel);
+    char *text = th_slurp(path);
+    cr_assert_not_null(text, "no %s", path);
+    json_t *lines = json_array();
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+        json_array_append_new(lines, s_json(l));
+    }
+    free(text);
+    free(path);
+    return lines;
+}
+
+static bool s_exists(const char *dir, const char *rel, mode_t type)
+{
+    char *path = acc_xasprintf("%s/%s", dir, rel);
+    struct stat st;
+    bool found = lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == type;
+    free(path);
+    return found;
+}
+
+/* accord-agent outcome --spool DIR --once as MASH; its exit status. */
+static int s_outcome_spool(const char *dir)
+{
+    const char *args[] = { "--spool", dir, "--once", NULL };
+    char *out = NULL;
+    int rc = s_agent("outcome", MASH, args, NULL, &out);
+    cr_assert_str_empty(out, "printed %s", out);
+    free(out);
+    return rc;
+}
+
+Test(agent_outcomes, a_spool_file_is_reported_line_by_line_and_moved_to_done)
+{
+    char *json = s_ed_json("ed-att-5");
+    char *share = s_share(ED, json);
+    char *dir = acc_xasprintf("%s/mash.outcomes", world->dir);
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"share_id\":\"%s\",\"status\":\"received\"}\n"
+             "{\"share_id\":\"0190f3a0-0000-7a2b-9c3d-4e5f60718293\",\"status\":\"accepted\"}\n",
+             share);
+    cr_assert_eq(s_outcome_spool(dir), 0, "an empty spool: --once exits 0 at once");
+    s_drop(dir, "batch-1", text);
+    char *key = acc_xasprintf("%s/%s.curve.secret", world->dir, MASH);
+    char *link = acc_xasprintf("%s/incoming/key", dir);
+    cr_assert_eq(symlink(key, link), 0);
+    cr_assert_eq(s_outcome_spool(dir), 0);
+    cr_assert(s_exists(dir, "done/batch-1", S_IFREG));
+    cr_assert_not(s_exists(dir, "incoming/batch-1", S_IFREG));
+    cr_assert(s_exists(dir, "rejected/key.unread", S_IFLNK), "the link is set aside unread");
+    json_t *results = s_lines(dir, "done/batch-1.results");
+    cr_assert_eq(json_array_size(results), 2);
+    json_t *ok = json_array_get(results, 0);
+    cr_assert_eq(json_integer_value(json_object_get(ok, "line")), 1);
+    cr_assert_str_eq(s_str(ok, "result"), "ok");
+    cr_assert_str_eq(s_str(ok, "share_id"), share);
+    char *outcome_id = strdup(s_str(ok, "outcome_id"));
+    json_t *no = json_array_get(results, 1);
+    cr_assert_eq(json_integer_value(json_object_get(no, "line")), 2);
+    cr_assert_str_eq(s_str(no, "code"), "UNKNOWN_SHARE");
+    json_t *rejected = s_lines(dir, "rejected/batch-1");
+    cr_assert_eq(json_array_size(rejected), 1);
+    json_t *why = json_array_get(rejected, 0);
+    cr_assert_eq(json_integer_value(json_object_get(why, "line")), 2);
+    cr_assert_str_eq(s_str(why, "code"), "UNKNOWN_SHARE");
+    cr_assert_null(json_object_get(why, "share_id"), "rejected/ holds no input");
+    cr_assert_eq(th_pg_count(world, "event = 'outcome'"), 1);
+
+    /* dropped again, as after a crash: the same answers, nothing logged twice */
+    s_drop(dir, "batch-1", text);
+    cr_assert_eq(s_outcome_spool(dir), 0);
+    json_t *again = s_lines(dir, "done/batch-1.2.results");
+    cr_assert_eq(json_array_size(again), 2);
+    cr_assert_str_eq(s_str(json_array_get(again, 0), "result"), "ok");
+    cr_assert_str_eq(s_str(json_array_get(again, 0), "outcome_id"), outcome_id);
+    cr_assert(s_exists(dir, "done/batch-1.2", S_IFREG));
+    cr_assert_eq(th_pg_count(world, "event = 'outcome'"), 1);
+    json_decref(again);
+    json_decref(rejected);
+    json_decref(results);
+    free(outcome_id);
+    free(link);
+    free(key);
+    free(dir);
+    free(share);
+    free(json);
+}
+
+Test(agent_outcomes, spool_goes_without_share_and_once_with_spool)
+{
+    char *out = NULL;
+    const char *both[] = {
+        "--spool", "/nonexistent", "--share", "x", "--status", "received", NULL
+    };
+    cr_assert_eq(s_agent("outcome", MASH, both, NULL, &out), 64);
+    free(out);
+    const char *once[] = { "--once", NULL };
+    cr_assert_eq(s_agent("outcome", MASH, once, NULL, &out), 64);
+    free(out);
 }
 
 /* ---- lookups ---- */
