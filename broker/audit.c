@@ -141,11 +141,7 @@ static bool s_child_tag(const broker_t *self, s_query_t *q, const char *child, a
     if (acc_nhs_check(nhs, child, err) != ACC_OK) {
         return false;
     }
-    char input[32];
-    int n = snprintf(input, sizeof(input), "nhs:%s", nhs);
-    (void)crypto_generichash(q->tag, sizeof(q->tag), (const uint8_t *)input, (unsigned long long)n,
-                             self->subject_key, 32);
-    sodium_memzero(input, sizeof(input));
+    (void)broker_subject_tag(self, "", nhs, "", q->tag);
     sodium_memzero(nhs, sizeof(nhs));
     q->tag_hex[0] = '\\';
     q->tag_hex[1] = 'x';

@@ -160,11 +160,12 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
 void broker_today(char day[11]);
 void broker_now_text(char out[BROKER_AT_TEXT_MAX]);
 
-/* publish.c: the keyed tag by which the log finds a child's rows: of the NHS
- * number when subject has a valid one, else of agency's local id; false when
- * it has neither. */
-bool broker_subject_tag(const broker_t *self, const char *agency,
-                        const Accord__V1__Subject *subject, uint8_t tag[ACC_LOGROW_TAG_BYTES]);
+/* publish.c: the keyed tag by which the log finds a child's rows: of nhs (a
+ * normalised NHS number) when it is not "", else of agency's local_id when that
+ * is not ""; false when neither. Callers normalise the number once, where they
+ * check it. */
+bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
+                        const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES]);
 
 /* lookup.c: answers one Lookup (who already knows this child) from the log,
  * logs it as a `looked-up` row (or a refusal), and, when the agreement's lookup

@@ -1,9 +1,12 @@
 /* delivery.h - getting each share to its recipient, from the log
  *
  * A share is pending from the commit of its `shared` row until a commit holds its
- * acknowledgement. What is pending for an agency is read from the log itself:
- * every shared row to it above its cursor (one per record type, in
- * accord_cursor) that the cursor does not list as acknowledged out of order.
+ * acknowledgement; so are an `outcome` row to a publisher and a `notified` row
+ * to an agency a lookup named (schema 0009). What is pending for an agency is
+ * read from the log itself: every such row to it above its cursor (one per
+ * stream: a record type, "@outcome" or "@notified"; in accord_cursor) that the
+ * cursor does not list as acknowledged out of order. Outcomes and notifications
+ * go only to a connection whose Hello asked for notices.
  *
  * This module owns the cursors, the deliveries in flight (sent, not yet
  * acknowledged), the paging of a backlog out of the log, redelivery, and the

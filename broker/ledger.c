@@ -1636,8 +1636,8 @@ acc_rc_t ledger_count_pending(ledger_t *self, ledger_pending_count_fn *fn, void 
         self,
         "SELECT c.to_agency, sum((SELECT count(*) FROM accord_log l WHERE l.to_agency = "
         "c.to_agency AND l.event IN ('shared', 'outcome', 'notified') AND l.seq > c.acked_to "
-        "AND (CASE WHEN l.event = 'shared' THEN l.record_type ELSE '@' || l.event END) = "
-        "c.record_type) - cardinality(c.acked_above)) FROM accord_cursor c GROUP BY 1",
+        "AND " LEDGER_STREAM_SQL " = c.record_type) - cardinality(c.acked_above)) "
+        "FROM accord_cursor c GROUP BY 1",
         0, NULL, err);
     if (res == NULL) {
         return ACC_ERR_DB;

@@ -271,7 +271,7 @@ void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *
     l->env = env;
     l->req = env->lookup;
     const Accord__V1__Subject *subject = l->req->subject;
-    char nhs[ACC_NHS_DIGITS + 1];
+    char nhs[ACC_NHS_DIGITS + 1] = "";
     acc_err_t err;
     char today[11];
     broker_today(today);
@@ -285,7 +285,7 @@ void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *
         s_refuse(l, ACCORD__V1__ERROR_CODE__INVALID_SUBJECT,
                  "a lookup names the child by NHS number, or by local id with date of birth");
     } else {
-        l->has_tag = broker_subject_tag(self, peer->id, subject, l->tag);
+        l->has_tag = broker_subject_tag(self, peer->id, nhs, subject->local_id, l->tag);
         acc_lookup_decision_t d;
         acc_policy_decide_lookup(self->policy, peer->who.index, acc_pb_str(l->req->purpose), today,
                                  &d);

@@ -36,18 +36,15 @@ typedef struct {
 /* The subject tag lets auditors find a child's rows without the log holding the
  * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
  * local id qualified by the publisher. */
-bool broker_subject_tag(const broker_t *self, const char *agency,
-                        const Accord__V1__Subject *subject, uint8_t tag[ACC_LOGROW_TAG_BYTES])
+bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
+                        const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES])
 {
     char input[512];
-    char nhs[ACC_NHS_DIGITS + 1];
     int n = -1;
-    acc_err_t ignored;
-    if (subject != NULL && subject->nhs_number[0] != '\0' &&
-        acc_nhs_check(nhs, subject->nhs_number, &ignored) == ACC_OK) {
+    if (nhs[0] != '\0') {
         n = snprintf(input, sizeof(input), "nhs:%s", nhs);
-    } else if (subject != NULL && subject->local_id[0] != '\0') {
-        n = snprintf(input, sizeof(input), "local:%s:%s", agency, subject->local_id);
+    } else if (local_id[0] != '\0') {
+        n = snprintf(input, sizeof(input), "local:%s:%s", agency, local_id);
     }
     bool ok = n > 0 && (size_t)n < sizeof(input);
     if (ok) {
@@ -55,10 +52,11 @@ bool broker_subject_tag(const broker_t *self, const char *agency,
                                  (unsigned long long)n, self->subject_key, 32);
     }
     sodium_memzero(input, sizeof(input));
-    sodium_memzero(nhs, sizeof(nhs));
     return ok;
 }
 
+/* The record's NHS number normalised once (recipients get it in that form), and
+ * its tag. */
 static void s_subject_tag(const broker_t *self, s_publish_t *p)
 {
     const Accord__V1__Subject *subject = p->rec->subject;
@@ -67,7 +65,8 @@ static void s_subject_tag(const broker_t *self, s_publish_t *p)
         acc_nhs_check(p->nhs, subject->nhs_number, &ignored) != ACC_OK) {
         p->nhs[0] = '\0';
     }
-    p->has_tag = broker_subject_tag(self, p->peer->id, subject, p->tag);
+    p->has_tag =
+        subject != NULL && broker_subject_tag(self, p->peer->id, p->nhs, subject->local_id, p->tag);
 }
 
 /* Only text that passed validation goes into the log or back to the publisher:

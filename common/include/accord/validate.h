@@ -40,7 +40,7 @@
 #define ACC_VALIDATE_AGENCY_ID_MAX      128  /* Hello.agency_id, Publish.from_agency, filters */
 #define ACC_VALIDATE_SOFTWARE_MAX       128  /* Hello.software */
 #define ACC_VALIDATE_SUBSCRIPTIONS_MAX  64   /* record types in one Hello */
-#define ACC_VALIDATE_SHARE_ID_MAX       36   /* a UUID: DeliverAck, AuditQuery.share_id */
+#define ACC_VALIDATE_SHARE_ID_MAX       36   /* a UUID: DeliverAck, AuditQuery, Outcome */
 #define ACC_VALIDATE_FILTER_MAX         128  /* any other AuditQuery filter string */
 #define ACC_VALIDATE_STATUS_MAX         16   /* Outcome.status: a-z only */
 #define ACC_VALIDATE_OUTCOME_FIELDS_MAX 32   /* fields in one Outcome */
