@@ -9,6 +9,7 @@
 #define RELAY_MAX_SUBSCRIBERS 64
 #define RELAY_RID_MAX         256
 #define RELAY_HWM             100000
+#define RELAY_STOP_MS         100
 
 typedef struct {
     unsigned char rid[RELAY_RID_MAX];
@@ -100,9 +101,16 @@ int main(void)
     (void)zmq_getsockopt(r.router, ZMQ_LAST_ENDPOINT, endpoint, &len);
     (void)printf("ready endpoint=%s key=%s\n", endpoint, public_z85);
     (void)fflush(stdout);
+    /* A signal that lands between the test of s_stop and a blocking receive would
+     * be lost, and the harness would wait on this process for ever: poll with a
+     * timeout instead, so s_stop is seen within RELAY_STOP_MS. */
+    zmq_pollitem_t item = { .socket = r.router, .events = ZMQ_POLLIN };
     while (!s_stop) {
+        if (zmq_poll(&item, 1, RELAY_STOP_MS) <= 0) {
+            continue;
+        }
         rid_t from;
-        int n = zmq_recv(r.router, from.rid, sizeof(from.rid), 0);
+        int n = zmq_recv(r.router, from.rid, sizeof(from.rid), ZMQ_DONTWAIT);
         if (n < 0) {
             continue;
         }
