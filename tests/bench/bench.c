@@ -292,6 +292,9 @@ typedef struct {
     long long rows;   /* accord_log max(seq); -1 unknown */
     double wal_bytes; /* cluster-wide pg_stat_wal.wal_bytes; -1 unknown */
     double wal_fpi;   /* full-page images written to WAL; -1 unknown */
+    double host_busy_s;  /* every CPU of the machine: user, system, interrupts; -1 unknown */
+    double host_steal_s; /* taken by the hypervisor for other guests */
+    double host_all_s;   /* every state, idle included */
 } snapshot_t;
 
 static double s_proc_cpu_s(int pid)
@@ -318,6 +321,30 @@ static double s_proc_cpu_s(int pid)
         return -1;
     }
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The whole machine's CPU time from /proc/stat: what every process of a scenario
+ * (server, PostgreSQL, load generator) costs together, and what the hypervisor
+ * took, which explains a noisy run. */
+static void s_host_cpu(snapshot_t *s)
+{
+    s->host_busy_s = s->host_steal_s = s->host_all_s = -1;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL) {
+        return;
+    }
+    unsigned long long v[8] = { 0 };
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    (void)fclose(f);
+    if (n != 8) {
+        return;
+    }
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    /* user nice system idle iowait irq softirq steal */
+    s->host_busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / tick;
+    s->host_steal_s = (double)v[7] / tick;
+    s->host_all_s = (double)(v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7]) / tick;
 }
 
 static double s_proc_peak_rss_mib(int pid)
@@ -423,6 +450,7 @@ static snapshot_t s_snapshot(const world_t *w)
     s.cpu_s = s_proc_cpu_s(w->run.opts->server_pid);
     s.rows = s_log_rows(w->db);
     s_wal(w->db, &s.wal_bytes, &s.wal_fpi);
+    s_host_cpu(&s);
     return s;
 }
 
@@ -474,9 +502,17 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b,
     bool wal_known = a->wal_bytes >= 0 && b->wal_bytes >= 0 && accepted > 0;
     double wal_kib = wal_known ? (b->wal_bytes - a->wal_bytes) / 1024.0 / accepted : -1;
     double wal_fpi = wal_known ? (b->wal_fpi - a->wal_fpi) / accepted : -1;
+    bool host_known = a->host_all_s >= 0 && b->host_all_s > a->host_all_s && accepted > 0;
+    double host_us = host_known ? (b->host_busy_s - a->host_busy_s) * 1e6 / accepted : -1;
+    double steal = host_known ? 100.0 * (b->host_steal_s - a->host_steal_s) /
+                                    (b->host_all_s - a->host_all_s)
+                              : -1;
+    double busy = host_known ? 100.0 * (b->host_busy_s - a->host_busy_s) /
+                                   (b->host_all_s - a->host_all_s)
+                             : -1;
     json_t *obj = json_pack(
         "{s:s, s:s, s:i, s:i, s:i, s:I, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:o, s:o, s:o, "
-        "s:o, s:o, s:o, s:o, s:o, s:I}",
+        "s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:o, s:o}",
         "scenario", o->scenario, "transport", w->run.transport->name, "publishers", o->publishers,
         "subscribers", o->subscribers, "recipients", o->recipients, "size", (json_int_t)o->size,
         "window", o->window, "rate_offered", o->rate, "seconds", secs, "accepted_per_s",
@@ -488,7 +524,9 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b,
         s_number_or_null(s_proc_peak_rss_mib(o->server_pid)), "pg_rows_per_s",
         s_number_or_null(rows), "wal_kib_per_record", s_number_or_null(wal_kib),
         "wal_fpi_per_record", s_number_or_null(wal_fpi), "row_ops_before",
-        s_number_or_null(ops->before), "accepted_total", (json_int_t)ops->accepted);
+        s_number_or_null(ops->before), "accepted_total", (json_int_t)ops->accepted,
+        "host_cpu_us_per_record", s_number_or_null(host_us), "host_busy_pct",
+        s_number_or_null(busy), "host_steal_pct", s_number_or_null(steal));
     char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(6));
     (void)printf("%s\n", text);
     free(text);

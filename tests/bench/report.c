@@ -504,38 +504,99 @@ static json_t *s_target_lines(const json_t *all, int runs)
     return out;
 }
 
-/* The run script's "row_ops_after" lines (read once the scenario's server had
- * exited) go into their scenario's line: row operations per record over the
- * whole run, every record accepted in it counted. */
-static json_t *s_merge_row_ops(json_t *lines)
+/* The run script's own lines go into their scenario's line: "row_ops_after"
+ * (read once the scenario's server had exited) gives row operations per record
+ * over the whole run, every record accepted in it counted; "broker_commits" is
+ * the broker's /metrics count of its commits, their seconds and rows. */
+static void s_merge_into(json_t *o, const json_t *r)
+{
+    json_t *after = json_object_get(r, "row_ops_after");
+    double before = s_num(o, "row_ops_before");
+    double accepted = s_num(o, "accepted_total");
+    if (after != NULL && before >= 0 && accepted > 0) {
+        json_object_set(o, "row_ops_after", after);
+        json_object_set_new(o, "row_ops_per_record",
+                            json_real((json_number_value(after) - before) / accepted));
+    }
+    const char *keys[] = { "broker_commits", "broker_commit_s", "broker_batch_rows" };
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        json_t *v = json_object_get(r, keys[k]);
+        if (v != NULL) {
+            json_object_set(o, keys[k], v);
+        }
+    }
+}
+
+static json_t *s_merge_script_lines(json_t *lines)
 {
     json_t *out = json_array();
     size_t i;
     json_t *r;
     json_array_foreach(lines, i, r)
     {
-        json_t *after = json_object_get(r, "row_ops_after");
-        if (after == NULL || json_object_get(r, "transport") != NULL) {
+        bool ours = json_object_get(r, "row_ops_after") != NULL ||
+                    json_object_get(r, "broker_commits") != NULL;
+        if (!ours || json_object_get(r, "transport") != NULL) {
             json_array_append(out, r);
             continue;
         }
         for (size_t k = json_array_size(out); k-- > 0;) {
             json_t *o = json_array_get(out, k);
-            if (s_run_of(o) != s_run_of(r) || strcmp(s_name(o), s_name(r)) != 0) {
-                continue;
+            if (s_run_of(o) == s_run_of(r) && strcmp(s_name(o), s_name(r)) == 0) {
+                s_merge_into(o, r);
+                break;
             }
-            double before = s_num(o, "row_ops_before");
-            double accepted = s_num(o, "accepted_total");
-            if (before >= 0 && accepted > 0) {
-                json_object_set(o, "row_ops_after", after);
-                json_object_set_new(o, "row_ops_per_record",
-                                    json_real((json_number_value(after) - before) / accepted));
-            }
-            break;
         }
     }
     json_decref(lines);
     return out;
+}
+
+/* What each scenario cost the whole machine (its window only): every process's
+ * CPU per record, how busy the CPUs were, and what the hypervisor took. */
+static void s_host(const json_t *results)
+{
+    bool header = false;
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        double us = s_num(r, "host_cpu_us_per_record");
+        if (us < 0) {
+            continue;
+        }
+        if (!header) {
+            (void)printf("\nthe whole machine during each window (every process: server, "
+                         "PostgreSQL, load generator):\n");
+            header = true;
+        }
+        (void)printf("  %-26s %8.1f CPU us/rec, CPUs %5.1f %% busy, %5.1f %% stolen\n",
+                     s_name(r), us, s_num(r, "host_busy_pct"), s_num(r, "host_steal_pct"));
+    }
+}
+
+/* Why accord's figures are what they are: its commits, from its own metrics
+ * (the whole scenario, warm-up and drain included). */
+static void s_batches(const json_t *results)
+{
+    bool header = false;
+    size_t i;
+    const json_t *r;
+    json_array_foreach(results, i, r)
+    {
+        double commits = s_num(r, "broker_commits");
+        if (commits <= 0) {
+            continue;
+        }
+        if (!header) {
+            (void)printf("\nthe broker's commits (its /metrics, whole scenario):\n");
+            header = true;
+        }
+        double secs = s_num(r, "broker_commit_s");
+        double rows = s_num(r, "broker_batch_rows");
+        (void)printf("  %-26s %8.0f commits, %6.1f rows and %6.3f ms each, %6.1f s committing\n",
+                     s_name(r), commits, rows / commits, 1000.0 * secs / commits, secs);
+    }
 }
 
 static json_t *s_read_results(const char *path)
@@ -558,7 +619,7 @@ static json_t *s_read_results(const char *path)
     }
     free(line);
     (void)fclose(f);
-    return s_merge_row_ops(results);
+    return s_merge_script_lines(results);
 }
 
 static void s_table(const json_t *results, int run, int runs)
@@ -644,6 +705,8 @@ int main(int argc, char **argv)
         s_ceiling(ratios, results);
         s_floor(ratios, results);
     }
+    s_host(results);
+    s_batches(results);
     s_prefill(all, results);
     json_t *spread = runs > 1 ? s_spread_table(all, runs) : json_object();
     json_t *targets = s_target_lines(all, runs);
