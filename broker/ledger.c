@@ -69,6 +69,7 @@ struct ledger_t {
     s_kept_t *kept;       /* epoch keys held, ascending */
     size_t kept_count;
     bool legacy_outbox; /* accord_outbox still holds pre-0008 deliveries */
+    bool legacy_publish; /* accord_publish holds pre-0008 first results */
     uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
     size_t delivered_count;
     size_t delivered_cap;
@@ -282,14 +283,17 @@ static acc_rc_t s_load_queue_state(ledger_t *self, acc_err_t *err)
         }
     }
     PQclear(res);
-    res = PQexec(self->conn, "SELECT EXISTS (SELECT 1 FROM accord_outbox)");
+    /* Neither table is written since 0008, so what they hold now is all they will */
+    res = PQexec(self->conn, "SELECT EXISTS (SELECT 1 FROM accord_outbox), "
+                             "EXISTS (SELECT 1 FROM accord_publish)");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read the pre-0008 outbox: %s",
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read the pre-0008 tables: %s",
                                   PQerrorMessage(self->conn));
         PQclear(res);
         return rc;
     }
     self->legacy_outbox = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    self->legacy_publish = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     PQclear(res);
     return ACC_OK;
 }
@@ -1714,14 +1718,19 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
     s_array_literal(&ids, record_ids, count);
     const char *values[2] = { froms.data, ids.data };
     /* text columns come back as their bytes in binary format */
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT k.f, k.r, coalesce((SELECT l.content_hash FROM "
-                                 "accord_log l WHERE l.from_agency = k.f AND l.record_id = k.r "
-                                 "AND l.content_hash IS NOT NULL LIMIT 1), (SELECT p.content_hash "
-                                 "FROM accord_publish p WHERE p.from_agency = k.f AND "
-                                 "p.record_id = k.r)) FROM unnest($1::text[], $2::text[]) "
-                                 "AS k(f, r)",
-                                 2, NULL, values, NULL, NULL, 1);
+    /* the pre-0008 table is asked only when it holds anything: a probe less per
+     * record, and a plan less to make, on every log started since */
+    PGresult *res = PQexecParams(
+        conn,
+        self->legacy_publish
+            ? "SELECT k.f, k.r, coalesce((SELECT l.content_hash FROM accord_log l WHERE "
+              "l.from_agency = k.f AND l.record_id = k.r AND l.content_hash IS NOT NULL LIMIT "
+              "1), (SELECT p.content_hash FROM accord_publish p WHERE p.from_agency = k.f AND "
+              "p.record_id = k.r)) FROM unnest($1::text[], $2::text[]) AS k(f, r)"
+            : "SELECT k.f, k.r, (SELECT l.content_hash FROM accord_log l WHERE l.from_agency = "
+              "k.f AND l.record_id = k.r AND l.content_hash IS NOT NULL LIMIT 1) FROM "
+              "unnest($1::text[], $2::text[]) AS k(f, r)",
+        2, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up earlier publishes: %s",
                          PQerrorMessage(conn));
@@ -1751,12 +1760,15 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
     }
     acc_rc_t rc = ACC_OK;
     const char *values[2] = { from, record_id };
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT coalesce((SELECT content_hash FROM accord_log WHERE "
-                                 "from_agency = $1 AND record_id = $2 AND content_hash IS NOT "
-                                 "NULL LIMIT 1), (SELECT content_hash FROM accord_publish WHERE "
-                                 "from_agency = $1 AND record_id = $2))",
-                                 2, NULL, values, NULL, NULL, 1);
+    PGresult *res = PQexecParams(
+        conn,
+        self->legacy_publish
+            ? "SELECT coalesce((SELECT content_hash FROM accord_log WHERE from_agency = $1 AND "
+              "record_id = $2 AND content_hash IS NOT NULL LIMIT 1), (SELECT content_hash FROM "
+              "accord_publish WHERE from_agency = $1 AND record_id = $2))"
+            : "SELECT content_hash FROM accord_log WHERE from_agency = $1 AND record_id = $2 "
+              "AND content_hash IS NOT NULL LIMIT 1",
+        2, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up an earlier publish: %s",
                          PQerrorMessage(conn));
