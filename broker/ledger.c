@@ -35,8 +35,9 @@ typedef struct {
 } s_kept_t;
 
 struct ledger_t {
-    PGconn *conn;  /* writes: batches, epochs (and the head, the migrations) */
-    PGconn *rconn; /* reads: lookups, pending pages, auditors' queries, figures */
+    PGconn *conn;   /* writes: batches, epochs (and the head, the migrations) */
+    PGconn *rconn;  /* reads: lookups, pending pages, auditors' queries, figures */
+    bool rprepared; /* rconn holds the publish lookups, prepared (schema 0010) */
     int64_t rretry_at_ms;
     int64_t rbackoff_ms;
     /* the batch being committed, while the next is staged */
@@ -68,7 +69,7 @@ struct ledger_t {
     uint8_t *keep_key;    /* sodium_malloc, 32 bytes: seals the broker's epoch keys */
     s_kept_t *kept;       /* epoch keys held, ascending */
     size_t kept_count;
-    bool legacy_outbox; /* accord_outbox still holds pre-0008 deliveries */
+    bool legacy_outbox;  /* accord_outbox still holds pre-0008 deliveries */
     bool legacy_publish; /* accord_publish holds pre-0008 first results */
     uint8_t (*delivered)[ACC_LOGROW_SHARE_BYTES]; /* outbox rows to delete at commit */
     size_t delivered_count;
@@ -862,6 +863,7 @@ static PGconn *s_reader(ledger_t *self, acc_err_t *err)
     if (self->rconn != NULL) {
         PQfinish(self->rconn);
     }
+    self->rprepared = false;
     self->rconn = s_connect_bounded(self);
     char set[64];
     (void)snprintf(set, sizeof(set), "SET statement_timeout = %lld",
@@ -1664,6 +1666,59 @@ void ledger_note_publish(ledger_t *self, const char *from, const char *record_id
     memcpy(e->hash, hash, ACC_LOGROW_HASH_BYTES);
 }
 
+/* Was (agency, record_id) accepted before? Asked through the unique index of
+ * schema 0010, for one record or for a batch's (two text arrays). The pre-0008
+ * table is asked only when it holds anything: a probe less per record on every
+ * log started since. On the reader connection the questions are prepared once
+ * (their plan cannot go wrong: the index answers every column); text columns
+ * come back as their bytes in binary format. */
+enum { LOOKUP_ONE, LOOKUP_MANY };
+
+static const char *const s_lookup_names[2] = { "accord_publish_one", "accord_publish_many" };
+
+static const char *const s_lookup_sql[2][2] = {
+    {
+        "SELECT content_hash FROM accord_log WHERE from_agency = $1 AND record_id = $2 AND "
+        "content_hash IS NOT NULL LIMIT 1",
+        "SELECT coalesce((SELECT content_hash FROM accord_log WHERE from_agency = $1 AND "
+        "record_id = $2 AND content_hash IS NOT NULL LIMIT 1), (SELECT content_hash FROM "
+        "accord_publish WHERE from_agency = $1 AND record_id = $2))",
+    },
+    {
+        "SELECT k.f, k.r, (SELECT l.content_hash FROM accord_log l WHERE l.from_agency = k.f "
+        "AND l.record_id = k.r AND l.content_hash IS NOT NULL LIMIT 1) FROM unnest($1::text[], "
+        "$2::text[]) AS k(f, r)",
+        "SELECT k.f, k.r, coalesce((SELECT l.content_hash FROM accord_log l WHERE "
+        "l.from_agency = k.f AND l.record_id = k.r AND l.content_hash IS NOT NULL LIMIT 1), "
+        "(SELECT "
+        "p.content_hash FROM accord_publish p WHERE p.from_agency = k.f AND p.record_id = "
+        "k.r)) FROM unnest($1::text[], $2::text[]) AS k(f, r)",
+    },
+};
+
+static PGresult *s_lookup(ledger_t *self, PGconn *conn, int which, const char *const values[2])
+{
+    const char *sql = s_lookup_sql[which][self->legacy_publish ? 1 : 0];
+    if (conn != self->rconn) { /* read-only: the one connection, asked as it comes */
+        return PQexecParams(conn, sql, 2, NULL, values, NULL, NULL, 1);
+    }
+    if (!self->rprepared) {
+        bool ok = true;
+        for (int i = 0; i < 2 && ok; i++) {
+            PGresult *res = PQprepare(conn, s_lookup_names[i],
+                                      s_lookup_sql[i][self->legacy_publish ? 1 : 0], 2, NULL);
+            ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+            PQclear(res);
+        }
+        if (!ok) { /* asked as it comes; prepared again from nothing next time */
+            PQclear(PQexec(conn, "DEALLOCATE ALL"));
+            return PQexecParams(conn, sql, 2, NULL, values, NULL, NULL, 1);
+        }
+        self->rprepared = true;
+    }
+    return PQexecPrepared(conn, s_lookup_names[which], 2, values, NULL, NULL, 1);
+}
+
 /* Appends items as a PostgreSQL array literal, each element quoted. */
 static void s_array_literal(copybuf_t *b, const char *const *items, size_t count)
 {
@@ -1717,20 +1772,7 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
     s_array_literal(&froms, from, count);
     s_array_literal(&ids, record_ids, count);
     const char *values[2] = { froms.data, ids.data };
-    /* text columns come back as their bytes in binary format */
-    /* the pre-0008 table is asked only when it holds anything: a probe less per
-     * record, and a plan less to make, on every log started since */
-    PGresult *res = PQexecParams(
-        conn,
-        self->legacy_publish
-            ? "SELECT k.f, k.r, coalesce((SELECT l.content_hash FROM accord_log l WHERE "
-              "l.from_agency = k.f AND l.record_id = k.r AND l.content_hash IS NOT NULL LIMIT "
-              "1), (SELECT p.content_hash FROM accord_publish p WHERE p.from_agency = k.f AND "
-              "p.record_id = k.r)) FROM unnest($1::text[], $2::text[]) AS k(f, r)"
-            : "SELECT k.f, k.r, (SELECT l.content_hash FROM accord_log l WHERE l.from_agency = "
-              "k.f AND l.record_id = k.r AND l.content_hash IS NOT NULL LIMIT 1) FROM "
-              "unnest($1::text[], $2::text[]) AS k(f, r)",
-        2, NULL, values, NULL, NULL, 1);
+    PGresult *res = s_lookup(self, conn, LOOKUP_MANY, values);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up earlier publishes: %s",
                          PQerrorMessage(conn));
@@ -1760,15 +1802,7 @@ acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *recor
     }
     acc_rc_t rc = ACC_OK;
     const char *values[2] = { from, record_id };
-    PGresult *res = PQexecParams(
-        conn,
-        self->legacy_publish
-            ? "SELECT coalesce((SELECT content_hash FROM accord_log WHERE from_agency = $1 AND "
-              "record_id = $2 AND content_hash IS NOT NULL LIMIT 1), (SELECT content_hash FROM "
-              "accord_publish WHERE from_agency = $1 AND record_id = $2))"
-            : "SELECT content_hash FROM accord_log WHERE from_agency = $1 AND record_id = $2 "
-              "AND content_hash IS NOT NULL LIMIT 1",
-        2, NULL, values, NULL, NULL, 1);
+    PGresult *res = s_lookup(self, conn, LOOKUP_ONE, values);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up an earlier publish: %s",
                          PQerrorMessage(conn));

@@ -203,6 +203,27 @@ Test(log, the_broker_role_may_insert_and_read_but_never_change_the_log)
     PQclear(res);
 }
 
+/* Schema 0010: an accepted record's row (the one with its content hash) is in the
+ * log once. The broker answers a repeat with the first result before staging
+ * anything; the database refuses a second such row whatever a broker does. */
+Test(log, the_database_refuses_a_record_accepted_twice)
+{
+    s_publish_n("hv-once", 1);
+    th_broker_stop(world);
+    th_pg_exec(world, "CREATE TEMP TABLE again AS SELECT * FROM accord_log WHERE record_id = "
+                      "'hv-once-0' AND content_hash IS NOT NULL");
+    th_pg_exec(world, "UPDATE again SET seq = seq + 1000000, share_id = gen_random_uuid()");
+    PGresult *res = PQexec(world->db, "INSERT INTO accord_log SELECT * FROM again");
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "a record was accepted twice");
+    cr_assert_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23505");
+    cr_assert_str_eq(PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME), "accord_log_record_once");
+    PQclear(res);
+    /* a row without the content hash (a refusal, a second recipient) is not held to it */
+    th_pg_exec(world, "UPDATE again SET content_hash = NULL");
+    th_pg_exec(world, "INSERT INTO accord_log SELECT * FROM again");
+    cr_assert_eq(th_pg_count(world, "record_id = 'hv-once-0' AND content_hash IS NOT NULL"), 1);
+}
+
 Test(log, kill_9_loses_no_acknowledged_record_and_the_chain_still_verifies)
 {
     acc_agent_config_t cfg;

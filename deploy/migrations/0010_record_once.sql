@@ -1,0 +1,23 @@
+-- 0010_record_once.sql - the log itself holds each accepted record once
+--
+-- An accepted record's first log row carries its content hash. Publishing the
+-- same (agency, record_id) again must return the first result and share nothing
+-- twice, so before it stages anything the broker asks the log whether the pair
+-- was accepted before: once for every record published.
+--
+-- This index answers that question exactly (every column of it, one row at
+-- most), so the broker prepares the question once per connection instead of
+-- having PostgreSQL plan it for every batch; the plain index on (from_agency,
+-- record_id) could not be trusted to a prepared plan, which on a new, empty log
+-- chose the index on (from_agency, seq) and then walked an agency's every row.
+-- It also makes the rule PostgreSQL's own: a second accepted row for the same
+-- pair is refused by the database, whatever a broker did.
+--
+-- Refused records carry no content hash and are not in the index: a record
+-- refused can be corrected and published again.
+--
+-- The index is built by reading the log once. A log that somehow holds a record
+-- accepted twice stops this migration with "could not create unique index", and
+-- names the pair: see OPERATIONS.md, "Upgrading", before retrying.
+CREATE UNIQUE INDEX accord_log_record_once ON accord_log (from_agency, record_id)
+    WHERE content_hash IS NOT NULL;
