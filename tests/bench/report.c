@@ -552,51 +552,45 @@ static json_t *s_merge_script_lines(json_t *lines)
     return out;
 }
 
-/* What each scenario cost the whole machine (its window only): every process's
- * CPU per record, how busy the CPUs were, and what the hypervisor took. */
-static void s_host(const json_t *results)
+typedef void line_fn(const json_t *r);
+
+/* Prints header, then a line for each scenario that has key (a positive number). */
+static void s_section(const json_t *results, const char *key, const char *header, line_fn *line)
 {
-    bool header = false;
+    bool any = false;
     size_t i;
     const json_t *r;
     json_array_foreach(results, i, r)
     {
-        double us = s_num(r, "host_cpu_us_per_record");
-        if (us < 0) {
+        if (s_num(r, key) <= 0) {
             continue;
         }
-        if (!header) {
-            (void)printf("\nthe whole machine during each window (every process: server, "
-                         "PostgreSQL, load generator):\n");
-            header = true;
+        if (!any) {
+            (void)printf("\n%s\n", header);
+            any = true;
         }
-        (void)printf("  %-26s %8.1f CPU us/rec, CPUs %5.1f %% busy, %5.1f %% stolen\n", s_name(r),
-                     us, s_num(r, "host_busy_pct"), s_num(r, "host_steal_pct"));
+        line(r);
     }
+}
+
+/* What a scenario cost the whole machine (its window only): every process's CPU
+ * per record, how busy the CPUs were, and what the hypervisor took. */
+static void s_host_line(const json_t *r)
+{
+    (void)printf("  %-26s %8.1f CPU us/rec, CPUs %5.1f %% busy, %5.1f %% stolen\n", s_name(r),
+                 s_num(r, "host_cpu_us_per_record"), s_num(r, "host_busy_pct"),
+                 s_num(r, "host_steal_pct"));
 }
 
 /* Why accord's figures are what they are: its commits, from its own metrics
  * (the whole scenario, warm-up and drain included). */
-static void s_batches(const json_t *results)
+static void s_batch_line(const json_t *r)
 {
-    bool header = false;
-    size_t i;
-    const json_t *r;
-    json_array_foreach(results, i, r)
-    {
-        double commits = s_num(r, "broker_commits");
-        if (commits <= 0) {
-            continue;
-        }
-        if (!header) {
-            (void)printf("\nthe broker's commits (its /metrics, whole scenario):\n");
-            header = true;
-        }
-        double secs = s_num(r, "broker_commit_s");
-        double rows = s_num(r, "broker_batch_rows");
-        (void)printf("  %-26s %8.0f commits, %6.1f rows and %6.3f ms each, %6.1f s committing\n",
-                     s_name(r), commits, rows / commits, 1000.0 * secs / commits, secs);
-    }
+    double commits = s_num(r, "broker_commits");
+    double secs = s_num(r, "broker_commit_s");
+    double rows = s_num(r, "broker_batch_rows");
+    (void)printf("  %-26s %8.0f commits, %6.1f rows and %6.3f ms each, %6.1f s committing\n",
+                 s_name(r), commits, rows / commits, 1000.0 * secs / commits, secs);
 }
 
 static json_t *s_read_results(const char *path)
@@ -705,8 +699,12 @@ int main(int argc, char **argv)
         s_ceiling(ratios, results);
         s_floor(ratios, results);
     }
-    s_host(results);
-    s_batches(results);
+    s_section(results, "host_cpu_us_per_record",
+              "the whole machine during each window (every process: server, PostgreSQL, load "
+              "generator):",
+              s_host_line);
+    s_section(results, "broker_commits",
+              "the broker's commits (its /metrics, whole scenario):", s_batch_line);
     s_prefill(all, results);
     json_t *spread = runs > 1 ? s_spread_table(all, runs) : json_object();
     json_t *targets = s_target_lines(all, runs);
