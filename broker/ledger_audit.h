@@ -35,8 +35,9 @@ typedef struct {
     size_t outcome_rule_count;
     size_t limit;     /* rows of the page, at least 1 */
     bool payloads;    /* hand over nonces and payloads */
-    size_t max_bytes; /* with payloads: no row whose earlier rows' payloads exceed this is
-                       * fetched (the page holds one row at least) */
+    size_t max_bytes; /* with payloads: a row is fetched only while the payloads before it
+                       * in the page total at most this, so fn sees the row that crosses
+                       * it and ends the page there */
 } ledger_audit_filter_t;
 
 /* Bytes read from the log; len 0 for a NULL or empty column. */
@@ -83,8 +84,9 @@ typedef struct {
 typedef bool ledger_audit_row_fn(void *ctx, const ledger_audit_row_t *row);
 
 /* Calls fn for up to filter->limit rows matching filter, in log order, read in a
- * read-only transaction cancelled after the query timeout; *more says whether
- * more rows follow (past the limit, past max_bytes, or where fn ended the page).
+ * read-only transaction cancelled after the query timeout; *more says that more
+ * rows follow: past the limit, or from where fn ended the page (a page that
+ * max_bytes alone cut after its first row does not say so).
  * ACC_ERR_DB with err set when the log could not be read (a cancelled query says
  * "statement timeout"); fn was then not called. Never call it with rows staged
  * mid-commit. */
