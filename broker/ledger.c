@@ -13,6 +13,7 @@
 #include "accord/migrate.h"
 #include "accord/yaml.h"
 #include "copybuf.h"
+#include "ledger_internal.h"
 #include "pubset.h"
 
 #define BACKOFF_MIN_MS     100

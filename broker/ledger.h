@@ -3,7 +3,6 @@
 #ifndef ACCORD_BROKER_LEDGER_H
 #define ACCORD_BROKER_LEDGER_H
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,7 +19,7 @@ typedef struct {
     const char *conninfo;         /* libpq conninfo (copied) */
     int64_t connect_timeout_s;    /* libpq connect_timeout when conninfo names none */
     int64_t statement_timeout_ms; /* every statement on the connection */
-    int64_t query_timeout_ms;     /* ledger_read and ledger_schema_version */
+    int64_t query_timeout_ms;     /* auditors' queries, figures, ledger_schema_version */
     bool read_only; /* accordd --check: no migration, and the session refuses every write */
 } ledger_limits_t;
 
@@ -273,13 +272,6 @@ ACC_NODISCARD acc_rc_t ledger_first_result(ledger_t *self, const char *from, con
 typedef void ledger_pending_count_fn(void *ctx, const char *agency, int64_t count);
 ACC_NODISCARD acc_rc_t ledger_count_pending(ledger_t *self, ledger_pending_count_fn *fn, void *ctx,
                                             acc_err_t *err);
-
-/* Runs a read-only query with text parameters on the log's connection
- * (reconnecting first if it was lost), in a read-only transaction cancelled after
- * the query timeout. NULL with err set on failure (a cancelled query says
- * "statement timeout"). Never call it with rows staged mid-commit. */
-PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
-                      acc_err_t *err);
 
 /* The schema version recorded in the database (acc_migrate_current), read under
  * the query timeout. */

@@ -1,0 +1,17 @@
+/* ledger_internal.h - the log's bounded reads, shared by broker/ledger*.c only */
+#ifndef ACCORD_BROKER_LEDGER_INTERNAL_H
+#define ACCORD_BROKER_LEDGER_INTERNAL_H
+
+#include <libpq-fe.h>
+
+#include "accord/rc.h"
+#include "ledger.h"
+
+/* Runs a read-only query with text parameters on the log's connection
+ * (reconnecting first if it was lost), in a read-only transaction cancelled after
+ * the query timeout. NULL with err set on failure (a cancelled query says
+ * "statement timeout"). Never call it with rows staged mid-commit. */
+PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
+                      acc_err_t *err);
+
+#endif
