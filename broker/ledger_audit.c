@@ -21,14 +21,16 @@ static const char s_columns[] =
 
 /* What follows the payload column (the payload, or NULL when the auditor did not
  * ask for payloads). bytes_before counts the payload bytes of the rows before
- * each one in the page, so that a page with payloads is cut in SQL. */
+ * each one in the page, so that a page with payloads is cut in SQL; fetched is
+ * how many rows matched before that cut, so a page the cut shortened says that
+ * more follow even when it kept a single row. */
 static const char s_columns_tail[] =
     ", encode(signature, 'hex'), encode(prev_hash, 'hex'), "
     "encode(entry_hash, 'hex'), encode(content_hash, 'hex'), array_to_string(acked_seqs, ','), "
-    "coalesce(refers_to::text, '') "
+    "coalesce(refers_to::text, ''), fetched "
     "FROM (SELECT *, sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY seq) - "
-    "coalesce(octet_length(payload), 0) AS bytes_before FROM (SELECT * FROM accord_log "
-    "WHERE seq > $1";
+    "coalesce(octet_length(payload), 0) AS bytes_before, count(*) OVER () AS fetched "
+    "FROM (SELECT * FROM accord_log WHERE seq > $1";
 
 enum {
     C_SEQ,
@@ -57,6 +59,7 @@ enum {
     C_CONTENT,
     C_ACKED,
     C_REFERS,
+    C_FETCHED,
 };
 
 /* The first batched acknowledgement (schema 0008) of each share the condition
@@ -337,8 +340,9 @@ acc_rc_t ledger_audit_page(ledger_t *self, const ledger_audit_filter_t *filter,
         return ACC_ERR_DB;
     }
     size_t rows = (size_t)PQntuples(res);
-    *more = rows > filter->limit;
-    rows = *more ? filter->limit : rows;
+    size_t fetched = rows > 0 ? strtoull(PQgetvalue(res, 0, C_FETCHED), NULL, 10) : 0;
+    *more = rows > filter->limit || fetched > rows;
+    rows = rows > filter->limit ? filter->limit : rows;
     for (size_t i = 0; i < rows; i++) {
         ledger_audit_row_t row;
         s_decoded_t decoded;

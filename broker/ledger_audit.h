@@ -85,8 +85,7 @@ typedef bool ledger_audit_row_fn(void *ctx, const ledger_audit_row_t *row);
 
 /* Calls fn for up to filter->limit rows matching filter, in log order, read in a
  * read-only transaction cancelled after the query timeout; *more says that more
- * rows follow: past the limit, or from where fn ended the page (a page that
- * max_bytes alone cut after its first row does not say so).
+ * rows follow: past the limit, past max_bytes, or from where fn ended the page.
  * ACC_ERR_DB with err set when the log could not be read (a cancelled query says
  * "statement timeout"); fn was then not called. Never call it with rows staged
  * mid-commit. */

@@ -654,6 +654,66 @@ Test(audit, a_page_without_payloads_of_large_records_still_holds_200_rows)
     acc_agent_config_clear(&cfg);
 }
 
+/* A record's payload can be larger than a page's byte bound alone: its page holds
+ * that one row and says more follow, and the next page goes on after it. Before,
+ * the SQL cut left the large row alone in a page that said nothing followed, and
+ * an auditor paging through the log stopped there. */
+Test(audit, a_page_cut_after_one_large_row_says_more_follow)
+{
+    static uint8_t large[800 * 1024];
+    static uint8_t small[64];
+    static uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
+    th_broker_stop(world); /* the rows are appended behind its back */
+    int64_t seqs[3] = { 0 };
+    for (int i = 0; i < 3; i++) {
+        acc_logrow_t row = { 0 };
+        acc_uuid_random(row.share_id);
+        row.event = "shared";
+        row.from_agency = "rft-health-visiting";
+        row.to_agency = "rmbc-childrens-centres";
+        row.record_type = "health-visit";
+        row.record_id = i == 0 ? "hv-huge" : "hv-after-huge";
+        row.key_epoch = 1;
+        row.nonce = nonce;
+        row.payload = i == 0 ? large : small;
+        row.payload_len = i == 0 ? sizeof(large) : sizeof(small);
+        seqs[i] = th_pg_append_logrow(world, &row);
+    }
+    th_broker_start(world);
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "ig-officer", &cfg);
+    Accord__V1__AuditQuery q = ACCORD__V1__AUDIT_QUERY__INIT;
+    q.event = acc_pb_str("shared");
+    q.payloads = true;
+    q.after_seq = (uint64_t)seqs[0] - 1;
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = 11;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY;
+    env.audit_query = &q;
+    acc_err_t err;
+    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    Accord__V1__Envelope *reply = NULL;
+    cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT, "body %d",
+                 reply->body_case);
+    cr_assert_eq(reply->audit_result->n_rows, 1);
+    cr_assert_eq(reply->audit_result->rows[0]->payload.len, sizeof(large));
+    cr_assert(reply->audit_result->more, "the page after the large row was not announced");
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    q.after_seq = (uint64_t)seqs[0];
+    env.correlation_id = 12;
+    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
+    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT);
+    cr_assert_eq(reply->audit_result->n_rows, 2);
+    cr_assert_eq(reply->audit_result->rows[0]->seq, (uint64_t)seqs[1]);
+    cr_assert_eq(reply->audit_result->rows[1]->seq, (uint64_t)seqs[2]);
+    cr_assert_not(reply->audit_result->more);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+}
+
 /* When the queried row cannot be written (the disk is full, say), the auditor is
  * told UNAVAILABLE in an Error: an AuditResult has no code to say it with. */
 Test(audit, a_query_whose_row_cannot_be_written_is_answered_unavailable)
