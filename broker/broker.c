@@ -1198,13 +1198,13 @@ static void s_resize_agency_counts(broker_t *self)
     self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
 }
 
-/* Indices into the agreement change with it, so every delivery in flight is
- * pending again and each subscriber starts again from its oldest pending share;
- * acknowledgements already received stand. */
-static void s_restart_all_deliveries(broker_t *self)
+/* Indices into the agreement change with it: the per-agency counts start again
+ * for the new one, and the deliveries in flight on connections that stay are
+ * carried over to it and counted again; acknowledgements already received stand. */
+static void s_carry_deliveries_over(broker_t *self)
 {
-    delivery_agreement_changed(self);
     s_resize_agency_counts(self);
+    delivery_agreement_changed(self);
 }
 
 static bool s_has_box_key(const acc_policy_t *policy, const uint8_t *box_key)
@@ -1274,7 +1274,7 @@ static void s_reload(broker_t *self)
     peers_reap(self->peers);
     acc_policy_destroy(&self->policy);
     self->policy = fresh;
-    s_restart_all_deliveries(self);
+    s_carry_deliveries_over(self);
     acc_log_notice("agreement", "reloaded \"%s\" hash=%s", acc_policy_id(self->policy),
                    acc_policy_hash_hex(self->policy));
     self->reloads_ok++;

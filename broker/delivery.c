@@ -449,19 +449,29 @@ void delivery_subscribe(broker_t *b, peer_t *peer)
     peer->last_ack_ms = s_now_ms();
 }
 
+/* What is in flight on a connection the reload left as it was has not been
+ * lost: sent again, it would arrive twice (DESIGN: redelivery is for a lost
+ * connection, a timeout or a restart). The connections the reload retired
+ * dropped theirs (s_on_retire), under the old indices, before the swap. */
 void delivery_agreement_changed(broker_t *b)
 {
     delivery_t *self = b->delivery;
-    while (self->inflight_count > 0) {
-        s_inflight_remove(b, self->inflight_count - 1);
-    }
-    for (size_t i = 0; i < peers_count(b->peers); i++) {
-        peer_t *p = peers_at(b->peers, i);
-        if (p->subscriber && !p->closing) {
-            p->cursor = 0;
-            p->backlog = true;
+    size_t kept = 0;
+    for (size_t i = 0; i < self->inflight_count; i++) {
+        inflight_t f = self->inflight[i];
+        size_t agency = 0;
+        if (!acc_policy_find_agency(b->policy, self->cursors[f.cursor].agency, &agency) ||
+            s_subscriber(b, agency) == NULL) {
+            continue; /* pending again: its agency's next subscriber is sent it from the log */
+        }
+        f.to_agency = agency;
+        self->inflight[kept++] = f;
+        if (agency < b->agency_slots) {
+            b->agency_inflight[agency]++;
+            b->agency_inflight_bytes[agency] += f.frame_len;
         }
     }
+    self->inflight_count = kept;
 }
 
 /* ---- from the log ---- */

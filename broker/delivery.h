@@ -47,8 +47,12 @@ void delivery_note_share(broker_t *b, const char *to, const char *record_type, i
  * connection, unless that connection is behind (it then gets it from the log). */
 void delivery_send_committed(broker_t *b, const out_t *o);
 
-/* The agreement changed (indices with it): what was in flight is sent again
- * from each subscriber's oldest pending share. */
+/* The agreement changed (indices with it), after peers_rebind and with the
+ * broker's per-agency counts new and zero: each delivery in flight to an agency
+ * whose subscribing connection stays is kept, under the agency's new index, and
+ * counted again; one to an agency that left the agreement, or that has no
+ * subscribing connection now, is pending again, sent to its next subscriber from
+ * the log. Nothing is sent again on a connection that stays. */
 void delivery_agreement_changed(broker_t *b);
 
 /* The connection ended or was retired: what it had in flight is pending again. */
