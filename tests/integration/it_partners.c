@@ -1685,48 +1685,95 @@ static void s_reload_reordered_with_eh_rotated(void)
     s_reload();
 }
 
+/* A raw subscriber with the key pair named (DIR/NAME.curve.secret), welcomed as agency. */
+static void *s_raw_subscriber_keyed(void *ctx, const char *name, const char *agency)
+{
+    char *key = s_secret_path(name);
+    void *s = s_dealer(ctx, key, NULL);
+    free(key);
+    cr_assert_eq(zmq_connect(s, world->endpoint), 0);
+    char *who = s_raw_welcome(s);
+    cr_assert_str_eq(who, agency);
+    free(who);
+    return s;
+}
+
+/* Every share to agency is acknowledged in the log, none is pending. */
+static void s_assert_all_acked(const char *agency, long total)
+{
+    char where[200];
+    snprintf(where, sizeof(where), "to_agency = '%s'", agency);
+    cr_assert_eq(th_pg_wait_acked_count(world, where, total, 10000), total,
+                 "not every share to %s is acknowledged in the log", agency);
+    cr_assert_eq(th_pg_pending_count(world, where), 0, "shares to %s still pending", agency);
+}
+
 Test(partners, a_reload_resends_nothing_in_flight_on_a_connection_that_stays)
 {
     /* no redelivery by timeout within the test: any resend is the reload's */
     s_start_broker("redeliver_after_ms: 600000\n");
     void *ctx = zmq_ctx_new();
-    void *raw = s_raw_subscriber(ctx, true);
+    void *cc = s_raw_subscriber_keyed(ctx, CC, CC);
+    void *eh_old = s_raw_subscriber_keyed(ctx, EH, EH);
     s_conn_t hv;
     s_conn_open(&hv, HV);
-    s_held_t h = { .count = 0 };
+    s_held_t got_cc = { .count = 0 };
+    s_held_t got_eh_old = { .count = 0 };
+    s_held_t got_eh_new = { .count = 0 };
 
     s_publish_visits(&hv, "held", HELD_BEFORE, 1);
-    s_held_listen(raw, &h, HELD_BEFORE, 20000);
-    cr_assert_eq(h.count, HELD_BEFORE, "%zu of %d shares delivered before the reload", h.count,
-                 HELD_BEFORE);
+    s_held_listen(cc, &got_cc, HELD_BEFORE, 20000);
+    s_held_listen(eh_old, &got_eh_old, HELD_BEFORE, 20000);
+    cr_assert_eq(got_cc.count, HELD_BEFORE, "%zu of %d shares delivered before the reload",
+                 got_cc.count, HELD_BEFORE);
+    cr_assert_eq(got_eh_old.count, HELD_BEFORE, "%zu of %d shares to the early help delivered",
+                 got_eh_old.count, HELD_BEFORE);
     s_reload_reordered_with_eh_rotated();
-    s_held_listen(raw, &h, 0, HELD_LISTEN_MS);
-    size_t resent = h.twice;
+    s_held_listen(cc, &got_cc, 0, HELD_LISTEN_MS);
+    size_t resent = got_cc.twice;
     /* acknowledged after the reload, though sent before it */
-    s_held_ack(raw, &h);
+    s_held_ack(cc, &got_cc);
+    /* the rotated-out key's connection is sent nothing more; what it held is
+     * pending again, and the new key's connection is sent it */
+    s_held_listen(eh_old, &got_eh_old, 0, 500);
+    void *eh_new = s_raw_subscriber_keyed(ctx, "eh-rotated", EH);
     s_publish_visits(&hv, "after", HELD_AFTER, 100);
     s_conn_close(&hv);
-    s_held_listen(raw, &h, HELD_BEFORE + HELD_AFTER, 20000);
-    s_held_ack(raw, &h);
-    s_held_listen(raw, &h, 0, 1000);
-    zmq_close(raw);
+    s_held_listen(cc, &got_cc, HELD_BEFORE + HELD_AFTER, 20000);
+    s_held_ack(cc, &got_cc);
+    s_held_listen(eh_new, &got_eh_new, HELD_BEFORE + HELD_AFTER, 20000);
+    s_held_ack(eh_new, &got_eh_new);
+    s_held_listen(cc, &got_cc, 0, 1000);
+    s_held_listen(eh_new, &got_eh_new, 0, 1000);
+    zmq_close(cc);
+    zmq_close(eh_old);
+    zmq_close(eh_new);
     cr_assert_eq(zmq_ctx_term(ctx), 0);
     s_assert_broker_up("after the reload");
     fprintf(stderr,
-            "partners: reload-in-flight: %d shares held over the reload, %zu sent again before "
-            "they were acknowledged, %zu in all sent twice, %zu of %d received\n",
-            HELD_BEFORE, resent, h.twice, h.count, HELD_BEFORE + HELD_AFTER);
-    cr_assert_eq(h.twice, 0, "%zu shares delivered twice on a connection the reload left as it was",
-                 h.twice);
-    cr_assert_eq(h.errors, 0, "the subscriber got %zu Errors, first %s", h.errors, h.error_text);
-    cr_assert_eq(h.count, HELD_BEFORE + HELD_AFTER, "%zu of %d shares delivered", h.count,
+            "partners: reload-in-flight: %d shares held over the reload by a connection that "
+            "stays, %zu sent again before they were acknowledged, %zu in all sent twice, %zu of "
+            "%d received; the rotated key's connection %zu, the new key's %zu\n",
+            HELD_BEFORE, resent, got_cc.twice, got_cc.count, HELD_BEFORE + HELD_AFTER,
+            got_eh_old.count, got_eh_new.count);
+    cr_assert_eq(got_cc.twice, 0,
+                 "%zu shares delivered twice on a connection the reload left as it was",
+                 got_cc.twice);
+    cr_assert_eq(got_cc.errors, 0, "the subscriber got %zu Errors, first %s", got_cc.errors,
+                 got_cc.error_text);
+    cr_assert_eq(got_cc.count, HELD_BEFORE + HELD_AFTER, "%zu of %d shares delivered", got_cc.count,
                  HELD_BEFORE + HELD_AFTER);
-    long total = HELD_BEFORE + HELD_AFTER;
-    cr_assert_eq(th_pg_wait_acked_count(world, "to_agency = '" CC "'", total, 10000), total,
-                 "not every share to the children's centres is acknowledged in the log");
-    cr_assert_eq(th_pg_pending_count(world, "to_agency = '" CC "'"), 0);
-    cr_assert_eq(th_pg_pending_count(world, "to_agency = '" EH "'"), total,
-                 "the early help's shares are not all pending");
+    cr_assert_eq(got_eh_old.count, HELD_BEFORE, "the rotated-out key was sent %zu more shares",
+                 got_eh_old.count - HELD_BEFORE);
+    cr_assert_eq(got_eh_new.twice, 0, "%zu shares delivered twice to the new key",
+                 got_eh_new.twice);
+    cr_assert_eq(got_eh_new.errors, 0, "the new key's subscriber got %zu Errors, first %s",
+                 got_eh_new.errors, got_eh_new.error_text);
+    cr_assert_eq(got_eh_new.count, HELD_BEFORE + HELD_AFTER,
+                 "%zu of %d shares delivered to the new key", got_eh_new.count,
+                 HELD_BEFORE + HELD_AFTER);
+    s_assert_all_acked(CC, HELD_BEFORE + HELD_AFTER);
+    s_assert_all_acked(EH, HELD_BEFORE + HELD_AFTER);
     th_broker_stop(world);
     s_assert_log_names_no_child();
 }
