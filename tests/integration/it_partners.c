@@ -1585,9 +1585,10 @@ Test(partners, an_auditor_that_asks_and_never_reads_costs_bounded_memory)
 #define HELD_BEFORE    20   /* shares in flight, unacknowledged, when the agreement is reloaded */
 #define HELD_AFTER     5    /* shares published after the reload */
 #define HELD_LISTEN_MS 3000 /* after the reload, before acknowledging: a resend would come */
+#define HELD_MAX       1000 /* share ids one subscriber's tally holds */
 
 typedef struct {
-    char ids[HELD_BEFORE + HELD_AFTER][40]; /* share ids received, in order, once each */
+    char ids[HELD_MAX][40]; /* share ids received, in order, once each */
     size_t count;
     size_t twice; /* Delivers of a share already received on this connection */
     size_t acked; /* ids[0..acked) acknowledged */
@@ -1613,7 +1614,7 @@ static void s_held_take(s_held_t *h, const Accord__V1__Envelope *env)
             return;
         }
     }
-    cr_assert_lt(h->count, HELD_BEFORE + HELD_AFTER, "more shares delivered than were published");
+    cr_assert_lt(h->count, HELD_MAX, "more shares delivered than the test can tally");
     snprintf(h->ids[h->count++], sizeof(h->ids[0]), "%s", env->deliver->share_id);
 }
 
@@ -1660,26 +1661,38 @@ static void s_publish_visits(s_conn_t *hv, const char *prefix, size_t n, uint64_
     }
 }
 
+static void s_swap_agencies(size_t i, size_t j)
+{
+    char id[sizeof(world->agencies[0])];
+    char key[sizeof(world->agency_keys[0])];
+    memcpy(id, world->agencies[i], sizeof(id));
+    memcpy(key, world->agency_keys[i], sizeof(key));
+    memcpy(world->agencies[i], world->agencies[j], sizeof(id));
+    memcpy(world->agency_keys[i], world->agency_keys[j], sizeof(key));
+    memcpy(world->agencies[j], id, sizeof(id));
+    memcpy(world->agency_keys[j], key, sizeof(key));
+}
+
+static size_t s_agency_at(const char *agency)
+{
+    for (size_t i = 0; i < world->agency_count; i++) {
+        if (strcmp(world->agencies[i], agency) == 0) {
+            return i;
+        }
+    }
+    cr_assert_fail("%s is not in the world", agency);
+    return 0;
+}
+
 /* The early help's key rotated, and the agencies listed in reverse order, so
  * every agency's index in the agreement changes; the children's centres' key
  * and connection stay as they were. */
 static void s_reload_reordered_with_eh_rotated(void)
 {
     s_keygen("eh-rotated");
-    for (size_t i = 0; i < world->agency_count; i++) {
-        if (strcmp(world->agencies[i], EH) == 0) {
-            s_public_z85("eh-rotated", world->agency_keys[i]);
-        }
-    }
+    s_public_z85("eh-rotated", world->agency_keys[s_agency_at(EH)]);
     for (size_t i = 0, j = world->agency_count - 1; i < j; i++, j--) {
-        char id[sizeof(world->agencies[0])];
-        char key[sizeof(world->agency_keys[0])];
-        memcpy(id, world->agencies[i], sizeof(id));
-        memcpy(key, world->agency_keys[i], sizeof(key));
-        memcpy(world->agencies[i], world->agencies[j], sizeof(id));
-        memcpy(world->agency_keys[i], world->agency_keys[j], sizeof(key));
-        memcpy(world->agencies[j], id, sizeof(id));
-        memcpy(world->agency_keys[j], key, sizeof(key));
+        s_swap_agencies(i, j);
     }
     s_agreement(CC ", " EH, "");
     s_reload();
@@ -1776,4 +1789,42 @@ Test(partners, a_reload_resends_nothing_in_flight_on_a_connection_that_stays)
     s_assert_all_acked(EH, HELD_BEFORE + HELD_AFTER);
     th_broker_stop(world);
     s_assert_log_names_no_child();
+}
+
+#define REORDER_RELOADS 20
+
+/* Each share in h is one the log addresses to agency. */
+static void s_assert_shares_are_to(const s_held_t *h, const char *agency)
+{
+    for (size_t i = 0; i < h->count; i++) {
+        char where[200];
+        snprintf(where, sizeof(where), "event = 'shared' AND share_id = '%s' AND to_agency = '%s'",
+                 h->ids[i], agency);
+        cr_assert_eq(th_pg_count(world, where), 1, "share %s, to another agency, reached %s",
+                     h->ids[i], agency);
+    }
+}
+
+Test(partners, a_reload_that_reorders_the_agencies_sends_each_share_to_its_recipient)
+{
+    long rss_before = s_begin("", CC);
+    void *ctx = zmq_ctx_new();
+    void *eh = s_raw_subscriber_keyed(ctx, EH, EH);
+    s_held_t got_eh = { .count = 0 };
+    /* each reload swaps the two recipients' places, while shares to both are
+     * being committed */
+    for (int i = 0; i < REORDER_RELOADS; i++) {
+        s_swap_agencies(s_agency_at(CC), s_agency_at(EH));
+        s_agreement(CC ", " EH, "");
+        s_reload();
+        s_held_listen(eh, &got_eh, 0, 100);
+    }
+    /* the early help reads what it is sent, never acknowledging */
+    s_held_listen(eh, &got_eh, 0, 500);
+    zmq_close(eh);
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("reload-reorder", rss_before);
+    cr_assert_gt(got_eh.count, 0, "the early help was sent nothing: the test proves nothing");
+    s_assert_shares_are_to(&got_eh, EH);
+    cr_assert_eq(got_eh.twice, 0, "%zu shares delivered twice to the early help", got_eh.twice);
 }
