@@ -408,6 +408,9 @@ static peer_t *s_subscriber(broker_t *b, size_t agency)
 
 void delivery_send_committed(broker_t *b, const out_t *o)
 {
+    if (o->to_agency >= acc_policy_agency_count(b->policy)) {
+        return; /* its agency left the agreement while it was being committed */
+    }
     const char *to = acc_policy_agency_id(b->policy, o->to_agency);
     size_t cursor = s_cursor_find(b->delivery, to, o->record_type);
     peer_t *p = s_subscriber(b, o->to_agency);

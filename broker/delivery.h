@@ -44,7 +44,9 @@ ACC_NODISCARD acc_rc_t delivery_load(broker_t *b, acc_err_t *err);
 void delivery_note_share(broker_t *b, const char *to, const char *record_type, int64_t seq);
 
 /* Sends a share the last commit made to its recipient's subscribing
- * connection, unless that connection is behind (it then gets it from the log). */
+ * connection, unless that connection is behind (it then gets it from the log).
+ * o->to_agency indexes the agreement in force (a reload readdresses it); one
+ * past its agencies (the agency left it) sends nothing. */
 void delivery_send_committed(broker_t *b, const out_t *o);
 
 /* The agreement changed (indices with it), after peers_rebind and with the
