@@ -418,6 +418,11 @@ void delivery_send_committed(broker_t *b, const out_t *o)
         p->backlog) {
         return; /* it arrives in log order when the subscriber is read from the log */
     }
+    if (o->seq <= p->cursor) {
+        /* already read from the log: the commit ended in PostgreSQL before the
+         * loop saw it end, and delivery_pump ran in between */
+        return;
+    }
     if (!s_can_take_more(b, p)) {
         acc_log_info("delivery",
                      "%s holds too much unacknowledged or unread; its deliveries wait in the log",
