@@ -1828,3 +1828,45 @@ Test(partners, a_reload_that_reorders_the_agencies_sends_each_share_to_its_recip
     s_assert_shares_are_to(&got_eh, EH);
     cr_assert_eq(got_eh.twice, 0, "%zu shares delivered twice to the early help", got_eh.twice);
 }
+
+#define LEAVE_RELOADS 25
+
+/* Social care leaves the agreement (listed last, then not at all) and comes back,
+ * each time while shares to it are being committed. */
+static void s_sc_leaves_and_returns(void)
+{
+    s_swap_agencies(s_agency_at(SC), world->agency_count - 1);
+    world->agency_count--;
+    s_agreement(CC, "");
+    s_reload();
+    world->agency_count++;
+    s_agreement(CC ", " SC, "");
+    s_reload();
+}
+
+Test(partners, an_agency_that_leaves_the_agreement_is_sent_nothing_more)
+{
+    s_agreement(CC ", " SC, "");
+    long rss_before = s_begin("", CC);
+    void *ctx = zmq_ctx_new();
+    void *sc = s_raw_subscriber_keyed(ctx, SC, SC);
+    s_held_t got_sc = { .count = 0 };
+    s_held_listen(sc, &got_sc, 0, 300);
+    for (int i = 0; i < LEAVE_RELOADS; i++) {
+        s_sc_leaves_and_returns();
+    }
+    /* its connection was retired when it left: nothing more reaches it */
+    size_t at_end = got_sc.count;
+    s_held_listen(sc, &got_sc, 0, 1000);
+    zmq_close(sc);
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("agency-leaves", rss_before);
+    fprintf(stderr, "partners: agency-leaves: social care received %zu shares, %zu after\n", at_end,
+            got_sc.count - at_end);
+    cr_assert_gt(got_sc.count, 0, "social care was sent nothing: the test proves nothing");
+    s_assert_shares_are_to(&got_sc, SC);
+    cr_assert_eq(got_sc.twice, 0, "%zu shares delivered twice to social care", got_sc.twice);
+    long shared = th_pg_count(world, "event = 'shared' AND to_agency = '" SC "'");
+    cr_assert_eq(th_pg_pending_count(world, "to_agency = '" SC "'"), shared,
+                 "a share to social care, which never acknowledged, is no longer pending");
+}
