@@ -316,7 +316,7 @@ static void s_inflight_remove(broker_t *b, size_t i)
     delivery_t *self = b->delivery;
     inflight_t *f = &self->inflight[i];
     size_t agency = f->to_agency;
-    /* counters restart with each agreement; entries from before may outlive them */
+    /* counters are recounted with each agreement (delivery_agreement_changed) */
     if (agency < b->agency_slots && b->agency_inflight[agency] > 0) {
         b->agency_inflight[agency]--;
         b->agency_inflight_bytes[agency] -= f->frame_len < b->agency_inflight_bytes[agency]
