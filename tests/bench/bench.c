@@ -13,18 +13,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HIST_SUB_BITS   6 /* 64 sub-buckets per power of two: under 1.6 % error */
-#define HIST_SUB_COUNT  (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS    ((64u - HIST_SUB_BITS + 1u) << HIST_SUB_BITS)
-#define POLL_IDLE_MS    100
-#define DRAIN_MAX_NS    (5 * 1000000000LL) /* results still owed after the window */
-#define SETTLE_NS       (300 * 1000000LL)  /* deliveries stopped arriving for this long */
-#define RATE_MAX_LAG_NS 1000000000LL       /* fixed rate: never burst to catch up more */
+#define HIST_SUB_BITS    6 /* 64 sub-buckets per power of two: under 1.6 % error */
+#define HIST_SUB_COUNT   (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS     ((64u - HIST_SUB_BITS + 1u) << HIST_SUB_BITS)
+#define POLL_IDLE_MS     100
+#define DRAIN_MAX_NS     (5 * 1000000000LL) /* results still owed after the window */
+#define SETTLE_NS        (300 * 1000000LL)  /* deliveries stopped arriving for this long */
+#define RATE_MAX_LAG_NS  1000000000LL       /* fixed rate: never burst to catch up more */
 #define WATCHDOG_SLACK_S 120                /* beyond warm-up and window, before giving up */
-#define NS_PER_S        1e9
-#define PHASE_RUN       0
-#define PHASE_DRAIN     1 /* publishers send nothing new and wait for their results */
-#define PHASE_EXIT      2
+#define NS_PER_S         1e9
+#define PHASE_RUN        0
+#define PHASE_DRAIN      1 /* publishers send nothing new and wait for their results */
+#define PHASE_EXIT       2
 
 typedef struct {
     uint64_t counts[HIST_BUCKETS];
@@ -288,10 +288,10 @@ typedef struct {
     uint64_t accepted;
     uint64_t refused;
     uint64_t deliveries;
-    double cpu_s;     /* server utime + stime; -1 unknown */
-    long long rows;   /* accord_log max(seq); -1 unknown */
-    double wal_bytes; /* cluster-wide pg_stat_wal.wal_bytes; -1 unknown */
-    double wal_fpi;   /* full-page images written to WAL; -1 unknown */
+    double cpu_s;        /* server utime + stime; -1 unknown */
+    long long rows;      /* accord_log max(seq); -1 unknown */
+    double wal_bytes;    /* cluster-wide pg_stat_wal.wal_bytes; -1 unknown */
+    double wal_fpi;      /* full-page images written to WAL; -1 unknown */
     double host_busy_s;  /* every CPU of the machine: user, system, interrupts; -1 unknown */
     double host_steal_s; /* taken by the hypervisor for other guests */
     double host_all_s;   /* every state, idle included */
@@ -504,12 +504,12 @@ static void s_report(const world_t *w, const snapshot_t *a, const snapshot_t *b,
     double wal_fpi = wal_known ? (b->wal_fpi - a->wal_fpi) / accepted : -1;
     bool host_known = a->host_all_s >= 0 && b->host_all_s > a->host_all_s && accepted > 0;
     double host_us = host_known ? (b->host_busy_s - a->host_busy_s) * 1e6 / accepted : -1;
-    double steal = host_known ? 100.0 * (b->host_steal_s - a->host_steal_s) /
-                                    (b->host_all_s - a->host_all_s)
-                              : -1;
-    double busy = host_known ? 100.0 * (b->host_busy_s - a->host_busy_s) /
-                                   (b->host_all_s - a->host_all_s)
-                             : -1;
+    double steal =
+        host_known ? 100.0 * (b->host_steal_s - a->host_steal_s) / (b->host_all_s - a->host_all_s)
+                   : -1;
+    double busy = host_known
+                      ? 100.0 * (b->host_busy_s - a->host_busy_s) / (b->host_all_s - a->host_all_s)
+                      : -1;
     json_t *obj = json_pack(
         "{s:s, s:s, s:i, s:i, s:i, s:I, s:i, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:o, s:o, s:o, "
         "s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:o, s:o}",

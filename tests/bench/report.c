@@ -570,8 +570,8 @@ static void s_host(const json_t *results)
                          "PostgreSQL, load generator):\n");
             header = true;
         }
-        (void)printf("  %-26s %8.1f CPU us/rec, CPUs %5.1f %% busy, %5.1f %% stolen\n",
-                     s_name(r), us, s_num(r, "host_busy_pct"), s_num(r, "host_steal_pct"));
+        (void)printf("  %-26s %8.1f CPU us/rec, CPUs %5.1f %% busy, %5.1f %% stolen\n", s_name(r),
+                     us, s_num(r, "host_busy_pct"), s_num(r, "host_steal_pct"));
     }
 }
 
