@@ -1198,13 +1198,43 @@ static void s_resize_agency_counts(broker_t *self)
     self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
 }
 
-/* Indices into the agreement change with it, so every delivery in flight is
- * pending again and each subscriber starts again from its oldest pending share;
- * acknowledgements already received stand. */
-static void s_restart_all_deliveries(broker_t *self)
+/* An agency index from the old agreement in the fresh one, by id; SIZE_MAX when
+ * the agency left it. */
+static size_t s_agency_in(const acc_policy_t *old, const acc_policy_t *fresh, size_t agency)
 {
-    delivery_agreement_changed(self);
+    size_t index = SIZE_MAX;
+    if (agency >= acc_policy_agency_count(old) ||
+        !acc_policy_find_agency(fresh, acc_policy_agency_id(old, agency), &index)) {
+        return SIZE_MAX;
+    }
+    return index;
+}
+
+/* The Delivers of the batches committing and staged were addressed by index into
+ * the old agreement, and are sent once their commit ends, under the fresh one:
+ * each is addressed again by its agency's id, or (its agency left) sends nothing
+ * and its share waits in the log. */
+static void s_readdress_waiting_delivers(broker_t *self, const acc_policy_t *fresh)
+{
+    batch_t *batches[2] = { &self->staging, &self->flight };
+    for (size_t k = 0; k < 2; k++) {
+        for (size_t i = 0; i < batches[k]->out_count; i++) {
+            out_t *o = &batches[k]->out[i];
+            if (o->kind == OUT_DELIVER) {
+                o->from_agency = s_agency_in(self->policy, fresh, o->from_agency);
+                o->to_agency = s_agency_in(self->policy, fresh, o->to_agency);
+            }
+        }
+    }
+}
+
+/* Indices into the agreement change with it: the per-agency counts start again
+ * for the new one, and the deliveries in flight on connections that stay are
+ * carried over to it and counted again; acknowledgements already received stand. */
+static void s_carry_deliveries_over(broker_t *self)
+{
     s_resize_agency_counts(self);
+    delivery_agreement_changed(self);
 }
 
 static bool s_has_box_key(const acc_policy_t *policy, const uint8_t *box_key)
@@ -1272,9 +1302,10 @@ static void s_reload(broker_t *self)
     bool auditors_changed = s_auditors_changed(self->policy, fresh);
     peers_rebind(self->peers, fresh);
     peers_reap(self->peers);
+    s_readdress_waiting_delivers(self, fresh);
     acc_policy_destroy(&self->policy);
     self->policy = fresh;
-    s_restart_all_deliveries(self);
+    s_carry_deliveries_over(self);
     acc_log_notice("agreement", "reloaded \"%s\" hash=%s", acc_policy_id(self->policy),
                    acc_policy_hash_hex(self->policy));
     self->reloads_ok++;

@@ -41,8 +41,9 @@ typedef struct out_t {
     char *record_id;    /* OUT_RESULT: the id an UNAVAILABLE answer echoes (a publish's
                          * record id, an outcome's share id) */
     char *status;       /* OUT_RESULT of an outcome: its status, for that answer */
-    size_t from_agency; /* OUT_DELIVER: publisher's agency index */
-    size_t to_agency;   /* OUT_DELIVER: recipient's agency index */
+    size_t from_agency; /* OUT_DELIVER: publisher's agency index (SIZE_MAX: it left) */
+    size_t to_agency;   /* OUT_DELIVER: recipient's agency index, in the agreement in
+                           force (SIZE_MAX: it left) */
     char *record_type;  /* OUT_DELIVER: for subscriptions */
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     int64_t seq; /* OUT_DELIVER: the share's log sequence */

@@ -316,7 +316,7 @@ static void s_inflight_remove(broker_t *b, size_t i)
     delivery_t *self = b->delivery;
     inflight_t *f = &self->inflight[i];
     size_t agency = f->to_agency;
-    /* counters restart with each agreement; entries from before may outlive them */
+    /* counters are recounted with each agreement (delivery_agreement_changed) */
     if (agency < b->agency_slots && b->agency_inflight[agency] > 0) {
         b->agency_inflight[agency]--;
         b->agency_inflight_bytes[agency] -= f->frame_len < b->agency_inflight_bytes[agency]
@@ -408,12 +408,20 @@ static peer_t *s_subscriber(broker_t *b, size_t agency)
 
 void delivery_send_committed(broker_t *b, const out_t *o)
 {
+    if (o->to_agency >= acc_policy_agency_count(b->policy)) {
+        return; /* its agency left the agreement while it was being committed */
+    }
     const char *to = acc_policy_agency_id(b->policy, o->to_agency);
     size_t cursor = s_cursor_find(b->delivery, to, o->record_type);
     peer_t *p = s_subscriber(b, o->to_agency);
     if (p == NULL || cursor == SIZE_MAX || !s_wants(p, o->to_agency, o->record_type) ||
         p->backlog) {
         return; /* it arrives in log order when the subscriber is read from the log */
+    }
+    if (o->seq <= p->cursor) {
+        /* already read from the log: the commit ended in PostgreSQL before the
+         * loop saw it end, and delivery_pump ran in between */
+        return;
     }
     if (!s_can_take_more(b, p)) {
         acc_log_info("delivery",
@@ -449,19 +457,29 @@ void delivery_subscribe(broker_t *b, peer_t *peer)
     peer->last_ack_ms = s_now_ms();
 }
 
+/* What is in flight on a connection the reload left as it was has not been
+ * lost: sent again, it would arrive twice (DESIGN: redelivery is for a lost
+ * connection, a timeout or a restart). The connections the reload retired
+ * dropped theirs (s_on_retire), under the old indices, before the swap. */
 void delivery_agreement_changed(broker_t *b)
 {
     delivery_t *self = b->delivery;
-    while (self->inflight_count > 0) {
-        s_inflight_remove(b, self->inflight_count - 1);
-    }
-    for (size_t i = 0; i < peers_count(b->peers); i++) {
-        peer_t *p = peers_at(b->peers, i);
-        if (p->subscriber && !p->closing) {
-            p->cursor = 0;
-            p->backlog = true;
+    size_t kept = 0;
+    for (size_t i = 0; i < self->inflight_count; i++) {
+        inflight_t f = self->inflight[i];
+        size_t agency = 0;
+        if (!acc_policy_find_agency(b->policy, self->cursors[f.cursor].agency, &agency) ||
+            s_subscriber(b, agency) == NULL) {
+            continue; /* pending again: its agency's next subscriber is sent it from the log */
+        }
+        f.to_agency = agency;
+        self->inflight[kept++] = f;
+        if (agency < b->agency_slots) {
+            b->agency_inflight[agency]++;
+            b->agency_inflight_bytes[agency] += f.frame_len;
         }
     }
+    self->inflight_count = kept;
 }
 
 /* ---- from the log ---- */

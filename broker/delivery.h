@@ -44,11 +44,17 @@ ACC_NODISCARD acc_rc_t delivery_load(broker_t *b, acc_err_t *err);
 void delivery_note_share(broker_t *b, const char *to, const char *record_type, int64_t seq);
 
 /* Sends a share the last commit made to its recipient's subscribing
- * connection, unless that connection is behind (it then gets it from the log). */
+ * connection, unless that connection is behind (it then gets it from the log).
+ * o->to_agency indexes the agreement in force (a reload readdresses it); one
+ * past its agencies (the agency left it) sends nothing. */
 void delivery_send_committed(broker_t *b, const out_t *o);
 
-/* The agreement changed (indices with it): what was in flight is sent again
- * from each subscriber's oldest pending share. */
+/* The agreement changed (indices with it), after peers_rebind and with the
+ * broker's per-agency counts new and zero: each delivery in flight to an agency
+ * whose subscribing connection stays is kept, under the agency's new index, and
+ * counted again; one to an agency that left the agreement, or that has no
+ * subscribing connection now, is pending again, sent to its next subscriber from
+ * the log. Nothing is sent again on a connection that stays. */
 void delivery_agreement_changed(broker_t *b);
 
 /* The connection ended or was retired: what it had in flight is pending again. */

@@ -1579,3 +1579,294 @@ Test(partners, an_auditor_that_asks_and_never_reads_costs_bounded_memory)
     cr_assert_eq(zmq_ctx_term(ctx), 0);
     s_end("unread-audit", rss_before);
 }
+
+/* ---- 12. an agreement reload while a subscriber holds deliveries in flight ---- */
+
+#define HELD_BEFORE    20   /* shares in flight, unacknowledged, when the agreement is reloaded */
+#define HELD_AFTER     5    /* shares published after the reload */
+#define HELD_LISTEN_MS 3000 /* after the reload, before acknowledging: a resend would come */
+#define HELD_MAX       1000 /* share ids one subscriber's tally holds */
+
+typedef struct {
+    char ids[HELD_MAX][40]; /* share ids received, in order, once each */
+    size_t count;
+    size_t twice; /* Delivers of a share already received on this connection */
+    size_t acked; /* ids[0..acked) acknowledged */
+    size_t errors;
+    char error_text[200];
+} s_held_t;
+
+static void s_held_take(s_held_t *h, const Accord__V1__Envelope *env)
+{
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+        if (h->errors++ == 0) {
+            snprintf(h->error_text, sizeof(h->error_text), "%s: %.150s", s_code_name(s_code(env)),
+                     env->error->message);
+        }
+        return;
+    }
+    if (env->body_case != ACCORD__V1__ENVELOPE__BODY_DELIVER) {
+        return;
+    }
+    for (size_t i = 0; i < h->count; i++) {
+        if (strcmp(h->ids[i], env->deliver->share_id) == 0) {
+            h->twice++;
+            return;
+        }
+    }
+    cr_assert_lt(h->count, HELD_MAX, "more shares delivered than the test can tally");
+    snprintf(h->ids[h->count++], sizeof(h->ids[0]), "%s", env->deliver->share_id);
+}
+
+/* Reads what the raw subscriber is sent (beating) for ms, or until it holds want shares. */
+static void s_held_listen(void *raw, s_held_t *h, size_t want, int ms)
+{
+    long deadline = s_now_ms() + ms;
+    long beat = 0;
+    while (s_now_ms() < deadline && (want == 0 || h->count < want)) {
+        if (s_now_ms() - beat >= 1000) {
+            s_raw_beat(raw);
+            beat = s_now_ms();
+        }
+        Accord__V1__Envelope *env = s_raw_recv(raw, 50);
+        if (env != NULL) {
+            s_held_take(h, env);
+            accord__v1__envelope__free_unpacked(env, NULL);
+        }
+    }
+}
+
+/* Acknowledges every share received and not yet acknowledged. */
+static void s_held_ack(void *raw, s_held_t *h)
+{
+    for (; h->acked < h->count; h->acked++) {
+        Accord__V1__DeliverAck ack = ACCORD__V1__DELIVER_ACK__INIT;
+        ack.share_id = h->ids[h->acked];
+        Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+        env.correlation_id = 100 + h->acked;
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK;
+        env.deliver_ack = &ack;
+        s_raw_send(raw, &env);
+    }
+}
+
+static void s_publish_visits(s_conn_t *hv, const char *prefix, size_t n, uint64_t corr)
+{
+    for (size_t i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "%s-%02zu", prefix, i);
+        s_rec_t r;
+        s_rec_init(&r, id, i, "Amelia");
+        s_expect_publish(hv, &r.rec, corr + i, ACCORD__V1__ERROR_CODE__OK, "a health visit");
+    }
+}
+
+static void s_swap_agencies(size_t i, size_t j)
+{
+    char id[sizeof(world->agencies[0])];
+    char key[sizeof(world->agency_keys[0])];
+    memcpy(id, world->agencies[i], sizeof(id));
+    memcpy(key, world->agency_keys[i], sizeof(key));
+    memcpy(world->agencies[i], world->agencies[j], sizeof(id));
+    memcpy(world->agency_keys[i], world->agency_keys[j], sizeof(key));
+    memcpy(world->agencies[j], id, sizeof(id));
+    memcpy(world->agency_keys[j], key, sizeof(key));
+}
+
+static size_t s_agency_at(const char *agency)
+{
+    for (size_t i = 0; i < world->agency_count; i++) {
+        if (strcmp(world->agencies[i], agency) == 0) {
+            return i;
+        }
+    }
+    cr_assert_fail("%s is not in the world", agency);
+    return 0;
+}
+
+/* The early help's key rotated, and the agencies listed in reverse order, so
+ * every agency's index in the agreement changes; the children's centres' key
+ * and connection stay as they were. */
+static void s_reload_reordered_with_eh_rotated(void)
+{
+    s_keygen("eh-rotated");
+    s_public_z85("eh-rotated", world->agency_keys[s_agency_at(EH)]);
+    for (size_t i = 0, j = world->agency_count - 1; i < j; i++, j--) {
+        s_swap_agencies(i, j);
+    }
+    s_agreement(CC ", " EH, "");
+    s_reload();
+}
+
+/* A raw subscriber with the key pair named (DIR/NAME.curve.secret), welcomed as agency. */
+static void *s_raw_subscriber_keyed(void *ctx, const char *name, const char *agency)
+{
+    char *key = s_secret_path(name);
+    void *s = s_dealer(ctx, key, NULL);
+    free(key);
+    cr_assert_eq(zmq_connect(s, world->endpoint), 0);
+    char *who = s_raw_welcome(s);
+    cr_assert_str_eq(who, agency);
+    free(who);
+    return s;
+}
+
+/* Every share to agency is acknowledged in the log, none is pending. */
+static void s_assert_all_acked(const char *agency, long total)
+{
+    char where[200];
+    snprintf(where, sizeof(where), "to_agency = '%s'", agency);
+    cr_assert_eq(th_pg_wait_acked_count(world, where, total, 10000), total,
+                 "not every share to %s is acknowledged in the log", agency);
+    cr_assert_eq(th_pg_pending_count(world, where), 0, "shares to %s still pending", agency);
+}
+
+Test(partners, a_reload_resends_nothing_in_flight_on_a_connection_that_stays)
+{
+    /* no redelivery by timeout within the test: any resend is the reload's */
+    s_start_broker("redeliver_after_ms: 600000\n");
+    void *ctx = zmq_ctx_new();
+    void *cc = s_raw_subscriber_keyed(ctx, CC, CC);
+    void *eh_old = s_raw_subscriber_keyed(ctx, EH, EH);
+    s_conn_t hv;
+    s_conn_open(&hv, HV);
+    s_held_t got_cc = { .count = 0 };
+    s_held_t got_eh_old = { .count = 0 };
+    s_held_t got_eh_new = { .count = 0 };
+
+    s_publish_visits(&hv, "held", HELD_BEFORE, 1);
+    s_held_listen(cc, &got_cc, HELD_BEFORE, 20000);
+    s_held_listen(eh_old, &got_eh_old, HELD_BEFORE, 20000);
+    cr_assert_eq(got_cc.count, HELD_BEFORE, "%zu of %d shares delivered before the reload",
+                 got_cc.count, HELD_BEFORE);
+    cr_assert_eq(got_eh_old.count, HELD_BEFORE, "%zu of %d shares to the early help delivered",
+                 got_eh_old.count, HELD_BEFORE);
+    s_reload_reordered_with_eh_rotated();
+    s_held_listen(cc, &got_cc, 0, HELD_LISTEN_MS);
+    size_t resent = got_cc.twice;
+    /* acknowledged after the reload, though sent before it */
+    s_held_ack(cc, &got_cc);
+    /* the rotated-out key's connection is sent nothing more; what it held is
+     * pending again, and the new key's connection is sent it */
+    s_held_listen(eh_old, &got_eh_old, 0, 500);
+    void *eh_new = s_raw_subscriber_keyed(ctx, "eh-rotated", EH);
+    s_publish_visits(&hv, "after", HELD_AFTER, 100);
+    s_conn_close(&hv);
+    s_held_listen(cc, &got_cc, HELD_BEFORE + HELD_AFTER, 20000);
+    s_held_ack(cc, &got_cc);
+    s_held_listen(eh_new, &got_eh_new, HELD_BEFORE + HELD_AFTER, 20000);
+    s_held_ack(eh_new, &got_eh_new);
+    s_held_listen(cc, &got_cc, 0, 1000);
+    s_held_listen(eh_new, &got_eh_new, 0, 1000);
+    zmq_close(cc);
+    zmq_close(eh_old);
+    zmq_close(eh_new);
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_assert_broker_up("after the reload");
+    fprintf(stderr,
+            "partners: reload-in-flight: %d shares held over the reload by a connection that "
+            "stays, %zu sent again before they were acknowledged, %zu in all sent twice, %zu of "
+            "%d received; the rotated key's connection %zu, the new key's %zu\n",
+            HELD_BEFORE, resent, got_cc.twice, got_cc.count, HELD_BEFORE + HELD_AFTER,
+            got_eh_old.count, got_eh_new.count);
+    cr_assert_eq(got_cc.twice, 0,
+                 "%zu shares delivered twice on a connection the reload left as it was",
+                 got_cc.twice);
+    cr_assert_eq(got_cc.errors, 0, "the subscriber got %zu Errors, first %s", got_cc.errors,
+                 got_cc.error_text);
+    cr_assert_eq(got_cc.count, HELD_BEFORE + HELD_AFTER, "%zu of %d shares delivered", got_cc.count,
+                 HELD_BEFORE + HELD_AFTER);
+    cr_assert_eq(got_eh_old.count, HELD_BEFORE, "the rotated-out key was sent %zu more shares",
+                 got_eh_old.count - HELD_BEFORE);
+    cr_assert_eq(got_eh_new.twice, 0, "%zu shares delivered twice to the new key",
+                 got_eh_new.twice);
+    cr_assert_eq(got_eh_new.errors, 0, "the new key's subscriber got %zu Errors, first %s",
+                 got_eh_new.errors, got_eh_new.error_text);
+    cr_assert_eq(got_eh_new.count, HELD_BEFORE + HELD_AFTER,
+                 "%zu of %d shares delivered to the new key", got_eh_new.count,
+                 HELD_BEFORE + HELD_AFTER);
+    s_assert_all_acked(CC, HELD_BEFORE + HELD_AFTER);
+    s_assert_all_acked(EH, HELD_BEFORE + HELD_AFTER);
+    th_broker_stop(world);
+    s_assert_log_names_no_child();
+}
+
+#define REORDER_RELOADS 20
+
+/* Each share in h is one the log addresses to agency. */
+static void s_assert_shares_are_to(const s_held_t *h, const char *agency)
+{
+    for (size_t i = 0; i < h->count; i++) {
+        char where[200];
+        snprintf(where, sizeof(where), "event = 'shared' AND share_id = '%s' AND to_agency = '%s'",
+                 h->ids[i], agency);
+        cr_assert_eq(th_pg_count(world, where), 1, "share %s, to another agency, reached %s",
+                     h->ids[i], agency);
+    }
+}
+
+Test(partners, a_reload_that_reorders_the_agencies_sends_each_share_to_its_recipient)
+{
+    long rss_before = s_begin("", CC);
+    void *ctx = zmq_ctx_new();
+    void *eh = s_raw_subscriber_keyed(ctx, EH, EH);
+    s_held_t got_eh = { .count = 0 };
+    /* each reload swaps the two recipients' places, while shares to both are
+     * being committed */
+    for (int i = 0; i < REORDER_RELOADS; i++) {
+        s_swap_agencies(s_agency_at(CC), s_agency_at(EH));
+        s_agreement(CC ", " EH, "");
+        s_reload();
+        s_held_listen(eh, &got_eh, 0, 100);
+    }
+    /* the early help reads what it is sent, never acknowledging */
+    s_held_listen(eh, &got_eh, 0, 500);
+    zmq_close(eh);
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("reload-reorder", rss_before);
+    cr_assert_gt(got_eh.count, 0, "the early help was sent nothing: the test proves nothing");
+    s_assert_shares_are_to(&got_eh, EH);
+    cr_assert_eq(got_eh.twice, 0, "%zu shares delivered twice to the early help", got_eh.twice);
+}
+
+#define LEAVE_RELOADS 25
+
+/* Social care leaves the agreement (listed last, then not at all) and comes back,
+ * each time while shares to it are being committed. */
+static void s_sc_leaves_and_returns(void)
+{
+    s_swap_agencies(s_agency_at(SC), world->agency_count - 1);
+    world->agency_count--;
+    s_agreement(CC, "");
+    s_reload();
+    world->agency_count++;
+    s_agreement(CC ", " SC, "");
+    s_reload();
+}
+
+Test(partners, an_agency_that_leaves_the_agreement_is_sent_nothing_more)
+{
+    s_agreement(CC ", " SC, "");
+    long rss_before = s_begin("", CC);
+    void *ctx = zmq_ctx_new();
+    void *sc = s_raw_subscriber_keyed(ctx, SC, SC);
+    s_held_t got_sc = { .count = 0 };
+    s_held_listen(sc, &got_sc, 0, 300);
+    for (int i = 0; i < LEAVE_RELOADS; i++) {
+        s_sc_leaves_and_returns();
+    }
+    /* its connection was retired when it left: nothing more reaches it */
+    size_t at_end = got_sc.count;
+    s_held_listen(sc, &got_sc, 0, 1000);
+    zmq_close(sc);
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("agency-leaves", rss_before);
+    fprintf(stderr, "partners: agency-leaves: social care received %zu shares, %zu after\n", at_end,
+            got_sc.count - at_end);
+    cr_assert_gt(got_sc.count, 0, "social care was sent nothing: the test proves nothing");
+    s_assert_shares_are_to(&got_sc, SC);
+    cr_assert_eq(got_sc.twice, 0, "%zu shares delivered twice to social care", got_sc.twice);
+    long shared = th_pg_count(world, "event = 'shared' AND to_agency = '" SC "'");
+    cr_assert_eq(th_pg_pending_count(world, "to_agency = '" SC "'"), shared,
+                 "a share to social care, which never acknowledged, is no longer pending");
+}
