@@ -15,8 +15,11 @@
  *    answered to, or delivered on, a connection that has ended.
  * 4. A new key epoch starts between commits: for new auditors it waits for
  *    the commit in flight; by age or rows, after a commit has ended well.
- * 5. Deliveries are read from the log (delivery_pump) only between commits,
- *    with nothing staged, so the cursors they move are the committed ones.
+ * 5. Deliveries are read from the log (delivery_pump) only with nothing staged,
+ *    so the cursors they move are the committed ones. A commit may be in flight:
+ *    one that has ended in PostgreSQL before the loop sees it end can have its
+ *    shares read from the log first, and delivery_send_committed then sends
+ *    nothing a connection has already read (at or below its position).
  *
  * Where it may block: zmq_poll (up to POLL_IDLE_MS, less when acknowledgements
  * fall due); the reader connection's lookups (bounded by statement_timeout);
