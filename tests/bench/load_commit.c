@@ -37,7 +37,8 @@ typedef struct {
     pgrows_t rows;
     pgrows_buf_t buf;
     int recipients;
-    char cursor_type[32]; /* record type of this connection's cursor rows */
+    char cursor_type[32];   /* record type of this connection's cursor rows */
+    char record_prefix[16]; /* its record ids: accepted once each (schema 0010) */
     char sql[SQL_MAX];
     tokens_t waiting;    /* records sent, for the next commit */
     tokens_t committing; /* records in the commit in flight */
@@ -88,6 +89,8 @@ static int s_pub_open(void **out, const bench_opts_t *opts, int index)
     c->rows.seq = index;
     c->rows.stride = opts->publishers;
     c->rows.rng += (uint64_t)index;
+    (void)snprintf(c->record_prefix, sizeof(c->record_prefix), "b%d", index);
+    c->rows.record_prefix = c->record_prefix;
     c->db = PQconnectdb(opts->endpoint);
     *out = c;
     if (PQstatus(c->db) != CONNECTION_OK) {
