@@ -536,26 +536,23 @@ static void s_send_unavailable(broker_t *self, const out_t *o, const char *why)
 
 #define WHY_UNAVAILABLE "the sharing log cannot be written just now; retry"
 
+/* Answers first, then deliveries: a publisher waits on its answer to send its
+ * next record, while a subscriber's delivery waits on nothing of the publisher's,
+ * so the answers do not queue behind every recipient's copy in the I/O thread. */
 static void s_flush(broker_t *self, batch_t *batch, bool committed, const char *why)
 {
     for (size_t i = 0; i < batch->out_count; i++) {
-        out_t *o = &batch->out[i];
-        switch (o->kind) {
-        case OUT_REPLY:
+        const out_t *o = &batch->out[i];
+        if (o->kind == OUT_REPLY || (o->kind == OUT_RESULT && committed)) {
             s_reply(self, o, o->frame, o->frame_len);
-            break;
-        case OUT_RESULT:
-            if (committed) {
-                s_reply(self, o, o->frame, o->frame_len);
-            } else {
-                s_send_unavailable(self, o, why);
-            }
-            break;
-        case OUT_DELIVER:
-            if (committed) {
-                delivery_send_committed(self, o);
-            }
-            break;
+        } else if (o->kind == OUT_RESULT) {
+            s_send_unavailable(self, o, why);
+        }
+    }
+    for (size_t i = 0; i < batch->out_count; i++) {
+        out_t *o = &batch->out[i];
+        if (o->kind == OUT_DELIVER && committed) {
+            delivery_send_committed(self, o);
         }
         s_out_free(o);
     }
