@@ -593,11 +593,13 @@ Test(audit, subject_access_and_show_say_when_each_share_was_acknowledged)
 
 /* A page is cut at AUDIT_PAGE_BYTES of payloads only when payloads are asked for:
  * without them, a page of large records still holds AUDIT_PAGE_MAX rows. */
-static size_t s_page_rows(client_t *c, bool payloads, bool *more, size_t *payload_bytes)
+/* One page of the shared rows after after_seq, asked as accord-audit asks it. */
+static Accord__V1__Envelope *s_shared_page(client_t *c, bool payloads, uint64_t after_seq)
 {
     Accord__V1__AuditQuery q = ACCORD__V1__AUDIT_QUERY__INIT;
     q.event = acc_pb_str("shared");
     q.payloads = payloads;
+    q.after_seq = after_seq;
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = 9;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY;
@@ -608,6 +610,12 @@ static size_t s_page_rows(client_t *c, bool payloads, bool *more, size_t *payloa
     cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
     cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT, "body %d",
                  reply->body_case);
+    return reply;
+}
+
+static size_t s_page_rows(client_t *c, bool payloads, bool *more, size_t *payload_bytes)
+{
+    Accord__V1__Envelope *reply = s_shared_page(c, payloads, 0);
     size_t rows = reply->audit_result->n_rows;
     *more = reply->audit_result->more;
     *payload_bytes = 0;
@@ -682,29 +690,12 @@ Test(audit, a_page_cut_after_one_large_row_says_more_follow)
     th_broker_start(world);
     acc_agent_config_t cfg;
     client_t *c = th_client(world, "ig-officer", &cfg);
-    Accord__V1__AuditQuery q = ACCORD__V1__AUDIT_QUERY__INIT;
-    q.event = acc_pb_str("shared");
-    q.payloads = true;
-    q.after_seq = (uint64_t)seqs[0] - 1;
-    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = 11;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_AUDIT_QUERY;
-    env.audit_query = &q;
-    acc_err_t err;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
-    Accord__V1__Envelope *reply = NULL;
-    cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
-    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT, "body %d",
-                 reply->body_case);
+    Accord__V1__Envelope *reply = s_shared_page(c, true, (uint64_t)seqs[0] - 1);
     cr_assert_eq(reply->audit_result->n_rows, 1);
     cr_assert_eq(reply->audit_result->rows[0]->payload.len, sizeof(large));
     cr_assert(reply->audit_result->more, "the page after the large row was not announced");
     accord__v1__envelope__free_unpacked(reply, NULL);
-    q.after_seq = (uint64_t)seqs[0];
-    env.correlation_id = 12;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
-    cr_assert_eq(client_recv(c, &reply, 20000, &err), ACC_OK, "%s", err.msg);
-    cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT);
+    reply = s_shared_page(c, true, (uint64_t)seqs[0]);
     cr_assert_eq(reply->audit_result->n_rows, 2);
     cr_assert_eq(reply->audit_result->rows[0]->seq, (uint64_t)seqs[1]);
     cr_assert_eq(reply->audit_result->rows[1]->seq, (uint64_t)seqs[2]);
