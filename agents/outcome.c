@@ -13,8 +13,6 @@
 #include "report.h"
 #include "spool.h"
 
-#define SPOOL_SCAN_MS 500 /* how often an idle spool looks for new files */
-
 typedef struct {
     const acc_agent_config_t *config;
     client_t *client; /* connected at the first report */
@@ -259,6 +257,18 @@ static int s_spool_file(outcome_t *o, spool_t *spool, const char *name)
     return status;
 }
 
+static int s_spool_each(void *ctx, spool_t *spool, const char *name)
+{
+    return s_spool_file(ctx, spool, name);
+}
+
+static int s_spool_idle(void *ctx, int64_t ms)
+{
+    (void)ctx;
+    agent_sleep_ms(ms);
+    return EXIT_SUCCESS;
+}
+
 static int s_spool(outcome_t *o, const char *dir, bool once)
 {
     spool_t *spool = NULL;
@@ -267,26 +277,8 @@ static int s_spool(outcome_t *o, const char *dir, bool once)
         acc_log_error("outcome", "%s", err.msg);
         return EXIT_OUTPUT;
     }
-    int status = EXIT_SUCCESS;
     acc_log_notice("outcome", "watching %s", spool_incoming(spool));
-    while (status == EXIT_SUCCESS && !agent_stop) {
-        size_t count = 0;
-        char **names = spool_list(spool, &count);
-        if (names == NULL) {
-            status = EXIT_OUTPUT;
-            break;
-        }
-        for (size_t i = 0; i < count && status == EXIT_SUCCESS && !agent_stop; i++) {
-            status = s_spool_file(o, spool, names[i]);
-        }
-        spool_free_names(names);
-        if (count == 0 && once) {
-            break;
-        }
-        if (count == 0 && status == EXIT_SUCCESS && !agent_stop) {
-            agent_sleep_ms(SPOOL_SCAN_MS);
-        }
-    }
+    int status = spool_watch(spool, once, s_spool_each, s_spool_idle, o);
     acc_log_notice("outcome", "spool stopped");
     spool_destroy(&spool);
     return status;

@@ -17,7 +17,6 @@
 #include "spool.h"
 
 #define RESEND_AFTER_MS 10000 /* an unanswered publish is sent again (idempotent) */
-#define SPOOL_SCAN_MS   500   /* how often an idle spool looks for new files */
 
 typedef struct {
     uint64_t id;   /* correlation id: unique for the life of the process */
@@ -548,6 +547,16 @@ static int s_idle(publisher_t *pub, int64_t ms)
     return rc == ACC_ERR_PERMISSION ? agent_stop_refused(rc, &err) : EXIT_SUCCESS;
 }
 
+static int s_spool_each(void *ctx, spool_t *spool, const char *name)
+{
+    return s_spool_file(ctx, spool, name);
+}
+
+static int s_spool_idle(void *ctx, int64_t ms)
+{
+    return s_idle(ctx, ms);
+}
+
 static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_bytes, bool once)
 {
     spool_t *spool = NULL;
@@ -556,26 +565,8 @@ static int s_publish_spool(publisher_t *pub, const char *dir, int64_t max_file_b
         acc_log_error("publish", "%s", err.msg);
         return EXIT_OUTPUT;
     }
-    int status = EXIT_SUCCESS;
     acc_log_notice("publish", "watching %s", spool_incoming(spool));
-    while (status == EXIT_SUCCESS && !agent_stop) {
-        size_t count = 0;
-        char **names = spool_list(spool, &count);
-        if (names == NULL) {
-            status = EXIT_OUTPUT;
-            break;
-        }
-        for (size_t i = 0; i < count && status == EXIT_SUCCESS && !agent_stop; i++) {
-            status = s_spool_file(pub, spool, names[i]);
-        }
-        spool_free_names(names);
-        if (count == 0 && once) {
-            break;
-        }
-        if (count == 0 && status == EXIT_SUCCESS && !agent_stop) {
-            status = s_idle(pub, SPOOL_SCAN_MS);
-        }
-    }
+    int status = spool_watch(spool, once, s_spool_each, s_spool_idle, pub);
     acc_log_notice("publish", "spool stopped; answers ignored: %zu late or duplicate, %zu unknown",
                    pub->ignored_settled, pub->ignored_unknown);
     spool_destroy(&spool);

@@ -13,6 +13,8 @@
 #include "accord/log.h"
 #include "agent.h"
 
+#define SPOOL_SCAN_MS 500 /* how often an idle spool looks for new files */
+
 #define SPOOL_NAME_MAX 200 /* room left for done/.NAME.N.results.tmp within NAME_MAX */
 
 /* A file in incoming/ that could not be set aside: skipped, logged once, until it
@@ -410,4 +412,27 @@ void spool_release(spool_file_t *file)
     free(file->results_tmp);
     free(file->rejected_tmp);
     memset(file, 0, sizeof(*file));
+}
+
+int spool_watch(spool_t *self, bool once, spool_each_fn *each, spool_idle_fn *idle, void *ctx)
+{
+    int status = EXIT_SUCCESS;
+    while (status == EXIT_SUCCESS && !agent_stop) {
+        size_t count = 0;
+        char **names = spool_list(self, &count);
+        if (names == NULL) {
+            return EXIT_OUTPUT;
+        }
+        for (size_t i = 0; i < count && status == EXIT_SUCCESS && !agent_stop; i++) {
+            status = each(ctx, self, names[i]);
+        }
+        spool_free_names(names);
+        if (count == 0 && once) {
+            break;
+        }
+        if (count == 0 && status == EXIT_SUCCESS && !agent_stop) {
+            status = idle(ctx, SPOOL_SCAN_MS);
+        }
+    }
+    return status;
 }

@@ -73,4 +73,15 @@ bool spool_commit(const spool_t *self, spool_file_t *file, bool any_rejected);
  * place, and frees the paths; safe after spool_commit and on every failure path. */
 void spool_release(spool_file_t *file);
 
+/* One file of incoming, by name: an exit status (EXIT_SUCCESS to go on). */
+typedef int spool_each_fn(void *ctx, spool_t *spool, const char *name);
+/* Nothing waiting: wait up to ms (doing what the command must meanwhile); an
+ * exit status. */
+typedef int spool_idle_fn(void *ctx, int64_t ms);
+
+/* Hands every file of incoming to each, oldest first, until agent_stop, a status
+ * other than EXIT_SUCCESS, or (once) an empty scan; idle between empty scans.
+ * Returns the status that ended it. */
+int spool_watch(spool_t *self, bool once, spool_each_fn *each, spool_idle_fn *idle, void *ctx);
+
 #endif
