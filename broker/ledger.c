@@ -1671,8 +1671,10 @@ void ledger_note_publish(ledger_t *self, const char *from, const char *record_id
  * schema 0010, for one record or for a batch's (two text arrays). The pre-0008
  * table is asked only when it holds anything: a probe less per record on every
  * log started since. On the reader connection the questions are prepared once
- * (their plan cannot go wrong: the index answers every column); text columns
- * come back as their bytes in binary format. */
+ * (their plan cannot go wrong: the index answers every column); the one-record
+ * form then runs a generic plan, the array form is still planned for each batch
+ * (its generic plan guesses ten keys). Text columns come back as their bytes in
+ * binary format. */
 enum { LOOKUP_ONE, LOOKUP_MANY };
 
 static const char *const s_lookup_names[2] = { "accord_publish_one", "accord_publish_many" };

@@ -6,8 +6,10 @@
 -- was accepted before: once for every record published.
 --
 -- This index answers that question exactly (every column of it, one row at
--- most), so the broker prepares the question once per connection instead of
--- having PostgreSQL plan it for every batch; the plain index on (from_agency,
+-- most), so the broker prepares the question once per connection: asked about
+-- one record (every record, at a low rate) it is not planned again at all, and
+-- asked about a batch it is parsed once (PostgreSQL still plans the batch form
+-- for its number of records each time); the plain index on (from_agency,
 -- record_id) could not be trusted to a prepared plan, which on a new, empty log
 -- chose the index on (from_agency, seq) and then walked an agency's every row.
 -- It also makes the rule PostgreSQL's own: a second accepted row for the same
