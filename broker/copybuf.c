@@ -1,15 +1,19 @@
-/* copybuf.c - rows in PostgreSQL's COPY text format */
+/* copybuf.c - SQL text and rows in PostgreSQL's binary COPY format */
 #include "copybuf.h"
 
-#include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "accord/rc.h"
 
 #define COPYBUF_FIRST (64 * (size_t)1024)
+
+/* PostgreSQL's type oids for the arrays' elements (pg_type.dat: fixed since 1996) */
+#define OID_INT8 20
+#define OID_TEXT 25
+
+/* timestamptz counts microseconds from 2000-01-01 00:00:00 UTC */
+#define PG_EPOCH_US ((int64_t)946684800 * 1000000)
 
 static void s_reserve(copybuf_t *b, size_t more)
 {
@@ -24,10 +28,10 @@ static void s_reserve(copybuf_t *b, size_t more)
     b->cap = cap;
 }
 
-static void s_raw(copybuf_t *b, const char *s, size_t len)
+static void s_raw(copybuf_t *b, const void *bytes, size_t len)
 {
     s_reserve(b, len);
-    memcpy(b->data + b->len, s, len);
+    memcpy(b->data + b->len, bytes, len);
     b->len += len;
 }
 
@@ -36,113 +40,143 @@ void copybuf_raw(copybuf_t *b, const char *bytes, size_t len)
     s_raw(b, bytes, len);
 }
 
-static void s_char(copybuf_t *b, char c)
+/* Network byte order, as every integer in the format. */
+static void s_be(copybuf_t *b, uint64_t v, size_t bytes)
 {
-    s_raw(b, &c, 1);
+    uint8_t out[8];
+    for (size_t i = 0; i < bytes; i++) {
+        out[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+    }
+    s_raw(b, out, bytes);
 }
 
-/* Escapes for COPY's text format; quote adds array-element quoting inside it. */
-static void s_escaped(copybuf_t *b, const char *s, bool quote)
+static void s_i16(copybuf_t *b, int v)
 {
-    for (; *s != '\0'; s++) {
-        char c = *s;
-        if (quote && (c == '"' || c == '\\')) {
-            s_raw(b, "\\\\", 2); /* the array's backslash, itself escaped for COPY */
-        }
-        if (c == '\\') {
-            s_raw(b, "\\\\", 2);
-        } else if (c == '\n') {
-            s_raw(b, "\\n", 2);
-        } else if (c == '\r') {
-            s_raw(b, "\\r", 2);
-        } else if (c == '\t') {
-            s_raw(b, "\\t", 2);
-        } else {
-            s_char(b, c);
-        }
+    s_be(b, (uint64_t)(uint16_t)(int16_t)v, 2);
+}
+
+static void s_i32(copybuf_t *b, int64_t v)
+{
+    s_be(b, (uint64_t)(uint32_t)(int32_t)v, 4);
+}
+
+static void s_i64(copybuf_t *b, int64_t v)
+{
+    s_be(b, (uint64_t)v, 8);
+}
+
+/* A value's length, then its bytes. The broker's values are bounded far below
+ * 1 GiB (a frame is at most a few MiB), PostgreSQL's own bound on a value. */
+static void s_value(copybuf_t *b, const void *bytes, size_t len)
+{
+    s_i32(b, (int64_t)len);
+    s_raw(b, bytes, len);
+}
+
+void copybuf_row(copybuf_t *b, int columns)
+{
+    if (b->len == 0) {
+        /* the signature, the flags (no oids) and the header extension's length */
+        static const char signature[11] = { 'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377',
+                                            '\r', '\n', '\0' };
+        s_raw(b, signature, sizeof(signature));
+        s_i32(b, 0);
+        s_i32(b, 0);
     }
+    s_i16(b, columns);
+}
+
+void copybuf_end(copybuf_t *b)
+{
+    s_i16(b, -1);
+}
+
+void copybuf_null(copybuf_t *b)
+{
+    s_i32(b, -1);
+}
+
+void copybuf_int8(copybuf_t *b, int64_t v)
+{
+    s_i32(b, 8);
+    s_i64(b, v);
 }
 
 void copybuf_text(copybuf_t *b, const char *s)
 {
     if (s == NULL) {
-        s_raw(b, "\\N", 2);
+        copybuf_null(b);
         return;
     }
-    s_escaped(b, s, false);
+    s_value(b, s, strlen(s));
 }
 
 void copybuf_bytea(copybuf_t *b, const uint8_t *bytes, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
     if (bytes == NULL) {
-        s_raw(b, "\\N", 2);
+        copybuf_null(b);
         return;
     }
-    s_reserve(b, 3 + 2 * len);
-    s_raw(b, "\\\\x", 3);
-    for (size_t i = 0; i < len; i++) {
-        b->data[b->len++] = hex[bytes[i] >> 4];
-        b->data[b->len++] = hex[bytes[i] & 0x0f];
-    }
+    s_value(b, bytes, len);
 }
 
-void copybuf_int(copybuf_t *b, int64_t v)
+void copybuf_uuid(copybuf_t *b, const uint8_t uuid[16])
 {
-    char buf[32];
-    int n = snprintf(buf, sizeof(buf), "%lld", (long long)v);
-    s_raw(b, buf, (size_t)n);
+    copybuf_bytea(b, uuid, 16);
 }
 
 void copybuf_timestamp(copybuf_t *b, int64_t at_us)
 {
-    time_t secs = (time_t)(at_us / 1000000);
-    struct tm tm;
-    (void)gmtime_r(&secs, &tm);
-    char buf[48];
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-    int m = snprintf(buf + n, sizeof(buf) - n, ".%06d+00", (int)(at_us % 1000000));
-    s_raw(b, buf, n + (size_t)m);
+    copybuf_int8(b, at_us - PG_EPOCH_US);
+}
+
+/* An array (array_send's layout): its dimensions (none when empty), a flag for
+ * NULL elements (never here), the element type, then the one dimension's length
+ * and lower bound, then the elements. The value's length goes first but is
+ * known last: s_array_begin reserves it at the returned offset and s_array_end
+ * fills it in. */
+static size_t s_array_begin(copybuf_t *b, size_t count, int element_oid)
+{
+    size_t at = b->len;
+    s_i32(b, 0);
+    s_i32(b, count > 0 ? 1 : 0);
+    s_i32(b, 0);
+    s_i32(b, element_oid);
+    if (count > 0) {
+        s_i32(b, (int64_t)count);
+        s_i32(b, 1);
+    }
+    return at;
+}
+
+static void s_array_end(copybuf_t *b, size_t at)
+{
+    size_t end = b->len;
+    b->len = at;
+    s_i32(b, (int64_t)(end - at - 4));
+    b->len = end;
 }
 
 void copybuf_text_array(copybuf_t *b, const char *const *items, size_t count)
 {
-    s_char(b, '{');
+    size_t at = s_array_begin(b, count, OID_TEXT);
     for (size_t i = 0; i < count; i++) {
-        if (i > 0) {
-            s_char(b, ',');
-        }
-        s_char(b, '"');
-        s_escaped(b, items[i], true);
-        s_char(b, '"');
+        s_value(b, items[i], strlen(items[i]));
     }
-    s_char(b, '}');
+    s_array_end(b, at);
 }
 
-void copybuf_int_array(copybuf_t *b, const int64_t *items, size_t count)
+void copybuf_int8_array(copybuf_t *b, const int64_t *items, size_t count)
 {
     if (items == NULL) {
-        copybuf_raw(b, "\\N", 2);
+        copybuf_null(b);
         return;
     }
-    s_char(b, '{');
+    size_t at = s_array_begin(b, count, OID_INT8);
     for (size_t i = 0; i < count; i++) {
-        if (i > 0) {
-            s_char(b, ',');
-        }
-        copybuf_int(b, items[i]);
+        copybuf_int8(b, items[i]);
     }
-    s_char(b, '}');
-}
-
-void copybuf_next(copybuf_t *b)
-{
-    s_char(b, '\t');
-}
-
-void copybuf_end_row(copybuf_t *b)
-{
-    s_char(b, '\n');
+    s_array_end(b, at);
 }
 
 void copybuf_reset(copybuf_t *b)

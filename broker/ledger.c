@@ -26,7 +26,7 @@ static const char s_copy_sql[] =
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
     " key_epoch, nonce, payload, signature, prev_hash, entry_hash, content_hash, acked_seqs,"
     " refers_to)"
-    " FROM STDIN";
+    " FROM STDIN (FORMAT binary)";
 
 /* An epoch key the broker holds: the current one, and older ones while they may
  * still have unacknowledged shares. */
@@ -63,7 +63,7 @@ struct ledger_t {
     size_t staged;
     ledger_observer_fn *observer;
     void *observer_ctx;
-    copybuf_t log_rows;   /* COPY text of the staged log rows */
+    copybuf_t log_rows;   /* the staged log rows, binary COPY */
     copybuf_t cursor_sql; /* statements saving the staged cursors */
     pubset_t publishes;   /* publishes accepted in this batch, and earlier ones it looked up */
     uint8_t *outbox_key;  /* sodium_malloc, 32 bytes: opens the pre-0008 outbox */
@@ -622,56 +622,41 @@ static acc_rc_t s_write_mark(ledger_t *self, bool sync)
     return rc;
 }
 
+#define LOG_COLUMNS 25 /* s_copy_sql's */
+
 static void s_encode_row(copybuf_t *b, const acc_logrow_t *row, const uint8_t *prev_hash,
                          const uint8_t *entry_hash)
 {
-    char uuid[37];
-    acc_uuid_format(uuid, row->share_id);
-    copybuf_int(b, row->seq);
-    copybuf_next(b);
-    copybuf_text(b, uuid);
-    copybuf_next(b);
+    copybuf_row(b, LOG_COLUMNS);
+    copybuf_int8(b, row->seq);
+    copybuf_uuid(b, row->share_id);
     copybuf_timestamp(b, row->at_us);
     const char *texts[] = { row->event, row->from_agency, row->to_agency, row->record_type,
                             row->record_id };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        copybuf_next(b);
         copybuf_text(b, texts[i]);
     }
-    copybuf_next(b);
     copybuf_bytea(b, row->subject_tag, ACC_LOGROW_TAG_BYTES);
-    copybuf_next(b);
     copybuf_text_array(b, row->rule_ids, row->rule_count);
     const char *more[] = { row->purpose, row->lawful_basis, row->consent, row->error_code,
                            row->reason };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
-        copybuf_next(b);
         copybuf_text(b, more[i]);
     }
-    copybuf_next(b);
     copybuf_bytea(b, row->agreement_hash, ACC_POLICY_HASH_BYTES);
-    copybuf_next(b);
-    copybuf_int(b, row->key_epoch);
-    copybuf_next(b);
+    copybuf_int8(b, row->key_epoch);
     copybuf_bytea(b, row->nonce, ACC_LOGROW_NONCE_BYTES);
-    copybuf_next(b);
     copybuf_bytea(b, row->payload, row->payload_len);
-    copybuf_next(b);
     copybuf_bytea(b, row->signature, ACC_LOGROW_SIG_BYTES);
-    copybuf_next(b);
     copybuf_bytea(b, prev_hash, ACC_LOGROW_HASH_BYTES);
-    copybuf_next(b);
     copybuf_bytea(b, entry_hash, ACC_LOGROW_HASH_BYTES);
-    copybuf_next(b);
     copybuf_bytea(b, row->content_hash, ACC_LOGROW_HASH_BYTES);
-    copybuf_next(b);
-    copybuf_int_array(b, row->acked_count > 0 ? row->acked_seqs : NULL, row->acked_count);
-    copybuf_next(b);
+    copybuf_int8_array(b, row->acked_count > 0 ? row->acked_seqs : NULL, row->acked_count);
     if (row->refers_to != NULL) {
-        acc_uuid_format(uuid, row->refers_to);
+        copybuf_uuid(b, row->refers_to);
+    } else {
+        copybuf_null(b);
     }
-    copybuf_text(b, row->refers_to != NULL ? uuid : NULL);
-    copybuf_end_row(b);
 }
 
 /* ---- staging and commit ---- */
@@ -947,6 +932,9 @@ acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err)
     const copybuf_t *copies[1] = { NULL };
     copybuf_reset(&self->flight_sql);
     (void)s_batch_sql(self, &self->flight_sql, copies);
+    if (self->log_rows.len > 0) {
+        copybuf_end(&self->log_rows);
+    }
     copybuf_t rows = self->flight_rows;
     self->flight_rows = self->log_rows;
     self->log_rows = rows;
