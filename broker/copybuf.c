@@ -77,8 +77,8 @@ void copybuf_row(copybuf_t *b, int columns)
 {
     if (b->len == 0) {
         /* the signature, the flags (no oids) and the header extension's length */
-        static const char signature[11] = { 'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377',
-                                            '\r', '\n', '\0' };
+        static const char signature[11] = { 'P',  'G',    'C',  'O',  'P', 'Y',
+                                            '\n', '\377', '\r', '\n', '\0' };
         s_raw(b, signature, sizeof(signature));
         s_i32(b, 0);
         s_i32(b, 0);

@@ -25,11 +25,11 @@ typedef struct {
  * last row is in, copybuf_end closes the stream. A NULL pointer is SQL NULL. */
 void copybuf_row(copybuf_t *b, int columns);
 void copybuf_null(copybuf_t *b);
-void copybuf_int8(copybuf_t *b, int64_t v);                  /* bigint */
-void copybuf_text(copybuf_t *b, const char *s);               /* text, valid UTF-8 */
+void copybuf_int8(copybuf_t *b, int64_t v);     /* bigint */
+void copybuf_text(copybuf_t *b, const char *s); /* text, valid UTF-8 */
 void copybuf_bytea(copybuf_t *b, const uint8_t *bytes, size_t len);
-void copybuf_uuid(copybuf_t *b, const uint8_t uuid[16]);      /* uuid */
-void copybuf_timestamp(copybuf_t *b, int64_t at_us);          /* timestamptz, us since 1970 */
+void copybuf_uuid(copybuf_t *b, const uint8_t uuid[16]); /* uuid */
+void copybuf_timestamp(copybuf_t *b, int64_t at_us);     /* timestamptz, us since 1970 */
 void copybuf_text_array(copybuf_t *b, const char *const *items, size_t count); /* text[] */
 /* NULL items: SQL NULL; else a bigint[] of count values (possibly empty). */
 void copybuf_int8_array(copybuf_t *b, const int64_t *items, size_t count);

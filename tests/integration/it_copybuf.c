@@ -31,8 +31,7 @@ TestSuite(copybuf, .init = setup, .fini = teardown, .timeout = 60);
 
 static void s_int4(copybuf_t *b, int v)
 {
-    const uint8_t be[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
-                            (uint8_t)v };
+    const uint8_t be[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
     copybuf_bytea(b, be, sizeof(be)); /* an int's binary form: its four bytes */
 }
 
@@ -40,8 +39,8 @@ static void s_int4(copybuf_t *b, int v)
 static char *s_copy(copybuf_t *b)
 {
     static char error[512];
-    PGresult *res =
-        PQexec(world->db, "COPY copybuf_check (n, i, u, at, t, b, a, s) FROM STDIN (FORMAT binary)");
+    PGresult *res = PQexec(
+        world->db, "COPY copybuf_check (n, i, u, at, t, b, a, s) FROM STDIN (FORMAT binary)");
     cr_assert_eq(PQresultStatus(res), PGRES_COPY_IN, "%s", PQerrorMessage(world->db));
     PQclear(res);
     cr_assert_eq(PQputCopyData(world->db, b->data, (int)b->len), 1);
@@ -87,8 +86,13 @@ Test(copybuf, every_kind_of_value_reads_back_as_written)
     static const uint8_t bytes[] = { 0x00, 0x5c, 0x78, 0xff, 0x09, 0x0a };
     /* what text COPY escaped, and array quoting: tab, newline, backslash, quote,
      * comma, braces; and a name in Welsh */
-    const char *rules[] = { "hv-to-cc", "a,b", "q\"uote", "{brace}", "back\\slash",
-                            "tab\there", "Ysgol Gymraeg Llanfair\xe2\x80\x99s" };
+    const char *rules[] = { "hv-to-cc",
+                            "a,b",
+                            "q\"uote",
+                            "{brace}",
+                            "back\\slash",
+                            "tab\there",
+                            "Ysgol Gymraeg Llanfair\xe2\x80\x99s" };
     const int64_t seqs[] = { 1, -2, INT64_MAX };
     copybuf_t b = { 0 };
 
