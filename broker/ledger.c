@@ -1416,9 +1416,7 @@ void ledger_reported_clear(ledger_reported_t *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* The rule ids as a PostgreSQL text[] literal; ids passed validation (no quotes,
- * commas or braces), and are quoted all the same. */
-static char *s_text_array(const char *const *items, size_t count)
+char *ledger_text_array(const char *const *items, size_t count)
 {
     copybuf_t b = { 0 };
     copybuf_raw(&b, "{", 1);
@@ -1443,7 +1441,7 @@ acc_rc_t ledger_involvement(ledger_t *self, ledger_lookup_t *q, acc_err_t *err)
     if (conn == NULL) {
         return ACC_ERR_DB;
     }
-    char *rules = s_text_array(q->outcome_rules, q->rule_count);
+    char *rules = ledger_text_array(q->outcome_rules, q->rule_count);
     const char *values[4] = { (const char *)q->tag, q->window, q->asker, rules };
     int lengths[4] = { ACC_LOGROW_TAG_BYTES, 0, 0, 0 };
     int formats[4] = { 1, 0, 0, 0 };

@@ -89,7 +89,7 @@ typedef struct {
     char limit[24];
     char tag_hex[2 * ACC_LOGROW_TAG_BYTES + 3];
     char overdue_days[16];
-    char outcome_rules[4096]; /* a text[] literal */
+    char *outcome_rules; /* a text[] literal, owned */
 } s_query_t;
 
 /* Adds "AND <column> <op> $n<cast>" for a non-empty value. */
@@ -129,17 +129,7 @@ static void s_add_child(s_query_t *q, const uint8_t *tag)
  * than days, on which nothing has been reported. */
 static void s_add_overdue(s_query_t *q, const ledger_audit_filter_t *f)
 {
-    size_t used = 0;
-    q->outcome_rules[used++] = '{';
-    for (size_t r = 0; r < f->outcome_rule_count; r++) {
-        const char *id = f->outcome_rules[r];
-        if (used + strlen(id) + 4 < sizeof(q->outcome_rules)) {
-            used += (size_t)snprintf(q->outcome_rules + used, sizeof(q->outcome_rules) - used,
-                                     "%s\"%s\"", used > 1 ? "," : "", id);
-        }
-    }
-    q->outcome_rules[used++] = '}';
-    q->outcome_rules[used] = '\0';
+    q->outcome_rules = ledger_text_array(f->outcome_rules, f->outcome_rule_count);
     (void)snprintf(q->overdue_days, sizeof(q->overdue_days), "%u", f->overdue_days);
     s_add(q, q->overdue_days, "event = 'shared' AND at < now() - interval '1 day' * ", "::int");
     s_add(q, q->outcome_rules, "rule_ids && ",
@@ -336,6 +326,7 @@ acc_rc_t ledger_audit_page(ledger_t *self, const ledger_audit_filter_t *filter,
     s_build(&q, filter);
     PGresult *res = ledger_read(self, q.sql, q.n, q.values, err);
     sodium_memzero(q.tag_hex, sizeof(q.tag_hex));
+    free(q.outcome_rules);
     if (res == NULL) {
         return ACC_ERR_DB;
     }

@@ -116,16 +116,19 @@ static void s_free_involved(s_lookup_t *l)
     l->count = 0;
 }
 
-/* The rule ids whose shares take outcomes: their shares can be open referrals. */
-static size_t s_outcome_rules(const acc_policy_t *policy, const char **out, size_t max)
+/* The rule ids whose shares take outcomes (their shares can be open referrals),
+ * every one of them: an array the caller frees, its count in *count. */
+static const char **s_outcome_rules(const acc_policy_t *policy, size_t *count)
 {
-    size_t n = 0;
-    for (size_t r = 0; r < acc_policy_rule_count(policy) && n < max; r++) {
+    size_t rules = acc_policy_rule_count(policy);
+    const char **out = acc_xcalloc(rules + 1, sizeof(*out));
+    *count = 0;
+    for (size_t r = 0; r < rules; r++) {
         if (acc_policy_rule_outcomes(policy, r, NULL, NULL)) {
-            out[n++] = acc_policy_rule_id(policy, r);
+            out[(*count)++] = acc_policy_rule_id(policy, r);
         }
     }
-    return n;
+    return out;
 }
 
 /* Tells one agency named in the answer who looked: a `notified` row, delivered
@@ -193,9 +196,8 @@ static void s_notify(s_lookup_t *l, const Accord__V1__Involvement *v, const uint
 static void s_answer(s_lookup_t *l)
 {
     broker_t *self = l->self;
-    const char *outcome_rules[ACC_LOGROW_MAX_RULES * 16];
-    size_t rule_count = s_outcome_rules(self->policy, outcome_rules,
-                                        sizeof(outcome_rules) / sizeof(*outcome_rules));
+    size_t rule_count = 0;
+    const char **outcome_rules = s_outcome_rules(self->policy, &rule_count);
     ledger_lookup_t q = { .tag = l->tag,
                           .window = acc_policy_lookup_window(self->policy, l->lookup),
                           .asker = l->peer->id,
@@ -204,7 +206,9 @@ static void s_answer(s_lookup_t *l)
                           .fn = s_on_involved,
                           .ctx = l };
     acc_err_t err;
-    if (ledger_involvement(self->ledger, &q, &err) != ACC_OK) {
+    acc_rc_t rc = ledger_involvement(self->ledger, &q, &err);
+    free(outcome_rules);
+    if (rc != ACC_OK) {
         acc_log_warn("lookup", "a lookup by %s not answered: %s", l->peer->id, err.msg);
         s_free_involved(l);
         Accord__V1__LookupResult result = ACCORD__V1__LOOKUP_RESULT__INIT;

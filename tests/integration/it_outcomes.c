@@ -773,3 +773,84 @@ Test(outcomes, while_postgresql_is_down_outcomes_and_lookups_are_unavailable_and
     free(json);
     th_pg_private_remove(world);
 }
+
+/* ---- an agreement with many rules that take outcomes ---- */
+
+/* A partnership protocol covering many services: 300 other rules taking outcomes,
+ * their ids as long as the agreement allows, listed before ed-to-mash. */
+#define MANY_RULES 300
+
+static void many_rules_setup(void)
+{
+    const char *agencies[] = { ED, MASH, HV, EH, NULL };
+    world = th_world_new(agencies);
+    size_t size = sizeof(s_agreement) + (size_t)MANY_RULES * 700;
+    char *text = malloc(size);
+    cr_assert_not_null(text);
+    const char *rules = strstr(s_agreement, "rules:\n");
+    size_t used = (size_t)(rules - s_agreement);
+    memcpy(text, s_agreement, used);
+    for (int i = 0; i < MANY_RULES; i++) {
+        used += (size_t)snprintf(text + used, size - used,
+                                 "  - id: service-%03d\n    fields: {status: text}\n", i);
+    }
+    used += (size_t)snprintf(text + used, size - used, "rules:\n");
+    for (int i = 0; i < MANY_RULES; i++) {
+        used += (size_t)snprintf(
+            text + used, size - used,
+            "  - id: early-help-step-up-and-step-down-referral-for-service-%03d\n"
+            "    from: " HV "\n    to: [" EH "]\n    record_types: [service-%03d]\n"
+            "    fields: [status]\n    subject: [nhs_number]\n    purpose: Step-up review\n"
+            "    lawful_basis: \"UK GDPR 6(1)(e)\"\n    consent: not-required\n"
+            "    outcomes:\n      statuses: [accepted, declined]\n",
+            i, i);
+    }
+    /* ed-to-mash, renamed as long as the others: a short id could still fit in
+     * whatever room a bounded list had left */
+    const char *ed_rule = strstr(rules, "  - id: ed-to-mash\n");
+    cr_assert_not_null(ed_rule);
+    (void)snprintf(text + used, size - used,
+                   "  - id: emergency-department-attendance-referral-to-the-mash-%s",
+                   ed_rule + strlen("  - id: ed-to-"));
+    th_world_agreement(world, text);
+    free(text);
+    th_broker_start(world);
+}
+
+TestSuite(many_rules, .init = many_rules_setup, .fini = teardown, .timeout = 240);
+
+/* The overdue report and a lookup's open referrals each ask the log about every
+ * rule that takes outcomes: none may be left out, however many there are. */
+Test(many_rules, overdue_referrals_and_open_referrals_count_every_rule_taking_outcomes)
+{
+    char *json = s_ed_json("ed-att-many", CHILD_NHS);
+    char *share = s_share(ED, json);
+    th_pg_exec(world, "ALTER TABLE accord_log DISABLE TRIGGER accord_log_append_only");
+    th_pg_exec(world, "UPDATE accord_log SET at = at - interval '3 days' WHERE event = 'shared'");
+    th_pg_exec(world, "ALTER TABLE accord_log ENABLE TRIGGER accord_log_append_only");
+    const char *auditor = th_agent_config(world, "ig-officer", NULL);
+    char *out = NULL;
+    cr_assert_eq(th_run(world, &out, "accord-audit", "--config", auditor, "overdue", "--days", "2",
+                        "--json", (char *)NULL),
+                 0, "%s", out);
+    json_t *rows = json_loads(out, 0, NULL);
+    cr_assert(json_is_array(rows), "%s", out);
+    cr_assert_eq(json_array_size(rows), 1, "the referral under the last rule is overdue: %s", out);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "share_id")),
+                     share);
+    json_decref(rows);
+    free(out);
+
+    acc_agent_config_t mcfg;
+    client_t *mash = th_client(world, MASH, &mcfg);
+    Accord__V1__Envelope *reply = s_lookup(mash, CHILD_NHS, "", "", PURPOSE);
+    cr_assert_eq(reply->lookup_result->code, ACCORD__V1__ERROR_CODE__OK);
+    const Accord__V1__Involvement *ed = s_involved(reply->lookup_result, ED);
+    cr_assert_not_null(ed, "the emergency department shared about the child");
+    cr_assert_eq(ed->open_referrals, 1, "its referral to the MASH has no outcome yet");
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&mash);
+    acc_agent_config_clear(&mcfg);
+    free(share);
+    free(json);
+}
