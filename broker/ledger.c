@@ -21,6 +21,9 @@
 #define NONCE_PREFIX_BYTES 16
 #define EPOCH_RETRY_MS     5000 /* a failed rotation is tried again after this */
 
+/* A row's delivery stream (ledger.h), in SQL */
+#define LEDGER_STREAM_SQL "CASE WHEN event = 'shared' THEN record_type ELSE '@' || event END"
+
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"

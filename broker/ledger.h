@@ -56,15 +56,14 @@ int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, si
  * ledger keeps each epoch's key, sealed in accord_epoch_broker under a key only
  * the broker holds, while that epoch may still have unacknowledged shares. */
 
-/* A share read back from the log for its recipient. Strings and bytes are valid
- * only during the callback. */
 /* The delivery stream a deliverable row belongs to: its record type for a
  * `shared` row, "@outcome" or "@notified" for the others (no record type can
  * start with '@'). Cursors are kept per recipient and stream. */
-#define LEDGER_STREAM_SQL      "CASE WHEN event = 'shared' THEN record_type ELSE '@' || event END"
 #define LEDGER_STREAM_OUTCOME  "@outcome"
 #define LEDGER_STREAM_NOTIFIED "@notified"
 
+/* A share read back from the log for its recipient. Strings and bytes are valid
+ * only during the callback. */
 typedef struct {
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     int64_t seq;
