@@ -88,6 +88,7 @@ int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool s
         return EXIT_CONFIG;
     }
     client_set_refusals_final(*out, AGENT_REFUSALS_FINAL);
+    client_set_stop(*out, &agent_stop);
     int64_t backoff = AGENT_RETRY_MIN_MS;
     int64_t left = deadline_ms - agent_now_ms();
     while (!agent_stop && left > 0) {
@@ -98,6 +99,9 @@ int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool s
         }
         if (rc == ACC_ERR_PERMISSION || rc == ACC_ERR_INVALID) {
             return agent_stop_refused(rc, &err);
+        }
+        if (agent_stop) {
+            break;
         }
         acc_log_warn("agent", "%s; retrying", err.msg);
         agent_sleep_ms(s_min(backoff, s_max0(deadline_ms - agent_now_ms())));

@@ -38,6 +38,7 @@ struct client_t {
     int64_t last_recv_ms;  /* the last frame from the broker */
     uint64_t generation;   /* sockets opened so far */
     char agency[128];
+    const volatile sig_atomic_t *stop; /* NULL, or set when the program stops */
 };
 
 static int64_t s_now_ms(void)
@@ -412,6 +413,9 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
         client_tick(self);
         s_reconnect_if_silent(self);
         s_retry_refused(self);
+        if (self->stop != NULL && *self->stop) {
+            return acc_err_set(err, ACC_ERR_TIMEOUT, "stopping");
+        }
         int64_t left = deadline - s_now_ms();
         if (left <= 0) {
             return acc_err_set(err, ACC_ERR_TIMEOUT, "no answer from the broker at \"%s\"",
@@ -458,6 +462,11 @@ acc_rc_t client_hello(client_t *self, int timeout_ms, acc_err_t *err)
         accord__v1__envelope__free_unpacked(env, acc_pb_wiping_allocator());
     }
     return rc;
+}
+
+void client_set_stop(client_t *self, const volatile sig_atomic_t *stop)
+{
+    self->stop = stop;
 }
 
 void client_set_refusals_final(client_t *self, unsigned refusals)

@@ -3,6 +3,7 @@
 #ifndef ACCORD_AGENTS_CLIENT_H
 #define ACCORD_AGENTS_CLIENT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -55,6 +56,12 @@ void client_tick(client_t *self);
  * more, a fresh socket asks again a second after each refusal, so one refusal
  * from a broker in the middle of a restart does not stop a service. */
 void client_set_refusals_final(client_t *self, unsigned refusals);
+
+/* A flag a signal handler sets to stop the program: while it is set, client_recv
+ * (and so client_hello) returns ACC_ERR_TIMEOUT at once instead of waiting out
+ * its timeout, so a stop is not held up by a broker that does not answer. The
+ * flag must outlive the client. */
+void client_set_stop(client_t *self, const volatile sig_atomic_t *stop);
 
 /* How many times the connection was re-established since open. */
 uint64_t client_reconnects(const client_t *self);

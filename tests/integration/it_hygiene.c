@@ -350,3 +350,32 @@ Test(hygiene, an_audit_page_stops_at_its_byte_budget_and_says_more)
     client_destroy(&ig);
     acc_agent_config_clear(&cfg);
 }
+
+/* A port on this machine that nothing listens on: bound, then let go. */
+static int s_unused_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* systemd (or an operator's Ctrl-C) stops an agent that is still waiting for the
+ * broker's Welcome: it must stop then, not when its current wait ends. */
+Test(hygiene, an_agent_waiting_for_an_unreachable_broker_stops_when_asked)
+{
+    snprintf(world->endpoint, sizeof(world->endpoint), "tcp://127.0.0.1:%d", s_unused_port());
+    const char *commands[] = { "publish", "subscribe" };
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        const char *agency = i == 0 ? "rft-health-visiting" : "rmbc-childrens-centres";
+        th_proc_t *agent = th_agent_start(world, commands[i], agency, NULL);
+        th_sleep_ms(1500); /* inside its first wait for a Welcome (5 s) */
+        int status = th_proc_stop(&agent, SIGTERM, 1000);
+        cr_assert_neq(status, 128 + SIGKILL,
+                      "accord-agent %s was still waiting a second after SIGTERM", commands[i]);
+    }
+}
