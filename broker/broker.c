@@ -307,6 +307,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_s
     self->config = config;
     self->peers = peers_new(s_on_retire, self);
     self->delivery = delivery_new();
+    self->outcomes = outcome_new();
     self->stop_requested = stop_requested;
     self->reload_requested = reload_requested;
     self->ctx = zmq_ctx_new();
@@ -364,7 +365,7 @@ void broker_destroy(broker_t **self_p)
         return;
     }
     broker_t *self = *self_p;
-    free(self->outcomes);
+    outcome_destroy(&self->outcomes);
     batch_t *batches[2] = { &self->staging, &self->flight };
     for (size_t b = 0; b < 2; b++) {
         for (size_t i = 0; i < batches[b]->out_count; i++) {
@@ -660,7 +661,7 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
     }
     s_release_held(f);
     f->rows = 0;
-    outcome_settle(self);
+    outcome_settle(self->outcomes, self->ledger);
 }
 
 /* Answers that wrote no row (a Welcome, an error, a first result again) leave at
@@ -1028,7 +1029,7 @@ static bool s_commit_one(broker_t *self)
     delivery_stage(self, false); /* a new cursor goes with its first share */
     bool committed = ledger_commit(self->ledger, &err) == ACC_OK;
     delivery_settle(self, committed);
-    outcome_settle(self);
+    outcome_settle(self->outcomes, self->ledger);
     if (!committed && ledger_failed_on_data(self->ledger)) {
         return false;
     }

@@ -15,6 +15,7 @@
 #include "hwm.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "outcome.h"
 #include "peers.h"
 #include "zap.h"
 
@@ -67,15 +68,6 @@ typedef struct {
     int64_t started_us; /* when its commit started (flight) */
 } batch_t;
 
-/* An outcome staged and not yet known to be committed: a second report on the
- * same share in the meantime is checked against it too. */
-typedef struct {
-    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
-    unsigned status; /* ACC_OUTCOME_* */
-    uint8_t outcome_id[ACC_LOGROW_SHARE_BYTES];
-    int64_t seq;
-} staged_outcome_t;
-
 typedef struct broker_t {
     const acc_broker_config_t *config;
     void *ctx;
@@ -86,16 +78,14 @@ typedef struct broker_t {
     acc_policy_t *policy;
     uint8_t *subject_key; /* sodium_malloc, 32 bytes */
     peers_t *peers;
-    void *monitor;              /* PAIR socket: the router's disconnections, from libzmq */
-    inmsg_t *inbox;             /* one read pass of messages, allocated on first use */
-    batch_t staging;            /* the batch being read and staged */
-    batch_t flight;             /* the batch whose commit is in flight (ledger_in_flight) */
-    bool replaying;             /* committing held publishes one at a time after a data failure */
-    staged_outcome_t *outcomes; /* staged or in flight (outcome.c) */
-    size_t outcome_count;
-    size_t outcome_cap;
-    delivery_t *delivery;          /* cursors, deliveries in flight, acknowledgements */
-    size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
+    void *monitor;           /* PAIR socket: the router's disconnections, from libzmq */
+    inmsg_t *inbox;          /* one read pass of messages, allocated on first use */
+    batch_t staging;         /* the batch being read and staged */
+    batch_t flight;          /* the batch whose commit is in flight (ledger_in_flight) */
+    bool replaying;          /* committing held publishes one at a time after a data failure */
+    outcome_t *outcomes;     /* staged or in flight (outcome.c) */
+    delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
+    size_t *agency_inflight; /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
     size_t agency_slots;           /* entries in those two arrays */
     const volatile sig_atomic_t *stop_requested;
@@ -172,15 +162,6 @@ bool broker_subject_tag(const broker_t *self, const char *agency, const char *nh
  * logs it as a `looked-up` row (or a refusal), and, when the agreement's lookup
  * says notify, stages a `notified` row and notice for each agency named. */
 void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-/* outcome.c: checks one Outcome against the share it reports on and the share's
- * rules, stages its `outcome` row (or a refusal) and queues the result and, when
- * the rule says so, the notice to the share's publisher. */
-void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-/* outcome.c: after a commit ended (either way), forgets the outcomes staged in
- * memory that the log now holds, or that were dropped with a failed batch. */
-void outcome_settle(broker_t *self);
 
 /* publish.c: the final answer to a Publish whose rows PostgreSQL refused for
  * their data: a refused row holding only broker-chosen text (no record_id or

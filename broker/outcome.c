@@ -1,6 +1,8 @@
 /* outcome.c - a recipient reports what became of a share: checked against the
  * share in the log and its rules, logged as an `outcome` row chained like any
  * other, and delivered to the share's publisher when the rule says to_sender */
+#include "outcome.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +13,24 @@
 #include "accord/policy_outcome.h"
 #include "broker.h"
 
+/* An outcome staged and not yet known to be committed. */
+typedef struct {
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    unsigned status; /* ACC_OUTCOME_* */
+    uint8_t outcome_id[ACC_LOGROW_SHARE_BYTES];
+    int64_t seq;
+} staged_outcome_t;
+
+struct outcome_t {
+    staged_outcome_t *staged; /* owned, grown on first use */
+    size_t count;
+    size_t cap;
+};
+
 /* One Outcome while it is decided. */
 typedef struct {
     broker_t *self;
+    outcome_t *table; /* the broker's staged outcomes */
     peer_t *peer;
     const Accord__V1__Envelope *env;
     const Accord__V1__Outcome *req;
@@ -95,9 +112,9 @@ static unsigned s_last_status(const s_outcome_t *o, unsigned status, bool *seen,
             *seen_seq = o->rep.outcomes[i].seq;
         }
     }
-    const broker_t *self = o->self;
-    for (size_t i = 0; i < self->outcome_count; i++) {
-        const staged_outcome_t *m = &self->outcomes[i];
+    const outcome_t *table = o->table;
+    for (size_t i = 0; i < table->count; i++) {
+        const staged_outcome_t *m = &table->staged[i];
         if (sodium_memcmp(m->share_id, o->share_id, ACC_LOGROW_SHARE_BYTES) != 0) {
             continue;
         }
@@ -114,34 +131,50 @@ static unsigned s_last_status(const s_outcome_t *o, unsigned status, bool *seen,
     return last;
 }
 
-static void s_remember(broker_t *self, const uint8_t *share_id, unsigned status,
+outcome_t *outcome_new(void)
+{
+    return acc_xcalloc(1, sizeof(outcome_t));
+}
+
+void outcome_destroy(outcome_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL) {
+        return;
+    }
+    outcome_t *self = *self_p;
+    free(self->staged);
+    free(self);
+    *self_p = NULL;
+}
+
+static void s_remember(outcome_t *self, const uint8_t *share_id, unsigned status,
                        const uint8_t *outcome_id, int64_t seq)
 {
-    if (self->outcome_count == self->outcome_cap) {
-        self->outcome_cap = self->outcome_cap == 0 ? 16 : self->outcome_cap * 2;
-        self->outcomes = acc_xrealloc(self->outcomes, self->outcome_cap * sizeof(*self->outcomes));
+    if (self->count == self->cap) {
+        self->cap = self->cap == 0 ? 16 : self->cap * 2;
+        self->staged = acc_xrealloc(self->staged, self->cap * sizeof(*self->staged));
     }
-    staged_outcome_t *m = &self->outcomes[self->outcome_count++];
+    staged_outcome_t *m = &self->staged[self->count++];
     memcpy(m->share_id, share_id, sizeof(m->share_id));
     m->status = status;
     memcpy(m->outcome_id, outcome_id, sizeof(m->outcome_id));
     m->seq = seq;
 }
 
-void outcome_settle(broker_t *self)
+void outcome_settle(outcome_t *self, const ledger_t *ledger)
 {
     uint8_t hash[ACC_LOGROW_HASH_BYTES];
-    int64_t head = ledger_head(self->ledger, hash);
-    int64_t staged = ledger_staged_head(self->ledger);
+    int64_t head = ledger_head(ledger, hash);
+    int64_t staged = ledger_staged_head(ledger);
     size_t kept = 0;
-    for (size_t i = 0; i < self->outcome_count; i++) {
+    for (size_t i = 0; i < self->count; i++) {
         /* committed rows are read from the log now; rows above the staged head
          * went with a failed batch */
-        if (self->outcomes[i].seq > head && self->outcomes[i].seq <= staged) {
-            self->outcomes[kept++] = self->outcomes[i];
+        if (self->staged[i].seq > head && self->staged[i].seq <= staged) {
+            self->staged[kept++] = self->staged[i];
         }
     }
-    self->outcome_count = kept;
+    self->count = kept;
 }
 
 /* Logs the outcome and queues its answer and, for to_sender, its notice. */
@@ -193,7 +226,7 @@ static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
     int64_t seq = ledger_stage(self->ledger, &row, plain, len);
     sodium_memzero(plain, len); /* the outcome's fields */
     free(plain);
-    s_remember(self, o->share_id, d->status, id, seq);
+    s_remember(o->table, o->share_id, d->status, id, seq);
 
     size_t publisher = 0;
     if (d->to_sender && acc_policy_find_agency(self->policy, o->rep.from_agency, &publisher)) {
@@ -260,7 +293,9 @@ void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope
                            "auditors do not report outcomes");
         return;
     }
-    s_outcome_t o = { .self = self, .peer = peer, .env = env, .req = env->outcome };
+    s_outcome_t o = {
+        .self = self, .table = self->outcomes, .peer = peer, .env = env, .req = env->outcome
+    };
     acc_err_t err;
     o.has_share_id = acc_uuid_parse(o.share_id, acc_pb_str(o.req->share_id), &err) == ACC_OK;
     if (!o.has_share_id) {
