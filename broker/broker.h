@@ -151,7 +151,7 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
 void broker_today(char day[11]);
 void broker_now_text(char out[BROKER_AT_TEXT_MAX]);
 
-/* publish.c: the keyed tag by which the log finds a child's rows: of nhs (a
+/* The keyed tag by which the log finds a child's rows: of nhs (a
  * normalised NHS number) when it is not "", else of agency's local_id when that
  * is not ""; false when neither. Callers normalise the number once, where they
  * check it. */

@@ -33,28 +33,6 @@ typedef struct {
     Accord__V1__Withheld *withheld_ptrs[ACC_POLICY_MAX_RECIPIENTS];
 } s_publish_t;
 
-/* The subject tag lets auditors find a child's rows without the log holding the
- * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
- * local id qualified by the publisher. */
-bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
-                        const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES])
-{
-    char input[512];
-    int n = -1;
-    if (nhs[0] != '\0') {
-        n = snprintf(input, sizeof(input), "nhs:%s", nhs);
-    } else if (local_id[0] != '\0') {
-        n = snprintf(input, sizeof(input), "local:%s:%s", agency, local_id);
-    }
-    bool ok = n > 0 && (size_t)n < sizeof(input);
-    if (ok) {
-        (void)crypto_generichash(tag, ACC_LOGROW_TAG_BYTES, (const uint8_t *)input,
-                                 (unsigned long long)n, self->subject_key, 32);
-    }
-    sodium_memzero(input, sizeof(input));
-    return ok;
-}
-
 /* The record's NHS number normalised once (recipients get it in that form), and
  * its tag. */
 static void s_subject_tag(const broker_t *self, s_publish_t *p)
