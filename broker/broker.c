@@ -82,11 +82,32 @@ void broker_now_text(char out[BROKER_AT_TEXT_MAX])
     (void)snprintf(out, BROKER_AT_TEXT_MAX, "%s.%06dZ", second, (int)(ts.tv_nsec / 1000) % 1000000);
 }
 
-/* ---- the subject tag: computed here, so the subject key never leaves this file ---- */
+/* ---- what the request handlers read of the broker (broker.h) ---- */
+
+const acc_policy_t *broker_policy(const broker_t *self)
+{
+    return self->policy;
+}
+
+ledger_t *broker_ledger(broker_t *self)
+{
+    return self->ledger;
+}
+
+outcome_t *broker_outcomes(broker_t *self)
+{
+    return self->outcomes;
+}
+
+uint64_t broker_turn(const broker_t *self)
+{
+    return self->turn;
+}
 
 /* The subject tag lets auditors find a child's rows without the log holding the
  * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
- * local id qualified by the publisher. */
+ * local id qualified by the publisher. Computed here, so that the subject key is
+ * read by no other file. */
 bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
                         const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES])
 {

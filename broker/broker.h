@@ -141,6 +141,22 @@ broker_send_rc_t broker_send(broker_t *self, const uint8_t *rid, size_t rid_len,
 void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation_id,
                         Accord__V1__ErrorCode code, const char *message);
 
+/* What a request handler reads of the broker. Each returns a pointer the broker
+ * owns, borrowed for the handler call it was handed self in: the agreement is
+ * swapped (SIGHUP) only between the loop's phases, never during a handler. */
+
+/* The agreement in force. */
+const acc_policy_t *broker_policy(const broker_t *self);
+
+/* The sharing log: where handlers stage their rows and read what they decide on. */
+ledger_t *broker_ledger(broker_t *self);
+
+/* The outcomes staged and not yet committed (outcome.c's table). */
+outcome_t *broker_outcomes(broker_t *self);
+
+/* Loop turns since start, counting from 1 (audit.c: at most one page a turn). */
+uint64_t broker_turn(const broker_t *self);
+
 /* publish.c: decides one Publish, stages its log rows and queues the result and
  * deliveries for the end of the batch. */
 void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);

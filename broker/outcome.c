@@ -12,6 +12,7 @@
 #include "accord/log.h"
 #include "accord/policy_outcome.h"
 #include "broker.h"
+#include "delivery.h"
 
 /* An outcome staged and not yet known to be committed. */
 typedef struct {
@@ -29,7 +30,9 @@ struct outcome_t {
 
 /* One Outcome while it is decided. */
 typedef struct {
-    broker_t *self;
+    broker_t *self;             /* to queue answers and note deliveries */
+    const acc_policy_t *policy; /* the agreement in force */
+    ledger_t *ledger;
     outcome_t *table; /* the broker's staged outcomes */
     peer_t *peer;
     const Accord__V1__Envelope *env;
@@ -68,7 +71,6 @@ static void s_queue_result(s_outcome_t *o, Accord__V1__ErrorCode code, const cha
  * not; never a field's value. */
 static void s_refuse(s_outcome_t *o, Accord__V1__ErrorCode code, const char *why)
 {
-    broker_t *self = o->self;
     char reason[384];
     (void)snprintf(reason, sizeof(reason), "outcome \"%.16s\" refused: %s",
                    acc_pb_str(o->req->status), why);
@@ -85,9 +87,9 @@ static void s_refuse(s_outcome_t *o, Accord__V1__ErrorCode code, const char *why
     }
     row.error_code = acc_pb_code_name(code);
     row.reason = reason;
-    row.agreement_hash = acc_policy_hash(self->policy);
+    row.agreement_hash = acc_policy_hash(o->policy);
     row.refers_to = o->has_share_id ? o->share_id : NULL;
-    int64_t seq = ledger_stage(self->ledger, &row, NULL, 0);
+    int64_t seq = ledger_stage(o->ledger, &row, NULL, 0);
     /* the code only: the reason may quote what the partner sent */
     acc_log_info("outcome", "refused an outcome from %s: %s", o->peer->id, acc_pb_code_name(code));
     s_queue_result(o, code, why, NULL, seq, OUT_RESULT);
@@ -180,7 +182,6 @@ void outcome_settle(outcome_t *self, const ledger_t *ledger)
 /* Logs the outcome and queues its answer and, for to_sender, its notice. */
 static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
 {
-    broker_t *self = o->self;
     const char *status = acc_outcome_status_name(d->status);
     acc_logrow_t row = { 0 };
     acc_uuid_time_ordered(row.share_id);
@@ -219,27 +220,27 @@ static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
     row.purpose = o->rep.purpose;
     row.lawful_basis = o->rep.lawful_basis;
     row.reason = status;
-    row.agreement_hash = acc_policy_hash(self->policy);
+    row.agreement_hash = acc_policy_hash(o->policy);
     row.refers_to = o->share_id;
     uint8_t id[ACC_LOGROW_SHARE_BYTES];
     memcpy(id, row.share_id, sizeof(id));
-    int64_t seq = ledger_stage(self->ledger, &row, plain, len);
+    int64_t seq = ledger_stage(o->ledger, &row, plain, len);
     sodium_memzero(plain, len); /* the outcome's fields */
     free(plain);
     s_remember(o->table, o->share_id, d->status, id, seq);
 
     size_t publisher = 0;
-    if (d->to_sender && acc_policy_find_agency(self->policy, o->rep.from_agency, &publisher)) {
+    if (d->to_sender && acc_policy_find_agency(o->policy, o->rep.from_agency, &publisher)) {
         Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
         env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE;
         env.outcome_notice = &notice;
-        out_t *out = broker_queue(self, OUT_DELIVER, o->peer, &env);
+        out_t *out = broker_queue(o->self, OUT_DELIVER, o->peer, &env);
         out->from_agency = o->peer->who.index;
         out->to_agency = publisher;
         out->record_type = acc_xstrdup(LEDGER_STREAM_OUTCOME);
         out->seq = seq;
         memcpy(out->share_id, id, sizeof(out->share_id));
-        delivery_note_share(self, o->rep.from_agency, LEDGER_STREAM_OUTCOME, seq);
+        delivery_note_share(o->self, o->rep.from_agency, LEDGER_STREAM_OUTCOME, seq);
     }
     acc_log_info("outcome", "%s reported %s on a share from %s (seq %lld)%s", o->peer->id, status,
                  o->rep.from_agency, (long long)seq,
@@ -250,10 +251,9 @@ static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
 /* Decides an outcome whose share was found and is the reporter's. */
 static void s_decide(s_outcome_t *o)
 {
-    broker_t *self = o->self;
     char today[11];
     broker_today(today);
-    if (!acc_policy_is_in_force(self->policy, today)) {
+    if (!acc_policy_is_in_force(o->policy, today)) {
         s_refuse(o, ACCORD__V1__ERROR_CODE__AGREEMENT_NOT_IN_FORCE,
                  "the agreement is not in force today");
         return;
@@ -276,7 +276,7 @@ static void s_decide(s_outcome_t *o)
         return;
     }
     acc_outcome_decision_t d;
-    acc_policy_decide_outcome(self->policy, o->rep.rule_ids, o->rep.rule_count,
+    acc_policy_decide_outcome(o->policy, o->rep.rule_ids, o->rep.rule_count,
                               acc_pb_str(o->req->status), last, o->req->fields, o->req->n_fields,
                               &d);
     if (d.code != ACCORD__V1__ERROR_CODE__OK) {
@@ -293,9 +293,13 @@ void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope
                            "auditors do not report outcomes");
         return;
     }
-    s_outcome_t o = {
-        .self = self, .table = self->outcomes, .peer = peer, .env = env, .req = env->outcome
-    };
+    s_outcome_t o = { .self = self,
+                      .policy = broker_policy(self),
+                      .ledger = broker_ledger(self),
+                      .table = broker_outcomes(self),
+                      .peer = peer,
+                      .env = env,
+                      .req = env->outcome };
     acc_err_t err;
     o.has_share_id = acc_uuid_parse(o.share_id, acc_pb_str(o.req->share_id), &err) == ACC_OK;
     if (!o.has_share_id) {
@@ -304,7 +308,7 @@ void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope
         return;
     }
     acc_uuid_format(o.share_text, o.share_id);
-    if (ledger_find_reported(self->ledger, o.share_id, &o.rep, &err) != ACC_OK) {
+    if (ledger_find_reported(o.ledger, o.share_id, &o.rep, &err) != ACC_OK) {
         acc_log_warn("outcome", "an outcome from %s not decided: %s", peer->id, err.msg);
         s_queue_result(&o, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
                        "the sharing log cannot be read just now; retry", NULL, 0, OUT_REPLY);
