@@ -42,6 +42,7 @@
 #include "accord/migrate.h"
 #include "accord/pbwipe.h"
 #include "accord/validate.h"
+#include "broker_internal.h"
 #include "restore.h"
 
 #define POLL_IDLE_MS   1000

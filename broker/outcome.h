@@ -12,7 +12,7 @@
  * The broker holds one; only this module reads or changes it. */
 typedef struct outcome_t outcome_t;
 
-/* Defined in broker.h: handlers stage rows and queue answers through it. */
+/* Opaque here (broker.h): handlers stage rows and queue answers through it. */
 typedef struct broker_t broker_t;
 
 /* An empty table, owned by the caller (never NULL). */
