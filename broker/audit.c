@@ -77,15 +77,15 @@ static bool s_child_tag(const broker_t *self, s_query_t *q, const char *child, a
  * takes outcomes, older than days, on which nothing has been reported. The
  * summary shows the rules as the text[] literal the query's parameter was, up to
  * AUDIT_VALUE_MAX bytes. */
-static void s_overdue(const broker_t *self, s_query_t *q, uint32_t days)
+static void s_overdue(const acc_policy_t *policy, s_query_t *q, uint32_t days)
 {
-    size_t rules = acc_policy_rule_count(self->policy);
+    size_t rules = acc_policy_rule_count(policy);
     q->outcome_rules = acc_xcalloc(rules + 1, sizeof(*q->outcome_rules));
     char shown[2 * AUDIT_VALUE_MAX + 32] = "{";
     size_t used = 1;
     for (size_t r = 0; r < rules; r++) {
-        const char *id = acc_policy_rule_id(self->policy, r);
-        if (!acc_policy_rule_outcomes(self->policy, r, NULL, NULL)) {
+        const char *id = acc_policy_rule_id(policy, r);
+        if (!acc_policy_rule_outcomes(policy, r, NULL, NULL)) {
             continue;
         }
         q->outcome_rules[q->filter.outcome_rule_count++] = id;
@@ -142,7 +142,7 @@ static bool s_check(const broker_t *self, s_query_t *q, const Accord__V1__AuditQ
     }
     s_filter(q, a);
     if (a->overdue_days > 0) {
-        s_overdue(self, q, a->overdue_days);
+        s_overdue(broker_policy(self), q, a->overdue_days);
     }
     uint8_t share[ACC_LOGROW_SHARE_BYTES];
     if (a->share_id[0] != '\0' && acc_uuid_parse(share, a->share_id, err) != ACC_OK) {
@@ -286,8 +286,8 @@ static void s_log_queried(broker_t *self, const peer_t *peer, const s_query_t *q
     row.from_agency = peer->id;
     row.subject_tag = q->has_tag ? q->tag : NULL;
     row.reason = reason;
-    row.agreement_hash = acc_policy_hash(self->policy);
-    (void)ledger_stage(self->ledger, &row, NULL, 0);
+    row.agreement_hash = acc_policy_hash(broker_policy(self));
+    (void)ledger_stage(broker_ledger(self), &row, NULL, 0);
 }
 
 /* One page of rows for the asker, and the keys to its payloads. */
@@ -377,13 +377,14 @@ static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, cons
  * cannot queue up inside libzmq faster than TCP drains them. */
 static bool s_is_reading(const broker_t *self, peer_t *peer)
 {
-    if (peer->audit_turn == self->turn) {
+    uint64_t turn = broker_turn(self);
+    if (peer->audit_turn == turn) {
         return false;
     }
     if (peers_unread_bytes(peer) > AUDIT_UNREAD_MAX) {
         return false;
     }
-    peer->audit_turn = self->turn;
+    peer->audit_turn = turn;
     return true;
 }
 
@@ -409,10 +410,11 @@ void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *en
                            err.msg);
         return;
     }
+    ledger_t *ledger = broker_ledger(self);
     s_page_t page = { .payloads = a->payloads };
     page.rows = acc_xcalloc(q.filter.limit + 1, sizeof(Accord__V1__AuditRow *));
     page.epochs = acc_xcalloc(q.filter.limit, sizeof(*page.epochs));
-    if (ledger_audit_page(self->ledger, &q.filter, s_on_row, &page, &page.more, &err) != ACC_OK) {
+    if (ledger_audit_page(ledger, &q.filter, s_on_row, &page, &page.more, &err) != ACC_OK) {
         acc_log_warn("audit", "query from %s not answered: %s", peer->id, err.msg);
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
                            "the sharing log cannot be read just now (or a filter is malformed, "
@@ -428,7 +430,7 @@ void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *en
                                      .fn = s_on_key,
                                      .ctx = &page };
         /* a page whose keys cannot be read still goes, without them, as before */
-        if (ledger_audit_epoch_keys(self->ledger, &keys, &err) != ACC_OK) {
+        if (ledger_audit_epoch_keys(ledger, &keys, &err) != ACC_OK) {
             acc_log_warn("audit", "keys for %s's page not read: %s", peer->id, err.msg);
         }
     }

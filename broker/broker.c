@@ -42,6 +42,7 @@
 #include "accord/migrate.h"
 #include "accord/pbwipe.h"
 #include "accord/validate.h"
+#include "broker_internal.h"
 #include "restore.h"
 
 #define POLL_IDLE_MS   1000
@@ -80,6 +81,51 @@ void broker_now_text(char out[BROKER_AT_TEXT_MAX])
     char second[24];
     (void)strftime(second, sizeof(second), "%Y-%m-%dT%H:%M:%S", &tm);
     (void)snprintf(out, BROKER_AT_TEXT_MAX, "%s.%06dZ", second, (int)(ts.tv_nsec / 1000) % 1000000);
+}
+
+/* ---- what the request handlers read of the broker (broker.h) ---- */
+
+const acc_policy_t *broker_policy(const broker_t *self)
+{
+    return self->policy;
+}
+
+ledger_t *broker_ledger(broker_t *self)
+{
+    return self->ledger;
+}
+
+outcome_t *broker_outcomes(broker_t *self)
+{
+    return self->outcomes;
+}
+
+uint64_t broker_turn(const broker_t *self)
+{
+    return self->turn;
+}
+
+/* The subject tag lets auditors find a child's rows without the log holding the
+ * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
+ * local id qualified by the publisher. Computed here, so that the subject key is
+ * read by no other file. */
+bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
+                        const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES])
+{
+    char input[512];
+    int n = -1;
+    if (nhs[0] != '\0') {
+        n = snprintf(input, sizeof(input), "nhs:%s", nhs);
+    } else if (local_id[0] != '\0') {
+        n = snprintf(input, sizeof(input), "local:%s:%s", agency, local_id);
+    }
+    bool ok = n > 0 && (size_t)n < sizeof(input);
+    if (ok) {
+        (void)crypto_generichash(tag, ACC_LOGROW_TAG_BYTES, (const uint8_t *)input,
+                                 (unsigned long long)n, self->subject_key, 32);
+    }
+    sodium_memzero(input, sizeof(input));
+    return ok;
 }
 
 static void s_on_retire(void *ctx, peer_t *p, const char *why);
@@ -314,6 +360,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_s
     self->config = config;
     self->peers = peers_new(s_on_retire, self);
     self->delivery = delivery_new();
+    self->outcomes = outcome_new();
     self->stop_requested = stop_requested;
     self->reload_requested = reload_requested;
     self->ctx = zmq_ctx_new();
@@ -371,7 +418,7 @@ void broker_destroy(broker_t **self_p)
         return;
     }
     broker_t *self = *self_p;
-    free(self->outcomes);
+    outcome_destroy(&self->outcomes);
     batch_t *batches[2] = { &self->staging, &self->flight };
     for (size_t b = 0; b < 2; b++) {
         for (size_t i = 0; i < batches[b]->out_count; i++) {
@@ -667,7 +714,7 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
     }
     s_release_held(f);
     f->rows = 0;
-    outcome_settle(self);
+    outcome_settle(self->outcomes, self->ledger);
 }
 
 /* Answers that wrote no row (a Welcome, an error, a first result again) leave at
@@ -1035,7 +1082,7 @@ static bool s_commit_one(broker_t *self)
     delivery_stage(self, false); /* a new cursor goes with its first share */
     bool committed = ledger_commit(self->ledger, &err) == ACC_OK;
     delivery_settle(self, committed);
-    outcome_settle(self);
+    outcome_settle(self->outcomes, self->ledger);
     if (!committed && ledger_failed_on_data(self->ledger)) {
         return false;
     }

@@ -1,4 +1,21 @@
-/* broker.h - accordd's state and event loop, shared by the broker's own modules */
+/* broker.h - accordd's broker as main.c and the request handlers see it
+ *
+ * broker_t is opaque here. Its definition, and the event loop's own types, are in
+ * broker_internal.h, which only broker.c and delivery.c include: between them they
+ * own the loop's state (sockets, peers, batches, deliveries in flight and their
+ * per-agency counts). The request handlers (audit.c, lookup.c, outcome.c,
+ * publish.c) need a narrow view and reach it through the functions below:
+ * broker_policy(), broker_ledger(), broker_outcomes() and broker_turn() to read,
+ * broker_queue() and broker_reply_error() to answer, broker_subject_tag() for the
+ * keyed tag (the key itself stays in broker.c).
+ *
+ * Accessors rather than a context struct handed to each handler: the handlers
+ * share one dispatch signature (handler_fn, in broker.c) with the loop's own
+ * handlers, and each still needs the broker itself to queue answers and note
+ * deliveries, so a context struct would have to carry broker_t along and would
+ * narrow nothing. An accessor names each dependency where it is used, so grep
+ * shows which handler reads what. lookup.c and outcome.c take what they need once
+ * into the struct that holds one request while it is decided. */
 #ifndef ACCORD_BROKER_BROKER_H
 #define ACCORD_BROKER_BROKER_H
 
@@ -11,15 +28,11 @@
 #include "accord/logrow.h"
 #include "accord/pb.h"
 #include "accord/policy.h"
-#include "delivery.h"
-#include "hwm.h"
 #include "ledger.h"
-#include "metrics.h"
+#include "outcome.h"
 #include "peers.h"
-#include "zap.h"
 
-#define BROKER_RID_MAX          PEERS_RID_MAX
-#define BROKER_PROTOCOL_VERSION 1
+#define BROKER_RID_MAX PEERS_RID_MAX
 
 typedef enum {
     OUT_REPLY,   /* a reply to a request that wrote no row: send now */
@@ -49,67 +62,8 @@ typedef struct out_t {
     int64_t seq; /* OUT_DELIVER: the share's log sequence */
 } out_t;
 
-/* A message taken off the router socket (defined in broker.c). */
-typedef struct inmsg_t inmsg_t;
-
-/* What a batch answers once it has committed (or failed): its frames, and the
- * publishes that staged its rows, kept for a replay should PostgreSQL refuse
- * one row's data. */
-typedef struct {
-    out_t *out;
-    size_t out_count;
-    size_t out_cap;
-    inmsg_t *held;
-    size_t held_count;
-    size_t held_cap;
-    size_t held_bytes;
-    size_t rows;        /* rows it committed (flight) */
-    int64_t started_us; /* when its commit started (flight) */
-} batch_t;
-
-/* An outcome staged and not yet known to be committed: a second report on the
- * same share in the meantime is checked against it too. */
-typedef struct {
-    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
-    unsigned status; /* ACC_OUTCOME_* */
-    uint8_t outcome_id[ACC_LOGROW_SHARE_BYTES];
-    int64_t seq;
-} staged_outcome_t;
-
-typedef struct broker_t {
-    const acc_broker_config_t *config;
-    void *ctx;
-    void *router;
-    zap_t *zap;
-    ledger_t *ledger;
-    hwm_t *mark; /* the high-water mark in state_directory; NULL under --check */
-    acc_policy_t *policy;
-    uint8_t *subject_key; /* sodium_malloc, 32 bytes */
-    peers_t *peers;
-    void *monitor;              /* PAIR socket: the router's disconnections, from libzmq */
-    inmsg_t *inbox;             /* one read pass of messages, allocated on first use */
-    batch_t staging;            /* the batch being read and staged */
-    batch_t flight;             /* the batch whose commit is in flight (ledger_in_flight) */
-    bool replaying;             /* committing held publishes one at a time after a data failure */
-    staged_outcome_t *outcomes; /* staged or in flight (outcome.c) */
-    size_t outcome_count;
-    size_t outcome_cap;
-    delivery_t *delivery;          /* cursors, deliveries in flight, acknowledgements */
-    size_t *agency_inflight;       /* per agency index: deliveries sent, unacknowledged */
-    size_t *agency_inflight_bytes; /* ...and their bytes */
-    size_t agency_slots;           /* entries in those two arrays */
-    const volatile sig_atomic_t *stop_requested;
-    volatile sig_atomic_t *reload_requested;
-    char endpoint[256]; /* the endpoint actually bound */
-    metrics_t *metrics; /* NULL when metrics is "" */
-    uint64_t reloads_ok;
-    uint64_t reloads_refused;
-    uint64_t epoch_rotations;
-    uint64_t turn;         /* loop turns since start (from 1) */
-    bool epoch_needed;     /* the auditors changed and their new epoch is not started yet */
-    int64_t state_at_ms;   /* last time the metrics' view of the state was refreshed */
-    int64_t pending_at_ms; /* ...and of the pending deliveries per agency */
-} broker_t;
+/* The broker: defined in broker_internal.h. */
+typedef struct broker_t broker_t;
 
 /* How accordd was asked to start, and what stopped it. */
 typedef struct {
@@ -124,6 +78,7 @@ ACC_NODISCARD acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *co
                                    broker_start_t *start,
                                    const volatile sig_atomic_t *stop_requested,
                                    volatile sig_atomic_t *reload_requested, acc_err_t *err);
+/* Frees the broker and all it owns, NULLs *self_p; accepts NULL and *self_p == NULL. */
 void broker_destroy(broker_t **self_p);
 
 /* Runs until a stop is requested, then commits what is staged and returns; or
@@ -133,23 +88,32 @@ ACC_NODISCARD acc_rc_t broker_run(broker_t *self, acc_err_t *err);
 /* True when the broker stopped because the database went back in time. */
 bool broker_is_behind(const broker_t *self);
 
-/* Queues env (packed now) for rid. kind says when it may leave. */
+/* Queues env (packed now, so env stays the caller's) for peer. kind says when it
+ * may leave. The frame returned is the broker's and valid until the next
+ * broker_queue: the caller fills its other fields at once, and strings it puts
+ * there (acc_xstrdup) are freed with the frame. */
 out_t *broker_queue(broker_t *self, out_kind_t kind, const peer_t *peer,
                     const Accord__V1__Envelope *env);
-
-/* Sends one frame to rid now, never blocking: one peer that stops reading must
- * not stall everyone else. A peer that has gone is retired. */
-typedef enum {
-    BROKER_SEND_OK,
-    BROKER_SEND_FULL, /* the peer is not reading: its queue is at the high-water mark */
-    BROKER_SEND_GONE, /* the peer has disconnected */
-} broker_send_rc_t;
-broker_send_rc_t broker_send(broker_t *self, const uint8_t *rid, size_t rid_len,
-                             const uint8_t *frame, size_t len);
 
 /* Queues an Error reply naming code and message. */
 void broker_reply_error(broker_t *self, const peer_t *peer, uint64_t correlation_id,
                         Accord__V1__ErrorCode code, const char *message);
+
+/* What a request handler reads of the broker. Each returns a pointer the broker
+ * owns, borrowed for the handler call it was handed self in: the agreement is
+ * swapped (SIGHUP) only between the loop's phases, never during a handler. */
+
+/* The agreement in force. */
+const acc_policy_t *broker_policy(const broker_t *self);
+
+/* The sharing log: where handlers stage their rows and read what they decide on. */
+ledger_t *broker_ledger(broker_t *self);
+
+/* The outcomes staged and not yet committed (outcome.c's table). */
+outcome_t *broker_outcomes(broker_t *self);
+
+/* Loop turns since start, counting from 1 (audit.c: at most one page a turn). */
+uint64_t broker_turn(const broker_t *self);
 
 /* publish.c: decides one Publish, stages its log rows and queues the result and
  * deliveries for the end of the batch. */
@@ -161,7 +125,7 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
 void broker_today(char day[11]);
 void broker_now_text(char out[BROKER_AT_TEXT_MAX]);
 
-/* publish.c: the keyed tag by which the log finds a child's rows: of nhs (a
+/* The keyed tag by which the log finds a child's rows: of nhs (a
  * normalised NHS number) when it is not "", else of agency's local_id when that
  * is not ""; false when neither. Callers normalise the number once, where they
  * check it. */
@@ -172,15 +136,6 @@ bool broker_subject_tag(const broker_t *self, const char *agency, const char *nh
  * logs it as a `looked-up` row (or a refusal), and, when the agreement's lookup
  * says notify, stages a `notified` row and notice for each agency named. */
 void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-/* outcome.c: checks one Outcome against the share it reports on and the share's
- * rules, stages its `outcome` row (or a refusal) and queues the result and, when
- * the rule says so, the notice to the share's publisher. */
-void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-/* outcome.c: after a commit ended (either way), forgets the outcomes staged in
- * memory that the log now holds, or that were dropped with a failed batch. */
-void outcome_settle(broker_t *self);
 
 /* publish.c: the final answer to a Publish whose rows PostgreSQL refused for
  * their data: a refused row holding only broker-chosen text (no record_id or

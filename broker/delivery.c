@@ -10,7 +10,7 @@
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/pbwipe.h"
-#include "broker.h"
+#include "broker_internal.h"
 
 /* A subscriber holding this many deliveries, or bytes, unacknowledged is sent no
  * more until it acknowledges some: the rest wait in the log, not in memory. */

@@ -29,7 +29,7 @@
 
 typedef struct delivery_t delivery_t;
 
-/* Defined in broker.h: delivery works on the broker's peers, ledger and socket. */
+/* Defined in broker_internal.h: delivery works on the broker's peers, ledger and socket. */
 typedef struct broker_t broker_t;
 typedef struct out_t out_t;
 

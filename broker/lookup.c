@@ -12,12 +12,15 @@
 #include "accord/policy_outcome.h"
 #include "accord/record.h"
 #include "broker.h"
+#include "delivery.h"
 
 #define INVOLVED_MAX 64 /* agencies one answer names, at most (an agreement has fewer) */
 
 /* One Lookup while it is answered. */
 typedef struct {
-    broker_t *self;
+    broker_t *self;             /* to queue answers and note deliveries */
+    const acc_policy_t *policy; /* the agreement in force */
+    ledger_t *ledger;
     peer_t *peer;
     const Accord__V1__Envelope *env;
     const Accord__V1__Lookup *req;
@@ -45,7 +48,6 @@ static void s_queue_result(s_lookup_t *l, Accord__V1__LookupResult *result, out_
  * (as a tag, when the identifier made one), and why not. */
 static void s_refuse(s_lookup_t *l, Accord__V1__ErrorCode code, const char *why)
 {
-    broker_t *self = l->self;
     char reason[320];
     (void)snprintf(reason, sizeof(reason), "lookup refused: %s", why);
     acc_logrow_t row = { 0 };
@@ -56,8 +58,8 @@ static void s_refuse(s_lookup_t *l, Accord__V1__ErrorCode code, const char *why)
     row.purpose = l->req->purpose[0] != '\0' ? l->req->purpose : NULL;
     row.error_code = acc_pb_code_name(code);
     row.reason = reason;
-    row.agreement_hash = acc_policy_hash(self->policy);
-    int64_t seq = ledger_stage(self->ledger, &row, NULL, 0);
+    row.agreement_hash = acc_policy_hash(l->policy);
+    int64_t seq = ledger_stage(l->ledger, &row, NULL, 0);
     /* the code only: the reason may quote the purpose the partner gave */
     acc_log_info("lookup", "refused a lookup by %s: %s", l->peer->id, acc_pb_code_name(code));
     Accord__V1__LookupResult result = ACCORD__V1__LOOKUP_RESULT__INIT;
@@ -78,8 +80,8 @@ static void s_on_involved(void *ctx, const ledger_involved_t *inv)
     Accord__V1__Involvement *v = &l->involved[i];
     accord__v1__involvement__init(v);
     size_t index = 0;
-    const char *name = acc_policy_find_agency(l->self->policy, inv->agency, &index)
-                           ? acc_policy_agency_name(l->self->policy, index)
+    const char *name = acc_policy_find_agency(l->policy, inv->agency, &index)
+                           ? acc_policy_agency_name(l->policy, index)
                            : "";
     l->texts[i][0] = acc_xstrdup(inv->agency);
     l->texts[i][1] = acc_xstrdup(name);
@@ -136,9 +138,8 @@ static const char **s_outcome_rules(const acc_policy_t *policy, size_t *count)
 static void s_notify(s_lookup_t *l, const Accord__V1__Involvement *v, const uint8_t *lookup_id,
                      const char *at)
 {
-    broker_t *self = l->self;
     size_t agency = 0;
-    if (!acc_policy_find_agency(self->policy, v->agency_id, &agency)) {
+    if (!acc_policy_find_agency(l->policy, v->agency_id, &agency)) {
         return; /* no longer in the agreement: nothing can reach it */
     }
     acc_logrow_t row = { 0 };
@@ -160,7 +161,7 @@ static void s_notify(s_lookup_t *l, const Accord__V1__Involvement *v, const uint
     notice.by_agency = l->peer->id;
     notice.purpose = l->req->purpose;
     notice.at = acc_pb_str(at);
-    notice.lookup_rule = acc_pb_str(acc_policy_lookup_id(self->policy, l->lookup));
+    notice.lookup_rule = acc_pb_str(acc_policy_lookup_id(l->policy, l->lookup));
     notice.subject = &subject;
     size_t len = accord__v1__lookup_notice__get_packed_size(&notice);
     uint8_t *plain = acc_xmalloc(len > 0 ? len : 1);
@@ -170,43 +171,42 @@ static void s_notify(s_lookup_t *l, const Accord__V1__Involvement *v, const uint
     row.to_agency = v->agency_id;
     row.subject_tag = l->tag;
     row.rule_count = 1;
-    row.rule_ids[0] = acc_policy_lookup_id(self->policy, l->lookup);
+    row.rule_ids[0] = acc_policy_lookup_id(l->policy, l->lookup);
     row.purpose = l->req->purpose;
-    row.agreement_hash = acc_policy_hash(self->policy);
+    row.agreement_hash = acc_policy_hash(l->policy);
     row.refers_to = lookup_id;
     uint8_t id[ACC_LOGROW_SHARE_BYTES];
     memcpy(id, row.share_id, sizeof(id));
-    int64_t seq = ledger_stage(self->ledger, &row, plain, len);
+    int64_t seq = ledger_stage(l->ledger, &row, plain, len);
     sodium_memzero(plain, len); /* the child's identifier */
     free(plain);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP_NOTICE;
     env.lookup_notice = &notice;
-    out_t *out = broker_queue(self, OUT_DELIVER, l->peer, &env);
+    out_t *out = broker_queue(l->self, OUT_DELIVER, l->peer, &env);
     out->from_agency = l->peer->who.index;
     out->to_agency = agency;
     out->record_type = acc_xstrdup(LEDGER_STREAM_NOTIFIED);
     out->seq = seq;
     memcpy(out->share_id, id, sizeof(out->share_id));
-    delivery_note_share(self, v->agency_id, LEDGER_STREAM_NOTIFIED, seq);
+    delivery_note_share(l->self, v->agency_id, LEDGER_STREAM_NOTIFIED, seq);
 }
 
 /* Answers a lookup the agreement allows: reads the log, logs the lookup with the
  * answer (encrypted, like a share's payload), notifies, queues the answer. */
 static void s_answer(s_lookup_t *l)
 {
-    broker_t *self = l->self;
     size_t rule_count = 0;
-    const char **outcome_rules = s_outcome_rules(self->policy, &rule_count);
+    const char **outcome_rules = s_outcome_rules(l->policy, &rule_count);
     ledger_lookup_t q = { .tag = l->tag,
-                          .window = acc_policy_lookup_window(self->policy, l->lookup),
+                          .window = acc_policy_lookup_window(l->policy, l->lookup),
                           .asker = l->peer->id,
                           .outcome_rules = outcome_rules,
                           .rule_count = rule_count,
                           .fn = s_on_involved,
                           .ctx = l };
     acc_err_t err;
-    acc_rc_t rc = ledger_involvement(self->ledger, &q, &err);
+    acc_rc_t rc = ledger_involvement(l->ledger, &q, &err);
     free(outcome_rules);
     if (rc != ACC_OK) {
         acc_log_warn("lookup", "a lookup by %s not answered: %s", l->peer->id, err.msg);
@@ -238,16 +238,16 @@ static void s_answer(s_lookup_t *l)
     row.from_agency = l->peer->id;
     row.subject_tag = l->tag;
     row.rule_count = 1;
-    row.rule_ids[0] = acc_policy_lookup_id(self->policy, l->lookup);
+    row.rule_ids[0] = acc_policy_lookup_id(l->policy, l->lookup);
     row.purpose = l->req->purpose;
     row.reason = reason;
-    row.agreement_hash = acc_policy_hash(self->policy);
+    row.agreement_hash = acc_policy_hash(l->policy);
     uint8_t id[ACC_LOGROW_SHARE_BYTES];
     memcpy(id, row.share_id, sizeof(id));
-    int64_t seq = ledger_stage(self->ledger, &row, plain, len);
+    int64_t seq = ledger_stage(l->ledger, &row, plain, len);
     free(plain);
     result.seq = (uint64_t)seq;
-    bool notify = acc_policy_lookup_notifies(self->policy, l->lookup);
+    bool notify = acc_policy_lookup_notifies(l->policy, l->lookup);
     if (notify) {
         char at[BROKER_AT_TEXT_MAX];
         broker_now_text(at);
@@ -256,7 +256,7 @@ static void s_answer(s_lookup_t *l)
         }
     }
     acc_log_info("lookup", "%s looked up a child under \"%s\": %s%s", l->peer->id,
-                 acc_policy_lookup_id(self->policy, l->lookup), reason,
+                 acc_policy_lookup_id(l->policy, l->lookup), reason,
                  notify && l->count > 0 ? ", each told" : "");
     s_queue_result(l, &result, OUT_RESULT);
     s_free_involved(l);
@@ -271,6 +271,8 @@ void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *
     }
     s_lookup_t *l = acc_xcalloc(1, sizeof(*l));
     l->self = self;
+    l->policy = broker_policy(self);
+    l->ledger = broker_ledger(self);
     l->peer = peer;
     l->env = env;
     l->req = env->lookup;
@@ -291,7 +293,7 @@ void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *
     } else {
         l->has_tag = broker_subject_tag(self, peer->id, nhs, subject->local_id, l->tag);
         acc_lookup_decision_t d;
-        acc_policy_decide_lookup(self->policy, peer->who.index, acc_pb_str(l->req->purpose), today,
+        acc_policy_decide_lookup(l->policy, peer->who.index, acc_pb_str(l->req->purpose), today,
                                  &d);
         if (d.code != ACCORD__V1__ERROR_CODE__OK) {
             s_refuse(l, d.code, d.reason);

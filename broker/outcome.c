@@ -1,6 +1,8 @@
 /* outcome.c - a recipient reports what became of a share: checked against the
  * share in the log and its rules, logged as an `outcome` row chained like any
  * other, and delivered to the share's publisher when the rule says to_sender */
+#include "outcome.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +12,28 @@
 #include "accord/log.h"
 #include "accord/policy_outcome.h"
 #include "broker.h"
+#include "delivery.h"
+
+/* An outcome staged and not yet known to be committed. */
+typedef struct {
+    uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
+    unsigned status; /* ACC_OUTCOME_* */
+    uint8_t outcome_id[ACC_LOGROW_SHARE_BYTES];
+    int64_t seq;
+} staged_outcome_t;
+
+struct outcome_t {
+    staged_outcome_t *staged; /* owned, grown on first use */
+    size_t count;
+    size_t cap;
+};
 
 /* One Outcome while it is decided. */
 typedef struct {
-    broker_t *self;
+    broker_t *self;             /* to queue answers and note deliveries */
+    const acc_policy_t *policy; /* the agreement in force */
+    ledger_t *ledger;
+    outcome_t *table; /* the broker's staged outcomes */
     peer_t *peer;
     const Accord__V1__Envelope *env;
     const Accord__V1__Outcome *req;
@@ -51,7 +71,6 @@ static void s_queue_result(s_outcome_t *o, Accord__V1__ErrorCode code, const cha
  * not; never a field's value. */
 static void s_refuse(s_outcome_t *o, Accord__V1__ErrorCode code, const char *why)
 {
-    broker_t *self = o->self;
     char reason[384];
     (void)snprintf(reason, sizeof(reason), "outcome \"%.16s\" refused: %s",
                    acc_pb_str(o->req->status), why);
@@ -68,9 +87,9 @@ static void s_refuse(s_outcome_t *o, Accord__V1__ErrorCode code, const char *why
     }
     row.error_code = acc_pb_code_name(code);
     row.reason = reason;
-    row.agreement_hash = acc_policy_hash(self->policy);
+    row.agreement_hash = acc_policy_hash(o->policy);
     row.refers_to = o->has_share_id ? o->share_id : NULL;
-    int64_t seq = ledger_stage(self->ledger, &row, NULL, 0);
+    int64_t seq = ledger_stage(o->ledger, &row, NULL, 0);
     /* the code only: the reason may quote what the partner sent */
     acc_log_info("outcome", "refused an outcome from %s: %s", o->peer->id, acc_pb_code_name(code));
     s_queue_result(o, code, why, NULL, seq, OUT_RESULT);
@@ -95,9 +114,9 @@ static unsigned s_last_status(const s_outcome_t *o, unsigned status, bool *seen,
             *seen_seq = o->rep.outcomes[i].seq;
         }
     }
-    const broker_t *self = o->self;
-    for (size_t i = 0; i < self->outcome_count; i++) {
-        const staged_outcome_t *m = &self->outcomes[i];
+    const outcome_t *table = o->table;
+    for (size_t i = 0; i < table->count; i++) {
+        const staged_outcome_t *m = &table->staged[i];
         if (sodium_memcmp(m->share_id, o->share_id, ACC_LOGROW_SHARE_BYTES) != 0) {
             continue;
         }
@@ -114,40 +133,55 @@ static unsigned s_last_status(const s_outcome_t *o, unsigned status, bool *seen,
     return last;
 }
 
-static void s_remember(broker_t *self, const uint8_t *share_id, unsigned status,
+outcome_t *outcome_new(void)
+{
+    return acc_xcalloc(1, sizeof(outcome_t));
+}
+
+void outcome_destroy(outcome_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL) {
+        return;
+    }
+    outcome_t *self = *self_p;
+    free(self->staged);
+    free(self);
+    *self_p = NULL;
+}
+
+static void s_remember(outcome_t *self, const uint8_t *share_id, unsigned status,
                        const uint8_t *outcome_id, int64_t seq)
 {
-    if (self->outcome_count == self->outcome_cap) {
-        self->outcome_cap = self->outcome_cap == 0 ? 16 : self->outcome_cap * 2;
-        self->outcomes = acc_xrealloc(self->outcomes, self->outcome_cap * sizeof(*self->outcomes));
+    if (self->count == self->cap) {
+        self->cap = self->cap == 0 ? 16 : self->cap * 2;
+        self->staged = acc_xrealloc(self->staged, self->cap * sizeof(*self->staged));
     }
-    staged_outcome_t *m = &self->outcomes[self->outcome_count++];
+    staged_outcome_t *m = &self->staged[self->count++];
     memcpy(m->share_id, share_id, sizeof(m->share_id));
     m->status = status;
     memcpy(m->outcome_id, outcome_id, sizeof(m->outcome_id));
     m->seq = seq;
 }
 
-void outcome_settle(broker_t *self)
+void outcome_settle(outcome_t *self, const ledger_t *ledger)
 {
     uint8_t hash[ACC_LOGROW_HASH_BYTES];
-    int64_t head = ledger_head(self->ledger, hash);
-    int64_t staged = ledger_staged_head(self->ledger);
+    int64_t head = ledger_head(ledger, hash);
+    int64_t staged = ledger_staged_head(ledger);
     size_t kept = 0;
-    for (size_t i = 0; i < self->outcome_count; i++) {
+    for (size_t i = 0; i < self->count; i++) {
         /* committed rows are read from the log now; rows above the staged head
          * went with a failed batch */
-        if (self->outcomes[i].seq > head && self->outcomes[i].seq <= staged) {
-            self->outcomes[kept++] = self->outcomes[i];
+        if (self->staged[i].seq > head && self->staged[i].seq <= staged) {
+            self->staged[kept++] = self->staged[i];
         }
     }
-    self->outcome_count = kept;
+    self->count = kept;
 }
 
 /* Logs the outcome and queues its answer and, for to_sender, its notice. */
 static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
 {
-    broker_t *self = o->self;
     const char *status = acc_outcome_status_name(d->status);
     acc_logrow_t row = { 0 };
     acc_uuid_time_ordered(row.share_id);
@@ -186,27 +220,27 @@ static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
     row.purpose = o->rep.purpose;
     row.lawful_basis = o->rep.lawful_basis;
     row.reason = status;
-    row.agreement_hash = acc_policy_hash(self->policy);
+    row.agreement_hash = acc_policy_hash(o->policy);
     row.refers_to = o->share_id;
     uint8_t id[ACC_LOGROW_SHARE_BYTES];
     memcpy(id, row.share_id, sizeof(id));
-    int64_t seq = ledger_stage(self->ledger, &row, plain, len);
+    int64_t seq = ledger_stage(o->ledger, &row, plain, len);
     sodium_memzero(plain, len); /* the outcome's fields */
     free(plain);
-    s_remember(self, o->share_id, d->status, id, seq);
+    s_remember(o->table, o->share_id, d->status, id, seq);
 
     size_t publisher = 0;
-    if (d->to_sender && acc_policy_find_agency(self->policy, o->rep.from_agency, &publisher)) {
+    if (d->to_sender && acc_policy_find_agency(o->policy, o->rep.from_agency, &publisher)) {
         Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
         env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME_NOTICE;
         env.outcome_notice = &notice;
-        out_t *out = broker_queue(self, OUT_DELIVER, o->peer, &env);
+        out_t *out = broker_queue(o->self, OUT_DELIVER, o->peer, &env);
         out->from_agency = o->peer->who.index;
         out->to_agency = publisher;
         out->record_type = acc_xstrdup(LEDGER_STREAM_OUTCOME);
         out->seq = seq;
         memcpy(out->share_id, id, sizeof(out->share_id));
-        delivery_note_share(self, o->rep.from_agency, LEDGER_STREAM_OUTCOME, seq);
+        delivery_note_share(o->self, o->rep.from_agency, LEDGER_STREAM_OUTCOME, seq);
     }
     acc_log_info("outcome", "%s reported %s on a share from %s (seq %lld)%s", o->peer->id, status,
                  o->rep.from_agency, (long long)seq,
@@ -217,10 +251,9 @@ static void s_accept(s_outcome_t *o, const acc_outcome_decision_t *d)
 /* Decides an outcome whose share was found and is the reporter's. */
 static void s_decide(s_outcome_t *o)
 {
-    broker_t *self = o->self;
     char today[11];
     broker_today(today);
-    if (!acc_policy_is_in_force(self->policy, today)) {
+    if (!acc_policy_is_in_force(o->policy, today)) {
         s_refuse(o, ACCORD__V1__ERROR_CODE__AGREEMENT_NOT_IN_FORCE,
                  "the agreement is not in force today");
         return;
@@ -243,7 +276,7 @@ static void s_decide(s_outcome_t *o)
         return;
     }
     acc_outcome_decision_t d;
-    acc_policy_decide_outcome(self->policy, o->rep.rule_ids, o->rep.rule_count,
+    acc_policy_decide_outcome(o->policy, o->rep.rule_ids, o->rep.rule_count,
                               acc_pb_str(o->req->status), last, o->req->fields, o->req->n_fields,
                               &d);
     if (d.code != ACCORD__V1__ERROR_CODE__OK) {
@@ -260,7 +293,13 @@ void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope
                            "auditors do not report outcomes");
         return;
     }
-    s_outcome_t o = { .self = self, .peer = peer, .env = env, .req = env->outcome };
+    s_outcome_t o = { .self = self,
+                      .policy = broker_policy(self),
+                      .ledger = broker_ledger(self),
+                      .table = broker_outcomes(self),
+                      .peer = peer,
+                      .env = env,
+                      .req = env->outcome };
     acc_err_t err;
     o.has_share_id = acc_uuid_parse(o.share_id, acc_pb_str(o.req->share_id), &err) == ACC_OK;
     if (!o.has_share_id) {
@@ -269,7 +308,7 @@ void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope
         return;
     }
     acc_uuid_format(o.share_text, o.share_id);
-    if (ledger_find_reported(self->ledger, o.share_id, &o.rep, &err) != ACC_OK) {
+    if (ledger_find_reported(o.ledger, o.share_id, &o.rep, &err) != ACC_OK) {
         acc_log_warn("outcome", "an outcome from %s not decided: %s", peer->id, err.msg);
         s_queue_result(&o, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
                        "the sharing log cannot be read just now; retry", NULL, 0, OUT_REPLY);

@@ -10,6 +10,7 @@
 #include "accord/record.h"
 #include "accord/validate.h"
 #include "broker.h"
+#include "delivery.h"
 
 #define PROVENANCE_MAX 1024
 
@@ -32,28 +33,6 @@ typedef struct {
     Accord__V1__Withheld withheld[ACC_POLICY_MAX_RECIPIENTS];
     Accord__V1__Withheld *withheld_ptrs[ACC_POLICY_MAX_RECIPIENTS];
 } s_publish_t;
-
-/* The subject tag lets auditors find a child's rows without the log holding the
- * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
- * local id qualified by the publisher. */
-bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
-                        const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES])
-{
-    char input[512];
-    int n = -1;
-    if (nhs[0] != '\0') {
-        n = snprintf(input, sizeof(input), "nhs:%s", nhs);
-    } else if (local_id[0] != '\0') {
-        n = snprintf(input, sizeof(input), "local:%s:%s", agency, local_id);
-    }
-    bool ok = n > 0 && (size_t)n < sizeof(input);
-    if (ok) {
-        (void)crypto_generichash(tag, ACC_LOGROW_TAG_BYTES, (const uint8_t *)input,
-                                 (unsigned long long)n, self->subject_key, 32);
-    }
-    sodium_memzero(input, sizeof(input));
-    return ok;
-}
 
 /* The record's NHS number normalised once (recipients get it in that form), and
  * its tag. */
@@ -98,7 +77,7 @@ static void s_row_init(const broker_t *self, const s_publish_t *p, acc_logrow_t 
     row->record_id = s_record_id(p->rec);
     row->subject_tag = p->has_tag ? p->tag : NULL;
     row->consent = acc_pb_consent_name(p->rec->consent);
-    row->agreement_hash = acc_policy_hash(self->policy);
+    row->agreement_hash = acc_policy_hash(broker_policy(self));
 }
 
 /* Stages row with plain (a packed record) encrypted as its payload. */
@@ -111,7 +90,7 @@ static int64_t s_stage(broker_t *self, s_publish_t *p, acc_logrow_t *row,
     if (p->accepting && p->first_seq == 0) {
         row->content_hash = p->content_hash; /* a repeat is answered from this row */
     }
-    int64_t seq = ledger_stage(self->ledger, row, buf, len);
+    int64_t seq = ledger_stage(broker_ledger(self), row, buf, len);
     sodium_memzero(buf, len);
     free(buf);
     if (p->first_seq == 0) {
@@ -170,8 +149,9 @@ static void s_join_rules(char *out, size_t out_len, const acc_policy_t *policy,
 static void s_fill_rules(broker_t *self, s_publish_t *p, size_t slot, const acc_recipient_t *r,
                          acc_logrow_t *row)
 {
+    const acc_policy_t *policy = broker_policy(self);
     for (size_t i = 0; i < r->rule_count; i++) {
-        const char *id = acc_policy_rule_id(self->policy, r->rules[i]);
+        const char *id = acc_policy_rule_id(policy, r->rules[i]);
         row->rule_ids[i] = id;
         p->rule_ptrs[slot][i] = acc_pb_str(id);
     }
@@ -193,7 +173,7 @@ static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_
     }
     deliver.purpose = acc_pb_str(row->purpose);
     deliver.lawful_basis = acc_pb_str(row->lawful_basis);
-    deliver.agreement_hash = acc_pb_str(acc_policy_hash_hex(self->policy));
+    deliver.agreement_hash = acc_pb_str(acc_policy_hash_hex(broker_policy(self)));
     deliver.record = minimised;
     if (r->safeguarding_override) {
         deliver.safeguarding_justification = p->rec->safeguarding_justification;
@@ -219,19 +199,20 @@ static void s_queue_deliver(broker_t *self, s_publish_t *p, const acc_recipient_
 static void s_decide_recipient(broker_t *self, s_publish_t *p, const acc_decision_t *d,
                                const acc_recipient_t *r)
 {
+    const acc_policy_t *policy = broker_policy(self);
     acc_projection_t projection;
-    acc_policy_project(self->policy, d, r, p->rec, &projection);
+    acc_policy_project(policy, d, r, p->rec, &projection);
     if (projection.subject.nhs_number[0] != '\0') {
         /* Recipients get the number in one form, whatever spacing the publisher used. */
         projection.subject.nhs_number = p->nhs;
     }
     char purpose[PROVENANCE_MAX];
     char basis[PROVENANCE_MAX];
-    s_join_rules(purpose, sizeof(purpose), self->policy, r, true);
-    s_join_rules(basis, sizeof(basis), self->policy, r, false);
+    s_join_rules(purpose, sizeof(purpose), policy, r, true);
+    s_join_rules(basis, sizeof(basis), policy, r, false);
     acc_logrow_t row;
     s_row_init(self, p, &row, r->withheld ? "withheld" : "shared");
-    row.to_agency = acc_policy_agency_id(self->policy, r->agency);
+    row.to_agency = acc_policy_agency_id(policy, r->agency);
     row.purpose = purpose;
     row.lawful_basis = basis;
     const char *agency = row.to_agency;
@@ -331,8 +312,8 @@ static void s_answer_first(broker_t *self, s_publish_t *p)
     s_first_t first = { .p = p };
     p->result.recipients = p->recipient_ptrs;
     p->result.withheld = p->withheld_ptrs;
-    if (ledger_first_result(self->ledger, p->peer->id, p->rec->record_id, s_first_row, &first,
-                            &err) != ACC_OK) {
+    if (ledger_first_result(broker_ledger(self), p->peer->id, p->rec->record_id, s_first_row,
+                            &first, &err) != ACC_OK) {
         s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE, err.msg);
     } else {
         s_reply_result(self, p, ACCORD__V1__ERROR_CODE__OK,
@@ -361,7 +342,8 @@ static bool s_check_repeat(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode
     free(packed);
     ledger_publish_t first;
     acc_err_t err;
-    if (ledger_find_publish(self->ledger, p->peer->id, p->rec->record_id, &first, &err) != ACC_OK) {
+    if (ledger_find_publish(broker_ledger(self), p->peer->id, p->rec->record_id, &first, &err) !=
+        ACC_OK) {
         s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
                        "the sharing log cannot be read just now; retry");
         return true;
@@ -394,7 +376,7 @@ static void s_share(broker_t *self, s_publish_t *p, const acc_decision_t *d)
     }
     s_queue_result(self, p, ACCORD__V1__ERROR_CODE__OK,
                    p->result.n_recipients > 0 ? "shared" : "every recipient was withheld");
-    ledger_note_publish(self->ledger, p->peer->id, p->rec->record_id, p->content_hash);
+    ledger_note_publish(broker_ledger(self), p->peer->id, p->rec->record_id, p->content_hash);
     acc_log_info("publish", "accepted record from %s type=%s shared=%zu withheld=%zu seq=%lld",
                  p->peer->id, p->rec->record_type, p->result.n_recipients, p->result.n_withheld,
                  (long long)p->first_seq);
@@ -438,7 +420,7 @@ void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope
     if (code == ACCORD__V1__ERROR_CODE__OK) {
         char today[11];
         broker_today(today);
-        acc_policy_decide(self->policy, peer->who.index, today, p->rec, d);
+        acc_policy_decide(broker_policy(self), peer->who.index, today, p->rec, d);
         code = d->code;
         (void)acc_err_set(&reason, ACC_ERR_INVALID, "%s", d->reason);
     }
