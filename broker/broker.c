@@ -189,15 +189,8 @@ static acc_rc_t s_open_router(broker_t *self, const uint8_t curve_secret[32], ac
         rc = s_set(self->router, ZMQ_SNDHWM, &queue_max, sizeof(queue_max), err);
     }
     if (rc == ACC_OK) {
-        /* libzmq reads a connection again each time half of these have been read,
-         * with a wake-up of its I/O thread each time: with few, a publisher's
-         * window of records reaches the loop a few at a time (README, Limits) */
         int in_max = s_inbound_queue_max(self->config);
         rc = s_set(self->router, ZMQ_RCVHWM, &in_max, sizeof(in_max), err);
-        acc_log_info("broker",
-                     "each connection may have %d frames waiting to be read (16 MiB over "
-                     "twice max_message_bytes, %lld)",
-                     in_max, (long long)self->config->max_message_bytes);
     }
     if (rc == ACC_OK) {
         rc = s_set(self->router, ZMQ_LINGER, &zero, sizeof(zero), err);
