@@ -962,19 +962,35 @@ static char *s_raw_welcome(void *s)
 #define TAKEOVER_RID       "partners-takeover"
 #define TAKEOVER_LISTEN_MS 3000
 
-/* B says Hello on the routing id A left until the broker answers (the ROUTER
- * refuses a routing id still in use until it has seen A's connection close). */
-static Accord__V1__Envelope *s_takeover_hello(void *b)
+/* B connects with the routing id A left and says Hello until the broker answers.
+ * While the broker's ROUTER still holds A's connection it does not take B's
+ * (libzmq, ZMQ_ROUTER_HANDOVER off), and in about one run in eight here B's
+ * connection then never reached the broker at all: 10 s of Hellos and not one
+ * line about B in the broker's log (libzmq 4.3 appears to name such a waiting
+ * connection later from its next frame, not its routing id). So B does what a
+ * client would: after 2 s unanswered it connects again, on a fresh socket with
+ * the same routing id. Returns B's socket and the answer, NULL if none came in
+ * 10 s. */
+static void *s_takeover_hello(void *ctx, Accord__V1__Envelope **answer)
 {
+    char *b_key = s_secret_path(EH);
     long deadline = s_now_ms() + 10000;
-    while (s_now_ms() < deadline) {
-        s_raw_hello(b, true, 1);
-        Accord__V1__Envelope *env = s_raw_recv(b, 500);
-        if (env != NULL) {
-            return env;
+    void *b = NULL;
+    *answer = NULL;
+    while (*answer == NULL && s_now_ms() < deadline) {
+        if (b != NULL) {
+            zmq_close(b);
+        }
+        b = s_dealer(ctx, b_key, TAKEOVER_RID);
+        cr_assert_eq(zmq_connect(b, world->endpoint), 0);
+        long retry = s_now_ms() + 2000;
+        while (*answer == NULL && s_now_ms() < retry) {
+            s_raw_hello(b, true, 1);
+            *answer = s_raw_recv(b, 500);
         }
     }
-    return NULL;
+    free(b_key);
+    return b;
 }
 
 /* B listens while records to A are published; returns the Delivers it got. */
@@ -1079,11 +1095,8 @@ Test(partners, a_routing_id_reused_by_another_agency_gets_nothing_of_the_first)
     free(who);
     zmq_close(a);
 
-    char *b_key = s_secret_path(EH);
-    void *b = s_dealer(ctx, b_key, TAKEOVER_RID);
-    free(b_key);
-    cr_assert_eq(zmq_connect(b, world->endpoint), 0);
-    Accord__V1__Envelope *welcome = s_takeover_hello(b);
+    Accord__V1__Envelope *welcome = NULL;
+    void *b = s_takeover_hello(ctx, &welcome);
     s_assert_broker_up("after the takeover");
     cr_assert_not_null(welcome, "B was never answered");
     cr_assert_eq(welcome->body_case, ACCORD__V1__ENVELOPE__BODY_WELCOME, "B's Hello: %s",
