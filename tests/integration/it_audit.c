@@ -626,24 +626,31 @@ static size_t s_page_rows(client_t *c, bool payloads, bool *more, size_t *payloa
     return rows;
 }
 
+/* Appends a `shared` row from the health visitors to the children's centres
+ * behind the broker's back (it is stopped), with payload; returns its seq. */
+static int64_t s_append_shared(const char *record_id, const uint8_t *payload, size_t len)
+{
+    static uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
+    acc_logrow_t row = { 0 };
+    acc_uuid_random(row.share_id);
+    row.event = "shared";
+    row.from_agency = "rft-health-visiting";
+    row.to_agency = "rmbc-childrens-centres";
+    row.record_type = "health-visit";
+    row.record_id = record_id;
+    row.key_epoch = 1;
+    row.nonce = nonce;
+    row.payload = payload;
+    row.payload_len = len;
+    return th_pg_append_logrow(world, &row);
+}
+
 Test(audit, a_page_without_payloads_of_large_records_still_holds_200_rows)
 {
     static uint8_t payload[16 * 1024];
-    static uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
     th_broker_stop(world); /* the rows are appended behind its back */
     for (int i = 0; i < 250; i++) {
-        acc_logrow_t row = { 0 };
-        acc_uuid_random(row.share_id);
-        row.event = "shared";
-        row.from_agency = "rft-health-visiting";
-        row.to_agency = "rmbc-childrens-centres";
-        row.record_type = "health-visit";
-        row.record_id = "hv-large";
-        row.key_epoch = 1;
-        row.nonce = nonce;
-        row.payload = payload;
-        row.payload_len = sizeof(payload);
-        (void)th_pg_append_logrow(world, &row);
+        (void)s_append_shared("hv-large", payload, sizeof(payload));
     }
     th_broker_start(world);
     acc_agent_config_t cfg;
@@ -670,22 +677,11 @@ Test(audit, a_page_cut_after_one_large_row_says_more_follow)
 {
     static uint8_t large[800 * 1024];
     static uint8_t small[64];
-    static uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
     th_broker_stop(world); /* the rows are appended behind its back */
     int64_t seqs[3] = { 0 };
     for (int i = 0; i < 3; i++) {
-        acc_logrow_t row = { 0 };
-        acc_uuid_random(row.share_id);
-        row.event = "shared";
-        row.from_agency = "rft-health-visiting";
-        row.to_agency = "rmbc-childrens-centres";
-        row.record_type = "health-visit";
-        row.record_id = i == 0 ? "hv-huge" : "hv-after-huge";
-        row.key_epoch = 1;
-        row.nonce = nonce;
-        row.payload = i == 0 ? large : small;
-        row.payload_len = i == 0 ? sizeof(large) : sizeof(small);
-        seqs[i] = th_pg_append_logrow(world, &row);
+        seqs[i] = i == 0 ? s_append_shared("hv-huge", large, sizeof(large))
+                         : s_append_shared("hv-after-huge", small, sizeof(small));
     }
     th_broker_start(world);
     acc_agent_config_t cfg;

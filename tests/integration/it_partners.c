@@ -957,6 +957,20 @@ static char *s_raw_welcome(void *s)
     return agency;
 }
 
+/* A raw connection with the key pair named (DIR/NAME.curve.secret) and routing id
+ * rid (NULL: the broker's choice), welcomed as agency. */
+static void *s_raw_welcomed(void *ctx, const char *name, const char *rid, const char *agency)
+{
+    char *key = s_secret_path(name);
+    void *s = s_dealer(ctx, key, rid);
+    free(key);
+    cr_assert_eq(zmq_connect(s, world->endpoint), 0);
+    char *who = s_raw_welcome(s);
+    cr_assert_str_eq(who, agency);
+    free(who);
+    return s;
+}
+
 /* ---- 6. a routing id taken over by another agency ---- */
 
 #define TAKEOVER_RID       "partners-takeover"
@@ -1086,14 +1100,7 @@ Test(partners, a_routing_id_reused_by_another_agency_gets_nothing_of_the_first)
     s_agreement(CC ", " SC, "");
     long rss_before = s_begin("", SC);
     void *ctx = zmq_ctx_new();
-    char *a_key = s_secret_path(CC);
-    void *a = s_dealer(ctx, a_key, TAKEOVER_RID);
-    free(a_key);
-    cr_assert_eq(zmq_connect(a, world->endpoint), 0);
-    char *who = s_raw_welcome(a);
-    cr_assert_str_eq(who, CC);
-    free(who);
-    zmq_close(a);
+    zmq_close(s_raw_welcomed(ctx, CC, TAKEOVER_RID, CC));
 
     Accord__V1__Envelope *welcome = NULL;
     void *b = s_takeover_hello(ctx, &welcome);
@@ -1711,19 +1718,6 @@ static void s_reload_reordered_with_eh_rotated(void)
     s_reload();
 }
 
-/* A raw subscriber with the key pair named (DIR/NAME.curve.secret), welcomed as agency. */
-static void *s_raw_subscriber_keyed(void *ctx, const char *name, const char *agency)
-{
-    char *key = s_secret_path(name);
-    void *s = s_dealer(ctx, key, NULL);
-    free(key);
-    cr_assert_eq(zmq_connect(s, world->endpoint), 0);
-    char *who = s_raw_welcome(s);
-    cr_assert_str_eq(who, agency);
-    free(who);
-    return s;
-}
-
 /* Every share to agency is acknowledged in the log, none is pending. */
 static void s_assert_all_acked(const char *agency, long total)
 {
@@ -1739,8 +1733,8 @@ Test(partners, a_reload_resends_nothing_in_flight_on_a_connection_that_stays)
     /* no redelivery by timeout within the test: any resend is the reload's */
     s_start_broker("redeliver_after_ms: 600000\n");
     void *ctx = zmq_ctx_new();
-    void *cc = s_raw_subscriber_keyed(ctx, CC, CC);
-    void *eh_old = s_raw_subscriber_keyed(ctx, EH, EH);
+    void *cc = s_raw_welcomed(ctx, CC, NULL, CC);
+    void *eh_old = s_raw_welcomed(ctx, EH, NULL, EH);
     s_conn_t hv;
     s_conn_open(&hv, HV);
     s_held_t got_cc = { .count = 0 };
@@ -1762,7 +1756,7 @@ Test(partners, a_reload_resends_nothing_in_flight_on_a_connection_that_stays)
     /* the rotated-out key's connection is sent nothing more; what it held is
      * pending again, and the new key's connection is sent it */
     s_held_listen(eh_old, &got_eh_old, 0, 500);
-    void *eh_new = s_raw_subscriber_keyed(ctx, "eh-rotated", EH);
+    void *eh_new = s_raw_welcomed(ctx, "eh-rotated", NULL, EH);
     s_publish_visits(&hv, "after", HELD_AFTER, 100);
     s_conn_close(&hv);
     s_held_listen(cc, &got_cc, HELD_BEFORE + HELD_AFTER, 20000);
@@ -1822,7 +1816,7 @@ Test(partners, a_reload_that_reorders_the_agencies_sends_each_share_to_its_recip
 {
     long rss_before = s_begin("", CC);
     void *ctx = zmq_ctx_new();
-    void *eh = s_raw_subscriber_keyed(ctx, EH, EH);
+    void *eh = s_raw_welcomed(ctx, EH, NULL, EH);
     s_held_t got_eh = { .count = 0 };
     /* each reload swaps the two recipients' places, while shares to both are
      * being committed */
@@ -1862,7 +1856,7 @@ Test(partners, an_agency_that_leaves_the_agreement_is_sent_nothing_more)
     s_agreement(CC ", " SC, "");
     long rss_before = s_begin("", CC);
     void *ctx = zmq_ctx_new();
-    void *sc = s_raw_subscriber_keyed(ctx, SC, SC);
+    void *sc = s_raw_welcomed(ctx, SC, NULL, SC);
     s_held_t got_sc = { .count = 0 };
     s_held_listen(sc, &got_sc, 0, 300);
     for (int i = 0; i < LEAVE_RELOADS; i++) {
