@@ -167,12 +167,23 @@ acc_rc_t client_open(client_t **out, const acc_agent_config_t *config, bool subs
     return ACC_OK;
 }
 
+#define CLIENT_CLOSE_LINGER_MS 1000
+
 void client_destroy(client_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL) {
         return;
     }
     client_t *self = *self_p;
+    /* What was sent last (a subscriber's final acknowledgements, above all) may
+     * still sit in libzmq's queue: a connection the broker welcomed gets a moment
+     * to deliver it, or the share would be delivered again on the next run. One
+     * that was never welcomed is given none, so a stop is not held up by a broker
+     * that does not answer. */
+    if (self->welcomed_once && self->socket != NULL) {
+        int linger = CLIENT_CLOSE_LINGER_MS;
+        (void)zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof(linger));
+    }
     s_close_socket(self);
     zmq_ctx_term(self->ctx);
     free(self);
