@@ -282,7 +282,7 @@ void ledger_set_observer(ledger_t *self, ledger_observer_fn *fn, void *ctx);
 
 /* Rows staged since the last commit. */
 size_t ledger_staged(const ledger_t *self);
-/* Bytes of COPY text those rows take. */
+/* Bytes those rows take in the binary COPY stream (and the cursors' SQL). */
 size_t ledger_staged_bytes(const ledger_t *self);
 
 /* Sends every staged row as one transaction and returns without waiting: rows
