@@ -224,6 +224,42 @@ Test(log, the_database_refuses_a_record_accepted_twice)
     cr_assert_eq(th_pg_count(world, "record_id = 'hv-once-0' AND content_hash IS NOT NULL"), 1);
 }
 
+/* Every row names the key epoch its payload is sealed under, and that epoch must
+ * be in the log's database: since schema 0012 checked once per statement (the
+ * broker writes a batch as one COPY) rather than row by row. */
+Test(log, the_database_refuses_a_row_sealed_under_an_epoch_it_does_not_hold)
+{
+    s_publish_n("hv-epoch", 2);
+    th_broker_stop(world);
+    th_pg_exec(world, "CREATE TEMP TABLE more AS SELECT * FROM accord_log WHERE record_id LIKE "
+                      "'hv-epoch-%' ORDER BY seq");
+    th_pg_exec(world, "UPDATE more SET seq = seq + 1000000, share_id = gen_random_uuid(), "
+                      "content_hash = NULL");
+    cr_assert_gt(th_pg_count(world, "record_id LIKE 'hv-epoch-%'"), 1);
+    /* one row among several names an epoch nobody started */
+    th_pg_exec(world, "UPDATE more SET key_epoch = (SELECT max(epoch) + 7 FROM accord_epoch) "
+                      "WHERE seq = (SELECT max(seq) FROM more)");
+    PGresult *res = PQexec(world->db, "INSERT INTO accord_log SELECT * FROM more");
+    cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "a row under a missing epoch went in");
+    cr_assert_str_eq(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23503");
+    cr_assert(strstr(PQresultErrorMessage(res), "key epoch") != NULL, "%s",
+              PQresultErrorMessage(res));
+    PQclear(res);
+    cr_assert_eq(th_pg_count(world, "seq > 1000000"), 0, "the statement was not undone whole");
+    /* the same rows under epochs the log holds go in */
+    th_pg_exec(world, "UPDATE more SET key_epoch = (SELECT max(epoch) FROM accord_epoch)");
+    th_pg_exec(world, "INSERT INTO accord_log SELECT * FROM more");
+    cr_assert_gt(th_pg_count(world, "seq > 1000000"), 1);
+    /* and the epochs rows name cannot be taken away, even by the owner */
+    static const char *const forbidden[] = { "DELETE FROM accord_epoch", "TRUNCATE accord_epoch",
+                                             "UPDATE accord_epoch SET epoch = epoch + 100" };
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
+        res = PQexec(world->db, forbidden[i]);
+        cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "allowed: %s", forbidden[i]);
+        PQclear(res);
+    }
+}
+
 Test(log, kill_9_loses_no_acknowledged_record_and_the_chain_still_verifies)
 {
     acc_agent_config_t cfg;
