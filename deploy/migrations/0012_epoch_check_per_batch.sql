@@ -10,7 +10,9 @@
 -- The same rule now holds through one check per statement: the broker writes a
 -- batch as one COPY, and a trigger looks at all its new rows at once. The foreign
 -- key's other half, that an epoch named by rows cannot be removed, already holds:
--- accord_epoch refuses UPDATE and DELETE (0001), and from here on TRUNCATE too.
+-- accord_epoch refuses UPDATE and DELETE (0001). It refused TRUNCATE ... CASCADE
+-- only because the cascade reached the log; from here on it refuses TRUNCATE
+-- itself, and so does accord_epoch_seal, which nothing else stopped.
 -- A row naming an epoch that does not exist is refused with the foreign key's
 -- own SQLSTATE (23503), as before.
 --
@@ -39,4 +41,6 @@ CREATE TRIGGER accord_log_epochs_exist AFTER INSERT ON accord_log
     FOR EACH STATEMENT EXECUTE FUNCTION accord_log_epochs_exist();
 
 CREATE TRIGGER accord_epoch_no_truncate BEFORE TRUNCATE ON accord_epoch
+    FOR EACH STATEMENT EXECUTE FUNCTION accord_refuse_change();
+CREATE TRIGGER accord_epoch_seal_no_truncate BEFORE TRUNCATE ON accord_epoch_seal
     FOR EACH STATEMENT EXECUTE FUNCTION accord_refuse_change();

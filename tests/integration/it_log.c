@@ -250,12 +250,18 @@ Test(log, the_database_refuses_a_row_sealed_under_an_epoch_it_does_not_hold)
     th_pg_exec(world, "UPDATE more SET key_epoch = (SELECT max(epoch) FROM accord_epoch)");
     th_pg_exec(world, "INSERT INTO accord_log SELECT * FROM more");
     cr_assert_gt(th_pg_count(world, "seq > 1000000"), 1);
-    /* and the epochs rows name cannot be taken away, even by the owner */
-    static const char *const forbidden[] = { "DELETE FROM accord_epoch", "TRUNCATE accord_epoch",
-                                             "UPDATE accord_epoch SET epoch = epoch + 100" };
+    /* and the epochs rows name, and their seals, cannot be taken away, even by
+     * the owner: the log no longer refers to accord_epoch, so a cascade does not
+     * reach the log's own trigger */
+    static const char *const forbidden[] = {
+        "DELETE FROM accord_epoch", "TRUNCATE accord_epoch CASCADE", "TRUNCATE accord_epoch_seal",
+        "UPDATE accord_epoch SET epoch = epoch + 100", "DELETE FROM accord_epoch_seal"
+    };
     for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
         res = PQexec(world->db, forbidden[i]);
         cr_assert_eq(PQresultStatus(res), PGRES_FATAL_ERROR, "allowed: %s", forbidden[i]);
+        cr_assert(strstr(PQresultErrorMessage(res), "append-only") != NULL, "%s: %s", forbidden[i],
+                  PQresultErrorMessage(res));
         PQclear(res);
     }
 }
