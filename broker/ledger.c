@@ -1423,15 +1423,18 @@ char *ledger_text_array(const char *const *items, size_t count)
 {
     copybuf_t b = { 0 };
     copybuf_raw(&b, "{", 1);
-    bool first = true;
     for (size_t i = 0; i < count; i++) {
-        if (strpbrk(items[i], "\"\\{},") != NULL) {
-            continue;
+        copybuf_raw(&b, i > 0 ? ",\"" : "\"", i > 0 ? 2 : 1);
+        for (const char *c = items[i]; *c != '\0';) {
+            size_t plain = strcspn(c, "\"\\");
+            copybuf_raw(&b, c, plain);
+            c += plain;
+            if (*c != '\0') {
+                copybuf_raw(&b, "\\", 1);
+                copybuf_raw(&b, c++, 1);
+            }
         }
-        copybuf_raw(&b, first ? "\"" : ",\"", first ? 1 : 2);
-        copybuf_raw(&b, items[i], strlen(items[i]));
         copybuf_raw(&b, "\"", 1);
-        first = false;
     }
     copybuf_raw(&b, "}", 2); /* and the terminating NUL */
     return b.data;
@@ -1724,23 +1727,6 @@ static PGresult *s_lookup(ledger_t *self, PGconn *conn, int which, const char *c
     return PQexecPrepared(conn, s_lookup_names[which], 2, values, NULL, NULL, 1);
 }
 
-/* Appends items as a PostgreSQL array literal, each element quoted. */
-static void s_array_literal(copybuf_t *b, const char *const *items, size_t count)
-{
-    copybuf_raw(b, "{", 1);
-    for (size_t i = 0; i < count; i++) {
-        copybuf_raw(b, i > 0 ? ",\"" : "\"", i > 0 ? 2 : 1);
-        for (const char *c = items[i]; *c != '\0'; c++) {
-            if (*c == '"' || *c == '\\') {
-                copybuf_raw(b, "\\", 1);
-            }
-            copybuf_raw(b, c, 1);
-        }
-        copybuf_raw(b, "\"", 1);
-    }
-    copybuf_raw(b, "}", 2); /* with its terminating NUL */
-}
-
 /* Marks every key looked up, then the ones PostgreSQL knows as found. */
 static void s_note_prefetched(ledger_t *self, size_t count, const char *const *from,
                               const char *const *record_ids, PGresult *res)
@@ -1798,11 +1784,9 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
         return s_prefetch_one(self, conn, from[0], record_ids[0], err);
     }
     acc_rc_t rc = ACC_OK;
-    copybuf_t froms = { 0 };
-    copybuf_t ids = { 0 };
-    s_array_literal(&froms, from, count);
-    s_array_literal(&ids, record_ids, count);
-    const char *values[2] = { froms.data, ids.data };
+    char *froms = ledger_text_array(from, count);
+    char *ids = ledger_text_array(record_ids, count);
+    const char *values[2] = { froms, ids };
     PGresult *res = s_lookup(self, conn, LOOKUP_MANY, values);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = acc_err_set(err, ACC_ERR_DB, "could not look up earlier publishes: %s",
@@ -1811,8 +1795,8 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
         s_note_prefetched(self, count, from, record_ids, res);
     }
     PQclear(res);
-    copybuf_free(&froms);
-    copybuf_free(&ids);
+    free(froms);
+    free(ids);
     return rc;
 }
 

@@ -14,9 +14,8 @@
 PGresult *ledger_read(ledger_t *self, const char *sql, int n, const char *const *values,
                       acc_err_t *err);
 
-/* The ids (rule ids: validated, so no quotes, commas or braces; any that has one
- * is left out) as a PostgreSQL text[] literal, however many: malloc'd, the
- * caller frees it. */
+/* items as a PostgreSQL text[] literal, however many, each element quoted (a
+ * quote or backslash in one escaped): malloc'd, the caller frees it. */
 char *ledger_text_array(const char *const *items, size_t count);
 
 #endif
