@@ -195,6 +195,11 @@ static void s_floor(json_t *ratios, const json_t *results)
         (void)printf("  %-44s p50 %7.3f  p99 %7.3f\n", "a hop through the bare relay alone",
                      s_ms(r, "result_ms", "p50"), s_ms(r, "result_ms", "p99"));
     }
+    const json_t *rc = s_find_prefix(results, "relay+commit @");
+    if (rc != NULL) {
+        (void)printf("  %-44s p50 %7.3f  p99 %7.3f\n", "the hop and the commit, nothing else",
+                     s_ms(rc, "result_ms", "p50"), s_ms(rc, "result_ms", "p99"));
+    }
     (void)printf("  %-44s p50 %7.3f  p99 %7.3f\n", "accord", s_ms(a, "result_ms", "p50"),
                  s_ms(a, "result_ms", "p99"));
     json_object_set_new(ratios, "commit floor p50 ms", json_real(s_ms(c, "result_ms", "p50")));
@@ -348,6 +353,18 @@ static double s_t_records(const json_t *run, const char *ref)
                                   : -1;
 }
 
+/* The pipeline alone (relay+commit) over the log alone (commit): what any broker
+ * that hops and commits reaches of the ceiling on this machine, before it does
+ * any work of its own. Below 0.8, "accord / commit >= 0.8" is out of reach here. */
+static double s_t_pipeline(const json_t *run, const char *unused)
+{
+    (void)unused;
+    const json_t *p = s_find(run, "relay+commit");
+    const json_t *c = s_find(run, "commit");
+    return p != NULL && c != NULL ? s_over(s_num(p, "accepted_per_s"), s_num(c, "accepted_per_s"))
+                                  : -1;
+}
+
 static double s_t_p50(const json_t *run, const char *unused)
 {
     (void)unused;
@@ -431,6 +448,12 @@ typedef struct {
 static const target_t s_targets[] = {
     { "accord / rabbitmq records/s", s_t_records, "rabbitmq", 2.0, true, { "accord", "rabbitmq" } },
     { "accord / commit records/s", s_t_records, "commit", 0.8, true, { "accord", "commit" } },
+    { "  reference: relay+commit / commit records/s",
+      s_t_pipeline,
+      NULL,
+      0.8,
+      true,
+      { "relay+commit", "commit" } },
     { "accord p50 @rate / (commit p50 + relay p50)",
       s_t_p50,
       NULL,
@@ -756,6 +779,8 @@ int main(int argc, char **argv)
                 "accepted_per_s");
         s_ratio(ratios, results, "commit x4 connections (records/s)", "commit x4 connections",
                 "accepted_per_s", "accepted_per_s");
+        s_ratio(ratios, results, "relay+commit (records/s)", "relay+commit", "accepted_per_s",
+                "accepted_per_s");
         s_ratio(ratios, results, "copy (PG rows/s)", "copy", "pg_rows_per_s", "pg_rows_per_s");
         s_ceiling(ratios, results);
         s_floor(ratios, results);
