@@ -157,10 +157,12 @@ static void s_ratio(json_t *ratios, const json_t *results, const char *label, co
     json_object_set_new(ratios, label, json_real(top / bottom));
 }
 
-/* What the log alone allows: no broker can accept more records per second than
- * binary COPY can write their log rows (copy's rows_per_record: a shared row per
- * recipient and a share of a batch's acknowledgement rows) into the same PostgreSQL. */
-static void s_ceiling(json_t *ratios, const json_t *results)
+/* The log written in bulk: binary COPY's rows/s, about 1000 rows a transaction
+ * from one connection, over copy's rows_per_record (a shared row per recipient
+ * and a share of a batch's acknowledgement rows). A yardstick, not a bound: the
+ * commit reference, which overlaps building its rows with the server's work, has
+ * written faster (33,642 rows/s against copy's 26,326 in one run). */
+static void s_bulk(json_t *ratios, const json_t *results)
 {
     const json_t *a = s_find(results, "accord");
     const json_t *c = s_find(results, "copy");
@@ -169,13 +171,13 @@ static void s_ceiling(json_t *ratios, const json_t *results)
     if (a == NULL || per_record <= 0 || rows_per_s <= 0) {
         return;
     }
-    double ceiling = rows_per_s / per_record;
+    double bulk = rows_per_s / per_record;
     double accepted = s_num(a, "accepted_per_s");
-    (void)printf("\nthe log's ceiling: %.0f log rows/s by binary COPY / %.2f rows per record "
+    (void)printf("\nthe log in bulk: %.0f log rows/s by binary COPY / %.2f rows per record "
                  "= %.0f records/s;\n  accord reaches %.2f of it (%.0f records/s)\n",
-                 rows_per_s, per_record, ceiling, accepted / ceiling, accepted);
-    json_object_set_new(ratios, "log ceiling (records/s)", json_real(ceiling));
-    json_object_set_new(ratios, "accord / log ceiling", json_real(accepted / ceiling));
+                 rows_per_s, per_record, bulk, accepted / bulk, accepted);
+    json_object_set_new(ratios, "log in bulk (records/s)", json_real(bulk));
+    json_object_set_new(ratios, "accord / log in bulk", json_real(accepted / bulk));
 }
 
 /* At the fixed offered rate, what the two things every record needs cost on their
@@ -782,7 +784,7 @@ int main(int argc, char **argv)
         s_ratio(ratios, results, "relay+commit (records/s)", "relay+commit", "accepted_per_s",
                 "accepted_per_s");
         s_ratio(ratios, results, "copy (PG rows/s)", "copy", "pg_rows_per_s", "pg_rows_per_s");
-        s_ceiling(ratios, results);
+        s_bulk(ratios, results);
         s_floor(ratios, results);
     }
     s_section(results, "host_cpu_us_per_record",
