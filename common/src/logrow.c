@@ -1,7 +1,9 @@
 /* logrow.c - a sharing-log row's canonical bytes, hash-chain link and payload sealing */
 #include "accord/logrow.h"
 
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,9 +315,47 @@ acc_rc_t acc_uuid_parse(uint8_t out[ACC_LOGROW_SHARE_BYTES], const char *text, a
     return ACC_OK;
 }
 
+/* The random bits of version-7 ids come from a pool of libsodium's randomness,
+ * refilled 4 KiB at a time: randombytes_buf is a getrandom(2) call each time, and
+ * the broker makes an id for every log row (a tenth of its loop's time went on
+ * those calls under load). The pool is per thread; a process forked from one
+ * holding it fills its own (pthread_atfork), so parent and child never hand out
+ * the same bits. Ids are not secrets, and the pool's bytes are used once. */
+#define UUID_POOL_BYTES 4096
+
+static _Thread_local uint8_t s_pool[UUID_POOL_BYTES];
+static _Thread_local size_t s_pool_next = UUID_POOL_BYTES;
+static _Thread_local unsigned s_pool_forks;
+static atomic_uint s_forks;
+static pthread_once_t s_pool_once = PTHREAD_ONCE_INIT;
+
+static void s_on_fork_child(void)
+{
+    atomic_fetch_add(&s_forks, 1);
+}
+
+static void s_pool_register(void)
+{
+    (void)pthread_atfork(NULL, NULL, s_on_fork_child);
+}
+
+static void s_pool_take(uint8_t *out, size_t len)
+{
+    (void)pthread_once(&s_pool_once, s_pool_register);
+    unsigned forks = atomic_load(&s_forks);
+    if (s_pool_forks != forks || UUID_POOL_BYTES - s_pool_next < len) {
+        randombytes_buf(s_pool, sizeof(s_pool));
+        s_pool_next = 0;
+        s_pool_forks = forks;
+    }
+    memcpy(out, s_pool + s_pool_next, len);
+    sodium_memzero(s_pool + s_pool_next, len);
+    s_pool_next += len;
+}
+
 void acc_uuid_v7(uint8_t out[ACC_LOGROW_SHARE_BYTES], uint64_t unix_ms)
 {
-    randombytes_buf(out, ACC_LOGROW_SHARE_BYTES);
+    s_pool_take(out + 6, ACC_LOGROW_SHARE_BYTES - 6);
     for (int i = 0; i < 6; i++) { /* 48-bit big-endian milliseconds, then the version */
         out[i] = (uint8_t)(unix_ms >> (40 - 8 * i));
     }

@@ -3,6 +3,8 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "accord/keys.h"
 #include "accord/logrow.h"
@@ -153,6 +155,62 @@ Test(logrow, uuid_v7_carries_its_millisecond_and_sorts_by_it)
     uint8_t now[ACC_LOGROW_SHARE_BYTES];
     acc_uuid_time_ordered(now);
     cr_assert_lt(memcmp(c, now, sizeof(c)), 0, "now is after the test's fixed time");
+}
+
+static int s_cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, ACC_LOGROW_SHARE_BYTES);
+}
+
+/* The random bits come from a pool refilled 4 KiB at a time: ids stay distinct
+ * across refills, and a forked child draws its own bits, not its parent's. */
+Test(logrow, uuid_v7_ids_stay_distinct_across_pool_refills_and_forks)
+{
+    const uint64_t ms = 1764633600123ULL;
+    enum { MANY = 2000, FORKED = 64 };
+    uint8_t(*ids)[ACC_LOGROW_SHARE_BYTES] = calloc(MANY, ACC_LOGROW_SHARE_BYTES);
+    cr_assert_not_null(ids);
+    for (int i = 0; i < MANY; i++) {
+        acc_uuid_v7(ids[i], ms);
+    }
+    qsort(ids, MANY, ACC_LOGROW_SHARE_BYTES, s_cmp_id);
+    for (int i = 1; i < MANY; i++) {
+        cr_assert_neq(memcmp(ids[i - 1], ids[i], ACC_LOGROW_SHARE_BYTES), 0, "id %d repeated", i);
+    }
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        uint8_t mine[FORKED][ACC_LOGROW_SHARE_BYTES];
+        for (int i = 0; i < FORKED; i++) {
+            acc_uuid_v7(mine[i], ms);
+        }
+        _exit(write(fds[1], mine, sizeof(mine)) == (ssize_t)sizeof(mine) ? 0 : 1);
+    }
+    uint8_t theirs[FORKED][ACC_LOGROW_SHARE_BYTES];
+    uint8_t ours[FORKED][ACC_LOGROW_SHARE_BYTES];
+    for (int i = 0; i < FORKED; i++) {
+        acc_uuid_v7(ours[i], ms);
+    }
+    size_t got = 0;
+    while (got < sizeof(theirs)) {
+        ssize_t n = read(fds[0], (uint8_t *)theirs + got, sizeof(theirs) - got);
+        cr_assert_gt(n, 0, "the child's ids");
+        got += (size_t)n;
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(child, &status, 0), child);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < FORKED; i++) {
+        for (int j = 0; j < FORKED; j++) {
+            cr_assert_neq(memcmp(ours[i], theirs[j], ACC_LOGROW_SHARE_BYTES), 0,
+                          "parent's id %d is the child's %d", i, j);
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    free(ids);
 }
 
 Test(logrow, uuid_round_trips_and_rejects_malformed_text)
