@@ -384,13 +384,13 @@ static bool s_wants(const peer_t *p, size_t agency, const char *record_type)
     return s_wants_type(p, record_type);
 }
 
-static bool s_can_take_more(const broker_t *b, const peer_t *p)
+static bool s_can_take_more(const broker_t *b, peer_t *p)
 {
     size_t agency = p->who.index;
     bool full =
         agency < b->agency_slots && (b->agency_inflight[agency] >= INFLIGHT_MAX ||
                                      b->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
-    return !full && peers_unread_bytes(p) <= SUBSCRIBER_UNREAD_MAX;
+    return !full && peers_unread_within(p, SUBSCRIBER_UNREAD_MAX, s_now_ms());
 }
 
 /* The agency's newest connection that takes deliveries, or NULL. */
@@ -432,6 +432,7 @@ void delivery_send_committed(broker_t *b, const out_t *o)
     }
     broker_send_rc_t sent = broker_send(b, p->rid, p->rid_len, o->frame, o->frame_len);
     if (sent == BROKER_SEND_OK) {
+        peers_note_sent(p, o->frame_len);
         p->cursor = o->seq > p->cursor ? o->seq : p->cursor;
         s_inflight_add(b, o->to_agency, cursor, o->share_id, o->seq, o->frame_len);
     } else if (sent == BROKER_SEND_FULL) {
@@ -573,6 +574,7 @@ static void s_send_frame(s_page_t *page, size_t cursor, const ledger_share_t *d,
     broker_send_rc_t sent = broker_send(page->b, peer->rid, peer->rid_len, frame, len);
     page->full = sent == BROKER_SEND_FULL;
     if (sent == BROKER_SEND_OK) {
+        peers_note_sent(peer, len);
         peer->cursor = d->seq;
         s_inflight_add(page->b, peer->who.index, cursor, d->share_id, d->seq, len);
     }

@@ -229,3 +229,22 @@ size_t peers_unread_bytes(const peer_t *p)
     }
     return (size_t)unread;
 }
+
+/* What a frame of the broker's costs on the wire beyond its bytes: the ZMTP frame
+ * header and CURVE's MESSAGE command, its nonce and its MAC (under 64 bytes). */
+#define FRAME_OVERHEAD 64
+
+bool peers_unread_within(peer_t *p, size_t limit, int64_t now_ms)
+{
+    if (p->unread_asked_ms == 0 || p->unread_bound > limit ||
+        now_ms - p->unread_asked_ms >= PEERS_UNREAD_ASK_MS) {
+        p->unread_bound = peers_unread_bytes(p);
+        p->unread_asked_ms = now_ms > 0 ? now_ms : 1;
+    }
+    return p->unread_bound <= limit;
+}
+
+void peers_note_sent(peer_t *p, size_t len)
+{
+    p->unread_bound += len + FRAME_OVERHEAD;
+}

@@ -37,6 +37,8 @@ typedef struct {
     bool backlog;                 /* the outbox may hold more for this subscriber */
     int64_t cursor;               /* highest share seq sent on this connection */
     uint64_t audit_turn;          /* loop turn of the last audit page it was sent */
+    size_t unread_bound;          /* at least its unread bytes (peers_unread_within) */
+    int64_t unread_asked_ms;      /* when the kernel last told them; 0: never */
 } peer_t;
 
 typedef struct peers_t peers_t;
@@ -96,6 +98,19 @@ void peers_rebind(peers_t *self, const acc_policy_t *policy);
 /* Bytes sent to p's connection that its far end has not yet taken in (the TCP
  * send queue, which fills when it stops reading); 0 when that cannot be told. */
 size_t peers_unread_bytes(const peer_t *p);
+
+/* Whether at most limit bytes sent to p's connection sit unread, as
+ * peers_unread_bytes tells, without asking the kernel at every delivery: the
+ * queue grows only by what is sent, so the last answer plus what
+ * peers_note_sent counted since is a bound on it. The kernel is asked again
+ * when that bound passes limit, and at least every PEERS_UNREAD_ASK_MS (other
+ * frames to the connection, answers and Welcomes, are not counted). now_ms is
+ * monotonic. */
+#define PEERS_UNREAD_ASK_MS 100
+bool peers_unread_within(peer_t *p, size_t limit, int64_t now_ms);
+
+/* Counts a frame of len bytes sent to p towards its unread bound. */
+void peers_note_sent(peer_t *p, size_t len);
 
 /* Forgets every closing entry. */
 void peers_reap(peers_t *self);
