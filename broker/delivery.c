@@ -393,6 +393,17 @@ static bool s_can_take_more(const broker_t *b, peer_t *p)
     return !full && peers_unread_within(p, SUBSCRIBER_UNREAD_MAX, s_now_ms());
 }
 
+/* Every delivery leaves here: what is sent counts towards the connection's
+ * unread bound (peers_unread_within) as it goes. */
+static broker_send_rc_t s_send_to(broker_t *b, peer_t *p, const uint8_t *frame, size_t len)
+{
+    broker_send_rc_t sent = broker_send(b, p->rid, p->rid_len, frame, len);
+    if (sent == BROKER_SEND_OK) {
+        peers_note_sent(p, len);
+    }
+    return sent;
+}
+
 /* The agency's newest connection that takes deliveries, or NULL. */
 static peer_t *s_subscriber(broker_t *b, size_t agency)
 {
@@ -430,9 +441,8 @@ void delivery_send_committed(broker_t *b, const out_t *o)
         p->backlog = true;
         return;
     }
-    broker_send_rc_t sent = broker_send(b, p->rid, p->rid_len, o->frame, o->frame_len);
+    broker_send_rc_t sent = s_send_to(b, p, o->frame, o->frame_len);
     if (sent == BROKER_SEND_OK) {
-        peers_note_sent(p, o->frame_len);
         p->cursor = o->seq > p->cursor ? o->seq : p->cursor;
         s_inflight_add(b, o->to_agency, cursor, o->share_id, o->seq, o->frame_len);
     } else if (sent == BROKER_SEND_FULL) {
@@ -571,10 +581,9 @@ static void s_send_frame(s_page_t *page, size_t cursor, const ledger_share_t *d,
                          const uint8_t *frame, size_t len)
 {
     peer_t *peer = page->peer;
-    broker_send_rc_t sent = broker_send(page->b, peer->rid, peer->rid_len, frame, len);
+    broker_send_rc_t sent = s_send_to(page->b, peer, frame, len);
     page->full = sent == BROKER_SEND_FULL;
     if (sent == BROKER_SEND_OK) {
-        peers_note_sent(peer, len);
         peer->cursor = d->seq;
         s_inflight_add(page->b, peer->who.index, cursor, d->share_id, d->seq, len);
     }

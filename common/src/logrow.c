@@ -349,7 +349,6 @@ static void s_pool_take(uint8_t *out, size_t len)
         s_pool_forks = forks;
     }
     memcpy(out, s_pool + s_pool_next, len);
-    sodium_memzero(s_pool + s_pool_next, len);
     s_pool_next += len;
 }
 
