@@ -102,6 +102,11 @@ outcome_t *broker_outcomes(broker_t *self)
     return self->outcomes;
 }
 
+bool broker_replaying(const broker_t *self)
+{
+    return self->replaying;
+}
+
 uint64_t broker_turn(const broker_t *self)
 {
     return self->turn;
@@ -693,6 +698,7 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err)
     metrics_commit(self->metrics, committed, f->rows, (double)(s_now_us() - f->started_us) / 1e6);
     delivery_settle(self, committed);
     if (on_data) {
+        metrics_count_replay(self->metrics);
         /* the rows staged since chained from it and were dropped with it; their
          * publishes are committed again after its own, in the order they came */
         s_flush_held_out(self, f);
@@ -1117,13 +1123,30 @@ static void s_replay_held(broker_t *self, batch_t *batch)
     self->replaying = false;
 }
 
+/* Whether the message came on a connection trusted to publish new records (see
+ * peers.h), judged before its frame is bound: an entry that is not that very
+ * connection is not trusted. */
+static bool s_sender_trusted(broker_t *self, inmsg_t *m, const uint8_t key[PEERS_KEY_BYTES])
+{
+    peers_frame_t frame = { .rid = zmq_msg_data(&m->rid),
+                            .rid_len = zmq_msg_size(&m->rid),
+                            .key = key,
+                            .fd = zmq_msg_get(&m->body, ZMQ_SRCFD) };
+    const peer_t *p = peers_connection(self->peers, &frame);
+    return p != NULL && peers_trusted(p);
+}
+
 /* Asks the log once whether any record published in msgs was accepted before,
- * rather than once per record. On failure each publish asks for itself. */
+ * rather than once per record; a trusted connection's records are not asked
+ * about at all. On failure each publish asks for itself. */
 static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
 {
-    const char **from = acc_xmalloc(n * sizeof(*from));
-    const char **ids = acc_xmalloc(n * sizeof(*ids));
+    /* asked: [0, count); taken as new: [n, n + unasked) */
+    const char **from = acc_xmalloc(2 * n * sizeof(*from));
+    const char **ids = acc_xmalloc(2 * n * sizeof(*ids));
     size_t count = 0;
+    size_t unasked = 0;
+    bool may_presume = ledger_may_presume_new(self->ledger);
     for (size_t i = 0; i < n; i++) {
         const Accord__V1__Envelope *env = msgs[i].env;
         uint8_t key[PEERS_KEY_BYTES];
@@ -1133,10 +1156,18 @@ static void s_prefetch_publishes(broker_t *self, inmsg_t *msgs, size_t n)
             acc_validate_is_record_id(env->publish->record->record_id) &&
             s_frame_key(&msgs[i].body, key) && acc_policy_find_key(self->policy, key, &who) &&
             !who.auditor) {
-            from[count] = who.id;
-            ids[count++] = env->publish->record->record_id;
+            size_t at = count;
+            if (may_presume && s_sender_trusted(self, &msgs[i], key)) {
+                at = n + unasked++;
+            } else {
+                count++;
+            }
+            from[at] = who.id;
+            ids[at] = env->publish->record->record_id;
         }
     }
+    ledger_presume_new(self->ledger, unasked, from + n, ids + n);
+    metrics_count_unasked(self->metrics, unasked);
     acc_err_t err;
     if (ledger_prefetch_publishes(self->ledger, count, from, ids, &err) != ACC_OK) {
         acc_log_debug("ledger", "%s", err.msg);

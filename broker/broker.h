@@ -112,6 +112,10 @@ ledger_t *broker_ledger(broker_t *self);
 /* The outcomes staged and not yet committed (outcome.c's table). */
 outcome_t *broker_outcomes(broker_t *self);
 
+/* True while the publishes of a batch PostgreSQL refused for a row's data are
+ * committed again one at a time (publish.c: a repeat found then cost a batch). */
+bool broker_replaying(const broker_t *self);
+
 /* Loop turns since start, counting from 1 (audit.c: at most one page a turn). */
 uint64_t broker_turn(const broker_t *self);
 

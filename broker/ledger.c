@@ -960,6 +960,31 @@ acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err)
     return ACC_OK;
 }
 
+/* The batch in flight failed on res: its SQLSTATE kept, and the error for the
+ * broker's log. */
+static void s_flight_failed(ledger_t *self, const PGresult *res)
+{
+    self->flight_error = true;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    (void)snprintf(self->failed_sqlstate, sizeof(self->failed_sqlstate), "%s",
+                   state != NULL ? state : "");
+    if (ledger_failed_on_data(self)) {
+        /* names from the schema only: PostgreSQL's own text for a row it
+         * refused may quote the row's values, a record id among them */
+        const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+        const char *column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+        (void)acc_err_set(&self->flight_err, ACC_ERR_DB,
+                          "could not write a log batch: PostgreSQL refused a row's data "
+                          "(SQLSTATE %s%s%s%s%s)",
+                          self->failed_sqlstate, constraint != NULL ? ", constraint " : "",
+                          constraint != NULL ? constraint : "", column != NULL ? ", column " : "",
+                          column != NULL ? column : "");
+    } else {
+        (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not write a log batch: %s",
+                          PQresultErrorMessage(res));
+    }
+}
+
 /* One result of the batch in flight: the COPY's rows when PostgreSQL asks for
  * them, else the first failure is kept. */
 static void s_flight_result(ledger_t *self, PGresult *res)
@@ -979,12 +1004,7 @@ static void s_flight_result(ledger_t *self, PGresult *res)
                               PQerrorMessage(self->conn));
         }
     } else if (st != PGRES_COMMAND_OK && !self->flight_error) {
-        self->flight_error = true;
-        (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not write a log batch: %s",
-                          PQresultErrorMessage(res));
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        (void)snprintf(self->failed_sqlstate, sizeof(self->failed_sqlstate), "%s",
-                       state != NULL ? state : "");
+        s_flight_failed(self, res);
     }
 }
 
@@ -1798,6 +1818,20 @@ acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count, const char *con
     free(froms);
     free(ids);
     return rc;
+}
+
+bool ledger_may_presume_new(const ledger_t *self)
+{
+    return !self->legacy_publish && !self->limits.read_only;
+}
+
+void ledger_presume_new(ledger_t *self, size_t count, const char *const *from,
+                        const char *const *record_ids)
+{
+    acc_assert(count == 0 || ledger_may_presume_new(self));
+    for (size_t i = 0; i < count; i++) {
+        (void)pubset_put(&self->publishes, from[i], record_ids[i]);
+    }
 }
 
 acc_rc_t ledger_find_publish(ledger_t *self, const char *from, const char *record_id,

@@ -243,6 +243,18 @@ ACC_NODISCARD acc_rc_t ledger_prefetch_publishes(ledger_t *self, size_t count,
                                                  const char *const *from,
                                                  const char *const *record_ids, acc_err_t *err);
 
+/* Whether a publish may be staged without asking (ledger_presume_new): only when
+ * the log's unique index holds every accepted record, that is, when no record
+ * was accepted into the pre-0008 accord_publish table. */
+bool ledger_may_presume_new(const ledger_t *self);
+
+/* Takes count (from[i], record_ids[i]) as never accepted before without asking
+ * (a trusted connection's, see peers.h): ledger_find_publish answers "not
+ * found" for them unless this batch knows better. A repeat among them then fails
+ * the commit on the log's unique index (SQLSTATE 23505). */
+void ledger_presume_new(ledger_t *self, size_t count, const char *const *from,
+                        const char *const *record_ids);
+
 /* Looks up an accepted (from, record_id), staged or committed, into out.
  * ACC_ERR_DB when the database cannot answer (a lost connection is re-established
  * here when no rows are staged, so lookups do not wait for a commit to retry). */

@@ -61,6 +61,8 @@ struct metrics_t {
     histogram_t commit_seconds;
     histogram_t batch_rows;
     uint64_t commits_failed;
+    uint64_t lookups_skipped; /* publishes of trusted connections, staged unasked */
+    uint64_t batch_replays;   /* batches refused for a row's data, committed again */
     metrics_state_t state;
     char agreement_id[LABEL_MAX];
     char agreement_hash[72];
@@ -154,6 +156,26 @@ void metrics_commit(metrics_t *self, bool committed, size_t rows, double seconds
         s_observe(&self->commit_seconds, s_commit_buckets, N_COMMIT, seconds);
         self->commits_failed += committed ? 0 : 1;
     }
+    (void)pthread_mutex_unlock(&self->lock);
+}
+
+void metrics_count_unasked(metrics_t *self, size_t publishes)
+{
+    if (self == NULL || publishes == 0) {
+        return;
+    }
+    (void)pthread_mutex_lock(&self->lock);
+    self->lookups_skipped += publishes;
+    (void)pthread_mutex_unlock(&self->lock);
+}
+
+void metrics_count_replay(metrics_t *self)
+{
+    if (self == NULL) {
+        return;
+    }
+    (void)pthread_mutex_lock(&self->lock);
+    self->batch_replays++;
     (void)pthread_mutex_unlock(&self->lock);
 }
 
@@ -299,6 +321,9 @@ static char *s_render_metrics(metrics_t *self, size_t *len)
     const metrics_state_t *st = &self->state;
     s_printf(&t,
              "# TYPE accord_commits_failed_total counter\naccord_commits_failed_total %llu\n"
+             "# TYPE accord_publish_lookups_skipped_total counter\n"
+             "accord_publish_lookups_skipped_total %llu\n"
+             "# TYPE accord_batch_replays_total counter\naccord_batch_replays_total %llu\n"
              "# TYPE accord_handshake_refusals_total counter\n"
              "accord_handshake_refusals_total %llu\n"
              "# TYPE accord_agreement_reloads_total counter\n"
@@ -309,7 +334,8 @@ static char *s_render_metrics(metrics_t *self, size_t *len)
              "# TYPE accord_epoch_rotations_total counter\naccord_epoch_rotations_total %llu\n"
              "# TYPE accord_checkpoint_lag_rows gauge\naccord_checkpoint_lag_rows %llu\n"
              "# TYPE accord_database_up gauge\naccord_database_up %d\n",
-             (unsigned long long)self->commits_failed, (unsigned long long)st->handshake_refusals,
+             (unsigned long long)self->commits_failed, (unsigned long long)self->lookups_skipped,
+             (unsigned long long)self->batch_replays, (unsigned long long)st->handshake_refusals,
              (unsigned long long)st->reloads_ok, (unsigned long long)st->reloads_refused,
              self->agreement_id, self->agreement_hash, (unsigned long long)st->epoch_rotations,
              (unsigned long long)st->checkpoint_lag, st->database_up ? 1 : 0);

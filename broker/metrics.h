@@ -22,6 +22,12 @@ void metrics_stage_row(metrics_t *self, const acc_logrow_t *row);
  * and commit time observed. */
 void metrics_commit(metrics_t *self, bool committed, size_t rows, double seconds);
 
+/* Publishes of trusted connections staged without the idempotency lookup. */
+void metrics_count_unasked(metrics_t *self, size_t publishes);
+/* A batch PostgreSQL refused for a row's data, its publishes committed again one
+ * at a time (a trusted connection's repeat, or a row the database would not take). */
+void metrics_count_replay(metrics_t *self);
+
 /* An Error answered on the wire (no log row). */
 void metrics_count_error(metrics_t *self, const char *code, const char *agency);
 

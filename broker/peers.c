@@ -192,6 +192,29 @@ void peers_disconnected(peers_t *self, int fd)
     }
 }
 
+peer_t *peers_connection(peers_t *self, const peers_frame_t *frame)
+{
+    peer_t *p = peers_find(self, frame->rid, frame->rid_len);
+    return p != NULL && !p->gone && s_is_same_connection(p, frame) ? p : NULL;
+}
+
+bool peers_trusted(const peer_t *p)
+{
+    return !p->gone && !p->closing && p->fresh_run >= (uint32_t)PEERS_TRUST_AFTER << p->distrust;
+}
+
+void peers_note_publish(peer_t *p, bool repeat, bool caught_at_commit)
+{
+    if (!repeat) {
+        p->fresh_run += p->fresh_run < UINT32_MAX ? 1 : 0;
+        return;
+    }
+    p->fresh_run = 0;
+    if (caught_at_commit && p->distrust < PEERS_DISTRUST_MAX) {
+        p->distrust++;
+    }
+}
+
 bool peers_is_current(peers_t *self, const uint8_t *rid, size_t rid_len,
                       const uint8_t key[PEERS_KEY_BYTES], int fd)
 {

@@ -39,6 +39,8 @@ typedef struct {
     uint64_t audit_turn;          /* loop turn of the last audit page it was sent */
     size_t unread_bound;          /* at least its unread bytes (peers_unread_within) */
     int64_t unread_asked_ms;      /* when the kernel last told them; 0: never */
+    uint32_t fresh_run;           /* publishes in a row that repeated no accepted record */
+    uint8_t distrust;             /* repeats the log's unique index caught for it */
 } peer_t;
 
 typedef struct peers_t peers_t;
@@ -111,6 +113,29 @@ bool peers_unread_within(peer_t *p, size_t limit, int64_t now_ms);
 
 /* Counts a frame of len bytes sent to p towards its unread bound. */
 void peers_note_sent(peer_t *p, size_t len);
+
+/* Trust in a connection's publishes (README, "Idempotent publish"). Every publish's (agency,
+ * record_id) is looked up in the log before its rows are staged, so that a repeat gets its first
+ * result and nothing twice. A connection whose last PEERS_TRUST_AFTER publishes repeated nothing is
+ * trusted: its publishes are staged without the lookup, and the log's unique index on an accepted
+ * (agency, record_id) is what catches a repeat. That fails the batch, whose publishes are then
+ * committed again one at a time, looked up; the repeat's connection loses trust, and needs twice as
+ * long to earn it again each time its repeats cost a batch (up to 2^PEERS_DISTRUST_MAX times as
+ * long). */
+#define PEERS_TRUST_AFTER  1000
+#define PEERS_DISTRUST_MAX 10
+
+/* The entry bound to frame's connection (its routing id, key and descriptor),
+ * or NULL: binds nothing, retires nothing. */
+peer_t *peers_connection(peers_t *self, const peers_frame_t *frame);
+
+/* Whether p's publishes may skip the lookup. */
+bool peers_trusted(const peer_t *p);
+
+/* Counts a publish that was looked up (or, trusted, staged): repeat when the log
+ * held the record accepted already; caught_at_commit when that repeat had reached
+ * the database unasked and failed its batch. */
+void peers_note_publish(peer_t *p, bool repeat, bool caught_at_commit);
 
 /* Forgets every closing entry. */
 void peers_reap(peers_t *self);

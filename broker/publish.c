@@ -348,6 +348,8 @@ static bool s_check_repeat(broker_t *self, s_publish_t *p, Accord__V1__ErrorCode
                        "the sharing log cannot be read just now; retry");
         return true;
     }
+    /* a repeat while replaying reached the database unasked and cost its batch */
+    peers_note_publish(p->peer, first.found, first.found && broker_replaying(self));
     if (!first.found) {
         return false;
     }

@@ -102,3 +102,44 @@ Test(peers, a_queue_that_drained_is_within_again)
     cr_assert_lt(p.unread_bound, LIMIT);
     s_close(&pair);
 }
+
+/* ---- trust in a connection's publishes ---- */
+
+static void s_fresh(peer_t *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        peers_note_publish(p, false, false);
+    }
+}
+
+Test(peers, a_connection_is_trusted_after_a_run_of_new_records_and_not_before)
+{
+    peer_t p = { 0 };
+    s_fresh(&p, PEERS_TRUST_AFTER - 1);
+    cr_assert_not(peers_trusted(&p));
+    s_fresh(&p, 1);
+    cr_assert(peers_trusted(&p));
+    p.gone = true;
+    cr_assert_not(peers_trusted(&p), "a connection that ended is trusted with nothing");
+}
+
+Test(peers, any_repeat_ends_the_run_and_one_caught_at_commit_doubles_the_next)
+{
+    peer_t p = { 0 };
+    s_fresh(&p, PEERS_TRUST_AFTER);
+    peers_note_publish(&p, true, false); /* looked up: cost nothing */
+    cr_assert_not(peers_trusted(&p));
+    s_fresh(&p, PEERS_TRUST_AFTER);
+    cr_assert(peers_trusted(&p), "a repeat that was looked up does not raise the bar");
+    peers_note_publish(&p, true, true); /* reached the database and failed a batch */
+    s_fresh(&p, 2 * PEERS_TRUST_AFTER - 1);
+    cr_assert_not(peers_trusted(&p));
+    s_fresh(&p, 1);
+    cr_assert(peers_trusted(&p));
+    for (int i = 0; i < 2 * PEERS_DISTRUST_MAX; i++) {
+        peers_note_publish(&p, true, true);
+    }
+    cr_assert_eq(p.distrust, PEERS_DISTRUST_MAX, "the bar stops rising");
+    s_fresh(&p, (uint32_t)PEERS_TRUST_AFTER << PEERS_DISTRUST_MAX);
+    cr_assert(peers_trusted(&p));
+}
