@@ -56,6 +56,7 @@ struct broker_t {
     inmsg_t *inbox;          /* one read pass of messages, allocated on first use */
     batch_t staging;         /* the batch being read and staged */
     batch_t flight;          /* the batch whose commit is in flight (ledger_in_flight) */
+    batch_t answering;       /* a committed batch, answered while the next one commits */
     bool replaying;          /* committing held publishes one at a time after a data failure */
     outcome_t *outcomes;     /* staged or in flight (outcome.c) */
     delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
