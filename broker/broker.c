@@ -681,15 +681,12 @@ static void s_batch_swap(batch_t *a, batch_t *b)
     *b = t;
 }
 
-static void s_start_commit(broker_t *self, bool final);
-
 /* The batch in flight has ended: its answers go, or (failed) it and the batch
  * staged on top of it are answered UNAVAILABLE. When PostgreSQL refused it for
  * one row's data, the publishes of both are committed again one at a time.
- * With next, a batch that committed first has the staged batch's commit
- * started, and a new epoch if one is due before that: PostgreSQL writes the
- * next batch while the loop sends this one's answers and deliveries. */
-static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err, bool next)
+ * With later, a batch that committed is moved to self->answering unanswered,
+ * for s_finish_flight to answer once the next commit has started. */
+static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err, bool later)
 {
     batch_t *f = &self->flight;
     bool on_data = !committed && ledger_failed_on_data(self->ledger) && f->held_count > 0;
@@ -719,12 +716,8 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err, b
         s_flush(self, f, false, WHY_UNAVAILABLE);
         s_flush(self, &self->staging, false, WHY_UNAVAILABLE);
         s_release_held(&self->staging);
-    } else if (next) {
-        s_batch_swap(&self->flight, &self->answering);
-        f = &self->answering;
-        s_rotate_epoch_if_due(self);
-        s_start_commit(self, false);
-        s_flush(self, f, true, WHY_UNAVAILABLE);
+    } else if (later) {
+        s_batch_swap(&self->flight, &self->answering); /* held until answered */
     } else {
         s_flush(self, f, true, WHY_UNAVAILABLE);
     }
@@ -752,20 +745,31 @@ static void s_send_replies(broker_t *self)
     b->out_count = kept;
 }
 
+static void s_start_commit(broker_t *self, bool final);
+
 /* Drives the commit in flight; with wait, until it has ended. With next (the
- * loop's own turns, not while stopping), the staged batch's commit starts as
- * soon as this one has committed (s_end_flight). */
+ * loop's own turns, not while stopping), a batch that committed has a new
+ * epoch started if one is due, then the staged batch's commit, and only then
+ * are its own answers and deliveries sent: PostgreSQL writes the next batch
+ * while the loop sends them. */
 static void s_finish_flight(broker_t *self, bool wait, bool next)
 {
     acc_err_t err;
     acc_err_clear(&err);
     ledger_flight_t state = ledger_commit_poll(self->ledger, wait, &err);
-    if (state == LEDGER_DONE || state == LEDGER_FAILED) {
-        bool go_on = state == LEDGER_DONE && !*self->stop_requested;
-        s_end_flight(self, state == LEDGER_DONE, &err, next && go_on);
-        if (go_on && !next) {
-            s_rotate_epoch_if_due(self);
-        }
+    if (state != LEDGER_DONE && state != LEDGER_FAILED) {
+        return;
+    }
+    bool go_on = state == LEDGER_DONE && !*self->stop_requested;
+    s_end_flight(self, state == LEDGER_DONE, &err, next && go_on);
+    if (go_on) {
+        s_rotate_epoch_if_due(self);
+    }
+    if (next && go_on) {
+        s_start_commit(self, false);
+        s_flush(self, &self->answering, true, WHY_UNAVAILABLE);
+        s_release_held(&self->answering);
+        self->answering.rows = 0;
     }
 }
 
