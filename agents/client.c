@@ -16,11 +16,14 @@
 #define HELLO_CORRELATION UINT64_MAX       /* reserved: never used for requests */
 #define BEAT_CORRELATION  (UINT64_MAX - 1) /* reserved: our own Heartbeats */
 #define REHELLO_GAP_MS    1000             /* at most one unprompted Hello a second */
+#define MONITOR_EVERY_MS  100              /* the monitor is read this often at least */
 
 struct client_t {
     void *ctx;
     void *socket;
     void *monitor;
+    bool monitor_due;        /* the last poll saw it ready, or it is new */
+    int64_t monitor_read_ms; /* when it was last read */
     const acc_agent_config_t *config;
     bool subscribe;
     bool welcomed_once;
@@ -93,6 +96,7 @@ static acc_rc_t s_monitor(client_t *self, acc_err_t *err)
                            zmq_strerror(zmq_errno()));
     }
     self->monitor = zmq_socket(self->ctx, ZMQ_PAIR);
+    self->monitor_due = true;
     if (self->monitor == NULL || zmq_connect(self->monitor, endpoint) != 0) {
         return acc_err_set(err, ACC_ERR_NET, "could not monitor the connection: %s",
                            zmq_strerror(zmq_errno()));
@@ -402,7 +406,14 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
 {
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
     for (;;) {
-        s_read_monitor(self);
+        /* not at every frame: an empty read costs libzmq two system calls, and
+         * the poll below says when it has events */
+        int64_t now = s_now_ms();
+        if (self->monitor_due || now - self->monitor_read_ms >= MONITOR_EVERY_MS) {
+            s_read_monitor(self);
+            self->monitor_due = false;
+            self->monitor_read_ms = now;
+        }
         if (self->auth_failures >= self->refusals_final) {
             return acc_err_set(err, ACC_ERR_PERMISSION,
                                "agency \"%s\" is not permitted: the broker refused its key in %u "
@@ -437,6 +448,7 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
             { .socket = self->monitor, .events = ZMQ_POLLIN },
         };
         (void)zmq_poll(items, 2, left > 1000 ? 1000 : (long)left);
+        self->monitor_due = (items[1].revents & ZMQ_POLLIN) != 0;
     }
 }
 
