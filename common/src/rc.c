@@ -11,10 +11,15 @@
 acc_rc_t acc_err_set(acc_err_t *err, acc_rc_t code, const char *fmt, ...)
 {
     if (err != NULL) {
+        /* formatted apart first: a caller may wrap the message it replaces
+         * ("context: %s", err->msg), and vsnprintf's source and destination
+         * must not overlap */
+        char msg[sizeof(err->msg)];
         va_list ap;
         va_start(ap, fmt);
-        (void)vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        (void)vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        memcpy(err->msg, msg, sizeof(msg));
         err->code = code;
     }
     return code;

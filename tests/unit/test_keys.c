@@ -111,6 +111,20 @@ Test(keys, refuses_symlinks_bad_names_and_malformed_content)
     cr_assert_eq(chmod(s_path("bad.box.secret"), 0600), 0);
     cr_assert_eq(acc_keys_read_box_secret(key, s_path("bad.box.secret"), &err), ACC_ERR_INVALID);
     cr_assert(strstr(err.msg, "not hex") == NULL, "key content leaked: %s", err.msg);
+    /* the reader wraps the decoder's own message in err->msg: it must survive */
+    char want[256];
+    snprintf(want, sizeof(want), "key file \"%s\" is malformed: expected 64 hexadecimal digits",
+             s_path("bad.box.secret"));
+    cr_assert_str_eq(err.msg, want);
+}
+
+Test(keys, an_error_message_may_quote_the_one_it_replaces)
+{
+    acc_err_t err;
+    (void)acc_err_set(&err, ACC_ERR_INVALID, "expected %d digits", 64);
+    cr_assert_eq(acc_err_set(&err, ACC_ERR_IO, "broker_key: %s", err.msg), ACC_ERR_IO);
+    cr_assert_str_eq(err.msg, "broker_key: expected 64 digits");
+    cr_assert_eq(err.code, ACC_ERR_IO);
 }
 
 /* ---- branch subexec ---- */
