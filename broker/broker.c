@@ -28,9 +28,7 @@
  *    nothing a connection has already read (at or below its position).
  *
  * Where it may block: zmq_poll (up to POLL_IDLE_MS, less when acknowledgements
- * fall due); as a commit starts, up to 1 ms for PostgreSQL to ask for its rows
- * (ledger_commit_start); the reader connection's lookups (bounded by
- * statement_timeout);
+ * fall due); the reader connection's lookups (bounded by statement_timeout);
  * the wait for the flight before a new auditors' epoch; and at stop, the final
  * commit. It never blocks on a peer: sends are non-blocking and a peer that
  * does not read is sent nothing more. */

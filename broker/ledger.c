@@ -2,7 +2,6 @@
 #include "ledger.h"
 
 #include <libpq-fe.h>
-#include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +18,6 @@
 
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
-#define ROWS_WAIT_US       1000 /* for PostgreSQL to ask for a batch's rows */
 #define NONCE_PREFIX_BYTES 16
 #define EPOCH_RETRY_MS     5000 /* a failed rotation is tried again after this */
 
@@ -110,16 +108,11 @@ typedef struct {
 
 static acc_rc_t s_write_mark(ledger_t *self, bool sync);
 
-static int64_t s_mono_us(void)
+static int64_t s_now_ms(void)
 {
     struct timespec ts;
     (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t s_now_ms(void)
-{
-    return s_mono_us() / 1000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t s_now_us(void)
@@ -926,6 +919,47 @@ bool ledger_failed_on_data(const ledger_t *self)
  * while one is in flight: its rows chain from the batch in flight, so if that
  * one fails, the next is dropped with it. */
 
+acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err)
+{
+    acc_assert(!self->flight);
+    self->failed_sqlstate[0] = '\0';
+    if (self->staged == 0) {
+        return ACC_OK;
+    }
+    if (!ledger_is_up(self)) {
+        s_drop_staged(self);
+        return s_reconnect(self, err) == ACC_OK
+                   ? acc_err_set(err, ACC_ERR_DB, "PostgreSQL connection was re-established; retry")
+                   : ACC_ERR_DB;
+    }
+    const copybuf_t *copies[1] = { NULL };
+    copybuf_reset(&self->flight_sql);
+    (void)s_batch_sql(self, &self->flight_sql, copies);
+    if (self->log_rows.len > 0) {
+        copybuf_end(&self->log_rows);
+    }
+    copybuf_t rows = self->flight_rows;
+    self->flight_rows = self->log_rows;
+    self->log_rows = rows;
+    copybuf_reset(&self->log_rows);
+    self->flight_seq = self->staged_seq;
+    memcpy(self->flight_hash, self->staged_hash, sizeof(self->flight_hash));
+    self->flight_count = self->staged;
+    self->flight_unsigned = self->staged_unsigned;
+    self->flight_gen = self->gen++;
+    self->staged = 0;
+    copybuf_reset(&self->cursor_sql);
+    self->delivered_count = 0;
+    self->flight = true;
+    self->flight_copied = false;
+    self->flight_error = PQsendQuery(self->conn, self->flight_sql.data) != 1;
+    if (self->flight_error) {
+        (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not send a log batch: %s",
+                          PQerrorMessage(self->conn));
+    }
+    return ACC_OK;
+}
+
 /* The batch in flight failed on res: its SQLSTATE kept, and the error for the
  * broker's log. */
 static void s_flight_failed(ledger_t *self, const PGresult *res)
@@ -972,82 +1006,6 @@ static void s_flight_result(ledger_t *self, PGresult *res)
     } else if (st != PGRES_COMMAND_OK && !self->flight_error) {
         s_flight_failed(self, res);
     }
-}
-
-/* PostgreSQL asks for a batch's rows a few tens of microseconds after the
- * batch is sent. Waiting for that here, up to ROWS_WAIT_US, hands them over at
- * once: left to the loop's next turn, after it has sent the previous batch's
- * answers, the request waited a third of a millisecond under load with the
- * commit, PostgreSQL's work and so every record behind it, stalled. Anything
- * else (a failure, a broken connection, no request in time) is left to
- * ledger_commit_poll. */
-static void s_hand_rows_soon(ledger_t *self)
-{
-    int64_t deadline_us = s_mono_us() + ROWS_WAIT_US;
-    while (!self->flight_copied && !self->flight_error) {
-        if (PQconsumeInput(self->conn) == 0) {
-            return;
-        }
-        while (!PQisBusy(self->conn)) {
-            PGresult *res = PQgetResult(self->conn);
-            if (res == NULL) {
-                return;
-            }
-            s_flight_result(self, res);
-            PQclear(res);
-            if (self->flight_copied || self->flight_error) {
-                return;
-            }
-        }
-        int64_t left_us = deadline_us - s_mono_us();
-        struct pollfd fd = { .fd = PQsocket(self->conn), .events = POLLIN, .revents = 0 };
-        if (left_us <= 0 || poll(&fd, 1, (int)((left_us + 999) / 1000)) <= 0) {
-            return;
-        }
-    }
-}
-
-acc_rc_t ledger_commit_start(ledger_t *self, acc_err_t *err)
-{
-    acc_assert(!self->flight);
-    self->failed_sqlstate[0] = '\0';
-    if (self->staged == 0) {
-        return ACC_OK;
-    }
-    if (!ledger_is_up(self)) {
-        s_drop_staged(self);
-        return s_reconnect(self, err) == ACC_OK
-                   ? acc_err_set(err, ACC_ERR_DB, "PostgreSQL connection was re-established; retry")
-                   : ACC_ERR_DB;
-    }
-    const copybuf_t *copies[1] = { NULL };
-    copybuf_reset(&self->flight_sql);
-    (void)s_batch_sql(self, &self->flight_sql, copies);
-    if (self->log_rows.len > 0) {
-        copybuf_end(&self->log_rows);
-    }
-    copybuf_t rows = self->flight_rows;
-    self->flight_rows = self->log_rows;
-    self->log_rows = rows;
-    copybuf_reset(&self->log_rows);
-    self->flight_seq = self->staged_seq;
-    memcpy(self->flight_hash, self->staged_hash, sizeof(self->flight_hash));
-    self->flight_count = self->staged;
-    self->flight_unsigned = self->staged_unsigned;
-    self->flight_gen = self->gen++;
-    self->staged = 0;
-    copybuf_reset(&self->cursor_sql);
-    self->delivered_count = 0;
-    self->flight = true;
-    self->flight_copied = false;
-    self->flight_error = PQsendQuery(self->conn, self->flight_sql.data) != 1;
-    if (self->flight_error) {
-        (void)acc_err_set(&self->flight_err, ACC_ERR_DB, "could not send a log batch: %s",
-                          PQerrorMessage(self->conn));
-    } else if (copies[0] != NULL) {
-        s_hand_rows_soon(self);
-    }
-    return ACC_OK;
 }
 
 /* The batch in flight has ended: the head moves to it, or (failed) it and the

@@ -297,8 +297,7 @@ size_t ledger_staged(const ledger_t *self);
 /* Bytes those rows take in the binary COPY stream (and the cursors' SQL). */
 size_t ledger_staged_bytes(const ledger_t *self);
 
-/* Sends every staged row as one transaction and returns without waiting for it
- * to commit (only, up to 1 ms, for PostgreSQL to ask for its rows): rows
+/* Sends every staged row as one transaction and returns without waiting: rows
  * staged from now on chain from them and go in the next commit. Nothing staged:
  * nothing sent. ACC_ERR_DB when it could not even be sent (the staged rows are
  * dropped; the connection is re-established on the next call). */

@@ -23,20 +23,14 @@ static const char s_columns[] =
  * ask for payloads). bytes_before counts the payload bytes of the rows before
  * each one in the page, so that a page with payloads is cut in SQL; fetched is
  * how many rows matched before that cut, so a page the cut shortened says that
- * more follow even when it kept a single row.
- *
- * The page's seqs are found first and its rows read after: a question the
- * primary key answers alone (seq and rule_ids, schema 0013) then reads only the
- * rows it returns, not every row it passes (a rule that allowed one record in
- * ten passes ten for each it keeps). */
+ * more follow even when it kept a single row. */
 static const char s_columns_tail[] =
     ", encode(signature, 'hex'), encode(prev_hash, 'hex'), "
     "encode(entry_hash, 'hex'), encode(content_hash, 'hex'), array_to_string(acked_seqs, ','), "
     "coalesce(refers_to::text, ''), fetched "
     "FROM (SELECT *, sum(coalesce(octet_length(payload), 0)) OVER (ORDER BY seq) - "
     "coalesce(octet_length(payload), 0) AS bytes_before, count(*) OVER () AS fetched "
-    "FROM (SELECT * FROM accord_log WHERE seq = ANY (ARRAY(SELECT seq FROM accord_log "
-    "WHERE seq > $1";
+    "FROM (SELECT * FROM accord_log WHERE seq > $1";
 
 enum {
     C_SEQ,
@@ -88,7 +82,7 @@ enum {
     "AND NOT s.seq = ANY (c.acked_above))"
 
 typedef struct {
-    char sql[8192];
+    char sql[4096];
     const char *values[AUDIT_PARAMS];
     int n;
     char after[24];
@@ -197,7 +191,7 @@ static void s_build(s_query_t *q, const ledger_audit_filter_t *f)
         (void)snprintf(cut, sizeof(cut), " WHERE bytes_before <= %zu", f->max_bytes);
     }
     (void)snprintf(q->sql + len, sizeof(q->sql) - len,
-                   " ORDER BY seq LIMIT $%d)) ORDER BY seq) l) w%s ORDER BY seq", q->n, cut);
+                   " ORDER BY seq LIMIT $%d) l) w%s ORDER BY seq", q->n, cut);
 }
 
 static const char *s_text(const PGresult *res, int row, int col)
