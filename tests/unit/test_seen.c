@@ -25,6 +25,17 @@ static char *s_temp_path(void)
     return path;
 }
 
+/* The file, and the directory s_temp_path made for it. */
+static void s_remove(char *path)
+{
+    unlink(path);
+    char *slash = strrchr(path, '/');
+    cr_assert_not_null(slash);
+    *slash = '\0';
+    cr_assert_eq(rmdir(path), 0, "%s left behind", path);
+    free(path);
+}
+
 Test(seen, remembers_across_a_restart_and_ignores_a_torn_last_line)
 {
     char *path = s_temp_path();
@@ -49,8 +60,7 @@ Test(seen, remembers_across_a_restart_and_ignores_a_torn_last_line)
     s_id(id, 1000);
     cr_assert_not(seen_has(s, id));
     seen_destroy(&s);
-    unlink(path);
-    free(path);
+    s_remove(path);
 }
 
 Test(seen, keeps_the_newest_ids_when_full)
@@ -106,8 +116,7 @@ Test(seen, the_journal_is_compacted_to_the_newest_ids)
         cr_assert_eq(seen_has(s, id), i >= 150, "id %u", i);
     }
     seen_destroy(&s);
-    unlink(path);
-    free(path);
+    s_remove(path);
 }
 
 Test(seen, an_unwritable_journal_is_an_error_naming_the_file)
@@ -139,8 +148,7 @@ Test(seen, an_id_added_after_a_torn_last_line_survives_the_next_restart)
     cr_assert_eq(seen_open(&s, path, 100, &err), ACC_OK, "%s", err.msg);
     cr_assert(seen_has(s, id), "the id appended after the torn line was lost");
     seen_destroy(&s);
-    unlink(path);
-    free(path);
+    s_remove(path);
 }
 
 Test(seen, a_hand_over_begun_and_not_done_is_remembered_across_a_restart)
@@ -165,8 +173,7 @@ Test(seen, a_hand_over_begun_and_not_done_is_remembered_across_a_restart)
     cr_assert(seen_has(s, b));
     cr_assert_not(seen_is_started(s, b));
     seen_destroy(&s);
-    unlink(path);
-    free(path);
+    s_remove(path);
 }
 
 Test(seen, a_record_handed_over_is_recognised_under_another_share_id_after_a_restart)
@@ -190,8 +197,7 @@ Test(seen, a_record_handed_over_is_recognised_under_another_share_id_after_a_res
     cr_assert(seen_has_record(s, rec));
     cr_assert_not(seen_has_record(s, other));
     seen_destroy(&s);
-    unlink(path);
-    free(path);
+    s_remove(path);
 }
 
 Test(seen, compaction_keeps_records_and_unfinished_hand_overs_and_survives_a_reopen)
@@ -231,6 +237,5 @@ Test(seen, compaction_keeps_records_and_unfinished_hand_overs_and_survives_a_reo
         cr_assert_not(seen_is_started(s, id), "id %u", i);
     }
     seen_destroy(&s);
-    unlink(path);
-    free(path);
+    s_remove(path);
 }
