@@ -584,21 +584,34 @@ client_t *th_client(th_world_t *world, const char *agency, acc_agent_config_t *c
     return c;
 }
 
-Accord__V1__Envelope *th_publish(client_t *c, const char *json, const char *from)
+void th_send_record(client_t *c, Accord__V1__ChildRecord *rec, const char *from,
+                    uint64_t correlation)
+{
+    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
+    publish.record = rec;
+    publish.from_agency = acc_pb_str(from != NULL ? from : "");
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = correlation;
+    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
+    env.publish = &publish;
+    acc_err_t err;
+    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+}
+
+void th_send_publish(client_t *c, const char *json, const char *from, uint64_t correlation)
 {
     Accord__V1__ChildRecord *rec = NULL;
     acc_err_t err;
     cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK, "%s", err.msg);
-    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
-    publish.record = rec;
-    publish.from_agency = acc_pb_str(from);
-    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = 7;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
-    env.publish = &publish;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    th_send_record(c, rec, from, correlation);
     acc_record_free(&rec);
+}
+
+Accord__V1__Envelope *th_publish(client_t *c, const char *json, const char *from)
+{
+    th_send_publish(c, json, from, 7);
     Accord__V1__Envelope *reply = NULL;
+    acc_err_t err;
     cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);
     return reply;
 }

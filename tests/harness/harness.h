@@ -138,6 +138,12 @@ void th_pg_exec(th_world_t *world, const char *sql);
 /* A client-library connection for agency, welcomed by the broker; cfg is filled
  * and must be cleared by the caller after client_destroy. */
 client_t *th_client(th_world_t *world, const char *agency, acc_agent_config_t *cfg);
+/* Sends rec in a Publish with correlation id correlation (from_agency claim from,
+ * NULL or "" for none) without waiting for the answer; asserts it was sent. */
+void th_send_record(client_t *client, Accord__V1__ChildRecord *rec, const char *from,
+                    uint64_t correlation);
+/* The same for the NDJSON record json. */
+void th_send_publish(client_t *client, const char *json, const char *from, uint64_t correlation);
 /* Publishes the NDJSON record json (from_agency claim from, "" for none) and waits
  * for the answer, which the caller frees with accord__v1__envelope__free_unpacked. */
 Accord__V1__Envelope *th_publish(client_t *client, const char *json, const char *from);

@@ -85,13 +85,7 @@ static Accord__V1__Envelope *s_publish(client_t *c, const s_case_t *k)
     cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK, "%s", err.msg);
     free(rec->record_id); /* set here: the NDJSON reader would refuse some on its own */
     rec->record_id = strdup(k->record_id);
-    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
-    publish.record = rec;
-    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = 11;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
-    env.publish = &publish;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+    th_send_record(c, rec, NULL, 11);
     acc_record_free(&rec);
     Accord__V1__Envelope *reply = NULL;
     cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);

@@ -58,21 +58,6 @@ static long s_metric(const char *name)
     return value;
 }
 
-static void s_send(client_t *c, const char *json, uint64_t correlation)
-{
-    Accord__V1__ChildRecord *rec = NULL;
-    acc_err_t err;
-    cr_assert_eq(acc_record_from_json(&rec, json, strlen(json), &err), ACC_OK, "%s", err.msg);
-    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
-    publish.record = rec;
-    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = correlation;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
-    env.publish = &publish;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
-    acc_record_free(&rec);
-}
-
 /* Results for correlations first .. first + n - 1, in any order, kept by index. */
 static void s_results(client_t *c, uint64_t first, size_t n, Accord__V1__Envelope **out)
 {
@@ -99,7 +84,7 @@ static void s_earn_trust(client_t *c, const char *prefix)
             char id[64];
             snprintf(id, sizeof(id), "%s-%zu", prefix, base + i);
             char *json = th_health_visit_json(id, th_nhs((base + i) % TH_NHS_POOL));
-            s_send(c, json, 1 + base + i);
+            th_send_publish(c, json, NULL, 1 + base + i);
             free(json);
         }
         s_results(c, 1 + base, WINDOW, replies);
@@ -136,9 +121,9 @@ Test(trust, a_trusted_connections_repeat_is_caught_at_commit_and_gets_its_first_
     char *fresh_a = th_health_visit_json("hv-t-new-2", th_nhs(2));
     char *repeat = th_health_visit_json("hv-t-0", th_nhs(0));
     char *fresh_b = th_health_visit_json("hv-t-new-3", th_nhs(3));
-    s_send(c, fresh_a, 5001);
-    s_send(c, repeat, 5002);
-    s_send(c, fresh_b, 5003);
+    th_send_publish(c, fresh_a, NULL, 5001);
+    th_send_publish(c, repeat, NULL, 5002);
+    th_send_publish(c, fresh_b, NULL, 5003);
     free(fresh_a);
     free(repeat);
     free(fresh_b);

@@ -81,18 +81,6 @@ static Accord__V1__Field *s_field(Accord__V1__ChildRecord *rec, const char *name
     return NULL;
 }
 
-static void s_send(client_t *c, Accord__V1__ChildRecord *rec, uint64_t correlation_id)
-{
-    Accord__V1__Publish publish = ACCORD__V1__PUBLISH__INIT;
-    publish.record = rec;
-    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = correlation_id;
-    env.body_case = ACCORD__V1__ENVELOPE__BODY_PUBLISH;
-    env.publish = &publish;
-    acc_err_t err;
-    cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
-}
-
 /* The next answer on c: a PublishResult whose text is all valid UTF-8. */
 static Accord__V1__ErrorCode s_result(client_t *c, const char *what)
 {
@@ -134,8 +122,8 @@ static void s_bad_beside_good(Accord__V1__ChildRecord *bad, Accord__V1__ErrorCod
     client_t *cb = th_client(world, "rft-health-visiting", &cfg_bad);
     client_t *cg = th_client(world, "rft-health-visiting", &cfg_good);
     Accord__V1__ChildRecord *good = s_record(good_id);
-    s_send(cb, bad, 1);
-    s_send(cg, good, 2);
+    th_send_record(cb, bad, NULL, 1);
+    th_send_record(cg, good, NULL, 2);
     cr_assert_eq(s_result(cb, what), want, "%s", what);
     cr_assert_eq(s_result(cg, "the good record beside it"), ACCORD__V1__ERROR_CODE__OK, "%s", what);
     acc_record_free(&good);
@@ -253,7 +241,7 @@ Test(validation, refuses_100_kb_given_name_postcode_and_justification)
             rec->safeguarding = true;
             s_set(&rec->safeguarding_justification, big);
         }
-        s_send(c, rec, 10 + i);
+        th_send_record(c, rec, NULL, 10 + i);
         cr_assert_eq(s_result(c, what[i]), ACCORD__V1__ERROR_CODE__INVALID_RECORD, "%s", what[i]);
         acc_record_free(&rec);
     }
@@ -344,7 +332,7 @@ Test(validation, answers_an_oversize_frame_too_large)
     s_set(&s_field(rec, "concerns")->text, text);
     s_set(&s_field(rec, "visit_type")->text, text);
     free(text);
-    s_send(c, rec, 21);
+    th_send_record(c, rec, NULL, 21);
     cr_assert_eq(s_error(c, "oversize frame"), ACCORD__V1__ERROR_CODE__TOO_LARGE);
     acc_record_free(&rec);
     client_destroy(&c);
@@ -436,10 +424,10 @@ Test(validation, a_row_refused_for_its_data_fails_only_its_own_record)
         char id[32];
         snprintf(id, sizeof(id), "cc-good-%d", i);
         Accord__V1__ChildRecord *good = s_record(id);
-        s_send(cc, good, 100 + (uint64_t)i);
+        th_send_record(cc, good, NULL, 100 + (uint64_t)i);
         acc_record_free(&good);
         if (i == 4) {
-            s_send(hv, poison, 99);
+            th_send_record(hv, poison, NULL, 99);
         }
     }
     for (int i = 0; i < S_GOOD_AROUND_POISON; i++) {
