@@ -116,6 +116,16 @@ uint64_t broker_turn(const broker_t *self)
     return self->turn;
 }
 
+bool broker_take_lookup(broker_t *self, const peer_t *peer, int64_t *per_second)
+{
+    *per_second = self->config->lookups_per_second;
+    if (peer->who.auditor || peer->who.index >= self->agency_slots) {
+        return false;
+    }
+    return budget_take(&self->lookup_budget[peer->who.index], self->config->lookups_per_second,
+                       s_now_ms());
+}
+
 /* The subject tag lets auditors find a child's rows without the log holding the
  * number: keyed BLAKE2b of the normalised NHS number, or of the publisher's
  * local id qualified by the publisher. Computed here, so that the subject key is
@@ -436,6 +446,7 @@ void broker_destroy(broker_t **self_p)
     delivery_destroy(&self->delivery);
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
+    free(self->lookup_budget);
     free(self->inbox);
     if (self->monitor != NULL) {
         zmq_close(self->monitor);
@@ -1295,9 +1306,11 @@ static void s_resize_agency_counts(broker_t *self)
 {
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
+    free(self->lookup_budget);
     self->agency_slots = acc_policy_agency_count(self->policy);
     self->agency_inflight = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
     self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
+    self->lookup_budget = acc_xcalloc(self->agency_slots + 1, sizeof(budget_t));
 }
 
 /* An agency index from the old agreement in the fresh one, by id; SIZE_MAX when

@@ -119,6 +119,12 @@ bool broker_replaying(const broker_t *self);
 /* Loop turns since start, counting from 1 (audit.c: at most one page a turn). */
 uint64_t broker_turn(const broker_t *self);
 
+/* lookup.c: takes one of the peer's agency's lookups_per_second (the rate, into
+ * per_second); false when it has used them all (a second's worth at once, then
+ * that many a second). A reload of the agreement gives every agency its full
+ * second's worth again. */
+bool broker_take_lookup(broker_t *self, const peer_t *peer, int64_t *per_second);
+
 /* publish.c: decides one Publish, stages its log rows and queues the result and
  * deliveries for the end of the batch. */
 void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);

@@ -12,6 +12,7 @@
 #include "accord/config.h"
 #include "accord/policy.h"
 #include "broker.h"
+#include "budget.h"
 #include "delivery.h"
 #include "hwm.h"
 #include "ledger.h"
@@ -62,7 +63,8 @@ struct broker_t {
     delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
     size_t *agency_inflight; /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
-    size_t agency_slots;           /* entries in those two arrays */
+    budget_t *lookup_budget;       /* per agency index: lookups answered from the log */
+    size_t agency_slots;           /* entries in those three arrays */
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;
     char endpoint[256]; /* the endpoint actually bound */

@@ -51,6 +51,8 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       offsetof(acc_broker_config_t, database_query_timeout_ms), "2000", 100, 3600000 },
     { "state_directory", ACC_YT_STRING, false, offsetof(acc_broker_config_t, state_directory),
       "/var/lib/accord", 0, 0 },
+    { "lookups_per_second", ACC_YT_INT, false, offsetof(acc_broker_config_t, lookups_per_second),
+      "10", 1, 10000 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {

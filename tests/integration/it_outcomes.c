@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -380,8 +381,8 @@ Test(outcomes, outcomes_and_notifications_in_the_log_survive_a_kill_of_the_broke
 /* ---- lookups ---- */
 
 /* Sends a Lookup; the result, which the caller frees. */
-static Accord__V1__Envelope *s_lookup(client_t *c, const char *nhs, const char *local_id,
-                                      const char *dob, const char *purpose)
+static void s_send_lookup(client_t *c, const char *nhs, const char *local_id, const char *dob,
+                          const char *purpose, uint64_t correlation)
 {
     Accord__V1__Subject subject = ACCORD__V1__SUBJECT__INIT;
     subject.nhs_number = acc_pb_str(nhs);
@@ -391,11 +392,18 @@ static Accord__V1__Envelope *s_lookup(client_t *c, const char *nhs, const char *
     lookup.subject = &subject;
     lookup.purpose = acc_pb_str(purpose);
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
-    env.correlation_id = 43;
+    env.correlation_id = correlation;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP;
     env.lookup = &lookup;
     acc_err_t err;
     cr_assert_eq(client_send(c, &env, &err), ACC_OK, "%s", err.msg);
+}
+
+static Accord__V1__Envelope *s_lookup(client_t *c, const char *nhs, const char *local_id,
+                                      const char *dob, const char *purpose)
+{
+    s_send_lookup(c, nhs, local_id, dob, purpose, 43);
+    acc_err_t err;
     Accord__V1__Envelope *reply = NULL;
     cr_assert_eq(client_recv(c, &reply, 10000, &err), ACC_OK, "%s", err.msg);
     cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT, "body %d",
@@ -551,6 +559,76 @@ Test(outcomes, lookups_outside_the_agreement_are_refused_and_logged)
     client_destroy(&hv);
     acc_agent_config_clear(&mcfg);
     acc_agent_config_clear(&hcfg);
+}
+
+static double s_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A front door's key, stolen or in a runaway script, asking about child after
+ * child: each lookup the agreement allows is a read of the log the broker makes
+ * before it reads anything else, so a flood of them would hold up every other
+ * agency's publishes. The agency gets lookups_per_second (10 by default), a
+ * second's worth at once; the rest are refused UNAVAILABLE with the rate, and
+ * logged as refused like any other lookup turned down. */
+Test(outcomes, a_flood_of_lookups_is_held_to_the_agency_s_rate_logged_and_stalls_nobody)
+{
+    char *ed_json = s_ed_json("ed-att-flood", CHILD_NHS);
+    free(s_share(ED, ed_json));
+    acc_agent_config_t mcfg;
+    client_t *mash = th_client(world, MASH, &mcfg);
+    enum { FLOOD = 300 };
+    double t0 = s_now_s();
+    for (uint64_t i = 0; i < FLOOD; i++) {
+        s_send_lookup(mash, CHILD_NHS, "", "", PURPOSE, 1000 + i);
+    }
+    /* a bystander publishing meanwhile is answered */
+    char *hv_json = th_health_visit_json("hv-flood", OTHER_NHS);
+    cr_assert_eq(th_publish_code(world, HV, hv_json, ""), ACCORD__V1__ERROR_CODE__OK);
+    long ok = 0;
+    long limited = 0;
+    for (int i = 0; i < FLOOD; i++) {
+        Accord__V1__Envelope *reply = NULL;
+        acc_err_t err;
+        cr_assert_eq(client_recv(mash, &reply, 10000, &err), ACC_OK, "answer %d: %s", i, err.msg);
+        cr_assert_eq(reply->body_case, ACCORD__V1__ENVELOPE__BODY_LOOKUP_RESULT);
+        const Accord__V1__LookupResult *r = reply->lookup_result;
+        if (r->code == ACCORD__V1__ERROR_CODE__OK) {
+            ok++;
+        } else {
+            cr_assert_eq(r->code, ACCORD__V1__ERROR_CODE__UNAVAILABLE, "%s",
+                         acc_pb_code_name(r->code));
+            cr_assert(strstr(r->reason, "more than 10 lookups a second") != NULL, "%s", r->reason);
+            limited++;
+        }
+        accord__v1__envelope__free_unpacked(reply, NULL);
+    }
+    double elapsed = s_now_s() - t0;
+    cr_log_info("%ld lookups answered, %ld refused, in %.2f s", ok, limited, elapsed);
+    cr_assert_geq(ok, 10, "a second's worth at once");
+    cr_assert_leq((double)ok, 10.0 + 10.0 * elapsed + 1.0, "%ld answered in %.2f s", ok, elapsed);
+    cr_assert_eq(th_pg_count(world, "event = 'looked-up' AND from_agency = '" MASH "'"), ok);
+    cr_assert_eq(th_pg_wait_count(world,
+                                  "event = 'refused' AND from_agency = '" MASH "' AND "
+                                  "error_code = 'UNAVAILABLE' AND subject_tag IS NOT NULL AND "
+                                  "purpose = '" PURPOSE "' AND reason LIKE 'lookup refused: %'",
+                                  limited, 10000),
+                 limited);
+    const char *words[] = { CHILD_NHS, "Smith", NULL };
+    (void)th_assert_broker_log_names_no_child(world, words);
+    /* the budget refills: a lookup a second later is answered */
+    th_sleep_ms(1100);
+    Accord__V1__Envelope *reply = s_lookup(mash, CHILD_NHS, "", "", PURPOSE);
+    cr_assert_eq(reply->lookup_result->code, ACCORD__V1__ERROR_CODE__OK, "%s",
+                 reply->lookup_result->reason);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&mash);
+    acc_agent_config_clear(&mcfg);
+    free(ed_json);
+    free(hv_json);
 }
 
 /* ---- auditing ---- */

@@ -30,6 +30,7 @@ typedef struct {
     int64_t database_statement_timeout_ms; /* any statement on the broker's connection */
     int64_t database_query_timeout_ms;     /* auditors' queries and the health figures */
     char *state_directory;                 /* the high-water mark file, outside the database */
+    int64_t lookups_per_second;            /* per agency: lookups answered from the log */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */
