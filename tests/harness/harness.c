@@ -616,6 +616,40 @@ Accord__V1__Envelope *th_publish(client_t *c, const char *json, const char *from
     return reply;
 }
 
+int th_broker_metrics_port(th_world_t *w)
+{
+    cr_assert(th_broker_logged(w, "serving /metrics", 5000));
+    char path[600];
+    snprintf(path, sizeof(path), "%s/accordd.log", w->dir);
+    char *log = th_slurp(path);
+    int port = 0;
+    for (const char *at = strstr(log, "http://127.0.0.1:"); at != NULL;
+         at = strstr(at + 1, "http://127.0.0.1:")) {
+        port = atoi(at + strlen("http://127.0.0.1:"));
+    }
+    free(log);
+    cr_assert_gt(port, 0);
+    return port;
+}
+
+double th_metric(int port, const char *series)
+{
+    int status = 0;
+    char *response = th_http_get(port, "/metrics", &status);
+    cr_assert_eq(status, 200, "%s", response);
+    double value = -1;
+    size_t len = strlen(series);
+    for (const char *line = response; line != NULL && *line != '\0';) {
+        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
+            value = strtod(line + len + 1, NULL);
+        }
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    free(response);
+    return value;
+}
+
 void th_pg_private_start(th_world_t *w)
 {
     char cmd[1400];

@@ -93,6 +93,11 @@ void th_broker_config(th_world_t *world);
 void th_broker_start(th_world_t *world);
 /* Waits until a line of accordd's stderr (DIR/accordd.log) contains needle. */
 bool th_broker_logged(th_world_t *world, const char *needle, int timeout_ms);
+/* The port the broker's /metrics and /healthz were bound to ("metrics:
+ * 127.0.0.1:0" in broker_extra), from its log: its latest start's. */
+int th_broker_metrics_port(th_world_t *world);
+/* The value of one series ("name" or "name{labels}") in /metrics; -1 if absent. */
+double th_metric(int port, const char *series);
 /* SIGTERM, asserts exit 0 (printing the end of its log otherwise). */
 void th_broker_stop(th_world_t *world);
 

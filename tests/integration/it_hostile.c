@@ -61,20 +61,7 @@ static void s_start_broker(const char *extra)
 {
     snprintf(world->broker_extra, sizeof(world->broker_extra), "metrics: 127.0.0.1:0\n%s", extra);
     th_broker_start(world);
-    cr_assert(th_broker_logged(world, "serving /metrics", 5000));
-    char path[600];
-    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char line[1024];
-    while (fgets(line, sizeof(line), f) != NULL) {
-        const char *at = strstr(line, "http://127.0.0.1:");
-        if (at != NULL) {
-            http_port = atoi(at + strlen("http://127.0.0.1:"));
-        }
-    }
-    fclose(f);
-    cr_assert_gt(http_port, 0);
+    http_port = th_broker_metrics_port(world);
 }
 
 /* ---- /metrics and /healthz ---- */
@@ -93,20 +80,7 @@ static char *s_get(const char *path, int *status)
 /* The value of one series ("name" or "name{labels}") in /metrics; -1 if absent. */
 static double s_metric(const char *series)
 {
-    int status = 0;
-    char *text = s_get("/metrics", &status);
-    cr_assert_eq(status, 200, "%s", text);
-    double value = -1;
-    size_t len = strlen(series);
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        if (strncmp(line, series, len) == 0 && line[len] == ' ') {
-            value = strtod(line + len + 1, NULL);
-        }
-        line = strchr(line, '\n');
-        line = line != NULL ? line + 1 : NULL;
-    }
-    free(text);
-    return value;
+    return th_metric(http_port, series);
 }
 
 /* Waits until the series reaches at least want (the loop refreshes its figures

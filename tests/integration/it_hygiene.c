@@ -30,27 +30,6 @@ static void teardown(void)
 
 TestSuite(hygiene, .init = setup, .fini = teardown, .timeout = 120);
 
-/* The port /metrics and /healthz were bound to, from the broker's log. */
-static int s_metrics_port(void)
-{
-    cr_assert(th_broker_logged(world, "serving /metrics", 5000));
-    char path[600];
-    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char line[512];
-    int port = 0;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        const char *at = strstr(line, "http://127.0.0.1:");
-        if (at != NULL) {
-            port = atoi(at + strlen("http://127.0.0.1:"));
-        }
-    }
-    fclose(f);
-    cr_assert_gt(port, 0);
-    return port;
-}
-
 /* Polls /healthz until its status is want and its body holds needle; the last
  * response (yours) either way. */
 static char *s_wait_health(int port, int want, const char *needle, int timeout_ms)
@@ -146,7 +125,7 @@ static int s_broker_with_metrics(void)
 {
     snprintf(world->broker_extra, sizeof(world->broker_extra), "metrics: 127.0.0.1:0\n");
     th_broker_start(world);
-    return s_metrics_port();
+    return th_broker_metrics_port(world);
 }
 
 Test(hygiene, locked_delivery_tables_cancel_the_metrics_query_and_the_broker_keeps_answering)

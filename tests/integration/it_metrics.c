@@ -16,19 +16,7 @@ static void setup(void)
     th_world_agreement(world, th_rules_hv_to_cc);
     snprintf(world->broker_extra, sizeof(world->broker_extra), "metrics: 127.0.0.1:0\n");
     th_broker_start(world);
-    char path[600];
-    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
-    cr_assert(th_broker_logged(world, "serving /metrics", 5000));
-    FILE *f = fopen(path, "r");
-    char line[512];
-    while (fgets(line, sizeof(line), f) != NULL) {
-        const char *at = strstr(line, "http://127.0.0.1:");
-        if (at != NULL) {
-            port = atoi(at + strlen("http://127.0.0.1:"));
-        }
-    }
-    fclose(f);
-    cr_assert_gt(port, 0);
+    port = th_broker_metrics_port(world);
 }
 
 static void teardown(void)

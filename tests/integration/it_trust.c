@@ -17,17 +17,7 @@ static void s_start(void)
 {
     snprintf(world->broker_extra, sizeof(world->broker_extra), "metrics: 127.0.0.1:0\n");
     th_broker_start(world);
-    cr_assert(th_broker_logged(world, "serving /metrics", 5000));
-    char path[600];
-    snprintf(path, sizeof(path), "%s/accordd.log", world->dir);
-    char *log = th_slurp(path);
-    port = 0;
-    for (const char *at = strstr(log, "http://127.0.0.1:"); at != NULL;
-         at = strstr(at + 1, "http://127.0.0.1:")) {
-        port = atoi(at + strlen("http://127.0.0.1:")); /* the last start's */
-    }
-    free(log);
-    cr_assert_gt(port, 0);
+    port = th_broker_metrics_port(world);
 }
 
 static void setup(void)
@@ -48,14 +38,9 @@ TestSuite(trust, .init = setup, .fini = teardown, .timeout = 240);
 /* A counter's value on /metrics. */
 static long s_metric(const char *name)
 {
-    char *m = th_http_get(port, "/metrics", NULL);
-    char needle[128];
-    snprintf(needle, sizeof(needle), "\n%s ", name);
-    const char *at = strstr(m, needle);
-    cr_assert_not_null(at, "%s missing from /metrics", name);
-    long value = strtol(at + strlen(needle), NULL, 10);
-    free(m);
-    return value;
+    double value = th_metric(port, name);
+    cr_assert_geq(value, 0, "%s missing from /metrics", name);
+    return (long)value;
 }
 
 /* Results for correlations first .. first + n - 1, in any order, kept by index. */
