@@ -116,14 +116,25 @@ uint64_t broker_turn(const broker_t *self)
     return self->turn;
 }
 
-bool broker_take_lookup(broker_t *self, const peer_t *peer, int64_t *per_second)
+bool broker_take(broker_t *self, const peer_t *peer, broker_budget_t which,
+                 char why[BROKER_BUDGET_WHY_MAX])
 {
-    *per_second = self->config->lookups_per_second;
-    if (peer->who.auditor || peer->who.index >= self->agency_slots) {
-        return false;
+    bool lookups = which == BROKER_BUDGET_LOOKUPS;
+    int64_t per_second =
+        lookups ? self->config->lookups_per_second : self->config->log_reads_per_second;
+    if (!peer->who.auditor && peer->who.index < self->agency_slots &&
+        budget_take(&self->budgets[peer->who.index * BROKER_BUDGETS + which], per_second,
+                    s_now_ms())) {
+        return true;
     }
-    return budget_take(&self->lookup_budget[peer->who.index], self->config->lookups_per_second,
-                       s_now_ms());
+    metrics_count_over_budget(self->metrics, lookups ? "lookups" : "log_reads", peer->id);
+    (void)snprintf(why, BROKER_BUDGET_WHY_MAX,
+                   lookups ? "this agency asked more than %lld lookups a second "
+                             "(lookups_per_second); retry in a second"
+                           : "this agency's messages made the broker read the log more than "
+                             "%lld times a second (log_reads_per_second); retry in a second",
+                   (long long)per_second);
+    return false;
 }
 
 /* The subject tag lets auditors find a child's rows without the log holding the
@@ -446,7 +457,7 @@ void broker_destroy(broker_t **self_p)
     delivery_destroy(&self->delivery);
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
-    free(self->lookup_budget);
+    free(self->budgets);
     free(self->inbox);
     if (self->monitor != NULL) {
         zmq_close(self->monitor);
@@ -1306,11 +1317,11 @@ static void s_resize_agency_counts(broker_t *self)
 {
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
-    free(self->lookup_budget);
+    free(self->budgets);
     self->agency_slots = acc_policy_agency_count(self->policy);
     self->agency_inflight = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
     self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
-    self->lookup_budget = acc_xcalloc(self->agency_slots + 1, sizeof(budget_t));
+    self->budgets = acc_xcalloc((self->agency_slots + 1) * BROKER_BUDGETS, sizeof(budget_t));
 }
 
 /* An agency index from the old agreement in the fresh one, by id; SIZE_MAX when

@@ -119,11 +119,24 @@ bool broker_replaying(const broker_t *self);
 /* Loop turns since start, counting from 1 (audit.c: at most one page a turn). */
 uint64_t broker_turn(const broker_t *self);
 
-/* lookup.c: takes one of the peer's agency's lookups_per_second (the rate, into
- * per_second); false when it has used them all (a second's worth at once, then
- * that many a second). A reload of the agreement gives every agency its full
- * second's worth again. */
-bool broker_take_lookup(broker_t *self, const peer_t *peer, int64_t *per_second);
+/* What an agency's messages may make the broker read from the log, in a
+ * second: each read is one the loop waits for, so an agency asking faster would
+ * hold up everyone else's publishes. */
+typedef enum {
+    BROKER_BUDGET_LOOKUPS, /* lookups answered (lookups_per_second) */
+    BROKER_BUDGET_READS,   /* outcomes decided, acknowledgements of shares not in
+                            * flight, repeated publishes answered with their first
+                            * result (log_reads_per_second) */
+    BROKER_BUDGETS
+} broker_budget_t;
+
+/* Takes one from the peer's agency's budget: false when it has used them all
+ * (a second's worth at once, then that many a second) or the peer is an
+ * auditor, with why saying so, rate and setting. A reload of the agreement
+ * gives every agency its full second's worth again. */
+#define BROKER_BUDGET_WHY_MAX 160
+bool broker_take(broker_t *self, const peer_t *peer, broker_budget_t which,
+                 char why[BROKER_BUDGET_WHY_MAX]);
 
 /* publish.c: decides one Publish, stages its log rows and queues the result and
  * deliveries for the end of the batch. */

@@ -63,7 +63,7 @@ struct broker_t {
     delivery_t *delivery;    /* cursors, deliveries in flight, acknowledgements */
     size_t *agency_inflight; /* per agency index: deliveries sent, unacknowledged */
     size_t *agency_inflight_bytes; /* ...and their bytes */
-    budget_t *lookup_budget;       /* per agency index: lookups answered from the log */
+    budget_t *budgets;             /* per agency index: BROKER_BUDGETS of them */
     size_t agency_slots;           /* entries in those three arrays */
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;

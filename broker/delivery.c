@@ -755,10 +755,18 @@ int64_t delivery_acks_due_in_ms(const broker_t *b)
     return left > 0 ? left : 0;
 }
 
-/* The pending share the acknowledgement names, into *cursor and *seq; false when
- * there is none (or the database could not say: *db_failed). */
-static bool s_ack_target(broker_t *b, const peer_t *peer, const uint8_t *share_id, size_t *cursor,
-                         int64_t *seq, bool *db_failed)
+/* What an acknowledgement names: the pending share's cursor and seq, or why it
+ * could not be told (the database could not say; the agency has used its reads
+ * of the log for the second). */
+typedef struct {
+    size_t cursor;
+    int64_t seq;
+    bool db_failed;
+    char why[BROKER_BUDGET_WHY_MAX]; /* "" unless turned away for the budget */
+} ack_target_t;
+
+/* True when the acknowledgement names a pending share, found into *t. */
+static bool s_ack_target(broker_t *b, const peer_t *peer, const uint8_t *share_id, ack_target_t *t)
 {
     delivery_t *self = b->delivery;
     inflight_t *f = s_inflight_find(self, share_id);
@@ -766,22 +774,25 @@ static bool s_ack_target(broker_t *b, const peer_t *peer, const uint8_t *share_i
         if (f->to_agency != peer->who.index) {
             return false;
         }
-        *cursor = f->cursor;
-        *seq = f->seq;
+        t->cursor = f->cursor;
+        t->seq = f->seq;
         /* no longer in flight: the cursor holds it until its row is committed */
         s_inflight_remove(b, (size_t)(f - self->inflight));
         return true;
+    }
+    if (!broker_take(b, peer, BROKER_BUDGET_READS, t->why)) {
+        return false;
     }
     ledger_share_ref_t ref;
     acc_err_t err;
     if (ledger_find_share(b->ledger, share_id, peer->id, &ref, &err) != ACC_OK) {
         acc_log_warn("delivery", "acknowledgement from %s not recorded yet: %s", peer->id, err.msg);
-        *db_failed = true;
+        t->db_failed = true;
         return false;
     }
-    *cursor = ref.found ? s_cursor_find(self, peer->id, ref.record_type) : SIZE_MAX;
-    *seq = ref.seq;
-    return *cursor != SIZE_MAX && !s_cursor_has(&self->cursors[*cursor], ref.seq);
+    t->cursor = ref.found ? s_cursor_find(self, peer->id, ref.record_type) : SIZE_MAX;
+    t->seq = ref.seq;
+    return t->cursor != SIZE_MAX && !s_cursor_has(&self->cursors[t->cursor], ref.seq);
 }
 
 void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const char *share_id_text)
@@ -789,14 +800,18 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
     delivery_t *self = b->delivery;
     uint8_t share_id[ACC_LOGROW_SHARE_BYTES];
     acc_err_t err;
-    bool db_failed = false;
-    size_t cursor = SIZE_MAX;
-    int64_t seq = 0;
+    ack_target_t t = { .cursor = SIZE_MAX, .seq = 0, .db_failed = false, .why = "" };
     bool pending = !peer->who.auditor && acc_uuid_parse(share_id, share_id_text, &err) == ACC_OK &&
-                   s_ack_target(b, peer, share_id, &cursor, &seq, &db_failed);
-    if (db_failed) {
+                   s_ack_target(b, peer, share_id, &t);
+    if (t.db_failed) {
         return; /* still pending: delivered again later, and acknowledged then */
     }
+    if (t.why[0] != '\0') { /* not looked for: if pending, it is delivered again */
+        broker_reply_error(b, peer, correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE, t.why);
+        return;
+    }
+    size_t cursor = t.cursor;
+    int64_t seq = t.seq;
     if (!pending) {
         broker_reply_error(b, peer, correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE,
                            "no delivery awaiting acknowledgement has this share id");

@@ -295,18 +295,11 @@ void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *
         acc_lookup_decision_t d;
         acc_policy_decide_lookup(l->policy, peer->who.index, acc_pb_str(l->req->purpose), today,
                                  &d);
-        int64_t per_second = 0;
+        char why[BROKER_BUDGET_WHY_MAX];
         if (d.code != ACCORD__V1__ERROR_CODE__OK) {
             s_refuse(l, d.code, d.reason);
-        } else if (!broker_take_lookup(self, peer, &per_second)) {
-            /* each answer is a read of the log the loop waits for: an agency
-             * asking faster would hold up everyone else's publishes */
-            char why[160];
-            (void)snprintf(why, sizeof(why),
-                           "this agency asked more than %lld lookups a second "
-                           "(lookups_per_second); retry in a second",
-                           (long long)per_second);
-            s_refuse(l, ACCORD__V1__ERROR_CODE__UNAVAILABLE, why);
+        } else if (!broker_take(self, peer, BROKER_BUDGET_LOOKUPS, why)) {
+            s_refuse(l, ACCORD__V1__ERROR_CODE__UNAVAILABLE, why); /* logged: every lookup is */
         } else {
             l->lookup = d.lookup;
             s_answer(l);

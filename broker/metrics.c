@@ -26,6 +26,7 @@ typedef enum {
     SERIES_REFUSED, /* accord_refused_total{code,agency} */
     SERIES_ERRORS,  /* accord_errors_total{code,agency}: answered, no log row */
     SERIES_PENDING, /* accord_outbox_pending{agency} */
+    SERIES_BUDGET,  /* accord_over_budget_total{budget,agency} */
 } series_kind_t;
 
 typedef struct {
@@ -192,6 +193,19 @@ void metrics_count_error(metrics_t *self, const char *code, const char *agency)
     (void)pthread_mutex_unlock(&self->lock);
 }
 
+void metrics_count_over_budget(metrics_t *self, const char *budget, const char *agency)
+{
+    if (self == NULL) {
+        return;
+    }
+    (void)pthread_mutex_lock(&self->lock);
+    series_t *s = s_series(self, SERIES_BUDGET, budget, agency);
+    if (s != NULL) {
+        s->value += 1;
+    }
+    (void)pthread_mutex_unlock(&self->lock);
+}
+
 void metrics_set_pending(metrics_t *self, const char *agency, int64_t count)
 {
     if (self == NULL) {
@@ -288,6 +302,10 @@ static const s_family_t s_families[] = {
       "Errors answered on the wire without a log row, by code and agency.", "code", "agency" },
     { SERIES_PENDING, "accord_outbox_pending", "gauge",
       "Deliveries waiting for the agency's acknowledgement.", "agency", NULL },
+    { SERIES_BUDGET, "accord_over_budget_total", "counter",
+      "Messages answered UNAVAILABLE because the agency used its lookups or reads of the "
+      "log for the second.",
+      "budget", "agency" },
 };
 
 static void s_family(s_text_t *t, const metrics_t *self, const s_family_t *f)

@@ -31,6 +31,10 @@ void metrics_count_replay(metrics_t *self);
 /* An Error answered on the wire (no log row). */
 void metrics_count_error(metrics_t *self, const char *code, const char *agency);
 
+/* A message turned away because its agency used its budget ("lookups" or
+ * "log_reads") for the second. */
+void metrics_count_over_budget(metrics_t *self, const char *budget, const char *agency);
+
 /* Deliveries waiting in the outbox for agency (replaces the previous figure). */
 void metrics_set_pending(metrics_t *self, const char *agency, int64_t count);
 

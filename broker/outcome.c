@@ -308,6 +308,12 @@ void outcome_on_outcome(broker_t *self, peer_t *peer, const Accord__V1__Envelope
         return;
     }
     acc_uuid_format(o.share_text, o.share_id);
+    char why[BROKER_BUDGET_WHY_MAX];
+    if (!broker_take(self, peer, BROKER_BUDGET_READS, why)) {
+        /* not decided, so not logged: the agent sends it again */
+        s_queue_result(&o, ACCORD__V1__ERROR_CODE__UNAVAILABLE, why, NULL, 0, OUT_REPLY);
+        return;
+    }
     if (ledger_find_reported(o.ledger, o.share_id, &o.rep, &err) != ACC_OK) {
         acc_log_warn("outcome", "an outcome from %s not decided: %s", peer->id, err.msg);
         s_queue_result(&o, ACCORD__V1__ERROR_CODE__UNAVAILABLE,

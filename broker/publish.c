@@ -312,6 +312,11 @@ static void s_answer_first(broker_t *self, s_publish_t *p)
     s_first_t first = { .p = p };
     p->result.recipients = p->recipient_ptrs;
     p->result.withheld = p->withheld_ptrs;
+    char why[BROKER_BUDGET_WHY_MAX];
+    if (!broker_take(self, p->peer, BROKER_BUDGET_READS, why)) {
+        s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE, why);
+        return;
+    }
     if (ledger_first_result(broker_ledger(self), p->peer->id, p->rec->record_id, s_first_row,
                             &first, &err) != ACC_OK) {
         s_reply_result(self, p, ACCORD__V1__ERROR_CODE__UNAVAILABLE, err.msg);

@@ -53,6 +53,8 @@ static const acc_yaml_entry_t s_broker_entries[] = {
       "/var/lib/accord", 0, 0 },
     { "lookups_per_second", ACC_YT_INT, false, offsetof(acc_broker_config_t, lookups_per_second),
       "10", 1, 10000 },
+    { "log_reads_per_second", ACC_YT_INT, false,
+      offsetof(acc_broker_config_t, log_reads_per_second), "200", 1, 100000 },
 };
 
 static const acc_yaml_entry_t s_agent_entries[] = {

@@ -1877,3 +1877,154 @@ Test(partners, an_agency_that_leaves_the_agreement_is_sent_nothing_more)
     cr_assert_eq(th_pg_pending_count(world, "to_agency = '" SC "'"), shared,
                  "a share to social care, which never acknowledged, is no longer pending");
 }
+
+/* ---- 13. messages that make the broker read the log ---- */
+
+/* An acknowledgement of a share no longer in flight, an outcome, a repeated
+ * publish answered with its first result: each makes the broker read the log
+ * while the loop waits. A partner sending them by the thousand would hold every
+ * other agency's publishes for seconds; past log_reads_per_second (200 by
+ * default, a second's worth at once) the broker answers UNAVAILABLE without
+ * reading. */
+#define READ_FLOOD       20000
+#define READ_FLOOD_CHUNK 500
+#define READ_RATE        200  /* log_reads_per_second's default */
+#define READ_QUIET_MS    3000 /* the flood's answers have stopped coming */
+
+typedef enum { FLOOD_ACKS, FLOOD_OUTCOMES, FLOOD_REPEATS } s_read_flood_t;
+
+typedef struct {
+    long answered; /* the log was read: UNKNOWN_SHARE, or the first result */
+    long limited;  /* UNAVAILABLE, naming the budget */
+    long other;    /* anything else */
+    char first_other[160];
+} s_read_tally_t;
+
+static void s_read_flood_send(s_conn_t *a, s_read_flood_t kind, uint64_t corr, s_rec_t *repeat)
+{
+    uint8_t id[ACC_LOGROW_SHARE_BYTES];
+    char text[37];
+    acc_uuid_random(id);
+    acc_uuid_format(text, id);
+    Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
+    env.correlation_id = corr;
+    Accord__V1__DeliverAck ack = ACCORD__V1__DELIVER_ACK__INIT;
+    Accord__V1__Outcome outcome = ACCORD__V1__OUTCOME__INIT;
+    acc_err_t err;
+    if (kind == FLOOD_ACKS) {
+        ack.share_id = text;
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_DELIVER_ACK;
+        env.deliver_ack = &ack;
+        cr_assert_eq(client_send(a->client, &env, &err), ACC_OK, "%s", err.msg);
+    } else if (kind == FLOOD_OUTCOMES) {
+        outcome.share_id = text;
+        outcome.status = acc_pb_str("received");
+        env.body_case = ACCORD__V1__ENVELOPE__BODY_OUTCOME;
+        env.outcome = &outcome;
+        cr_assert_eq(client_send(a->client, &env, &err), ACC_OK, "%s", err.msg);
+    } else {
+        cr_assert_eq(s_send_publish(a->client, &repeat->rec, corr, &err), ACC_OK, "%s", err.msg);
+    }
+}
+
+static void s_read_tally(s_read_tally_t *t, const Accord__V1__Envelope *env)
+{
+    int code = s_code(env);
+    const char *text =
+        env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR            ? env->error->message
+        : env->body_case == ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT ? env->outcome_result->reason
+        : env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT ? env->publish_result->reason
+                                                                      : "";
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_OUTCOME_RESULT) {
+        code = (int)env->outcome_result->code;
+    }
+    if (code == ACCORD__V1__ERROR_CODE__UNAVAILABLE && strstr(text, "log_reads_per_second")) {
+        t->limited++;
+    } else if (code == ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE ||
+               (code == ACCORD__V1__ERROR_CODE__OK &&
+                env->body_case == ACCORD__V1__ENVELOPE__BODY_PUBLISH_RESULT)) {
+        t->answered++;
+    } else {
+        if (t->other++ == 0) {
+            (void)snprintf(t->first_other, sizeof(t->first_other), "%s: %s", s_code_name(code),
+                           text);
+        }
+    }
+}
+
+/* Sends READ_FLOOD messages of kind on the attacker's connection, reading the
+ * answers as they come, and checks that the log was read no faster than the
+ * budget allows. An attacker that reads more slowly than it sends is a slow
+ * peer, whose answers past peer_queue_max the broker drops rather than wait:
+ * what it missed is counted, not required. */
+static void s_read_flood(s_read_flood_t kind, const char *attack)
+{
+    long rss_before = s_begin("metrics: 127.0.0.1:0\n", CC);
+    s_conn_t attacker;
+    s_conn_open(&attacker, CC);
+    s_rec_t repeat;
+    s_attendance(&repeat, "attack-repeat");
+    if (kind == FLOOD_REPEATS) {
+        s_expect_publish(&attacker, &repeat.rec, 1, ACCORD__V1__ERROR_CODE__OK, "the first time");
+    }
+    s_read_tally_t t = { 0 };
+    long got = 0;
+    long t0 = s_now_ms();
+    for (uint64_t sent = 0; sent < READ_FLOOD;) {
+        for (int i = 0; i < READ_FLOOD_CHUNK; i++, sent++) {
+            s_read_flood_send(&attacker, kind, 100 + sent, &repeat);
+        }
+        Accord__V1__Envelope *env = NULL;
+        acc_err_t err;
+        while (client_recv(attacker.client, &env, 0, &err) == ACC_OK && env != NULL) {
+            s_read_tally(&t, env);
+            got++;
+            accord__v1__envelope__free_unpacked(env, NULL);
+            env = NULL;
+        }
+    }
+    long last = s_now_ms();
+    while (got < READ_FLOOD) {
+        Accord__V1__Envelope *env = NULL;
+        acc_err_t err;
+        if (client_recv(attacker.client, &env, READ_QUIET_MS, &err) != ACC_OK || env == NULL) {
+            break;
+        }
+        last = s_now_ms();
+        s_read_tally(&t, env);
+        got++;
+        accord__v1__envelope__free_unpacked(env, NULL);
+    }
+    double elapsed_s = (double)(last - t0) / 1000.0;
+    double counted = th_metric(th_broker_metrics_port(world),
+                               "accord_over_budget_total{budget=\"log_reads\",agency=\"" CC "\"}");
+    s_conn_close(&attacker);
+    s_end(attack, rss_before);
+    fprintf(stderr,
+            "partners: %s: %ld read the log, %ld refused UNAVAILABLE, %ld not read in time, in "
+            "%.2f s\n",
+            attack, t.answered, t.limited, READ_FLOOD - got, elapsed_s);
+    cr_assert_eq(t.other, 0, "%ld other answers, the first %s", t.other, t.first_other);
+    cr_assert_gt(t.limited, 0, "nothing was turned away");
+    cr_assert(counted >= (double)t.limited && counted <= READ_FLOOD,
+              "accord_over_budget_total says %.0f, the attacker was told %ld", counted, t.limited);
+    cr_assert_geq(t.answered, READ_RATE, "a second's worth at once");
+    /* the broker's clock counts in whole milliseconds: a few reads of slack */
+    cr_assert_leq((double)t.answered, READ_RATE * (1.0 + elapsed_s) + 5.0,
+                  "%ld reads of the log in %.2f s", t.answered, elapsed_s);
+}
+
+Test(partners, a_flood_of_acknowledgements_for_shares_never_sent_stalls_nobody)
+{
+    s_read_flood(FLOOD_ACKS, "ack-flood");
+}
+
+Test(partners, a_flood_of_outcomes_on_shares_never_sent_stalls_nobody)
+{
+    s_read_flood(FLOOD_OUTCOMES, "outcome-flood");
+}
+
+Test(partners, a_flood_of_one_record_published_again_stalls_nobody)
+{
+    s_read_flood(FLOOD_REPEATS, "repeat-flood");
+}

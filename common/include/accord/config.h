@@ -31,6 +31,7 @@ typedef struct {
     int64_t database_query_timeout_ms;     /* auditors' queries and the health figures */
     char *state_directory;                 /* the high-water mark file, outside the database */
     int64_t lookups_per_second;            /* per agency: lookups answered from the log */
+    int64_t log_reads_per_second; /* per agency: other reads of the log its messages cause */
 } acc_broker_config_t;
 
 /* agent.yaml, for accord-agent and accord-audit. */
