@@ -130,11 +130,12 @@ typedef enum {
     BROKER_BUDGETS
 } broker_budget_t;
 
+#define BROKER_BUDGET_WHY_MAX 160
+
 /* Takes one from the peer's agency's budget: false when it has used them all
  * (a second's worth at once, then that many a second) or the peer is an
  * auditor, with why saying so, rate and setting. A reload of the agreement
  * gives every agency its full second's worth again. */
-#define BROKER_BUDGET_WHY_MAX 160
 bool broker_take(broker_t *self, const peer_t *peer, broker_budget_t which,
                  char why[BROKER_BUDGET_WHY_MAX]);
 

@@ -1,8 +1,9 @@
 /* budget.h - a rate with a burst: so many a second, a second's worth at once
  *
  * A token bucket that holds at most per_second tokens and gains per_second
- * of them a second. The broker keeps one per agency for the lookups it answers
- * from the log. Plain data: zero-initialised, a budget is full at its first use. */
+ * of them a second. The broker keeps two per agency (broker_take): the lookups
+ * it answers, and the other reads of the log the agency's messages cause.
+ * Plain data: zero-initialised, a budget is full at its first use. */
 #ifndef ACCORD_BROKER_BUDGET_H
 #define ACCORD_BROKER_BUDGET_H
 

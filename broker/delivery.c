@@ -810,18 +810,16 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
         broker_reply_error(b, peer, correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE, t.why);
         return;
     }
-    size_t cursor = t.cursor;
-    int64_t seq = t.seq;
     if (!pending) {
         broker_reply_error(b, peer, correlation_id, ACCORD__V1__ERROR_CODE__UNKNOWN_SHARE,
                            "no delivery awaiting acknowledgement has this share id");
         return;
     }
-    cursor_t *c = &self->cursors[cursor];
-    if (s_cursor_has(c, seq)) {
+    cursor_t *c = &self->cursors[t.cursor];
+    if (s_cursor_has(c, t.seq)) {
         return; /* the same acknowledgement twice in one batch */
     }
-    s_cursor_insert(c, seq);
+    s_cursor_insert(c, t.seq);
     if (self->ack_count == self->ack_cap) {
         self->ack_cap = self->ack_cap == 0 ? 64 : self->ack_cap * 2;
         self->acks = acc_xrealloc(self->acks, self->ack_cap * sizeof(*self->acks));
@@ -830,13 +828,13 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
         self->acks_since_ms = s_now_ms();
     }
     ack_t *a = &self->acks[self->ack_count++];
-    a->cursor = cursor;
-    a->seq = seq;
+    a->cursor = t.cursor;
+    a->seq = t.seq;
     memcpy(a->share_id, share_id, sizeof(a->share_id));
     peer->last_ack_ms = s_now_ms();
     /* now, while the connection that knows what it was sent is surely here: its
      * last frames are read even after it has gone */
-    s_advance(b, cursor, peer);
+    s_advance(b, t.cursor, peer);
 }
 
 /* The lowest share of the cursor's agency and type still in flight (not being

@@ -180,30 +180,28 @@ void metrics_count_replay(metrics_t *self)
     (void)pthread_mutex_unlock(&self->lock);
 }
 
-void metrics_count_error(metrics_t *self, const char *code, const char *agency)
+/* One more in the counter of kind labelled a, b: at once, not with a batch. */
+static void s_count(metrics_t *self, series_kind_t kind, const char *a, const char *b)
 {
     if (self == NULL) {
         return;
     }
     (void)pthread_mutex_lock(&self->lock);
-    series_t *s = s_series(self, SERIES_ERRORS, code, agency);
+    series_t *s = s_series(self, kind, a, b);
     if (s != NULL) {
         s->value += 1;
     }
     (void)pthread_mutex_unlock(&self->lock);
 }
 
+void metrics_count_error(metrics_t *self, const char *code, const char *agency)
+{
+    s_count(self, SERIES_ERRORS, code, agency);
+}
+
 void metrics_count_over_budget(metrics_t *self, const char *budget, const char *agency)
 {
-    if (self == NULL) {
-        return;
-    }
-    (void)pthread_mutex_lock(&self->lock);
-    series_t *s = s_series(self, SERIES_BUDGET, budget, agency);
-    if (s != NULL) {
-        s->value += 1;
-    }
-    (void)pthread_mutex_unlock(&self->lock);
+    s_count(self, SERIES_BUDGET, budget, agency);
 }
 
 void metrics_set_pending(metrics_t *self, const char *agency, int64_t count)

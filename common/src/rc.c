@@ -19,7 +19,7 @@ acc_rc_t acc_err_set(acc_err_t *err, acc_rc_t code, const char *fmt, ...)
         va_start(ap, fmt);
         (void)vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        memcpy(err->msg, msg, sizeof(msg));
+        memcpy(err->msg, msg, strlen(msg) + 1);
         err->code = code;
     }
     return code;
