@@ -208,6 +208,29 @@ static void s_floor(json_t *ratios, const json_t *results)
     json_object_set_new(ratios, "commit floor p99 ms", json_real(s_ms(c, "result_ms", "p99")));
 }
 
+/* One pass of bench-audit's questions, a line each. */
+static void s_audit_pass(json_t *audit)
+{
+    const char *question;
+    json_t *q;
+    json_object_foreach(audit, question, q)
+    {
+        if (s_num(q, "pages") <= 0) {
+            (void)printf("  %-8s no page answered (%.0f refused or failed)\n", question,
+                         s_num(q, "errors"));
+            continue;
+        }
+        (void)printf("  %-8s p50 %7.3f  p90 %7.3f  max %7.3f ms  %3.0f pages, %5.1f rows/page%s",
+                     question, s_num(q, "p50"), s_num(q, "p90"), s_num(q, "max"), s_num(q, "pages"),
+                     s_num(q, "rows_per_page"),
+                     json_is_true(json_object_get(q, "payloads")) ? ", with payloads" : "");
+        if (s_num(q, "errors") > 0) {
+            (void)printf(", %.0f refused or failed", s_num(q, "errors"));
+        }
+        (void)printf("\n");
+    }
+}
+
 /* --prefill: how the log was filled, and what an auditor's page took on it. */
 static void s_prefill(const json_t *all, const json_t *results)
 {
@@ -229,25 +252,14 @@ static void s_prefill(const json_t *all, const json_t *results)
         (void)printf("\nan auditor's page (%.0f rows at most) through the broker, %s, on a log "
                      "of %.0f rows:\n",
                      s_num(r, "page_rows"), s_name(r), s_num(r, "log_rows"));
-        const char *question;
-        const json_t *q;
-        json_object_foreach(audit, question, q)
-        {
-            if (s_num(q, "pages") <= 0) {
-                (void)printf("  %-8s no page answered (%.0f refused or failed)\n", question,
-                             s_num(q, "errors"));
-                continue;
-            }
-            (void)printf(
-                "  %-8s p50 %7.3f  p90 %7.3f  max %7.3f ms  %3.0f pages, %5.1f rows/page%s",
-                question, s_num(q, "p50"), s_num(q, "p90"), s_num(q, "max"), s_num(q, "pages"),
-                s_num(q, "rows_per_page"),
-                json_is_true(json_object_get(q, "payloads")) ? ", with payloads" : "");
-            if (s_num(q, "errors") > 0) {
-                (void)printf(", %.0f refused or failed", s_num(q, "errors"));
-            }
-            (void)printf("\n");
+        json_t *first = json_object_get(r, "audit_first");
+        if (first != NULL) {
+            (void)printf(" first pass, the broker just started (its reading session touches "
+                         "PostgreSQL's buffers for the first time):\n");
+            s_audit_pass(first);
+            (void)printf(" measured pass, the broker in service, half a step along:\n");
         }
+        s_audit_pass(audit);
     }
 }
 
