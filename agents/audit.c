@@ -117,7 +117,9 @@ static void s_usage_verify(FILE *out)
                   "Exit status: 0 verified against a pinned key (or, with --unpinned, the\n"
                   "chain is consistent) / shown / answered, 1 the log does not verify or the\n"
                   "payload does not decrypt, 2 usage, 3 could not read the database or key,\n"
-                  "or the broker refused or could not answer, 4 the chain is consistent but\n"
+                  "or the broker refused or could not answer (one that answers UNAVAILABLE,\n"
+                  "busy with this auditor's other connections or its database, is asked\n"
+                  "again for up to a minute), 4 the chain is consistent but\n"
                   "no broker signing key was pinned (--sign-key), so nothing was verified,\n"
                   "5 the log verifies but rows this auditor verified earlier (--witness) were\n"
                   "lost in a declared restore (the witness moves past the cut).\n");

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "accord/keys.h"
 #include "accord/log.h"
@@ -21,6 +22,8 @@
 #define EXIT_CONNECT     3
 #define HELLO_MS         10000
 #define ANSWER_MS        60000
+#define RETRY_FIRST_MS   10     /* UNAVAILABLE: the first wait before asking again */
+#define RETRY_MAX_MS     1000   /* ...doubling up to this */
 #define TABLE_MAX        100000 /* rows a table is built from; use --csv or --json for more */
 #define TABLE_RANGES_MAX 8      /* runs of acknowledged seqs a table or CSV cell lists */
 
@@ -189,8 +192,23 @@ static client_t *s_connect(const acc_agent_config_t *config)
     return client;
 }
 
-/* Sends one page's question and waits for its answer; NULL after printing why. */
-static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *query, uint64_t id)
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void s_sleep_ms(int64_t ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+    (void)nanosleep(&ts, NULL);
+}
+
+/* Sends one page's question and waits for its answer, whatever it is; NULL after
+ * printing why when none came. */
+static Accord__V1__Envelope *s_ask_once(client_t *client, Accord__V1__AuditQuery *query,
+                                        uint64_t id)
 {
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = id;
@@ -207,14 +225,34 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
             (void)fprintf(stderr, "accord-audit: %s\n", err.msg);
             return NULL;
         }
-        if (reply->correlation_id != id) {
-            accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
-            continue;
-        }
-        if (reply->body_case == ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT) {
+        if (reply->correlation_id == id) {
             return reply;
         }
-        if (reply->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR) {
+        accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
+    }
+}
+
+/* Sends one page's question and waits for its page; NULL after printing why. A
+ * broker that cannot answer just now (UNAVAILABLE: this auditor's other
+ * connections had the loop's page, or the log could not be read) is asked again,
+ * waiting from RETRY_FIRST_MS to RETRY_MAX_MS between, for up to ANSWER_MS. */
+static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *query, uint64_t id)
+{
+    int64_t deadline_ms = s_now_ms() + ANSWER_MS;
+    for (int64_t wait_ms = RETRY_FIRST_MS;;
+         wait_ms = wait_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : wait_ms * 2) {
+        Accord__V1__Envelope *reply = s_ask_once(client, query, id);
+        if (reply == NULL || reply->body_case == ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT) {
+            return reply;
+        }
+        bool error = reply->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR;
+        if (error && reply->error->code == ACCORD__V1__ERROR_CODE__UNAVAILABLE &&
+            s_now_ms() + wait_ms < deadline_ms) {
+            accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
+            s_sleep_ms(wait_ms);
+            continue;
+        }
+        if (error) {
             (void)fprintf(stderr, "accord-audit: the broker refused the query: %s (%s)\n",
                           reply->error->message, acc_pb_code_name(reply->error->code));
         } else {

@@ -370,22 +370,28 @@ static void s_answer(broker_t *self, peer_t *peer, uint64_t correlation_id, cons
  * before it is sent another page. */
 #define AUDIT_UNREAD_MAX ((size_t)256 * 1024)
 
-/* A page is large and ZMQ_SNDHWM counts frames, so an auditor that asks without
+/* Why the auditor may not have a page now, or NULL (and the page is taken).
+ *
+ * A page is large and ZMQ_SNDHWM counts frames, so an auditor that asks without
  * reading could pile pages up in the broker's memory. It gets a page only when
  * its connection has taken in what it was sent (the TCP send queue, which fills
  * when the far end stops reading), and at most one page a loop turn, so pages
- * cannot queue up inside libzmq faster than TCP drains them. */
-static bool s_is_reading(const broker_t *self, peer_t *peer)
+ * cannot queue up inside libzmq faster than TCP drains them.
+ *
+ * A page is also a query the loop waits for, as every agency does. The turn's
+ * page is the auditor's, not the connection's: with one a connection, a key
+ * holding its 16 connections would make each turn wait for 16 pages. */
+static const char *s_not_now(broker_t *self, const peer_t *peer)
 {
-    uint64_t turn = broker_turn(self);
-    if (peer->audit_turn == turn) {
-        return false;
-    }
     if (peers_unread_bytes(peer) > AUDIT_UNREAD_MAX) {
-        return false;
+        return "the answers already sent have not been read: read them, then ask again (one "
+               "question at a time)";
     }
-    peer->audit_turn = turn;
-    return true;
+    if (!broker_take_audit_turn(self, peer)) {
+        return "this auditor had a page in this turn of the broker's loop, on this connection "
+               "or another: ask again (an auditor's connections share one page a turn)";
+    }
+    return NULL;
 }
 
 void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env)
@@ -395,10 +401,10 @@ void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *en
                            "only auditors named in the agreement may query the log");
         return;
     }
-    if (!s_is_reading(self, peer)) {
+    const char *why = s_not_now(self, peer);
+    if (why != NULL) {
         broker_reply_error(self, peer, env->correlation_id, ACCORD__V1__ERROR_CODE__UNAVAILABLE,
-                           "the answers already sent have not been read: read them, then ask "
-                           "again (one question at a time)");
+                           why);
         return;
     }
     const Accord__V1__AuditQuery *a = env->audit_query;

@@ -111,9 +111,14 @@ bool broker_replaying(const broker_t *self)
     return self->replaying;
 }
 
-uint64_t broker_turn(const broker_t *self)
+bool broker_take_audit_turn(broker_t *self, const peer_t *peer)
 {
-    return self->turn;
+    if (!peer->who.auditor || peer->who.index >= self->auditor_slots ||
+        self->auditor_turns[peer->who.index] == self->turn) {
+        return false;
+    }
+    self->auditor_turns[peer->who.index] = self->turn;
+    return true;
 }
 
 bool broker_take(broker_t *self, const peer_t *peer, broker_budget_t which,
@@ -458,6 +463,7 @@ void broker_destroy(broker_t **self_p)
     free(self->agency_inflight);
     free(self->agency_inflight_bytes);
     free(self->budgets);
+    free(self->auditor_turns);
     free(self->inbox);
     if (self->monitor != NULL) {
         zmq_close(self->monitor);
@@ -1322,6 +1328,9 @@ static void s_resize_agency_counts(broker_t *self)
     self->agency_inflight = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
     self->agency_inflight_bytes = acc_xcalloc(self->agency_slots + 1, sizeof(size_t));
     self->budgets = acc_xcalloc((self->agency_slots + 1) * BROKER_BUDGETS, sizeof(budget_t));
+    free(self->auditor_turns);
+    self->auditor_slots = acc_policy_auditor_count(self->policy);
+    self->auditor_turns = acc_xcalloc(self->auditor_slots + 1, sizeof(uint64_t));
 }
 
 /* An agency index from the old agreement in the fresh one, by id; SIZE_MAX when

@@ -5,7 +5,8 @@
  * own the loop's state (sockets, peers, batches, deliveries in flight and their
  * per-agency counts). The request handlers (audit.c, lookup.c, outcome.c,
  * publish.c) need a narrow view and reach it through the functions below:
- * broker_policy(), broker_ledger(), broker_outcomes() and broker_turn() to read,
+ * broker_policy(), broker_ledger(), broker_outcomes() to read, broker_take() and
+ * broker_take_audit_turn() for what a partner may cost the loop,
  * broker_queue() and broker_reply_error() to answer, broker_subject_tag() for the
  * keyed tag (the key itself stays in broker.c).
  *
@@ -116,8 +117,11 @@ outcome_t *broker_outcomes(broker_t *self);
  * committed again one at a time (publish.c: a repeat found then cost a batch). */
 bool broker_replaying(const broker_t *self);
 
-/* Loop turns since start, counting from 1 (audit.c: at most one page a turn). */
-uint64_t broker_turn(const broker_t *self);
+/* Takes this loop turn's audit page for the auditor peer speaks for: false when
+ * that auditor already had one this turn, on this connection or another (or
+ * peer is not an auditor). A page is a query the loop waits for, so an auditor's
+ * key gets one a turn however many connections it opens. */
+bool broker_take_audit_turn(broker_t *self, const peer_t *peer);
 
 /* What an agency's messages may make the broker read from the log, in a
  * second: each read is one the loop waits for, so an agency asking faster would

@@ -65,6 +65,8 @@ struct broker_t {
     size_t *agency_inflight_bytes; /* ...and their bytes */
     budget_t *budgets;             /* per agency index: BROKER_BUDGETS of them */
     size_t agency_slots;           /* entries in those three arrays */
+    uint64_t *auditor_turns;       /* per auditor index: the loop turn of its last page */
+    size_t auditor_slots;          /* entries in auditor_turns */
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;
     char endpoint[256]; /* the endpoint actually bound */

@@ -36,7 +36,6 @@ typedef struct {
     bool closing;                 /* retired: reaped at the end of this loop turn */
     bool backlog;                 /* the outbox may hold more for this subscriber */
     int64_t cursor;               /* highest share seq sent on this connection */
-    uint64_t audit_turn;          /* loop turn of the last audit page it was sent */
     size_t unread_bound;          /* at least its unread bytes (peers_unread_within) */
     int64_t unread_asked_ms;      /* when the kernel last told them; 0: never */
     uint32_t fresh_run;           /* publishes in a row that repeated no accepted record */

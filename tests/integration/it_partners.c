@@ -5,6 +5,8 @@
  * (every record accepted and delivered once, publish-to-result latency
  * printed), that the broker's memory stays bounded and its log names no child */
 #include <criterion/criterion.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1531,15 +1533,18 @@ Test(partners, a_subscriber_that_never_reads_large_deliveries_costs_bounded_memo
 #define AUDIT_FLOOD_QUERIES 300 /* pages asked for, none read: 225 MB if all were queued */
 #define AUDIT_FLOOD_MS      5000
 
-/* A raw auditor connection that stops reading after its Welcome: libzmq takes in
- * one frame, the kernel a little more, then TCP backs up into the broker. */
-static void *s_raw_auditor(void *ctx)
+/* A raw auditor connection. One that does not read stops after its Welcome:
+ * libzmq takes in one frame, the kernel a little more, then TCP backs up into the
+ * broker. */
+static void *s_raw_auditor(void *ctx, bool reads)
 {
     char *key = s_secret_path("ig-officer");
     void *s = s_dealer(ctx, key, NULL);
     free(key);
-    s_set_int(s, ZMQ_RCVHWM, 1);
-    s_set_int(s, ZMQ_RCVBUF, 4096);
+    if (!reads) {
+        s_set_int(s, ZMQ_RCVHWM, 1);
+        s_set_int(s, ZMQ_RCVBUF, 4096);
+    }
     cr_assert_eq(zmq_connect(s, world->endpoint), 0);
     s_raw_hello(s, false, 1);
     Accord__V1__Envelope *welcome = s_raw_recv(s, ATTACK_ANSWER_MS);
@@ -1574,7 +1579,7 @@ Test(partners, an_auditor_that_asks_and_never_reads_costs_bounded_memory)
     cr_assert_eq(th_proc_wait(&flood_pub, 30000), 0, "the note publisher failed");
 
     void *ctx = zmq_ctx_new();
-    void *raw = s_raw_auditor(ctx);
+    void *raw = s_raw_auditor(ctx, false);
     long rss_asked = th_proc_rss_kib(world->broker->pid);
     for (uint64_t i = 0; i < AUDIT_FLOOD_QUERIES; i++) {
         s_raw_audit_query(raw, 100 + i);
@@ -1587,7 +1592,10 @@ Test(partners, an_auditor_that_asks_and_never_reads_costs_bounded_memory)
         th_sleep_ms(50);
     }
     long pages = th_pg_count(world, "event = 'queried'");
-    size_t refused = s_log_count("the answers already sent have not been read");
+    /* refused because the pages it was sent are unread, or because one of its
+     * questions had the loop turn's page when the others came in the same turn */
+    size_t refused = s_log_count("the answers already sent have not been read") +
+                     s_log_count("this auditor had a page in this turn");
     fprintf(stderr,
             "partners: unread-audit: %d pages asked for and not read: %ld answered, %zu refused "
             "UNAVAILABLE; broker RSS %ld KiB after the notes, %ld at most\n",
@@ -1598,6 +1606,137 @@ Test(partners, an_auditor_that_asks_and_never_reads_costs_bounded_memory)
     zmq_close(raw);
     cr_assert_eq(zmq_ctx_term(ctx), 0);
     s_end("unread-audit", rss_before);
+}
+
+/* ---- 11b. one auditor's key on all the connections it may hold ---- */
+
+#define AUDIT_CONNS  16 /* PEERS_PER_KEY_MAX: every connection one key may hold */
+#define AUDIT_ROUNDS 30 /* each connection asks once a round, then reads its answer */
+
+typedef struct {
+    size_t pages;  /* pages answered */
+    size_t turned; /* UNAVAILABLE: the auditor had this turn's page */
+    size_t other;  /* any other answer */
+    char other_text[200];
+} s_turns_t;
+
+static void s_turns_take(s_turns_t *t, const Accord__V1__Envelope *env)
+{
+    if (env->body_case == ACCORD__V1__ENVELOPE__BODY_AUDIT_RESULT) {
+        t->pages++;
+    } else if (env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR &&
+               s_code(env) == ACCORD__V1__ERROR_CODE__UNAVAILABLE &&
+               strstr(env->error->message, "this auditor had a page in this turn") != NULL) {
+        t->turned++;
+    } else if (t->other++ == 0) {
+        snprintf(t->other_text, sizeof(t->other_text), "%s: %.150s", s_code_name(s_code(env)),
+                 env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR ? env->error->message
+                                                                    : "not a page");
+    }
+}
+
+Test(partners, an_auditor_s_connections_share_one_page_a_loop_turn)
+{
+    /* a page is a query the loop waits for: one key's 16 connections asking at
+     * once must not make one turn wait for 16 of them */
+    long rss_before = s_begin("", EH);
+    void *ctx = zmq_ctx_new();
+    void *conns[AUDIT_CONNS];
+    for (size_t i = 0; i < AUDIT_CONNS; i++) {
+        conns[i] = s_raw_auditor(ctx, true);
+    }
+    s_turns_t t = { 0 };
+    for (uint64_t round = 0; round < AUDIT_ROUNDS; round++) {
+        for (size_t i = 0; i < AUDIT_CONNS; i++) {
+            s_raw_audit_query(conns[i], 100 + round * AUDIT_CONNS + i);
+        }
+        for (size_t i = 0; i < AUDIT_CONNS; i++) {
+            Accord__V1__Envelope *env = s_raw_recv(conns[i], ATTACK_ANSWER_MS);
+            cr_assert_not_null(env, "round %" PRIu64 ": connection %zu had no answer", round, i);
+            cr_assert_eq(env->correlation_id, 100 + round * AUDIT_CONNS + i);
+            s_turns_take(&t, env);
+            accord__v1__envelope__free_unpacked(env, NULL);
+        }
+    }
+    long queried = th_pg_count(world, "event = 'queried'");
+    fprintf(stderr,
+            "partners: audit-turns: %d connections x %d rounds: %zu pages, %zu told another "
+            "connection had the turn's page, %zu other; %ld queried rows\n",
+            AUDIT_CONNS, AUDIT_ROUNDS, t.pages, t.turned, t.other, queried);
+    cr_assert_eq(t.other, 0, "an answer neither a page nor the turn's refusal: %s", t.other_text);
+    cr_assert_gt(t.turned, 0, "every connection had a page of its own in the same loop turns");
+    cr_assert_gt(t.pages, 0, "no page was answered");
+    cr_assert_eq((size_t)queried, t.pages, "each page answered is logged once, nothing else");
+    for (size_t i = 0; i < AUDIT_CONNS; i++) {
+        zmq_close(conns[i]);
+    }
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("audit-turns", rss_before);
+}
+
+#define AUDIT_TOOL_RUNS   5  /* accord-audit log runs, each while the other connections ask */
+#define AUDIT_TOOL_ROUNDS 40 /* rounds of the other connections' questions a run */
+
+Test(partners, accord_audit_waits_its_turn_while_the_key_s_other_connections_ask)
+{
+    /* the IG officer's tool and a script of theirs on the same key: the tool is
+     * told UNAVAILABLE when the script had the turn's page, and must ask again,
+     * not fail the officer's question */
+    long rss_before = s_begin("", EH);
+    void *ctx = zmq_ctx_new();
+    void *conns[AUDIT_CONNS - 1];
+    for (size_t i = 0; i < AUDIT_CONNS - 1; i++) {
+        conns[i] = s_raw_auditor(ctx, true);
+    }
+    char exe[600];
+    char config[600];
+    snprintf(exe, sizeof(exe), "%s/accord-audit", world->bin_dir);
+    snprintf(config, sizeof(config), "%s", th_agent_config(world, "ig-officer", NULL));
+    s_turns_t t = { 0 };
+    uint64_t corr = 100;
+    for (int run = 0; run < AUDIT_TOOL_RUNS; run++) {
+        char opt_config[] = "--config";
+        char cmd_log[] = "log";
+        char opt_json[] = "--json";
+        char *argv[] = { exe, opt_config, config, cmd_log, opt_json, NULL };
+        th_proc_t *tool = th_proc_start(argv);
+        for (int round = 0; round < AUDIT_TOOL_ROUNDS; round++) {
+            for (size_t i = 0; i < AUDIT_CONNS - 1; i++) {
+                s_raw_audit_query(conns[i], corr + i);
+            }
+            for (size_t i = 0; i < AUDIT_CONNS - 1; i++) {
+                Accord__V1__Envelope *env = s_raw_recv(conns[i], ATTACK_ANSWER_MS);
+                cr_assert_not_null(env, "connection %zu had no answer", i);
+                cr_assert_eq(env->correlation_id, corr + i);
+                s_turns_take(&t, env);
+                accord__v1__envelope__free_unpacked(env, NULL);
+            }
+            corr += AUDIT_CONNS;
+            th_proc_drain(tool); /* a full stdout pipe would stall it */
+        }
+        (void)th_proc_wait_lines(tool, SIZE_MAX, 60000); /* to the end of its output */
+        char *out = strndup(tool->out != NULL ? tool->out : "", tool->out_len);
+        int status = th_proc_wait(&tool, 60000);
+        json_error_t jerr;
+        json_t *rows = json_loads(out, 0, &jerr);
+        cr_assert_eq(status, 0, "run %d: accord-audit log failed (%d): %.300s", run, status, out);
+        cr_assert(json_is_array(rows) && json_array_size(rows) > 0,
+                  "run %d: not a JSON array of rows (%s): %.300s", run, jerr.text, out);
+        json_decref(rows);
+        free(out);
+    }
+    fprintf(stderr,
+            "partners: audit-tool: %d runs of accord-audit log, all whole, while %d connections "
+            "of the same key asked: they had %zu pages and %zu refusals for the turn's page\n",
+            AUDIT_TOOL_RUNS, AUDIT_CONNS - 1, t.pages, t.turned);
+    cr_assert_eq(t.other, 0, "an answer neither a page nor the turn's refusal: %s", t.other_text);
+    cr_assert_gt(t.turned, 0,
+                 "the connections never contended for a turn: the test proves nothing");
+    for (size_t i = 0; i < AUDIT_CONNS - 1; i++) {
+        zmq_close(conns[i]);
+    }
+    cr_assert_eq(zmq_ctx_term(ctx), 0);
+    s_end("audit-tool", rss_before);
 }
 
 /* ---- 12. an agreement reload while a subscriber holds deliveries in flight ---- */
