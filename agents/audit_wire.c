@@ -239,6 +239,7 @@ static Accord__V1__Envelope *s_ask_once(client_t *client, Accord__V1__AuditQuery
 static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *query, uint64_t id)
 {
     int64_t deadline_ms = s_now_ms() + ANSWER_MS;
+    bool said = false;
     for (int64_t wait_ms = RETRY_FIRST_MS;;
          wait_ms = wait_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : wait_ms * 2) {
         Accord__V1__Envelope *reply = s_ask_once(client, query, id);
@@ -248,6 +249,13 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
         bool error = reply->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR;
         if (error && reply->error->code == ACCORD__V1__ERROR_CODE__UNAVAILABLE &&
             s_now_ms() + wait_ms < deadline_ms) {
+            if (wait_ms == RETRY_MAX_MS && !said) {
+                said = true; /* a second and more: not another connection's page */
+                (void)fprintf(stderr,
+                              "accord-audit: the broker cannot answer just now (%s); asking "
+                              "again for up to a minute\n",
+                              reply->error->message);
+            }
             accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
             s_sleep_ms(wait_ms);
             continue;

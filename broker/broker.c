@@ -1318,7 +1318,9 @@ static void s_read_disconnections(broker_t *self)
     }
 }
 
-/* Deliveries in flight counted per agency, by index into the agreement in force. */
+/* What the broker counts per agency (deliveries in flight, their bytes, the
+ * budgets) and per auditor (the turn of its last page), by index into the
+ * agreement in force: sized afresh for it, all counts at zero. */
 static void s_resize_agency_counts(broker_t *self)
 {
     free(self->agency_inflight);

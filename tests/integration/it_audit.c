@@ -729,3 +729,54 @@ Test(audit, a_query_whose_row_cannot_be_written_is_answered_unavailable)
     acc_agent_config_clear(&cfg);
     th_pg_exec(world, "DROP TRIGGER disk_full ON accord_log");
 }
+
+Test(audit, a_question_asked_while_postgresql_is_down_is_answered_when_it_is_back)
+{
+    /* a private cluster: stopping the shared one would disturb other tests */
+    th_broker_stop(world);
+    th_pg_private_start(world);
+    th_broker_start(world);
+    char config[600]; /* the broker listens on a new port */
+    snprintf(config, sizeof(config), "%s", th_agent_config(world, "ig-officer", NULL));
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    s_publish(c, "hv-down-1", CHILD_A, ACCORD__V1__ERROR_CODE__OK);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    th_pg_private_ctl(world, "stop");
+
+    char exe[600];
+    char log[600];
+    snprintf(exe, sizeof(exe), "%s/accord-audit", world->bin_dir);
+    snprintf(log, sizeof(log), "%s/audit-down.err", world->dir);
+    char opt_config[] = "--config";
+    char cmd_log[] = "log";
+    char opt_json[] = "--json";
+    char *argv[] = { exe, opt_config, config, cmd_log, opt_json, NULL };
+    th_proc_t *tool = th_proc_start_logged(argv, log);
+    /* told UNAVAILABLE from the start, it says so once it has waited a second */
+    if (!th_file_wait(log, "asking again for up to a minute", 10000)) {
+        char *said = th_slurp(log);
+        cr_assert_fail("accord-audit did not say it is waiting for the broker: %.500s",
+                       said != NULL ? said : "(nothing)");
+    }
+    th_pg_private_ctl(world, "start");
+
+    (void)th_proc_wait_lines(tool, SIZE_MAX, 60000); /* to the end of its output */
+    char *out = strndup(tool->out != NULL ? tool->out : "", tool->out_len);
+    int status = th_proc_wait(&tool, 10000);
+    cr_assert_eq(status, 0, "accord-audit log failed (%d): %.300s", status, out);
+    json_error_t jerr;
+    json_t *rows = json_loads(out, 0, &jerr);
+    cr_assert(json_is_array(rows), "not a JSON array (%s): %.300s", jerr.text, out);
+    bool shared = false;
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        shared = shared || strcmp(json_string_value(json_object_get(row, "event")), "shared") == 0;
+    }
+    cr_assert(shared, "the record shared before the outage is not in the answer: %.300s", out);
+    json_decref(rows);
+    free(out);
+}
