@@ -103,11 +103,12 @@ static Accord__V1__ErrorCode s_malformed(acc_err_t *reason, const ProtobufCMessa
     return ACCORD__V1__ERROR_CODE__MALFORMED;
 }
 
-static bool s_varint(s_walk_t *w, const uint8_t *end, uint64_t *out)
+/* Reads a varint of at most 10 bytes at *p, moving *p past it. */
+static bool s_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
 {
     uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64 && w->p < end; shift += 7) {
-        uint8_t b = *w->p++;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
         v |= (uint64_t)(b & 0x7f) << shift;
         if ((b & 0x80) == 0) {
             *out = v;
@@ -126,7 +127,7 @@ static bool s_skip(s_walk_t *w, const uint8_t *end, unsigned wt, const uint8_t *
     size_t left = (size_t)(end - w->p);
     switch (wt) {
     case 0:
-        return s_varint(w, end, &v);
+        return s_varint(&w->p, end, &v);
     case 1:
         w->p += left >= 8 ? 8 : 0;
         return left >= 8;
@@ -136,7 +137,7 @@ static bool s_skip(s_walk_t *w, const uint8_t *end, unsigned wt, const uint8_t *
     case 2: {
         /* protobuf-c reads a length in at most 5 bytes (an overlong 0 is refused) */
         const uint8_t *start = w->p;
-        if (!s_varint(w, end, &v) || w->p - start > 5 || v > (uint64_t)(end - w->p)) {
+        if (!s_varint(&w->p, end, &v) || w->p - start > 5 || v > (uint64_t)(end - w->p)) {
             return false;
         }
         *body = w->p;
@@ -177,6 +178,39 @@ static unsigned s_wire_type(ProtobufCType type)
         break;
     }
     return 0;
+}
+
+/* Counts the elements of a packed field's body as protobuf-c reads them:
+ * varints of at most 10 bytes, or 4- or 8-byte values filling it exactly.
+ * False when an element is cut short or too long. */
+static bool s_packed_count(ProtobufCType type, const uint8_t *body, size_t len, size_t *count)
+{
+    size_t width = 0;
+    switch (s_wire_type(type)) {
+    case 1:
+        width = 8;
+        break;
+    case 5:
+        width = 4;
+        break;
+    default:
+        break;
+    }
+    if (width != 0) {
+        *count = len / width;
+        return len % width == 0;
+    }
+    const uint8_t *p = body;
+    const uint8_t *end = body + len;
+    uint64_t v = 0;
+    *count = 0;
+    while (p < end) {
+        if (!s_varint(&p, end, &v)) {
+            return false;
+        }
+        ++*count;
+    }
+    return true;
 }
 
 /* True when another member of f's oneof was already seen in this message. */
@@ -229,6 +263,17 @@ static Accord__V1__ErrorCode s_field(s_walk_t *w, const ProtobufCFieldDescriptor
     if (!s_skip(w, level->end, wt, &body, &body_len)) {
         return s_malformed(w->reason, level->desc, f, "is truncated");
     }
+    size_t elements = 0;
+    if (repeated && want != 2 && wt == 2) {
+        /* packed: every element whole, and each counts towards the bound */
+        if (!s_packed_count(f->type, body, body_len, &elements)) {
+            return s_malformed(w->reason, level->desc, f, "has a packed element cut short");
+        }
+        if (elements > ACC_VALIDATE_REPEATED_MAX - (*count - 1)) {
+            return s_malformed(w->reason, level->desc, f, "is repeated more than 1024 times");
+        }
+        *count += elements > 0 ? (uint32_t)(elements - 1) : 0;
+    }
     if (f->type == PROTOBUF_C_TYPE_STRING && memchr(body, 0, body_len) != NULL) {
         return s_malformed(w->reason, level->desc, f, "holds a NUL byte");
     }
@@ -249,7 +294,7 @@ static Accord__V1__ErrorCode s_step(s_walk_t *w)
     uint64_t tag = 0;
     const uint8_t *start = w->p;
     /* as protobuf-c reads them: at most 5 bytes, field numbers 1 to 2^29 - 1 */
-    if (!s_varint(w, level->end, &tag) || w->p - start > 5 || tag >> 3 == 0 ||
+    if (!s_varint(&w->p, level->end, &tag) || w->p - start > 5 || tag >> 3 == 0 ||
         tag >> 3 > TAG_FIELD_MAX) {
         return s_malformed(w->reason, level->desc, NULL, "has an invalid field tag");
     }

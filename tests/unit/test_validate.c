@@ -485,6 +485,91 @@ Test(validate, frame_walk_bounds_repeated_fields_and_unknown_fields)
     free(frame);
 }
 
+/* An AuditResult (Envelope field 19) holding one AuditRow whose packed
+ * acked_seqs (field 26) body is given. */
+static size_t s_packed_seqs(uint8_t *frame, const uint8_t *body, size_t body_len)
+{
+    size_t row = 3 + body_len; /* d2 01 len body */
+    size_t result = 2 + row;   /* 0a len row */
+    cr_assert_lt(result, 128);
+    size_t len = 0;
+    frame[len++] = 0x9a;
+    frame[len++] = 0x01;
+    frame[len++] = (uint8_t)result;
+    frame[len++] = 0x0a;
+    frame[len++] = (uint8_t)row;
+    frame[len++] = 0xd2;
+    frame[len++] = 0x01;
+    frame[len++] = (uint8_t)body_len;
+    if (body_len > 0) {
+        memcpy(frame + len, body, body_len);
+    }
+    return len + body_len;
+}
+
+Test(validate, frame_walk_reads_every_element_of_a_packed_field)
+{
+    uint8_t frame[128];
+    acc_err_t reason;
+    /* found by fuzz_envelope in CI: the last varint of a packed acked_seqs runs
+     * off the end of its field; protobuf-c refuses the frame, the walk passed it */
+    static const uint8_t unterminated[] = { 0x1f, 0xff, 0xff, 0xff, 0x0a, 0x0b, 0x08, 0xff };
+    size_t len = s_packed_seqs(frame, unterminated, sizeof(unterminated));
+    cr_assert_null(accord__v1__envelope__unpack(NULL, len, frame));
+    cr_assert_eq(acc_validate_frame(frame, len, 1024, &reason), ACCORD__V1__ERROR_CODE__MALFORMED);
+    cr_assert_str_eq(reason.msg, "AuditRow.acked_seqs has a packed element cut short");
+    /* an element of 11 bytes is no varint */
+    static const uint8_t eleven[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 0x01 };
+    len = s_packed_seqs(frame, eleven, sizeof(eleven));
+    cr_assert_null(accord__v1__envelope__unpack(NULL, len, frame));
+    cr_assert_eq(acc_validate_frame(frame, len, 1024, &reason), ACCORD__V1__ERROR_CODE__MALFORMED);
+    /* whole elements, and an empty packed body, pass both */
+    static const uint8_t whole[] = { 0x01, 0xff, 0xff, 0xff, 0x0a, 0x00, 0x96, 0x01 };
+    len = s_packed_seqs(frame, whole, sizeof(whole));
+    Accord__V1__Envelope *env = accord__v1__envelope__unpack(NULL, len, frame);
+    cr_assert_not_null(env);
+    cr_assert_eq(env->audit_result->rows[0]->n_acked_seqs, 4);
+    accord__v1__envelope__free_unpacked(env, NULL);
+    cr_assert_eq(acc_validate_frame(frame, len, 1024, &reason), ACCORD__V1__ERROR_CODE__OK, "%s",
+                 reason.msg);
+    len = s_packed_seqs(frame, NULL, 0);
+    cr_assert_eq(acc_validate_frame(frame, len, 1024, &reason), ACCORD__V1__ERROR_CODE__OK, "%s",
+                 reason.msg);
+}
+
+Test(validate, frame_walk_counts_packed_elements_towards_the_repeated_bound)
+{
+    /* one packed acked_seqs of 1025 one-byte elements: one occurrence on the wire */
+    size_t n = ACC_VALIDATE_REPEATED_MAX + 1;
+    uint8_t *frame = malloc(n + 16);
+    size_t row = 4 + n, result = 3 + row, len = 0;
+    frame[len++] = 0x9a;
+    frame[len++] = 0x01;
+    frame[len++] = (uint8_t)(result | 0x80);
+    frame[len++] = (uint8_t)(result >> 7);
+    frame[len++] = 0x0a;
+    frame[len++] = (uint8_t)(row | 0x80);
+    frame[len++] = (uint8_t)(row >> 7);
+    frame[len++] = 0xd2;
+    frame[len++] = 0x01;
+    frame[len++] = (uint8_t)(n | 0x80);
+    frame[len++] = (uint8_t)(n >> 7);
+    memset(frame + len, 0x01, n);
+    len += n;
+    acc_err_t reason;
+    cr_assert_eq(acc_validate_frame(frame, len, 1 << 20, &reason),
+                 ACCORD__V1__ERROR_CODE__MALFORMED);
+    cr_assert_str_eq(reason.msg, "AuditRow.acked_seqs is repeated more than 1024 times");
+    /* 1024 of them pass */
+    frame[2] = (uint8_t)((result - 1) | 0x80);
+    frame[5] = (uint8_t)((row - 1) | 0x80);
+    frame[9] = (uint8_t)((n - 1) | 0x80);
+    cr_assert_eq(acc_validate_frame(frame, len - 1, 1 << 20, &reason), ACCORD__V1__ERROR_CODE__OK,
+                 "%s", reason.msg);
+    free(frame);
+}
+
 Test(validate, frame_walk_accepts_the_deepest_nesting_of_the_schema)
 {
     /* Envelope > Publish > ChildRecord > Subject is 4 deep; deeper needs unknown
