@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "accord/harden.h"
@@ -40,19 +39,6 @@ static void s_on_signal(int sig)
 {
     (void)sig;
     agent_stop = 1;
-}
-
-int64_t agent_now_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void agent_sleep_ms(int64_t ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-    (void)nanosleep(&ts, NULL);
 }
 
 int agent_print_json(json_t *obj)
@@ -90,7 +76,7 @@ int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool s
     client_set_refusals_final(*out, AGENT_REFUSALS_FINAL);
     client_set_stop(*out, &agent_stop);
     int64_t backoff = AGENT_RETRY_MIN_MS;
-    int64_t left = deadline_ms - agent_now_ms();
+    int64_t left = deadline_ms - acc_now_ms();
     while (!agent_stop && left > 0) {
         acc_rc_t rc = client_hello(*out, (int)s_min(HELLO_TIMEOUT_MS, left), &err);
         if (rc == ACC_OK) {
@@ -104,9 +90,9 @@ int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool s
             break;
         }
         acc_log_warn("agent", "%s; retrying", err.msg);
-        agent_sleep_ms(s_min(backoff, s_max0(deadline_ms - agent_now_ms())));
+        acc_sleep_ms(s_min(backoff, s_max0(deadline_ms - acc_now_ms())));
         backoff = backoff * 2 > AGENT_RETRY_MAX_MS ? AGENT_RETRY_MAX_MS : backoff * 2;
-        left = deadline_ms - agent_now_ms();
+        left = deadline_ms - acc_now_ms();
     }
     if (!agent_stop) {
         acc_log_error("agent", "no answer from the broker at %s in time", config->broker);
@@ -152,7 +138,7 @@ static void s_send_request(client_t *client, const Accord__V1__Envelope *env, s_
 {
     acc_err_t err;
     a->reconnects = client_reconnects(client);
-    a->sent_at_ms = agent_now_ms();
+    a->sent_at_ms = acc_now_ms();
     a->resend_at_ms = 0;
     if (client_send(client, env, &err) != ACC_OK) {
         acc_log_warn("agent", "%s; sending again in %lld ms", err.msg, (long long)a->backoff_ms);
@@ -164,7 +150,7 @@ static void s_send_request(client_t *client, const Accord__V1__Envelope *env, s_
 static void s_send_later(s_asking_t *a, const char *why, int64_t deadline_ms)
 {
     acc_log_warn("agent", "%s; asking again in %lld ms", why, (long long)a->backoff_ms);
-    a->resend_at_ms = s_min(agent_now_ms() + a->backoff_ms, deadline_ms);
+    a->resend_at_ms = s_min(acc_now_ms() + a->backoff_ms, deadline_ms);
     a->backoff_ms = s_min(a->backoff_ms * 2, AGENT_RETRY_MAX_MS);
 }
 
@@ -172,7 +158,7 @@ static void s_send_later(s_asking_t *a, const char *why, int64_t deadline_ms)
  * made anew since it went, or (idempotent) it went unanswered too long. */
 static bool s_is_due(client_t *client, const s_asking_t *a, bool idempotent)
 {
-    int64_t now = agent_now_ms();
+    int64_t now = acc_now_ms();
     if (a->resend_at_ms != 0) {
         return now >= a->resend_at_ms;
     }
@@ -204,10 +190,10 @@ int agent_ask(client_t *client, const Accord__V1__Envelope *env,
 {
     s_asking_t a = { .backoff_ms = AGENT_RETRY_MIN_MS };
     s_send_request(client, env, &a, deadline_ms);
-    while (!agent_stop && agent_now_ms() < deadline_ms) {
+    while (!agent_stop && acc_now_ms() < deadline_ms) {
         Accord__V1__Envelope *got = NULL;
         acc_err_t err;
-        int64_t wait = s_max0(s_min(deadline_ms - agent_now_ms(), 200));
+        int64_t wait = s_max0(s_min(deadline_ms - acc_now_ms(), 200));
         acc_rc_t rc = client_recv(client, &got, (int)wait, &err);
         if (rc == ACC_ERR_PERMISSION) {
             return agent_stop_refused(rc, &err);

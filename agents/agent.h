@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "accord/clock.h"
 #include "accord/config.h"
 #include "client.h"
 
@@ -51,9 +52,6 @@ typedef struct {
 /* Set by SIGTERM and SIGINT. */
 extern volatile sig_atomic_t agent_stop;
 
-int64_t agent_now_ms(void);
-void agent_sleep_ms(int64_t ms);
-
 /* Writes obj as one line on stdout and flushes it; takes the reference. */
 int agent_print_json(json_t *obj);
 
@@ -62,7 +60,7 @@ int agent_print_json(json_t *obj);
  * cannot use or the broker calls wrong (EXIT_CONFIG). */
 int agent_connect(client_t **out, const acc_agent_config_t *config, bool subscribe);
 
-/* As agent_connect, giving up at deadline_ms (agent_now_ms's clock): EXIT_CONNECT. */
+/* As agent_connect, giving up at deadline_ms (acc_now_ms's clock): EXIT_CONNECT. */
 int agent_connect_until(client_t **out, const acc_agent_config_t *config, bool subscribe,
                         int64_t deadline_ms);
 

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "accord/clock.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/logrow.h"
@@ -192,19 +192,6 @@ static client_t *s_connect(const acc_agent_config_t *config)
     return client;
 }
 
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void s_sleep_ms(int64_t ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    (void)nanosleep(&ts, NULL);
-}
-
 /* Sends one page's question and waits for its answer, whatever it is; NULL after
  * printing why when none came. */
 static Accord__V1__Envelope *s_ask_once(client_t *client, Accord__V1__AuditQuery *query,
@@ -238,7 +225,7 @@ static Accord__V1__Envelope *s_ask_once(client_t *client, Accord__V1__AuditQuery
  * waiting from RETRY_FIRST_MS to RETRY_MAX_MS between, for up to ANSWER_MS. */
 static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *query, uint64_t id)
 {
-    int64_t deadline_ms = s_now_ms() + ANSWER_MS;
+    int64_t deadline_ms = acc_now_ms() + ANSWER_MS;
     bool said = false;
     for (int64_t wait_ms = RETRY_FIRST_MS;;
          wait_ms = wait_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : wait_ms * 2) {
@@ -248,7 +235,7 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
         }
         bool error = reply->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR;
         if (error && reply->error->code == ACCORD__V1__ERROR_CODE__UNAVAILABLE &&
-            s_now_ms() + wait_ms < deadline_ms) {
+            acc_now_ms() + wait_ms < deadline_ms) {
             if (wait_ms == RETRY_MAX_MS && !said) {
                 said = true; /* a second and more: not another connection's page */
                 (void)fprintf(stderr,
@@ -257,7 +244,7 @@ static Accord__V1__Envelope *s_ask(client_t *client, Accord__V1__AuditQuery *que
                               reply->error->message);
             }
             accord__v1__envelope__free_unpacked(reply, acc_pb_wiping_allocator());
-            s_sleep_ms(wait_ms);
+            acc_sleep_ms(wait_ms);
             continue;
         }
         if (error) {

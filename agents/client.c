@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
+#include "accord/clock.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/pbwipe.h"
@@ -43,13 +43,6 @@ struct client_t {
     char agency[128];
     const volatile sig_atomic_t *stop; /* NULL, or set when the program stops */
 };
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static acc_rc_t s_configure(client_t *self, const uint8_t secret[32], acc_err_t *err)
 {
@@ -148,7 +141,7 @@ static acc_rc_t s_open_socket(client_t *self, acc_err_t *err)
         rc = acc_err_set(err, ACC_ERR_NET, "could not connect to \"%s\": %s", self->config->broker,
                          zmq_strerror(zmq_errno()));
     }
-    self->last_recv_ms = s_now_ms();
+    self->last_recv_ms = acc_now_ms();
     return rc;
 }
 
@@ -199,7 +192,7 @@ void client_destroy(client_t **self_p)
  * unanswered messages are the callers' to send again (they do). */
 static void s_reconnect_if_silent(client_t *self)
 {
-    int64_t silent = s_now_ms() - self->last_recv_ms;
+    int64_t silent = acc_now_ms() - self->last_recv_ms;
     if (!self->welcomed_once || silent < 3 * self->beat_ms + 1000) {
         return;
     }
@@ -218,7 +211,7 @@ acc_rc_t client_send_raw(client_t *self, const void *bytes, size_t len, acc_err_
         return acc_err_set(err, ACC_ERR_NET, "could not send to the broker: %s",
                            zmq_strerror(zmq_errno()));
     }
-    self->last_sent_ms = s_now_ms();
+    self->last_sent_ms = acc_now_ms();
     return ACC_OK;
 }
 
@@ -246,17 +239,17 @@ static acc_rc_t s_send_hello(client_t *self, acc_err_t *err)
     env.correlation_id = HELLO_CORRELATION;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
-    self->last_hello_ms = s_now_ms();
+    self->last_hello_ms = acc_now_ms();
     return client_send(self, &env, err);
 }
 
 void client_tick(client_t *self)
 {
-    if (!self->welcomed_once || s_now_ms() - self->last_sent_ms < self->beat_ms) {
+    if (!self->welcomed_once || acc_now_ms() - self->last_sent_ms < self->beat_ms) {
         return;
     }
     Accord__V1__Heartbeat beat = ACCORD__V1__HEARTBEAT__INIT;
-    beat.sent_at_ms = (uint64_t)s_now_ms();
+    beat.sent_at_ms = (uint64_t)acc_now_ms();
     Accord__V1__Envelope env = ACCORD__V1__ENVELOPE__INIT;
     env.correlation_id = BEAT_CORRELATION;
     env.body_case = ACCORD__V1__ENVELOPE__BODY_HEARTBEAT;
@@ -272,7 +265,7 @@ void client_tick(client_t *self)
 static void s_retry_refused(client_t *self)
 {
     if (self->auth_failures == 0 || self->auth_failures >= self->refusals_final ||
-        s_now_ms() - self->auth_failed_ms < REHELLO_GAP_MS) {
+        acc_now_ms() - self->auth_failed_ms < REHELLO_GAP_MS) {
         return;
     }
     acc_log_warn("client", "the broker refused this agent's key (%u of %u); asking again",
@@ -304,7 +297,7 @@ static void s_read_monitor(client_t *self)
          * broken connection) is retried like any other outage. */
         if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             self->auth_failures++;
-            self->auth_failed_ms = s_now_ms();
+            self->auth_failed_ms = acc_now_ms();
         } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && !self->protocol_warned) {
             acc_log_warn("client", "the CURVE handshake with the broker failed (is broker_key "
                                    "right?); retrying");
@@ -352,7 +345,7 @@ static void s_rehello_if_forgotten(client_t *self, const Accord__V1__Envelope *e
 {
     if (self->welcomed_once && env->body_case == ACCORD__V1__ENVELOPE__BODY_ERROR &&
         env->error->code == ACCORD__V1__ERROR_CODE__HELLO_REQUIRED &&
-        s_now_ms() - self->last_hello_ms >= REHELLO_GAP_MS) {
+        acc_now_ms() - self->last_hello_ms >= REHELLO_GAP_MS) {
         acc_err_t ignored;
         acc_log_notice("client", "the broker had forgotten this connection; saying Hello again");
         (void)s_send_hello(self, &ignored);
@@ -383,7 +376,7 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
         zmq_msg_close(&msg);
         return ACC_OK;
     }
-    self->last_recv_ms = s_now_ms();
+    self->last_recv_ms = acc_now_ms();
     Accord__V1__Envelope *env = accord__v1__envelope__unpack(
         acc_pb_wiping_allocator(), zmq_msg_size(&msg), zmq_msg_data(&msg));
     sodium_memzero(zmq_msg_data(&msg), zmq_msg_size(&msg)); /* a delivery's bytes */
@@ -404,11 +397,11 @@ static acc_rc_t s_read_frame(client_t *self, Accord__V1__Envelope **out, acc_err
 
 acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms, acc_err_t *err)
 {
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : s_now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : acc_now_ms() + timeout_ms;
     for (;;) {
         /* not at every frame: an empty read costs libzmq two system calls, and
          * the poll below says when it has events */
-        int64_t now = s_now_ms();
+        int64_t now = acc_now_ms();
         if (self->monitor_due || now - self->monitor_read_ms >= MONITOR_EVERY_MS) {
             s_read_monitor(self);
             self->monitor_due = false;
@@ -438,7 +431,7 @@ acc_rc_t client_recv(client_t *self, Accord__V1__Envelope **out, int timeout_ms,
         if (self->stop != NULL && *self->stop) {
             return acc_err_set(err, ACC_ERR_TIMEOUT, "stopping");
         }
-        int64_t left = deadline - s_now_ms();
+        int64_t left = deadline - acc_now_ms();
         if (left <= 0) {
             return acc_err_set(err, ACC_ERR_TIMEOUT, "no answer from the broker at \"%s\"",
                                self->config->broker);

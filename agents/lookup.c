@@ -251,7 +251,7 @@ int lookup_run(const acc_agent_config_t *config, const agent_args_t *args)
     env.body_case = ACCORD__V1__ENVELOPE__BODY_LOOKUP;
     env.lookup = &msg;
     int64_t deadline =
-        agent_now_ms() + 1000 * (args->timeout_s > 0 ? args->timeout_s : AGENT_TIMEOUT_DEFAULT_S);
+        acc_now_ms() + 1000 * (args->timeout_s > 0 ? args->timeout_s : AGENT_TIMEOUT_DEFAULT_S);
     client_t *client = NULL;
     status = agent_connect_until(&client, config, false, deadline);
     Accord__V1__Envelope *answer = NULL;

@@ -52,7 +52,7 @@ static json_t *s_answer_json(const report_t *r, const Accord__V1__Envelope *env)
  * the exit status to stop with. */
 static int s_report(outcome_t *o, const report_t *r, json_t **result)
 {
-    int64_t deadline = agent_now_ms() + o->timeout_ms;
+    int64_t deadline = acc_now_ms() + o->timeout_ms;
     if (o->client == NULL) {
         int status = agent_connect_until(&o->client, o->config, false, deadline);
         if (status != EXIT_SUCCESS) {
@@ -265,7 +265,7 @@ static int s_spool_each(void *ctx, spool_t *spool, const char *name)
 static int s_spool_idle(void *ctx, int64_t ms)
 {
     (void)ctx;
-    agent_sleep_ms(ms);
+    acc_sleep_ms(ms);
     return EXIT_SUCCESS;
 }
 

@@ -204,7 +204,7 @@ static pending_t *s_slot(publisher_t *pub)
 
 static acc_rc_t s_send_pending(publisher_t *pub, pending_t *p, acc_err_t *err)
 {
-    p->sent_at_ms = agent_now_ms();
+    p->sent_at_ms = acc_now_ms();
     p->resend_at_ms = 0;
     return client_send_raw(pub->client, p->frame, p->frame_len, err);
 }
@@ -306,7 +306,7 @@ static void s_release_all(publisher_t *pub)
 
 static void s_retry_later(pending_t *p, const char *why)
 {
-    p->resend_at_ms = agent_now_ms() + p->backoff_ms;
+    p->resend_at_ms = acc_now_ms() + p->backoff_ms;
     acc_log_warn("publish", "line %llu not accepted yet (%s); retrying in %lld ms",
                  (unsigned long long)p->line, why, (long long)p->backoff_ms);
     p->backoff_ms = p->backoff_ms * 2 > AGENT_RETRY_MAX_MS ? AGENT_RETRY_MAX_MS : p->backoff_ms * 2;
@@ -408,7 +408,7 @@ static void s_on_answer(publisher_t *pub, const Accord__V1__Envelope *env)
 
 static void s_resend_due(publisher_t *pub)
 {
-    int64_t now = agent_now_ms();
+    int64_t now = acc_now_ms();
     for (size_t i = 0; i < pub->window; i++) {
         pending_t *p = &pub->pending[i];
         acc_err_t err;

@@ -183,7 +183,7 @@ static void s_exec_child(char *const argv[], char *const envp[], int fd_limit)
 static int s_exec_wait(subscriber_t *sub, pid_t pid, const item_t *item, int *status,
                        bool *timed_out)
 {
-    int64_t deadline = agent_now_ms() + sub->exec_timeout_ms;
+    int64_t deadline = acc_now_ms() + sub->exec_timeout_ms;
     int64_t kill_at = 0;
     *timed_out = false;
     for (;;) {
@@ -196,7 +196,7 @@ static int s_exec_wait(subscriber_t *sub, pid_t pid, const item_t *item, int *st
             (void)kill(-pid, SIGKILL);
             return -1;
         }
-        int64_t now = agent_now_ms();
+        int64_t now = acc_now_ms();
         if (!*timed_out && now >= deadline) {
             acc_log_warn("subscribe",
                          "--exec for %s %s ran longer than %lld s; stopping it and its "
@@ -212,7 +212,7 @@ static int s_exec_wait(subscriber_t *sub, pid_t pid, const item_t *item, int *st
             kill_at = 0;
         }
         client_tick(sub->client);
-        agent_sleep_ms(EXEC_POLL_MS);
+        acc_sleep_ms(EXEC_POLL_MS);
     }
     if (*timed_out) {
         (void)kill(-pid, SIGKILL); /* whatever of the group outlived its shell */

@@ -43,6 +43,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "accord/clock.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/migrate.h"
@@ -55,20 +56,6 @@
 #define READ_BATCH_MAX 4096 /* frames read before a commit, whatever they are */
 
 typedef void handler_fn(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-static int64_t s_now_us(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void broker_today(char day[11])
 {
@@ -129,7 +116,7 @@ bool broker_take(broker_t *self, const peer_t *peer, broker_budget_t which,
         lookups ? self->config->lookups_per_second : self->config->log_reads_per_second;
     if (!peer->who.auditor && peer->who.index < self->agency_slots &&
         budget_take(&self->budgets[peer->who.index * BROKER_BUDGETS + which], per_second,
-                    s_now_ms())) {
+                    acc_now_ms())) {
         return true;
     }
     metrics_count_over_budget(self->metrics, lookups ? "lookups" : "log_reads", peer->id);
@@ -729,7 +716,7 @@ static void s_end_flight(broker_t *self, bool committed, const acc_err_t *err, b
         acc_log_warn("ledger", "batch of %zu row(s) not written, answering UNAVAILABLE: %s",
                      f->rows, err->msg);
     }
-    metrics_commit(self->metrics, committed, f->rows, (double)(s_now_us() - f->started_us) / 1e6);
+    metrics_commit(self->metrics, committed, f->rows, (double)(acc_now_us() - f->started_us) / 1e6);
     delivery_settle(self, committed);
     if (on_data) {
         metrics_count_replay(self->metrics);
@@ -814,7 +801,7 @@ static void s_start_commit(broker_t *self, bool final)
     size_t rows = ledger_staged(self->ledger);
     s_batch_swap(&self->staging, &self->flight);
     self->flight.rows = rows;
-    self->flight.started_us = s_now_us();
+    self->flight.started_us = acc_now_us();
     acc_err_t err;
     acc_err_clear(&err);
     if (rows == 0) {
@@ -1036,7 +1023,7 @@ static peer_t *s_bind_sender(broker_t *self, inmsg_t *m)
                             .rid_len = zmq_msg_size(&m->rid),
                             .key = key,
                             .fd = zmq_msg_get(&m->body, ZMQ_SRCFD),
-                            .now_ms = s_now_ms() };
+                            .now_ms = acc_now_ms() };
     peer_t *peer = NULL;
     if (peers_bind(self->peers, self->policy, &frame, &peer) == PEERS_TOO_MANY) {
         s_refuse_connection(self, &frame);
@@ -1283,7 +1270,7 @@ static void s_read_batch(broker_t *self)
  * pending again and reaches its next connection. */
 static void s_forget_silent_peers(broker_t *self)
 {
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     for (size_t i = 0; i < peers_count(self->peers); i++) {
         peer_t *p = peers_at(self->peers, i);
         if (!p->closing && now - p->last_seen_ms > self->config->peer_timeout_ms) {
@@ -1490,7 +1477,7 @@ static void s_update_pending(broker_t *self)
  * second (the schema version a cheap query); the pending per agency every ten. */
 static void s_update_metrics(broker_t *self)
 {
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     if (self->metrics == NULL || now - self->state_at_ms < METRICS_STATE_MS) {
         return;
     }

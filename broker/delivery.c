@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "accord/clock.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/pbwipe.h"
@@ -90,13 +90,6 @@ struct delivery_t {
     size_t acks_in_flight; /* the first this many are in the commit in flight */
     int64_t erased_at_ms;
 };
-
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 delivery_t *delivery_new(void)
 {
@@ -303,7 +296,7 @@ static void s_inflight_add(broker_t *b, size_t agency, size_t cursor, const uint
     f->cursor = cursor;
     f->frame_len = frame_len;
     f->seq = seq;
-    f->sent_at_ms = s_now_ms();
+    f->sent_at_ms = acc_now_ms();
     if (agency < b->agency_slots) {
         b->agency_inflight[agency]++;
         b->agency_inflight_bytes[agency] += frame_len;
@@ -390,7 +383,7 @@ static bool s_can_take_more(const broker_t *b, peer_t *p)
     bool full =
         agency < b->agency_slots && (b->agency_inflight[agency] >= INFLIGHT_MAX ||
                                      b->agency_inflight_bytes[agency] >= INFLIGHT_BYTES_MAX);
-    return !full && peers_unread_within(p, SUBSCRIBER_UNREAD_MAX, s_now_ms());
+    return !full && peers_unread_within(p, SUBSCRIBER_UNREAD_MAX, acc_now_ms());
 }
 
 /* Every delivery leaves here: what is sent counts towards the connection's
@@ -465,7 +458,7 @@ void delivery_subscribe(broker_t *b, peer_t *peer)
     delivery_forget_connection(b, peer->who.index);
     peer->cursor = 0;
     peer->backlog = true;
-    peer->last_ack_ms = s_now_ms();
+    peer->last_ack_ms = acc_now_ms();
 }
 
 /* What is in flight on a connection the reload left as it was has not been
@@ -716,7 +709,7 @@ void delivery_pump(broker_t *b)
 void delivery_redeliver_due(broker_t *b)
 {
     delivery_t *self = b->delivery;
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     for (size_t i = 0; i < self->inflight_count; i++) {
         const inflight_t *f = &self->inflight[i];
         if (now - f->sent_at_ms < b->config->redeliver_after_ms) {
@@ -751,7 +744,7 @@ int64_t delivery_acks_due_in_ms(const broker_t *b)
     if (self->ack_count >= ACK_BATCH_MAX) {
         return 0;
     }
-    int64_t left = ACK_DELAY_MS - (s_now_ms() - self->acks_since_ms);
+    int64_t left = ACK_DELAY_MS - (acc_now_ms() - self->acks_since_ms);
     return left > 0 ? left : 0;
 }
 
@@ -825,13 +818,13 @@ void delivery_on_ack(broker_t *b, peer_t *peer, uint64_t correlation_id, const c
         self->acks = acc_xrealloc(self->acks, self->ack_cap * sizeof(*self->acks));
     }
     if (self->ack_count == 0) {
-        self->acks_since_ms = s_now_ms();
+        self->acks_since_ms = acc_now_ms();
     }
     ack_t *a = &self->acks[self->ack_count++];
     a->cursor = t.cursor;
     a->seq = t.seq;
     memcpy(a->share_id, share_id, sizeof(a->share_id));
-    peer->last_ack_ms = s_now_ms();
+    peer->last_ack_ms = acc_now_ms();
     /* now, while the connection that knows what it was sent is surely here: its
      * last frames are read even after it has gone */
     s_advance(b, t.cursor, peer);
@@ -999,7 +992,7 @@ void delivery_settle(broker_t *b, bool committed)
             self->ack_count -= n;
         }
         if (n > 0 && self->ack_count > 0) {
-            self->acks_since_ms = s_now_ms(); /* those received while it was in flight */
+            self->acks_since_ms = acc_now_ms(); /* those received while it was in flight */
         }
     } else if (self->acks_in_flight > 0) {
         s_undo_acks(b);
@@ -1012,7 +1005,7 @@ void delivery_settle(broker_t *b, bool committed)
 void delivery_erase_done_epochs(broker_t *b)
 {
     delivery_t *self = b->delivery;
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     if (now - self->erased_at_ms < ERASE_EVERY_MS || ledger_staged(b->ledger) > 0 ||
         !ledger_is_up(b->ledger)) {
         return;

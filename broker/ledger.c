@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "accord/clock.h"
 #include "accord/keys.h"
 #include "accord/log.h"
 #include "accord/migrate.h"
@@ -108,14 +109,8 @@ typedef struct {
 
 static acc_rc_t s_write_mark(ledger_t *self, bool sync);
 
-static int64_t s_now_ms(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t s_now_us(void)
+/* Wall-clock microseconds: a log row's time. */
+static int64_t s_wall_us(void)
 {
     struct timespec ts;
     (void)clock_gettime(CLOCK_REALTIME, &ts);
@@ -578,7 +573,7 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
     acc_rc_t rc = s_commit_epoch(self, policy, &next, err);
     if (rc != ACC_OK) {
         sodium_free(next.key); /* wipes, then frees */
-        self->epoch_retry_at_ms = s_now_ms() + EPOCH_RETRY_MS;
+        self->epoch_retry_at_ms = acc_now_ms() + EPOCH_RETRY_MS;
         return rc;
     }
     s_kept_add(self, next.epoch, next.key);
@@ -588,7 +583,7 @@ acc_rc_t ledger_start_epoch(ledger_t *self, const acc_policy_t *policy, acc_err_
     memcpy(self->nonce_prefix, next.nonce_prefix, sizeof(self->nonce_prefix));
     self->nonce_counter = 0;
     self->epoch_rows = 0;
-    self->epoch_started_ms = s_now_ms();
+    self->epoch_started_ms = acc_now_ms();
     self->epoch_retry_at_ms = 0;
     acc_log_notice("ledger", "key epoch %lld started, sealed to %zu auditor(s)",
                    (long long)self->epoch, acc_policy_auditor_count(policy));
@@ -686,7 +681,7 @@ int64_t ledger_stage(ledger_t *self, acc_logrow_t *row, const uint8_t *plain, si
     }
     acc_assert(self->epoch > 0);
     row->seq = self->staged_seq + 1;
-    row->at_us = s_now_us();
+    row->at_us = s_wall_us();
     row->key_epoch = self->epoch;
     uint8_t nonce[ACC_LOGROW_NONCE_BYTES];
     row->nonce = NULL;
@@ -812,7 +807,7 @@ static acc_rc_t s_reconnect(ledger_t *self, acc_err_t *err)
     if (self->behind) {
         return acc_err_set(err, ACC_ERR_DB, "the database went back in time; stopping");
     }
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     int64_t last_seq = self->head_seq;
     uint8_t last_hash[ACC_LOGROW_HASH_BYTES];
     memcpy(last_hash, self->head_hash, sizeof(last_hash));
@@ -857,7 +852,7 @@ static PGconn *s_reader(ledger_t *self, acc_err_t *err)
     if (self->rconn != NULL && PQstatus(self->rconn) == CONNECTION_OK) {
         return self->rconn;
     }
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     if (now < self->rretry_at_ms) {
         (void)acc_err_set(err, ACC_ERR_DB, "PostgreSQL is unavailable; next retry in %lld ms",
                           (long long)(self->rretry_at_ms - now));
@@ -1096,7 +1091,7 @@ size_t ledger_unsigned_rows(const ledger_t *self)
 
 bool ledger_is_epoch_due(const ledger_t *self, uint64_t max_rows, int64_t max_seconds)
 {
-    int64_t now = s_now_ms();
+    int64_t now = acc_now_ms();
     if (now < self->epoch_retry_at_ms) {
         return false;
     }
