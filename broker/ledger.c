@@ -1272,26 +1272,27 @@ acc_rc_t ledger_pending(ledger_t *self, ledger_page_t *page, acc_err_t *err)
                    self->legacy_outbox ? ", o.nonce, o.frame" : "",
                    self->legacy_outbox ? " LEFT JOIN accord_outbox o USING (share_id)" : "");
     /* The page must come from the (to_agency, seq) index in order, stopping at
-     * its limit. Without statistics for the log (never analysed yet: just after
-     * a restore, or a fast-growing backlog before autovacuum has run) the planner
-     * guesses a few thousand rows and reads every pending row to sort them: with
-     * 1,000,000 pending that took 1.5 s a page, and a backlog drained at 175
-     * deliveries/s instead of thousands. Bitmap scans are off for this query
-     * alone, as the auditors' queries on this connection need them. */
+     * its limit. Without statistics for the log (never analysed yet: after a
+     * logical restore, or a backlog that grew faster than autovacuum analyses)
+     * the planner guesses a few thousand rows and reads every pending row to sort
+     * them: with 1,000,000 pending that took 1.5 s a page, and a backlog drained
+     * at 175 deliveries/s. Bitmap scans are off for this query alone: the
+     * auditors' queries on this connection need them. */
     if (s_exec_on(conn, "SET enable_bitmapscan = off", "read pending deliveries", err) != ACC_OK) {
         return ACC_ERR_DB;
     }
     PGresult *res = PQexecParams(conn, sql, 4, NULL, values, NULL, NULL, 1);
     acc_err_t reset_err;
-    acc_rc_t reset =
-        s_exec_on(conn, "RESET enable_bitmapscan", "read pending deliveries", &reset_err);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || reset != ACC_OK) {
-        acc_rc_t rc = PQresultStatus(res) != PGRES_TUPLES_OK
-                          ? acc_err_set(err, ACC_ERR_DB, "could not read pending deliveries: %s",
-                                        PQresultErrorMessage(res))
-                          : acc_err_set(err, ACC_ERR_DB, "%s", reset_err.msg);
+    acc_rc_t reset = s_exec_on(conn, "RESET enable_bitmapscan", "reset the planner", &reset_err);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        acc_rc_t rc = acc_err_set(err, ACC_ERR_DB, "could not read pending deliveries: %s",
+                                  PQresultErrorMessage(res));
         PQclear(res);
         return rc;
+    }
+    if (reset != ACC_OK) {
+        PQclear(res);
+        return acc_err_set(err, ACC_ERR_DB, "%s", reset_err.msg);
     }
     int rows = PQntuples(res);
     page->cut = rows > 0 && PQgetlength(res, 0, PENDING_TOTAL) == 8 &&

@@ -252,28 +252,23 @@ static Accord__V1__ErrorCode s_field(s_walk_t *w, const ProtobufCFieldDescriptor
     if (s_oneof_taken(level, f)) {
         return s_malformed(w->reason, level->desc, f, "is a second member of its oneof");
     }
-    uint32_t *count = &level->counts[f - level->desc->fields];
-    if (++*count > (repeated ? ACC_VALIDATE_REPEATED_MAX : 1)) {
-        return s_malformed(w->reason, level->desc, f,
-                           repeated ? "is repeated more than 1024 times"
-                                    : "appears more than once");
-    }
     const uint8_t *body = NULL;
     size_t body_len = 0;
     if (!s_skip(w, level->end, wt, &body, &body_len)) {
         return s_malformed(w->reason, level->desc, f, "is truncated");
     }
-    size_t elements = 0;
-    if (repeated && want != 2 && wt == 2) {
-        /* packed: every element whole, and each counts towards the bound */
-        if (!s_packed_count(f->type, body, body_len, &elements)) {
-            return s_malformed(w->reason, level->desc, f, "has a packed element cut short");
-        }
-        if (elements > ACC_VALIDATE_REPEATED_MAX - (*count - 1)) {
-            return s_malformed(w->reason, level->desc, f, "is repeated more than 1024 times");
-        }
-        *count += elements > 0 ? (uint32_t)(elements - 1) : 0;
+    /* a packed field holds any number of elements, each read whole and counted */
+    size_t occurrences = 1;
+    if (wt == 2 && want != 2 && !s_packed_count(f->type, body, body_len, &occurrences)) {
+        return s_malformed(w->reason, level->desc, f, "has a packed element cut short");
     }
+    uint32_t *count = &level->counts[f - level->desc->fields];
+    if (occurrences > (repeated ? ACC_VALIDATE_REPEATED_MAX : 1) - *count) {
+        return s_malformed(w->reason, level->desc, f,
+                           repeated ? "is repeated more than 1024 times"
+                                    : "appears more than once");
+    }
+    *count += (uint32_t)occurrences;
     if (f->type == PROTOBUF_C_TYPE_STRING && memchr(body, 0, body_len) != NULL) {
         return s_malformed(w->reason, level->desc, f, "holds a NUL byte");
     }

@@ -107,8 +107,8 @@ static long s_to_seq_index_reads(void)
 
 Test(delivery, a_backlog_is_paged_from_the_index_before_the_log_has_statistics)
 {
-    /* Before the log is first analysed (just after a restore; a backlog that grew
-     * faster than autovacuum) the planner guesses a handful of rows for any
+    /* Before the log is first analysed (after a logical restore; a backlog that
+     * grew faster than autovacuum) the planner guesses a handful of rows for any
      * agency. It then chose to read every pending row and sort them for each
      * page of 500: with 1,000,000 pending, 1.5 s a page, and a backlog drained
      * at 175 deliveries/s. A page must read about its own rows of the index. */
