@@ -31,7 +31,9 @@
  * fall due); the reader connection's lookups (bounded by statement_timeout);
  * the wait for the flight before a new auditors' epoch; and at stop, the final
  * commit. It never blocks on a peer: sends are non-blocking and a peer that
- * does not read is sent nothing more. */
+ * does not read is sent nothing more. Nor on the count of pending deliveries
+ * /metrics shows, which reads every pending row: ledger_counter counts it on a
+ * thread and connection of its own. */
 #include "broker.h"
 
 #include <errno.h>
@@ -276,6 +278,17 @@ static acc_rc_t s_load_policy(broker_t *self, acc_err_t *err)
     return rc;
 }
 
+static ledger_limits_t s_ledger_limits(const broker_t *self, bool read_only)
+{
+    return (ledger_limits_t){
+        .conninfo = self->config->database,
+        .connect_timeout_s = self->config->database_connect_timeout_s,
+        .statement_timeout_ms = self->config->database_statement_timeout_ms,
+        .query_timeout_ms = self->config->database_query_timeout_ms,
+        .read_only = read_only,
+    };
+}
+
 static acc_rc_t s_open_ledger(broker_t *self, bool read_only, acc_err_t *err)
 {
     uint8_t *sign_secret = sodium_malloc(ACC_SIGN_SECRET_BYTES);
@@ -290,13 +303,7 @@ static acc_rc_t s_open_ledger(broker_t *self, bool read_only, acc_err_t *err)
                              16, self->subject_key, 32);
     acc_rc_t rc = acc_keys_read_sign_secret(sign_secret, self->config->signing_key, err);
     if (rc == ACC_OK) {
-        const ledger_limits_t limits = {
-            .conninfo = self->config->database,
-            .connect_timeout_s = self->config->database_connect_timeout_s,
-            .statement_timeout_ms = self->config->database_statement_timeout_ms,
-            .query_timeout_ms = self->config->database_query_timeout_ms,
-            .read_only = read_only,
-        };
+        const ledger_limits_t limits = s_ledger_limits(self, read_only);
         rc = ledger_open(&self->ledger, &limits, sign_secret, outbox_key, keep_key, err);
     }
     sodium_free(keep_key);
@@ -369,6 +376,36 @@ static void s_observe_row(void *ctx, const acc_logrow_t *row)
     metrics_stage_row(ctx, row);
 }
 
+/* /metrics and /healthz, and the count of pending deliveries they show: every
+ * ten seconds, on a thread and connection of its own, as it reads every pending
+ * row (a second with a million pending) and the loop must not wait for it. */
+#define METRICS_PENDING_MS 10000
+
+static void s_set_pending(void *ctx, const char *const *agencies, const int64_t *counts, size_t n)
+{
+    metrics_set_pending_all(ctx, agencies, counts, n);
+}
+
+static void s_name_agencies(broker_t *self)
+{
+    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
+        metrics_name_pending(self->metrics, acc_policy_agency_id(self->policy, i));
+    }
+}
+
+static acc_rc_t s_open_metrics(broker_t *self, acc_err_t *err)
+{
+    acc_rc_t rc = metrics_open(&self->metrics, self->config->metrics, err);
+    if (rc != ACC_OK) {
+        return rc;
+    }
+    ledger_set_observer(self->ledger, s_observe_row, self->metrics);
+    s_name_agencies(self);
+    const ledger_limits_t limits = s_ledger_limits(self, true);
+    return ledger_counter_start(&self->counter, &limits, METRICS_PENDING_MS, s_set_pending,
+                                self->metrics, err);
+}
+
 acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_start_t *start,
                      const volatile sig_atomic_t *stop_requested,
                      volatile sig_atomic_t *reload_requested, acc_err_t *err)
@@ -402,8 +439,7 @@ acc_rc_t broker_open(broker_t **out, const acc_broker_config_t *config, broker_s
         rc = s_open_monitor(self, err);
     }
     if (rc == ACC_OK && serve && config->metrics[0] != '\0') {
-        rc = metrics_open(&self->metrics, config->metrics, err);
-        ledger_set_observer(self->ledger, s_observe_row, self->metrics);
+        rc = s_open_metrics(self, err);
     }
     sodium_free(curve_secret);
     if (rc != ACC_OK) {
@@ -462,6 +498,7 @@ void broker_destroy(broker_t **self_p)
     if (self->ctx != NULL) {
         zmq_ctx_term(self->ctx);
     }
+    ledger_counter_stop(&self->counter); /* before the metrics it writes to */
     metrics_destroy(&self->metrics);
     ledger_destroy(&self->ledger);
     hwm_destroy(&self->mark); /* after the ledger, which borrows it */
@@ -1433,13 +1470,15 @@ static void s_reload(broker_t *self)
     acc_log_notice("agreement", "reloaded \"%s\" hash=%s", acc_policy_id(self->policy),
                    acc_policy_hash_hex(self->policy));
     self->reloads_ok++;
+    if (self->metrics != NULL) {
+        s_name_agencies(self);
+    }
     if (auditors_changed) {
         s_start_epoch_for_auditors(self);
     }
 }
 
-#define METRICS_STATE_MS   1000
-#define METRICS_PENDING_MS 10000
+#define METRICS_STATE_MS 1000
 
 /* The schema can change under a running broker (a newer broker migrated it, or
  * an operator restored an older dump): /healthz says so instead of "ok". */
@@ -1454,27 +1493,9 @@ static void s_update_schema(broker_t *self)
     metrics_set_schema(self->metrics, version, acc_migrate_latest());
 }
 
-/* Each agency's deliveries waiting, under the query timeout: a locked or huge
- * log costs the loop at most that, and the figures stay as
- * they were. */
-static void s_set_pending(void *ctx, const char *agency, int64_t count)
-{
-    metrics_set_pending(ctx, agency, count);
-}
-
-static void s_update_pending(broker_t *self)
-{
-    for (size_t i = 0; i < acc_policy_agency_count(self->policy); i++) {
-        metrics_set_pending(self->metrics, acc_policy_agency_id(self->policy, i), 0);
-    }
-    acc_err_t err;
-    if (ledger_count_pending(self->ledger, s_set_pending, self->metrics, &err) != ACC_OK) {
-        acc_log_warn("metrics", "pending deliveries not counted: %s", err.msg);
-    }
-}
-
 /* The figures /metrics and /healthz show that the loop owns: refreshed once a
- * second (the schema version a cheap query); the pending per agency every ten. */
+ * second (the schema version a cheap query). The pending deliveries per agency
+ * are counted off the loop (s_open_metrics). */
 static void s_update_metrics(broker_t *self)
 {
     int64_t now = acc_now_ms();
@@ -1503,10 +1524,6 @@ static void s_update_metrics(broker_t *self)
         return;
     }
     s_update_schema(self);
-    if (now - self->pending_at_ms >= METRICS_PENDING_MS) {
-        self->pending_at_ms = now;
-        s_update_pending(self);
-    }
 }
 
 /* Idle, the loop wakes once a second; with acknowledgements waiting, when they

@@ -16,6 +16,7 @@
 #include "delivery.h"
 #include "hwm.h"
 #include "ledger.h"
+#include "ledger_count.h"
 #include "metrics.h"
 #include "outcome.h"
 #include "peers.h"
@@ -69,15 +70,15 @@ struct broker_t {
     size_t auditor_slots;          /* entries in auditor_turns */
     const volatile sig_atomic_t *stop_requested;
     volatile sig_atomic_t *reload_requested;
-    char endpoint[256]; /* the endpoint actually bound */
-    metrics_t *metrics; /* NULL when metrics is "" */
+    char endpoint[256];        /* the endpoint actually bound */
+    metrics_t *metrics;        /* NULL when metrics is "" */
+    ledger_counter_t *counter; /* counts the pending deliveries /metrics shows */
     uint64_t reloads_ok;
     uint64_t reloads_refused;
     uint64_t epoch_rotations;
-    uint64_t turn;         /* loop turns since start (from 1) */
-    bool epoch_needed;     /* the auditors changed and their new epoch is not started yet */
-    int64_t state_at_ms;   /* last time the metrics' view of the state was refreshed */
-    int64_t pending_at_ms; /* ...and of the pending deliveries per agency */
+    uint64_t turn;       /* loop turns since start (from 1) */
+    bool epoch_needed;   /* the auditors changed and their new epoch is not started yet */
+    int64_t state_at_ms; /* last time the metrics' view of the state was refreshed */
 };
 
 /* Sends one frame to rid now, never blocking: one peer that stops reading must

@@ -22,9 +22,6 @@
 #define NONCE_PREFIX_BYTES 16
 #define EPOCH_RETRY_MS     5000 /* a failed rotation is tried again after this */
 
-/* A row's delivery stream (ledger.h), in SQL */
-#define LEDGER_STREAM_SQL "CASE WHEN event = 'shared' THEN record_type ELSE '@' || event END"
-
 static const char s_copy_sql[] =
     "COPY accord_log (seq, share_id, at, event, from_agency, to_agency, record_type, record_id,"
     " subject_tag, rule_ids, purpose, lawful_basis, consent, error_code, reason, agreement_hash,"
@@ -353,13 +350,13 @@ static void s_session_sql(const ledger_t *self, char sql[SESSION_SQL_MAX])
 /* The operator's conninfo comes last, so a connect_timeout it names wins over
  * ours: without one, libpq would wait for an unanswering server for as long as
  * TCP does, with the loop (and every agency) waiting behind it. */
-static PGconn *s_connect_bounded(const ledger_t *self)
+PGconn *ledger_connect(const ledger_limits_t *limits)
 {
     char connect_timeout[24];
     (void)snprintf(connect_timeout, sizeof(connect_timeout), "%lld",
-                   (long long)self->limits.connect_timeout_s);
+                   (long long)limits->connect_timeout_s);
     const char *const keywords[] = { "connect_timeout", "dbname", NULL };
-    const char *const values[] = { connect_timeout, self->conninfo, NULL };
+    const char *const values[] = { connect_timeout, limits->conninfo, NULL };
     return PQconnectdbParams(keywords, values, 1);
 }
 
@@ -368,7 +365,7 @@ static acc_rc_t s_connect(ledger_t *self, acc_err_t *err)
     if (self->conn != NULL) {
         PQfinish(self->conn);
     }
-    self->conn = s_connect_bounded(self);
+    self->conn = ledger_connect(&self->limits);
     if (PQstatus(self->conn) != CONNECTION_OK) {
         /* libpq's message may carry host names, never a password. */
         return acc_err_set(err, ACC_ERR_DB, "could not connect to PostgreSQL: %s",
@@ -862,7 +859,7 @@ static PGconn *s_reader(ledger_t *self, acc_err_t *err)
         PQfinish(self->rconn);
     }
     self->rprepared = false;
-    self->rconn = s_connect_bounded(self);
+    self->rconn = ledger_connect(&self->limits);
     char set[SESSION_SQL_MAX];
     s_session_sql(self, set);
     if (PQstatus(self->rconn) != CONNECTION_OK ||
@@ -1667,26 +1664,6 @@ acc_rc_t ledger_erase_done_epochs(ledger_t *self, int64_t first_pending_seq, acc
                        "erased the broker's copy of %d epoch key(s) below epoch %lld: every "
                        "share of them is acknowledged (auditors keep theirs)",
                        PQntuples(res), (long long)below);
-    }
-    PQclear(res);
-    return ACC_OK;
-}
-
-acc_rc_t ledger_count_pending(ledger_t *self, ledger_pending_count_fn *fn, void *ctx,
-                              acc_err_t *err)
-{
-    PGresult *res = ledger_read(
-        self,
-        "SELECT c.to_agency, sum((SELECT count(*) FROM accord_log l WHERE l.to_agency = "
-        "c.to_agency AND l.event IN ('shared', 'outcome', 'notified') AND l.seq > c.acked_to "
-        "AND " LEDGER_STREAM_SQL " = c.record_type) - cardinality(c.acked_above)) "
-        "FROM accord_cursor c GROUP BY 1",
-        0, NULL, err);
-    if (res == NULL) {
-        return ACC_ERR_DB;
-    }
-    for (int i = 0; i < PQntuples(res); i++) {
-        fn(ctx, PQgetvalue(res, i, 0), strtoll(PQgetvalue(res, i, 1), NULL, 10));
     }
     PQclear(res);
     return ACC_OK;

@@ -278,12 +278,6 @@ typedef void ledger_result_fn(void *ctx, const ledger_result_row_t *row);
 ACC_NODISCARD acc_rc_t ledger_first_result(ledger_t *self, const char *from, const char *record_id,
                                            ledger_result_fn *fn, void *ctx, acc_err_t *err);
 
-/* Each agency's count of shares not yet acknowledged, under the query timeout
- * (from its cursors: shares above acked_to, less those listed above it). */
-typedef void ledger_pending_count_fn(void *ctx, const char *agency, int64_t count);
-ACC_NODISCARD acc_rc_t ledger_count_pending(ledger_t *self, ledger_pending_count_fn *fn, void *ctx,
-                                            acc_err_t *err);
-
 /* The schema version recorded in the database (acc_migrate_current), read under
  * the query timeout. */
 ACC_NODISCARD acc_rc_t ledger_schema_version(ledger_t *self, int *version, acc_err_t *err);

@@ -204,16 +204,34 @@ void metrics_count_over_budget(metrics_t *self, const char *budget, const char *
     s_count(self, SERIES_BUDGET, budget, agency);
 }
 
-void metrics_set_pending(metrics_t *self, const char *agency, int64_t count)
+void metrics_set_pending_all(metrics_t *self, const char *const *agencies, const int64_t *counts,
+                             size_t n)
 {
     if (self == NULL) {
         return;
     }
     (void)pthread_mutex_lock(&self->lock);
-    series_t *s = s_series(self, SERIES_PENDING, agency, NULL);
-    if (s != NULL) {
-        s->value = (double)count;
+    for (size_t i = 0; i < self->series_count; i++) {
+        if (self->series[i].kind == SERIES_PENDING) {
+            self->series[i].value = 0;
+        }
     }
+    for (size_t i = 0; i < n; i++) {
+        series_t *s = s_series(self, SERIES_PENDING, agencies[i], NULL);
+        if (s != NULL) {
+            s->value = (double)counts[i];
+        }
+    }
+    (void)pthread_mutex_unlock(&self->lock);
+}
+
+void metrics_name_pending(metrics_t *self, const char *agency)
+{
+    if (self == NULL) {
+        return;
+    }
+    (void)pthread_mutex_lock(&self->lock);
+    (void)s_series(self, SERIES_PENDING, agency, NULL);
     (void)pthread_mutex_unlock(&self->lock);
 }
 

@@ -35,8 +35,12 @@ void metrics_count_error(metrics_t *self, const char *code, const char *agency);
  * "log_reads") for the second. */
 void metrics_count_over_budget(metrics_t *self, const char *budget, const char *agency);
 
-/* Deliveries waiting in the outbox for agency (replaces the previous figure). */
-void metrics_set_pending(metrics_t *self, const char *agency, int64_t count);
+/* Deliveries waiting for each agency, from one count: agencies[i] has counts[i];
+ * every other agency shown so far has none. */
+void metrics_set_pending_all(metrics_t *self, const char *const *agencies, const int64_t *counts,
+                             size_t n);
+/* Shows agency's pending deliveries (0 until a count finds some). */
+void metrics_name_pending(metrics_t *self, const char *agency);
 
 typedef struct {
     bool database_up;

@@ -248,6 +248,27 @@ long th_pg_count(th_world_t *world, const char *where)
     return n;
 }
 
+long th_pg_wait_lock_waiters(th_world_t *world, const char *query_part, int timeout_ms)
+{
+    const char *values[1] = { query_part };
+    long deadline = s_now_ms() + timeout_ms;
+    long n = 0;
+    for (;;) {
+        PGresult *res = PQexecParams(world->db,
+                                     "SELECT count(*) FROM pg_stat_activity WHERE "
+                                     "wait_event_type = 'Lock' AND strpos(query, $1) > 0 "
+                                     "AND pid <> pg_backend_pid()",
+                                     1, NULL, values, NULL, NULL, 0);
+        cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(world->db));
+        n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        if (n > 0 || s_now_ms() >= deadline) {
+            return n;
+        }
+        th_sleep_ms(50);
+    }
+}
+
 long th_pg_wait_count(th_world_t *world, const char *where, long expected, int timeout_ms)
 {
     long deadline = s_now_ms() + timeout_ms;

@@ -139,6 +139,9 @@ void th_pg_private_remove(th_world_t *world);
 
 /* Runs sql as superuser; asserts success. */
 void th_pg_exec(th_world_t *world, const char *sql);
+/* Waits up to timeout_ms for a session whose query text contains query_part to
+ * wait for a lock; answers how many do. */
+long th_pg_wait_lock_waiters(th_world_t *world, const char *query_part, int timeout_ms);
 
 /* A client-library connection for agency, welcomed by the broker; cfg is filled
  * and must be cleared by the caller after client_destroy. */

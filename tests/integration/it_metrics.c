@@ -81,3 +81,72 @@ Test(metrics, healthz_is_ok_and_metrics_count_what_happened_without_naming_a_chi
     cr_assert(strstr(missing, " 404") != NULL, "%s", missing);
     free(missing);
 }
+
+/* ---- the pending figure is counted off the loop ---- */
+
+static void setup_slow_count(void)
+{
+    const char *agencies[] = { "rft-health-visiting", "rmbc-childrens-centres", NULL };
+    world = th_world_new(agencies);
+    th_world_agreement(world, th_rules_hv_to_cc);
+    /* a count the database holds up may take a minute before it is cancelled */
+    snprintf(world->broker_extra, sizeof(world->broker_extra),
+             "metrics: 127.0.0.1:0\ndatabase_query_timeout_ms: 60000\n");
+    th_broker_start(world);
+    port = th_broker_metrics_port(world);
+}
+
+TestSuite(metrics_count, .init = setup_slow_count, .fini = teardown, .timeout = 120);
+
+/* With a backlog of a million the count took a second; a count held up by the
+ * database for longer than that must not hold up the sharing. The test holds
+ * accord_cursor locked, which the count reads and a publish to a known cursor
+ * does not touch, while a partner publishes. */
+Test(metrics_count, a_count_the_database_holds_up_never_holds_up_a_publish_nor_a_stop)
+{
+    acc_agent_config_t cfg;
+    client_t *c = th_client(world, "rft-health-visiting", &cfg);
+    char *json = th_health_visit_json("hv-c-1", th_nhs(0));
+    Accord__V1__Envelope *reply = th_publish(c, json, "");
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    free(json);
+
+    PGconn *locker = PQconnectdb(world->conninfo);
+    cr_assert_eq(PQstatus(locker), CONNECTION_OK, "%s", PQerrorMessage(locker));
+    PGresult *res = PQexec(locker, "BEGIN; LOCK TABLE accord_cursor IN ACCESS EXCLUSIVE MODE");
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(locker));
+    PQclear(res);
+    /* the next count starts within ten seconds and waits for the lock */
+    cr_assert_eq(th_pg_wait_lock_waiters(world, "FROM accord_cursor c GROUP BY", 25000), 1,
+                 "no pending count waited for the lock");
+
+    json = th_health_visit_json("hv-c-2", th_nhs(1));
+    th_send_publish(c, json, "", 2);
+    free(json);
+    acc_err_t err;
+    reply = NULL;
+    cr_assert_eq(client_recv(c, &reply, 15000, &err), ACC_OK,
+                 "no answer while the count waited: %s", err.msg);
+    cr_assert_not_null(reply->publish_result);
+    cr_assert_eq(reply->publish_result->code, ACCORD__V1__ERROR_CODE__OK);
+    accord__v1__envelope__free_unpacked(reply, NULL);
+    client_destroy(&c);
+    acc_agent_config_clear(&cfg);
+    /* stopping cancels the count it would otherwise wait a minute for, quietly */
+    th_broker_stop(world);
+    cr_assert(!th_broker_logged(world, "not counted", 0), "a warning for a count cancelled to stop");
+
+    res = PQexec(locker, "ROLLBACK");
+    PQclear(res);
+    PQfinish(locker);
+    /* a broker starting counts at once: both shares pending */
+    th_broker_start(world);
+    port = th_broker_metrics_port(world);
+    double pending = 0;
+    for (int i = 0; i < 250 && pending != 2; i++) {
+        th_sleep_ms(100);
+        pending = th_metric(port, "accord_outbox_pending{agency=\"rmbc-childrens-centres\"}");
+    }
+    cr_assert_eq(pending, 2, "the pending figure is %g", pending);
+}
