@@ -1,5 +1,7 @@
 /* audit.c - auditors' questions about the sharing log, answered a page at a time;
  * every question is itself logged as a `queried` row */
+#include "audit.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>

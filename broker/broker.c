@@ -51,7 +51,10 @@
 #include "accord/migrate.h"
 #include "accord/pbwipe.h"
 #include "accord/validate.h"
+#include "audit.h"
 #include "broker_internal.h"
+#include "lookup.h"
+#include "publish.h"
 #include "restore.h"
 
 #define POLL_IDLE_MS   1000

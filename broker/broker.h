@@ -8,7 +8,9 @@
  * broker_policy(), broker_ledger(), broker_outcomes() to read, broker_take() and
  * broker_take_audit_turn() for what a partner may cost the loop,
  * broker_queue() and broker_reply_error() to answer, broker_subject_tag() for the
- * keyed tag (the key itself stays in broker.c).
+ * keyed tag (the key itself stays in broker.c). Each handler's entry point is in
+ * its own header (audit.h, lookup.h, outcome.h, publish.h), for the loop's
+ * dispatch table.
  *
  * Accessors rather than a context struct handed to each handler: the handlers
  * share one dispatch signature (handler_fn, in broker.c) with the loop's own
@@ -143,10 +145,6 @@ typedef enum {
 bool broker_take(broker_t *self, const peer_t *peer, broker_budget_t which,
                  char why[BROKER_BUDGET_WHY_MAX]);
 
-/* publish.c: decides one Publish, stages its log rows and queues the result and
- * deliveries for the end of the batch. */
-void publish_on_publish(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
 /* The day (YYYY-MM-DD, UTC) an agreement's validity is checked against, and the
  * time now as RFC 3339 UTC with microseconds (what notices carry). */
 #define BROKER_AT_TEXT_MAX 40
@@ -159,19 +157,5 @@ void broker_now_text(char out[BROKER_AT_TEXT_MAX]);
  * check it. */
 bool broker_subject_tag(const broker_t *self, const char *agency, const char *nhs,
                         const char *local_id, uint8_t tag[ACC_LOGROW_TAG_BYTES]);
-
-/* lookup.c: answers one Lookup (who already knows this child) from the log,
- * logs it as a `looked-up` row (or a refusal), and, when the agreement's lookup
- * says notify, stages a `notified` row and notice for each agency named. */
-void lookup_on_lookup(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-/* publish.c: the final answer to a Publish whose rows PostgreSQL refused for
- * their data: a refused row holding only broker-chosen text (no record_id or
- * record_type) and an INVALID_RECORD result, so no retry can fail a batch again. */
-void publish_refuse_unwritable(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
-
-/* audit.c: answers an auditor's AuditQuery with one page of log rows and stages
- * a `queried` row saying who asked what and how much they were given. */
-void audit_on_query(broker_t *self, peer_t *peer, const Accord__V1__Envelope *env);
 
 #endif

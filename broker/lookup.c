@@ -1,6 +1,8 @@
 /* lookup.c - "who already knows this child": answered from the log's metadata
  * through the subject tag, never from record contents; logged as a `looked-up`
  * row, and each agency named told who looked when the agreement says notify */
+#include "lookup.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>

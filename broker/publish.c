@@ -1,4 +1,6 @@
 /* publish.c - one Publish: check, decide under the agreement, stage rows, queue answers */
+#include "publish.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -135,7 +135,8 @@ Test(metrics_count, a_count_the_database_holds_up_never_holds_up_a_publish_nor_a
     acc_agent_config_clear(&cfg);
     /* stopping cancels the count it would otherwise wait a minute for, quietly */
     th_broker_stop(world);
-    cr_assert(!th_broker_logged(world, "not counted", 0), "a warning for a count cancelled to stop");
+    cr_assert(!th_broker_logged(world, "not counted", 0),
+              "a warning for a count cancelled to stop");
 
     res = PQexec(locker, "ROLLBACK");
     PQclear(res);
