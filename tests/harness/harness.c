@@ -190,6 +190,16 @@ int th_proc_wait(th_proc_t **proc_p, int timeout_ms)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+char *th_proc_finish(th_proc_t **proc_p, int timeout_ms, int *status)
+{
+    th_proc_t *proc = *proc_p;
+    (void)th_proc_wait_lines(proc, SIZE_MAX, timeout_ms);
+    char *out = strndup(proc->out != NULL ? proc->out : "", proc->out_len);
+    cr_assert_not_null(out);
+    *status = th_proc_wait(proc_p, timeout_ms);
+    return out;
+}
+
 int th_proc_stop(th_proc_t **proc_p, int sig, int timeout_ms)
 {
     kill((*proc_p)->pid, sig);

@@ -50,6 +50,9 @@ char *th_proc_line(th_proc_t *proc, size_t n);
 /* Waits for exit (SIGKILL after timeout_ms) and returns the exit status, or
  * 128+signal; frees proc. */
 int th_proc_wait(th_proc_t **proc_p, int timeout_ms);
+/* Reads its stdout to the end (up to timeout_ms), then waits for exit as
+ * th_proc_wait, whose status goes to *status; returns all of stdout, malloc'd. */
+char *th_proc_finish(th_proc_t **proc_p, int timeout_ms, int *status);
 /* Sends sig, then waits as th_proc_wait. */
 int th_proc_stop(th_proc_t **proc_p, int sig, int timeout_ms);
 

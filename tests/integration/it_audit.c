@@ -762,9 +762,8 @@ Test(audit, a_question_asked_while_postgresql_is_down_is_answered_when_it_is_bac
     }
     th_pg_private_ctl(world, "start");
 
-    (void)th_proc_wait_lines(tool, SIZE_MAX, 60000); /* to the end of its output */
-    char *out = strndup(tool->out != NULL ? tool->out : "", tool->out_len);
-    int status = th_proc_wait(&tool, 10000);
+    int status = 0;
+    char *out = th_proc_finish(&tool, 60000, &status);
     cr_assert_eq(status, 0, "accord-audit log failed (%d): %.300s", status, out);
     json_error_t jerr;
     json_t *rows = json_loads(out, 0, &jerr);

@@ -1714,9 +1714,8 @@ Test(partners, accord_audit_waits_its_turn_while_the_key_s_other_connections_ask
             corr += AUDIT_CONNS;
             th_proc_drain(tool); /* a full stdout pipe would stall it */
         }
-        (void)th_proc_wait_lines(tool, SIZE_MAX, 60000); /* to the end of its output */
-        char *out = strndup(tool->out != NULL ? tool->out : "", tool->out_len);
-        int status = th_proc_wait(&tool, 60000);
+        int status = 0;
+        char *out = th_proc_finish(&tool, 60000, &status);
         json_error_t jerr;
         json_t *rows = json_loads(out, 0, &jerr);
         cr_assert_eq(status, 0, "run %d: accord-audit log failed (%d): %.300s", run, status, out);
