@@ -15,8 +15,9 @@
 #include "accord/log.h"
 #include "ledger_internal.h"
 
-#define COUNT_TIMEOUT_MS 60000
-#define COUNT_PACE       10 /* the wait after a count is at least this many times its length */
+#define COUNT_TIMEOUT_MS     60000
+#define COUNT_PACE           10 /* the wait after a count is at least this many times its length */
+#define STOP_CANCEL_EVERY_MS 200
 
 struct ledger_counter_t {
     char *conninfo;
@@ -27,9 +28,10 @@ struct ledger_counter_t {
     PGconn *conn; /* the thread's own */
     bool failing; /* the last count failed (logged once) */
     pthread_t thread;
-    pthread_mutex_t lock; /* guards stop and cancel */
-    pthread_cond_t wake;
+    pthread_mutex_t lock; /* guards stop, done and cancel */
+    pthread_cond_t wake;  /* the thread waits on it between counts, the stopper for done */
     bool stop;
+    bool done;        /* the thread has finished */
     PGcancel *cancel; /* for conn, while it is open */
 };
 
@@ -86,11 +88,34 @@ static acc_rc_t s_open(ledger_counter_t *self, acc_err_t *err)
     return rc;
 }
 
+/* until: wait_ms from now on the monotonic clock (the condition's). */
+static void s_deadline(struct timespec *until, int64_t wait_ms)
+{
+    (void)clock_gettime(CLOCK_MONOTONIC, until);
+    until->tv_sec += (time_t)(wait_ms / 1000);
+    until->tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (until->tv_nsec >= 1000000000L) {
+        until->tv_sec++;
+        until->tv_nsec -= 1000000000L;
+    }
+}
+
+static bool s_stopping(ledger_counter_t *self)
+{
+    (void)pthread_mutex_lock(&self->lock);
+    bool stop = self->stop;
+    (void)pthread_mutex_unlock(&self->lock);
+    return stop;
+}
+
 static acc_rc_t s_count(ledger_counter_t *self, acc_err_t *err)
 {
     acc_rc_t rc = s_open(self, err);
     if (rc != ACC_OK) {
         return rc;
+    }
+    if (s_stopping(self)) {
+        return acc_err_set(err, ACC_ERR_DB, "stopping");
     }
     PGresult *res = PQexec(self->conn, s_count_sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -110,14 +135,6 @@ static acc_rc_t s_count(ledger_counter_t *self, acc_err_t *err)
     free(agencies);
     PQclear(res);
     return ACC_OK;
-}
-
-static bool s_stopping(ledger_counter_t *self)
-{
-    (void)pthread_mutex_lock(&self->lock);
-    bool stop = self->stop;
-    (void)pthread_mutex_unlock(&self->lock);
-    return stop;
 }
 
 /* One count, its failure logged once (not when it was cancelled to stop);
@@ -145,13 +162,7 @@ static int64_t s_count_once(ledger_counter_t *self)
 static bool s_wait(ledger_counter_t *self, int64_t wait_ms)
 {
     struct timespec until;
-    (void)clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)(wait_ms / 1000);
-    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    s_deadline(&until, wait_ms);
     (void)pthread_mutex_lock(&self->lock);
     int rc = 0;
     while (!self->stop && rc != ETIMEDOUT) {
@@ -173,6 +184,10 @@ static void *s_run(void *arg)
         }
     }
     s_close(self);
+    (void)pthread_mutex_lock(&self->lock);
+    self->done = true;
+    (void)pthread_cond_broadcast(&self->wake);
+    (void)pthread_mutex_unlock(&self->lock);
     return NULL;
 }
 
@@ -211,13 +226,20 @@ void ledger_counter_stop(ledger_counter_t **self_p)
         return;
     }
     ledger_counter_t *self = *self_p;
+    /* A cancel that reaches PostgreSQL before the count's query is ignored, so
+     * it is sent again until the thread has finished. */
     (void)pthread_mutex_lock(&self->lock);
     self->stop = true;
-    if (self->cancel != NULL) {
-        char why[256];
-        (void)PQcancel(self->cancel, why, (int)sizeof(why));
+    (void)pthread_cond_broadcast(&self->wake);
+    while (!self->done) {
+        if (self->cancel != NULL) {
+            char why[256];
+            (void)PQcancel(self->cancel, why, (int)sizeof(why));
+        }
+        struct timespec until;
+        s_deadline(&until, STOP_CANCEL_EVERY_MS);
+        (void)pthread_cond_timedwait(&self->wake, &self->lock, &until);
     }
-    (void)pthread_cond_signal(&self->wake);
     (void)pthread_mutex_unlock(&self->lock);
     (void)pthread_join(self->thread, NULL);
     (void)pthread_cond_destroy(&self->wake);
