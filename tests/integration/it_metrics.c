@@ -151,3 +151,35 @@ Test(metrics_count, a_count_the_database_holds_up_never_holds_up_a_publish_nor_a
     }
     cr_assert_eq(pending, 2, "the pending figure is %g", pending);
 }
+
+/* PostgreSQL down: the count says so once, and again when it counts once more. */
+Test(metrics_count, a_count_the_database_cannot_answer_is_logged_once_and_its_return_too)
+{
+    /* a private cluster: stopping the shared one would disturb other tests */
+    th_broker_stop(world);
+    th_pg_private_start(world);
+    th_broker_start(world);
+    port = th_broker_metrics_port(world);
+    char *json = th_health_visit_json("hv-d-1", th_nhs(0));
+    cr_assert_eq(th_publish_code(world, "rft-health-visiting", json, ""),
+                 ACCORD__V1__ERROR_CODE__OK);
+    free(json);
+    th_pg_private_ctl(world, "stop");
+    cr_assert(th_broker_logged(world, "pending deliveries not counted", 30000),
+              "no word that the count failed");
+    th_sleep_ms(21000); /* two more counts fail, and say nothing */
+    char log[600];
+    snprintf(log, sizeof(log), "%s/accordd.log", world->dir);
+    char *text = th_slurp(log);
+    size_t said = 0;
+    for (const char *p = text; (p = strstr(p, "pending deliveries not counted")) != NULL; p++) {
+        said++;
+    }
+    free(text);
+    cr_assert_eq(said, 1, "the failing count was logged %zu times", said);
+
+    th_pg_private_ctl(world, "start");
+    cr_assert(th_broker_logged(world, "pending deliveries counted again", 30000),
+              "no word that the count works again");
+    cr_assert_eq(th_metric(port, "accord_outbox_pending{agency=\"rmbc-childrens-centres\"}"), 1);
+}
