@@ -2,6 +2,7 @@
 #include "accord/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +36,30 @@ acc_rc_t acc_log_level_parse(acc_log_level_t *out, const char *name)
     return ACC_ERR_INVALID;
 }
 
+/* One event, one line: a message may quote text with line breaks or tabs
+ * (libpq's end in a newline, and put a hint on a line of its own), which would
+ * otherwise start what journald shows as another event, with no time or level,
+ * or let quoted text forge one. Each run of control characters becomes one
+ * space; one at the end is dropped. */
+static void s_one_line(char *text)
+{
+    char *out = text;
+    bool gap = false;
+    for (const char *in = text; *in != '\0'; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (c < 0x20 || c == 0x7f) {
+            gap = true;
+            continue;
+        }
+        if (gap && out != text) {
+            *out++ = ' ';
+        }
+        gap = false;
+        *out++ = (char)c;
+    }
+    *out = '\0';
+}
+
 void acc_log_write(acc_log_level_t level, const char *module, const char *fmt, ...)
 {
     struct timespec now;
@@ -55,6 +80,7 @@ void acc_log_write(acc_log_level_t level, const char *module, const char *fmt, .
     va_start(ap, fmt);
     (void)vsnprintf(line + used, sizeof(line) - used, fmt, ap);
     va_end(ap);
+    s_one_line(line + used);
     /* One fputs per line so concurrent writers do not interleave mid-line. */
     (void)fprintf(stderr, "%s\n", line);
 }
